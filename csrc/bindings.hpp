@@ -1,0 +1,8 @@
+// Declarations of the per-area binding functions. Each bind_*.cpp only binds:
+// the logic it exposes lives in a header that does not include Python.h.
+#pragma once
+#include <pybind11/pybind11.h>
+
+namespace pytrafgen {
+void bind_version(pybind11::module_& m);
+}  // namespace pytrafgen

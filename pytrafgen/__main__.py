@@ -1,0 +1,3 @@
+from pytrafgen.cli.main import run
+
+run()

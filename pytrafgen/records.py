@@ -1,0 +1,143 @@
+"""The field-record table: the one exchange format between stages.
+
+Every generator produces it (the AR model as tokens that the tokenizer decodes into it,
+the baselines directly); ``pytrafgen.build`` turns it into packet bytes with lengths and
+checksums repaired. So every generator gets the same builder, pcap writer and validators.
+
+Layout: per-packet columns (length P) and per-flow columns (length F). Variable-length
+bytes (IPv4 options, L4 options, payload) live in one ``blob`` buffer addressed by
+(offset, length) pairs. Addresses are per flow and per *role* (client = the flow's
+initiator, server = the responder); ``direction`` says which role sent a packet.
+Sequence/acknowledgement numbers are relative to the sender's / the peer's initial
+sequence number; the builder draws fresh initial numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CLIENT_TO_SERVER = 0
+SERVER_TO_CLIENT = 1
+
+# dtype of every per-packet column, in a fixed order
+PACKET_COLUMNS: dict[str, np.dtype] = {
+    "flow": np.dtype(np.int32),  # index into the per-flow columns
+    "direction": np.dtype(np.uint8),  # CLIENT_TO_SERVER or SERVER_TO_CLIENT
+    "ts_ns": np.dtype(np.int64),  # absolute timestamp, ns
+    "ttl": np.dtype(np.uint8),  # IPv4 TTL / IPv6 hop limit
+    "tos": np.dtype(np.uint8),  # IPv4 TOS / IPv6 traffic class
+    "ip_id": np.dtype(np.uint32),  # IPv4 identification (IPv6: fragment id, 0 if none)
+    "ip_flags": np.dtype(np.uint8),  # bit0 MF, bit1 DF, bit2 reserved
+    "frag_offset": np.dtype(np.uint16),  # in 8-byte units
+    "flow_label": np.dtype(np.uint32),  # IPv6 flow label (0 for IPv4)
+    "ip_opt_off": np.dtype(np.uint64),  # IPv4 options / IPv6 extension headers in blob
+    "ip_opt_len": np.dtype(np.uint32),
+    "tcp_flags": np.dtype(np.uint16),  # FIN=1 SYN=2 RST=4 PSH=8 ACK=16 URG=32 ECE=64 CWR=128 NS=256
+    "seq": np.dtype(np.uint32),  # relative to the sender's initial sequence number
+    "ack": np.dtype(np.uint32),  # relative to the peer's initial sequence number
+    "window": np.dtype(np.uint16),
+    "urgent": np.dtype(np.uint16),
+    "icmp_type": np.dtype(np.uint8),
+    "icmp_code": np.dtype(np.uint8),
+    "icmp_rest": np.dtype(np.uint32),  # the 4 bytes after the ICMP checksum (id/seq, mtu, unused)
+    "l4_opt_off": np.dtype(np.uint64),  # TCP options in blob
+    "l4_opt_len": np.dtype(np.uint32),
+    "payload_off": np.dtype(np.uint64),  # stored payload bytes in blob
+    "payload_stored": np.dtype(np.uint32),  # bytes of payload present in blob (≤ cap)
+    "payload_len": np.dtype(np.uint32),  # true payload length; the builder pads stored → len with zeros
+}
+
+# dtype of every per-flow column
+FLOW_COLUMNS: dict[str, np.dtype] = {
+    "label": np.dtype(np.int16),  # index into ``classes``
+    "ip_version": np.dtype(np.uint8),  # 4 or 6
+    "proto": np.dtype(np.uint8),  # 6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6
+    "client_port": np.dtype(np.uint16),
+    "server_port": np.dtype(np.uint16),
+}
+
+
+@dataclass
+class FieldRecords:
+    """Per-packet protocol fields of a set of flows; see the module docstring."""
+
+    packets: dict[str, np.ndarray]
+    flows: dict[str, np.ndarray]
+    blob: np.ndarray  # uint8
+    classes: list[str]
+    # Filled by an address plan at build time; (F, 16) uint8, IPv4 as IPv4-mapped IPv6.
+    client_addr: np.ndarray | None = None
+    server_addr: np.ndarray | None = None
+    # Derived fields as a generator emitted them (before repair), only for generators that
+    # emit them (e.g. the diffusion baseline's bit rows): name -> (P,) array.
+    raw_derived: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def n_packets(self) -> int:
+        return len(self.packets["flow"])
+
+    @property
+    def n_flows(self) -> int:
+        return len(self.flows["label"])
+
+    def validate(self) -> None:
+        """Raise ValueError unless every column is present with its dtype and length."""
+        for name, dtype in PACKET_COLUMNS.items():
+            col = self.packets.get(name)
+            if col is None:
+                raise ValueError(f"field records: missing packet column {name!r}")
+            if col.dtype != dtype or col.ndim != 1:
+                raise ValueError(f"field records: packet column {name!r} must be 1-D {dtype}, got {col.dtype}")
+        lengths = {len(self.packets[n]) for n in PACKET_COLUMNS}
+        if len(lengths) != 1:
+            raise ValueError(f"field records: packet columns differ in length: {sorted(lengths)}")
+        for name, dtype in FLOW_COLUMNS.items():
+            col = self.flows.get(name)
+            if col is None:
+                raise ValueError(f"field records: missing flow column {name!r}")
+            if col.dtype != dtype or col.ndim != 1:
+                raise ValueError(f"field records: flow column {name!r} must be 1-D {dtype}, got {col.dtype}")
+        if len({len(self.flows[n]) for n in FLOW_COLUMNS}) != 1:
+            raise ValueError("field records: flow columns differ in length")
+        if self.blob.dtype != np.uint8 or self.blob.ndim != 1:
+            raise ValueError("field records: blob must be 1-D uint8")
+        n_flows = self.n_flows
+        flow = self.packets["flow"]
+        if len(flow) and (flow.min() < 0 or flow.max() >= n_flows):
+            raise ValueError("field records: packet 'flow' index out of range")
+        labels = self.flows["label"]
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.classes)):
+            raise ValueError("field records: flow 'label' out of range of classes")
+        for off, length in (("ip_opt_off", "ip_opt_len"), ("l4_opt_off", "l4_opt_len"),
+                            ("payload_off", "payload_stored")):
+            ends = self.packets[off] + self.packets[length].astype(np.uint64)
+            if len(ends) and int(ends.max()) > len(self.blob):
+                raise ValueError(f"field records: {off}/{length} reach past the blob")
+        if np.any(self.packets["payload_stored"] > self.packets["payload_len"]):
+            raise ValueError("field records: payload_stored exceeds payload_len")
+
+    @classmethod
+    def empty(cls, classes: list[str]) -> FieldRecords:
+        return cls(
+            packets={n: np.zeros(0, d) for n, d in PACKET_COLUMNS.items()},
+            flows={n: np.zeros(0, d) for n, d in FLOW_COLUMNS.items()},
+            blob=np.zeros(0, np.uint8),
+            classes=list(classes),
+        )
+
+    def __repr__(self) -> str:
+        return f"FieldRecords({self.n_flows} flows, {self.n_packets} packets, classes={self.classes})"
+
+
+__all__ = [
+    "CLIENT_TO_SERVER",
+    "FLOW_COLUMNS",
+    "PACKET_COLUMNS",
+    "SERVER_TO_CLIENT",
+    "FieldRecords",
+]
