@@ -5,9 +5,12 @@ registered through ``pytrafgen.hookspecs``; these base classes say what they mus
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from pytrafgen.errors import PytrafgenError
 
 if TYPE_CHECKING:
     from pytrafgen.dataset import TrafficDataset
@@ -62,3 +65,72 @@ class Tokenizer(ABC):
     @abstractmethod
     def vocabulary(self) -> Mapping[str, Any]:
         """The versioned vocabulary as a JSON-able mapping."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One protocol field, as the vocabulary table and docs show it."""
+
+    name: str
+    width_bits: int | None  # None: variable length
+    role: str  # "value" | "length" (derived) | "checksum" (derived) | "payload"
+    encoding: str  # how the tokenizer encodes it: "enum", "uint", "bytes", "text", "bucket", ...
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A compliance rule: ``check`` returns the indices (into the given context's packets or
+    flows) that violate it. ``scope`` is "packet" or "flow"."""
+
+    id: str  # e.g. "TCP-003", "MQTT-012"
+    protocol: str
+    scope: str
+    description: str
+    check: Callable[[Any], Any]
+
+
+class ProtocolSpec(ABC):
+    """A protocol that pytrafgen can recognise, parse, tokenize, build back and check.
+
+    L4 protocols (TCP, UDP, ...) are handled by the C++ core and register mainly their field
+    table and rules. Application protocols (HTTP, MQTT, ...) come from plugins and add their
+    own token space: ``token_names`` is the protocol's *local* vocabulary (ids 0..n-1), which
+    the vocabulary offsets into a range of its own.
+
+    Per packet, an app protocol either encodes the whole TCP/UDP payload into local tokens
+    (the payload starts at a message boundary and parses into complete messages), or returns
+    None and the tokenizer keeps that payload as bytes (continuations of a message split over
+    segments, unparsable data). Either way the packet's bytes round-trip exactly.
+    """
+
+    name: ClassVar[str]
+    layer: ClassVar[str]  # "l4" or "app"
+    transport: ClassVar[str] = ""  # app protocols: "tcp" or "udp"
+    default_ports: ClassVar[tuple[int, ...]] = ()
+    fields: ClassVar[tuple[FieldSpec, ...]] = ()
+    token_names: ClassVar[tuple[str, ...]] = ()
+
+    def recognise(self, server_port: int, client_payload: bytes, server_payload: bytes) -> bool:
+        """Whether a flow carries this protocol (ports and/or payload heuristics)."""
+        return server_port in self.default_ports
+
+    def encode(self, payload: bytes, direction: int) -> list[int] | None:
+        """Local token ids for one packet's payload, or None to keep it as bytes."""
+        return None
+
+    def decode(self, tokens: Sequence[int], direction: int) -> bytes:
+        """Payload bytes from local token ids (derived lengths recomputed)."""
+        raise PytrafgenError(f"protocol {self.name!r} has no token codec")
+
+    def parse(self, stream: bytes, direction: int) -> list[dict[str, Any]]:
+        """Messages (field name -> value) in an in-order byte stream of one direction."""
+        return []
+
+    def build(self, message: Mapping[str, Any], direction: int) -> bytes:
+        """Bytes of one message from its fields, derived lengths recomputed."""
+        raise PytrafgenError(f"protocol {self.name!r} cannot build messages")
+
+    def rules(self) -> list[Rule]:
+        """Compliance rules this protocol contributes to ``pytrafgen evaluate``."""
+        return []
