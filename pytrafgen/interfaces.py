@@ -80,8 +80,9 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class Rule:
-    """A compliance rule: ``check`` returns the indices (into the given context's packets or
-    flows) that violate it. ``scope`` is "packet" or "flow"."""
+    """A compliance rule. ``check(ctx)`` gets a ``pytrafgen.evaluate.context.RuleContext`` and
+    returns ``(applicable, violating)``: two index arrays into the context's packets
+    (``scope == "packet"``) or flows (``scope == "flow"``); ``violating`` ⊆ ``applicable``."""
 
     id: str  # e.g. "TCP-003", "MQTT-012"
     protocol: str
