@@ -5,4 +5,8 @@
 
 namespace pytrafgen {
 void bind_version(pybind11::module_& m);
+void bind_capture(pybind11::module_& m);
+void bind_flows(pybind11::module_& m);
+void bind_build(pybind11::module_& m);
+void bind_tokens(pybind11::module_& m);
 }  // namespace pytrafgen

@@ -8,4 +8,8 @@ PYBIND11_MODULE(_core, m) {
         length and checksum repair. Byte loops run without the GIL.
     )pbdoc";
     pytrafgen::bind_version(m);
+    pytrafgen::bind_capture(m);
+    pytrafgen::bind_flows(m);
+    pytrafgen::bind_build(m);
+    pytrafgen::bind_tokens(m);
 }

@@ -12,7 +12,7 @@ from rich.console import Console
 from pytrafgen.errors import PytrafgenError
 
 # Each module defines ``register(app)``; listed in the order ``--help`` shows them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("inspect", "evaluate", "plugins")
 
 app = typer.Typer(
     name="pytrafgen",

@@ -1,0 +1,263 @@
+"""AR generator throughput: training tokens/s (+ model-FLOPs utilisation) and sampling tokens/s
+and packets/s, with a naive sampler (KV cache grown by concatenation, as DESIGN.md §8 quotes)
+measured side by side so the static-cache speed-up is a ratio from one run.
+
+On a GPU (the default sizes): training ``base`` with bf16 autocast, fused AdamW, flash SDPA and
+torch.compile; sampling ``small`` with the static KV cache, a large batch and a compiled decode
+step (CUDA graphs). On a CPU pass ``--train-sizes small,tiny --sample-sizes small,tiny`` and
+small batches. Weights are random: throughput does not depend on them, except through how many
+tokens a packet takes, which is why packets/s uses the real tokens-per-packet of ``--dataset``
+when given (else of the sampled sequences).
+
+    python benchmarks/bench_ar.py --device cpu --train-sizes small,tiny --sample-sizes small,tiny \
+        --train-batch 8 --sample-batch 64 --out benchmarks/results/ar_cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pytrafgen.atomic import atomic_file
+from pytrafgen.generators.ar.config import size_config
+from pytrafgen.generators.ar.model import GPT
+from pytrafgen.generators.ar.sample import GrammarTables, SamplingSettings, sample_batch
+from pytrafgen.generators.ar.train import autocast_for, make_optimizer, resolve_device
+
+# dense bf16 tensor-core peak, for MFU
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+CLASSES = ["benign_http", "syn_flood", "mqtt_bruteforce"]
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, object] = {"nproc": int(subprocess.check_output(["nproc"]).strip()), "cpu": cpu,
+                               "python": platform.python_version(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_training(size: str, vocab_size: int, batch: int, steps: int, warmup: int, device: torch.device,
+                   compile_model: bool) -> dict[str, object]:
+    model_cfg, train_cfg = size_config(size, vocab_size, batch_size=batch)
+    model = GPT(model_cfg).to(device)
+    optimizer = make_optimizer(model, train_cfg, device)
+    runner = torch.compile(model) if compile_model else model
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randint(0, vocab_size, (batch, model_cfg.block_size), generator=gen).to(device)
+    y = torch.randint(0, vocab_size, (batch, model_cfg.block_size), generator=gen).to(device)
+
+    def step() -> None:
+        with autocast_for(device):
+            _, loss = runner(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    seconds = time.perf_counter() - start
+    tokens_per_s = steps * batch * model_cfg.block_size / seconds
+    achieved = model.flops_per_token() * tokens_per_s
+    peak = peak_flops(device)
+    return {
+        "size": size, "params": model.num_params(), "block_size": model_cfg.block_size, "batch": batch,
+        "steps": steps, "compile": compile_model, "bf16": device.type == "cuda",
+        "fused_adamw": device.type == "cuda", "tokens_per_s": tokens_per_s,
+        "achieved_tflops": achieved / 1e12, "mfu": achieved / peak if peak else None,
+    }
+
+
+@torch.no_grad()
+def naive_sample(model: GPT, grammar: GrammarTables, prompts: torch.Tensor, steps: int) -> torch.Tensor:
+    """The baseline: per layer a KV cache grown with torch.cat every step, no preallocation."""
+    cfg = model.config
+    state = torch.full((prompts.size(0),), grammar.start_state, dtype=torch.long, device=prompts.device)
+    for t in range(prompts.size(1)):
+        state = grammar.next_state[state, prompts[:, t]]
+    keys: list[torch.Tensor | None] = [None] * cfg.n_layer
+    values: list[torch.Tensor | None] = [None] * cfg.n_layer
+    idx, pos, out = prompts, 0, []
+    for _ in range(steps):
+        B, T = idx.shape
+        x = model.wte(idx) + model.wpe(torch.arange(pos, pos + T, device=idx.device))
+        for i, block in enumerate(model.blocks):
+            h = block.ln_1(x)
+            q, k, v = block.attn.c_attn(h).split(cfg.n_embd, dim=2)
+            q, k, v = (t_.view(B, T, cfg.n_head, -1).transpose(1, 2) for t_ in (q, k, v))
+            keys[i] = k if keys[i] is None else torch.cat([keys[i], k], dim=2)
+            values[i] = v if values[i] is None else torch.cat([values[i], v], dim=2)
+            y = F.scaled_dot_product_attention(q, keys[i], values[i], is_causal=T > 1)
+            x = x + block.attn.c_proj(y.transpose(1, 2).reshape(B, T, cfg.n_embd))
+            x = x + block.mlp(block.ln_2(x))
+        logits = model._logits(x[:, -1:])[:, 0].float().masked_fill(~grammar.allowed[state], float("-inf"))
+        token = torch.multinomial(torch.softmax(logits, -1), 1)[:, 0]
+        state = grammar.next_state[state, token]
+        state = torch.where(state < 0, grammar.start_state, state)
+        out.append(token)
+        pos += T
+        idx = token[:, None]
+    return torch.stack(out, 1)
+
+
+def bench_sampling(size: str, vocab, batch: int, device: torch.device, compile_decode: bool,
+                   naive: bool, tokens_per_packet: float | None) -> dict[str, object]:
+    from pytrafgen.generators.ar import tokens as tok
+
+    model_cfg, _ = size_config(size, vocab.size)
+    torch.manual_seed(0)
+    model = GPT(model_cfg).to(device).eval()
+    if device.type == "cuda":
+        model = model.to(torch.bfloat16)
+    grammar = tok.grammar_tables(vocab, device)
+    special = tok.special_tokens(vocab)
+    prompts = torch.tensor([[special.bos, vocab.class_token(CLASSES[i % len(CLASSES)])] for i in range(batch)],
+                           device=device)
+    # every position is sampled: EOS is masked out so no row finishes early and the count is exact
+    no_eos = GrammarTables(grammar.allowed.clone(), grammar.next_state, grammar.start_state)
+    no_eos.allowed[:, special.eos] = False  # where EOS is legal, so is PKT: the flow goes on
+    settings = SamplingSettings(batch_size=batch, compile=compile_decode)
+    decode_fn = torch.compile(model.decode, mode="reduce-overhead") if compile_decode else None
+    gen = torch.Generator(device=device).manual_seed(0)
+    sample_batch(model, no_eos, prompts, special.eos, settings, gen, decode_fn)  # warm-up / compile
+    sync(device)
+    start = time.perf_counter()
+    tokens, _ = sample_batch(model, no_eos, prompts, special.eos, settings, gen, decode_fn)
+    sync(device)
+    seconds = time.perf_counter() - start
+    emitted = batch * (model_cfg.block_size - prompts.size(1))
+    per_packet = tokens_per_packet or emitted / max(int((tokens == special.pkt).sum()), 1)
+    result: dict[str, object] = {
+        "size": size, "params": model.num_params(), "batch": batch, "max_len": model_cfg.block_size,
+        "compile": compile_decode, "tokens_per_s": emitted / seconds,
+        "tokens_per_packet": per_packet, "packets_per_s": emitted / seconds / per_packet,
+    }
+    if naive:
+        steps = model_cfg.block_size - prompts.size(1)
+        naive_sample(model, no_eos, prompts, 4)
+        sync(device)
+        start = time.perf_counter()
+        naive_sample(model, no_eos, prompts, steps)
+        sync(device)
+        result["naive_tokens_per_s"] = batch * steps / (time.perf_counter() - start)
+        result["speedup_vs_naive"] = result["tokens_per_s"] / result["naive_tokens_per_s"]
+    return result
+
+
+def dataset_tokens_per_packet(path: Path) -> float:
+    from pytrafgen.dataset import TrafficDataset
+
+    ds = TrafficDataset(path)
+    tokens = ds.tokens("train")
+    return len(tokens) / max(int(np.count_nonzero(tokens == ds.vocab.special("PKT"))), 1)
+
+
+def to_markdown(report: dict) -> str:
+    lines = [f"# AR generator throughput ({report['device']})", "", f"Date: {report['date']}  ",
+             f"Machine: {report['machine']}  ", f"Command: `{report['command']}`", ""]
+    if report["training"]:
+        lines += ["## Training", "", "| size | params | context | batch | compile | bf16 | tokens/s | TFLOP/s | MFU |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in report["training"]:
+            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a (no GPU peak)"
+            lines.append(f"| {r['size']} | {r['params'] / 1e6:.1f}M | {r['block_size']} | {r['batch']} | "
+                         f"{r['compile']} | {r['bf16']} | {r['tokens_per_s']:,.0f} | {r['achieved_tflops']:.3f} | {mfu} |")
+    if report["sampling"]:
+        lines += ["", "## Sampling (grammar-masked, static KV cache)", "",
+                  "| size | batch | compile | tokens/s | tokens/packet | packets/s | naive tokens/s | speed-up |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in report["sampling"]:
+            naive = f"{r['naive_tokens_per_s']:,.0f}" if "naive_tokens_per_s" in r else "-"
+            ratio = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else "-"
+            lines.append(f"| {r['size']} | {r['batch']} | {r['compile']} | {r['tokens_per_s']:,.0f} | "
+                         f"{r['tokens_per_packet']:.1f} | {r['packets_per_s']:,.0f} | {naive} | {ratio} |")
+    if report.get("note"):
+        lines += ["", report["note"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--train-sizes", default="base")
+    parser.add_argument("--sample-sizes", default="small")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="training benchmark vocabulary (DESIGN §8)")
+    parser.add_argument("--train-batch", type=int, default=32)
+    parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--sample-batch", type=int, default=4096)
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive sampler")
+    parser.add_argument("--dataset", type=Path, help="tokenized dataset for real tokens per packet")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ar"))
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    use_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    from pytrafgen.tokenizer.vocab import Vocabulary
+
+    vocab = Vocabulary.from_registry(CLASSES)
+    per_packet = dataset_tokens_per_packet(args.dataset) if args.dataset else None
+    training = [bench_training(s, args.vocab_size, args.train_batch, args.train_steps, args.warmup, device,
+                               use_compile) for s in args.train_sizes.split(",") if s]
+    for r in training:
+        print(json.dumps(r), flush=True)
+    sampling = [bench_sampling(s, vocab, args.sample_batch, device, use_compile, not args.no_naive, per_packet)
+                for s in args.sample_sizes.split(",") if s]
+    for r in sampling:
+        print(json.dumps(r), flush=True)
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "threads": torch.get_num_threads(), "sampling_vocab_size": vocab.size,
+        "training": training, "sampling": sampling, "note": args.note,
+    }
+    with atomic_file(args.out.with_suffix(".json"), "w") as fh:
+        json.dump(report, fh, indent=2)
+    with atomic_file(args.out.with_suffix(".md"), "w") as fh:
+        fh.write(to_markdown(report))
+    print(to_markdown(report))
+
+
+if __name__ == "__main__":
+    main()

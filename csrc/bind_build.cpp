@@ -1,0 +1,226 @@
+// Binds the checksum routines (checksum.hpp) and the packet builder (build.hpp).
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bindings.hpp"
+#include "build.hpp"
+#include "checksum.hpp"
+
+namespace py = pybind11;
+
+namespace pytrafgen {
+namespace {
+
+// A numpy array that owns `v`'s heap storage without copying it.
+template <class T>
+py::array_t<T> owned_array(std::vector<T>&& v) {
+    auto* heap = new std::vector<T>(std::move(v));
+    py::capsule owner(heap, [](void* ptr) { delete static_cast<std::vector<T>*>(ptr); });
+    return py::array_t<T>({heap->size()}, {sizeof(T)}, heap->data(), owner);
+}
+
+// Borrow a column: exact dtype, expected length (and row width), C-contiguous (copied if not).
+// `keep` holds any contiguous copy alive until the build is done.
+template <class T>
+const T* borrow(const py::handle& obj, const std::string& name, size_t n, size_t width,
+                std::vector<py::array>& keep) {
+    if (!py::isinstance<py::array>(obj)) throw py::type_error("build: column '" + name + "' is not a numpy array");
+    auto arr = py::reinterpret_borrow<py::array>(obj);
+    if (!arr.dtype().is(py::dtype::of<T>()))
+        throw py::type_error("build: column '" + name + "' has dtype " + std::string(py::str(arr.dtype())) +
+                             ", expected " + std::string(py::str(py::dtype::of<T>())));
+    const size_t expected_ndim = width ? 2 : 1;
+    if (static_cast<size_t>(arr.ndim()) != expected_ndim || static_cast<size_t>(arr.shape(0)) != n ||
+        (width && static_cast<size_t>(arr.shape(1)) != width))
+        throw py::value_error("build: column '" + name + "' has the wrong shape (expected " + std::to_string(n) +
+                              (width ? " x " + std::to_string(width) : std::string()) + ")");
+    auto contiguous = py::array_t<T, py::array::c_style>::ensure(arr);
+    keep.push_back(contiguous);
+    return contiguous.data();
+}
+
+template <class T>
+const T* packet_column(const py::dict& d, const char* name, size_t n, std::vector<py::array>& keep) {
+    if (!d.contains(name)) throw py::key_error(std::string("build: missing packet column '") + name + "'");
+    return borrow<T>(d[name], name, n, 0, keep);
+}
+
+template <class T>
+const T* optional_column(const py::dict& d, const char* name, size_t n, std::vector<py::array>& keep) {
+    return d.contains(name) ? borrow<T>(d[name], std::string("raw_derived.") + name, n, 0, keep) : nullptr;
+}
+
+py::dict build_frames(const py::dict& packets, const py::dict& flows, const py::array& client_addr,
+                      const py::array& server_addr, const py::array& client_mac, const py::array& server_mac,
+                      const py::array& isn, const py::array& blob, int linktype, bool repair,
+                      const py::dict& raw_derived, const py::object& order) {
+    if (linktype != build::LINKTYPE_ETHERNET && linktype != build::LINKTYPE_RAW)
+        throw py::value_error("build: linktype must be 1 (Ethernet) or 101 (raw IP), got " + std::to_string(linktype));
+    std::vector<py::array> keep;
+    if (!packets.contains("flow")) throw py::key_error("build: missing packet column 'flow'");
+    const size_t n = static_cast<size_t>(py::len(packets["flow"]));
+
+    build::PacketColumns p;
+    p.n = n;
+    p.flow = packet_column<int32_t>(packets, "flow", n, keep);
+    p.direction = packet_column<uint8_t>(packets, "direction", n, keep);
+    p.ttl = packet_column<uint8_t>(packets, "ttl", n, keep);
+    p.tos = packet_column<uint8_t>(packets, "tos", n, keep);
+    p.ip_id = packet_column<uint32_t>(packets, "ip_id", n, keep);
+    p.ip_flags = packet_column<uint8_t>(packets, "ip_flags", n, keep);
+    p.frag_offset = packet_column<uint16_t>(packets, "frag_offset", n, keep);
+    p.flow_label = packet_column<uint32_t>(packets, "flow_label", n, keep);
+    p.ip_opt_off = packet_column<uint64_t>(packets, "ip_opt_off", n, keep);
+    p.ip_opt_len = packet_column<uint32_t>(packets, "ip_opt_len", n, keep);
+    p.tcp_flags = packet_column<uint16_t>(packets, "tcp_flags", n, keep);
+    p.seq = packet_column<uint32_t>(packets, "seq", n, keep);
+    p.ack = packet_column<uint32_t>(packets, "ack", n, keep);
+    p.window = packet_column<uint16_t>(packets, "window", n, keep);
+    p.urgent = packet_column<uint16_t>(packets, "urgent", n, keep);
+    p.icmp_type = packet_column<uint8_t>(packets, "icmp_type", n, keep);
+    p.icmp_code = packet_column<uint8_t>(packets, "icmp_code", n, keep);
+    p.icmp_rest = packet_column<uint32_t>(packets, "icmp_rest", n, keep);
+    p.l4_opt_off = packet_column<uint64_t>(packets, "l4_opt_off", n, keep);
+    p.l4_opt_len = packet_column<uint32_t>(packets, "l4_opt_len", n, keep);
+    p.payload_off = packet_column<uint64_t>(packets, "payload_off", n, keep);
+    p.payload_stored = packet_column<uint32_t>(packets, "payload_stored", n, keep);
+    p.payload_len = packet_column<uint32_t>(packets, "payload_len", n, keep);
+
+    if (!flows.contains("ip_version")) throw py::key_error("build: missing flow column 'ip_version'");
+    const size_t nf = static_cast<size_t>(py::len(flows["ip_version"]));
+    build::FlowColumns f;
+    f.n = nf;
+    f.ip_version = borrow<uint8_t>(flows["ip_version"], "ip_version", nf, 0, keep);
+    if (!flows.contains("proto") || !flows.contains("client_port") || !flows.contains("server_port"))
+        throw py::key_error("build: flow columns need proto, client_port, server_port");
+    f.proto = borrow<uint8_t>(flows["proto"], "proto", nf, 0, keep);
+    f.client_port = borrow<uint16_t>(flows["client_port"], "client_port", nf, 0, keep);
+    f.server_port = borrow<uint16_t>(flows["server_port"], "server_port", nf, 0, keep);
+    f.client_addr = borrow<uint8_t>(client_addr, "client_addr", nf, 16, keep);
+    f.server_addr = borrow<uint8_t>(server_addr, "server_addr", nf, 16, keep);
+    f.client_mac = borrow<uint8_t>(client_mac, "client_mac", nf, 6, keep);
+    f.server_mac = borrow<uint8_t>(server_mac, "server_mac", nf, 6, keep);
+    f.isn = borrow<uint32_t>(isn, "isn", nf, 2, keep);
+
+    if (!py::isinstance<py::array>(blob)) throw py::type_error("build: blob is not a numpy array");
+    const uint8_t* blob_ptr = borrow<uint8_t>(blob, "blob", static_cast<size_t>(py::len(blob)), 0, keep);
+    const size_t blob_len = static_cast<size_t>(py::len(blob));
+
+    build::RawDerived raw;
+    raw.ip_hdr_len = optional_column<uint16_t>(raw_derived, "ip_hdr_len", n, keep);
+    raw.ip_total_len = optional_column<uint16_t>(raw_derived, "ip_total_len", n, keep);
+    raw.l4_hdr_len = optional_column<uint16_t>(raw_derived, "l4_hdr_len", n, keep);
+    raw.udp_len = optional_column<uint16_t>(raw_derived, "udp_len", n, keep);
+    raw.ip_csum = optional_column<uint16_t>(raw_derived, "ip_csum", n, keep);
+    raw.l4_csum = optional_column<uint16_t>(raw_derived, "l4_csum", n, keep);
+
+    build::Options opt;
+    opt.linktype = static_cast<uint16_t>(linktype);
+    opt.repair = repair;
+    if (!order.is_none()) {
+        const size_t n_order = static_cast<size_t>(py::len(order));
+        opt.order = borrow<int64_t>(order, "order", n_order, 0, keep);
+        opt.n_order = n_order;
+        for (size_t k = 0; k < n_order; ++k)
+            if (opt.order[k] < 0 || static_cast<size_t>(opt.order[k]) >= n)
+                throw py::index_error("build: order[" + std::to_string(k) + "] = " + std::to_string(opt.order[k]) +
+                                      " is not a packet index");
+    }
+
+    build::Result r;
+    {
+        py::gil_scoped_release release;
+        r = build::build(p, f, blob_ptr, blob_len, raw, opt);
+    }
+    uint8_t* data = r.data.release();
+    py::capsule owner(data, [](void* ptr) { delete[] static_cast<uint8_t*>(ptr); });
+    py::dict out;
+    out["data"] = py::array_t<uint8_t>({r.data_len}, {sizeof(uint8_t)}, data, owner);
+    out["frame_off"] = owned_array(std::move(r.frame_off));
+    out["frame_len"] = owned_array(std::move(r.frame_len));
+    out["packet"] = owned_array(std::move(r.packet));
+    out["status"] = owned_array(std::move(r.status));
+    return out;
+}
+
+py::buffer_info contiguous_bytes(const py::buffer& b, const char* what) {
+    py::buffer_info info = b.request();
+    if (info.itemsize != 1 || (info.ndim != 1 && info.ndim != 0) ||
+        (info.ndim == 1 && info.strides[0] != 1))
+        throw py::type_error(std::string(what) + " must be a contiguous byte buffer");
+    return info;
+}
+
+}  // namespace
+
+void bind_build(py::module_& m) {
+    m.def(
+        "internet_checksum",
+        [](const py::buffer& data) {
+            py::buffer_info info = contiguous_bytes(data, "data");
+            uint64_t s;
+            {
+                py::gil_scoped_release release;
+                s = csum::partial(static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size));
+            }
+            return csum::as_be(s);
+        },
+        py::arg("data"),
+        R"pbdoc(
+            RFC 1071 Internet checksum of ``data`` (odd lengths padded with a zero byte), as the
+            big-endian integer a header holds. Over data that includes a correct checksum field
+            the result is 0.
+        )pbdoc");
+    m.def(
+        "l4_checksum",
+        [](const py::bytes& src, const py::bytes& dst, int proto, const py::buffer& segment) {
+            const std::string s = src, d = dst;
+            if (!((s.size() == 4 && d.size() == 4) || (s.size() == 16 && d.size() == 16)))
+                throw py::value_error("l4_checksum: src and dst must both be 4 (IPv4) or 16 (IPv6) bytes");
+            if (proto < 0 || proto > 255) throw py::value_error("l4_checksum: proto must be 0..255");
+            py::buffer_info info = contiguous_bytes(segment, "segment");
+            uint64_t sum;
+            {
+                py::gil_scoped_release release;
+                sum = csum::l4_sum(s.size() == 16 ? 6 : 4, reinterpret_cast<const uint8_t*>(s.data()),
+                                   reinterpret_cast<const uint8_t*>(d.data()), static_cast<uint8_t>(proto),
+                                   static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size));
+            }
+            return csum::as_be(sum);
+        },
+        py::arg("src"), py::arg("dst"), py::arg("proto"), py::arg("segment"),
+        R"pbdoc(
+            Checksum of an L4 ``segment`` (header + payload) for protocol ``proto`` between
+            ``src`` and ``dst`` (4-byte IPv4 or 16-byte IPv6 addresses): TCP, UDP and ICMPv6
+            include the pseudo-header, ICMP (1) does not. Zero the segment's checksum field to
+            compute it; leave it in to verify (a correct one gives 0). No UDP 0 -> 0xffff mapping.
+        )pbdoc");
+    m.def("build_frames", &build_frames, py::arg("packets"), py::arg("flows"), py::arg("client_addr"),
+          py::arg("server_addr"), py::arg("client_mac"), py::arg("server_mac"), py::arg("isn"),
+          py::arg("blob"), py::arg("linktype"), py::arg("repair"), py::arg("raw_derived"),
+          py::arg("order") = py::none(),
+          R"pbdoc(
+            Build packet frames from field-record columns (see pytrafgen/records.py) into one
+            buffer, without the GIL. ``packets``/``flows``: the FieldRecords column dicts;
+            ``client_addr``/``server_addr``: (F,16) uint8 (IPv4 as IPv4-mapped IPv6);
+            ``client_mac``/``server_mac``: (F,6) uint8; ``isn``: (F,2) uint32 client/server
+            initial sequence numbers; ``blob``: uint8; ``linktype``: 1 Ethernet or 101 raw IP.
+            ``repair``: recompute IP total length, IHL, UDP length, TCP data offset and all
+            checksums; if False, the columns present in ``raw_derived`` (ip_hdr_len,
+            ip_total_len, l4_hdr_len, udp_len, ip_csum, l4_csum; uint16) are written instead.
+            ``order``: int64 packet indices to emit, in that order (default: all, in order).
+            Returns a dict: ``data`` uint8, ``frame_off`` uint64 and ``frame_len`` uint32 per
+            emitted frame, ``packet`` int64 (record index of each frame), ``status`` uint8 per
+            record packet (0 built; see ``BUILD_STATUS_NAMES``). Bad records are skipped with a
+            status, never a crash.
+          )pbdoc");
+    py::list names;
+    for (int s = 0; s < build::N_STATUS; ++s) names.append(build::status_name(s));
+    m.attr("BUILD_STATUS_NAMES") = names;
+}
+
+}  // namespace pytrafgen

@@ -1,0 +1,272 @@
+// Binds the capture reader (csrc/pcap.hpp, csrc/dissect.hpp, csrc/packet_table.hpp).
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bind_numpy.hpp"
+#include "bindings.hpp"
+#include "packet_table.hpp"
+
+namespace py = pybind11;
+
+namespace pytrafgen {
+namespace {
+
+[[noreturn]] void raise_capture_error(const std::string& path, uint64_t offset, const std::string& reason) {
+    py::object cls = py::module_::import("pytrafgen.errors").attr("CaptureError");
+    py::object exc = cls(path, offset, reason);
+    PyErr_SetObject(cls.ptr(), exc.ptr());
+    throw py::error_already_set();
+}
+
+template <class T>
+using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using U8Array = CArray<uint8_t>;
+using U32Array = CArray<uint32_t>;
+using U64Array = CArray<uint64_t>;
+using I64Array = CArray<int64_t>;
+
+size_t check_rows(const char* fn, const U64Array& offs, const U32Array& lens) {
+    if (offs.size() != lens.size()) throw py::value_error(std::string(fn) + ": columns differ in length");
+    return size_t(offs.size());
+}
+
+template <class T> struct NumpyElem { using type = T; };
+template <> struct NumpyElem<Addr16> { using type = uint8_t; };
+
+// A capture held in memory: an mmap of a regular file, or an owned copy of bytes.
+class CaptureFile {
+public:
+    explicit CaptureFile(const std::string& path) : path_(path) {
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) raise_capture_error(path, 0, std::string("cannot open: ") + std::strerror(errno));
+        struct stat st;
+        if (::fstat(fd, &st) != 0) {
+            int e = errno;
+            ::close(fd);
+            raise_capture_error(path, 0, std::string("cannot stat: ") + std::strerror(e));
+        }
+        if (S_ISDIR(st.st_mode)) {
+            ::close(fd);
+            raise_capture_error(path, 0, "is a directory, not a capture file");
+        }
+        if (S_ISREG(st.st_mode) && st.st_size > 0) {
+            void* m = ::mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+            if (m == MAP_FAILED) {
+                int e = errno;
+                ::close(fd);
+                raise_capture_error(path, 0, std::string("cannot map: ") + std::strerror(e));
+            }
+            ::madvise(m, size_t(st.st_size), MADV_SEQUENTIAL);
+            map_ = m;
+            base_ = static_cast<const uint8_t*>(m);
+            size_ = size_t(st.st_size);
+        } else if (!S_ISREG(st.st_mode)) {  // a pipe or device: read it whole
+            char buf[1 << 16];
+            ssize_t got;
+            while ((got = ::read(fd, buf, sizeof(buf))) > 0) owned_.append(buf, size_t(got));
+            base_ = reinterpret_cast<const uint8_t*>(owned_.data());
+            size_ = owned_.size();
+        }
+        ::close(fd);
+        start();
+    }
+
+    CaptureFile(std::string bytes, std::string name) : path_(std::move(name)), owned_(std::move(bytes)) {
+        base_ = reinterpret_cast<const uint8_t*>(owned_.data());
+        size_ = owned_.size();
+        start();
+    }
+
+    ~CaptureFile() { close(); }
+
+    void close() {
+        walker_.reset();
+        if (map_) ::munmap(map_, size_);
+        map_ = nullptr;
+        owned_.clear();
+        owned_.shrink_to_fit();
+    }
+
+    py::tuple read(uint64_t max_packets) {
+        RecordWalker& w = walker();
+        PacketColumns cols;
+        std::optional<CaptureFault> fault;
+        {
+            py::gil_scoped_release nogil;
+            try {
+                read_packets(w, cols, max_packets, size_ - w.offset());
+            } catch (const CaptureFault& f) {
+                fault = f;
+            }
+        }
+        if (fault) raise_capture_error(path_, fault->offset, fault->what());
+        py::dict columns;
+        const auto n = py::ssize_t(cols.rows);
+        columns["data"] = malloc_array<uint8_t>(cols.data, {py::ssize_t(cols.data_len)});
+#define PYTRAFGEN_EXPORT(name, ctype, width)                                                    \
+    columns[#name] = width == 1 ? malloc_array<NumpyElem<ctype>::type>(cols.name, {n})          \
+                                : malloc_array<NumpyElem<ctype>::type>(cols.name, {n, width});
+        PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_EXPORT)
+#undef PYTRAFGEN_EXPORT
+        return py::make_tuple(columns, take_skipped());
+    }
+
+    py::tuple walk() {
+        RecordWalker& w = walker();
+        uint64_t count = 0, bytes = 0;
+        std::optional<CaptureFault> fault;
+        {
+            py::gil_scoped_release nogil;
+            try {
+                count = walk_records(w, bytes);
+            } catch (const CaptureFault& f) {
+                fault = f;
+            }
+        }
+        if (fault) raise_capture_error(path_, fault->offset, fault->what());
+        return py::make_tuple(count, bytes, take_skipped());
+    }
+
+    uint64_t offset() { return walker().offset(); }
+    bool done() { return walker().done(); }
+    std::string format() { return walker().format() == CaptureFormat::kPcap ? "pcap" : "pcapng"; }
+    const std::string& path() const { return path_; }
+    uint64_t size() const { return size_; }
+
+private:
+    void start() {
+        try {
+            walker_ = std::make_unique<RecordWalker>(base_, size_);
+        } catch (const CaptureFault& f) {
+            close();
+            raise_capture_error(path_, f.offset, f.what());
+        }
+    }
+    RecordWalker& walker() {
+        if (!walker_) throw py::value_error(path_ + ": capture is closed");
+        return *walker_;
+    }
+    // Skip counts since the previous call (each chunk reports its own).
+    py::dict take_skipped() {
+        py::dict out;
+        const uint64_t* now = walker_->skipped();
+        for (int r = 0; r < kSkipCount; ++r) {
+            if (now[r] > reported_[r]) out[skip_reason_name(r)] = now[r] - reported_[r];
+            reported_[r] = now[r];
+        }
+        return out;
+    }
+
+    std::string path_;
+    std::string owned_;
+    void* map_ = nullptr;
+    const uint8_t* base_ = nullptr;
+    size_t size_ = 0;
+    std::unique_ptr<RecordWalker> walker_;
+    uint64_t reported_[kSkipCount] = {};
+};
+
+}  // namespace
+
+void bind_capture(py::module_& m) {
+    py::list status_names;
+    for (int s = 0; s < kStatusCount; ++s) status_names.append(status_name(s));
+    m.attr("STATUS_NAMES") = status_names;
+
+    py::class_<CaptureFile>(m, "CaptureFile", R"pbdoc(
+        A pcap or pcapng capture opened for reading (memory-mapped). ``read`` returns the next
+        packets as numpy columns; calling it again resumes where the last call stopped.
+        Raises pytrafgen.errors.CaptureError (file and byte offset) on file-level damage.
+    )pbdoc")
+        .def(py::init<const std::string&>(), py::arg("path"), R"pbdoc(Open and map ``path``.)pbdoc")
+        .def_static(
+            "from_bytes",
+            [](py::bytes data, const std::string& name) {
+                return std::make_unique<CaptureFile>(std::string(data), name);
+            },
+            py::arg("data"), py::arg("name") = "<bytes>",
+            R"pbdoc(A capture held in memory (a copy of ``data``); ``name`` appears in errors.)pbdoc")
+        .def("read", &CaptureFile::read, py::arg("max_packets") = 0, R"pbdoc(
+            Read and dissect up to ``max_packets`` records (0: all that remain), without the GIL.
+            Returns ``(columns, skipped)``: a dict of numpy arrays (docs/architecture.md §1) and
+            the records skipped by reason during this call.
+        )pbdoc")
+        .def("walk", &CaptureFile::walk, R"pbdoc(
+            Walk the remaining record headers without dissecting or copying (benchmark floor).
+            Returns ``(records, captured_bytes, skipped)``.
+        )pbdoc")
+        .def("close", &CaptureFile::close, R"pbdoc(Unmap the file; later reads raise ValueError.)pbdoc")
+        .def_property_readonly("offset", &CaptureFile::offset, "Byte offset of the next record.")
+        .def_property_readonly("done", &CaptureFile::done, "True when every record has been read.")
+        .def_property_readonly("format", &CaptureFile::format, "'pcap' or 'pcapng'.")
+        .def_property_readonly("path", &CaptureFile::path, "The file name used in errors.")
+        .def_property_readonly("size", &CaptureFile::size, "Size of the capture in bytes.");
+
+    m.def(
+        "gather_frames",
+        [](const U8Array& data, const U64Array& offs, const U32Array& lens) {
+            size_t n = check_rows("gather_frames", offs, lens);
+            uint64_t total = 0;
+            for (size_t i = 0; i < n; ++i) total += lens.data()[i];
+            std::vector<uint8_t> out(total);
+            std::vector<uint64_t> new_offs(n);
+            bool ok;
+            {
+                py::gil_scoped_release nogil;
+                ok = gather_frames(data.data(), size_t(data.size()), offs.data(), lens.data(), n, out.data(),
+                                   new_offs.data());
+            }
+            if (!ok) throw py::value_error("gather_frames: a frame range lies outside data");
+            return py::make_tuple(owned_array(std::move(out), {py::ssize_t(total)}),
+                                  owned_array(std::move(new_offs), {py::ssize_t(n)}));
+        },
+        py::arg("data"), py::arg("frame_off"), py::arg("caplen"), R"pbdoc(
+            Concatenate ``data[frame_off[i] : frame_off[i] + caplen[i]]`` for every row.
+            Returns ``(data, frame_off)`` of the compact copy.
+        )pbdoc");
+
+    m.def(
+        "pack_pcap_records",
+        [](const U8Array& data, const U64Array& offs, const U32Array& caplen, const U32Array& wirelen,
+           const I64Array& ts_ns, bool nanosecond) {
+            size_t n = check_rows("pack_pcap_records", offs, caplen);
+            if (size_t(wirelen.size()) != n || size_t(ts_ns.size()) != n)
+                throw py::value_error("pack_pcap_records: columns differ in length");
+            uint64_t total = 16 * uint64_t(n);
+            for (size_t i = 0; i < n; ++i) total += caplen.data()[i];
+            py::bytes out(nullptr, py::ssize_t(total));
+            auto* dst = reinterpret_cast<uint8_t*>(PyBytes_AsString(out.ptr()));
+            bool ok;
+            {
+                py::gil_scoped_release nogil;
+                ok = pack_pcap_records(data.data(), size_t(data.size()), offs.data(), caplen.data(),
+                                       wirelen.data(), ts_ns.data(), n, nanosecond, dst);
+            }
+            if (!ok) throw py::value_error("pack_pcap_records: a frame range lies outside data");
+            return out;
+        },
+        py::arg("data"), py::arg("frame_off"), py::arg("caplen"), py::arg("wirelen"), py::arg("ts_ns"),
+        py::arg("nanosecond"), R"pbdoc(
+            Classic pcap records (little-endian 16-byte headers + frames) as bytes, without the
+            file header. Wire lengths below the captured length are raised to it.
+        )pbdoc");
+
+    m.def(
+        "walk_records",
+        [](const std::string& path) { return CaptureFile(path).walk(); },
+        py::arg("path"), R"pbdoc(
+            Bare walk over the record headers of ``path`` (no dissection, no copy), for the
+            read benchmark. Returns ``(records, captured_bytes, skipped)``.
+        )pbdoc");
+}
+
+}  // namespace pytrafgen

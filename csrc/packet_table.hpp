@@ -1,0 +1,220 @@
+// Columnar packet table filled in one pass: walk records, dissect each frame straight into
+// preallocated column arrays (no per-packet allocation). Buffers are malloc'd so the binding
+// can hand them to numpy without a copy (a capsule frees them).
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "dissect.hpp"
+#include "pcap.hpp"
+
+namespace pytrafgen {
+
+struct Addr16 {
+    uint8_t b[16];
+};
+
+// X(name, C++ type, numpy width): every per-packet column except the shared `data` buffer,
+// in the order of docs/architecture.md §1.
+#define PYTRAFGEN_PACKET_COLUMNS(X)        \
+    X(frame_off, uint64_t, 1)              \
+    X(caplen, uint32_t, 1)                 \
+    X(wirelen, uint32_t, 1)                \
+    X(ts_ns, int64_t, 1)                   \
+    X(linktype, uint16_t, 1)               \
+    X(iface, uint16_t, 1)                  \
+    X(status, uint8_t, 1)                  \
+    X(l3, uint8_t, 1)                      \
+    X(l3_off, uint16_t, 1)                 \
+    X(ip_hdr_len, uint16_t, 1)             \
+    X(ip_total_len, uint16_t, 1)           \
+    X(src, Addr16, 16)                     \
+    X(dst, Addr16, 16)                     \
+    X(proto, uint8_t, 1)                   \
+    X(ttl, uint8_t, 1)                     \
+    X(tos, uint8_t, 1)                     \
+    X(ip_id, uint32_t, 1)                  \
+    X(ip_flags, uint8_t, 1)                \
+    X(frag_offset, uint16_t, 1)            \
+    X(flow_label, uint32_t, 1)             \
+    X(ip_csum, uint16_t, 1)                \
+    X(l4_off, uint16_t, 1)                 \
+    X(l4_hdr_len, uint16_t, 1)             \
+    X(sport, uint16_t, 1)                  \
+    X(dport, uint16_t, 1)                  \
+    X(tcp_flags, uint16_t, 1)              \
+    X(seq, uint32_t, 1)                    \
+    X(ack, uint32_t, 1)                    \
+    X(window, uint16_t, 1)                 \
+    X(urgent, uint16_t, 1)                 \
+    X(icmp_type, uint8_t, 1)               \
+    X(icmp_code, uint8_t, 1)               \
+    X(l4_csum, uint16_t, 1)                \
+    X(payload_off, uint32_t, 1)            \
+    X(payload_len, uint32_t, 1)            \
+    X(payload_wirelen, uint32_t, 1)
+
+template <class T>
+inline T* grow_buffer(T* p, size_t count) {
+    // Never 0 bytes: realloc(p, 0) may free p and return null.
+    void* q = std::realloc(static_cast<void*>(p), (count ? count : 1) * sizeof(T));
+    if (!q) throw std::bad_alloc();
+    return static_cast<T*>(q);
+}
+
+class PacketColumns {
+public:
+#define PYTRAFGEN_DECLARE(name, type, width) type* name = nullptr;
+    PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_DECLARE)
+#undef PYTRAFGEN_DECLARE
+    uint8_t* data = nullptr;
+    size_t rows = 0, row_cap = 0;
+    size_t data_len = 0, data_cap = 0;
+
+    PacketColumns() = default;
+    PacketColumns(const PacketColumns&) = delete;
+    PacketColumns& operator=(const PacketColumns&) = delete;
+    ~PacketColumns() {
+#define PYTRAFGEN_FREE(name, type, width) std::free(name);
+        PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_FREE)
+#undef PYTRAFGEN_FREE
+        std::free(data);
+    }
+
+    void reserve_rows(size_t cap) {
+#define PYTRAFGEN_GROW(name, type, width) name = grow_buffer(name, cap);
+        PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_GROW)
+#undef PYTRAFGEN_GROW
+        row_cap = cap;
+    }
+    void reserve_data(size_t cap) {
+        data = grow_buffer(data, cap);
+        data_cap = cap;
+    }
+    // Gives back the unused tail of every buffer (realloc shrinks in place).
+    void shrink_to_fit() {
+        reserve_rows(rows);
+        reserve_data(data_len);
+    }
+
+    void append(const RawRecord& rec) {
+        if (rows == row_cap) reserve_rows(row_cap < 1024 ? 1024 : row_cap * 2);
+        if (data_cap - data_len < rec.caplen) {
+            size_t want = data_cap * 2;
+            if (want < data_len + rec.caplen) want = data_len + rec.caplen;
+            reserve_data(want < 65536 ? 65536 : want);
+        }
+        PacketFields f;
+        dissect_frame(rec.frame, rec.caplen, rec.linktype, f);
+        size_t i = rows++;
+        std::memcpy(data + data_len, rec.frame, rec.caplen);
+        frame_off[i] = data_len;
+        data_len += rec.caplen;
+        caplen[i] = rec.caplen;
+        wirelen[i] = rec.wirelen;
+        ts_ns[i] = rec.ts_ns;
+        linktype[i] = rec.linktype;
+        iface[i] = rec.iface;
+        status[i] = f.status;
+        l3[i] = f.l3;
+        l3_off[i] = f.l3_off;
+        ip_hdr_len[i] = f.ip_hdr_len;
+        ip_total_len[i] = f.ip_total_len;
+        std::memcpy(src[i].b, f.src, 16);
+        std::memcpy(dst[i].b, f.dst, 16);
+        proto[i] = f.proto;
+        ttl[i] = f.ttl;
+        tos[i] = f.tos;
+        ip_id[i] = f.ip_id;
+        ip_flags[i] = f.ip_flags;
+        frag_offset[i] = f.frag_offset;
+        flow_label[i] = f.flow_label;
+        ip_csum[i] = f.ip_csum;
+        l4_off[i] = f.l4_off;
+        l4_hdr_len[i] = f.l4_hdr_len;
+        sport[i] = f.sport;
+        dport[i] = f.dport;
+        tcp_flags[i] = f.tcp_flags;
+        seq[i] = f.seq;
+        ack[i] = f.ack;
+        window[i] = f.window;
+        urgent[i] = f.urgent;
+        icmp_type[i] = f.icmp_type;
+        icmp_code[i] = f.icmp_code;
+        l4_csum[i] = f.l4_csum;
+        payload_off[i] = f.payload_off;
+        payload_len[i] = f.payload_len;
+        payload_wirelen[i] = f.payload_wirelen;
+    }
+};
+
+// Reads up to `max_packets` records (0: all) from `walker` into `out`. `size_hint`: bytes
+// left in the input, used to size the first allocation.
+inline void read_packets(RecordWalker& walker, PacketColumns& out, uint64_t max_packets,
+                         uint64_t size_hint) {
+    uint64_t rows_hint = size_hint / 64 + 16;
+    if (max_packets && rows_hint > max_packets) rows_hint = max_packets;
+    uint64_t data_hint = size_hint;
+    if (max_packets && data_hint > max_packets * 2048) data_hint = max_packets * 2048;
+    out.reserve_rows(size_t(rows_hint));
+    out.reserve_data(size_t(data_hint));
+    RawRecord rec;
+    while ((max_packets == 0 || out.rows < max_packets) && walker.next(rec)) out.append(rec);
+    out.shrink_to_fit();
+}
+
+// Walks record headers only (the benchmark's floor): returns the number of records and
+// adds their captured bytes to `bytes`.
+inline uint64_t walk_records(RecordWalker& walker, uint64_t& bytes) {
+    RawRecord rec;
+    uint64_t n = 0;
+    while (walker.next(rec)) {
+        ++n;
+        bytes += rec.caplen;
+    }
+    return n;
+}
+
+// Copies data[offs[i] : offs[i] + lens[i]] for each i, back to back, into `out` (which
+// holds the sum of lens); writes each row's new offset to new_offs. Returns false if a
+// range lies outside `data` (nothing is read out of bounds).
+inline bool gather_frames(const uint8_t* data, size_t data_len, const uint64_t* offs, const uint32_t* lens,
+                          size_t n, uint8_t* out, uint64_t* new_offs) {
+    uint64_t at = 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (offs[i] > data_len || lens[i] > data_len - offs[i]) return false;
+        std::memcpy(out + at, data + offs[i], lens[i]);
+        new_offs[i] = at;
+        at += lens[i];
+    }
+    return true;
+}
+
+// Classic pcap records (16-byte little-endian header + frame) for rows 0..n-1 into `out`,
+// which holds 16 * n + sum(caplen) bytes. Frames are read as in gather_frames.
+inline bool pack_pcap_records(const uint8_t* data, size_t data_len, const uint64_t* offs, const uint32_t* caplen,
+                              const uint32_t* wirelen, const int64_t* ts_ns, size_t n, bool nanosecond,
+                              uint8_t* out) {
+    uint64_t at = 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (offs[i] > data_len || caplen[i] > data_len - offs[i]) return false;
+        int64_t ts = ts_ns[i] < 0 ? 0 : ts_ns[i];
+        uint32_t hdr[4] = {uint32_t(ts / 1000000000),
+                           uint32_t(nanosecond ? ts % 1000000000 : (ts % 1000000000) / 1000), caplen[i],
+                           wirelen[i] > caplen[i] ? wirelen[i] : caplen[i]};
+        for (int k = 0; k < 4; ++k) {
+            out[at + 4 * k] = uint8_t(hdr[k]);
+            out[at + 4 * k + 1] = uint8_t(hdr[k] >> 8);
+            out[at + 4 * k + 2] = uint8_t(hdr[k] >> 16);
+            out[at + 4 * k + 3] = uint8_t(hdr[k] >> 24);
+        }
+        std::memcpy(out + at + 16, data + offs[i], caplen[i]);
+        at += 16 + uint64_t(caplen[i]);
+    }
+    return true;
+}
+
+}  // namespace pytrafgen

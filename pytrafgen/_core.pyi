@@ -1,0 +1,83 @@
+"""Type stubs of pytrafgen._core (the C++ extension). Each area appends its own section."""
+
+from __future__ import annotations
+
+import numpy as np
+
+sanitized: bool
+abi_version: int
+
+# --- capture: pcap/pcapng reader and L2–L4 dissector (csrc/pcap.hpp, dissect.hpp) ---------
+
+STATUS_NAMES: list[str]
+
+class CaptureFile:
+    def __init__(self, path: str) -> None: ...
+    @staticmethod
+    def from_bytes(data: bytes, name: str = "<bytes>") -> CaptureFile: ...
+    def read(self, max_packets: int = 0) -> tuple[dict[str, np.ndarray], dict[str, int]]: ...
+    def walk(self) -> tuple[int, int, dict[str, int]]: ...
+    def close(self) -> None: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def done(self) -> bool: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+
+def gather_frames(
+    data: np.ndarray, frame_off: np.ndarray, caplen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]: ...
+def pack_pcap_records(
+    data: np.ndarray,
+    frame_off: np.ndarray,
+    caplen: np.ndarray,
+    wirelen: np.ndarray,
+    ts_ns: np.ndarray,
+    nanosecond: bool,
+) -> bytes: ...
+def walk_records(path: str) -> tuple[int, int, dict[str, int]]: ...
+
+# --- flows (csrc/flows.hpp) ------------------------------------------------------------------
+
+def assemble_flows(
+    status: np.ndarray,
+    l3: np.ndarray,
+    proto: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    sport: np.ndarray,
+    dport: np.ndarray,
+    tcp_flags: np.ndarray,
+    ts_ns: np.ndarray,
+    wirelen: np.ndarray,
+    idle_timeout_ns: int,
+    max_flow_packets: int,
+) -> dict[str, np.ndarray]: ...
+
+# --- builder: checksums and packet building (csrc/checksum.hpp, build.hpp) -------------------
+
+BUILD_STATUS_NAMES: list[str]
+
+def internet_checksum(data: bytes | bytearray | memoryview | np.ndarray) -> int: ...
+def l4_checksum(
+    src: bytes, dst: bytes, proto: int, segment: bytes | bytearray | memoryview | np.ndarray
+) -> int: ...
+def build_frames(
+    packets: dict[str, np.ndarray],
+    flows: dict[str, np.ndarray],
+    client_addr: np.ndarray,
+    server_addr: np.ndarray,
+    client_mac: np.ndarray,
+    server_mac: np.ndarray,
+    isn: np.ndarray,
+    blob: np.ndarray,
+    linktype: int,
+    repair: bool,
+    raw_derived: dict[str, np.ndarray],
+    order: np.ndarray | None = None,
+) -> dict[str, np.ndarray]: ...

@@ -1,0 +1,272 @@
+"""Reading and writing captures: pcap/pcapng → PacketTable (numpy columns), and back.
+
+The reading and L2–L4 dissection run in C++ (``csrc/pcap.hpp``, ``csrc/dissect.hpp``)
+without the GIL; see docs/architecture.md §1 for every column's meaning.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from pytrafgen import _core
+from pytrafgen.atomic import atomic_file
+from pytrafgen.errors import PytrafgenError
+
+# status code → name (index = code): "ok", "non_ip", "truncated", "bad_header", "fragment", …
+STATUS_NAMES: tuple[str, ...] = tuple(_core.STATUS_NAMES)
+STATUS_OK = 0
+
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_NAMES: dict[int, str] = {
+    0: "null",
+    1: "ethernet",
+    12: "raw",
+    14: "raw",
+    101: "raw",
+    108: "loop",
+    113: "linux_sll",
+    228: "ipv4",
+    229: "ipv6",
+    276: "linux_sll2",
+}
+
+# column name → dtype, in the order of docs/architecture.md §1 (src/dst are (N, 16))
+PACKET_COLUMNS: dict[str, np.dtype] = {
+    "data": np.dtype(np.uint8),
+    "frame_off": np.dtype(np.uint64),
+    "caplen": np.dtype(np.uint32),
+    "wirelen": np.dtype(np.uint32),
+    "ts_ns": np.dtype(np.int64),
+    "linktype": np.dtype(np.uint16),
+    "iface": np.dtype(np.uint16),
+    "status": np.dtype(np.uint8),
+    "l3": np.dtype(np.uint8),
+    "l3_off": np.dtype(np.uint16),
+    "ip_hdr_len": np.dtype(np.uint16),
+    "ip_total_len": np.dtype(np.uint16),
+    "src": np.dtype(np.uint8),
+    "dst": np.dtype(np.uint8),
+    "proto": np.dtype(np.uint8),
+    "ttl": np.dtype(np.uint8),
+    "tos": np.dtype(np.uint8),
+    "ip_id": np.dtype(np.uint32),
+    "ip_flags": np.dtype(np.uint8),
+    "frag_offset": np.dtype(np.uint16),
+    "flow_label": np.dtype(np.uint32),
+    "ip_csum": np.dtype(np.uint16),
+    "l4_off": np.dtype(np.uint16),
+    "l4_hdr_len": np.dtype(np.uint16),
+    "sport": np.dtype(np.uint16),
+    "dport": np.dtype(np.uint16),
+    "tcp_flags": np.dtype(np.uint16),
+    "seq": np.dtype(np.uint32),
+    "ack": np.dtype(np.uint32),
+    "window": np.dtype(np.uint16),
+    "urgent": np.dtype(np.uint16),
+    "icmp_type": np.dtype(np.uint8),
+    "icmp_code": np.dtype(np.uint8),
+    "l4_csum": np.dtype(np.uint16),
+    "payload_off": np.dtype(np.uint32),
+    "payload_len": np.dtype(np.uint32),
+    "payload_wirelen": np.dtype(np.uint32),
+}
+_ROW_COLUMNS = tuple(name for name in PACKET_COLUMNS if name != "data")
+
+
+@dataclass(eq=False)
+class PacketTable:
+    """One row per captured record; frames live concatenated in ``data``."""
+
+    data: np.ndarray
+    frame_off: np.ndarray
+    caplen: np.ndarray
+    wirelen: np.ndarray
+    ts_ns: np.ndarray
+    linktype: np.ndarray
+    iface: np.ndarray
+    status: np.ndarray
+    l3: np.ndarray
+    l3_off: np.ndarray
+    ip_hdr_len: np.ndarray
+    ip_total_len: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    proto: np.ndarray
+    ttl: np.ndarray
+    tos: np.ndarray
+    ip_id: np.ndarray
+    ip_flags: np.ndarray
+    frag_offset: np.ndarray
+    flow_label: np.ndarray
+    ip_csum: np.ndarray
+    l4_off: np.ndarray
+    l4_hdr_len: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    tcp_flags: np.ndarray
+    seq: np.ndarray
+    ack: np.ndarray
+    window: np.ndarray
+    urgent: np.ndarray
+    icmp_type: np.ndarray
+    icmp_code: np.ndarray
+    l4_csum: np.ndarray
+    payload_off: np.ndarray
+    payload_len: np.ndarray
+    payload_wirelen: np.ndarray
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.caplen)
+
+    def frame(self, i: int) -> bytes:
+        off = int(self.frame_off[i])
+        return self.data[off : off + int(self.caplen[i])].tobytes()
+
+    def payload(self, i: int) -> bytes:
+        """The captured L4 payload of row ``i`` (without Ethernet padding)."""
+        off = int(self.frame_off[i]) + int(self.payload_off[i])
+        return self.data[off : off + int(self.payload_len[i])].tobytes()
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "skipped"}
+
+    def take(self, idx: np.ndarray | Sequence[int]) -> PacketTable:
+        """The rows ``idx`` (indices or a boolean mask), with their own compact ``data``."""
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        cols = {name: getattr(self, name)[idx] for name in _ROW_COLUMNS}
+        data, frame_off = _gather(self.data, self.frame_off[idx], self.caplen[idx])
+        cols["frame_off"] = frame_off
+        return PacketTable(data=data, skipped=dict(self.skipped), **cols)
+
+    @classmethod
+    def empty(cls) -> PacketTable:
+        cols = {name: np.zeros((0, 16) if name in ("src", "dst") else 0, dtype)
+                for name, dtype in PACKET_COLUMNS.items()}
+        return cls(**cols)
+
+    @classmethod
+    def concat(cls, tables: Iterable[PacketTable]) -> PacketTable:
+        """Rows of every table in order; ``skipped`` counts are summed."""
+        tables = list(tables)
+        if not tables:
+            return cls.empty()
+        cols = {name: np.concatenate([getattr(t, name) for t in tables]) for name in _ROW_COLUMNS}
+        bases = np.cumsum([0] + [len(t.data) for t in tables[:-1]], dtype=np.uint64)
+        cols["frame_off"] = np.concatenate([t.frame_off + b for t, b in zip(tables, bases, strict=True)])
+        skipped: dict[str, int] = {}
+        for t in tables:
+            for reason, count in t.skipped.items():
+                skipped[reason] = skipped.get(reason, 0) + count
+        return cls(data=np.concatenate([t.data for t in tables]), skipped=skipped, **cols)
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[bytes], ts_ns: Sequence[int] | np.ndarray | None = None,
+                    linktype: int = LINKTYPE_ETHERNET) -> PacketTable:
+        """Dissect in-memory frames (e.g. built packets) into a table."""
+        blob = pcap_bytes(frames, ts_ns=ts_ns, linktype=linktype)
+        return _table_from_reader(_core.CaptureFile.from_bytes(blob, "<frames>"), 0)
+
+
+def _gather(data: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate data[offs[i] : offs[i] + lens[i]] → (new data, new offsets)."""
+    return _core.gather_frames(data, offs, lens)
+
+
+def _table_from_reader(reader: _core.CaptureFile, max_packets: int) -> PacketTable:
+    cols, skipped = reader.read(max_packets)
+    return PacketTable(skipped=dict(skipped), **cols)
+
+
+def _open(path: str | os.PathLike[str]) -> _core.CaptureFile:
+    return _core.CaptureFile(os.fspath(path))
+
+
+def read_pcap(path: str | os.PathLike[str], max_packets: int | None = None) -> PacketTable:
+    """Read and dissect a pcap/pcapng file (all records, or the first ``max_packets``).
+
+    Raises pytrafgen.errors.CaptureError (file, byte offset, reason) for file-level damage;
+    records that cannot become rows are counted in ``table.skipped`` by reason.
+    """
+    if max_packets is not None and max_packets <= 0:
+        raise PytrafgenError(f"max_packets must be positive, got {max_packets}")
+    reader = _open(path)
+    try:
+        return _table_from_reader(reader, max_packets or 0)
+    finally:
+        reader.close()
+
+
+def iter_pcap(path: str | os.PathLike[str], chunk_packets: int = 1_000_000) -> Iterator[PacketTable]:
+    """Yield the capture in tables of at most ``chunk_packets`` rows (bounded memory: the file
+    is memory-mapped and each chunk holds only its own frames). Each chunk's ``skipped``
+    counts what was skipped while reading that chunk."""
+    if chunk_packets <= 0:
+        raise PytrafgenError(f"chunk_packets must be positive, got {chunk_packets}")
+    reader = _open(path)
+    try:
+        while not reader.done:
+            table = _table_from_reader(reader, chunk_packets)
+            if len(table) or table.skipped:
+                yield table
+    finally:
+        reader.close()
+
+
+def pcap_bytes(frames: Sequence[bytes] | PacketTable, ts_ns: Sequence[int] | np.ndarray | None = None,
+               wirelen: Sequence[int] | np.ndarray | None = None, *, nanosecond: bool = True,
+               linktype: int | None = None, snaplen: int = 262144) -> bytes:
+    """A classic little-endian pcap file as bytes (see ``write_pcap``)."""
+    if isinstance(frames, PacketTable):
+        table = frames
+        if linktype is None:
+            types = np.unique(table.linktype)
+            if len(types) > 1:
+                raise PytrafgenError(f"packets have several link types {types.tolist()}: pass linktype=")
+            linktype = int(types[0]) if len(types) else LINKTYPE_ETHERNET
+        data, offs, caplen = table.data, table.frame_off, table.caplen
+        ts = table.ts_ns if ts_ns is None else ts_ns
+        wire = table.wirelen if wirelen is None else wirelen
+    else:
+        chunks = [bytes(f) for f in frames]
+        caplen = np.fromiter((len(c) for c in chunks), np.uint32, len(chunks))
+        data = np.frombuffer(b"".join(chunks), np.uint8)
+        offs = np.zeros(len(chunks), np.uint64)
+        np.cumsum(caplen[:-1], out=offs[1:])
+        ts = np.zeros(len(chunks), np.int64) if ts_ns is None else ts_ns
+        wire = caplen if wirelen is None else wirelen
+        linktype = LINKTYPE_ETHERNET if linktype is None else linktype
+    ts = np.asarray(ts, np.int64)
+    wire = np.asarray(wire, np.uint32)
+    n = len(caplen)
+    if len(ts) != n or len(wire) != n:
+        raise PytrafgenError(f"{n} frames but {len(ts)} timestamps and {len(wire)} wire lengths")
+    if n and int(caplen.max()) > snaplen:
+        raise PytrafgenError(f"a frame of {int(caplen.max())} bytes exceeds snaplen {snaplen}")
+    if n and int(ts.min()) < 0:
+        raise PytrafgenError("negative timestamps cannot be written to pcap")
+    magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
+    header = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)
+    return header + _core.pack_pcap_records(data, offs, caplen, wire, ts, nanosecond)
+
+
+def write_pcap(path: str | os.PathLike[str], table_or_frames: PacketTable | Sequence[bytes],
+               ts_ns: Sequence[int] | np.ndarray | None = None, *, nanosecond: bool = True,
+               linktype: int | None = None, snaplen: int = 262144) -> Path:
+    """Write a classic pcap atomically. ``table_or_frames``: a PacketTable (its timestamps,
+    wire lengths and link type) or a sequence of frames (``ts_ns`` optional, default 0;
+    ``linktype`` default Ethernet). ``nanosecond`` selects the ns-resolution pcap magic."""
+    blob = pcap_bytes(table_or_frames, ts_ns=ts_ns, nanosecond=nanosecond, linktype=linktype,
+                      snaplen=snaplen)
+    with atomic_file(path) as fh:
+        fh.write(blob)
+    return Path(path)

@@ -1,0 +1,303 @@
+"""``ARGenerator``: the autoregressive transformer behind the ``Generator`` interface.
+
+A checkpoint directory holds ``config.json`` (generator name, model shape, classes, vocabulary
+hash, finished stages), ``vocab.json``, ``address_plan.json``, ``weights.safetensors`` (the best
+weights, LoRA merged) and, to resume training, ``train_state.safetensors`` (current weights,
+optimizer moments, RNG state) with ``train_state.json`` (step, early-stopping counters,
+settings). Nothing is unpickled on load.
+
+torch is imported inside the methods so that listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pytrafgen.atomic import atomic_dir
+from pytrafgen.errors import CheckpointError, DatasetError, PytrafgenError
+from pytrafgen.generators.ar.config import GPTConfig, TrainConfig, size_config
+from pytrafgen.generators.ar.sample import SamplingSettings
+from pytrafgen.interfaces import Generator
+
+if TYPE_CHECKING:
+    import torch
+    from pytrafgen.dataset import TrafficDataset
+
+    from pytrafgen.generators.ar.model import GPT
+    from pytrafgen.generators.ar.train import Snapshot
+    from pytrafgen.records import FieldRecords
+
+STAGES = ("pretrain", "finetune")
+# fit() settings that are not model or TrainConfig fields
+_RUN_SETTINGS = {"stage", "size", "device", "checkpoint_dir", "resume", "quiet"}
+
+
+class ARGenerator(Generator):
+    name: ClassVar[str] = "ar"
+    description: ClassVar[str] = (
+        "GPT decoder over static-tokenizer tokens: pre-trained on benign flows, fine-tuned per "
+        "attack class, grammar-constrained sampling"
+    )
+
+    def __init__(self, size: str = "small") -> None:
+        self.size = size
+        self.model_config: GPTConfig | None = None  # of the saved (LoRA-merged) weights
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.vocab_json: dict[str, Any] | None = None
+        self.address_plan_json: dict[str, Any] | None = None
+        self.classes: list[str] = []
+        self.completed: list[dict[str, Any]] = []  # finished stages: name, steps, best val loss
+        self.snapshot: Snapshot | None = None  # training state of the latest stage (resume)
+        self.snapshot_model: GPTConfig | None = None  # model shape the snapshot was trained with
+        self.snapshot_train: TrainConfig | None = None
+        self.sampling = SamplingSettings()
+        self.device = "auto"
+        self.show_progress = True
+        self._vocab: Any = None
+        self._sampling_model: tuple[str, GPT] | None = None
+
+    # ------------------------------------------------------------------------------ fit
+
+    def fit(self, dataset: TrafficDataset, settings: Mapping[str, Any] | None = None) -> None:
+        """Train on ``dataset``. Settings: ``stage`` ("pretrain", "finetune" or "all", the
+        default: pre-train then fine-tune), ``size``, ``device``, ``checkpoint_dir`` (periodic
+        checkpoints), ``resume`` (continue the stage in this generator's training state),
+        ``quiet``, ``replay``, ``lora_rank`` and any ``GPTConfig`` / ``TrainConfig`` field."""
+        from pytrafgen.generators.ar.train import init_distributed, resolve_device
+
+        s = dict(settings or {})
+        stage = s.get("stage", "all")
+        if stage not in (*STAGES, "all"):
+            raise PytrafgenError(f"unknown stage {stage!r}; use pretrain, finetune or all")
+        self.size = s.get("size") or self.size
+        self.show_progress = not s.get("quiet", False)
+        ctx = init_distributed(s.get("device", "auto"))
+        device = resolve_device(s.get("device", "auto"), ctx)
+        self._adopt_dataset(dataset)
+        wanted = list(STAGES) if stage == "all" else [stage]
+        done = {c["stage"] for c in self.completed}
+        if stage == "all" and s.get("resume"):
+            wanted = [w for w in wanted if w not in done]
+        for i, name in enumerate(wanted):
+            self._fit_stage(dataset, name, s, device, ctx)
+            if i + 1 < len(wanted) and s.get("checkpoint_dir") and ctx.is_main:
+                self.save(Path(s["checkpoint_dir"]))
+
+    def _adopt_dataset(self, dataset: TrafficDataset) -> None:
+        from pytrafgen.generators.ar import tokens as tok
+
+        vocab_json = tok.vocab_json(dataset)
+        if self.vocab_json is not None and tok.vocab_hash(vocab_json) != tok.vocab_hash(self.vocab_json):
+            raise DatasetError(
+                f"{dataset.path}: dataset vocabulary {tok.vocab_hash(vocab_json)} differs from the "
+                f"checkpoint's {tok.vocab_hash(self.vocab_json)}; tokenize it with the same vocabulary"
+            )
+        self.vocab_json = vocab_json
+        self._vocab = None
+        self.address_plan_json = tok.address_plan_json(dataset)
+        self.classes = list(dataset.classes)
+
+    def _fit_stage(self, dataset: TrafficDataset, stage: str, s: dict[str, Any], device: torch.device,
+                   ctx: Any) -> None:
+        import torch
+
+        from pytrafgen.generators.ar import tokens as tok
+        from pytrafgen.generators.ar.data import FlowWindows, class_shares
+        from pytrafgen.generators.ar.model import GPT
+        from pytrafgen.generators.ar.train import train_stage
+
+        vocab = self.vocabulary()
+        overrides = {k: v for k, v in s.items() if k not in _RUN_SETTINGS}
+        model_cfg, train_cfg = size_config(self.size, tok.vocab_size(vocab), **overrides)
+        resume = None
+        if s.get("resume") and self.snapshot is not None and self.snapshot.state.stage == stage:
+            resume = self.snapshot
+            assert self.snapshot_model is not None and self.snapshot_train is not None
+            model_cfg = self.snapshot_model
+            # the saved settings win, except a longer run asked for explicitly
+            train_cfg = replace(self.snapshot_train, steps=overrides.get("steps") or self.snapshot_train.steps)
+        elif self.model_config is not None:  # continue from trained weights: keep their shape
+            model_cfg = replace(self.model_config, lora_rank=int(overrides.get("lora_rank") or 0),
+                                dropout=overrides.get("dropout", self.model_config.dropout))
+        model = GPT(model_cfg)
+        if resume is None and self.weights is not None:
+            missing, unexpected = model.load_state_dict(self.weights, strict=False)
+            if unexpected or any("lora_" not in m for m in missing):
+                raise CheckpointError(f"weights do not fit the model: missing {missing}, unexpected {unexpected}")
+        model.to(device)
+        torch.manual_seed(train_cfg.seed + ctx.rank)
+
+        special = tok.special_tokens(vocab)
+        kinds = [dataset.class_kinds[c] for c in dataset.classes]
+        shares = class_shares(kinds, stage, train_cfg.replay)
+
+        def windows(split: str) -> FlowWindows | None:
+            offsets = dataset.offsets(split)
+            if len(offsets) < 2:
+                return None
+            return FlowWindows(dataset.tokens(split), offsets, dataset.labels(split), model_cfg.block_size,
+                               special, seed=train_cfg.seed)
+
+        train_w = windows("train")
+        if train_w is None or not len(train_w):
+            raise DatasetError(f"{dataset.path}: the train split has no flows that fit the context")
+        val_w = windows("val")
+        val_weights = None
+        if val_w is not None and len(val_w):
+            try:
+                val_weights = val_w.class_balanced_weights(shares)
+            except DatasetError:
+                val_w = None  # no validation flows of this stage's classes: no early stopping
+        else:
+            val_w = None
+        self.snapshot_model, self.snapshot_train = model_cfg, train_cfg
+        checkpoint_dir = s.get("checkpoint_dir")
+
+        def on_checkpoint(snapshot: Snapshot) -> None:
+            self._take(snapshot, model_cfg)
+            if checkpoint_dir:
+                self.save(Path(checkpoint_dir))
+
+        snapshot = train_stage(model, train_w, train_w.class_balanced_weights(shares), val_w, val_weights,
+                               train_cfg, stage, device, ctx, on_checkpoint, resume, self.show_progress)
+        self._take(snapshot, model_cfg)
+        self.completed = [c for c in self.completed if c["stage"] != stage] + [{
+            "stage": stage, "steps": snapshot.state.step, "tokens": snapshot.state.tokens,
+            "best_val_loss": snapshot.state.best_val, "stopped_early": snapshot.state.stopped_early,
+            "dropped_flows": train_w.dropped, "truncated_flows": train_w.truncated,
+        }]
+
+    def _take(self, snapshot: Snapshot, model_cfg: GPTConfig) -> None:
+        self.snapshot = snapshot
+        self.weights = snapshot.best_weights
+        self.model_config = replace(model_cfg, lora_rank=0)
+        self._sampling_model = None
+
+    # --------------------------------------------------------------------------- sample
+
+    def vocabulary(self) -> Any:
+        from pytrafgen.generators.ar import tokens as tok
+
+        if self._vocab is None:
+            if self.vocab_json is None:
+                raise CheckpointError("the generator has no vocabulary: fit or load it first")
+            self._vocab = tok.vocab_from_json(self.vocab_json)
+        return self._vocab
+
+    def set_sampling(self, temperature: float | None = None, top_k: int | None = None,
+                     top_p: float | None = None, batch_size: int | None = None, device: str | None = None,
+                     show_progress: bool | None = None, compile: bool | None = None) -> None:
+        """Sampling options for later ``sample`` calls (None keeps the current value)."""
+        given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "batch_size": batch_size,
+                 "compile": compile}
+        self.sampling = replace(self.sampling, **{k: v for k, v in given.items() if v is not None})
+        if device is not None and device != self.device:
+            self.device, self._sampling_model = device, None
+        if show_progress is not None:
+            self.show_progress = show_progress
+
+    def _model_on_device(self) -> tuple[GPT, torch.device]:
+        from pytrafgen.generators.ar.model import GPT
+        from pytrafgen.generators.ar.train import resolve_device
+
+        if self.weights is None or self.model_config is None:
+            raise CheckpointError("the generator has no weights: fit or load it first")
+        device = resolve_device(self.device)
+        if self._sampling_model is None or self._sampling_model[0] != str(device):
+            model = GPT(self.model_config)
+            model.load_state_dict(self.weights)
+            self._sampling_model = (str(device), model.to(device).eval())
+        return self._sampling_model[1], device
+
+    def sample(self, counts: Mapping[str, int], seed: int = 0) -> FieldRecords:
+        from rich.progress import Progress
+
+        from pytrafgen.generators.ar import tokens as tok
+        from pytrafgen.generators.ar.sample import sample_classes
+
+        model, device = self._model_on_device()
+        vocab = self.vocabulary()
+        special = tok.special_tokens(vocab)
+        grammar = tok.grammar_tables(vocab, device)
+        class_tokens = tok.class_tokens(vocab)
+        total = sum(int(n) for n in counts.values())
+        with Progress(disable=not self.show_progress or total == 0) as progress:
+            task = progress.add_task("sampling flows", total=total)
+            sequences, _ = sample_classes(model, grammar, special.bos, special.eos, class_tokens, counts,
+                                          self.sampling, seed, device,
+                                          lambda n: progress.advance(task, n))
+        return tok.decode_sequences(sequences, vocab)
+
+    # ----------------------------------------------------------------------- save / load
+
+    def config_json(self) -> dict[str, Any]:
+        from pytrafgen.generators.ar import tokens as tok
+
+        assert self.model_config is not None and self.vocab_json is not None
+        return {
+            "generator": self.name,
+            "format": 1,
+            "size": self.size,
+            "model": self.model_config.to_dict(),
+            "classes": self.classes,
+            "vocab_hash": tok.vocab_hash(self.vocab_json),
+            "stages": self.completed,
+        }
+
+    def save(self, path: Path) -> None:
+        from pytrafgen.safetensors_io import save_torch
+
+        if self.weights is None or self.model_config is None:
+            raise CheckpointError("nothing to save: the generator has not been trained")
+        with atomic_dir(path) as tmp:
+            (tmp / "config.json").write_text(json.dumps(self.config_json(), indent=2))
+            (tmp / "vocab.json").write_text(json.dumps(self.vocab_json))
+            (tmp / "address_plan.json").write_text(json.dumps(self.address_plan_json))
+            save_torch(self.weights, tmp / "weights.safetensors", {"generator": self.name})
+            if self.snapshot is not None:
+                assert self.snapshot_model is not None and self.snapshot_train is not None
+                save_torch(self.snapshot.resume_tensors, tmp / "train_state.safetensors")
+                (tmp / "train_state.json").write_text(json.dumps({
+                    "state": self.snapshot.state.to_dict(),
+                    "model": self.snapshot_model.to_dict(),
+                    "train": self.snapshot_train.to_dict(),
+                    "optimizer_groups": self.snapshot.optimizer_groups,
+                }, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ARGenerator:
+        from pytrafgen.generators import read_checkpoint_config
+        from pytrafgen.generators.ar.train import Snapshot, TrainState
+        from pytrafgen.safetensors_io import load_torch
+
+        path = Path(path)
+        config = read_checkpoint_config(path)
+        if config["generator"] != cls.name:
+            raise CheckpointError(f"{path}: a {config['generator']!r} checkpoint, not {cls.name!r}")
+        gen = cls(config.get("size", "small"))
+        try:
+            gen.model_config = GPTConfig.from_dict(config["model"])
+            gen.classes = list(config["classes"])
+            gen.completed = list(config.get("stages", []))
+            gen.vocab_json = json.loads((path / "vocab.json").read_text())
+            gen.address_plan_json = json.loads((path / "address_plan.json").read_text())
+        except (KeyError, TypeError, OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path}: incomplete checkpoint ({type(exc).__name__}: {exc})") from None
+        if not (path / "weights.safetensors").is_file():
+            raise CheckpointError(f"{path}: weights.safetensors is missing")
+        gen.weights = load_torch(path / "weights.safetensors")
+        state_file = path / "train_state.json"
+        if state_file.is_file() and (path / "train_state.safetensors").is_file():
+            saved = json.loads(state_file.read_text())
+            gen.snapshot = Snapshot(TrainState.from_dict(saved["state"]), gen.weights,
+                                    load_torch(path / "train_state.safetensors"), saved["optimizer_groups"])
+            gen.snapshot_model = GPTConfig.from_dict(saved["model"])
+            gen.snapshot_train = TrainConfig.from_dict(saved["train"])
+        return gen
+
+
+__all__ = ["ARGenerator"]

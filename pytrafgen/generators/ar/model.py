@@ -1,0 +1,191 @@
+"""A GPT decoder over traffic tokens (in the style of nanoGPT): pre-norm blocks, attention
+through ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels where the device
+has them), learned positions, the output head tied to the token embedding, optional LoRA
+adapters for fine-tuning, and a static, preallocated KV cache for sampling.
+
+The cache has fixed shapes (batch, heads, max length, head dim) and ``decode`` writes into it
+with ``index_copy_`` at tensor positions and attends over the whole cache under a mask, so a
+decode step has the same shapes every call: ``torch.compile`` / CUDA graphs can capture it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pytrafgen.generators.ar.config import GPTConfig
+
+
+class LoRALinear(nn.Linear):
+    """``nn.Linear`` without bias plus, when ``rank > 0``, a trainable low-rank update
+    ``B @ A`` (B starts at zero, so the adapter starts as the identity change)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int = 0, alpha: float = 16.0) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self.rank = rank
+        self.scale = alpha / rank if rank else 0.0
+        if rank:
+            self.lora_A = nn.Parameter(torch.randn(rank, in_features) / math.sqrt(in_features))
+            self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight)
+        if self.rank:
+            y = y + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
+        return y
+
+    def merged_weight(self) -> torch.Tensor:
+        if not self.rank:
+            return self.weight
+        return self.weight + (self.lora_B @ self.lora_A) * self.scale
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for a batch of sequences, preallocated to ``max_len``."""
+
+    k: torch.Tensor  # (n_layer, batch, n_head, max_len, head_dim)
+    v: torch.Tensor
+
+    @classmethod
+    def allocate(cls, config: GPTConfig, batch: int, max_len: int, device: torch.device,
+                 dtype: torch.dtype) -> KVCache:
+        shape = (config.n_layer, batch, config.n_head, max_len, config.n_embd // config.n_head)
+        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.c_attn = LoRALinear(config.n_embd, 3 * config.n_embd, config.lora_rank, config.lora_alpha)
+        self.c_proj = LoRALinear(config.n_embd, config.n_embd, config.lora_rank, config.lora_alpha)
+
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is None:
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            assert positions is not None
+            k_cache, v_cache = cache
+            k_cache.index_copy_(2, positions, k.to(k_cache.dtype))
+            v_cache.index_copy_(2, positions, v.to(v_cache.dtype))
+            # Query at position p sees cache slots 0..p; later slots hold stale values.
+            slots = torch.arange(k_cache.size(2), device=x.device)
+            mask = slots[None, :] <= positions[:, None]
+            y = F.scaled_dot_product_attention(q, k_cache.to(q.dtype), v_cache.to(q.dtype), attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = LoRALinear(config.n_embd, 4 * config.n_embd, config.lora_rank, config.lora_alpha)
+        self.c_proj = LoRALinear(4 * config.n_embd, config.n_embd, config.lora_rank, config.lora_alpha)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=False)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=False)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, positions)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if config.n_embd % config.n_head:
+            raise ValueError("n_embd must be a multiple of n_head")
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=False)
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled down by depth so the residual stream stays O(1).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for n, p in self.named_parameters() if "lora_" not in n)
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward), as in the PaLM appendix / nanoGPT:
+        6 per parameter plus the attention score and value products."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.ln_f(x), self.wte.weight)  # head tied to the embedding
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) and, with ``targets``, the mean cross-entropy (targets < 0 ignored)."""
+        length = idx.size(1)
+        if length > self.config.block_size:
+            raise ValueError(f"sequence of {length} tokens exceeds the context of {self.config.block_size}")
+        pos = torch.arange(length, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for block in self.blocks:
+            x = block(x)
+        logits = self._logits(x)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def decode(self, idx: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Feed tokens ``idx`` (B, T) at ``positions`` (T,), fill the cache, and return the
+        logits (B, V) for the token after the last one."""
+        x = self.wte(idx) + self.wpe(positions)
+        for i, block in enumerate(self.blocks):
+            x = block(x, (cache.k[i], cache.v[i]), positions)
+        return self._logits(x[:, -1:, :])[:, 0, :]
+
+    # --- LoRA -------------------------------------------------------------------------------
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if "lora_" in n]
+
+    def merged_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights with LoRA updates folded in, under the names of a model without adapters."""
+        state: dict[str, torch.Tensor] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, LoRALinear):
+                state[f"{name}.weight"] = module.merged_weight().detach()
+        for name, tensor in self.state_dict().items():
+            if "lora_" not in name and name not in state:
+                state[name] = tensor.detach()
+        return state
+
+
+__all__ = ["GPT", "KVCache", "LoRALinear"]

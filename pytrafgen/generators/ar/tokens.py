@@ -1,0 +1,86 @@
+"""What the AR generator takes from the tokenizer and dataset: special and class token ids, the
+grammar as tensors, vocabulary persistence, and decoding sampled sequences into records."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pytrafgen.errors import DatasetError
+from pytrafgen.generators.ar.data import SpecialTokens
+
+if TYPE_CHECKING:
+    import torch
+    from pytrafgen.dataset import TrafficDataset
+
+    from pytrafgen.generators.ar.sample import GrammarTables
+    from pytrafgen.records import FieldRecords
+    from pytrafgen.tokenizer.vocab import Vocabulary
+
+
+def vocab_json(dataset: TrafficDataset) -> dict[str, Any]:
+    return dataset.vocab.to_json()
+
+
+def vocab_hash(body: dict[str, Any]) -> str:
+    return str(body["hash"])
+
+
+def vocab_from_json(body: dict[str, Any]) -> Vocabulary:
+    from pytrafgen.tokenizer.vocab import Vocabulary
+
+    return Vocabulary.from_json(body)
+
+
+def vocab_size(vocab: Vocabulary) -> int:
+    return int(vocab.size)
+
+
+def address_plan_json(dataset: TrafficDataset) -> dict[str, Any]:
+    path = dataset.path / "address_plan.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the dataset's address plan ({exc})") from None
+
+
+def special_tokens(vocab: Vocabulary) -> SpecialTokens:
+    return SpecialTokens(bos=vocab.special("BOS"), eos=vocab.special("EOS"), pkt=vocab.special("PKT"))
+
+
+def class_tokens(vocab: Vocabulary) -> dict[str, int]:
+    return {name: vocab.class_token(name) for name in vocab.classes}
+
+
+def grammar_tables(vocab: Vocabulary, device: torch.device) -> GrammarTables:
+    from pytrafgen.generators.ar.sample import GrammarTables
+
+    grammar = vocab.grammar()
+    allowed, next_state = grammar.torch_tables(device)
+    return GrammarTables(allowed.bool(), next_state.long(), int(grammar.start_state))
+
+
+def decode_sequences(sequences: Sequence[np.ndarray], vocab: Vocabulary) -> FieldRecords:
+    """Field records of ``BOS CLASS … EOS`` token sequences (classes from their class tokens)."""
+    from pytrafgen.tokenizer import decode
+
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = np.concatenate(list(sequences)).astype(np.uint16) if len(sequences) else np.zeros(0, np.uint16)
+    return decode(tokens, offsets, vocab)
+
+
+__all__ = [
+    "address_plan_json",
+    "class_tokens",
+    "decode_sequences",
+    "grammar_tables",
+    "special_tokens",
+    "vocab_from_json",
+    "vocab_hash",
+    "vocab_json",
+    "vocab_size",
+]

@@ -1,0 +1,282 @@
+"""A private pair of network namespaces joined by one veth link, created and removed by this run.
+
+Layout of one pair (a /28 taken from ``RUN_RANGE``, a range pytrafgen owns only inside the
+namespaces it creates):
+
+* ``<name>c`` (client): veth ``ptg0`` holding ``.1``; the senders' sockets live here.
+* ``<name>s`` (server): veth ``ptg1`` holding ``.2``; the target servers run here.
+* ``.3``-``.14`` form the *spoof pool*: source addresses for stateless replay that no interface
+  holds. The server namespace resolves them (static neighbour entries) to the client veth,
+  so the target's answers travel back over the veth and die in the client namespace without
+  the client kernel answering them with a RST, as with a spoofing attacker.
+
+Neither namespace has a default route or any route beyond the /28 (``verify_isolated``
+checks), so no packet can leave the pair. Cleanup (processes by PID, then the namespaces)
+runs on context exit, on SIGINT/SIGTERM and at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import ipaddress
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+
+from pytrafgen.errors import ReplayError
+
+RUN_RANGE = ipaddress.IPv4Network("10.213.0.0/16")
+RUN_PREFIX = 28
+NAME_PREFIX = "ptg"
+NETNS_DIR = "/var/run/netns"
+_CLONE_NEWNET = 0x40000000
+_CLIENT_IF = "ptg0"
+_SERVER_IF = "ptg1"
+
+
+def require_root() -> None:
+    """Raise a ReplayError that says what to do when replay cannot create namespaces."""
+    if os.geteuid() != 0:
+        raise ReplayError(
+            "pytrafgen replay needs root: it creates network namespaces, a veth link and raw "
+            "sockets (run it as root, e.g. `sudo pytrafgen replay ...`)"
+        )
+    if shutil.which("ip") is None:
+        raise ReplayError("the `ip` command is missing: apt-get install iproute2")
+
+
+def run_ip(*args: str) -> str:
+    """Run ``ip ARGS``; a failure becomes a ReplayError carrying ip's own message."""
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise ReplayError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout
+
+
+def existing_namespaces() -> set[str]:
+    out = run_ip("-j", "netns", "list").strip()
+    return {entry["name"] for entry in json.loads(out)} if out else set()
+
+
+def _host_networks() -> list[ipaddress.IPv4Network]:
+    """IPv4 networks configured in the namespace this process runs in (normally the host's)."""
+    nets = []
+    for link in json.loads(run_ip("-j", "-4", "addr", "show") or "[]"):
+        for info in link.get("addr_info", []):
+            nets.append(ipaddress.IPv4Network(f"{info['local']}/{info['prefixlen']}", strict=False))
+    return nets
+
+
+@dataclass
+class NamespacePair:
+    """One client/server namespace pair; use as a context manager."""
+
+    subnet: ipaddress.IPv4Network
+    name: str
+    created: list[str] = field(default_factory=list)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def client_ns(self) -> str:
+        return f"{self.name}c"
+
+    @property
+    def server_ns(self) -> str:
+        return f"{self.name}s"
+
+    @property
+    def client_addr(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 1
+
+    @property
+    def server_addr(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 2
+
+    @property
+    def spoof_pool(self) -> list[ipaddress.IPv4Address]:
+        hosts = list(self.subnet.hosts())
+        return hosts[2:]
+
+    @property
+    def server_if(self) -> str:
+        return _SERVER_IF
+
+    @property
+    def client_if(self) -> str:
+        return _CLIENT_IF
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls) -> NamespacePair:
+        """Choose a free /28 and unique names, then build the pair (removed again on failure)."""
+        require_root()
+        taken = existing_namespaces()
+        used_subnets = _host_networks()
+        candidates = list(RUN_RANGE.subnets(new_prefix=RUN_PREFIX))
+        random.SystemRandom().shuffle(candidates)
+        for subnet in candidates:
+            index = (int(subnet.network_address) - int(RUN_RANGE.network_address)) >> (32 - RUN_PREFIX)
+            # The subnet index is part of the name, so runs in parallel never share a subnet.
+            tag = f"{NAME_PREFIX}{index:03x}p"
+            name = f"{tag}{os.getpid()}"
+            if any(n.startswith(tag) for n in taken) or any(subnet.overlaps(net) for net in used_subnets):
+                continue
+            pair = cls(subnet=subnet, name=name)
+            _LIVE.add(pair)
+            try:
+                pair._build()
+            except BaseException:
+                pair.close()
+                raise
+            return pair
+        raise ReplayError(f"no free /{RUN_PREFIX} left in {RUN_RANGE} for a replay run")
+
+    def _build(self) -> None:
+        for ns in (self.client_ns, self.server_ns):
+            if os.path.exists(os.path.join(NETNS_DIR, ns)):
+                raise ReplayError(f"network namespace {ns!r} already exists; refusing to reuse it")
+            run_ip("netns", "add", ns)
+            self.created.append(ns)
+        # Created inside the client namespace with its peer inside the server namespace: the
+        # link never exists in the host namespace, not even for a moment.
+        run_ip("-n", self.client_ns, "link", "add", _CLIENT_IF, "type", "veth",
+               "peer", "name", _SERVER_IF, "netns", self.server_ns)
+        prefix = self.subnet.prefixlen
+        for ns, ifname, addr in ((self.client_ns, _CLIENT_IF, self.client_addr),
+                                 (self.server_ns, _SERVER_IF, self.server_addr)):
+            self._sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
+            self._sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+            run_ip("-n", ns, "addr", "add", f"{addr}/{prefix}", "dev", ifname)
+            run_ip("-n", ns, "link", "set", "lo", "up")
+            run_ip("-n", ns, "link", "set", ifname, "up")
+        client_mac = json.loads(run_ip("-n", self.client_ns, "-j", "link", "show", _CLIENT_IF))[0]["address"]
+        for spoofed in self.spoof_pool:
+            run_ip("-n", self.server_ns, "neigh", "replace", str(spoofed), "lladdr", client_mac,
+                   "dev", _SERVER_IF, "nud", "permanent")
+        self.verify_isolated()
+
+    @staticmethod
+    def _sysctl(ns: str, key: str, value: str) -> None:
+        path = "/proc/sys/" + key.replace(".", "/")
+        with inside(ns), open(path, "w") as fh:
+            fh.write(value)
+
+    def set_sysctl(self, role: str, key: str, value: str) -> None:
+        """Set a per-namespace sysctl in the ``client`` or ``server`` namespace."""
+        self._sysctl(self.client_ns if role == "client" else self.server_ns, key, value)
+
+    def verify_isolated(self) -> None:
+        """Both namespaces: no default route, no route outside the run's subnet, only lo + veth."""
+        for ns, ifname in ((self.client_ns, _CLIENT_IF), (self.server_ns, _SERVER_IF)):
+            for family in ("-4", "-6"):
+                routes = json.loads(run_ip("-n", ns, "-j", family, "route", "show", "table", "all") or "[]")
+                for route in routes:
+                    dst = route.get("dst", "")
+                    if dst == "default":
+                        raise ReplayError(f"namespace {ns} has a default route; refusing to send")
+                    if route.get("type") in ("local", "broadcast", "multicast", "anycast"):
+                        continue  # the namespace's own addresses, never a way out
+                    net = ipaddress.ip_network(dst, strict=False)
+                    if not (net.version == 4 and net.subnet_of(self.subnet)):
+                        raise ReplayError(f"namespace {ns} has a route to {dst} outside {self.subnet}")
+            links = {link["ifname"] for link in json.loads(run_ip("-n", ns, "-j", "link", "show"))}
+            if links != {"lo", ifname}:
+                raise ReplayError(f"namespace {ns} has unexpected interfaces {sorted(links)}")
+
+    def popen(self, role: str, argv: list[str], **kwargs: object) -> subprocess.Popen:
+        """Start ``argv`` inside a namespace; ``ip netns exec`` execs it, so the PID is the program's."""
+        ns = self.client_ns if role == "client" else self.server_ns
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], start_new_session=True, **kwargs)  # type: ignore[call-overload]
+        self.processes.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+        """Stop one of this pair's processes by its PID: SIGTERM, then SIGKILL after ``grace_s``."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=grace_s)
+        if proc in self.processes:
+            self.processes.remove(proc)
+
+    def close(self) -> None:
+        """Stop this pair's processes (by PID) and delete its namespaces; safe to call twice."""
+        for proc in list(self.processes):
+            with contextlib.suppress(Exception):
+                self.stop(proc)
+        for ns in reversed(self.created):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        self.created.clear()
+        _LIVE.discard(self)
+
+    def __enter__(self) -> NamespacePair:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+# -- entering a namespace from this process -----------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def inside(ns: str) -> Iterator[None]:
+    """Run the block with the calling *thread* inside namespace ``ns``; sockets created in the
+    block stay bound to ``ns`` for their whole life, after the thread has switched back."""
+    with open(os.path.join(NETNS_DIR, ns)) as target, open("/proc/thread-self/ns/net") as home:
+        if _libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
+            raise ReplayError(f"cannot enter network namespace {ns}: {os.strerror(ctypes.get_errno())}")
+        try:
+            yield
+        finally:
+            if _libc.setns(home.fileno(), _CLONE_NEWNET) != 0:
+                # Staying in the run's namespace would make later host work land there: stop hard.
+                os._exit(70)
+
+
+# -- cleanup on every exit path ----------------------------------------------------------
+
+_LIVE: set[NamespacePair] = set()
+_CLEANUP_LOCK = threading.Lock()
+
+
+def cleanup_all() -> None:
+    """Close every pair this process still holds (atexit and signal path)."""
+    with _CLEANUP_LOCK:
+        for pair in list(_LIVE):
+            pair.close()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    cleanup_all()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup_handlers() -> None:
+    """Route SIGINT/SIGTERM/SIGHUP through ``cleanup_all`` (main thread only) and register it atexit."""
+    atexit.register(cleanup_all)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _on_signal)

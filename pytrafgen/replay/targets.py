@@ -1,0 +1,188 @@
+"""Real target servers, started inside a run's server namespace by PID, each with its own
+temporary configuration directory, and stopped again by PID.
+
+The credentials are those of the lab target the shared captures were recorded against
+(docs/replay.md), so a real brute-force capture ends with one success, as it did there.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytrafgen.errors import ReplayError
+from pytrafgen.replay.netns import NamespacePair
+
+HTTP_USER, HTTP_PASSWORD = "admin", "Gw-adm1n-7734"
+MQTT_USER, MQTT_PASSWORD = "iot", "s3ns0r-Pa55"
+READY_TIMEOUT_S = 10.0
+
+# /proc/net/tcp state codes
+TCP_ESTABLISHED, TCP_SYN_RECV, TCP_LISTEN = 0x01, 0x03, 0x0A
+
+
+def require_binary(name: str, package: str) -> str:
+    """The binary's path, or a ReplayError that says exactly what to install."""
+    path = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.exists()), None)
+    if path is None:
+        raise ReplayError(f"`{name}` is not installed; replay needs it as a target: apt-get install {package}")
+    return path
+
+
+def tcp_sockets(pid: int) -> list[tuple[int, int, int]]:
+    """(local port, state, remote port) of every IPv4 TCP socket in ``pid``'s network namespace."""
+    out = []
+    with open(f"/proc/{pid}/net/tcp") as fh:
+        next(fh)
+        for line in fh:
+            cols = line.split()
+            local, remote, state = cols[1], cols[2], cols[3]
+            out.append((int(local.split(":")[1], 16), int(state, 16), int(remote.split(":")[1], 16)))
+    return out
+
+
+def tcp_counters(pid: int) -> dict[str, int]:
+    """The namespace's TcpExt and Tcp counters (``/proc/PID/net/netstat`` and ``snmp``)."""
+    counters: dict[str, int] = {}
+    for name in ("netstat", "snmp"):
+        with open(f"/proc/{pid}/net/{name}") as fh:
+            lines = fh.read().splitlines()
+        for head, values in zip(lines[::2], lines[1::2]):
+            prefix, keys = head.split(":", 1)
+            if prefix in ("TcpExt", "Tcp"):
+                for key, value in zip(keys.split(), values.split(":", 1)[1].split()):
+                    counters[f"{prefix}.{key}"] = int(value)
+    return counters
+
+
+@dataclass
+class Target:
+    """A running server: its process (stopped by PID), the ports it listens on, its files."""
+
+    name: str
+    pair: NamespacePair
+    workdir: Path
+    ports: tuple[int, ...]
+    proc: subprocess.Popen | None = None
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise ReplayError(f"{self.name} target is not running")
+        return self.proc.pid
+
+    def _launch(self, argv: list[str]) -> None:
+        log = self.workdir / f"{self.name}.stdout"
+        with log.open("wb") as out:
+            self.proc = self.pair.popen("server", argv, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ReplayError(f"{self.name} exited at start (code {self.proc.returncode}): "
+                                  f"{log.read_text(errors='replace').strip()[-400:]}")
+            listening = {port for port, state, _ in tcp_sockets(self.proc.pid) if state == TCP_LISTEN}
+            if set(self.ports) <= listening:
+                return
+            time.sleep(0.02)
+        raise ReplayError(f"{self.name} did not listen on {self.ports} within {READY_TIMEOUT_S:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.pair.stop(self.proc)
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_tcp_listener(pair: NamespacePair, workdir: Path, ports: tuple[int, ...], backlog: int) -> Target:
+    """The plain listener (``pytrafgen.replay.listener``): never accepts, known backlog."""
+    target = Target("listener", pair, workdir, ports)
+    target._launch([sys.executable, "-m", "pytrafgen.replay.listener", "--addr", str(pair.server_addr),
+                    "--ports", ",".join(map(str, ports)), "--backlog", str(backlog)])
+    return target
+
+
+def start_nginx(pair: NamespacePair, workdir: Path, port: int = 80) -> Target:
+    """nginx with a site, a basic-auth ``/admin/`` location and an access log of status codes."""
+    binary = require_binary("nginx", "nginx-light (or nginx)")
+    root = workdir / "www"
+    (root / "admin").mkdir(parents=True)
+    (root / "index.html").write_text("<html><body>pytrafgen replay target</body></html>\n")
+    (root / "admin" / "index.html").write_text("<html><body>admin</body></html>\n")
+    sha = base64.b64encode(hashlib.sha1(HTTP_PASSWORD.encode()).digest()).decode()
+    (workdir / "htpasswd").write_text(f"{HTTP_USER}:{{SHA}}{sha}\n")
+    temp = workdir / "nginx-temp"
+    temp.mkdir()
+    access = workdir / "access.log"
+    conf = workdir / "nginx.conf"
+    # One process (master_process off): the PID we hold is the whole server.
+    conf.write_text(f"""
+daemon off;
+master_process off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 2048; }}
+http {{
+    default_type text/html;
+    log_format replay '$remote_addr $status "$request_method $request_uri" $request_length';
+    access_log {access} replay;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    server {{
+        listen {pair.server_addr}:{port} backlog=511;
+        root {root};
+        location /admin/ {{
+            auth_basic "admin";
+            auth_basic_user_file {workdir}/htpasswd;
+        }}
+    }}
+}}
+""")
+    target = Target("nginx", pair, workdir, (port,), logs={"access": access})
+    target._launch([binary, "-p", str(workdir), "-c", str(conf)])
+    return target
+
+
+def start_mosquitto(pair: NamespacePair, workdir: Path, port: int = 1883) -> Target:
+    """mosquitto with password authentication (anonymous refused) and connection logging."""
+    binary = require_binary("mosquitto", "mosquitto")
+    passwd_tool = require_binary("mosquitto_passwd", "mosquitto")
+    passwd = workdir / "passwd"
+    subprocess.run([passwd_tool, "-c", "-b", str(passwd), MQTT_USER, MQTT_PASSWORD],
+                   check=True, capture_output=True, timeout=30)
+    passwd.chmod(0o600)
+    log = workdir / "mosquitto.log"
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"""
+user root
+per_listener_settings false
+listener {port} {pair.server_addr}
+allow_anonymous false
+password_file {passwd}
+persistence false
+max_connections -1
+connection_messages true
+log_dest file {log}
+log_type error
+log_type warning
+log_type notice
+log_type information
+log_timestamp true
+""")
+    target = Target("mosquitto", pair, workdir, (port,), logs={"log": log})
+    target._launch([binary, "-c", str(conf)])
+    return target

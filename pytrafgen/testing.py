@@ -1,0 +1,179 @@
+"""Helpers and pytest fixtures for plugin authors (and pytrafgen's own tests).
+
+* ``TcpConversation``: a tiny capture builder: a TCP connection (handshake, data both ways,
+  teardown) as Ethernet/IPv4 frames with valid checksums, written as pcap or dissected into
+  a ``PacketTable``.
+* ``registry_with(*plugins)``: run code against a registry that holds the built-ins plus
+  plugins defined inline (modules or classes with ``@hookimpl`` functions).
+* ``assert_codec_roundtrip(spec, payload, direction)``: a protocol's token codec gives the
+  exact bytes back with ids inside its local vocabulary.
+* ``assert_build_roundtrip(spec, stream, direction)``: ``build(parse(stream))`` is ``stream``.
+* ``rule_context(table)`` and ``check_rule(rule, ctx)``: evaluate a compliance rule on packets.
+
+Fixtures (add ``pytest_plugins = ["pytrafgen.testing"]`` to a conftest.py):
+``inline_plugins`` (a function: ``inline_plugins(MyPlugin)`` returns the registry and keeps it
+active for the rest of the test) and ``conversation`` (a fresh ``TcpConversation``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from pytrafgen import plugins
+
+if TYPE_CHECKING:
+    from pytrafgen.capture import PacketTable
+    from pytrafgen.evaluate.context import RuleContext
+    from pytrafgen.interfaces import ProtocolSpec, Rule
+
+TCP_FIN, TCP_SYN, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x08, 0x10
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+class TcpConversation:
+    """One TCP connection between a client and a server, built packet by packet.
+
+    ``send(direction, payload)`` adds a data segment (0 client → server, 1 server → client);
+    pass several payloads to ``send`` to split one message over segments. Sequence and
+    acknowledgement numbers follow the bytes sent, so reassembly sees an in-order stream.
+    """
+
+    def __init__(self, client: tuple[str, int] = ("10.0.0.1", 40000),
+                 server: tuple[str, int] = ("10.0.0.2", 80)) -> None:
+        self.ends = (client, server)
+        self.next_seq = [1000, 5000]  # per direction
+        self.frames: list[bytes] = []
+        self.ts_ns: list[int] = []
+
+    def _frame(self, direction: int, flags: int, payload: bytes = b"") -> None:
+        (src, sport), (dst, dport) = self.ends[direction], self.ends[1 - direction]
+        src_b, dst_b = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
+        seq, ack = self.next_seq[direction], self.next_seq[1 - direction]
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack if flags & TCP_ACK else 0, 5 << 4,
+                          flags, 65535, 0, 0) + payload
+        pseudo = src_b + dst_b + struct.pack("!BBH", 0, 6, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), len(self.frames) & 0xFFFF, 0x4000,
+                         64, 6, 0, src_b, dst_b)
+        ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+        eth = bytes.fromhex("020000000002" "020000000001" if direction == 0 else "020000000001" "020000000002")
+        self.frames.append(eth + b"\x08\x00" + ip + tcp)
+        self.ts_ns.append(1_700_000_000_000_000_000 + 1_000_000 * len(self.frames))
+        self.next_seq[direction] = (seq + len(payload) + (1 if flags & (TCP_SYN | TCP_FIN) else 0)) % (1 << 32)
+
+    def handshake(self) -> TcpConversation:
+        self._frame(0, TCP_SYN)
+        self._frame(1, TCP_SYN | TCP_ACK)
+        self._frame(0, TCP_ACK)
+        return self
+
+    def send(self, direction: int, *segments: bytes) -> TcpConversation:
+        for segment in segments:
+            self._frame(direction, TCP_PSH | TCP_ACK, segment)
+        return self
+
+    def close(self) -> TcpConversation:
+        self._frame(0, TCP_FIN | TCP_ACK)
+        self._frame(1, TCP_FIN | TCP_ACK)
+        self._frame(0, TCP_ACK)
+        return self
+
+    def table(self) -> PacketTable:
+        from pytrafgen.capture import PacketTable
+
+        return PacketTable.from_frames(self.frames, ts_ns=self.ts_ns)
+
+    def write(self, path: str | Path) -> Path:
+        from pytrafgen.capture import write_pcap
+
+        return write_pcap(path, self.frames, ts_ns=self.ts_ns)
+
+
+@contextlib.contextmanager
+def registry_with(*extra: object, entry_points: bool = False) -> Iterator[plugins.Registry]:
+    """A registry of the built-ins plus ``extra`` inline plugins (and the installed entry-point
+    plugins if ``entry_points``), active process-wide inside the ``with`` block."""
+    state = plugins.load_plugins(list(extra), include_entry_points=entry_points)
+    previous = plugins.swap_state(state)
+    try:
+        yield state[1]
+    finally:
+        plugins.swap_state(previous)
+
+
+def assert_codec_roundtrip(spec: ProtocolSpec, payload: bytes, direction: int) -> list[int]:
+    """Encode ``payload``, check the ids lie in the local vocabulary and that decoding gives the
+    same bytes; returns the tokens. Fails if the codec declines the payload (returns None)."""
+    tokens = spec.encode(payload, direction)
+    assert tokens is not None, f"{spec.name}: encode declined a payload of {len(payload)} bytes"
+    assert all(0 <= t < len(spec.token_names) for t in tokens), f"{spec.name}: token id out of range"
+    decoded = spec.decode(tokens, direction)
+    assert decoded == payload, f"{spec.name}: decode differs from the payload at byte {_first_diff(decoded, payload)}"
+    return tokens
+
+
+def assert_build_roundtrip(spec: ProtocolSpec, stream: bytes, direction: int) -> list[dict[str, Any]]:
+    """Parse ``stream`` into messages and build each back; the bytes must be the stream's."""
+    messages = spec.parse(stream, direction)
+    assert messages, f"{spec.name}: parse found no message"
+    built = b"".join(spec.build(m, direction) for m in messages)
+    assert built == stream, f"{spec.name}: built bytes differ from the stream at byte {_first_diff(built, stream)}"
+    return messages
+
+
+def _first_diff(a: bytes, b: bytes) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def rule_context(table: PacketTable, protocols: dict[str, ProtocolSpec] | None = None) -> RuleContext:
+    """The context compliance rules run in, for a packet table (flows assembled here)."""
+    from pytrafgen.evaluate.context import RuleContext
+    from pytrafgen.flows import assemble_flows
+
+    flows = assemble_flows(table)
+    return RuleContext(table, flows, flows.flow_id, flows.direction, protocols=protocols)
+
+
+def check_rule(rule: Rule, ctx: RuleContext) -> tuple[np.ndarray, np.ndarray]:
+    """Run one rule and check its contract: index arrays, violating within applicable."""
+    applicable, violating = (np.asarray(a, np.int64) for a in rule.check(ctx))
+    assert np.isin(violating, applicable).all(), f"{rule.id}: violating indices outside applicable"
+    return applicable, violating
+
+
+def find_rule(rules: Sequence[Rule], rule_id: str) -> Rule:
+    return next(r for r in rules if r.id == rule_id)
+
+
+@pytest.fixture
+def inline_plugins() -> Iterator[Callable[..., plugins.Registry]]:
+    """``inline_plugins(*plugins)`` activates a registry of built-ins plus those plugins until
+    the end of the test."""
+    stack = contextlib.ExitStack()
+
+    def activate(*extra: object, entry_points: bool = False) -> plugins.Registry:
+        return stack.enter_context(registry_with(*extra, entry_points=entry_points))
+
+    with stack:
+        yield activate
+
+
+@pytest.fixture
+def conversation() -> TcpConversation:
+    return TcpConversation()

@@ -1,0 +1,186 @@
+"""The AR model (KV cache, causality, weight tying, LoRA, sizes) and the numpy safetensors codec."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import safetensors.numpy
+import safetensors.torch
+import torch
+
+from pytrafgen.errors import CheckpointError
+from pytrafgen.generators.ar.config import GPTConfig, size_config
+from pytrafgen.generators.ar.model import GPT, KVCache
+from pytrafgen.generators.ar.sample import filter_logits
+from pytrafgen.safetensors_io import load_file, load_torch, save_file, save_torch
+
+torch.set_num_threads(1)
+TINY = GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32)
+
+
+# --------------------------------------------------------------------- safetensors codec
+
+
+def _arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "f32": rng.standard_normal((3, 4)).astype(np.float32),
+        "f16": rng.standard_normal(5).astype(np.float16),
+        "i64": np.arange(-3, 3, dtype=np.int64),
+        "u8": np.frombuffer(b"\x00\x01\xff", dtype=np.uint8),
+        "empty": np.zeros((0, 3), dtype=np.int32),
+        "flag": np.array([True, False]),
+    }
+
+
+def test_our_file_reads_with_the_reference_package(tmp_path):
+    arrays = _arrays()
+    save_file(arrays, tmp_path / "a.safetensors", metadata={"k": "v"})
+    theirs = safetensors.numpy.load_file(str(tmp_path / "a.safetensors"))
+    assert set(theirs) == set(arrays)
+    for name, array in arrays.items():
+        assert theirs[name].dtype == array.dtype and np.array_equal(theirs[name], array), name
+    with safetensors.safe_open(str(tmp_path / "a.safetensors"), "np") as fh:
+        assert fh.metadata() == {"k": "v"}
+
+
+def test_scalar_round_trips(tmp_path):
+    save_file({"s": np.array(7.5)}, tmp_path / "s.safetensors")
+    ours, _ = load_file(tmp_path / "s.safetensors")
+    assert ours["s"].shape == () and ours["s"] == 7.5
+
+
+def test_reference_file_reads_with_ours(tmp_path):
+    arrays = _arrays()
+    safetensors.numpy.save_file(arrays, str(tmp_path / "b.safetensors"), metadata={"x": "1"})
+    ours, metadata = load_file(tmp_path / "b.safetensors")
+    assert metadata == {"x": "1"}
+    for name, array in arrays.items():
+        assert ours[name].dtype == array.dtype and ours[name].shape == array.shape
+        assert np.array_equal(ours[name], array), name
+
+
+def test_bfloat16_round_trips_both_ways(tmp_path):
+    t = torch.randn(4, 6).to(torch.bfloat16)
+    safetensors.torch.save_file({"w": t}, str(tmp_path / "ref.safetensors"))
+    assert torch.equal(load_torch(tmp_path / "ref.safetensors")["w"], t)
+    save_torch({"w": t}, tmp_path / "ours.safetensors")
+    assert torch.equal(safetensors.torch.load_file(str(tmp_path / "ours.safetensors"))["w"], t)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "huge_header", "bad_json", "offsets_past_end", "wrong_size"])
+def test_damaged_files_raise_checkpoint_error(tmp_path, damage):
+    path = tmp_path / "w.safetensors"
+    save_file({"w": np.arange(10, dtype=np.float32)}, path)
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    if damage == "truncated":
+        raw = raw[:5]
+    elif damage == "huge_header":
+        raw = struct.pack("<Q", 1 << 40) + raw[8:]
+    elif damage == "bad_json":
+        raw = raw[:8] + b"x" + raw[9:]
+    else:
+        header["w"]["data_offsets"] = [0, 400] if damage == "offsets_past_end" else [0, 36]
+        body = json.dumps(header).encode()
+        raw = struct.pack("<Q", len(body)) + body + raw[8 + n:]
+    path.write_bytes(raw)
+    with pytest.raises(CheckpointError):
+        load_file(path)
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+def test_kv_cache_decoding_matches_the_full_forward():
+    torch.manual_seed(0)
+    model = GPT(TINY).eval()
+    idx = torch.randint(0, TINY.vocab_size, (3, 20))
+    full, _ = model(idx)
+    cache = KVCache.allocate(TINY, 3, TINY.block_size, torch.device("cpu"), torch.float32)
+    steps = [model.decode(idx[:, :4], torch.arange(4), cache)]  # prefill of a 4-token prompt
+    steps += [model.decode(idx[:, t:t + 1], torch.tensor([t]), cache) for t in range(4, 20)]
+    assert torch.allclose(torch.stack(steps, 1), full[:, 3:20], atol=1e-5)
+
+
+def test_attention_is_causal():
+    torch.manual_seed(0)
+    model = GPT(TINY).eval()
+    idx = torch.randint(0, TINY.vocab_size, (1, 16))
+    changed = idx.clone()
+    changed[0, 10] = (idx[0, 10] + 1) % TINY.vocab_size
+    a, _ = model(idx)
+    b, _ = model(changed)
+    assert torch.allclose(a[:, :10], b[:, :10], atol=1e-6)
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_output_head_is_tied_to_the_token_embedding():
+    model = GPT(TINY)
+    names = set(model.state_dict())
+    assert not any("head" in n for n in names)
+    idx = torch.randint(0, TINY.vocab_size, (1, 5))
+    before, _ = model(idx)
+    with torch.no_grad():
+        model.wte.weight[7] += 1.0  # token 7's output logit must move with its embedding
+    after, _ = model(idx)
+    assert not torch.allclose(before[..., 7], after[..., 7])
+
+
+def test_loss_ignores_negative_targets():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    idx = torch.randint(0, TINY.vocab_size, (2, 8))
+    targets = torch.randint(0, TINY.vocab_size, (2, 8))
+    _, loss_all = model(idx, targets)
+    masked = targets.clone()
+    masked[:, :4] = -1
+    logits, loss_masked = model(idx, masked)
+    expected = torch.nn.functional.cross_entropy(logits[:, 4:].reshape(-1, TINY.vocab_size), targets[:, 4:].reshape(-1))
+    assert torch.allclose(loss_masked, expected) and not torch.allclose(loss_all, loss_masked)
+
+
+def test_named_sizes_have_the_documented_parameter_counts():
+    small = GPT(size_config("small", 4096)[0]).num_params()
+    assert 11e6 < small < 13.5e6
+    base_cfg = size_config("base", 4096)[0]
+    # count without allocating: 12 d^2 per layer + embeddings + norms
+    d, L = base_cfg.n_embd, base_cfg.n_layer
+    base = 12 * L * d * d + (4096 + base_cfg.block_size) * d + (2 * L + 1) * d
+    assert 85e6 < base < 95e6
+    assert size_config("tiny", 100)[0].n_embd < 128
+
+
+def test_lora_starts_neutral_and_merges_exactly():
+    torch.manual_seed(0)
+    plain = GPT(TINY)
+    lora_cfg = GPTConfig(**{**TINY.to_dict(), "lora_rank": 4})
+    lora = GPT(lora_cfg)
+    missing, unexpected = lora.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all("lora_" in m for m in missing)
+    idx = torch.randint(0, TINY.vocab_size, (2, 10))
+    assert torch.allclose(lora(idx)[0], plain(idx)[0], atol=1e-6)  # B = 0: no change yet
+    with torch.no_grad():
+        for p in lora.lora_parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    merged = GPT(TINY)
+    merged.load_state_dict(lora.merged_state_dict())
+    assert torch.allclose(merged(idx)[0], lora(idx)[0], atol=1e-5)
+    assert not torch.allclose(merged(idx)[0], plain(idx)[0], atol=1e-3)
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    k2 = filter_logits(logits, top_k=2, top_p=1.0)
+    assert torch.isfinite(k2).tolist() == [[True, True, False, False]]
+    p = filter_logits(logits, top_k=0, top_p=0.75)  # 0.5 < 0.75, 0.5+0.3 reaches it
+    assert torch.isfinite(p).tolist() == [[True, True, False, False]]
+    p_small = filter_logits(logits, top_k=0, top_p=0.1)  # the likeliest always stays
+    assert torch.isfinite(p_small).tolist() == [[True, False, False, False]]
+    masked = logits.clone()
+    masked[0, 0] = float("-inf")
+    assert torch.isfinite(filter_logits(masked, 0, 0.9)).tolist() == [[False, True, True, False]]

@@ -1,0 +1,105 @@
+"""Grammar-constrained sampling with the real tokenizer grammar: with random weights (the worst
+case for legality) every sampled sequence is accepted by the DFA; seeds reproduce; classes go
+where asked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pytrafgen.errors import PytrafgenError
+from pytrafgen.generators.ar import tokens as tok
+from pytrafgen.generators.ar.config import GPTConfig
+from pytrafgen.generators.ar.model import GPT
+from pytrafgen.generators.ar.sample import GrammarTables, SamplingSettings, sample_batch, sample_classes
+from pytrafgen.tokenizer.vocab import Vocabulary
+
+torch.set_num_threads(1)
+CLASSES = ["benign_http", "syn_flood", "udp_flood"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    vocab = Vocabulary(CLASSES, payload_cap=16)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32)).eval()
+    grammar = tok.grammar_tables(vocab, torch.device("cpu"))
+    return vocab, model, grammar
+
+
+def _sample(setup, counts, seed=0, **settings):
+    vocab, model, grammar = setup
+    special = tok.special_tokens(vocab)
+    return sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab), counts,
+                          SamplingSettings(**{"batch_size": 16, **settings}), seed, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("settings", [{}, {"temperature": 1.5, "top_k": 50}, {"top_p": 0.9}, {"temperature": 0}])
+def test_every_sampled_sequence_is_accepted_by_the_grammar(setup, settings):
+    vocab = setup[0]
+    grammar = vocab.grammar()
+    sequences, names = _sample(setup, {"syn_flood": 20, "benign_http": 12}, **settings)
+    assert len(sequences) == 32
+    for seq, name in zip(sequences, names, strict=True):
+        assert grammar.accepts(seq), f"rejected at token {grammar.first_error(seq)}: {seq.tolist()}"
+        assert seq[1] == vocab.class_token(name)
+        assert len(seq) <= 96
+
+
+def test_without_the_mask_random_weights_emit_illegal_tokens(setup):
+    """The check above can fail: the same model, unmasked, breaks the grammar at once."""
+    vocab, model, grammar = setup
+    everything = GrammarTables(torch.ones_like(grammar.allowed), grammar.next_state.clamp(min=0),
+                               grammar.start_state)
+    special = tok.special_tokens(vocab)
+    prompts = torch.tensor([[special.bos, vocab.class_token("syn_flood")]] * 8)
+    gen = torch.Generator().manual_seed(0)
+    out, lengths = sample_batch(model, everything, prompts, special.eos, SamplingSettings(max_len=40), gen)
+    rejected = [not vocab.grammar().accepts(out[i, : max(int(lengths[i]), 40)].numpy()) for i in range(8)]
+    assert all(rejected)
+
+
+def test_long_flows_are_closed_where_eos_was_legal(setup):
+    """With EOS made unlikely every flow hits the context limit and is cut back to a packet end."""
+    vocab, model, grammar = setup
+    special = tok.special_tokens(vocab)
+    penalty = torch.zeros(vocab.size)
+    penalty[special.eos] = 1e4
+
+    def decode_without_eos(idx, positions, cache):
+        return model.decode(idx, positions, cache) - penalty
+
+    prompts = torch.tensor([[special.bos, vocab.class_token("udp_flood")]] * 6)
+    out, lengths = sample_batch(model, grammar, prompts, special.eos, SamplingSettings(max_len=96),
+                                torch.Generator().manual_seed(1), decode_without_eos)
+    for i in range(6):
+        n = int(lengths[i])
+        assert 0 < n <= 96
+        assert vocab.grammar().accepts(out[i, :n].numpy())
+
+
+def test_same_seed_same_flows_other_seed_other_flows(setup):
+    a, _ = _sample(setup, {"udp_flood": 10}, seed=3)
+    b, _ = _sample(setup, {"udp_flood": 10}, seed=3)
+    c, _ = _sample(setup, {"udp_flood": 10}, seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(len(x) == len(y) and np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_several_classes_in_one_call_come_back_in_request_order(setup):
+    vocab = setup[0]
+    sequences, names = _sample(setup, {"udp_flood": 5, "benign_http": 7, "syn_flood": 3})
+    assert names == ["udp_flood"] * 5 + ["benign_http"] * 7 + ["syn_flood"] * 3
+    assert [int(s[1]) for s in sequences] == [vocab.class_token(n) for n in names]
+
+
+def test_top_k_one_is_greedy(setup):
+    greedy, _ = _sample(setup, {"syn_flood": 4}, temperature=0)
+    top1, _ = _sample(setup, {"syn_flood": 4}, seed=9, top_k=1)
+    assert all(np.array_equal(x, y) for x, y in zip(greedy, top1, strict=True))
+
+
+def test_unknown_class_is_a_user_error(setup):
+    with pytest.raises(PytrafgenError, match="unknown class"):
+        _sample(setup, {"no_such_class": 1})
