@@ -30,6 +30,8 @@ from pytrafgen.records import FieldRecords
 from pytrafgen.records_from_packets import isn_and_addresses, records_and_origin, records_from_packets
 
 LINKTYPE_RAW = 101
+CLIENT_CIDRS = ["192.168.50.0/24", "fd00:1::/64"]
+SERVER_CIDRS = ["172.16.0.0/16", "fd00:2::/64"]
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -200,31 +202,42 @@ def test_synthetic_round_trip(tmp_path: Path) -> None:
     assert records.packets["ack"][:4].tolist() == [0, 1, 1, 15]
 
 
-def _scapy_rebuilt(frame: bytes) -> bytes:
-    """scapy's own bytes for ``frame`` with every checksum and length left for it to compute."""
-    pkt = Ether(frame)
+DERIVED_SCAPY_FIELDS = ("chksum", "cksum", "len", "plen", "ihl", "dataofs")
+
+
+def _scapy_recomputed(pkt) -> bytes:
+    """scapy's bytes for a dissected packet with every checksum and length recomputed by scapy
+    (``delattr`` also drops scapy's cache of the dissected bytes)."""
     layer = pkt
     while layer:
-        for name in ("chksum", "cksum", "len", "plen", "ihl", "dataofs"):
-            if name in layer.fields and not isinstance(layer, (IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt)):
-                del layer.fields[name]
+        for name in DERIVED_SCAPY_FIELDS:
+            if name in layer.fields:
+                delattr(layer, name)
         layer = layer.payload if layer.payload else None
-    return bytes(pkt)
+    return bytes(pkt.__class__(bytes(pkt)))
+
+
+def _scapy_rebuilt(frame: bytes) -> bytes:
+    return _scapy_recomputed(Ether(frame))
 
 
 def test_built_packets_validate_under_scapy(tmp_path: Path) -> None:
     _, _, records, _ = load(synthetic_capture(tmp_path))
-    plan = AddressPlan.from_cidrs(["192.168.50.0/24", "fd00:1::/64"], ["172.16.0.0/16", "fd00:2::/64"])
+    plan = AddressPlan.from_cidrs(CLIENT_CIDRS, SERVER_CIDRS)
     built = build_frames(records, plan, seed=3)
     assert len(built) == records.n_packets
     for j in range(len(built)):
         assert _scapy_rebuilt(built.frame(j)) == built.frame(j), j
+    # negative control: scapy does notice a wrong checksum
+    broken = bytearray(built.frame(0))
+    broken[-1] ^= 1
+    assert _scapy_rebuilt(bytes(broken)) != bytes(broken)
 
 
 @needs_tshark
 def test_built_packets_validate_under_tshark(tmp_path: Path) -> None:
     _, _, records, _ = load(synthetic_capture(tmp_path))
-    plan = AddressPlan.from_cidrs(["192.168.50.0/24", "fd00:1::/64"], ["172.16.0.0/16", "fd00:2::/64"])
+    plan = AddressPlan.from_cidrs(CLIENT_CIDRS, SERVER_CIDRS)
     out = tmp_path / "built.pcap"
     write_records(out, records, plan, seed=5)
     rows = tshark_checksum_status(out)
@@ -252,30 +265,42 @@ def test_rebuilt_real_traffic_validates_under_tshark(tmp_path: Path) -> None:
 
 # ---- repair ------------------------------------------------------------------------------------------
 
-def test_broken_checksums_and_lengths_come_out_repaired(tmp_path: Path) -> None:
+def _scapy_agrees(frame: bytes) -> bool:
+    """Whether scapy, recomputing every checksum and length of an IP packet, gets ``frame``."""
+    return _scapy_recomputed(IP(frame) if frame[0] >> 4 == 4 else IPv6(frame)) == frame
+
+
+def test_broken_checksums_in_a_capture_come_out_repaired(tmp_path: Path) -> None:
     pkts = [
-        Ether() / IP(src="10.0.0.1", dst="10.0.0.2", len=999, ihl=7, chksum=0x1234) /
-        TCP(sport=1, dport=2, flags="S", dataofs=9, chksum=0xBEEF) / Raw(b"abc"),
+        Ether() / IP(src="10.0.0.1", dst="10.0.0.2", chksum=0x1234) /
+        TCP(sport=1, dport=2, flags="S", chksum=0xBEEF) / Raw(b"abc"),
         Ether() / IP(src="10.0.0.1", dst="10.0.0.2", chksum=0) / UDP(sport=3, dport=4, len=3, chksum=1) / Raw(b"hello"),
-        Ether() / IPv6(src="::1", dst="::2", plen=1) / UDP(sport=3, dport=4, len=77, chksum=7) / Raw(b"hey"),
+        Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(chksum=5) / Raw(b"ping!"),
+        Ether() / IPv6(src="::1", dst="::2") / UDP(sport=3, dport=4, len=77, chksum=7) / Raw(b"hey"),
     ]
     path = tmp_path / "broken.pcap"
     path.write_bytes(pcap_bytes([bytes(p) for p in pkts]))
     _, _, records, origin = load(path)
     raw = build_frames(records, linktype=LINKTYPE_RAW, repair=False, isn=origin.isn, addresses=origin)
-    fixed = build_frames(records, linktype=LINKTYPE_RAW, repair=True, isn=origin.isn, addresses=origin)
-    assert len(raw) == len(fixed) == records.n_packets
-    # written as given without repair...
-    assert raw.frame(0)[:1] == b"\x47" and raw.frame(0)[10:12] == b"\x12\x34"
-    # ...and repaired: scapy rebuilding every derived field agrees byte for byte
+    fixed = build_frames(records, linktype=LINKTYPE_RAW, isn=origin.isn, addresses=origin)
+    assert len(raw) == len(fixed) == records.n_packets == 4
+    assert raw.frame(0)[10:12] == b"\x12\x34" and raw.frame(1)[24:26] == b"\x00\x03"  # as captured
     for j in range(len(fixed)):
-        frame = fixed.frame(j)
-        ref = IP(frame) if frame[0] >> 4 == 4 else IPv6(frame)
-        for layer in (ref, ref.payload):
-            for name in ("chksum", "len", "plen", "ihl", "dataofs"):
-                layer.fields.pop(name, None)
-        assert bytes(ref.__class__(bytes(ref))) == frame, j
-    assert fixed.frame(0)[0] == 0x45 and int.from_bytes(fixed.frame(0)[2:4], "big") == 20 + 20 + 3
+        assert not _scapy_agrees(raw.frame(j)) and _scapy_agrees(fixed.frame(j)), j
+    assert fixed.frame(1)[24:26] == (8 + 5).to_bytes(2, "big")  # UDP length repaired
+
+
+def test_broken_derived_fields_in_records_come_out_repaired(tmp_path: Path) -> None:
+    _, _, records, origin = load(synthetic_capture(tmp_path))
+    n = records.n_packets
+    records.raw_derived = {name: np.full(n, value, np.uint16) for name, value in (
+        ("ip_hdr_len", 60), ("ip_total_len", 999), ("l4_hdr_len", 8), ("udp_len", 3), ("ip_csum", 0xABCD),
+        ("l4_csum", 0x1111))}
+    raw = build_frames(records, linktype=LINKTYPE_RAW, repair=False, isn=origin.isn, addresses=origin)
+    fixed = build_frames(records, linktype=LINKTYPE_RAW, isn=origin.isn, addresses=origin)
+    assert raw.frame(0)[:4] == bytes([0x4F, 0, 0x03, 0xE7]) and raw.frame(0)[10:12] == b"\xab\xcd"
+    for j in range(n - 1):  # the last one is the truncated packet: no scapy reference for its zeros
+        assert not _scapy_agrees(raw.frame(j)) and _scapy_agrees(fixed.frame(j)), j
 
 
 def test_raw_derived_values_are_written_without_repair(tmp_path: Path) -> None:
@@ -294,6 +319,7 @@ def test_raw_derived_values_are_written_without_repair(tmp_path: Path) -> None:
 def test_bad_records_are_skipped_and_counted(tmp_path: Path) -> None:
     _, _, records, origin = load(synthetic_capture(tmp_path))
     p, f = records.packets, records.flows
+    v6_ext = int(np.flatnonzero((p["ip_opt_len"] > 0) & (f["ip_version"][p["flow"]] == 6))[0])
     p["payload_off"][2] = len(records.blob) + 5            # blob_range
     p["payload_len"][4] = 70000                           # too_long
     p["payload_stored"][6] = p["payload_len"][6] + 1      # bad_payload (and past payload_len)
@@ -302,7 +328,6 @@ def test_bad_records_are_skipped_and_counted(tmp_path: Path) -> None:
     p["flow"][5] = 1000                                   # bad_flow
     udp6 = int(np.flatnonzero((f["proto"] == 17) & (f["ip_version"] == 6))[0])
     f["proto"][udp6] = 47                                 # unknown_proto (GRE)
-    v6_ext = int(np.flatnonzero(p["ip_opt_len"] > 0)[-1])
     records.blob[int(p["ip_opt_off"][v6_ext]) + 1] = 200  # IPv6 extension chain overruns
     built = build_frames(records, linktype=LINKTYPE_RAW, isn=origin.isn, addresses=origin)
     assert built.skipped == {"blob_range": 1, "too_long": 1, "bad_payload": 1, "bad_direction": 1,
@@ -332,7 +357,7 @@ def test_empty_records_build_nothing() -> None:
 
 def test_seed_decides_isns_and_addresses(tmp_path: Path) -> None:
     _, _, records, _ = load(synthetic_capture(tmp_path))
-    plan = AddressPlan.from_cidrs(["10.10.0.0/16"], ["10.20.0.0/16"])
+    plan = AddressPlan.from_cidrs(CLIENT_CIDRS, SERVER_CIDRS)
     a, b, c = (build_frames(records, plan, seed=s) for s in (1, 1, 2))
     assert a.data.tobytes() == b.data.tobytes()
     assert a.frame(0) != c.frame(0)
@@ -342,7 +367,7 @@ def test_write_records_is_time_ordered_and_readable(tmp_path: Path) -> None:
     _, _, records, _ = load(synthetic_capture(tmp_path))
     records.packets["ts_ns"] = records.packets["ts_ns"][::-1].copy()
     out = tmp_path / "out.pcap"
-    summary = write_records(out, records, AddressPlan.from_cidrs(["10.10.0.0/16"], ["10.20.0.0/16"]), seed=0,
+    summary = write_records(out, records, AddressPlan.from_cidrs(CLIENT_CIDRS, SERVER_CIDRS), seed=0,
                             start_ns=5 * 10**9)
     assert summary["packets"] == records.n_packets and not summary["skipped"]
     back = read_pcap(out)

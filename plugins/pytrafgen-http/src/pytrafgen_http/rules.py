@@ -60,8 +60,8 @@ def _is(kind: str) -> Callable[[Message], bool]:
 
 def _syntax(kind: str, part: str) -> Callable[[Any, Message], bool | None]:
     def judge(flow: Any, msg: Message) -> bool | None:
-        if msg["kind"] == kind:
-            return False
+        if msg["kind"] == kind:  # a request target is one token: no whitespace in it
+            return kind == "request" and (not msg["target"] or any(c in msg["target"] for c in " \t"))
         if msg["kind"] == "invalid" and msg["error"] != "incomplete":
             return msg["error"] == part
         return None

@@ -1,0 +1,1 @@
+"""The bundled default: a small CC0 corpus, a default AR checkpoint, and ``pytrafgen demo``."""
