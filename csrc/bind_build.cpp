@@ -15,12 +15,12 @@ namespace py = pybind11;
 namespace pytrafgen {
 namespace {
 
-// A numpy array that owns `v`'s heap storage without copying it.
+// A numpy array over `n` items of `buf`, which it then owns (no copy).
 template <class T>
-py::array_t<T> owned_array(std::vector<T>&& v) {
-    auto* heap = new std::vector<T>(std::move(v));
-    py::capsule owner(heap, [](void* ptr) { delete static_cast<std::vector<T>*>(ptr); });
-    return py::array_t<T>({heap->size()}, {sizeof(T)}, heap->data(), owner);
+py::array_t<T> owned_array(build::Buffer&& buf, size_t n) {
+    auto* heap = new build::Buffer(std::move(buf));
+    py::capsule owner(heap, [](void* ptr) { delete static_cast<build::Buffer*>(ptr); });
+    return py::array_t<T>({n}, {sizeof(T)}, heap->as<T>(), owner);
 }
 
 // Borrow a column: exact dtype, expected length (and row width), C-contiguous (copied if not).
@@ -136,14 +136,12 @@ py::dict build_frames(const py::dict& packets, const py::dict& flows, const py::
         py::gil_scoped_release release;
         r = build::build(p, f, blob_ptr, blob_len, raw, opt);
     }
-    uint8_t* data = r.data.release();
-    py::capsule owner(data, [](void* ptr) { delete[] static_cast<uint8_t*>(ptr); });
     py::dict out;
-    out["data"] = py::array_t<uint8_t>({r.data_len}, {sizeof(uint8_t)}, data, owner);
-    out["frame_off"] = owned_array(std::move(r.frame_off));
-    out["frame_len"] = owned_array(std::move(r.frame_len));
-    out["packet"] = owned_array(std::move(r.packet));
-    out["status"] = owned_array(std::move(r.status));
+    out["data"] = owned_array<uint8_t>(std::move(r.data), r.data_len);
+    out["frame_off"] = owned_array<uint64_t>(std::move(r.frame_off), r.n_frames);
+    out["frame_len"] = owned_array<uint32_t>(std::move(r.frame_len), r.n_frames);
+    out["packet"] = owned_array<int64_t>(std::move(r.packet), r.n_frames);
+    out["status"] = owned_array<uint8_t>(std::move(r.status), n);
     return out;
 }
 

@@ -42,6 +42,24 @@ size_t check_rows(const char* fn, const U64Array& offs, const U32Array& lens) {
 template <class T> struct NumpyElem { using type = T; };
 template <> struct NumpyElem<Addr16> { using type = uint8_t; };
 
+// A numpy array over a column's mapping; the array's capsule unmaps it.
+template <class T>
+py::array page_array(PageBuffer<T>& buf, std::vector<py::ssize_t> shape) {
+    using E = typename NumpyElem<T>::type;
+    struct Mapping {
+        void* p;
+        size_t bytes;
+    };
+    auto* m = new Mapping{nullptr, 0};
+    m->p = buf.release(m->bytes);
+    py::capsule owner(m, [](void* q) {
+        auto* mapping = static_cast<Mapping*>(q);
+        page_free(mapping->p, mapping->bytes);
+        delete mapping;
+    });
+    return py::array(py::dtype::of<E>(), std::move(shape), static_cast<E*>(m->p), owner);
+}
+
 // A capture held in memory: an mmap of a regular file, or an owned copy of bytes.
 class CaptureFile {
 public:
@@ -111,10 +129,9 @@ public:
         if (fault) raise_capture_error(path_, fault->offset, fault->what());
         py::dict columns;
         const auto n = py::ssize_t(cols.rows);
-        columns["data"] = malloc_array<uint8_t>(cols.data, {py::ssize_t(cols.data_len)});
-#define PYTRAFGEN_EXPORT(name, ctype, width)                                                    \
-    columns[#name] = width == 1 ? malloc_array<NumpyElem<ctype>::type>(cols.name, {n})          \
-                                : malloc_array<NumpyElem<ctype>::type>(cols.name, {n, width});
+        columns["data"] = page_array(cols.data, {py::ssize_t(cols.data_len)});
+#define PYTRAFGEN_EXPORT(name, ctype, width) \
+    columns[#name] = width == 1 ? page_array(cols.name, {n}) : page_array(cols.name, {n, width});
         PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_EXPORT)
 #undef PYTRAFGEN_EXPORT
         return py::make_tuple(columns, take_skipped());

@@ -4,7 +4,6 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <cstdlib>
 #include <vector>
 
 namespace pytrafgen {
@@ -15,15 +14,6 @@ pybind11::array owned_array(std::vector<T>&& v, std::vector<pybind11::ssize_t> s
     auto* heap = new std::vector<T>(std::move(v));
     pybind11::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
     return pybind11::array(pybind11::dtype::of<T>(), std::move(shape), heap->data(), owner);
-}
-
-// Takes ownership of a malloc'd buffer of `shape` elements of E and sets `p` to null.
-template <class E, class T>
-pybind11::array malloc_array(T*& p, std::vector<pybind11::ssize_t> shape) {
-    void* raw = p;
-    p = nullptr;
-    pybind11::capsule owner(raw, [](void* q) { std::free(q); });
-    return pybind11::array(pybind11::dtype::of<E>(), std::move(shape), static_cast<E*>(raw), owner);
 }
 
 }  // namespace pytrafgen

@@ -9,9 +9,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
-#include <memory>
-#include <vector>
+#include <new>
+#include <utility>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "checksum.hpp"
 
@@ -101,26 +106,110 @@ struct Options {
     size_t n_order = 0;
 };
 
+// Uninitialised memory for a large output. Big buffers are anonymous mappings advised to use
+// transparent huge pages: first-touch page faults, which dominate the build on virtual
+// machines when they come 4 KiB at a time, then come 2 MiB at a time.
+class Buffer {
+public:
+    Buffer() = default;
+    explicit Buffer(size_t bytes) {
+#if defined(__linux__)
+        constexpr size_t huge = size_t{1} << 21;
+        if (bytes >= huge) {
+            const size_t len = bytes + huge;  // room to align the start to a huge page
+            void* base = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (base != MAP_FAILED) {
+                const uintptr_t aligned = (reinterpret_cast<uintptr_t>(base) + huge - 1) & ~(uintptr_t{huge} - 1);
+                madvise(reinterpret_cast<void*>(aligned), bytes, MADV_HUGEPAGE);
+                base_ = base;
+                mapped_ = len;
+                ptr_ = reinterpret_cast<uint8_t*>(aligned);
+                return;
+            }
+        }
+#endif
+        base_ = std::malloc(bytes ? bytes : 1);
+        if (!base_) throw std::bad_alloc();
+        ptr_ = static_cast<uint8_t*>(base_);
+    }
+    Buffer(Buffer&& o) noexcept { swap(o); }
+    Buffer& operator=(Buffer&& o) noexcept {
+        Buffer tmp(std::move(o));
+        swap(tmp);
+        return *this;
+    }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    ~Buffer() {
+        if (!base_) return;
+#if defined(__linux__)
+        if (mapped_) {
+            munmap(base_, mapped_);
+            return;
+        }
+#endif
+        std::free(base_);
+    }
+    template <class T>
+    T* as() const { return reinterpret_cast<T*>(ptr_); }
+
+private:
+    void swap(Buffer& o) noexcept {
+        std::swap(base_, o.base_);
+        std::swap(ptr_, o.ptr_);
+        std::swap(mapped_, o.mapped_);
+    }
+    void* base_ = nullptr;
+    uint8_t* ptr_ = nullptr;
+    size_t mapped_ = 0;
+};
+
 struct Result {
-    std::unique_ptr<uint8_t[]> data;
+    Buffer data;         // uint8, data_len bytes: the frames, back to back
     size_t data_len = 0;
-    std::vector<uint64_t> frame_off;   // per emitted frame
-    std::vector<uint32_t> frame_len;
-    std::vector<int64_t> packet;       // record index of each emitted frame
-    std::vector<uint8_t> status;       // per record packet (not per emitted frame)
+    size_t n_frames = 0;
+    Buffer frame_off;    // uint64 per emitted frame
+    Buffer frame_len;    // uint32 per emitted frame
+    Buffer packet;       // int64 per emitted frame: its record packet
+    Buffer status;       // uint8 per record packet (0 also for packets not in `order`)
 };
 
 namespace detail {
 
+// Big-endian stores as single moves (byte-by-byte stores get merged by the compiler into wide
+// stack temporaries whose reload then stalls on store forwarding).
+inline uint16_t to_big16(uint16_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap16(v);
+#else
+    return v;
+#endif
+}
+inline uint32_t to_big32(uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap32(v);
+#else
+    return v;
+#endif
+}
+inline uint64_t to_big64(uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap64(v);
+#else
+    return v;
+#endif
+}
 inline void put16(uint8_t* p, uint32_t v) {
-    p[0] = static_cast<uint8_t>(v >> 8);
-    p[1] = static_cast<uint8_t>(v);
+    const uint16_t b = to_big16(static_cast<uint16_t>(v));
+    std::memcpy(p, &b, 2);
 }
 inline void put32(uint8_t* p, uint32_t v) {
-    p[0] = static_cast<uint8_t>(v >> 24);
-    p[1] = static_cast<uint8_t>(v >> 16);
-    p[2] = static_cast<uint8_t>(v >> 8);
-    p[3] = static_cast<uint8_t>(v);
+    const uint32_t b = to_big32(v);
+    std::memcpy(p, &b, 4);
+}
+inline void put64(uint8_t* p, uint64_t v) {
+    const uint64_t b = to_big64(v);
+    std::memcpy(p, &b, 8);
 }
 
 inline bool in_blob(uint64_t off, uint64_t len, size_t blob_len) {
@@ -187,7 +276,8 @@ inline uint8_t plan_packet(const PacketColumns& p, const FlowColumns& f, const u
     return BUILT;
 }
 
-// Write packet i (already planned) at `w`; returns nothing, cannot fail.
+// Write packet i (already planned) at `w`; cannot fail. Checksums are summed from the values
+// written (header fields as big-endian integers) and from the blob bytes copied (natively).
 inline void write_packet(const PacketColumns& p, const FlowColumns& f, const RawDerived& raw,
                          const uint8_t* blob, const Options& opt, size_t i, const Layout& lay,
                          uint8_t* w) {
@@ -197,6 +287,7 @@ inline void write_packet(const PacketColumns& p, const FlowColumns& f, const Raw
     const uint8_t proto = f.proto[fi];
     const uint8_t* src = (c2s ? f.client_addr : f.server_addr) + size_t(fi) * 16;
     const uint8_t* dst = (c2s ? f.server_addr : f.client_addr) + size_t(fi) * 16;
+    const bool keep = !opt.repair;
 
     if (opt.linktype == LINKTYPE_ETHERNET) {
         const uint8_t* smac = (c2s ? f.client_mac : f.server_mac) + size_t(fi) * 6;
@@ -211,27 +302,28 @@ inline void write_packet(const PacketColumns& p, const FlowColumns& f, const Raw
     const uint32_t ip_opt_len = p.ip_opt_len[i];
     const uint8_t* ip_opt = blob + p.ip_opt_off[i];
     const uint32_t ip_len = lay.ip_hdr + lay.l4_hdr + p.payload_len[i];
-    const bool keep = !opt.repair;
-    const uint8_t* src_ip;
-    const uint8_t* dst_ip;
+    uint64_t addr_sum;  // native sum of both addresses, for the IPv4 header and pseudo-headers
     if (version == 4) {
         const uint32_t ihl_bytes = keep && raw.ip_hdr_len ? raw.ip_hdr_len[i] : lay.ip_hdr;
-        ip[0] = static_cast<uint8_t>(0x40 | ((ihl_bytes / 4) & 0x0f));
-        ip[1] = p.tos[i];
-        put16(ip + 2, keep && raw.ip_total_len ? raw.ip_total_len[i] : ip_len);
-        put16(ip + 4, p.ip_id[i] & 0xffff);
-        put16(ip + 6, ((uint32_t{p.ip_flags[i]} & 7) << 13) | (p.frag_offset[i] & 0x1fff));
-        ip[8] = p.ttl[i];
-        ip[9] = proto;
-        ip[10] = ip[11] = 0;
+        const uint32_t w0 = 0x4000u | (((ihl_bytes / 4) & 0x0f) << 8) | p.tos[i];
+        const uint32_t total = keep && raw.ip_total_len ? raw.ip_total_len[i] : ip_len;
+        const uint32_t id = p.ip_id[i] & 0xffff;
+        const uint32_t frag = ((uint32_t{p.ip_flags[i]} & 7) << 13) | (p.frag_offset[i] & 0x1fff);
+        const uint32_t ttl_proto = (uint32_t{p.ttl[i]} << 8) | proto;
+        put64(ip, (uint64_t{w0} << 48) | (uint64_t{total & 0xffff} << 32) | (id << 16) | frag);
+        put32(ip + 8, ttl_proto << 16);  // TTL, protocol; checksum written below
         std::memcpy(ip + 12, src + 12, 4);
         std::memcpy(ip + 16, dst + 12, 4);
         std::memcpy(ip + 20, ip_opt, ip_opt_len);
         std::memset(ip + 20 + ip_opt_len, 0, lay.ip_hdr - 20 - ip_opt_len);  // EOL padding
-        if (keep && raw.ip_csum) put16(ip + 10, raw.ip_csum[i]);
-        else csum::store(ip + 10, csum::partial(ip, lay.ip_hdr));
-        src_ip = ip + 12;
-        dst_ip = ip + 16;
+        addr_sum = csum::partial(dst + 12, 4, csum::partial(src + 12, 4));
+        if (keep && raw.ip_csum) {
+            put16(ip + 10, raw.ip_csum[i]);
+        } else {
+            const uint64_t be = uint64_t{w0} + (total & 0xffff) + id + frag + ttl_proto +
+                                csum::native_to_be(csum::partial(ip_opt, ip_opt_len, addr_sum));
+            put16(ip + 10, csum::finish_be(be));
+        }
     } else {
         const uint32_t vtf = (6u << 28) | (uint32_t{p.tos[i]} << 20) | (p.flow_label[i] & 0xfffff);
         put32(ip, vtf);
@@ -250,55 +342,68 @@ inline void write_packet(const PacketColumns& p, const FlowColumns& f, const Raw
             ext[off] = off + hl < ip_opt_len ? ip_opt[off + hl] : proto;
             off += hl;
         }
-        src_ip = ip + 8;
-        dst_ip = ip + 24;
+        addr_sum = csum::partial(dst, 16, csum::partial(src, 16));
     }
 
     uint8_t* l4 = ip + lay.ip_hdr;
-    const uint16_t sport = c2s ? f.client_port[fi] : f.server_port[fi];
-    const uint16_t dport = c2s ? f.server_port[fi] : f.client_port[fi];
+    const uint32_t sport = c2s ? f.client_port[fi] : f.server_port[fi];
+    const uint32_t dport = c2s ? f.server_port[fi] : f.client_port[fi];
     const uint32_t l4_len = lay.l4_hdr + p.payload_len[i];
+    uint64_t be;           // header fields as big-endian 16-bit integers
+    uint64_t native = 0;   // bytes copied from the blob
     if (proto == 6) {
         const uint32_t* isn = f.isn + size_t(fi) * 2;
-        const uint32_t own_isn = isn[c2s ? 0 : 1], peer_isn = isn[c2s ? 1 : 0];
-        const uint16_t flags = p.tcp_flags[i];
-        put16(l4, sport);
-        put16(l4 + 2, dport);
-        put32(l4 + 4, p.seq[i] + own_isn);
+        const uint32_t flags = p.tcp_flags[i];
+        const uint32_t seq = p.seq[i] + isn[c2s ? 0 : 1];
         // Without ACK the field is not an acknowledgement: records keep it as it was.
-        put32(l4 + 8, (flags & TCP_ACK) ? p.ack[i] + peer_isn : p.ack[i]);
+        const uint32_t ack = (flags & TCP_ACK) ? p.ack[i] + isn[c2s ? 1 : 0] : p.ack[i];
         const uint32_t doff_bytes = keep && raw.l4_hdr_len ? raw.l4_hdr_len[i] : lay.l4_hdr;
-        l4[12] = static_cast<uint8_t>((((doff_bytes / 4) & 0x0f) << 4) | ((flags >> 8) & 0x0f));
-        l4[13] = static_cast<uint8_t>(flags);
-        put16(l4 + 14, p.window[i]);
-        l4[16] = l4[17] = 0;
-        put16(l4 + 18, p.urgent[i]);
+        const uint32_t word12 = (((doff_bytes / 4) & 0x0f) << 12) | (flags & 0x0fff);
+        const uint32_t window = p.window[i], urgent = p.urgent[i];
+        put64(l4, (uint64_t{sport} << 48) | (uint64_t{dport} << 32) | seq);
+        put64(l4 + 8, (uint64_t{ack} << 32) | (word12 << 16) | window);
+        put32(l4 + 16, urgent);  // checksum (written last) and urgent pointer
         const uint32_t opt_len = p.l4_opt_len[i];
-        std::memcpy(l4 + 20, blob + p.l4_opt_off[i], opt_len);
+        const uint8_t* opt_src = blob + p.l4_opt_off[i];
+        std::memcpy(l4 + 20, opt_src, opt_len);
         std::memset(l4 + 20 + opt_len, 0, lay.l4_hdr - 20 - opt_len);
+        be = uint64_t{sport} + dport + (seq >> 16) + (seq & 0xffff) + (ack >> 16) + (ack & 0xffff) + word12 +
+             window + urgent;
+        native = csum::partial(opt_src, opt_len);
     } else if (proto == 17) {
+        const uint32_t ulen = keep && raw.udp_len ? raw.udp_len[i] : l4_len;
         put16(l4, sport);
         put16(l4 + 2, dport);
-        put16(l4 + 4, keep && raw.udp_len ? raw.udp_len[i] : l4_len);
-        l4[6] = l4[7] = 0;
+        put16(l4 + 4, ulen);
+        be = uint64_t{sport} + dport + (ulen & 0xffff);
     } else {  // ICMP, ICMPv6
-        l4[0] = p.icmp_type[i];
-        l4[1] = p.icmp_code[i];
-        l4[2] = l4[3] = 0;
-        put32(l4 + 4, p.icmp_rest[i]);
+        const uint32_t type_code = (uint32_t{p.icmp_type[i]} << 8) | p.icmp_code[i];
+        const uint32_t rest = p.icmp_rest[i];
+        put16(l4, type_code);
+        put32(l4 + 4, rest);
+        be = uint64_t{type_code} + (rest >> 16) + (rest & 0xffff);
     }
     uint8_t* pay = l4 + lay.l4_hdr;
     const uint32_t stored = p.payload_stored[i];
-    std::memcpy(pay, blob + p.payload_off[i], stored);
+    const uint8_t* pay_src = blob + p.payload_off[i];
+    std::memcpy(pay, pay_src, stored);
     std::memset(pay + stored, 0, p.payload_len[i] - stored);
 
     uint8_t* csum_at = l4 + csum::l4_checksum_offset(proto);
     if (keep && raw.l4_csum) {
         put16(csum_at, raw.l4_csum[i]);
-    } else {
-        const uint64_t s = csum::l4_sum(version, src_ip, dst_ip, proto, l4, l4_len);
-        csum::store(csum_at, s, proto == 17);
+        return;
     }
+    // Options and payload start at even offsets of the segment, and an odd-length one is
+    // followed by zero padding on the wire, which is what partial() assumes for the odd byte.
+    native = csum::partial(pay_src, stored, native);
+    if (csum::uses_pseudo_header(proto)) {
+        be += uint64_t{proto} + (l4_len >> 16) + (l4_len & 0xffff);
+        native += addr_sum;
+    }
+    uint16_t c = csum::finish_be(be + csum::native_to_be(native));
+    if (proto == 17 && c == 0) c = 0xffff;  // RFC 768: zero means "no checksum"
+    put16(csum_at, c);
 }
 
 }  // namespace detail
@@ -310,35 +415,43 @@ inline Result build(const PacketColumns& p, const FlowColumns& f, const uint8_t*
     Result r;
     const uint32_t link_len = opt.linktype == LINKTYPE_ETHERNET ? 14 : 0;
     const size_t n_emit = opt.order ? opt.n_order : p.n;
-    r.status.assign(p.n, BUILT);
-    std::vector<detail::Layout> layout(n_emit);
-    std::vector<uint8_t> planned(n_emit);
+    r.status = Buffer(p.n);
+    uint8_t* status = r.status.as<uint8_t>();
+    if (opt.order) std::memset(status, BUILT, p.n);
+    // pass 1: check every record and size the output
     size_t total = 0, n_ok = 0;
     for (size_t k = 0; k < n_emit; ++k) {
         const size_t i = opt.order ? static_cast<size_t>(opt.order[k]) : k;
-        const uint8_t s = detail::plan_packet(p, f, blob, blob_len, link_len, i, layout[k]);
-        r.status[i] = s;
-        planned[k] = s == BUILT;
+        detail::Layout lay;
+        const uint8_t s = detail::plan_packet(p, f, blob, blob_len, link_len, i, lay);
+        status[i] = s;
         if (s == BUILT) {
-            total += layout[k].frame;
+            total += lay.frame;
             ++n_ok;
         }
     }
-    r.data.reset(new uint8_t[total ? total : 1]);
+    r.data = Buffer(total);
     r.data_len = total;
-    r.frame_off.resize(n_ok);
-    r.frame_len.resize(n_ok);
-    r.packet.resize(n_ok);
+    r.n_frames = n_ok;
+    r.frame_off = Buffer(n_ok * sizeof(uint64_t));
+    r.frame_len = Buffer(n_ok * sizeof(uint32_t));
+    r.packet = Buffer(n_ok * sizeof(int64_t));
+    uint8_t* data = r.data.as<uint8_t>();
+    uint64_t* frame_off = r.frame_off.as<uint64_t>();
+    uint32_t* frame_len = r.frame_len.as<uint32_t>();
+    int64_t* packet = r.packet.as<int64_t>();
+    // pass 2: lay out again (cheaper than storing layouts) and write
     size_t pos = 0, j = 0;
     for (size_t k = 0; k < n_emit; ++k) {
-        if (!planned[k]) continue;
         const size_t i = opt.order ? static_cast<size_t>(opt.order[k]) : k;
-        const uint32_t flen = layout[k].frame;
-        detail::write_packet(p, f, raw, blob, opt, i, layout[k], r.data.get() + pos);
-        r.frame_off[j] = pos;
-        r.frame_len[j] = flen;
-        r.packet[j] = static_cast<int64_t>(i);
-        pos += flen;
+        if (status[i] != BUILT) continue;
+        detail::Layout lay;
+        detail::plan_packet(p, f, blob, blob_len, link_len, i, lay);
+        detail::write_packet(p, f, raw, blob, opt, i, lay, data + pos);
+        frame_off[j] = pos;
+        frame_len[j] = lay.frame;
+        packet[j] = static_cast<int64_t>(i);
+        pos += lay.frame;
         ++j;
     }
     return r;

@@ -94,6 +94,20 @@ inline uint16_t as_be(uint64_t s, bool zero_as_ffff = false) {
     return static_cast<uint16_t>((b[0] << 8) | b[1]);
 }
 
+// Headers are summed from the field values as big-endian 16-bit integers (reloading bytes
+// just written one at a time would stall on store forwarding); these join the two forms.
+
+// Fold a native-order sum to 16 bits and read it as the big-endian integer it stands for.
+inline uint32_t native_to_be(uint64_t s) {
+    const uint16_t v = fold(s);
+    uint8_t b[2];
+    std::memcpy(b, &v, 2);
+    return (uint32_t{b[0]} << 8) | b[1];
+}
+
+// The checksum field value (big-endian integer) for a sum of big-endian 16-bit integers.
+inline uint16_t finish_be(uint64_t be_sum) { return static_cast<uint16_t>(~fold(be_sum)); }
+
 // Pseudo-header sum for TCP/UDP/ICMPv6 over IPv4 (RFC 793/768): addresses, zero, protocol,
 // upper-layer length.
 inline uint64_t pseudo_v4(const uint8_t* src4, const uint8_t* dst4, uint8_t proto, uint32_t l4_len) {

@@ -236,7 +236,7 @@ inline void dissect_af(const uint8_t* f, uint32_t caplen, uint32_t af, PacketFie
 }  // namespace detail
 
 inline void dissect_frame(const uint8_t* f, uint32_t caplen, uint16_t linktype, PacketFields& o) {
-    std::memset(&o, 0, sizeof(o));
+    o = PacketFields{};
     switch (linktype) {
         case 1:  // Ethernet
             if (caplen < 14) { o.status = kStatusTruncated; return; }

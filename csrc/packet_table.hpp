@@ -1,9 +1,11 @@
 // Columnar packet table filled in one pass: walk records, dissect each frame straight into
-// preallocated column arrays (no per-packet allocation). Buffers are malloc'd so the binding
-// can hand them to numpy without a copy (a capsule frees them).
+// preallocated column arrays (no per-packet allocation). The binding hands the buffers to
+// numpy without a copy (a capsule unmaps them).
 #pragma once
 
 #include <cstdint>
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -57,44 +59,72 @@ struct Addr16 {
     X(payload_len, uint32_t, 1)            \
     X(payload_wirelen, uint32_t, 1)
 
-template <class T>
-inline T* grow_buffer(T* p, size_t count) {
-    // Never 0 bytes: realloc(p, 0) may free p and return null.
-    void* q = std::realloc(static_cast<void*>(p), (count ? count : 1) * sizeof(T));
-    if (!q) throw std::bad_alloc();
-    return static_cast<T*>(q);
+// Column buffers are anonymous mappings advised to use transparent huge pages: with 4 KiB
+// pages, first-touch page faults cost more than the dissection itself. They grow and shrink
+// with mremap (no copy) and are released with munmap (see PageBuffer::release).
+inline size_t page_round(size_t bytes) {
+    const size_t page = 4096;
+    return bytes == 0 ? page : (bytes + page - 1) / page * page;
 }
+
+inline void* page_resize(void* p, size_t old_bytes, size_t new_bytes) {
+    size_t old_r = p ? page_round(old_bytes) : 0, new_r = page_round(new_bytes);
+    void* q;
+    if (!p) q = ::mmap(nullptr, new_r, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    else if (old_r == new_r) return p;
+    else q = ::mremap(p, old_r, new_r, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED) throw std::bad_alloc();
+    if (new_r >= (size_t(2) << 20)) ::madvise(q, new_r, MADV_HUGEPAGE);
+    return q;
+}
+
+inline void page_free(void* p, size_t bytes) {
+    if (p) ::munmap(p, page_round(bytes));
+}
+
+template <class T>
+struct PageBuffer {
+    T* p = nullptr;
+    size_t cap = 0;  // elements
+    PageBuffer() = default;
+    PageBuffer(const PageBuffer&) = delete;
+    PageBuffer& operator=(const PageBuffer&) = delete;
+    ~PageBuffer() { page_free(p, cap * sizeof(T)); }
+    void resize(size_t n) {
+        p = static_cast<T*>(page_resize(p, cap * sizeof(T), n * sizeof(T)));
+        cap = n;
+    }
+    T& operator[](size_t i) { return p[i]; }
+    // Hands the mapping to the caller, who must page_free(ptr, bytes) it.
+    T* release(size_t& bytes) {
+        T* out = p;
+        bytes = cap * sizeof(T);
+        p = nullptr;
+        cap = 0;
+        return out;
+    }
+};
 
 class PacketColumns {
 public:
-#define PYTRAFGEN_DECLARE(name, type, width) type* name = nullptr;
+#define PYTRAFGEN_DECLARE(name, type, width) PageBuffer<type> name;
     PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_DECLARE)
 #undef PYTRAFGEN_DECLARE
-    uint8_t* data = nullptr;
+    PageBuffer<uint8_t> data;
     size_t rows = 0, row_cap = 0;
     size_t data_len = 0, data_cap = 0;
 
-    PacketColumns() = default;
-    PacketColumns(const PacketColumns&) = delete;
-    PacketColumns& operator=(const PacketColumns&) = delete;
-    ~PacketColumns() {
-#define PYTRAFGEN_FREE(name, type, width) std::free(name);
-        PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_FREE)
-#undef PYTRAFGEN_FREE
-        std::free(data);
-    }
-
     void reserve_rows(size_t cap) {
-#define PYTRAFGEN_GROW(name, type, width) name = grow_buffer(name, cap);
+#define PYTRAFGEN_GROW(name, type, width) name.resize(cap);
         PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_GROW)
 #undef PYTRAFGEN_GROW
         row_cap = cap;
     }
     void reserve_data(size_t cap) {
-        data = grow_buffer(data, cap);
+        data.resize(cap);
         data_cap = cap;
     }
-    // Gives back the unused tail of every buffer (realloc shrinks in place).
+    // Gives back the unused tail of every buffer (mremap shrinks in place).
     void shrink_to_fit() {
         reserve_rows(rows);
         reserve_data(data_len);
@@ -110,7 +140,7 @@ public:
         PacketFields f;
         dissect_frame(rec.frame, rec.caplen, rec.linktype, f);
         size_t i = rows++;
-        std::memcpy(data + data_len, rec.frame, rec.caplen);
+        std::memcpy(data.p + data_len, rec.frame, rec.caplen);
         frame_off[i] = data_len;
         data_len += rec.caplen;
         caplen[i] = rec.caplen;
@@ -123,8 +153,8 @@ public:
         l3_off[i] = f.l3_off;
         ip_hdr_len[i] = f.ip_hdr_len;
         ip_total_len[i] = f.ip_total_len;
-        std::memcpy(src[i].b, f.src, 16);
-        std::memcpy(dst[i].b, f.dst, 16);
+        std::memcpy(src.p[i].b, f.src, 16);
+        std::memcpy(dst.p[i].b, f.dst, 16);
         proto[i] = f.proto;
         ttl[i] = f.ttl;
         tos[i] = f.tos;

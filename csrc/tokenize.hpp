@@ -373,7 +373,6 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
 
 enum DecodeError : int {
     DEC_OK = 0,
-    DEC_EMPTY,           // a flow of no tokens
     DEC_TRUNCATED,       // the tokens end before EOS
     DEC_OUT_OF_RANGE,    // a token id outside the vocabulary
     DEC_CLASS_MID_FLOW,  // a class token anywhere but right after BOS
@@ -383,7 +382,7 @@ enum DecodeError : int {
     DEC_COUNT
 };
 inline const char* decode_error_name(int e) {
-    static const char* const names[DEC_COUNT] = {"ok", "empty", "truncated", "out_of_range",
+    static const char* const names[DEC_COUNT] = {"ok", "truncated", "out_of_range",
                                                  "class_mid_flow", "wrong_order", "after_eos",
                                                  "app_decode_failed"};
     return names[e];
@@ -439,6 +438,7 @@ struct Reader {
     int why() const {
         if (pos >= end) return DEC_TRUNCATED;
         const int32_t tok = t[pos];
+        if (tok == lay.start[R_SPECIAL] + T_PAD) return DEC_TRUNCATED;  // padding: the sequence stopped
         if (tok >= lay.vocab_size) return DEC_OUT_OF_RANGE;
         if (tok >= lay.class_start && tok < lay.class_start + lay.n_classes) return DEC_CLASS_MID_FLOW;
         return DEC_WRONG_ORDER;
@@ -483,11 +483,11 @@ inline void decode(const uint16_t* tokens, size_t n_tokens, const int64_t* offse
         int64_t lo = offsets[fi], hi = offsets[fi + 1];
         if (lo < 0) lo = 0;
         if (hi > int64_t(n_tokens)) hi = int64_t(n_tokens);
+        if (lo >= hi) continue;  // an empty span: a flow the encoder left out, not an error
         const size_t pk_mark = pk.size(), blob_mark = out.blob.size();
         Reader r{tokens, lo, hi, lay};
         const int32_t flow_index = int32_t(out.label.size());
         uint32_t v = 0, cls = 0, ver = 0, pv = 0, cport = 0, sport = 0;
-        if (lo >= hi) r.err = DEC_EMPTY;
         r.take_special(T_BOS);
         if (!r.err) {
             if (r.pos < r.end && r.t[r.pos] >= lay.class_start && r.t[r.pos] < lay.class_start + lay.n_classes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 sanitized: bool
@@ -81,3 +83,24 @@ def build_frames(
     raw_derived: dict[str, np.ndarray],
     order: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]: ...
+
+# --- tokenizer: protocol-field encoder and decoder (csrc/tokenize.hpp) -------------------------
+
+def tokenizer_range_names() -> list[str]: ...
+def encode_flows(
+    packets: dict[str, np.ndarray],
+    data: np.ndarray,
+    flows: dict[str, np.ndarray],
+    labels: np.ndarray,
+    spec: dict[str, object],
+    app_packet: np.ndarray,
+    app_offsets: np.ndarray,
+    app_tokens: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int, dict[str, int]]: ...
+def decode_tokens(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    spec: dict[str, object],
+    strict: bool,
+    app_decode: Callable[[int, list[int], int], bytes | None] | None,
+) -> dict[str, object]: ...

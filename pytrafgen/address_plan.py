@@ -125,17 +125,18 @@ class AddressPool:
 
     def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """(n,16) addresses: listed ones by their counts, fresh ones from the CIDRs."""
-        out = np.zeros((n, 16), np.uint8)
         listed_total = float(sum(self.counts))
         fresh_total = float(self.fresh_count) if self.fresh_cidrs else 0.0
+        if not listed_total:
+            return _random_in(self.fresh_cidrs, n, rng)
+        table = np.stack([np.frombuffer(addr_to_bytes(a), np.uint8) for a in self.listed])
+        p = np.asarray(self.counts, float) / listed_total
+        if not fresh_total:
+            return table[rng.choice(len(self.listed), size=n, p=p)]
         fresh = rng.random(n) < fresh_total / (fresh_total + listed_total)
-        n_fresh = int(fresh.sum())
-        if n_fresh:
-            out[fresh] = _random_in(self.fresh_cidrs, n_fresh, rng)
-        if n - n_fresh:
-            table = np.stack([np.frombuffer(addr_to_bytes(a), np.uint8) for a in self.listed])
-            p = np.asarray(self.counts, float) / listed_total
-            out[~fresh] = table[rng.choice(len(self.listed), size=n - n_fresh, p=p)]
+        out = np.empty((n, 16), np.uint8)
+        out[fresh] = _random_in(self.fresh_cidrs, int(fresh.sum()), rng)
+        out[~fresh] = table[rng.choice(len(self.listed), size=int((~fresh).sum()), p=p)]
         return out
 
     @classmethod
@@ -266,29 +267,33 @@ class AddressPlan:
     def assign(self, records: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Addresses and MACs for every flow of ``records``: client_addr, server_addr (F,16),
         client_mac, server_mac (F,6), all uint8."""
-        labels = np.asarray(records.flows["label"])
-        versions = np.asarray(records.flows["ip_version"])
+        labels = np.asarray(records.flows["label"], np.int64)
+        versions = np.asarray(records.flows["ip_version"], np.int64)
         n = len(labels)
-        out = {"client_addr": np.zeros((n, 16), np.uint8), "server_addr": np.zeros((n, 16), np.uint8),
-               "client_mac": np.zeros((n, 6), np.uint8), "server_mac": np.zeros((n, 6), np.uint8)}
-        for k, name in enumerate(records.classes):
-            of_class = labels == k
-            if not of_class.any():
-                continue
-            entry = self.entry(name)
-            out["client_mac"][of_class] = np.frombuffer(_mac_bytes(entry.client_mac), np.uint8)
-            out["server_mac"][of_class] = np.frombuffer(_mac_bytes(entry.server_mac), np.uint8)
-            for v in np.unique(versions[of_class]):
-                sel = of_class & (versions == v)
-                for role in ROLES:
-                    pool = entry.pool(role, int(v))
-                    if pool is None:
-                        fallback = self.classes.get(ALL_CLASSES)
-                        pool = fallback.pool(role, int(v)) if fallback else None
-                    if pool is None:
-                        raise AddressPlanError(
-                            f"address plan has no IPv{int(v)} {role} addresses for class {name!r}")
-                    out[f"{role}_addr"][sel] = pool.draw(int(sel.sum()), rng)
+        out = {"client_addr": np.empty((n, 16), np.uint8), "server_addr": np.empty((n, 16), np.uint8)}
+        entries = [self.entry(name) if (labels == k).any() else None for k, name in enumerate(records.classes)]
+        for role in ROLES:
+            macs = np.zeros((len(entries), 6), np.uint8)
+            for k, e in enumerate(entries):
+                if e is not None:
+                    macs[k] = np.frombuffer(_mac_bytes(getattr(e, f"{role}_mac")), np.uint8)
+            out[f"{role}_mac"] = macs[labels]
+        # flows grouped by (class, IP version); each group draws from its pools
+        key = labels * 8 + versions
+        order = np.argsort(key, kind="stable")
+        groups, starts = np.unique(key[order], return_index=True)
+        for g, group in enumerate(groups):
+            idx = order[starts[g] : starts[g + 1] if g + 1 < len(starts) else n]
+            k, v = divmod(int(group), 8)
+            for role in ROLES:
+                pool = entries[k].pool(role, v)
+                if pool is None:
+                    fallback = self.classes.get(ALL_CLASSES)
+                    pool = fallback.pool(role, v) if fallback else None
+                if pool is None:
+                    raise AddressPlanError(
+                        f"address plan has no IPv{v} {role} addresses for class {records.classes[k]!r}")
+                out[f"{role}_addr"][idx] = pool.draw(len(idx), rng)
         return out
 
     # ---- persistence --------------------------------------------------------------------------

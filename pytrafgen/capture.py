@@ -141,8 +141,7 @@ class PacketTable:
     def take(self, idx: np.ndarray | Sequence[int]) -> PacketTable:
         """The rows ``idx`` (indices or a boolean mask), with their own compact ``data``."""
         idx = np.asarray(idx)
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.intp, copy=False)
         cols = {name: getattr(self, name)[idx] for name in _ROW_COLUMNS}
         data, frame_off = _gather(self.data, self.frame_off[idx], self.caplen[idx])
         cols["frame_off"] = frame_off

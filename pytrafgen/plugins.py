@@ -225,8 +225,8 @@ def _call_each(
     skipped alone; a name already taken keeps its first owner."""
     table = registry.table(kind)
     owners: dict[str, str] = {}
-    # pluggy lists implementations last-registered first; call them in registration order
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+    # get_hookimpls() is in registration order (pluggy's own calls run it backwards)
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
         if impl.plugin_name in registry.failed:
             continue
         pending: list[tuple[str, Any]] = []

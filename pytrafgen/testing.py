@@ -138,7 +138,7 @@ def assert_build_roundtrip(spec: ProtocolSpec, stream: bytes, direction: int) ->
 
 
 def _first_diff(a: bytes, b: bytes) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def rule_context(table: PacketTable, protocols: dict[str, ProtocolSpec] | None = None) -> RuleContext:

@@ -30,6 +30,11 @@ STATUS = {name: code for code, name in enumerate(STATUS_NAMES)}
 BASE_TS = 1_700_000_000_000_000_000
 
 
+def eth() -> Ether:
+    # explicit addresses: without them scapy resolves a destination MAC over the network
+    return Ether(src="00:00:00:00:00:01", dst="00:00:00:00:00:02")
+
+
 def ip_packets() -> list[Packet]:
     """L3 packets covering options, extension headers, fragments and every L4 type."""
     tcp_opts = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 2)), ("NOP", None), ("WScale", 7)]
@@ -77,9 +82,9 @@ def check_against_scapy(path: Path, pkts: list[Packet], ts: list[int],
 @pytest.mark.parametrize("big", [False, True], ids=["little", "big"])
 @pytest.mark.parametrize("nano", [False, True], ids=["usec", "nsec"])
 def test_classic_pcap_byte_orders_and_resolutions(tmp_path: Path, big: bool, nano: bool) -> None:
-    pkts = [Ether(src="00:00:00:00:00:01", dst="00:00:00:00:00:02") / p for p in ip_packets()]
-    pkts.append(Ether() / ARP())
-    ts = [BASE_TS + i * 1_234_567 + (i if nano else 0) for i in range(len(pkts))]
+    pkts = [eth() / p for p in ip_packets()]
+    pkts.append(eth() / ARP())
+    ts = [BASE_TS + i * (1_234_567 if nano else 1_234_000) for i in range(len(pkts))]
     path = write(tmp_path, "x.pcap", pcap_file([bytes(p) for p in pkts], ts_ns=ts, big=big, nano=nano))
     table = check_against_scapy(path, pkts, ts)
     assert table.status[-1] == STATUS["non_ip"]
@@ -89,14 +94,14 @@ def test_classic_pcap_byte_orders_and_resolutions(tmp_path: Path, big: bool, nan
 
 def test_fields_of_hand_checked_packets(tmp_path: Path) -> None:
     """A few values written out by hand, not via the reference."""
-    pkts = [Ether() / p for p in ip_packets()]
+    pkts = [eth() / p for p in ip_packets()]
     table = pytrafgen.read_pcap(write(tmp_path, "x.pcap", pcap_file([bytes(p) for p in pkts])))
     assert bytes(table.src[0]) == bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 1])
     assert table.tcp_flags[0] == 2 | 16 | 64 and table.tcp_flags[1] == 0x1FF
     assert table.ip_flags[0] == 2 and table.tos[0] == 0x28 and table.ttl[0] == 9 and table.ip_id[0] == 77
     assert table.l4_hdr_len[0] == 20 + 20 and table.payload_len[0] == 0
     assert table.payload(1) == b"GET / HTTP/1.0\r\n\r\n"
-    assert table.ip_hdr_len[2] == 28  # RR option (8 bytes, default 9 → padded) + NOP
+    assert table.ip_hdr_len[2] == 24  # RR option (3 bytes, no slots) + NOP
     assert (table.icmp_type[3], table.l4_hdr_len[3], table.payload(3)) == (8, 8, b"ping")
     assert (table.proto[4], table.l4_hdr_len[4], table.payload(4)) == (47, 0, b"\x00\x00\x08\x00greish")
     frag_rows = np.flatnonzero(table.ip_id == 5)
@@ -115,12 +120,12 @@ def test_fields_of_hand_checked_packets(tmp_path: Path) -> None:
 def test_vlan_and_pppoe(tmp_path: Path, wrap: str) -> None:
     def l2(p: Packet) -> Packet:
         if wrap == "dot1q":
-            return Ether() / Dot1Q(vlan=10) / p
+            return eth() / Dot1Q(vlan=10) / p
         if wrap == "qinq":
-            return Ether() / Dot1Q(vlan=10) / Dot1Q(vlan=20) / p
+            return eth() / Dot1Q(vlan=10) / Dot1Q(vlan=20) / p
         if wrap == "dot1ad":
-            return Ether() / Dot1AD(vlan=100) / Dot1Q(vlan=20) / p
-        return Ether() / PPPoE(sessionid=7) / PPP(proto=0x21 if p.version == 4 else 0x57) / p
+            return eth() / Dot1AD(vlan=100) / Dot1Q(vlan=20) / p
+        return eth() / PPPoE(sessionid=7) / PPP(proto=0x21 if p.version == 4 else 0x57) / p
 
     pkts = [l2(p) for p in ip_packets()]
     ts = [BASE_TS] * len(pkts)
@@ -161,18 +166,18 @@ def test_bsd_loopback(tmp_path: Path, linktype: int, order: str) -> None:
 
 @pytest.mark.parametrize("order", ["<", ">"], ids=["little", "big"])
 def test_pcapng_interfaces_resolutions_and_block_types(tmp_path: Path, order: str) -> None:
-    eth = Ether() / IP(src="10.1.1.1", dst="10.1.1.2") / TCP(sport=1, dport=2)
+    frame = eth() / IP(src="10.1.1.1", dst="10.1.1.2") / TCP(sport=1, dport=2)
     raw6 = IPv6(src="::1", dst="::2") / UDP(sport=3, dport=4) / b"six"
     blob = b"".join([
         ng_shb(order),
         ng_idb(order, 1),  # iface 0: Ethernet, default µs
         ng_idb(order, 101, tsresol=9),  # iface 1: raw IP, ns
         ng_idb(order, 1, tsresol=0x80 | 10, tsoffset_s=100),  # iface 2: 2^-10 s, +100 s
-        ng_epb(order, 0, 1_700_000_000_123_456, bytes(eth)),
+        ng_epb(order, 0, 1_700_000_000_123_456, bytes(frame)),
         ng_block(order, 4, b"\x00\x00\x00\x00"),  # name resolution block: skipped
         ng_epb(order, 1, 1_700_000_000_123_456_789, bytes(raw6)),
-        ng_epb(order, 2, 3 * 1024 + 512, bytes(eth)),
-        ng_spb(order, bytes(eth)),
+        ng_epb(order, 2, 3 * 1024 + 512, bytes(frame)),
+        ng_spb(order, bytes(frame)),
         ng_opb(order, 1, 42, bytes(raw6)),
         ng_block(order, 0x40000BAD, b"custom"),
     ])
@@ -187,9 +192,9 @@ def test_pcapng_interfaces_resolutions_and_block_types(tmp_path: Path, order: st
 
 
 def test_pcapng_second_section_changes_byte_order(tmp_path: Path) -> None:
-    eth = bytes(Ether() / IP() / UDP(sport=5, dport=6))
-    blob = (ng_shb("<") + ng_idb("<", 1) + ng_epb("<", 0, 1, eth)
-            + ng_shb(">") + ng_idb(">", 101) + ng_epb(">", 0, 2, eth[14:]))
+    frame = bytes(eth() / IP() / UDP(sport=5, dport=6))
+    blob = (ng_shb("<") + ng_idb("<", 1) + ng_epb("<", 0, 1, frame)
+            + ng_shb(">") + ng_idb(">", 101) + ng_epb(">", 0, 2, frame[14:]))
     table = pytrafgen.read_pcap(write(tmp_path, "two.pcapng", blob))
     assert table.linktype.tolist() == [1, 101]
     assert table.ts_ns.tolist() == [1000, 2000]
@@ -197,9 +202,9 @@ def test_pcapng_second_section_changes_byte_order(tmp_path: Path) -> None:
 
 
 def test_truncated_padded_and_offloaded_frames(tmp_path: Path) -> None:
-    syn = bytes(Ether() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=1, dport=2, options=[("MSS", 1460)]))
-    padded = bytes(Ether() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=1, dport=2)) + b"\0" * 6
-    tso = bytearray(bytes(Ether() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=1, dport=2) / (b"d" * 100)))
+    syn = bytes(eth() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=1, dport=2, options=[("MSS", 1460)]))
+    padded = bytes(eth() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=1, dport=2)) + b"\0" * 6
+    tso = bytearray(bytes(eth() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=1, dport=2) / (b"d" * 100)))
     tso[16:18] = b"\0\0"  # IPv4 total length 0, as segmentation offload leaves it
     frames = [syn[:40], syn[:20], syn[:10], padded, bytes(tso)]
     table = pytrafgen.read_pcap(write(tmp_path, "t.pcap", pcap_file(frames, wirelen=[len(syn)] * 3 + [60, 154])))
@@ -212,7 +217,7 @@ def test_truncated_padded_and_offloaded_frames(tmp_path: Path) -> None:
 
 
 def test_bad_headers_and_unknown_linktype(tmp_path: Path) -> None:
-    good = bytearray(bytes(Ether() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=1, dport=2)))
+    good = bytearray(bytes(eth() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=1, dport=2)))
     bad_ihl = bytearray(good)
     bad_ihl[14] = 0x43
     bad_doff = bytearray(good)

@@ -59,6 +59,26 @@ def print_summary(summary: dict[str, dict[str, float | None]]) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    @app.command("rules")
+    def rules(
+        markdown: Annotated[bool, typer.Option("--markdown", help="Print docs/rules.md.")] = False,
+        as_json: JsonOutput = False,
+    ) -> None:
+        """List every compliance rule of every loaded protocol plugin."""
+        from pytrafgen.evaluate.compliance import all_rules, rules_markdown
+
+        if markdown:
+            typer.echo(rules_markdown(), nl=False)
+            return
+        found = all_rules()
+        if as_json:
+            typer.echo(json.dumps([{"id": r.id, "protocol": r.protocol, "scope": r.scope,
+                                    "description": r.description} for r in found]))
+            return
+        for r in found:
+            typer.echo(f"{r.id:10} {r.scope:6} {r.description}")
+        typer.echo(f"{len(found)} rules")
+
     @app.command("evaluate")
     def evaluate(
         real: Annotated[list[Path], typer.Option("--real", help="Real captures (the test side; repeatable).")],

@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
         counts = parse_class_counts(classes, count)
         gen = load_generator(checkpoint, generator)
         _configure_sampling(gen, {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-                                  "batch_size": batch_size, "device": device, "show_progress": not quiet})
+                                  "batch_size": batch_size, "device": device,
+                                  "show_progress": not (quiet or as_json)})
         records = gen.sample(counts, seed=seed)
         plan = AddressPlan.load(checkpoint / "address_plan.json")
         written = write_records(out, records, plan, seed)
@@ -92,7 +93,8 @@ def register(app: typer.Typer) -> None:
         packets_per_flow = np.bincount(records.packets["flow"], minlength=records.n_flows)
         packets = {name: int(packets_per_flow[labels == records.classes.index(name)].sum()) for name in per_class}
         summary = {"out": str(out), "raw_out": str(raw_out) if raw_out else None, "seed": seed,
-                   "flows": per_class, "packets": packets, "skipped": written["skipped"]}
+                   "flows": per_class, "packets": packets, "skipped": written["skipped"],
+                   "sampling": getattr(gen, "last_sample_stats", {})}
         if as_json:
             typer.echo(json.dumps(summary))
         else:

@@ -12,7 +12,8 @@ from rich.console import Console
 from pytrafgen.errors import PytrafgenError
 
 # Each module defines ``register(app)``; listed in the order ``--help`` shows them.
-COMMAND_MODULES: tuple[str, ...] = ("inspect", "evaluate", "plugins")
+COMMAND_MODULES: tuple[str, ...] = ("inspect", "tokenize", "vocab", "train", "generate", "evaluate", "compare",
+                                     "plugins", "replay")
 
 app = typer.Typer(
     name="pytrafgen",

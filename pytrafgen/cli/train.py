@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         gen = ARGenerator.load(out) if resume and (out / "config.json").is_file() else ARGenerator(size)
         settings = {"stage": "pretrain", "size": size, "steps": steps, "batch_size": batch_size, "lr": lr,
                     "checkpoint_every": checkpoint_every, "device": device, "resume": resume,
-                    "compile": compile, "seed": seed, "quiet": quiet}
+                    "compile": compile, "seed": seed, "quiet": quiet or as_json}
         _fit_ar(gen, dataset, out, settings, as_json)
 
     @app.command("finetune")
@@ -124,7 +124,8 @@ def register(app: typer.Typer) -> None:
         gen = ARGenerator.load(out if resuming else checkpoint)
         settings = {"stage": "finetune", "replay": replay, "lora_rank": lora_rank, "steps": steps,
                     "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every,
-                    "device": device, "resume": resuming, "compile": compile, "seed": seed, "quiet": quiet}
+                    "device": device, "resume": resuming, "compile": compile, "seed": seed,
+                    "quiet": quiet or as_json}
         _fit_ar(gen, dataset, out, settings, as_json)
 
     @app.command("train")
@@ -142,7 +143,7 @@ def register(app: typer.Typer) -> None:
         pre-trains on benign flows, then fine-tunes on malicious ones."""
         from pytrafgen.plugins import get_generator
 
-        settings = {"device": device, "seed": seed, "quiet": quiet, **_parse_set(set_ or [])}
+        settings = {"device": device, "seed": seed, "quiet": quiet or as_json, **_parse_set(set_ or [])}
         gen_cls = get_generator(generator)
         gen = gen_cls()
         if generator == "ar":

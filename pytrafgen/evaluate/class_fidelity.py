@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import confusion_matrix, f1_score
+from threadpoolctl import threadpool_limits
 
 from pytrafgen.evaluate.evalset import EvalSet
 from pytrafgen.evaluate.features import Standardiser
@@ -28,7 +29,8 @@ def class_fidelity(real: EvalSet, generated: EvalSet, max_train: int = 20000, se
     keep = keep[cap_per_class(train.labels[keep], max_train, rng)]
     scaler = Standardiser.fit(train.features().values)
     model = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
-    model.fit(scaler.transform(train.features().values[keep]), train.labels[keep])
+    with threadpool_limits(1):  # oversubscribed thread pools crawl on a shared machine
+        model.fit(scaler.transform(train.features().values[keep]), train.labels[keep])
     g = np.flatnonzero(generated.labels >= 0)
     requested = generated.labels[g]
     predicted = model.predict(scaler.transform(generated.features().values[g])) if len(g) else requested

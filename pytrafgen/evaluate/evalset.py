@@ -78,6 +78,8 @@ class EvalSet:
     raw: EvalSet | None = None  # the same traffic written before build-time repair
     train: EvalSet | None = None  # the real training split (memorisation, utility)
     _features: FlowFeatures | None = field(default=None, repr=False)
+    # figures that depend on this set alone, reused across generated sets (e.g. real-only utility)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_packets(self) -> int:
@@ -201,31 +203,27 @@ def _read_flow_labels(path: Path) -> list[dict[str, str]]:
 
 
 def _label_flows_by_key(flows: Any, rows: list[dict[str, str]], path: Path) -> list[str | None]:
-    """Match label rows to assembled flows: by 5-tuple where the CSV has one (robust to the
-    order in which flows start), else by flow index (the order of each flow's first packet)."""
+    """Match label rows to assembled flows: by ``flow_index`` (the order of each flow's first
+    packet, as ``write_flow_labels`` writes it), else by (proto, client port, server port)."""
     n = len(np.asarray(flows.proto))
     out: list[str | None] = [None] * n
-    if rows and {"client_port", "server_port"} <= set(rows[0]):
-        by_key: dict[tuple[int, int, int], list[int]] = {}
-        for f in range(n):
-            key = (int(flows.proto[f]), int(flows.client_port[f]), int(flows.server_port[f]))
-            by_key.setdefault(key, []).append(f)
+    if rows and "flow_index" in rows[0]:
         for r in rows:
-            key = (int(r.get("proto") or 0), int(r["client_port"]), int(r["server_port"]))
-            candidates = by_key.get(key) or []
-            if not r.get("proto"):
-                candidates = [f for k, fs in by_key.items() if k[1:] == key[1:] for f in fs]
-            for f in candidates:
-                if out[f] is None:
-                    out[f] = r["class"]
-                    break
+            f = int(r["flow_index"])
+            if not 0 <= f < n:
+                raise PytrafgenError(f"{path}: flow index {f} out of range (the pcap has {n} flows)")
+            out[f] = r["class"]
         return out
-    key_col = "flow_index" if rows and "flow_index" in rows[0] else "flow"
-    for i, r in enumerate(rows):
-        f = int(r.get(key_col, i))
-        if not 0 <= f < n:
-            raise PytrafgenError(f"{path}: flow index {f} out of range (the pcap has {n} flows)")
-        out[f] = r["class"]
+    if not rows or not {"client_port", "server_port"} <= set(rows[0]):
+        raise PytrafgenError(f"{path}: needs a flow_index column or client_port,server_port columns")
+    by_key: dict[tuple[int, int], list[int]] = {}
+    for f in range(n):
+        by_key.setdefault((int(flows.client_port[f]), int(flows.server_port[f])), []).append(f)
+    for r in rows:
+        for f in by_key.get((int(r["client_port"]), int(r["server_port"])), []):
+            if out[f] is None and (not r.get("proto") or int(r["proto"]) == int(flows.proto[f])):
+                out[f] = r["class"]
+                break
     return out
 
 

@@ -16,15 +16,18 @@ on these sizes). Training sets above ``max_train`` flows are subsampled per clas
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
+from threadpoolctl import threadpool_limits
 
 from pytrafgen.evaluate.evalset import EvalSet
 from pytrafgen.evaluate.features import Standardiser
@@ -87,7 +90,10 @@ def _score(factory: Callable[[], Any], x: np.ndarray, y: np.ndarray, tx: np.ndar
     if len(np.unique(y)) < 2:
         return None  # a one-class training set cannot train a classifier
     model = factory()
-    model.fit(x, y)
+    # One BLAS/OpenMP thread: on a shared machine oversubscribed thread pools run 10x slower.
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y)
     return float(f1_score(ty, model.predict(tx), labels=labels, average="macro", zero_division=0))
 
 
@@ -96,19 +102,20 @@ def utility(real: EvalSet, generated: EvalSet, scarce_share: float = 0.1, max_tr
     """Macro-F1 of the five detectors on ``real`` (the test split) in every regime."""
     if real.train is None:
         return {"skipped": "no real training split (pass --train or let evaluate split --real)"}
-    rng = np.random.default_rng(seed)
+    # separate streams: the real subsets must not depend on the generated set's size
+    rng_real, rng_gen = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     train = real.train
     scaler = Standardiser.fit(train.features().values)
     tr_keep = np.flatnonzero(train.labels >= 0)
-    tr_keep = tr_keep[cap_per_class(train.labels[tr_keep], max_train, rng)]
+    tr_keep = tr_keep[cap_per_class(train.labels[tr_keep], max_train, rng_real)]
     x_real, y_real = scaler.transform(train.features().values[tr_keep]), train.labels[tr_keep]
     g_keep = np.flatnonzero(generated.labels >= 0)
-    g_keep = g_keep[cap_per_class(generated.labels[g_keep], max_train, rng)]
+    g_keep = g_keep[cap_per_class(generated.labels[g_keep], max_train, rng_gen)]
     x_gen, y_gen = scaler.transform(generated.features().values[g_keep]), generated.labels[g_keep]
     te = np.flatnonzero(real.labels >= 0)
     x_test, y_test = scaler.transform(real.features().values[te]), real.labels[te]
     labels = sorted(set(np.unique(y_test).tolist()))
-    scarce = scarce_subset(y_real, malicious_classes(train), scarce_share, rng)
+    scarce = scarce_subset(y_real, malicious_classes(train), scarce_share, rng_real)
     regimes = {
         "real": (x_real, y_real),
         "real+generated": (np.vstack([x_real, x_gen]), np.concatenate([y_real, y_gen])),
@@ -116,9 +123,21 @@ def utility(real: EvalSet, generated: EvalSet, scarce_share: float = 0.1, max_tr
         "scarce": (x_real[scarce], y_real[scarce]),
         "scarce+generated": (np.vstack([x_real[scarce], x_gen]), np.concatenate([y_real[scarce], y_gen])),
     }
+    # The real-only regimes do not depend on the generated set: computed once per real set.
+    # (The class list is part of the key: aligning a generated set may append classes.)
+    key = ("utility", seed, scarce_share, max_train, tuple(real.classes))
+    cached = real.cache.get(key, {})
     scores: dict[str, dict[str, float | None]] = {}
     for det_name, factory in detectors(seed).items():
-        scores[det_name] = {r: _score(factory, x, y, x_test, y_test, labels) for r, (x, y) in regimes.items()}
+        scores[det_name] = {}
+        for r, (x, y) in regimes.items():
+            if r in ("real", "scarce") and (det_name, r) in cached:
+                scores[det_name][r] = cached[(det_name, r)]
+                continue
+            scores[det_name][r] = _score(factory, x, y, x_test, y_test, labels)
+            if r in ("real", "scarce"):
+                cached[(det_name, r)] = scores[det_name][r]
+    real.cache[key] = cached
     improved = sum(1 for s in scores.values() if s["real"] is not None and s["real+generated"] is not None
                    and s["real+generated"] > s["real"])
     improved_scarce = sum(1 for s in scores.values() if s["scarce"] is not None

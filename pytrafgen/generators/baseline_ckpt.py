@@ -8,9 +8,10 @@ builds with the training data's address plan), and ``weights.safetensors`` (nump
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,23 @@ def dataset_classes(dataset: Any, records_classes: list[str]) -> tuple[list[str]
     if isinstance(kinds, Mapping):
         kinds = [kinds.get(c, "unknown") for c in classes]
     return classes, list(kinds) if kinds is not None else ["unknown"] * len(classes)
+
+
+@contextlib.contextmanager
+def training_progress(label: str, quiet: bool,
+                      given: Callable[[int, int], None] | None = None) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback: ``given`` if any, else a rich progress bar unless
+    ``quiet`` (library callers pass quiet; ``pytrafgen train`` passes its ``--quiet``)."""
+    if given is not None or quiet:
+        yield given
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

@@ -2,7 +2,7 @@
 so every SYN either waits in the listener's queue (SYN_RECV) or is refused when it is full.
 
 Started by ``targets.TcpListenerTarget`` inside the server namespace:
-``python -m pytrafgen.replay.listener --addr A --ports 80,443 --backlog 64``.
+``python -I -S .../pytrafgen/replay/listener.py --addr A --ports 80,443 --backlog 64``.
 """
 
 from __future__ import annotations

@@ -48,16 +48,38 @@ def tcp_sockets(pid: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def listening_ports(pid: int) -> set[int]:
+    """Ports on which ``pid`` itself holds a listening socket (matched by socket inode, so a
+    port held by another process in the namespace does not count)."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            link = (fd_dir / fd.name).readlink()
+        except OSError:
+            continue
+        if str(link).startswith("socket:["):
+            inodes.add(str(link)[8:-1])
+    ports = set()
+    with open(f"/proc/{pid}/net/tcp") as fh:
+        next(fh)
+        for line in fh:
+            cols = line.split()
+            if int(cols[3], 16) == TCP_LISTEN and cols[9] in inodes:
+                ports.add(int(cols[1].split(":")[1], 16))
+    return ports
+
+
 def tcp_counters(pid: int) -> dict[str, int]:
     """The namespace's TcpExt and Tcp counters (``/proc/PID/net/netstat`` and ``snmp``)."""
     counters: dict[str, int] = {}
     for name in ("netstat", "snmp"):
         with open(f"/proc/{pid}/net/{name}") as fh:
             lines = fh.read().splitlines()
-        for head, values in zip(lines[::2], lines[1::2]):
+        for head, values in zip(lines[::2], lines[1::2], strict=True):
             prefix, keys = head.split(":", 1)
             if prefix in ("TcpExt", "Tcp"):
-                for key, value in zip(keys.split(), values.split(":", 1)[1].split()):
+                for key, value in zip(keys.split(), values.split(":", 1)[1].split(), strict=True):
                     counters[f"{prefix}.{key}"] = int(value)
     return counters
 
@@ -88,8 +110,7 @@ class Target:
             if self.proc.poll() is not None:
                 raise ReplayError(f"{self.name} exited at start (code {self.proc.returncode}): "
                                   f"{log.read_text(errors='replace').strip()[-400:]}")
-            listening = {port for port, state, _ in tcp_sockets(self.proc.pid) if state == TCP_LISTEN}
-            if set(self.ports) <= listening:
+            if set(self.ports) <= listening_ports(self.proc.pid):
                 return
             time.sleep(0.02)
         raise ReplayError(f"{self.name} did not listen on {self.ports} within {READY_TIMEOUT_S:.0f} s")
@@ -108,14 +129,17 @@ class Target:
 def start_tcp_listener(pair: NamespacePair, workdir: Path, ports: tuple[int, ...], backlog: int) -> Target:
     """The plain listener (``pytrafgen.replay.listener``): never accepts, known backlog."""
     target = Target("listener", pair, workdir, ports)
-    target._launch([sys.executable, "-m", "pytrafgen.replay.listener", "--addr", str(pair.server_addr),
+    # Run as a plain script (-I: isolated, -S: no site): it needs only the standard library, and
+    # importing the pytrafgen package would slow every start down.
+    script = str(Path(__file__).with_name("listener.py"))
+    target._launch([sys.executable, "-I", "-S", script, "--addr", str(pair.server_addr),
                     "--ports", ",".join(map(str, ports)), "--backlog", str(backlog)])
     return target
 
 
 def start_nginx(pair: NamespacePair, workdir: Path, port: int = 80) -> Target:
     """nginx with a site, a basic-auth ``/admin/`` location and an access log of status codes."""
-    binary = require_binary("nginx", "nginx-light (or nginx)")
+    binary = require_binary("nginx", "nginx")
     root = workdir / "www"
     (root / "admin").mkdir(parents=True)
     (root / "index.html").write_text("<html><body>pytrafgen replay target</body></html>\n")

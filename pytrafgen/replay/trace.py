@@ -66,11 +66,10 @@ class Trace:
     path: Path
     flows: list[TraceFlow]
 
-    @property
-    def packets(self) -> list[TracePacket]:
-        """Every client packet of every flow, in capture time order."""
-        pkts = [p for f in self.flows for p in f.packets]
-        pkts.sort(key=lambda p: p.ts_ns)
+    def timeline(self) -> list[tuple[int, TracePacket]]:
+        """Every client packet as (flow index, packet), in capture time order."""
+        pkts = [(i, p) for i, f in enumerate(self.flows) for p in f.packets]
+        pkts.sort(key=lambda item: item[1].ts_ns)
         return pkts
 
     def n_packets(self) -> int:

@@ -1,6 +1,6 @@
 """Token sequences → FieldRecords (the C++ decoder; app-protocol spans decoded by their plugins).
 
-A malformed flow — empty, truncated before ``EOS``, a token id outside the vocabulary, a class
+A malformed flow — truncated before ``EOS``, a token id outside the vocabulary, a class
 token anywhere but right after ``BOS``, a field out of order, tokens other than ``PAD`` after
 ``EOS``, app tokens the protocol cannot decode — is never a crash: with ``strict=True`` it
 raises :class:`~pytrafgen.errors.TokenError` naming the flow, the position and the token;
@@ -21,7 +21,7 @@ from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
 from pytrafgen.tokenizer.encode import app_protocols_for, codec_spec
 from pytrafgen.tokenizer.vocab import Vocabulary
 
-DECODE_SKIP_REASONS = ("empty", "truncated", "out_of_range", "class_mid_flow", "wrong_order", "after_eos",
+DECODE_SKIP_REASONS = ("truncated", "out_of_range", "class_mid_flow", "wrong_order", "after_eos",
                        "app_decode_failed")
 
 
@@ -45,6 +45,7 @@ def decode(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, *, strict
            protocols: Mapping[str, ProtocolSpec] | None = None) -> FieldRecords:
     """Decode flow ``k`` = ``tokens[offsets[k]:offsets[k+1]]`` for every k.
 
+    An empty span (a flow the encoder left out) decodes to nothing and is not an error.
     Decoded flows start at 0 ns (timestamps are sums of the IAT buckets' values). ``skipped``,
     if given, receives the count of left-out flows by reason (see ``DECODE_SKIP_REASONS``).
     """

@@ -23,6 +23,7 @@ from pytrafgen.tokenizer.vocab import CORE_RANGE_NAMES, Vocabulary
 if tuple(_core.tokenizer_range_names()) != CORE_RANGE_NAMES:  # a stale build would mis-encode silently
     raise ImportError("pytrafgen._core's token layout differs from pytrafgen.tokenizer.vocab; rebuild _core")
 
+DEFAULT_MAX_APP_TOKENS = 512
 PACKET_FIELDS = ("frame_off", "caplen", "ts_ns", "status", "l3", "proto", "ttl", "tos", "ip_flags", "icmp_type",
                  "icmp_code", "l3_off", "ip_hdr_len", "frag_offset", "l4_off", "l4_hdr_len", "tcp_flags",
                  "window", "urgent", "ip_id", "flow_label", "seq", "ack", "payload_off", "payload_len",
@@ -61,7 +62,8 @@ class EncodedFlows:
     offsets: np.ndarray  # int64, F + 1
     packets: int  # packets encoded
     skipped: dict[str, int] = field(default_factory=dict)  # by reason (flows for *_flow, else packets)
-    app_packets: dict[str, int] = field(default_factory=dict)  # payloads encoded by each app protocol
+    # payloads encoded by each app protocol; "<name>_errors": calls in which the plugin raised
+    app_packets: dict[str, int] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.tokens, self.offsets))
@@ -82,10 +84,21 @@ def _first_payloads(table: Any, flow_id: np.ndarray, direction: np.ndarray, flow
     return {(int(k) // 2, int(k) % 2): int(cand[i]) for k, i in zip(keys, first, strict=True)}
 
 
+def _plugin_call(counts: dict[str, int], name: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, or None when the plugin raises (counted as ``<name>_errors``): a broken
+    plugin costs its payloads their app tokens (they stay bytes), never the run."""
+    try:
+        return fn(*args)
+    except Exception:
+        counts[f"{name}_errors"] = counts.get(f"{name}_errors", 0) + 1
+        return None
+
+
 def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
-               protocols: Mapping[str, ProtocolSpec]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+               protocols: Mapping[str, ProtocolSpec], max_app_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """Packet indices (sorted), span offsets and tokens of the payloads app protocols encode."""
-    empty = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.uint16), {})
+    counts: dict[str, int] = {}
+    empty = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.uint16), counts)
     apps = [p for p in vocab.app_protocols if p.name in protocols]
     if not apps or len(table) == 0:
         return empty
@@ -101,8 +114,8 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
         client = table.payload(firsts[f, 0]) if (f, 0) in firsts else b""
         server = table.payload(firsts[f, 1]) if (f, 1) in firsts else b""
         for app in apps:
-            if app.transport in ("", transport) and protocols[app.name].recognise(
-                    int(flows.server_port[f]), client, server):
+            if app.transport in ("", transport) and _plugin_call(
+                    counts, app.name, protocols[app.name].recognise, int(flows.server_port[f]), client, server):
                 chosen[f] = app.name
                 break
     if not chosen:
@@ -114,20 +127,21 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
                           & (np.asarray(table.payload_len) == np.asarray(table.payload_wirelen)))
     packet_idx: list[int] = []
     spans: list[np.ndarray] = []
-    counts: dict[str, int] = {}
     for i in rows:
         name = chosen[int(flow_id[i])]
         spec = protocols[name]
         payload = table.payload(int(i))
         d = int(direction[i])
-        local = spec.encode(payload, d)
+        local = _plugin_call(counts, name, spec.encode, payload, d)
         if local is None:
             continue
         local = np.asarray(local, np.int64)
         n_local = len(spec.token_names)
-        if local.ndim != 1 or (len(local) and (local.min() < 0 or local.max() >= n_local)):
+        if local.ndim != 1 or len(local) > max_app_tokens or (
+                len(local) and (local.min() < 0 or local.max() >= n_local)):
             continue
-        if spec.decode(local.tolist(), d) != payload:  # only exact round trips become app tokens
+        # only exact round trips become app tokens
+        if _plugin_call(counts, name, spec.decode, local.tolist(), d) != payload:
             continue
         begin = begin_of[name]
         spans.append(np.concatenate([[begin], begin + 1 + local, [end_token]]).astype(np.uint16))
@@ -141,18 +155,22 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
 
 
 def encode_flows(table: Any, flows: Any, flow_labels: Sequence[int] | np.ndarray, vocab: Vocabulary,
-                 protocols: Mapping[str, ProtocolSpec] | None = None) -> EncodedFlows:
+                 protocols: Mapping[str, ProtocolSpec] | None = None,
+                 max_app_tokens: int = DEFAULT_MAX_APP_TOKENS) -> EncodedFlows:
     """Encode every flow of ``flows`` (a FlowTable over ``table``, a PacketTable).
 
     ``flow_labels``: class index per flow (−1: leave the flow out). ``protocols``: app
-    protocols by name (default: the loaded plugins' ones that the vocabulary knows).
+    protocols by name (default: the loaded plugins' ones that the vocabulary knows). A payload
+    whose app encoding is longer than ``max_app_tokens`` stays bytes (up to the payload cap),
+    so one large message cannot blow up a flow's length.
     """
     labels = np.ascontiguousarray(flow_labels, dtype=np.int32)
     if labels.shape != (len(flows),):
         raise ValueError(f"flow_labels must have one entry per flow ({len(flows)}), got {labels.shape}")
     if protocols is None:
         protocols = app_protocols_for(vocab)
-    app_packet, app_offsets, app_tokens, app_counts = _app_spans(table, flows, vocab, labels, protocols)
+    app_packet, app_offsets, app_tokens, app_counts = _app_spans(table, flows, vocab, labels, protocols,
+                                                                  max_app_tokens)
     packets = {name: getattr(table, name) for name in PACKET_FIELDS}
     packets["flow_id"] = flows.flow_id
     packets["direction"] = flows.direction

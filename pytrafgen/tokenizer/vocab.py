@@ -67,7 +67,7 @@ def _digits(name: str, bits: Sequence[int], description: str) -> list[tuple[str,
     unit = "b" if bits[-1] == 8 else "n"
     n = len(bits)
     return [
-        (f"{name}.{unit}{n - 1 - k}", 1 << w, w, "digit", f"{description}, digit {k + 1} of {n} (most significant first)")
+        (f"{name}.{unit}{n - 1 - k}", 1 << w, w, "digit", f"{description} (digit {k + 1}/{n}, most significant first)")
         for k, w in enumerate(bits)
     ]
 

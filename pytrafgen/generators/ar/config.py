@@ -63,7 +63,7 @@ class TrainConfig:
 # 2-core CPU runs a step in about a second (see docs/training.md).
 SIZES: dict[str, tuple[GPTConfig, TrainConfig]] = {
     "tiny": (
-        GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=64),
+        GPTConfig(block_size=256, n_layer=2, n_head=2, n_embd=64),
         TrainConfig(steps=30, batch_size=8, lr=3e-3, warmup_steps=5, eval_every=10, eval_batches=2,
                     checkpoint_every=0),
     ),

@@ -114,7 +114,7 @@ class FlowWindows:
 def class_shares(class_kinds: Sequence[str], stage: str, replay: float) -> dict[int, float]:
     """Share of windows per class index for a training stage ("pretrain" or "finetune")."""
     benign = [i for i, kind in enumerate(class_kinds) if kind == "benign"]
-    malicious = [i for i, kind in enumerate(class_kinds) if kind != "benign"]
+    malicious = [i for i, kind in enumerate(class_kinds) if kind == "malicious"]
     if stage == "pretrain":
         if not benign:
             raise DatasetError("pre-training needs benign flows; the dataset has no benign class")

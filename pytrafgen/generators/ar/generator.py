@@ -25,13 +25,14 @@ from pytrafgen.interfaces import Generator
 
 if TYPE_CHECKING:
     import torch
-    from pytrafgen.dataset import TrafficDataset
 
+    from pytrafgen.dataset import TrafficDataset
     from pytrafgen.generators.ar.model import GPT
     from pytrafgen.generators.ar.train import Snapshot
     from pytrafgen.records import FieldRecords
 
 STAGES = ("pretrain", "finetune")
+MAX_SAMPLING_ROUNDS = 20
 # fit() settings that are not model or TrainConfig fields
 _RUN_SETTINGS = {"stage", "size", "device", "checkpoint_dir", "resume", "quiet"}
 
@@ -59,6 +60,7 @@ class ARGenerator(Generator):
         self.show_progress = True
         self._vocab: Any = None
         self._sampling_model: tuple[str, GPT] | None = None
+        self.last_sample_stats: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------ fit
 
@@ -123,13 +125,14 @@ class ARGenerator(Generator):
         elif self.model_config is not None:  # continue from trained weights: keep their shape
             model_cfg = replace(self.model_config, lora_rank=int(overrides.get("lora_rank") or 0),
                                 dropout=overrides.get("dropout", self.model_config.dropout))
+        torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank and every run
         model = GPT(model_cfg)
         if resume is None and self.weights is not None:
             missing, unexpected = model.load_state_dict(self.weights, strict=False)
             if unexpected or any("lora_" not in m for m in missing):
                 raise CheckpointError(f"weights do not fit the model: missing {missing}, unexpected {unexpected}")
         model.to(device)
-        torch.manual_seed(train_cfg.seed + ctx.rank)
+        torch.manual_seed(train_cfg.seed + ctx.rank)  # dropout differs per rank
 
         special = tok.special_tokens(vocab)
         kinds = [dataset.class_kinds[c] for c in dataset.classes]
@@ -214,6 +217,11 @@ class ARGenerator(Generator):
         return self._sampling_model[1], device
 
     def sample(self, counts: Mapping[str, int], seed: int = 0) -> FieldRecords:
+        """``counts[class]`` flows per class. The grammar guarantees structure but not the
+        content of application messages (HTTP, MQTT), which the protocol plugin judges when
+        decoding: a flow it rejects is drawn again (up to ``MAX_SAMPLING_ROUNDS`` rounds);
+        ``last_sample_stats`` says how many were."""
+        import numpy as np
         from rich.progress import Progress
 
         from pytrafgen.generators.ar import tokens as tok
@@ -224,13 +232,30 @@ class ARGenerator(Generator):
         special = tok.special_tokens(vocab)
         grammar = tok.grammar_tables(vocab, device)
         class_tokens = tok.class_tokens(vocab)
-        total = sum(int(n) for n in counts.values())
+        wanted = {name: int(n) for name, n in counts.items() if int(n) > 0}
+        kept: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+        rejected: dict[str, int] = {}
+        total = sum(wanted.values())
         with Progress(disable=not self.show_progress or total == 0) as progress:
             task = progress.add_task("sampling flows", total=total)
-            sequences, _ = sample_classes(model, grammar, special.bos, special.eos, class_tokens, counts,
-                                          self.sampling, seed, device,
-                                          lambda n: progress.advance(task, n))
-        return tok.decode_sequences(sequences, vocab)
+            for round_ in range(MAX_SAMPLING_ROUNDS):
+                missing = {name: n - len(kept[name]) for name, n in wanted.items() if len(kept[name]) < n}
+                if not missing:
+                    break
+                round_seed = int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
+                sequences, names = sample_classes(model, grammar, special.bos, special.eos, class_tokens,
+                                                  missing, self.sampling, round_seed, device)
+                for seq, ok, name in zip(sequences, tok.decodable(sequences, vocab, rejected), names, strict=True):
+                    if ok:
+                        kept[name].append(seq)
+                        progress.advance(task)
+        short = {name: n - len(kept[name]) for name, n in wanted.items() if len(kept[name]) < n}
+        if short:
+            raise PytrafgenError(
+                f"after {MAX_SAMPLING_ROUNDS} rounds the model still emits undecodable flows for "
+                f"{', '.join(f'{k} ({v} missing)' for k, v in short.items())}: {rejected}; train it longer")
+        self.last_sample_stats = {"flows": total, "redrawn": sum(rejected.values()), "redrawn_reasons": rejected}
+        return tok.decode_sequences([seq for name in wanted for seq in kept[name]], vocab)
 
     # ----------------------------------------------------------------------- save / load
 

@@ -14,8 +14,8 @@ from pytrafgen.generators.ar.data import SpecialTokens
 
 if TYPE_CHECKING:
     import torch
-    from pytrafgen.dataset import TrafficDataset
 
+    from pytrafgen.dataset import TrafficDataset
     from pytrafgen.generators.ar.sample import GrammarTables
     from pytrafgen.records import FieldRecords
     from pytrafgen.tokenizer.vocab import Vocabulary
@@ -63,19 +63,47 @@ def grammar_tables(vocab: Vocabulary, device: torch.device) -> GrammarTables:
     return GrammarTables(allowed.bool(), next_state.long(), int(grammar.start_state))
 
 
+def decodable(sequences: Sequence[np.ndarray], vocab: Vocabulary, reasons: dict[str, int]) -> list[bool]:
+    """Whether each sequence decodes (application messages included); counts the failures'
+    reasons into ``reasons``. One batch decode when all pass, per flow only otherwise."""
+    from pytrafgen.tokenizer import decode
+
+    if not sequences:
+        return []
+    skipped: dict[str, int] = {}
+    tokens, offsets = _concat(sequences)
+    decode(tokens, offsets, vocab, skipped=skipped)
+    if not skipped:
+        return [True] * len(sequences)
+    for reason, n in skipped.items():
+        reasons[reason] = reasons.get(reason, 0) + n
+    ok = []
+    for seq in sequences:
+        one: dict[str, int] = {}
+        decode(seq, np.array([0, len(seq)], np.int64), vocab, skipped=one)
+        ok.append(not one)
+    return ok
+
+
+def _concat(sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = np.concatenate(list(sequences)).astype(np.uint16) if len(sequences) else np.zeros(0, np.uint16)
+    return tokens, offsets
+
+
 def decode_sequences(sequences: Sequence[np.ndarray], vocab: Vocabulary) -> FieldRecords:
     """Field records of ``BOS CLASS … EOS`` token sequences (classes from their class tokens)."""
     from pytrafgen.tokenizer import decode
 
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    tokens = np.concatenate(list(sequences)).astype(np.uint16) if len(sequences) else np.zeros(0, np.uint16)
-    return decode(tokens, offsets, vocab)
+    tokens, offsets = _concat(sequences)
+    return decode(tokens, offsets, vocab, strict=True)
 
 
 __all__ = [
     "address_plan_json",
     "class_tokens",
+    "decodable",
     "decode_sequences",
     "grammar_tables",
     "special_tokens",

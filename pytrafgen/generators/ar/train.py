@@ -116,6 +116,7 @@ class TrainState:
     best_val: float | None = None
     evals_since_best: int = 0
     stopped_early: bool = False
+    train_loss: float | None = None  # smoothed (EMA 0.9)
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,7 +241,6 @@ def train_stage(
         TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn(),
         disable=not (show_progress and ctx.is_main),
     )
-    smoothed: float | None = None
     with progress:
         task = progress.add_task(stage, total=cfg.steps, completed=state.step, loss="-", val="-", rate="-")
         # 3. loop
@@ -263,7 +263,8 @@ def train_stage(
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise PytrafgenError(f"{stage}: training loss became {value} at step {state.step}; lower --lr")
-            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            smoothed = value if state.train_loss is None else 0.9 * state.train_loss + 0.1 * value
+            state.train_loss = smoothed
             now = time.perf_counter()
             rate = (state.step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
             progress.update(task, completed=state.step, loss=f"{smoothed:.3f}", rate=f"{rate:,.0f}")

@@ -25,6 +25,7 @@ from pytrafgen.generators.baseline_ckpt import (
     dataset_dir,
     read_checkpoint,
     state_to_arrays,
+    training_progress,
     write_checkpoint,
 )
 from pytrafgen.generators.baseline_data import EmpiricalParts, FlowSet, assemble_records
@@ -42,7 +43,7 @@ SIZES: dict[str, dict[str, int]] = {
              "batch_size": 128},
 }
 DEFAULTS: dict[str, Any] = {"size": "small", "seed": 0, "lr": 3e-4, "drop_label": 0.1, "guidance": 2.0,
-                            "repair": True, "device": "auto", "payload_cap": 512, "payload_per_key": 256,
+                            "repair": True, "device": "auto", "payload_cap": 512, "payload_per_key": 256, "quiet": True,
                             "sample_batch": 512}
 
 
@@ -116,15 +117,16 @@ class DiffusionGenerator(Generator):
         iterations, batch = int(s["iterations"]), int(s["batch_size"])
         started = time.perf_counter()
         loss = torch.zeros(())
-        for step in range(iterations):
-            idx = torch.multinomial(weights, batch, replacement=True)
-            loss = diffusion.loss(images[idx].float(), labels[idx], float(s["drop_label"]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            if progress is not None:
-                progress(step + 1, iterations)
+        with training_progress("diffusion: training", bool(s["quiet"]), progress) as report:
+            for step in range(iterations):
+                idx = torch.multinomial(weights, batch, replacement=True)
+                loss = diffusion.loss(images[idx].float(), labels[idx], float(s["drop_label"]))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                if report is not None:
+                    report(step + 1, iterations)
         self.net = model.cpu().eval()
         self.history = {"iterations": iterations, "seconds": time.perf_counter() - started,
                         "final_loss": loss.item()}

@@ -25,6 +25,7 @@ from pytrafgen.generators.baseline_ckpt import (
     dataset_dir,
     read_checkpoint,
     state_to_arrays,
+    training_progress,
     write_checkpoint,
 )
 from pytrafgen.generators.baseline_data import EmpiricalParts, FlowSet, assemble_records
@@ -41,7 +42,7 @@ SIZES: dict[str, dict[str, int]] = {
              "iterations": 20000, "batch_size": 256},
 }
 DEFAULTS: dict[str, Any] = {"size": "small", "seed": 0, "lr": 1e-3, "gp_weight": 10.0, "aux_weight": 1.0,
-                            "n_ports": 32, "device": "auto", "payload_cap": 512, "payload_per_key": 256,
+                            "n_ports": 32, "device": "auto", "payload_cap": 512, "payload_per_key": 256, "quiet": True,
                             "sample_batch": 4096}
 
 
@@ -122,30 +123,31 @@ class GanGenerator(Generator):
         gp_w, aux_w = float(s["gp_weight"]), float(s["aux_weight"])
         started = time.perf_counter()
         d_loss = g_loss = torch.zeros(())
-        for step in range(iterations):
-            idx = torch.multinomial(weights, batch, replacement=True)
-            cls = onehot[idx]
-            real_full = torch.cat([cls, attrs[idx], feats[idx].flatten(1)], 1)
-            real_attr = torch.cat([cls, attrs[idx]], 1)
-            with torch.no_grad():
-                fa, ff = gen(cls)
-            fake_full = torch.cat([cls, fa, ff.flatten(1)], 1)
-            fake_attr = torch.cat([cls, fa], 1)
-            d_loss = (critic(fake_full).mean() - critic(real_full).mean()
-                      + gp_w * gradient_penalty(critic, real_full, fake_full)
-                      + aux_w * (aux(fake_attr).mean() - aux(real_attr).mean()
-                                 + gp_w * gradient_penalty(aux, real_attr, fake_attr)))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+        with training_progress("gan: training", bool(s["quiet"]), progress) as report:
+            for step in range(iterations):
+                idx = torch.multinomial(weights, batch, replacement=True)
+                cls = onehot[idx]
+                real_full = torch.cat([cls, attrs[idx], feats[idx].flatten(1)], 1)
+                real_attr = torch.cat([cls, attrs[idx]], 1)
+                with torch.no_grad():
+                    fa, ff = gen(cls)
+                fake_full = torch.cat([cls, fa, ff.flatten(1)], 1)
+                fake_attr = torch.cat([cls, fa], 1)
+                d_loss = (critic(fake_full).mean() - critic(real_full).mean()
+                          + gp_w * gradient_penalty(critic, real_full, fake_full)
+                          + aux_w * (aux(fake_attr).mean() - aux(real_attr).mean()
+                                     + gp_w * gradient_penalty(aux, real_attr, fake_attr)))
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
 
-            fa, ff = gen(cls)
-            g_loss = -critic(torch.cat([cls, fa, ff.flatten(1)], 1)).mean() - aux_w * aux(torch.cat([cls, fa], 1)).mean()
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            if progress is not None:
-                progress(step + 1, iterations)
+                fa, ff = gen(cls)
+                g_loss = -critic(torch.cat([cls, fa, ff.flatten(1)], 1)).mean() - aux_w * aux(torch.cat([cls, fa], 1)).mean()
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+                if report is not None:
+                    report(step + 1, iterations)
         self.net = gen.cpu().eval()
         self.history = {"iterations": iterations, "seconds": time.perf_counter() - started,
                         "final_d_loss": d_loss.item(), "final_g_loss": g_loss.item()}

@@ -8,18 +8,19 @@ the compliance rules (``pytrafgen_http.rules``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pytrafgen import hookimpl
 from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
-
 from pytrafgen_http.messages import build_message, message_fields, split_messages
 from pytrafgen_http.tokens import METHODS, TOKEN_NAMES, decode_payload, encode_payload
 
 __version__ = "0.1.0"
 
 _REQUEST_STARTS = tuple(m.encode() + b" " for m in METHODS)
+_ANY_REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]* [^\r\n]+ HTTP/[0-9]\.[0-9]\r?\n")
 
 
 class HttpProtocol(ProtocolSpec):
@@ -44,6 +45,8 @@ class HttpProtocol(ProtocolSpec):
 
     def recognise(self, server_port: int, client_payload: bytes, server_payload: bytes) -> bool:
         if client_payload.startswith(_REQUEST_STARTS) or server_payload.startswith(b"HTTP/1."):
+            return True
+        if _ANY_REQUEST_LINE.match(client_payload):  # an unknown method is still HTTP (HTTP-004)
             return True
         # Payload that is there but is not HTTP wins over the port (e.g. a scanner's probes).
         return not client_payload and not server_payload and server_port in self.default_ports

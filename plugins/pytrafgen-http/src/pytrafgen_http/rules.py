@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from pytrafgen.interfaces import Rule
-
 from pytrafgen_http.tokens import METHODS
 
 Indices = tuple[np.ndarray, np.ndarray]

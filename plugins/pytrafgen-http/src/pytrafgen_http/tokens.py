@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pytrafgen.errors import TokenError
-
 from pytrafgen_http.messages import Header, RawMessage, split_messages
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")

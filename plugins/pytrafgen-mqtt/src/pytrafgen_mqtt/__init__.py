@@ -13,8 +13,14 @@ from typing import Any, ClassVar
 
 from pytrafgen import hookimpl
 from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
-
-from pytrafgen_mqtt.packets import TYPE_NUMBER, build_packet, packet_fields, split_packets, stream_version
+from pytrafgen_mqtt.packets import (
+    TYPE_NUMBER,
+    build_packet,
+    packet_fields,
+    plausible,
+    split_packets,
+    stream_version,
+)
 from pytrafgen_mqtt.tokens import TOKEN_NAMES, decode_payload, encode_payload
 
 __version__ = "0.1.0"
@@ -26,6 +32,13 @@ def _starts_with_connect(payload: bytes) -> bool:
     if not packets or packets[0].type != TYPE_NUMBER["CONNECT"]:
         return False
     return packets[0].body[2:6] == b"MQTT" or packets[0].body[2:8] == b"MQIsdp"
+
+
+def _frames_as_mqtt(payload: bytes) -> bool:
+    """Bytes that split into plausible MQTT packets end to end (the last may be cut short),
+    at least one of them complete."""
+    packets, _, error = split_packets(payload)
+    return error in (None, "incomplete") and plausible(packets) and any(p.complete for p in packets)
 
 
 class MqttProtocol(ProtocolSpec):
@@ -55,13 +68,11 @@ class MqttProtocol(ProtocolSpec):
     def recognise(self, server_port: int, client_payload: bytes, server_payload: bytes) -> bool:
         if _starts_with_connect(client_payload):
             return True
-        if server_port not in self.default_ports:
-            return False
-        # On the MQTT port, a capture that starts mid-session: the client bytes must frame as
-        # MQTT packets of real types (the first 512 bytes may cut the last one short).
-        packets, _, error = split_packets(client_payload)
-        framed = bool(packets) and all(p.type != 0 for p in packets) and error in (None, "incomplete")
-        return not client_payload or framed
+        if server_port in self.default_ports:
+            return not client_payload or _frames_as_mqtt(client_payload)
+        # A capture that starts mid-session may take the broker for the client: then both
+        # sides must frame as MQTT, packet after packet, with valid fixed headers.
+        return _frames_as_mqtt(client_payload) and _frames_as_mqtt(server_payload)
 
     def encode(self, payload: bytes, direction: int) -> list[int] | None:
         return encode_payload(payload)

@@ -108,6 +108,17 @@ def split_packets(data: bytes) -> tuple[list[RawPacket], int, str | None]:
     return packets, pos, None
 
 
+def plausible(packets: list[RawPacket]) -> bool:
+    """Whether packets from ``split_packets`` look like MQTT rather than other bytes that
+    happen to frame (the middle of a large PUBLISH): every one has a real type and the
+    fixed-header flags its type requires (PUBLISH: QoS below 3)."""
+    for p in packets:
+        publish = p.type == TYPE_NUMBER["PUBLISH"]
+        if p.type == 0 or (publish and (p.flags >> 1) & 3 == 3) or (not publish and p.flags != REQUIRED_FLAGS[p.type]):
+            return False
+    return bool(packets)
+
+
 class _Cursor:
     def __init__(self, data: bytes) -> None:
         self.data = data

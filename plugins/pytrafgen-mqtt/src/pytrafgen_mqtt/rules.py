@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from pytrafgen.interfaces import Rule
-
 from pytrafgen_mqtt.packets import REQUIRED_FLAGS, TYPE_NUMBER
 
 Indices = tuple[np.ndarray, np.ndarray]

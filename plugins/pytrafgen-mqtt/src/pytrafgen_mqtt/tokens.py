@@ -27,8 +27,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pytrafgen.errors import TokenError
-
-from pytrafgen_mqtt.packets import TYPE_NAMES, RawPacket, decode_varint, encode_varint, split_packets
+from pytrafgen_mqtt.packets import (
+    TYPE_NAMES,
+    RawPacket,
+    decode_varint,
+    encode_varint,
+    plausible,
+    split_packets,
+)
 
 STRUCTURE = (
     "PKT_END", "RL_DERIVED", "RL_EXPLICIT", "RAW", "STR_END", "PROPS_END", "PNAME:MQTT",
@@ -132,10 +138,10 @@ def _encode_packet(p: RawPacket, out: list[int]) -> None:
 
 def encode_payload(payload: bytes) -> list[int] | None:
     """Local token ids for a payload made of whole MQTT packets (the last may be cut short),
-    or None when it does not start and end on packet boundaries."""
+    or None when it does not start and end on packet boundaries or does not look like MQTT."""
     packets, consumed, _ = split_packets(payload)
-    if not packets or consumed != len(payload):
-        return None
+    if consumed != len(payload) or not plausible(packets):
+        return None  # kept as bytes; packets with wrong flags are still written exactly that way
     out: list[int] = []
     for p in packets:
         _encode_packet(p, out)

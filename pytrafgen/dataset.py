@@ -1,0 +1,215 @@
+"""Tokenized datasets: a directory of uint16 token shards per split plus JSON metadata.
+
+Layout (docs/architecture.md §4)::
+
+    manifest.json        format, classes and their kinds, counts per split, vocabulary hash,
+                         settings, seed, sources
+    vocab.json           the Vocabulary (its hash is checked against the manifest on open)
+    address_plan.json    AddressPlan learned from the training split
+    {split}.tokens.u16   raw uint16 tokens of every flow of the split, concatenated
+    {split}.offsets.npy  int64 (F + 1): flow k is tokens[offsets[k]:offsets[k+1]]
+    {split}.labels.npy   int16 (F): class index per flow
+
+Splits are by flow, stratified by class and reproducible by seed (``split_flows``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pytrafgen.atomic import atomic_dir
+from pytrafgen.errors import DatasetError
+from pytrafgen.tokenizer.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from pytrafgen.address_plan import AddressPlan
+    from pytrafgen.records import FieldRecords
+
+DATASET_FORMAT = "pytrafgen-dataset"
+DATASET_VERSION = 1
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+def split_flows(labels: np.ndarray, seed: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) per flow, stratified by class.
+
+    Within each class the flows are shuffled with a generator seeded by ``(seed, class)``, so
+    a class's split does not depend on which other classes are present. A class with at least
+    3 flows gets at least one validation and one test flow.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise DatasetError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    labels = np.asarray(labels)
+    split = np.zeros(len(labels), np.int8)
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng = np.random.default_rng([int(seed), int(cls)])
+        idx = idx[rng.permutation(len(idx))]
+        n = len(idx)
+        n_val = round(n * fractions[1])
+        n_test = round(n * fractions[2])
+        if n >= 3:
+            n_val = max(n_val, 1 if fractions[1] > 0 else 0)
+            n_test = max(n_test, 1 if fractions[2] > 0 else 0)
+        n_val = min(n_val, n)
+        n_test = min(n_test, n - n_val)
+        split[idx[n - n_val - n_test: n - n_test]] = 1
+        split[idx[n - n_test:]] = 2
+    return split
+
+
+def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offsets: np.ndarray,
+                  labels: np.ndarray, *, class_kinds: Mapping[str, str], seed: int,
+                  address_plan: AddressPlan | None = None, settings: Mapping[str, Any] | None = None,
+                  sources: Sequence[Mapping[str, Any]] = (), fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                  split: np.ndarray | None = None) -> dict[str, Any]:
+    """Write flows (``tokens[offsets[k]:offsets[k+1]]``, class ``labels[k]``) as a dataset, atomically.
+
+    ``split`` (0/1/2 per flow) defaults to ``split_flows(labels, seed, fractions)``. Returns the manifest.
+    """
+    tokens = np.ascontiguousarray(tokens, np.uint16)
+    offsets = np.asarray(offsets, np.int64)
+    labels = np.asarray(labels, np.int16)
+    if len(offsets) != len(labels) + 1:
+        raise DatasetError(f"{len(labels)} labels for {len(offsets) - 1} flows")
+    if split is None:
+        split = split_flows(labels, seed, fractions)
+    pkt = vocab.special("PKT")
+    is_pkt = np.concatenate([[0], np.cumsum(tokens == pkt, dtype=np.int64)])
+    packets_per_flow = is_pkt[offsets[1:]] - is_pkt[offsets[:-1]]
+    counts: dict[str, Any] = {}
+    with atomic_dir(path) as tmp:
+        for s, name in enumerate(SPLITS):
+            idx = np.flatnonzero(split == s)
+            lengths = offsets[idx + 1] - offsets[idx]
+            split_offsets = np.zeros(len(idx) + 1, np.int64)
+            split_offsets[1:] = np.cumsum(lengths)
+            starts = np.repeat(offsets[idx] - split_offsets[:-1], lengths) + np.arange(int(split_offsets[-1]))
+            tokens[starts].tofile(tmp / f"{name}.tokens.u16")
+            np.save(tmp / f"{name}.offsets.npy", split_offsets)
+            np.save(tmp / f"{name}.labels.npy", labels[idx])
+            per_class = np.bincount(labels[idx], minlength=len(vocab.classes)) if len(idx) else np.zeros(
+                len(vocab.classes), np.int64)
+            counts[name] = {
+                "flows": len(idx),
+                "packets": int(packets_per_flow[idx].sum()),
+                "tokens": int(split_offsets[-1]),
+                "per_class": {c: int(per_class[k]) for k, c in enumerate(vocab.classes)},
+            }
+        vocab.save(tmp / "vocab.json")
+        if address_plan is not None:
+            address_plan.save(tmp / "address_plan.json")
+        manifest = {
+            "format": DATASET_FORMAT,
+            "version": DATASET_VERSION,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "classes": list(vocab.classes),
+            "class_kinds": {c: class_kinds.get(c, "unknown") for c in vocab.classes},
+            "vocab_hash": vocab.hash,
+            "vocab_size": vocab.size,
+            "seed": int(seed),
+            "split_fractions": list(fractions),
+            "settings": dict(settings or {}),
+            "counts": counts,
+            "sources": [dict(s) for s in sources],
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+class TrafficDataset:
+    """A tokenized dataset directory, opened read-only (token shards are memory-mapped)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise DatasetError(f"{self.path}: not a dataset directory")
+        try:
+            self.manifest: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
+        except FileNotFoundError:
+            raise DatasetError(f"{self.path}: manifest.json missing (not a tokenized dataset?)") from None
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{self.path}/manifest.json: not valid JSON ({exc})") from None
+        if self.manifest.get("format") != DATASET_FORMAT:
+            raise DatasetError(f"{self.path}: manifest.json is not a pytrafgen dataset manifest")
+        if self.manifest.get("version") != DATASET_VERSION:
+            raise DatasetError(f"{self.path}: dataset version {self.manifest.get('version')} is not supported")
+        self.vocab = Vocabulary.load(self.path / "vocab.json")
+        if self.vocab.hash != self.manifest.get("vocab_hash"):
+            raise DatasetError(f"{self.path}: vocab.json (hash {self.vocab.hash}) is not the vocabulary the "
+                               f"dataset was written with ({self.manifest.get('vocab_hash')})")
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def class_kinds(self) -> dict[str, str]:
+        """Class name → "benign" / "malicious" (as the labels manifest said; "unknown" if it did not)."""
+        return dict(self.manifest["class_kinds"])
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.manifest["settings"])
+
+    def _file(self, split: str, suffix: str) -> Path:
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        f = self.path / f"{split}.{suffix}"
+        if not f.exists():
+            raise DatasetError(f"{f}: missing")
+        return f
+
+    def tokens(self, split: str) -> np.ndarray:
+        """All tokens of the split (uint16, memory-mapped)."""
+        f = self._file(split, "tokens.u16")
+        if f.stat().st_size == 0:
+            return np.zeros(0, np.uint16)
+        return np.memmap(f, dtype=np.uint16, mode="r")
+
+    def offsets(self, split: str) -> np.ndarray:
+        offsets = np.load(self._file(split, "offsets.npy"))
+        if offsets.ndim != 1 or offsets[-1] != self._file(split, "tokens.u16").stat().st_size // 2:
+            raise DatasetError(f"{self.path}: {split}.offsets.npy does not match {split}.tokens.u16")
+        return offsets
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.load(self._file(split, "labels.npy"))
+
+    def n_flows(self, split: str) -> int:
+        return int(self.manifest["counts"][split]["flows"])
+
+    def flow(self, split: str, k: int) -> np.ndarray:
+        """The tokens of flow ``k`` of ``split``."""
+        offsets = self.offsets(split)
+        return np.asarray(self.tokens(split)[offsets[k]:offsets[k + 1]])
+
+    def records(self, split: str, *, strict: bool = True) -> FieldRecords:
+        """The split decoded into FieldRecords (flows in split order)."""
+        from pytrafgen.tokenizer.decode import decode
+
+        return decode(np.asarray(self.tokens(split)), self.offsets(split), self.vocab, strict=strict)
+
+    @cached_property
+    def address_plan(self) -> AddressPlan:
+        from pytrafgen.address_plan import AddressPlan
+
+        f = self.path / "address_plan.json"
+        if not f.exists():
+            raise DatasetError(f"{f}: missing")
+        return AddressPlan.load(f)
+
+    def __repr__(self) -> str:
+        counts = {s: self.manifest["counts"][s]["flows"] for s in SPLITS}
+        return f"TrafficDataset({self.path}, classes={self.classes}, flows={counts}, vocab={self.vocab.hash})"
+
+
+__all__ = ["DATASET_FORMAT", "SPLITS", "TrafficDataset", "split_flows", "write_dataset"]

@@ -1,0 +1,187 @@
+"""Captures + a labels manifest → a tokenized dataset (what ``pytrafgen tokenize`` runs).
+
+Each capture is read, its flows assembled and encoded in a worker process (files in
+parallel); every flow of a file gets the file's class. The flows of all files are then split
+(by flow, stratified by class, seeded), the address plan is learned from the training flows,
+and the dataset is written atomically.
+
+The labels manifest is a CSV with at least ``file`` and ``class`` columns (``label``:
+benign / malicious, optional; other columns ignored), paths relative to the manifest's folder
+— the format of the shared capture manifests.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from pytrafgen.errors import DatasetError
+from pytrafgen.tokenizer.encode import DEFAULT_MAX_APP_TOKENS
+from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP, Vocabulary
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
+
+
+@dataclass(frozen=True)
+class LabelEntry:
+    path: Path
+    class_name: str
+    kind: str  # "benign", "malicious" or "unknown"
+
+
+def read_labels(manifest: str | Path) -> dict[Path, LabelEntry]:
+    """Resolved capture path → its label entry, from a ``file,class[,label,…]`` CSV."""
+    manifest = Path(manifest)
+    try:
+        with manifest.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns = set(reader.fieldnames or ())
+            if not {"file", "class"} <= columns:
+                raise DatasetError(f"{manifest}: labels manifest needs columns 'file' and 'class' "
+                                   f"(has: {', '.join(sorted(columns)) or 'none'})")
+            rows = list(reader)
+    except FileNotFoundError:
+        raise DatasetError(f"{manifest}: labels manifest not found") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{manifest}: not a readable CSV ({exc})") from None
+    entries: dict[Path, LabelEntry] = {}
+    for line, row in enumerate(rows, start=2):
+        name, cls = (row.get("file") or "").strip(), (row.get("class") or "").strip()
+        if not name or not cls:
+            raise DatasetError(f"{manifest}: line {line}: empty 'file' or 'class'")
+        path = (manifest.parent / name).resolve()
+        kind = (row.get("label") or "unknown").strip() or "unknown"
+        entries[path] = LabelEntry(path, cls, kind)
+    return entries
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Capture files named directly or found (recursively, sorted) in the directories named."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in CAPTURE_SUFFIXES))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DatasetError(f"{p}: no such file or directory")
+    if not files:
+        raise DatasetError("no capture files found in " + ", ".join(str(i) for i in inputs))
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    return unique
+
+
+def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_timeout_s: float,
+                  max_flow_packets: int, max_app_tokens: int) -> dict[str, Any]:
+    """One capture → its flows' tokens and what the address plan needs (runs in a worker)."""
+    from pytrafgen.capture import read_pcap
+    from pytrafgen.flows import assemble_flows
+    from pytrafgen.tokenizer.encode import encode_flows
+
+    vocab = Vocabulary.from_json(vocab_json)
+    table = read_pcap(path)
+    flows = assemble_flows(table, idle_timeout_s=idle_timeout_s, max_flow_packets=max_flow_packets)
+    labels = np.full(len(flows), class_index, np.int32)
+    enc = encode_flows(table, flows, labels, vocab, max_app_tokens=max_app_tokens)
+    kept = enc.encoded_flows
+    lengths = np.diff(enc.offsets)[kept]
+    first = np.asarray(flows.first_packet, np.int64)[kept]
+    return {
+        "path": path,
+        "tokens": enc.tokens,
+        "lengths": lengths,
+        "packets": len(table),
+        "flows": len(flows),
+        "encoded_packets": enc.packets,
+        "skipped": {**{f"read_{k}": int(v) for k, v in table.skipped.items()}, **enc.skipped},
+        "app_packets": enc.app_packets,
+        # what AddressPlan.learn reads: each kept flow's first packet and its roles' addresses
+        "first_packets": table.take(first),
+        "l3": np.asarray(flows.l3)[kept],
+        "client_addr": np.asarray(flows.client_addr)[kept],
+        "server_addr": np.asarray(flows.server_addr)[kept],
+        "first_direction": np.asarray(flows.direction)[first],
+    }
+
+
+def _learn_plan(results: list[dict[str, Any]], labels: np.ndarray, train: np.ndarray, classes: list[str]) -> Any:
+    from pytrafgen.address_plan import AddressPlan
+    from pytrafgen.capture import PacketTable
+
+    table = PacketTable.concat([r["first_packets"] for r in results]).take(train)
+    flows = SimpleNamespace(
+        l3=np.concatenate([r["l3"] for r in results])[train],
+        client_addr=np.concatenate([r["client_addr"] for r in results])[train],
+        server_addr=np.concatenate([r["server_addr"] for r in results])[train],
+        direction=np.concatenate([r["first_direction"] for r in results])[train],
+        first_packet=np.arange(len(train), dtype=np.int64),
+    )
+    return AddressPlan.learn(table, flows, labels[train], classes)
+
+
+def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path, out: str | Path, *,
+                      payload_cap: int = DEFAULT_PAYLOAD_CAP, seed: int = 0, workers: int = 1,
+                      idle_timeout_s: float = 120.0, max_flow_packets: int = 0,
+                      max_app_tokens: int = DEFAULT_MAX_APP_TOKENS,
+                      on_file_done: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Tokenize ``inputs`` into a dataset at ``out``; returns its manifest."""
+    from pytrafgen.dataset import split_flows, write_dataset
+
+    entries = read_labels(labels_csv)
+    files = expand_inputs(inputs)
+    missing = [f for f in files if f not in entries]
+    if missing:
+        raise DatasetError(f"{missing[0]}: not in the labels manifest {labels_csv}"
+                           + (f" (and {len(missing) - 1} more files)" if len(missing) > 1 else ""))
+    classes = sorted({entries[f].class_name for f in files})
+    kinds: dict[str, str] = {}
+    for f in files:
+        kinds.setdefault(entries[f].class_name, entries[f].kind)
+    vocab = Vocabulary.from_registry(classes, payload_cap)
+    args = [(str(f), classes.index(entries[f].class_name), vocab.to_json(), idle_timeout_s, max_flow_packets,
+             max_app_tokens) for f in files]
+    results: dict[str, dict[str, Any]] = {}
+    if workers <= 1 or len(files) == 1:
+        for a in args:
+            results[a[0]] = tokenize_file(*a)
+            if on_file_done:
+                on_file_done(Path(a[0]))
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+        with ProcessPoolExecutor(max_workers=min(workers, len(files)), mp_context=ctx) as pool:
+            futures = {pool.submit(tokenize_file, *a): a[0] for a in args}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                if on_file_done:
+                    on_file_done(Path(futures[fut]))
+    ordered = [results[a[0]] for a in args]  # file order, whatever order workers finished in
+    tokens = np.concatenate([r["tokens"] for r in ordered]) if ordered else np.zeros(0, np.uint16)
+    lengths = np.concatenate([r["lengths"] for r in ordered])
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    offsets[1:] = np.cumsum(lengths)
+    labels = np.concatenate([np.full(len(r["lengths"]), a[1], np.int16) for r, a in zip(ordered, args, strict=True)])
+    if len(labels) == 0:
+        raise DatasetError("no flow could be tokenized from " + ", ".join(str(f) for f in files))
+    split = split_flows(labels, seed)
+    plan = _learn_plan(ordered, labels, np.flatnonzero(split == 0), classes)
+    sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
+                "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
+                "skipped": r["skipped"], "app_packets": r["app_packets"]}
+               for r, a in zip(ordered, args, strict=True)]
+    settings = {"payload_cap": payload_cap, "idle_timeout_s": idle_timeout_s,
+                "max_flow_packets": max_flow_packets, "max_app_tokens": max_app_tokens,
+                "app_protocols": [p.name for p in vocab.app_protocols]}
+    return write_dataset(out, vocab, tokens, offsets, labels, class_kinds=kinds, seed=seed, address_plan=plan,
+                         settings=settings, sources=sources, split=split)
+
+
+__all__ = ["LabelEntry", "expand_inputs", "read_labels", "tokenize_captures", "tokenize_file"]
