@@ -114,28 +114,33 @@ def sample_counts(real_labels: np.ndarray, classes: list[str], per_class: int) -
     return {c: int(min(present[k], per_class)) for k, c in enumerate(classes) if present[k]}
 
 
+def timed(fn: Any) -> tuple[Any, float, float]:
+    """(result, wall seconds, CPU seconds of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def run_one(name: str, dataset: RecordsDataset, settings: dict[str, Any], full_iterations: int | None,
             counts: dict[str, int], plan: AddressPlan, real: EvalSet, out_dir: Path) -> dict[str, Any]:
     gen = get_generator(name)(settings)
-    started = time.perf_counter()
-    gen.fit(dataset, settings)
-    fit_s = time.perf_counter() - started
+    _, fit_s, fit_cpu = timed(lambda: gen.fit(dataset, settings))
     result: dict[str, Any] = {"generator": name, "settings": {k: v for k, v in gen.settings.items()
-                                                               if not isinstance(v, dict)}, "fit_seconds": fit_s}
+                                                               if not isinstance(v, dict)},
+                              "fit_seconds": fit_s, "fit_cpu_seconds": fit_cpu}
     if full_iterations is not None:
         steps = int(gen.settings["iterations"])
-        per_step = gen.history["seconds"] / steps
-        result.update(measured_iterations=steps, seconds_per_iteration=per_step, size_iterations=full_iterations,
-                      extrapolated_full_training_seconds=per_step * full_iterations + (fit_s - gen.history["seconds"]))
-    started = time.perf_counter()
-    records = gen.sample(counts, seed=1)
-    sample_s = time.perf_counter() - started
-    started = time.perf_counter()
-    summary = write_records(out_dir / f"{name}.pcap", records, plan, seed=1)
-    write_s = time.perf_counter() - started
+        per_step = gen.history["cpu_seconds"] / steps
+        result.update(measured_iterations=steps, cpu_seconds_per_iteration=per_step,
+                      size_iterations=full_iterations,
+                      extrapolated_full_training_cpu_seconds=per_step * full_iterations
+                      + (fit_cpu - gen.history["cpu_seconds"]))
+    records, sample_s, sample_cpu = timed(lambda: gen.sample(counts, seed=1))
+    summary, write_s, _ = timed(lambda: write_records(out_dir / f"{name}.pcap", records, plan, seed=1))
     result.update(sampled_flows=records.n_flows, sampled_packets=records.n_packets, sample_seconds=sample_s,
-                  flows_per_second=records.n_flows / sample_s, packets_per_second=records.n_packets / sample_s,
-                  pcap_write_seconds=write_s, pcap_packets=summary["packets"], build_skipped=summary["skipped"])
+                  sample_cpu_seconds=sample_cpu, flows_per_cpu_second=records.n_flows / sample_cpu,
+                  packets_per_cpu_second=records.n_packets / sample_cpu, pcap_write_seconds=write_s,
+                  pcap_packets=summary["packets"], build_skipped=summary["skipped"])
     fid = fidelity(real, generated_evalset(records, plan, real.class_kinds))
     per_class = [v["emd_mean"] for v in fid["per_class"].values() if v["emd_mean"] is not None]
     # a class with a single real flow has constant flow-level fields, whose EMD is unscaled (bytes):
@@ -143,8 +148,8 @@ def run_one(name: str, dataset: RecordsDataset, settings: dict[str, Any], full_i
     result["fidelity"] = {"emd_mean": fid.get("emd_mean"), "jsd_mean": fid.get("jsd_mean"),
                           "emd_median_over_classes": float(np.median(per_class)) if per_class else None,
                           "per_class_emd": {c: v["emd_mean"] for c, v in fid["per_class"].items()}}
-    print(f"{name}: fit {fit_s:.1f}s, sample {records.n_flows} flows in {sample_s:.2f}s, "
-          f"fidelity {result['fidelity']}", file=sys.stderr)
+    print(f"{name}: fit {fit_cpu:.1f} CPU s, sample {records.n_flows} flows in {sample_cpu:.2f} CPU s, "
+          f"EMD median {result['fidelity']['emd_median_over_classes']}", file=sys.stderr)
     return result
 
 
@@ -156,26 +161,27 @@ def markdown(report: dict[str, Any]) -> str:
              f"GPU: {m['gpu'] or 'none in this session — CPU figures only'}.", "",
              f"Data: {report['data']['captures']} — {report['data']['packets']:,} packets, "
              f"{report['data']['flows']:,} flows, {report['data']['classes']} classes.", "",
-             "| generator | size | training (measured) | s / step | full schedule (extrapolated) | "
-             "sample flows/s | sample packets/s | × markov (packets/s) | pcap write s | EMD mean | EMD median (classes) "
-             "| JSD mean |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    base = next(r for r in report["results"] if r["generator"] == "markov")["packets_per_second"]
+             "Times are CPU seconds of the benchmark process (torch single-threaded): the machine is shared "
+             f"(load average {report['load_average']}), so wall-clock times are in the JSON only.", "",
+             "| generator | size | training (measured) | CPU s / step | full schedule (extrapolated) | "
+             "sample flows / CPU s | sample packets / CPU s | × markov (packets) | EMD mean | EMD median (classes) "
+             "| JSD mean |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = next(r for r in report["results"] if r["generator"] == "markov")["packets_per_cpu_second"]
     for r in report["results"]:
         steps = r.get("measured_iterations")
         lines.append(
-            f"| {r['generator']} | {r['settings'].get('size', '-')} | {r['fit_seconds']:.1f} s"
+            f"| {r['generator']} | {r['settings'].get('size', '-')} | {r['fit_cpu_seconds']:.1f} s"
             + (f" ({steps} steps)" if steps else " (complete)")
-            + f" | {r.get('seconds_per_iteration', 0):.3f} | "
-            + (f"{r['extrapolated_full_training_seconds'] / 60:.0f} min ({r['size_iterations']} steps)"
+            + f" | {r.get('cpu_seconds_per_iteration', 0):.3f} | "
+            + (f"{r['extrapolated_full_training_cpu_seconds'] / 60:.0f} min ({r['size_iterations']} steps)"
                if steps else "-")
-            + f" | {r['flows_per_second']:,.1f} | {r['packets_per_second']:,.0f} | "
-            f"{r['packets_per_second'] / base:.4f} | {r['pcap_write_seconds']:.2f} | "
-            f"{r['fidelity']['emd_mean']:.4f} | {r['fidelity']['emd_median_over_classes']:.4f} | "
-            f"{r['fidelity']['jsd_mean']:.4f} |")
+            + f" | {r['flows_per_cpu_second']:,.1f} | {r['packets_per_cpu_second']:,.0f} | "
+            f"{r['packets_per_cpu_second'] / base:.4f} | {r['fidelity']['emd_mean']:.4f} | "
+            f"{r['fidelity']['emd_median_over_classes']:.4f} | {r['fidelity']['jsd_mean']:.4f} |")
     lines += ["", "Fidelity is against the flows the generators trained on, gan and diffusion after only the "
               "measured steps: an indicator of the plumbing, not the evaluation (``pytrafgen evaluate``).",
-              "Sampling speed includes payload/option filling and seq/ack reconstruction (field records); "
-              "pcap write is the builder with repair.", ""]
+              "Sampling speed is ``Generator.sample`` (field records, payload/option filling and seq/ack "
+              "reconstruction included); building and writing the pcap is timed separately in the JSON.", ""]
     return "\n".join(lines)
 
 
@@ -212,7 +218,7 @@ def main() -> None:
     ]
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-              "machine": machine(),
+              "machine": machine(), "load_average": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
               "data": {"captures": str(args.captures), "packets": n_packets, "flows": records.n_flows,
                        "record_packets": records.n_packets, "classes": len(dataset.classes), "load_seconds": load_s},
               "results": results}

@@ -7,8 +7,10 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bind_numpy.hpp"
@@ -107,6 +109,7 @@ public:
     ~CaptureFile() { close(); }
 
     void close() {
+        std::lock_guard<std::mutex> lock(mu_);
         walker_.reset();
         if (map_) ::munmap(map_, size_);
         map_ = nullptr;
@@ -115,18 +118,12 @@ public:
     }
 
     py::tuple read(uint64_t max_packets) {
-        RecordWalker& w = walker();
         PacketColumns cols;
-        std::optional<CaptureFault> fault;
-        {
-            py::gil_scoped_release nogil;
-            try {
-                read_packets(w, cols, max_packets, size_ - w.offset());
-            } catch (const CaptureFault& f) {
-                fault = f;
-            }
-        }
-        if (fault) raise_capture_error(path_, fault->offset, fault->what());
+        uint64_t skipped[kSkipCount];
+        with_walker([&](RecordWalker& w) {
+            read_packets(w, cols, max_packets, size_ - w.offset());
+            take_skipped(w, skipped);
+        });
         py::dict columns;
         const auto n = py::ssize_t(cols.rows);
         columns["data"] = page_array(cols.data, {py::ssize_t(cols.data_len)});
@@ -134,28 +131,24 @@ public:
     columns[#name] = width == 1 ? page_array(cols.name, {n}) : page_array(cols.name, {n, width});
         PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_EXPORT)
 #undef PYTRAFGEN_EXPORT
-        return py::make_tuple(columns, take_skipped());
+        return py::make_tuple(columns, skipped_dict(skipped));
     }
 
     py::tuple walk() {
-        RecordWalker& w = walker();
         uint64_t count = 0, bytes = 0;
-        std::optional<CaptureFault> fault;
-        {
-            py::gil_scoped_release nogil;
-            try {
-                count = walk_records(w, bytes);
-            } catch (const CaptureFault& f) {
-                fault = f;
-            }
-        }
-        if (fault) raise_capture_error(path_, fault->offset, fault->what());
-        return py::make_tuple(count, bytes, take_skipped());
+        uint64_t skipped[kSkipCount];
+        with_walker([&](RecordWalker& w) {
+            count = walk_records(w, bytes);
+            take_skipped(w, skipped);
+        });
+        return py::make_tuple(count, bytes, skipped_dict(skipped));
     }
 
-    uint64_t offset() { return walker().offset(); }
-    bool done() { return walker().done(); }
-    std::string format() { return walker().format() == CaptureFormat::kPcap ? "pcap" : "pcapng"; }
+    uint64_t offset() { return locked_walker([](RecordWalker& w) { return w.offset(); }); }
+    bool done() { return locked_walker([](RecordWalker& w) { return w.done(); }); }
+    std::string format() {
+        return locked_walker([](RecordWalker& w) { return w.format() == CaptureFormat::kPcap ? "pcap" : "pcapng"; });
+    }
     const std::string& path() const { return path_; }
     uint64_t size() const { return size_; }
 
@@ -168,18 +161,51 @@ private:
             raise_capture_error(path_, f.offset, f.what());
         }
     }
-    RecordWalker& walker() {
-        if (!walker_) throw py::value_error(path_ + ": capture is closed");
-        return *walker_;
+
+    // Runs fn(walker) without the GIL, under this capture's lock: two threads reading one
+    // capture, or a close() during a read, would otherwise race on the walker and the map.
+    // The lock is released before the GIL is taken back, so holding the GIL while locking
+    // (close, offset, …) cannot deadlock.
+    template <class Fn>
+    void with_walker(Fn&& fn) {
+        bool closed = false;
+        std::optional<CaptureFault> fault;
+        {
+            py::gil_scoped_release nogil;
+            std::lock_guard<std::mutex> lock(mu_);
+            if (!walker_) {
+                closed = true;
+            } else {
+                try {
+                    fn(*walker_);
+                } catch (const CaptureFault& f) {
+                    fault = f;
+                }
+            }
+        }
+        if (closed) throw py::value_error(path_ + ": capture is closed");
+        if (fault) raise_capture_error(path_, fault->offset, fault->what());
     }
+
+    template <class Fn>
+    auto locked_walker(Fn&& fn) -> decltype(fn(std::declval<RecordWalker&>())) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!walker_) throw py::value_error(path_ + ": capture is closed");
+        return fn(*walker_);
+    }
+
     // Skip counts since the previous call (each chunk reports its own).
-    py::dict take_skipped() {
-        py::dict out;
-        const uint64_t* now = walker_->skipped();
+    void take_skipped(const RecordWalker& w, uint64_t out[kSkipCount]) {
+        const uint64_t* now = w.skipped();
         for (int r = 0; r < kSkipCount; ++r) {
-            if (now[r] > reported_[r]) out[skip_reason_name(r)] = now[r] - reported_[r];
+            out[r] = now[r] - reported_[r];
             reported_[r] = now[r];
         }
+    }
+    static py::dict skipped_dict(const uint64_t counts[kSkipCount]) {
+        py::dict out;
+        for (int r = 0; r < kSkipCount; ++r)
+            if (counts[r]) out[skip_reason_name(r)] = counts[r];
         return out;
     }
 
@@ -190,6 +216,7 @@ private:
     size_t size_ = 0;
     std::unique_ptr<RecordWalker> walker_;
     uint64_t reported_[kSkipCount] = {};
+    std::mutex mu_;
 };
 
 }  // namespace

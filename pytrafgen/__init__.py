@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from pytrafgen.address_plan import AddressPlan
+from pytrafgen.build import build_packets, write_records
 from pytrafgen.capture import PacketTable, iter_pcap, read_pcap, write_pcap
 from pytrafgen.errors import CaptureError, PytrafgenError
 from pytrafgen.flows import FlowTable, assemble_flows
 from pytrafgen.hookspecs import hookimpl
 from pytrafgen.records import FieldRecords
+from pytrafgen.records_from_packets import records_from_packets
 
 __all__ = [
+    "AddressPlan",
     "CaptureError",
     "FieldRecords",
     "FlowTable",
     "PacketTable",
     "PytrafgenError",
     "assemble_flows",
+    "build_packets",
     "hookimpl",
     "iter_pcap",
     "read_pcap",
+    "records_from_packets",
     "write_pcap",
+    "write_records",
 ]

@@ -7,8 +7,8 @@ pcap in time order, atomically. Records the builder cannot turn into a packet (b
 out of bounds, absurd lengths, unknown protocol, ...) are skipped and counted by reason,
 never a crash (``BUILD_STATUS_NAMES``).
 
-Seeded: the same records, plan and seed give the same bytes. From the seed's generator the
-address plan draws first, then the ISNs.
+Seeded: the same records, plan and seed give the same bytes and timestamps. From the seed's
+generator the address plan draws first, then the ISNs, then (if asked) flow start times.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from pytrafgen import _core
 from pytrafgen.address_plan import DEFAULT_CLIENT_MAC, DEFAULT_SERVER_MAC, AddressPlan
 from pytrafgen.atomic import atomic_file
+from pytrafgen.capture import PacketTable
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.records import FieldRecords
 
@@ -73,14 +74,12 @@ class BuiltFrames:
         return header + _core.pack_pcap_records(self.data, self.frame_off, self.frame_len, self.frame_len,
                                                 self.ts_ns, True)
 
-    def to_table(self) -> Any:
+    def to_table(self) -> PacketTable:
         """Dissect the frames with the reader into a PacketTable (one row per frame)."""
-        from pytrafgen.capture import _table_from_reader
-
-        table = _table_from_reader(_core.CaptureFile.from_bytes(self.pcap_bytes(), "<built>"), 0)
-        for reason, count in self.skipped.items():
-            table.skipped[f"build_{reason}"] = count
-        return table
+        cols, read_skipped = _core.CaptureFile.from_bytes(self.pcap_bytes(), "<built>").read(0)
+        skipped = dict(read_skipped)
+        skipped.update({f"build_{reason}": count for reason, count in self.skipped.items()})
+        return PacketTable(skipped=skipped, **cols)
 
 
 def _mac_rows(text: str, n: int) -> np.ndarray:
@@ -123,16 +122,38 @@ def _endpoints(records: FieldRecords, plan: AddressPlan | None, addresses: Any,
     return out
 
 
+def _timestamps(records: FieldRecords, rng: np.random.Generator, flow_spread_s: float | None,
+                start_ns: int | None) -> np.ndarray:
+    """Per-packet timestamps: the records', each flow moved to a start drawn uniformly within
+    ``flow_spread_s`` seconds if given (times within a flow kept), then all shifted so the first
+    packet is at ``start_ns`` if given."""
+    ts = records.packets["ts_ns"]
+    if flow_spread_s is not None:
+        if not flow_spread_s >= 0:
+            raise BuildError(f"build: flow_spread_s must be >= 0, got {flow_spread_s}")
+        flow = records.packets["flow"]
+        first = np.full(records.n_flows, np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(first, flow, ts)
+        starts = (rng.random(records.n_flows) * flow_spread_s * 1e9).astype(np.int64)
+        ts = ts - first[flow] + starts[flow]
+    if start_ns is not None and len(ts):
+        ts = ts - int(ts.min()) + int(start_ns)
+    return ts
+
+
 def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: int = 0,
                  linktype: int = LINKTYPE_ETHERNET, repair: bool = True, isn: np.ndarray | None = None,
-                 addresses: Any = None, order: np.ndarray | None = None) -> BuiltFrames:
+                 addresses: Any = None, order: np.ndarray | None = None, *, time_order: bool = False,
+                 flow_spread_s: float | None = None, start_ns: int | None = None) -> BuiltFrames:
     """Build ``records`` into frames (see the module docstring).
 
     ``isn``: (F,2) uint32 client/server initial sequence numbers (default: drawn from the seed).
     ``addresses``: per-flow addresses/MACs to use instead of the plan's (e.g. the PacketOrigin of
     ``records_and_origin`` for an exact round trip). ``repair=False`` writes the values in
     ``records.raw_derived`` (those present) instead of recomputing them. ``order``: record
-    packet indices to emit, in that order.
+    packet indices to emit, in that order; ``time_order``: emit in timestamp order instead.
+    ``flow_spread_s``: draw each flow's start uniformly within this many seconds (generated
+    flows usually all start at 0); ``start_ns``: shift so the first packet is at this time.
     """
     if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
         raise BuildError(f"build: linktype must be {LINKTYPE_ETHERNET} (Ethernet) or {LINKTYPE_RAW} (raw IP)")
@@ -144,8 +165,11 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     isn = np.ascontiguousarray(isn, np.uint32)
     if isn.shape != (n_flows, 2):
         raise BuildError(f"build: isn must be ({n_flows}, 2), got {isn.shape}")
+    ts = _timestamps(records, rng, flow_spread_s, start_ns)
     raw = {} if repair else {k: np.ascontiguousarray(v, np.uint16) for k, v in records.raw_derived.items()
                              if k in RAW_DERIVED_FIELDS}
+    if time_order:
+        order = np.argsort(ts, kind="stable")
     if order is not None:
         order = np.ascontiguousarray(order, np.int64)
     try:
@@ -154,31 +178,31 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
                                  raw, order)
     except (TypeError, ValueError, KeyError, IndexError) as exc:
         raise BuildError(str(exc)) from None
+    packet = out["packet"]
+    in_record_order = order is None and len(packet) == records.n_packets  # then packet == arange
     return BuiltFrames(data=out["data"], frame_off=out["frame_off"], frame_len=out["frame_len"],
-                       packet=out["packet"], ts_ns=records.packets["ts_ns"][out["packet"]],
-                       status=out["status"], linktype=linktype)
+                       packet=packet, ts_ns=ts if in_record_order else ts[packet], status=out["status"],
+                       linktype=linktype)
 
 
 def build_packets(records: FieldRecords, plan: AddressPlan | None = None, seed: int = 0,
                   linktype: int = LINKTYPE_ETHERNET, repair: bool = True, isn: np.ndarray | None = None,
-                  addresses: Any = None) -> Any:
+                  addresses: Any = None, **timing: Any) -> PacketTable:
     """Build ``records`` and dissect the result into a PacketTable (rows in record order; skipped
-    records are left out and counted in ``table.skipped`` as ``build_<reason>``)."""
-    return build_frames(records, plan, seed, linktype, repair, isn, addresses).to_table()
+    records are left out and counted in ``table.skipped`` as ``build_<reason>``). ``timing``:
+    ``flow_spread_s`` / ``start_ns`` as in ``build_frames``."""
+    return build_frames(records, plan, seed, linktype, repair, isn, addresses, **timing).to_table()
 
 
 def write_records(path: str | os.PathLike[str], records: FieldRecords, plan: AddressPlan | None = None,
                   seed: int = 0, linktype: int = LINKTYPE_ETHERNET, repair: bool = True,
-                  isn: np.ndarray | None = None, addresses: Any = None,
-                  start_ns: int | None = None) -> dict[str, Any]:
+                  isn: np.ndarray | None = None, addresses: Any = None, *,
+                  flow_spread_s: float | None = None, start_ns: int | None = None) -> dict[str, Any]:
     """Build ``records`` and write them as a pcap (nanosecond timestamps, packets in time order,
-    atomically). ``start_ns``: shift all timestamps so the first packet is at this time
-    (records from a generator usually start at 0). Returns a summary: path, packets, skipped."""
-    ts = records.packets["ts_ns"]
-    order = np.argsort(ts, kind="stable")
-    built = build_frames(records, plan, seed, linktype, repair, isn, addresses, order=order)
-    if start_ns is not None and len(built):
-        built.ts_ns = built.ts_ns - int(built.ts_ns.min()) + int(start_ns)
+    atomically). ``flow_spread_s`` / ``start_ns`` as in ``build_frames``. Returns a summary:
+    path, packets, skipped (by reason), bytes."""
+    built = build_frames(records, plan, seed, linktype, repair, isn, addresses, time_order=True,
+                         flow_spread_s=flow_spread_s, start_ns=start_ns)
     blob = built.pcap_bytes()
     with atomic_file(path) as fh:
         fh.write(blob)

@@ -106,7 +106,7 @@ class ProtocolSpec(ABC):
     """
 
     name: ClassVar[str]
-    layer: ClassVar[str]  # "l4" or "app"
+    layer: ClassVar[str]  # "l3", "l4" or "app"
     transport: ClassVar[str] = ""  # app protocols: "tcp" or "udp"
     default_ports: ClassVar[tuple[int, ...]] = ()
     fields: ClassVar[tuple[FieldSpec, ...]] = ()
@@ -125,7 +125,8 @@ class ProtocolSpec(ABC):
         raise PytrafgenError(f"protocol {self.name!r} has no token codec")
 
     def parse(self, stream: bytes, direction: int) -> list[dict[str, Any]]:
-        """Messages (field name -> value) in an in-order byte stream of one direction."""
+        """Messages (field name -> value) in an in-order byte stream of one direction; each
+        holds ``offset``, its first byte's position in ``stream`` (rules map it to a packet)."""
         return []
 
     def build(self, message: Mapping[str, Any], direction: int) -> bytes:

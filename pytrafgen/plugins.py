@@ -254,6 +254,20 @@ def _call_each(
                 entry.registered.setdefault(kind, []).append(name)
 
 
+def add_plugin_commands(app: Any) -> None:
+    """Call every plugin's ``register_commands(app)`` one by one, so a plugin whose hook raises
+    is skipped with a warning instead of stopping the CLI (``pm.hook.register_commands``
+    would propagate the first exception)."""
+    pm = get_plugin_manager()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(app=app)
+        except Exception as exc:
+            get_registry().failed[impl.plugin_name] = f"register_commands: {type(exc).__name__}: {exc}"
+            _warn(f"plugin {impl.plugin_name!r} raised in register_commands and was skipped: "
+                  f"{type(exc).__name__}: {exc}")
+
+
 _STATE: tuple[pluggy.PluginManager, Registry] | None = None
 
 

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from conftest import SHARED_CAPTURES, needs_shared
 
-from pytrafgen.address_plan import ALL_CLASSES, AddressPlan, AddressPlanError, addr_to_bytes, bytes_to_addr
+from pytrafgen.address_plan import (
+    ALL_CLASSES,
+    AddressPlan,
+    AddressPlanError,
+    _unique_rows,
+    addr_to_bytes,
+    bytes_to_addr,
+)
 from pytrafgen.capture import read_pcap
 from pytrafgen.flows import assemble_flows
 from pytrafgen.records import FieldRecords
@@ -121,3 +128,11 @@ def test_learned_from_a_real_capture() -> None:
     # one scanner, one target, thousands of flows
     assert len(entry.pool("client", 4).listed) == 1 and len(entry.pool("server", 4).listed) == 1
     assert sum(entry.pool("client", 4).counts) == len(flows)
+
+
+@pytest.mark.parametrize("width", [6, 12, 16])
+def test_unique_rows_matches_numpy(width: int) -> None:
+    rows = np.random.default_rng(width).integers(0, 3, (3000, width), dtype=np.uint8)
+    uniq, counts = _unique_rows(rows)
+    want_uniq, want_counts = np.unique(rows, axis=0, return_counts=True)
+    assert np.array_equal(uniq, want_uniq) and np.array_equal(counts, want_counts)

@@ -124,9 +124,11 @@ def synthetic_capture(tmp_path: Path) -> Path:
     return path
 
 
-def tshark_checksum_status(pcap: Path) -> list[list[str]]:
+def tshark_checksum_status(pcap: Path, extra: list[str] | None = None) -> list[list[str]]:
+    """Per packet, the first occurrence of each checksum status field (1 good, 0 bad, 2 not
+    verified, "" absent), then the ``extra`` fields."""
     fields = ["ip.checksum.status", "tcp.checksum.status", "udp.checksum.status", "icmp.checksum.status",
-              "icmpv6.checksum.status"]
+              "icmpv6.checksum.status", *(extra or [])]
     cmd = ["tshark", "-r", str(pcap), "-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
            "-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "occurrence=f"]
     for name in fields:
@@ -176,6 +178,30 @@ def test_round_trip_public_captures_differs_only_in_checksums(path: Path) -> Non
           f"{len(kinds['checksum_only'])} differ only in checksums (offload / capture host)")
     assert not kinds["other"] and not kinds["derived_only"]
     assert compare_round_trip(table, records, origin, repair=False)["equal"] == list(range(records.n_packets))
+
+
+@needs_shared
+@needs_tshark
+@pytest.mark.parametrize("name", ["http_espn.pcapng", "coap_mqtt.pcap", "WebattackSQLinj.pcap", "nb6-http.pcap"])
+def test_checksum_only_differences_are_what_tshark_flags(name: str) -> None:
+    """The packets whose rebuilt bytes differ (only in checksums) are exactly those tshark finds a
+    bad checksum in, plus UDP packets sent without a checksum (0x0000), which the builder fills."""
+    path = next(p for p in PUBLIC_CAPTURES if p.name == name)
+    table, _, records, origin = load(path)
+    kinds = compare_round_trip(table, records, origin)
+    assert not kinds["other"] and not kinds["derived_only"] and not table.skipped
+    differing = {int(origin.rows[j]) for j in kinds["checksum_only"]}
+    # the outermost IP and L4 layers only: a tunnel's or ICMP error's inner packet is payload
+    rows = tshark_checksum_status(path, extra=["udp.checksum", "frame.protocols"])
+    flagged = set()
+    for i, row in enumerate(rows):
+        protos = row[6].split(":")
+        outer = next((p for p in protos[protos.index("ip") if "ip" in protos else 0:]
+                      if p in ("tcp", "udp", "icmp", "icmpv6")), None)
+        l4_status = row[("tcp", "udp", "icmp", "icmpv6").index(outer) + 1] if outer else ""
+        if row[0] == "0" or l4_status == "0" or (outer == "udp" and row[5] == "0x0000"):
+            flagged.add(i)
+    assert differing == flagged & set(origin.rows.tolist())
 
 
 @needs_shared
@@ -374,6 +400,19 @@ def test_write_records_is_time_ordered_and_readable(tmp_path: Path) -> None:
     assert back.ts_ns.tolist() == sorted(back.ts_ns.tolist()) and int(back.ts_ns[0]) == 5 * 10**9
     assert (back.status == 0).all()
     assert not list(tmp_path.glob(".out.pcap.*"))  # no temporary left behind
+
+
+def test_flow_spread_draws_flow_starts_and_keeps_gaps(tmp_path: Path) -> None:
+    _, _, records, _ = load(synthetic_capture(tmp_path))
+    records.packets["ts_ns"] = records.packets["ts_ns"] - records.packets["ts_ns"].min()  # as if generated
+    plan = AddressPlan.from_cidrs(CLIENT_CIDRS, SERVER_CIDRS)
+    a, b, c = (build_frames(records, plan, seed=s, flow_spread_s=10.0, start_ns=10**18) for s in (4, 4, 5))
+    assert np.array_equal(a.ts_ns, b.ts_ns) and not np.array_equal(a.ts_ns, c.ts_ns)
+    assert int(a.ts_ns.min()) == 10**18 and int(a.ts_ns.max()) < 10**18 + 11 * 10**9
+    flow = records.packets["flow"][a.packet]
+    for f in np.unique(flow):  # gaps inside a flow are the records'
+        mine = a.packet[flow == f]
+        assert np.array_equal(np.diff(a.ts_ns[flow == f]), np.diff(records.packets["ts_ns"][mine]))
 
 
 def test_records_from_packets_and_isn_helpers_agree(tmp_path: Path) -> None:

@@ -104,3 +104,22 @@ def test_take_and_concat(tmp_path: Path) -> None:
     both = PacketTable.concat([picked, masked])
     assert [both.frame(i) for i in range(6)] == [frames[i] for i in (4, 0, 2, 0, 2, 4)]
     assert len(PacketTable.concat([])) == 0 and len(table.take([])) == 0
+
+
+def test_one_capture_read_from_threads_and_closed(tmp_path: Path) -> None:
+    """Reads run without the GIL; the capture's lock keeps concurrent readers consistent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pytrafgen import _core
+
+    path = tmp_path / "many.pcap"
+    path.write_bytes(pcap_file([FRAME] * 5000, ts_ns=list(range(5000))))
+    reader = _core.CaptureFile(str(path))
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(lambda _: reader.read(100)[0]["ts_ns"], range(60)))
+    seen = np.sort(np.concatenate(parts))
+    np.testing.assert_array_equal(seen, np.arange(5000))
+    assert reader.done
+    reader.close()
+    with pytest.raises(ValueError, match="closed"):
+        reader.read(1)

@@ -16,7 +16,7 @@ from pytrafgen.build import build_frames, write_records
 from pytrafgen.capture import read_pcap
 from pytrafgen.generators import load_generator
 from pytrafgen.generators.baseline_data import EmpiricalParts, FlowSet, assemble_records
-from pytrafgen.plugins import get_generator
+from pytrafgen.plugins import get_generator, get_registry
 
 torch = pytest.importorskip("torch")
 pytrafgen_diffusion = pytest.importorskip("pytrafgen_diffusion", reason="plugins/pytrafgen-diffusion is not installed")
@@ -44,6 +44,8 @@ def fitted(dataset):
 
 def test_registered_through_entry_point() -> None:
     assert get_generator("diffusion") is pytrafgen_diffusion.DiffusionGenerator
+    owner = [p for p in get_registry().plugins if "diffusion" in p.registered.get("generator", [])]
+    assert [(p.distribution, p.builtin) for p in owner] == [("pytrafgen-diffusion", False)]
 
 
 def test_bit_rows_round_trip_real_fields_and_lengths(dataset) -> None:

@@ -16,7 +16,7 @@ from pytrafgen.capture import read_pcap
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators import load_generator
 from pytrafgen.generators.baseline_data import FlowSet
-from pytrafgen.plugins import get_generator
+from pytrafgen.plugins import get_generator, get_registry
 
 torch = pytest.importorskip("torch")
 pytrafgen_gan = pytest.importorskip("pytrafgen_gan", reason="plugins/pytrafgen-gan is not installed")
@@ -42,6 +42,8 @@ def fitted(dataset):
 
 def test_registered_through_entry_point() -> None:
     assert get_generator("gan") is pytrafgen_gan.GanGenerator
+    owner = [p for p in get_registry().plugins if "gan" in p.registered.get("generator", [])]
+    assert [(p.distribution, p.builtin) for p in owner] == [("pytrafgen-gan", False)]
 
 
 def test_encoding_round_trip_on_real_flows(dataset) -> None:

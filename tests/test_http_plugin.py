@@ -117,7 +117,8 @@ def test_encode_declines_what_is_not_whole_messages() -> None:
     assert HTTP.encode(b"continuation of a body", 1) is None
     assert HTTP.encode(b"GET / HTTP/1.1\r\nHost: a\r\n", 0) is None  # head not finished (slowloris)
     assert HTTP.encode(b"GET / HTTP/1.1\nHost: a\n\n", 0) is None  # bare LF
-    assert HTTP.encode(b"HTTP/1.1 200 OK\r\n\r\n", 0) is None  # a response in the client direction
+    swapped = HTTP.encode(b"HTTP/1.1 200 OK\r\n\r\n", 0)  # roles swapped: still exact
+    assert swapped is not None and TOKEN_NAMES[swapped[0]] == "RESPONSE"
 
 
 def test_vocabulary_is_modest_and_unique() -> None:
@@ -249,3 +250,12 @@ def test_fields_agree_with_tshark_and_tokens_round_trip(path: Path) -> None:
                     assert HTTP.decode(tokens, direction) == payload
                     encoded += 1
     assert encoded >= 1
+
+
+def test_recognise_by_payload_then_port() -> None:
+    assert HTTP.recognise(8081, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"")
+    assert HTTP.recognise(9999, b"BREW /pot HTTP/1.1\r\n", b"")  # unknown method, still HTTP
+    assert HTTP.recognise(40000, b"HTTP/1.1 200 OK\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n")  # roles swapped
+    assert HTTP.recognise(80, b"", b"")  # no payload yet (a SYN flood): the port decides
+    assert not HTTP.recognise(80, b"\x16\x03\x01\x02\x00", b"")  # TLS on port 80 is not HTTP
+    assert not HTTP.recognise(1883, bytes([0x10, 0x0C]) + b"\x00\x04MQTT", b"")

@@ -138,3 +138,32 @@ def test_writes_pcap_that_reads_back(dataset, fitted, tmp_path: Path) -> None:
     c2s = records.packets["direction"][order] == 0
     np.testing.assert_array_equal(table.proto, records.flows["proto"][flow])
     np.testing.assert_array_equal(table.dport[c2s], records.flows["server_port"][flow][c2s])
+
+
+def test_cli_tokenize_train_generate_and_plugins_listing(tmp_path: Path) -> None:
+    """The swap is one option: ``pytrafgen train --generator markov`` on a tokenized dataset,
+    ``pytrafgen generate`` from its checkpoint; ``pytrafgen plugins`` lists all baselines."""
+    from typer.testing import CliRunner
+
+    from pytrafgen.cli.main import build_app
+
+    app, runner = build_app(), CliRunner()
+    caps = tmp_path / "caps"
+    caps.mkdir()
+    for name in ("mqtt_bruteforce.pcap", "benign_coap.pcap"):
+        (caps / name).symlink_to(CAPTURES / name)
+    ds, ckpt, out = tmp_path / "ds", tmp_path / "ckpt", tmp_path / "gen.pcap"
+    for args in (["tokenize", str(caps), "--labels", str(CAPTURES / "manifest.csv"), "--out", str(ds), "-j", "1", "-q"],
+                 ["train", str(ds), "--generator", "markov", "--out", str(ckpt), "-q"],
+                 ["generate", str(ckpt), "--class", "mqtt_bruteforce:7", "--class", "benign_coap:4", "--out", str(out),
+                  "--json", "-q"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output, result.exception)
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["flows"] == {"mqtt_bruteforce": 7, "benign_coap": 4}
+    table = read_pcap(out)
+    assert len(table) == sum(summary["packets"].values()) and set(np.unique(table.proto)) <= {6, 17, 1}
+    assert json.loads((ckpt / "config.json").read_text())["generator"] == "markov"
+    listing = json.loads(runner.invoke(app, ["plugins", "--json"]).output)
+    registered = {g for p in listing["plugins"] for g in p["registered"].get("generator", [])}
+    assert {"markov", "ar"} <= registered

@@ -274,9 +274,14 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 def test_installed_plugin_is_discovered_and_used_by_tokenize(tmp_path: Path) -> None:
     pytest.importorskip("pytrafgen_mqtt")
+    import shutil
+
+    # Build from a copy so setuptools' build/ folder never lands in the checkout.
+    source = shutil.copytree(REPO / "plugins" / "pytrafgen-mqtt", tmp_path / "pytrafgen-mqtt",
+                             ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
-           "--target", str(target), str(REPO / "plugins" / "pytrafgen-mqtt")]
+           "--target", str(target), str(source)]
     assert subprocess.run(pip, capture_output=True, text=True, timeout=300).returncode == 0
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -335,3 +340,31 @@ def test_plugin_template_works_as_shipped(monkeypatch: pytest.MonkeyPatch) -> No
     tokens = assert_codec_roundtrip(spec, b"temp=21.5\nwind=3\n", 0)
     assert spec.token_names[tokens[0]] == "KEY:temp"
     assert_build_roundtrip(spec, b"status=ok\n", 1)
+
+
+def test_register_commands_hook_adds_commands_and_survives_a_broken_one() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    class Commands:
+        @staticmethod
+        @hookimpl
+        def register_commands(app: typer.Typer) -> None:
+            @app.command("hello-plugin")
+            def hello() -> None:
+                typer.echo("hello from a plugin")
+
+    class BrokenCommands:
+        @staticmethod
+        @hookimpl
+        def register_commands(app: typer.Typer) -> None:
+            raise ValueError("bad command")
+
+    app = typer.Typer()
+    app.command("noop")(lambda: None)
+    with warnings.catch_warnings(record=True) as record, registry_with(Commands, BrokenCommands) as registry:
+        warnings.simplefilter("always")
+        plugins.add_plugin_commands(app)
+    assert "ValueError: bad command" in _plugin_warnings(record)[0]
+    assert registry.failed == {"BrokenCommands": "register_commands: ValueError: bad command"}
+    assert CliRunner().invoke(app, ["hello-plugin"]).output == "hello from a plugin\n"

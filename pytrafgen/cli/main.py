@@ -43,9 +43,9 @@ def _root(
 def build_app() -> typer.Typer:
     for name in COMMAND_MODULES:
         importlib.import_module(f"pytrafgen.cli.{name}").register(app)
-    from pytrafgen.plugins import get_plugin_manager
+    from pytrafgen.plugins import add_plugin_commands
 
-    get_plugin_manager().hook.register_commands(app=app)
+    add_plugin_commands(app)
     return app
 
 

@@ -46,12 +46,13 @@ def plugins_command(json_output: JsonOutput = False) -> None:
         return
     console = Console()
     table = Table(title="pytrafgen plugins")
-    for column in ("plugin", "distribution", "version", "hooks", "registered"):
-        table.add_column(column)
+    for column in ("plugin", "distribution", "version", "hooks (register_*)", "registered"):
+        table.add_column(column, overflow="fold")
     for p in report["plugins"]:
         registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p["registered"].items())
         name = p["name"] + (" (built-in)" if p["builtin"] else "")
-        table.add_row(name, p["distribution"], p["version"], ", ".join(p["hooks"]), registered or "-")
+        hooks = ", ".join(h.removeprefix("register_") for h in p["hooks"])
+        table.add_row(name, p["distribution"], p["version"], hooks, registered or "-")
     console.print(table)
     if report["protocols"]:
         ptable = Table(title="protocols")

@@ -23,7 +23,8 @@ CheckpointEvery = Annotated[int | None, typer.Option("--checkpoint-every", help=
 
 
 def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    """Rank 0 under torchrun, or a plain single-process launch."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
 
 
 def _load_dataset(path: Path) -> Any:

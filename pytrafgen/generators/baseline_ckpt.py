@@ -27,12 +27,9 @@ DATASET_SIDE_FILES = ("vocab.json", "address_plan.json")
 
 
 def dataset_dir(dataset: Any) -> Path | None:
-    """The directory a dataset was read from, if it has one."""
-    for attr in ("path", "root", "directory"):
-        value = getattr(dataset, attr, None)
-        if value is not None:
-            return Path(value)
-    return None
+    """The directory a dataset was read from (``TrafficDataset.path``), if it has one."""
+    value = getattr(dataset, "path", None)
+    return Path(value) if value is not None else None
 
 
 def write_checkpoint(path: str | Path, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],

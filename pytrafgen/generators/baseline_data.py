@@ -67,7 +67,7 @@ class FlowSet:
     server_port: np.ndarray
     start_ns: np.ndarray
     offsets: np.ndarray  # int64 (F+1,): packets of flow f are offsets[f]:offsets[f+1]
-    packets: dict[str, np.ndarray]  # MODELLED_PACKET_FIELDS + "seq", "ack", "row" (index in records)
+    packets: dict[str, np.ndarray]  # MODELLED_PACKET_FIELDS + seq, ack, flow, row (index in records)
 
     @classmethod
     def from_records(cls, records: FieldRecords) -> FlowSet:
@@ -82,7 +82,7 @@ class FlowSet:
         group_of = remap[flow]
         first_ts = ts[offsets[:-1]]
         iat = np.diff(ts, prepend=ts[:1]).clip(0)
-        iat[offsets[:-1][offsets[:-1] < len(ts)]] = 0
+        iat[offsets[:-1]] = 0  # a flow's first packet has no predecessor in the flow
         packets = {name: pk[name][order] for name in MODELLED_PACKET_FIELDS if name != "iat_ns"}
         packets["iat_ns"] = iat.astype(np.int64)
         packets["seq"] = pk["seq"][order]

@@ -27,6 +27,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -269,8 +270,9 @@ def cleanup_all() -> None:
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     cleanup_all()
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
+    print(f"pytrafgen replay: stopped by {signal.Signals(signum).name}; its processes and "
+          "namespaces are removed", file=sys.stderr)
+    # SystemExit, not KeyboardInterrupt: the CLI framework turns the latter into a normal return.
     raise SystemExit(128 + signum)
 
 

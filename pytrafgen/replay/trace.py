@@ -42,16 +42,16 @@ class TraceFlow:
 
     def messages(self) -> list[tuple[int, bytes]]:
         """The client's payload segments as (ns after the flow's start, bytes); a segment
-        retransmitted under the same sequence number is sent once."""
-        seen: set[tuple[int, int]] = set()
+        retransmitted (same sequence number, same bytes) is sent once."""
+        seen: set[tuple[int, bytes]] = set()
         out = []
         for pkt in self.packets:
             if not pkt.payload:
                 continue
             seq = int.from_bytes(pkt.tcp_header[4:8], "big")
-            if (seq, len(pkt.payload)) in seen:
+            if (seq, pkt.payload) in seen:
                 continue
-            seen.add((seq, len(pkt.payload)))
+            seen.add((seq, pkt.payload))
             out.append((pkt.ts_ns - self.start_ns, pkt.payload))
         return out
 

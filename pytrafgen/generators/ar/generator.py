@@ -51,6 +51,8 @@ class ARGenerator(Generator):
         self.vocab_json: dict[str, Any] | None = None
         self.address_plan_json: dict[str, Any] | None = None
         self.classes: list[str] = []
+        # per class, the flow-header tokens its training flows used (see tokens.header_tokens)
+        self.header: dict[str, list[list[int]]] = {}
         self.completed: list[dict[str, Any]] = []  # finished stages: name, steps, best val loss
         self.snapshot: Snapshot | None = None  # training state of the latest stage (resume)
         self.snapshot_model: GPTConfig | None = None  # model shape the snapshot was trained with
@@ -102,6 +104,11 @@ class ARGenerator(Generator):
         self._vocab = None
         self.address_plan_json = tok.address_plan_json(dataset)
         self.classes = list(dataset.classes)
+        seen = tok.header_tokens(dataset.tokens("train"), dataset.offsets("train"), dataset.labels("train"),
+                                 self.classes)
+        for name, positions in seen.items():  # union with what earlier stages saw
+            old = self.header.get(name, [[] for _ in positions])
+            self.header[name] = [sorted(set(a) | set(b)) for a, b in zip(old, positions, strict=True)]
 
     def _fit_stage(self, dataset: TrafficDataset, stage: str, s: dict[str, Any], device: torch.device,
                    ctx: Any) -> None:
@@ -233,6 +240,10 @@ class ARGenerator(Generator):
         grammar = tok.grammar_tables(vocab, device)
         class_tokens = tok.class_tokens(vocab)
         wanted = {name: int(n) for name, n in counts.items() if int(n) > 0}
+        header = tok.header_masks({c: self.header[c] for c in wanted if c in self.header}, vocab.size)
+        if header and len(header) < len(wanted):  # a class unseen in training: no restriction for it
+            full = np.ones((tok.HEADER_POSITIONS, vocab.size), dtype=bool)
+            header = {c: header.get(c, full) for c in wanted}
         kept: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
         rejected: dict[str, int] = {}
         total = sum(wanted.values())
@@ -244,7 +255,8 @@ class ARGenerator(Generator):
                     break
                 round_seed = int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
                 sequences, names = sample_classes(model, grammar, special.bos, special.eos, class_tokens,
-                                                  missing, self.sampling, round_seed, device)
+                                                  missing, self.sampling, round_seed, device,
+                                                  header_allowed=header or None)
                 for seq, ok, name in zip(sequences, tok.decodable(sequences, vocab, rejected), names, strict=True):
                     if ok:
                         kept[name].append(seq)
@@ -271,6 +283,7 @@ class ARGenerator(Generator):
             "classes": self.classes,
             "vocab_hash": tok.vocab_hash(self.vocab_json),
             "stages": self.completed,
+            "header_tokens": self.header,
         }
 
     def save(self, path: Path) -> None:
@@ -308,6 +321,7 @@ class ARGenerator(Generator):
             gen.model_config = GPTConfig.from_dict(config["model"])
             gen.classes = list(config["classes"])
             gen.completed = list(config.get("stages", []))
+            gen.header = dict(config.get("header_tokens", {}))
             gen.vocab_json = json.loads((path / "vocab.json").read_text())
             gen.address_plan_json = json.loads((path / "address_plan.json").read_text())
         except (KeyError, TypeError, OSError, json.JSONDecodeError) as exc:

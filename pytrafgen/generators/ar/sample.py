@@ -3,7 +3,9 @@
 Each sequence starts as ``BOS CLASS``. At every step the grammar's DFA state of each sequence
 selects its row of the ``allowed`` table, illegal tokens get −inf logits before temperature /
 top-k / top-p, and the sampled token advances the state through ``next_state``: so an illegal
-token is never emitted. A sequence that reaches the context length without EOS is cut back to
+token is never emitted. Optionally the first tokens after the class (the flow header's IP
+version and transport protocol) are restricted per class to what that class's training flows
+used. A sequence that reaches the context length without EOS is cut back to
 the last position where EOS was legal and closed there (a sequence with no such position is
 dropped and drawn again). Draws use one ``torch.Generator`` seeded from ``seed``: the same
 seed, counts and batch size give the same flows.
@@ -65,9 +67,11 @@ def sample_batch(
     settings: SamplingSettings,
     generator: torch.Generator,
     decode_fn: Callable[..., torch.Tensor] | None = None,
+    header_allowed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample continuations of ``prompts`` (B, P) on the model's device. Returns the tokens
-    (B, max_len) and per row the length of a complete sequence (0 where none could be made)."""
+    (B, max_len) and per row the length of a complete sequence (0 where none could be made).
+    ``header_allowed`` (B, H, V) bool further restricts the first H sampled tokens per row."""
     device = prompts.device
     batch, prompt_len = prompts.shape
     max_len = settings.max_len or model.config.block_size
@@ -90,6 +94,8 @@ def sample_batch(
         logits = decode(prompts, torch.arange(prompt_len, device=device), cache)
     for t in range(prompt_len, max_len):
         allowed = grammar.allowed[state]
+        if header_allowed is not None and t - prompt_len < header_allowed.size(1):
+            allowed = allowed & header_allowed[:, t - prompt_len]
         last_eos_ok = torch.where(allowed[:, eos] & ~done, t, last_eos_ok)
         logits = logits.float().masked_fill(~allowed, float("-inf"))
         if settings.temperature <= 0:
@@ -128,9 +134,11 @@ def sample_classes(
     seed: int,
     device: torch.device,
     on_progress: Callable[[int], None] | None = None,
+    header_allowed: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], list[str]]:
     """``counts[class]`` token sequences per class (mixed in batches); returns the sequences
-    (uint16, each ``BOS CLASS … EOS``) and the class of each, in request order."""
+    (uint16, each ``BOS CLASS … EOS``) and the class of each, in request order.
+    ``header_allowed[class]`` (H, V) bool restricts that class's first H sampled tokens."""
     unknown = [c for c in counts if c not in class_tokens]
     if unknown:
         raise PytrafgenError(f"unknown class {unknown[0]!r}; the model knows {', '.join(class_tokens)}")
@@ -148,7 +156,10 @@ def sample_classes(
         rows = settings.batch_size if settings.compile else len(chunk)
         padded = chunk + [chunk[-1]] * (rows - len(chunk))
         prompts = torch.tensor([[bos, class_tokens[c]] for c in padded], dtype=torch.long, device=device)
-        tokens, lengths = sample_batch(model, grammar, prompts, eos, settings, generator, decode_fn)
+        header = None
+        if header_allowed:
+            header = torch.from_numpy(np.stack([header_allowed[c] for c in padded])).to(device)
+        tokens, lengths = sample_batch(model, grammar, prompts, eos, settings, generator, decode_fn, header)
         tokens_np, lengths_np = tokens.cpu().numpy(), lengths.cpu().numpy()
         retry = []
         for i, name in enumerate(chunk):

@@ -63,6 +63,36 @@ def grammar_tables(vocab: Vocabulary, device: torch.device) -> GrammarTables:
     return GrammarTables(allowed.bool(), next_state.long(), int(grammar.start_state))
 
 
+# positions after BOS CLASS whose tokens are restricted per class at sampling: ip_version, proto
+HEADER_POSITIONS = 2
+
+
+def header_tokens(tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: Sequence[str]
+                  ) -> dict[str, list[list[int]]]:
+    """Per class, the tokens its flows use at each restricted header position (IP version,
+    transport protocol), so sampling never emits a flow kind the class (and the address plan
+    learned from it) never had."""
+    starts = offsets[:-1].astype(np.int64)
+    lengths = np.diff(offsets)
+    out: dict[str, list[list[int]]] = {}
+    for k, name in enumerate(classes):
+        mine = starts[(labels == k) & (lengths > 2 + HEADER_POSITIONS)]
+        if len(mine):
+            out[name] = [sorted(set(tokens[mine + 2 + j].astype(int).tolist())) for j in range(HEADER_POSITIONS)]
+    return out
+
+
+def header_masks(header: dict[str, list[list[int]]], vocab_size: int) -> dict[str, np.ndarray]:
+    """(HEADER_POSITIONS, V) bool masks from ``header_tokens``."""
+    masks = {}
+    for name, positions in header.items():
+        mask = np.zeros((len(positions), vocab_size), dtype=bool)
+        for j, ids in enumerate(positions):
+            mask[j, ids] = True
+        masks[name] = mask
+    return masks
+
+
 def decodable(sequences: Sequence[np.ndarray], vocab: Vocabulary, reasons: dict[str, int]) -> list[bool]:
     """Whether each sequence decodes (application messages included); counts the failures'
     reasons into ``reasons``. One batch decode when all pass, per flow only otherwise."""
@@ -101,11 +131,14 @@ def decode_sequences(sequences: Sequence[np.ndarray], vocab: Vocabulary) -> Fiel
 
 
 __all__ = [
+    "HEADER_POSITIONS",
     "address_plan_json",
     "class_tokens",
     "decodable",
     "decode_sequences",
     "grammar_tables",
+    "header_masks",
+    "header_tokens",
     "special_tokens",
     "vocab_from_json",
     "vocab_hash",

@@ -115,7 +115,7 @@ class DiffusionGenerator(Generator):
         diffusion = Diffusion(model)
         opt = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=0.0)
         iterations, batch = int(s["iterations"]), int(s["batch_size"])
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         loss = torch.zeros(())
         with training_progress("diffusion: training", bool(s["quiet"]), progress) as report:
             for step in range(iterations):
@@ -129,6 +129,7 @@ class DiffusionGenerator(Generator):
                     report(step + 1, iterations)
         self.net = model.cpu().eval()
         self.history = {"iterations": iterations, "seconds": time.perf_counter() - started,
+                        "cpu_seconds": time.process_time() - cpu_started,
                         "final_loss": loss.item()}
 
     def set_sampling(self, **options: Any) -> None:

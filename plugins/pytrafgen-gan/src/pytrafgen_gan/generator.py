@@ -121,7 +121,7 @@ class GanGenerator(Generator):
         opt_d = torch.optim.Adam([*critic.parameters(), *aux.parameters()], lr=float(s["lr"]), betas=betas)
         iterations, batch = int(s["iterations"]), int(s["batch_size"])
         gp_w, aux_w = float(s["gp_weight"]), float(s["aux_weight"])
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         d_loss = g_loss = torch.zeros(())
         with training_progress("gan: training", bool(s["quiet"]), progress) as report:
             for step in range(iterations):
@@ -150,6 +150,7 @@ class GanGenerator(Generator):
                     report(step + 1, iterations)
         self.net = gen.cpu().eval()
         self.history = {"iterations": iterations, "seconds": time.perf_counter() - started,
+                        "cpu_seconds": time.process_time() - cpu_started,
                         "final_d_loss": d_loss.item(), "final_g_loss": g_loss.item()}
 
     def set_sampling(self, **options: Any) -> None:

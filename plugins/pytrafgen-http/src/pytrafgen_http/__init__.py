@@ -46,13 +46,15 @@ class HttpProtocol(ProtocolSpec):
     def recognise(self, server_port: int, client_payload: bytes, server_payload: bytes) -> bool:
         if client_payload.startswith(_REQUEST_STARTS) or server_payload.startswith(b"HTTP/1."):
             return True
+        if server_payload.startswith(_REQUEST_STARTS) and client_payload.startswith(b"HTTP/1."):
+            return True  # a capture that starts mid-connection took the server for the client
         if _ANY_REQUEST_LINE.match(client_payload):  # an unknown method is still HTTP (HTTP-004)
             return True
         # Payload that is there but is not HTTP wins over the port (e.g. a scanner's probes).
         return not client_payload and not server_payload and server_port in self.default_ports
 
     def encode(self, payload: bytes, direction: int) -> list[int] | None:
-        return encode_payload(payload, direction)
+        return encode_payload(payload)
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:
         return decode_payload(tokens)

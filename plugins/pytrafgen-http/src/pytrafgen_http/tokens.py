@@ -145,10 +145,12 @@ def _encode_message(msg: RawMessage, out: list[int]) -> None:
     out.append(T["MSG_END"])
 
 
-def encode_payload(payload: bytes, direction: int) -> list[int] | None:
+def encode_payload(payload: bytes) -> list[int] | None:
     """Local token ids for a payload made of whole HTTP messages (the last one may end inside
     its body), or None when the payload does not start and end on that structure."""
-    messages, consumed, _ = split_messages(payload, direction)
+    # Either kind in either direction: the tokens say which it is, and a capture that starts
+    # mid-connection can take the server for the client.
+    messages, consumed, _ = split_messages(payload, None)
     if not messages or consumed != len(payload):
         return None
     out: list[int] = []

@@ -1,0 +1,148 @@
+"""Datasets: the stratified seeded split, writing and reading, and the ``tokenize``/``vocab`` commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tokenize_support import synthetic_frames
+from typer.testing import CliRunner
+
+from pytrafgen.capture import PacketTable, write_pcap
+from pytrafgen.dataset import SPLITS, TrafficDataset, split_flows, write_dataset
+from pytrafgen.errors import DatasetError
+from pytrafgen.flows import assemble_flows
+from pytrafgen.tokenizer import Vocabulary, encode_flows
+
+
+def test_split_is_stratified_reproducible_and_per_class():
+    labels = np.repeat(np.arange(5), [200, 20, 3, 1, 2])
+    split = split_flows(labels, seed=7)
+    assert np.array_equal(split, split_flows(labels, seed=7))
+    assert not np.array_equal(split, split_flows(labels, seed=8))
+    counts = {c: np.bincount(split[labels == c], minlength=3).tolist() for c in range(5)}
+    assert counts[0] == [160, 20, 20] and counts[1] == [16, 2, 2]
+    assert counts[2] == [1, 1, 1] and counts[3] == [1, 0, 0]
+    # a class's split does not depend on the other classes present
+    only_first = split_flows(labels[labels == 0], seed=7)
+    assert np.array_equal(only_first, split[labels == 0])
+    with pytest.raises(DatasetError):
+        split_flows(labels, 0, (0.5, 0.2, 0.2))
+
+
+@pytest.fixture(scope="module")
+def encoded():
+    frames, ts = synthetic_frames()
+    table = PacketTable.from_frames(frames, ts)
+    flows = assemble_flows(table)
+    vocab = Vocabulary(["benign", "attack"], [], 32)
+    labels = np.arange(len(flows)) % 2
+    enc = encode_flows(table, flows, labels, vocab, protocols={})
+    keep = enc.encoded_flows
+    lengths = np.diff(enc.offsets)[keep]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return vocab, enc.tokens, offsets, labels[keep]
+
+
+def test_write_and_read_back(tmp_path, encoded):
+    vocab, tokens, offsets, labels = encoded
+    split = np.array([0, 0, 1, 2, 0])
+    manifest = write_dataset(tmp_path / "ds", vocab, tokens, offsets, labels, class_kinds={"attack": "malicious"},
+                             seed=3, settings={"payload_cap": 32}, split=split)
+    ds = TrafficDataset(tmp_path / "ds")
+    assert ds.classes == ["benign", "attack"] and ds.vocab == vocab
+    assert ds.class_kinds == {"benign": "unknown", "attack": "malicious"}
+    assert manifest["counts"]["train"]["flows"] == 3 and ds.n_flows("test") == 1
+    assert sum(manifest["counts"][s]["packets"] for s in SPLITS) == 15
+    for s, name in enumerate(SPLITS):
+        idx = np.flatnonzero(split == s)
+        assert np.array_equal(ds.labels(name), labels[idx])
+        for k, f in enumerate(idx):
+            assert np.array_equal(ds.flow(name, k), tokens[offsets[f]:offsets[f + 1]])
+        assert ds.records(name).n_flows == len(idx)
+    assert ds.tokens("train").dtype == np.uint16
+
+
+def test_broken_datasets_are_clear_errors(tmp_path, encoded):
+    vocab, tokens, offsets, labels = encoded
+    path = tmp_path / "ds"
+    write_dataset(path, vocab, tokens, offsets, labels, class_kinds={}, seed=0)
+    with pytest.raises(DatasetError, match="unknown split"):
+        TrafficDataset(path).tokens("training")
+    Vocabulary(["benign", "other"], [], 32).save(path / "vocab.json")
+    with pytest.raises(DatasetError, match="not the vocabulary"):
+        TrafficDataset(path)
+    (path / "manifest.json").unlink()
+    with pytest.raises(DatasetError, match=r"manifest\.json missing"):
+        TrafficDataset(path)
+    with pytest.raises(DatasetError, match="not a dataset directory"):
+        TrafficDataset(tmp_path / "nothing")
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cli():
+    from pytrafgen.cli.main import build_app
+
+    return build_app()
+
+
+@pytest.fixture
+def captures(tmp_path):
+    frames, ts = synthetic_frames()
+    folder = tmp_path / "caps"
+    folder.mkdir()
+    write_pcap(folder / "a.pcap", frames[:8], ts_ns=ts[:8])
+    (folder / "sub").mkdir()
+    write_pcap(folder / "sub" / "b.pcap", frames[8:], ts_ns=ts[8:])
+    (folder / "manifest.csv").write_text("file,class,label,packets\na.pcap,web,benign,8\nsub/b.pcap,misc,malicious,8\n")
+    return folder
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_tokenize_command(cli, captures, tmp_path, workers):
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(cli, ["tokenize", str(captures), "--labels", str(captures / "manifest.csv"),
+                                      "--out", str(out), "--payload-cap", "16", "--seed", "5", "-j", workers,
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.output)
+    assert manifest["classes"] == ["misc", "web"]
+    assert manifest["class_kinds"] == {"misc": "malicious", "web": "benign"}
+    assert manifest["settings"]["payload_cap"] == 16 and manifest["seed"] == 5
+    assert sum(manifest["counts"][s]["packets"] for s in SPLITS) == 15
+    assert [s["encoded_flows"] for s in manifest["sources"]] == [1, 4]
+    ds = TrafficDataset(out)
+    assert ds.vocab.payload_cap == 16 and ds.address_plan is not None
+    # the same seed gives the same dataset
+    again = tmp_path / "again"
+    CliRunner().invoke(cli, ["tokenize", str(captures), "--labels", str(captures / "manifest.csv"),
+                             "--out", str(again), "--payload-cap", "16", "--seed", "5", "-q"])
+    for s in SPLITS:
+        assert (out / f"{s}.tokens.u16").read_bytes() == (again / f"{s}.tokens.u16").read_bytes()
+
+
+def test_tokenize_rejects_files_missing_from_the_manifest(cli, captures, tmp_path):
+    write_pcap(captures / "stray.pcap", synthetic_frames()[0][:2])
+    result = CliRunner().invoke(cli, ["tokenize", str(captures), "--labels", str(captures / "manifest.csv"),
+                                      "--out", str(tmp_path / "ds")])
+    assert isinstance(result.exception, DatasetError)
+    assert "stray.pcap: not in the labels manifest" in str(result.exception)
+    assert not (tmp_path / "ds").exists()
+    result = CliRunner().invoke(cli, ["tokenize", str(captures / "a.pcap"), "--out", str(tmp_path / "ds")])
+    assert isinstance(result.exception, DatasetError) and "--labels" in str(result.exception)
+
+
+def test_vocab_command(cli, tmp_path, encoded):
+    result = CliRunner().invoke(cli, ["vocab", "--json", "--payload-cap", "20"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["payload_cap"] == 20 and body["size"] == Vocabulary.from_json(body).size
+    table = CliRunner().invoke(cli, ["vocab"], terminal_width=200)
+    assert table.exit_code == 0 and "seq.b3" in table.output and "grammar" in table.output
+    vocab, tokens, offsets, labels = encoded
+    write_dataset(tmp_path / "ds", vocab, tokens, offsets, labels, class_kinds={}, seed=0)
+    mine = CliRunner().invoke(cli, ["vocab", "--dataset", str(tmp_path / "ds"), "--json"])
+    assert json.loads(mine.output)["hash"] == vocab.hash
