@@ -49,17 +49,18 @@ template <class T>
 py::array page_array(PageBuffer<T>& buf, std::vector<py::ssize_t> shape) {
     using E = typename NumpyElem<T>::type;
     struct Mapping {
-        void* p;
+        void* base;
         size_t bytes;
     };
+    E* first = reinterpret_cast<E*>(buf.p);
     auto* m = new Mapping{nullptr, 0};
-    m->p = buf.release(m->bytes);
+    buf.release(m->base, m->bytes);
     py::capsule owner(m, [](void* q) {
         auto* mapping = static_cast<Mapping*>(q);
-        page_free(mapping->p, mapping->bytes);
+        page_free(mapping->base, mapping->bytes);
         delete mapping;
     });
-    return py::array(py::dtype::of<E>(), std::move(shape), static_cast<E*>(m->p), owner);
+    return py::array(py::dtype::of<E>(), std::move(shape), first, owner);
 }
 
 // A capture held in memory: an mmap of a regular file, or an owned copy of bytes.

@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -128,8 +129,11 @@ py::tuple encode_flows(const py::dict& packets, const py::array& data, const py:
     }
     py::dict skipped;
     for (int s = 0; s < tok::SKIP_COUNT; ++s) skipped[tok::encode_skip_name(s)] = out.skipped[s];
-    return py::make_tuple(owned(std::move(out.tokens)), owned(std::move(out.offsets)), out.packets_encoded,
-                          skipped);
+    const size_t n_tokens = out.tokens.size;
+    uint16_t* token_data = out.tokens.release();
+    py::capsule token_owner(token_data, [](void* ptr) { std::free(ptr); });
+    py::array_t<uint16_t> tokens({n_tokens}, {sizeof(uint16_t)}, token_data, token_owner);
+    return py::make_tuple(tokens, owned(std::move(out.offsets)), out.packets_encoded, skipped);
 }
 
 py::dict decode_tokens(const py::array& tokens, const py::array& offsets, const py::dict& spec, bool strict,

@@ -413,6 +413,10 @@ inline void write_packet(const PacketColumns& p, const FlowColumns& f, const Raw
 inline Result build(const PacketColumns& p, const FlowColumns& f, const uint8_t* blob, size_t blob_len,
                     const RawDerived& raw, const Options& opt) {
     Result r;
+    // Hardening (issue 9, fuzz_build): an empty blob may come as a null pointer, and
+    // memcpy(dst, nullptr, 0) is undefined behaviour; point it at an empty array instead.
+    static const uint8_t no_bytes[1] = {0};
+    if (!blob) blob = no_bytes;
     const uint32_t link_len = opt.linktype == LINKTYPE_ETHERNET ? 14 : 0;
     const size_t n_emit = opt.order ? opt.n_order : p.n;
     r.status = Buffer(p.n);

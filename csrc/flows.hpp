@@ -112,7 +112,9 @@ inline void assemble_flows(const FlowInput& in, int64_t idle_ns, uint64_t max_pa
         int64_t fid = -1;
         if (it != active.end()) {
             const detail::FlowState& st = state[size_t(it->second)];
-            bool idle = idle_ns > 0 && ts - st.last_ns > idle_ns;
+            // Hardening (issue 9, fuzz_flows): `ts - last_ns` overflowed int64 (UB) for far-apart
+            // timestamps; the gap is taken unsigned, and only when time moved forward.
+            bool idle = idle_ns > 0 && ts > st.last_ns && uint64_t(ts) - uint64_t(st.last_ns) > uint64_t(idle_ns);
             bool full = max_packets != 0 && st.packets >= max_packets;
             bool reopened = tcp && st.closed && (fl & (kTcpSyn | kTcpAck)) == kTcpSyn;
             if (!idle && !full && !reopened) fid = it->second;

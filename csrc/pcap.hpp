@@ -103,7 +103,9 @@ private:
         uint32_t shift = 0;
         uint64_t mul = 1000;   // base-10 resolution: ns = ts * mul / div
         uint64_t div = 1;
-        int64_t offset_ns = 0; // if_tsoffset
+        // if_tsoffset in ns. Hardening (issue 9): 128-bit, because seconds * 10^9 overflowed
+        // int64 (UB) for offsets a hostile IDB may carry; scale_ts saturates the sum instead.
+        __int128 offset_ns = 0;
     };
 
     uint16_t u16(const uint8_t* p) const { return big_ ? rd_be16(p) : rd_le16(p); }
@@ -148,7 +150,9 @@ private:
             ns = (__int128(ts) * 1000000000) >> f.shift;
         else
             ns = __int128(ts) * f.mul / __int128(f.div);
-        return int64_t(ns) + f.offset_ns;
+        ns += f.offset_ns;
+        const __int128 lo = INT64_MIN, hi = INT64_MAX;
+        return int64_t(ns < lo ? lo : ns > hi ? hi : ns);
     }
 
     void read_section_header(uint64_t at, uint32_t body_len) {
@@ -185,9 +189,9 @@ private:
                     f.div = e <= 9 ? 1 : p10;
                 }
             } else if (code == 14 && len >= 8) {  // if_tsoffset, seconds
-                uint64_t hi = u32(v), lo = u32(v + 4);
-                uint64_t s = big_ ? (hi << 32 | lo) : (lo << 32 | hi);
-                f.offset_ns = int64_t(s) * 1000000000;
+                uint64_t first = u32(v), second = u32(v + 4);  // a 64-bit value in section order
+                uint64_t s = big_ ? (first << 32 | second) : (second << 32 | first);
+                f.offset_ns = __int128(int64_t(s)) * 1000000000;
             }
             o += 4 + ((size_t(len) + 3) & ~size_t(3));
         }

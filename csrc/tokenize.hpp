@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <functional>
 #include <vector>
 
@@ -117,6 +119,7 @@ enum EncodeSkip : int {
     SKIP_KIND_MISMATCH,       // packet's IP version / protocol differ from its flow's
     SKIP_HEADER_OUT_OF_CAPTURE,  // a header byte the tokenizer needs lies past the capture
     SKIP_IP6_EXT,             // IPv6 extension headers longer than 64 bytes or malformed
+    SKIP_IP_HEADER,           // IPv4 header length inconsistent (< 20, > 60 or not a multiple of 4)
     SKIP_TCP_HEADER,          // TCP data offset inconsistent (< 20 or > 60 bytes)
     SKIP_PAYLOAD_TOO_LONG,    // payload length > 65535 (jumbogram)
     SKIP_EMPTY_FLOW,          // a flow none of whose packets could be encoded (not a packet count)
@@ -125,12 +128,36 @@ enum EncodeSkip : int {
 inline const char* encode_skip_name(int s) {
     static const char* const names[SKIP_COUNT] = {"unsupported_flow", "not_dissected", "kind_mismatch",
                                                   "header_out_of_capture", "ip6_ext_headers",
-                                                  "tcp_header", "payload_too_long", "empty_flow"};
+                                                  "ip_header", "tcp_header", "payload_too_long", "empty_flow"};
     return names[s];
 }
 
+// A growable token buffer that is not zero-filled (std::vector would write every token twice).
+struct TokenBuffer {
+    uint16_t* data = nullptr;
+    size_t size = 0, capacity = 0;
+    TokenBuffer() = default;
+    TokenBuffer(const TokenBuffer&) = delete;
+    TokenBuffer& operator=(const TokenBuffer&) = delete;
+    ~TokenBuffer() { std::free(data); }
+    void reserve(size_t n) {
+        if (n <= capacity) return;
+        void* grown = std::realloc(data, n * sizeof(uint16_t));
+        if (!grown) throw std::bad_alloc();
+        data = static_cast<uint16_t*>(grown);
+        capacity = n;
+    }
+    // Hand the storage to the caller (to be released with std::free).
+    uint16_t* release() {
+        uint16_t* d = data;
+        data = nullptr;
+        size = capacity = 0;
+        return d;
+    }
+};
+
 struct EncodeResult {
-    std::vector<uint16_t> tokens;
+    TokenBuffer tokens;
     std::vector<int64_t> offsets;  // F + 1; an empty span: the flow was not encoded
     int64_t packets_encoded = 0;
     int64_t skipped[SKIP_COUNT] = {};
@@ -147,14 +174,26 @@ inline int flow_kind_proto_value(uint8_t l3, uint8_t proto) {
 }
 
 struct Writer {
-    std::vector<uint16_t>& v;
+    TokenBuffer& buf;
     size_t w;
     const Layout& lay;
+    uint16_t* v = buf.data;
     void ensure(size_t extra) {
-        if (w + extra > v.size()) v.resize(std::max(v.size() * 2, w + extra));
+        if (w + extra > buf.capacity) {
+            buf.reserve(std::max(buf.capacity + buf.capacity / 2, w + extra));
+            v = buf.data;
+        }
     }
     void tok(int range, uint32_t value) { v[w++] = uint16_t(lay.start[range] + int32_t(value)); }
     void raw(uint16_t t) { v[w++] = t; }
+    // n bytes of `src`, then `zeros` zero bytes, as tokens of `range` (a loop compilers vectorize)
+    void bytes(int range, const uint8_t* src, uint32_t n, uint32_t zeros) {
+        const uint16_t base = uint16_t(lay.start[range]);
+        uint16_t* o = v + w;
+        for (uint32_t b = 0; b < n; ++b) o[b] = uint16_t(base + src[b]);
+        for (uint32_t b = 0; b < zeros; ++b) o[n + b] = base;
+        w += n + zeros;
+    }
     // `n` digits of `bits` bits each, most significant first, ranges first_range .. +n-1
     void digits(int first_range, uint32_t value, int n, int bits) {
         for (int k = 0; k < n; ++k) {
@@ -178,7 +217,9 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
         if (fid >= 0 && size_t(fid) < F) ++first[size_t(fid) + 1];
     }
     for (size_t k = 0; k < F; ++k) first[k + 1] += first[k];
-    std::vector<int64_t> order(size_t(first[F]));
+    // static_cast, not size_t(...): clang parses `order(size_t(first[F]))` as a function
+    // declaration (vexing parse) and the header did not compile there (issue 9, fuzz build).
+    std::vector<int64_t> order(static_cast<size_t>(first[F]));
     {
         std::vector<int64_t> fill(first.begin(), first.end() - 1);
         for (size_t i = 0; i < p.n; ++i) {
@@ -187,7 +228,10 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
         }
     }
     const uint32_t cap = lay.payload_cap;
-    out.tokens.assign(p.n * 24 + F * 12 + 64, 0);
+    // typical size: ~28 header tokens per packet plus its stored payload bytes
+    size_t estimate = F * 12 + 64;
+    for (size_t i = 0; i < p.n; ++i) estimate += 28 + std::min(p.payload_wirelen[i], cap);
+    out.tokens.reserve(estimate);
     out.offsets.assign(F + 1, 0);
     Writer wr{out.tokens, 0, lay};
 
@@ -249,6 +293,10 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
                 ++out.skipped[SKIP_HEADER_OUT_OF_CAPTURE];
                 continue;
             }
+            if (l3 == 4 && (iphl < 20 || iphl > 20 + 4 * kMaxIp4OptWords || (iphl & 3))) {
+                ++out.skipped[SKIP_IP_HEADER];
+                continue;
+            }
             if (tcp && (l4hl < 20 || l4hl > 20 + 4 * kMaxTcpOptWords || (l4hl & 3))) {
                 ++out.skipped[SKIP_TCP_HEADER];
                 continue;
@@ -307,8 +355,7 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
                 if (frag) wr.digits(R_FRAG3, frag, 4, 4);
                 if (opt_words) {
                     wr.tok(R_IPOPT_WORDS, opt_words - 1);
-                    const uint8_t* o = frame + l3o + 20;
-                    for (uint32_t b = 0; b < opt_words * 4; ++b) wr.tok(R_IPOPT_BYTE, o[b]);
+                    wr.bytes(R_IPOPT_BYTE, frame + l3o + 20, opt_words * 4, 0);
                 }
             } else {
                 const uint32_t fl = p.flow_label[i] & 0xfffff;
@@ -316,7 +363,7 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
                 else wr.digits(R_FL4, fl, 5, 4);
                 prev_fl[d] = fl;
                 wr.tok(R_IP6EXT_WORDS, ext_bytes / 4);
-                for (uint32_t b = 0; b < ext_bytes; ++b) wr.tok(R_IPOPT_BYTE, ext[b]);
+                wr.bytes(R_IPOPT_BYTE, ext, ext_bytes, 0);
             }
             const uint8_t* l4 = frame + l4o;
             if (tcp) {
@@ -327,7 +374,7 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
                 wr.tok(R_TCP_MISC, words + 11 * ((urg ? 1u : 0u) + (hi ? 2u : 0u)));
                 if (hi) wr.tok(R_TCP_HI, hi - 1);
                 if (urg) wr.digits(R_URG3, urg, 4, 4);
-                for (uint32_t b = 0; b < words * 4; ++b) wr.tok(R_TCPOPT_BYTE, l4[20 + b]);
+                wr.bytes(R_TCPOPT_BYTE, l4 + 20, words * 4, 0);
                 const uint32_t seq_rel = p.seq[i] - isn[d];
                 if (seq_rel == next_seq[d]) wr.tok(R_SEQ_NEXT, 0);
                 else wr.digits(R_SEQ3, seq_rel, 4, 8);
@@ -350,8 +397,8 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
                 const uint32_t stored = std::min(plen, cap);
                 const uint32_t pay_off = p.payload_off[i];
                 const uint32_t avail = pay_off <= caplen ? std::min(p.payload_len[i], caplen - pay_off) : 0;
-                const uint8_t* pay = frame + pay_off;
-                for (uint32_t b = 0; b < stored; ++b) wr.tok(R_PAYLOAD_BYTE, b < avail ? pay[b] : 0);
+                const uint32_t have = std::min(avail, stored);
+                wr.bytes(R_PAYLOAD_BYTE, frame + pay_off, have, stored - have);
             }
             ++out.packets_encoded;
         }
@@ -364,7 +411,7 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
         wr.tok(R_SPECIAL, T_EOS);
     }
     out.offsets[F] = int64_t(wr.w);
-    out.tokens.resize(wr.w);
+    out.tokens.size = wr.w;
 }
 
 // ------------------------------------------------------------------------------------------

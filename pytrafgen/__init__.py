@@ -5,11 +5,13 @@ from __future__ import annotations
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.build import build_packets, write_records
 from pytrafgen.capture import PacketTable, iter_pcap, read_pcap, write_pcap
+from pytrafgen.dataset import TrafficDataset
 from pytrafgen.errors import CaptureError, PytrafgenError
 from pytrafgen.flows import FlowTable, assemble_flows
 from pytrafgen.hookspecs import hookimpl
 from pytrafgen.records import FieldRecords
 from pytrafgen.records_from_packets import records_from_packets
+from pytrafgen.tokenizer import Vocabulary, decode, encode_flows
 
 __all__ = [
     "AddressPlan",
@@ -18,8 +20,12 @@ __all__ = [
     "FlowTable",
     "PacketTable",
     "PytrafgenError",
+    "TrafficDataset",
+    "Vocabulary",
     "assemble_flows",
     "build_packets",
+    "decode",
+    "encode_flows",
     "hookimpl",
     "iter_pcap",
     "read_pcap",

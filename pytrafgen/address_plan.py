@@ -44,7 +44,10 @@ class AddressPlanError(PytrafgenError):
 
 def addr_to_bytes(text: str) -> bytes:
     """16 bytes for an address; IPv4 as IPv4-mapped IPv6."""
-    a = ipaddress.ip_address(text)
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError as exc:
+        raise AddressPlanError(f"bad address {text!r}: {exc}") from None
     return _V4_MAPPED + a.packed if a.version == 4 else a.packed
 
 
@@ -357,14 +360,16 @@ class AddressPlan:
         return cls.from_json(d)
 
 
-def _distinct_in(cidrs: Sequence[str], n: int, rng: np.random.Generator) -> list[str]:
-    """n distinct addresses from the CIDRs (fewer only if the CIDRs hold fewer)."""
-    capacity = sum(_parse_cidr(c).num_addresses for c in cidrs)
+def _distinct_in(cidrs: Sequence[str], n: int, rng: np.random.Generator, rounds: int = 64) -> list[str]:
+    """n addresses from the CIDRs, distinct while the CIDRs hold enough (then reused in turn)."""
     seen: dict[bytes, None] = {}
-    while len(seen) < min(n, capacity):
+    for _ in range(rounds):
+        if len(seen) >= n:
+            break
         for a in _random_in(cidrs, n - len(seen), rng):
             seen.setdefault(a.tobytes(), None)
-    return [bytes_to_addr(a) for a in list(seen)[:n]]
+    distinct = list(seen)[:n]
+    return [bytes_to_addr(distinct[k % len(distinct)]) for k in range(n)] if distinct else []
 
 
 def _flow_macs(table: Any, flows: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -136,6 +136,7 @@ class PacketTable:
         return self.data[off : off + int(self.payload_len[i])].tobytes()
 
     def columns(self) -> dict[str, np.ndarray]:
+        """Every column by name (``data`` included, ``skipped`` not)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "skipped"}
 
     def take(self, idx: np.ndarray | Sequence[int]) -> PacketTable:
@@ -170,9 +171,10 @@ class PacketTable:
 
     @classmethod
     def from_frames(cls, frames: Sequence[bytes], ts_ns: Sequence[int] | np.ndarray | None = None,
-                    linktype: int = LINKTYPE_ETHERNET) -> PacketTable:
+                    linktype: int = LINKTYPE_ETHERNET, wirelen: Sequence[int] | np.ndarray | None = None,
+                    ) -> PacketTable:
         """Dissect in-memory frames (e.g. built packets) into a table."""
-        blob = pcap_bytes(frames, ts_ns=ts_ns, linktype=linktype)
+        blob = pcap_bytes(frames, ts_ns=ts_ns, wirelen=wirelen, linktype=linktype)
         return _table_from_reader(_core.CaptureFile.from_bytes(blob, "<frames>"), 0)
 
 
@@ -225,6 +227,14 @@ def pcap_bytes(frames: Sequence[bytes] | PacketTable, ts_ns: Sequence[int] | np.
                wirelen: Sequence[int] | np.ndarray | None = None, *, nanosecond: bool = True,
                linktype: int | None = None, snaplen: int = 262144) -> bytes:
     """A classic little-endian pcap file as bytes (see ``write_pcap``)."""
+    header, records = _pcap_parts(frames, ts_ns, wirelen, nanosecond, linktype, snaplen)
+    return header + records
+
+
+def _pcap_parts(frames: Sequence[bytes] | PacketTable, ts_ns: Sequence[int] | np.ndarray | None,
+                wirelen: Sequence[int] | np.ndarray | None, nanosecond: bool, linktype: int | None,
+                snaplen: int) -> tuple[bytes, bytes]:
+    """(file header, records) of a classic little-endian pcap."""
     if isinstance(frames, PacketTable):
         table = frames
         if linktype is None:
@@ -255,17 +265,18 @@ def pcap_bytes(frames: Sequence[bytes] | PacketTable, ts_ns: Sequence[int] | np.
         raise PytrafgenError("negative timestamps cannot be written to pcap")
     magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
     header = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)
-    return header + _core.pack_pcap_records(data, offs, caplen, wire, ts, nanosecond)
+    return header, _core.pack_pcap_records(data, offs, caplen, wire, ts, nanosecond)
 
 
 def write_pcap(path: str | os.PathLike[str], table_or_frames: PacketTable | Sequence[bytes],
-               ts_ns: Sequence[int] | np.ndarray | None = None, *, nanosecond: bool = True,
-               linktype: int | None = None, snaplen: int = 262144) -> Path:
-    """Write a classic pcap atomically. ``table_or_frames``: a PacketTable (its timestamps,
-    wire lengths and link type) or a sequence of frames (``ts_ns`` optional, default 0;
-    ``linktype`` default Ethernet). ``nanosecond`` selects the ns-resolution pcap magic."""
-    blob = pcap_bytes(table_or_frames, ts_ns=ts_ns, nanosecond=nanosecond, linktype=linktype,
-                      snaplen=snaplen)
+               ts_ns: Sequence[int] | np.ndarray | None = None, wirelen: Sequence[int] | np.ndarray | None = None,
+               *, nanosecond: bool = True, linktype: int | None = None, snaplen: int = 262144) -> Path:
+    """Write a classic little-endian pcap atomically. ``table_or_frames``: a PacketTable (its
+    timestamps, wire lengths and link type unless given) or a sequence of frames (``ts_ns``
+    default 0, ``wirelen`` default the frame length, ``linktype`` default Ethernet).
+    ``nanosecond`` selects the ns-resolution pcap magic (else µs, truncating)."""
+    header, records = _pcap_parts(table_or_frames, ts_ns, wirelen, nanosecond, linktype, snaplen)
     with atomic_file(path) as fh:
-        fh.write(blob)
+        fh.write(header)
+        fh.write(records)
     return Path(path)

@@ -89,7 +89,7 @@ def reference_fields(pkt: Packet, frame: bytes) -> dict[str, Any]:
         return out
     raw_l4 = frame[l4_off:cap_end]
     proto = out["proto"]
-    if proto == 6 and isinstance(upper, TCP):
+    if proto == 6 and isinstance(upper, TCP) and upper.dataofs >= 5:
         l4_hdr = upper.dataofs * 4
         out.update(sport=upper.sport, dport=upper.dport, seq=upper.seq, ack=upper.ack,
                    tcp_flags=int(upper.flags), window=upper.window, urgent=upper.urgptr, l4_csum=upper.chksum)
@@ -104,7 +104,8 @@ def reference_fields(pkt: Packet, frame: bytes) -> dict[str, Any]:
         l4_hdr = 8
         out.update(icmp_type=raw_l4[0], icmp_code=raw_l4[1], l4_csum=int.from_bytes(raw_l4[2:4], "big"))
     elif proto in (1, 6, 17, 58):
-        out["status"] = "short"  # scapy could not decode the L4 header: truncated or bad
+        # scapy could not decode the L4 header (truncated), or a TCP data offset < 5 (bad)
+        out["status"] = "short"
         return out
     else:
         l4_hdr = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -103,6 +104,11 @@ def test_within_keeps_structure_and_drops_other_versions() -> None:
     pool = plan.classes["a"].pool("client", 4)
     assert pool.counts == [2] and ipaddress.ip_address(pool.listed[0]) in ipaddress.ip_network("172.16.0.0/24")
     assert plan.classes["a"].pool("client", 6) is None  # no user IPv6 CIDR: real IPv6 addresses must not leak
+    # a CIDR with fewer hosts than the plan lists: hosts are shared, never an endless search
+    table, flows, labels = fake_capture([0] * 6, [f"10.0.0.{k}" for k in range(1, 4)] * 2, ["10.1.0.1"] * 6)
+    small = AddressPlan.learn(table, flows, labels, ["a"]).within(["172.16.0.0/30"], ["172.17.0.0/30"])
+    pool = small.classes["a"].pool("client", 4)
+    assert len(pool.listed) == 3 and set(pool.listed) == {"172.16.0.1", "172.16.0.2"}
 
 
 def test_json_round_trip(tmp_path: Path) -> None:
@@ -113,6 +119,11 @@ def test_json_round_trip(tmp_path: Path) -> None:
     again = AddressPlan.load(path)
     assert again.to_json() == plan.to_json()
     assert set(again.classes) == {"a", "b", ALL_CLASSES}
+    broken = plan.to_json()
+    broken["classes"]["a"]["client"]["4"]["listed"] = ["10.0.0.300"]
+    path.write_text(json.dumps(broken))
+    with pytest.raises(AddressPlanError, match="bad address"):
+        AddressPlan.load(path)
     path.write_text('{"format": 99}')
     with pytest.raises(AddressPlanError, match="format"):
         AddressPlan.load(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -21,10 +22,10 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
 from scapy.layers.ppp import PPP, PPPoE
-from scapy.packet import Packet, Raw
+from scapy.packet import Packet, Raw, fuzz
 
 import pytrafgen
-from pytrafgen.capture import STATUS_NAMES
+from pytrafgen.capture import STATUS_NAMES, PacketTable
 
 STATUS = {name: code for code, name in enumerate(STATUS_NAMES)}
 BASE_TS = 1_700_000_000_000_000_000
@@ -231,3 +232,19 @@ def test_bad_headers_and_unknown_linktype(tmp_path: Path) -> None:
     assert table.status.tolist() == [STATUS["bad_header"]] * 4
     other = pytrafgen.read_pcap(write(tmp_path, "u.pcap", pcap_file([bytes(good)], linktype=147)))
     assert other.status.tolist() == [STATUS["unsupported_linktype"]] and other.l3[0] == 0
+
+
+def test_fuzzed_headers_match_scapy() -> None:
+    """Random field values (scapy's fuzz) in IPv4/IPv6/TCP/UDP/ICMP headers, seeded."""
+    random.seed(7)
+    layers = [
+        lambda: fuzz(IP(version=4) / TCP()),
+        lambda: fuzz(IP(version=4) / UDP()) / Raw(b"x" * random.randint(0, 20)),
+        lambda: IPv6(src="::1", dst="::2") / fuzz(IPv6ExtHdrHopByHop()) / TCP(options=[("MSS", 5)]) / b"abc",
+        lambda: fuzz(IPv6(version=6, nh=6)) / fuzz(TCP()),
+        lambda: fuzz(IP(version=4, ihl=random.choice([5, 6, 7]), proto=1)) / fuzz(ICMP()),
+    ]
+    frames = [bytes(eth() / layers[i % len(layers)]()) for i in range(500)]
+    table = PacketTable.from_frames(frames)
+    problems = compare_table(table, [(Ether(f), f, 0, len(f)) for f in frames])
+    assert not problems, "\n".join(problems[:20])

@@ -113,7 +113,7 @@ def test_one_capture_read_from_threads_and_closed(tmp_path: Path) -> None:
     from pytrafgen import _core
 
     path = tmp_path / "many.pcap"
-    path.write_bytes(pcap_file([FRAME] * 5000, ts_ns=list(range(5000))))
+    path.write_bytes(pcap_file([FRAME] * 5000, ts_ns=list(range(5000)), nano=True))
     reader = _core.CaptureFile(str(path))
     with ThreadPoolExecutor(4) as pool:
         parts = list(pool.map(lambda _: reader.read(100)[0]["ts_ns"], range(60)))

@@ -101,12 +101,25 @@ def captures(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_tokenize_command(cli, captures, tmp_path, workers):
-    out = tmp_path / "ds"
-    result = CliRunner().invoke(cli, ["tokenize", str(captures), "--labels", str(captures / "manifest.csv"),
-                                      "--out", str(out), "--payload-cap", "16", "--seed", "5", "-j", workers,
-                                      "--json"])
+@pytest.fixture
+def core_plugins_only(monkeypatch):
+    """No third-party plugins here or in spawned workers (they inherit the environment): the
+    commands' own logic is under test, not the installed app protocols (test_tokenize_app)."""
+    from pytrafgen import plugins
+
+    monkeypatch.setenv("PYTRAFGEN_PLUGINS", "")
+    plugins.reset_plugins()
+    yield
+    plugins.reset_plugins()
+
+
+def test_tokenize_command(cli, captures, tmp_path, core_plugins_only):
+    def run(out, workers):
+        return CliRunner().invoke(cli, ["tokenize", str(captures), "--labels", str(captures / "manifest.csv"),
+                                        "--out", str(out), "--payload-cap", "16", "--seed", "5", "-j", workers,
+                                        "--json"])
+
+    result = run(tmp_path / "ds", "1")
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.output)
     assert manifest["classes"] == ["misc", "web"]
@@ -114,17 +127,17 @@ def test_tokenize_command(cli, captures, tmp_path, workers):
     assert manifest["settings"]["payload_cap"] == 16 and manifest["seed"] == 5
     assert sum(manifest["counts"][s]["packets"] for s in SPLITS) == 15
     assert [s["encoded_flows"] for s in manifest["sources"]] == [1, 4]
-    ds = TrafficDataset(out)
+    ds = TrafficDataset(tmp_path / "ds")
     assert ds.vocab.payload_cap == 16 and ds.address_plan is not None
-    # the same seed gives the same dataset
-    again = tmp_path / "again"
-    CliRunner().invoke(cli, ["tokenize", str(captures), "--labels", str(captures / "manifest.csv"),
-                             "--out", str(again), "--payload-cap", "16", "--seed", "5", "-q"])
+    assert sum(ds.records(s).n_packets for s in SPLITS) == 15
+    # files in parallel worker processes give the very same dataset
+    assert run(tmp_path / "parallel", "2").exit_code == 0
     for s in SPLITS:
-        assert (out / f"{s}.tokens.u16").read_bytes() == (again / f"{s}.tokens.u16").read_bytes()
+        assert (tmp_path / "ds" / f"{s}.tokens.u16").read_bytes() == (
+            tmp_path / "parallel" / f"{s}.tokens.u16").read_bytes()
 
 
-def test_tokenize_rejects_files_missing_from_the_manifest(cli, captures, tmp_path):
+def test_tokenize_rejects_files_missing_from_the_manifest(cli, captures, tmp_path, core_plugins_only):
     write_pcap(captures / "stray.pcap", synthetic_frames()[0][:2])
     result = CliRunner().invoke(cli, ["tokenize", str(captures), "--labels", str(captures / "manifest.csv"),
                                       "--out", str(tmp_path / "ds")])
@@ -135,7 +148,7 @@ def test_tokenize_rejects_files_missing_from_the_manifest(cli, captures, tmp_pat
     assert isinstance(result.exception, DatasetError) and "--labels" in str(result.exception)
 
 
-def test_vocab_command(cli, tmp_path, encoded):
+def test_vocab_command(cli, tmp_path, encoded, core_plugins_only):
     result = CliRunner().invoke(cli, ["vocab", "--json", "--payload-cap", "20"])
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)

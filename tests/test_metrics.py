@@ -216,3 +216,11 @@ def test_docs_rules_lists_every_registered_rule() -> None:
     listed = {line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| ") and "-" in line}
     missing = sorted(r.id for r in all_rules() if r.id not in listed)
     assert not missing, f"docs/rules.md lacks {missing}: regenerate with `pytrafgen rules --markdown`"
+
+
+def test_scarce_subset_keeps_benign_and_a_tenth_of_each_malicious_class() -> None:
+    from pytrafgen.evaluate.utility import scarce_subset
+
+    labels = np.array([0] * 50 + [1] * 40 + [2] * 3)
+    keep = scarce_subset(labels, [1, 2], 0.1, np.random.default_rng(0))
+    assert np.bincount(labels[keep]).tolist() == [50, 4, 1]

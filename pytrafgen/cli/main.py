@@ -50,27 +50,13 @@ def build_app() -> typer.Typer:
 
 
 def run() -> None:
-    err = Console(stderr=True)
+    """Run the CLI. Click (standalone mode) handles usage errors, --help and Ctrl-C; pytrafgen's
+    own errors (bad input, bad usage it detects) print as one line with exit code 2."""
     try:
-        build_app()(standalone_mode=False)
+        build_app()()
     except PytrafgenError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Abort:
-        err.print("[red]aborted[/]")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("[red]interrupted[/]")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

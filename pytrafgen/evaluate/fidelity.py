@@ -1,8 +1,9 @@
 """Fidelity: how close generated field distributions are to the real ones (DESIGN.md §7).
 
 * Numeric fields: 1-D Earth Mover's Distance (``scipy.stats.wasserstein_distance``) between
-  real and generated values, both min-max scaled by the *real* values' range (a constant
-  real field is only shifted, not scaled), so each field's EMD is in units of its real range.
+  real and generated values, both min-max scaled by the range of the field over the whole
+  real set (all classes: a class whose real values are nearly constant would otherwise blow
+  one field's EMD up by orders of magnitude), so each EMD is in units of the real range.
 * Categorical fields: Jensen-Shannon divergence (base 2, in [0, 1]) between the value
   histograms.
 
@@ -80,12 +81,21 @@ def field_values(es: EvalSet, class_index: int | None) -> dict[str, np.ndarray]:
     return out
 
 
-def scaled_emd(real: np.ndarray, generated: np.ndarray) -> float | None:
-    """EMD after min-max scaling both sides by the real range; None if a side is empty."""
+def real_range(values: np.ndarray) -> tuple[float, float]:
+    """(low, span) of min-max scaling: the real values' range; a constant field is scaled by
+    its magnitude (at least 1) so a deviation still counts relative to the value."""
+    if len(values) == 0:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    return lo, (hi - lo) if hi > lo else max(abs(lo), 1.0)
+
+
+def scaled_emd(real: np.ndarray, generated: np.ndarray, scale: tuple[float, float] | None = None) -> float | None:
+    """EMD after min-max scaling both sides by ``scale`` (default: ``real``'s own range);
+    None if a side is empty."""
     if len(real) == 0 or len(generated) == 0:
         return None
-    lo, hi = float(real.min()), float(real.max())
-    span = hi - lo if hi > lo else 1.0
+    lo, span = scale if scale is not None else real_range(real)
     return float(wasserstein_distance((real - lo) / span, (generated - lo) / span))
 
 
@@ -106,18 +116,20 @@ def _mean(values: list[float | None]) -> float | None:
 
 def fidelity(real: EvalSet, generated: EvalSet) -> dict[str, Any]:
     """Per-class and averaged EMD / JSD figures (labels of both sets index ``real.classes``)."""
+    rv_all = field_values(real, None)
+    scales = {k: real_range(rv_all[k]) for k in NUMERIC_FIELDS}
     per_class: dict[str, Any] = {}
     for c, name in enumerate(real.classes):
         if not (real.labels == c).any() or not (generated.labels == c).any():
             continue
         rv, gv = field_values(real, c), field_values(generated, c)
-        emd = {k: scaled_emd(rv[k], gv[k]) for k in NUMERIC_FIELDS}
+        emd = {k: scaled_emd(rv[k], gv[k], scales[k]) for k in NUMERIC_FIELDS}
         js = {k: jsd(rv[k], gv[k]) for k in CATEGORICAL_FIELDS}
         per_class[name] = {"emd": emd, "jsd": js, "emd_mean": _mean(list(emd.values())),
                            "jsd_mean": _mean(list(js.values()))}
-    rv, gv = field_values(real, None), field_values(generated, None)
-    pooled_emd = {k: scaled_emd(rv[k], gv[k]) for k in NUMERIC_FIELDS}
-    pooled_jsd = {k: jsd(rv[k], gv[k]) for k in CATEGORICAL_FIELDS}
+    gv_all = field_values(generated, None)
+    pooled_emd = {k: scaled_emd(rv_all[k], gv_all[k], scales[k]) for k in NUMERIC_FIELDS}
+    pooled_jsd = {k: jsd(rv_all[k], gv_all[k]) for k in CATEGORICAL_FIELDS}
     return {
         "emd_mean": _mean([v["emd_mean"] for v in per_class.values()]),
         "jsd_mean": _mean([v["jsd_mean"] for v in per_class.values()]),
@@ -127,7 +139,8 @@ def fidelity(real: EvalSet, generated: EvalSet) -> dict[str, Any]:
         "settings": {
             "numeric_fields": NUMERIC_FIELDS,
             "categorical_fields": CATEGORICAL_FIELDS,
-            "emd": "scipy.stats.wasserstein_distance on values min-max scaled by the real range",
+            "emd": "scipy.stats.wasserstein_distance on values min-max scaled by the field's range "
+                   "over the whole real set (constant field: by max(|value|, 1))",
             "jsd": "Jensen-Shannon divergence, base 2 (0 = same distribution, 1 = disjoint)",
             "averaging": "per class: mean over fields with data on both sides; headline: mean over "
                          "classes present on both sides; pooled: all classes together",

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,15 @@ def require_root() -> None:
         )
     if shutil.which("ip") is None:
         raise ReplayError("the `ip` command is missing: apt-get install iproute2")
+
+
+def raise_fd_limit(wanted: int = 16384) -> None:
+    """Lift this process's open-file soft limit towards ``wanted`` (within the hard limit), so
+    sessions and the targets started from here (they inherit it) are not cut off at 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def run_ip(*args: str) -> str:
@@ -148,6 +158,11 @@ class NamespacePair:
                 raise ReplayError(f"network namespace {ns!r} already exists; refusing to reuse it")
             run_ip("netns", "add", ns)
             self.created.append(ns)
+        subnet_tag = self.name[: self.name.index("p", len(NAME_PREFIX)) + 1]
+        rivals = {n for n in existing_namespaces() if n.startswith(subnet_tag) and n not in self.created}
+        if rivals:
+            raise ReplayError(f"another replay run took {self.subnet} at the same moment "
+                              f"({', '.join(sorted(rivals))}); refusing to share it")
         # Created inside the client namespace with its peer inside the server namespace: the
         # link never exists in the host namespace, not even for a moment.
         run_ip("-n", self.client_ns, "link", "add", _CLIENT_IF, "type", "veth",

@@ -23,13 +23,18 @@ from dataclasses import dataclass, field
 
 from pytrafgen.errors import ReplayError
 from pytrafgen.replay.guard import DestinationGuard
-from pytrafgen.replay.netns import NamespacePair, inside
+from pytrafgen.replay.netns import NamespacePair, inside, raise_fd_limit
 from pytrafgen.replay.trace import TraceFlow, TracePacket
 
 _SLEEP_THRESHOLD_S = 0.002  # shorter waits are spun: sleep() overshoots them badly
 # A live server answers more slowly than the captured one did: a session waits up to this long
 # past its captured close time for an answer to its last message before it closes.
 ANSWER_GRACE_S = 0.5
+
+
+# Ceilings no command line can raise: replay is a measurement, never a load generator.
+HARD_LIMITS = {"max_packets": 1_000_000, "timeout_s": 600.0, "max_rate_pps": 200_000.0,
+               "max_sessions": 5000, "hold_cap_s": 60.0}
 
 
 @dataclass
@@ -44,8 +49,11 @@ class Bounds:
     hold_cap_s: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.max_packets <= 0 or self.timeout_s <= 0 or self.max_rate_pps <= 0 or self.max_sessions <= 0:
-            raise ReplayError("replay bounds must be positive (packets, timeout, rate, sessions)")
+        for name, value in (("max_packets", self.max_packets), ("timeout_s", self.timeout_s),
+                            ("max_rate_pps", self.max_rate_pps), ("max_sessions", self.max_sessions),
+                            ("hold_cap_s", self.hold_cap_s)):
+            if not 0 < value <= HARD_LIMITS[name]:
+                raise ReplayError(f"replay bound {name}={value} must lie in (0, {HARD_LIMITS[name]:g}]")
 
 
 def _checksum(data: bytes) -> int:
@@ -173,11 +181,12 @@ def replay_sessions(pair: NamespacePair, guard: DestinationGuard, sessions: list
     """Run ``sessions`` against ``server_addr:port``; returns the seconds it took. Every session
     ends by ``bounds.timeout_s`` + its hold time at the latest."""
     dst = str(guard.check(pair.server_addr))
+    raise_fd_limit(len(sessions) + 1024)
     selector = selectors.DefaultSelector()
     pending = sorted(sessions, key=lambda s: s.start_s, reverse=True)
     live: list[Session] = []
     t0 = time.perf_counter()
-    deadline = bounds.timeout_s + bounds.hold_cap_s
+    deadline = bounds.timeout_s + bounds.hold_cap_s + ANSWER_GRACE_S
     # The whole loop runs inside the client namespace: even a bug here cannot reach the host's
     # networks, and the guard still checks each connection.
     with inside(pair.client_ns):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytrafgen.errors import ReplayError
-from pytrafgen.replay.netns import NamespacePair
+from pytrafgen.replay.netns import NamespacePair, raise_fd_limit
 
 HTTP_USER, HTTP_PASSWORD = "admin", "Gw-adm1n-7734"
 MQTT_USER, MQTT_PASSWORD = "iot", "s3ns0r-Pa55"
@@ -102,6 +102,7 @@ class Target:
         return self.proc.pid
 
     def _launch(self, argv: list[str]) -> None:
+        raise_fd_limit()  # the server inherits it: a flood must meet the server's limits, not ours
         log = self.workdir / f"{self.name}.stdout"
         with log.open("wb") as out:
             self.proc = self.pair.popen("server", argv, stdout=out, stderr=subprocess.STDOUT)

@@ -60,8 +60,8 @@ def decode(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, *, strict
     if offsets.ndim != 1 or len(offsets) < 1 or np.any(np.diff(offsets) < 0) or (
             len(offsets) and (offsets[0] < 0 or offsets[-1] > len(tokens))):
         raise TokenError("offsets must be non-decreasing positions within the token array")
-    if protocols is None:
-        protocols = app_protocols_for(vocab)
+    if protocols is None:  # only a vocabulary with app protocols needs the plugins loaded
+        protocols = app_protocols_for(vocab) if vocab.app_protocols else {}
     res = _core.decode_tokens(tokens.astype(np.uint16), offsets, codec_spec(vocab), strict,
                               _app_decoder(vocab, protocols))
     if res["first_error"] is not None:

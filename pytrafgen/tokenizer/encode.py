@@ -167,8 +167,8 @@ def encode_flows(table: Any, flows: Any, flow_labels: Sequence[int] | np.ndarray
     labels = np.ascontiguousarray(flow_labels, dtype=np.int32)
     if labels.shape != (len(flows),):
         raise ValueError(f"flow_labels must have one entry per flow ({len(flows)}), got {labels.shape}")
-    if protocols is None:
-        protocols = app_protocols_for(vocab)
+    if protocols is None:  # only a vocabulary with app protocols needs the plugins loaded
+        protocols = app_protocols_for(vocab) if vocab.app_protocols else {}
     app_packet, app_offsets, app_tokens, app_counts = _app_spans(table, flows, vocab, labels, protocols,
                                                                   max_app_tokens)
     packets = {name: getattr(table, name) for name in PACKET_FIELDS}

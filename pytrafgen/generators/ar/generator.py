@@ -121,6 +121,8 @@ class ARGenerator(Generator):
 
         vocab = self.vocabulary()
         overrides = {k: v for k, v in s.items() if k not in _RUN_SETTINGS}
+        if stage == "pretrain":
+            overrides["lora_rank"] = 0  # adapters only make sense on top of trained weights
         model_cfg, train_cfg = size_config(self.size, tok.vocab_size(vocab), **overrides)
         resume = None
         if s.get("resume") and self.snapshot is not None and self.snapshot.state.stage == stage:
