@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -47,6 +48,7 @@ def machine() -> dict[str, object]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     info: dict[str, object] = {"nproc": int(subprocess.check_output(["nproc"]).strip()), "cpu": cpu,
+                               "load_average_1m": round(os.getloadavg()[0], 2),
                                "python": platform.python_version(), "torch": torch.__version__}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
@@ -186,8 +188,11 @@ def dataset_tokens_per_packet(path: Path) -> float:
 
 
 def to_markdown(report: dict) -> str:
+    m = report["machine"]
     lines = [f"# AR generator throughput ({report['device']})", "", f"Date: {report['date']}  ",
-             f"Machine: {report['machine']}  ", f"Command: `{report['command']}`", ""]
+             f"Machine: {m['nproc']} cores, {m['cpu']}, torch {m['torch']} ({report['threads']} threads); "
+             f"shared with other jobs: load average {m['load_average_start']} at start, "
+             f"{m['load_average_1m']} at the end  ", f"Command: `{report['command']}`", ""]
     if report["training"]:
         lines += ["## Training", "", "| size | params | context | batch | compile | bf16 | tokens/s | TFLOP/s | MFU |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -235,6 +240,7 @@ def main() -> None:
 
     from pytrafgen.tokenizer.vocab import Vocabulary
 
+    load_start = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
     vocab = Vocabulary.from_registry(CLASSES)
     per_packet = dataset_tokens_per_packet(args.dataset) if args.dataset else None
     training = [bench_training(s, args.vocab_size, args.train_batch, args.train_steps, args.warmup, device,
@@ -248,7 +254,8 @@ def main() -> None:
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {**machine(), "load_average_start": load_start},
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "threads": torch.get_num_threads(), "sampling_vocab_size": vocab.size,
         "training": training, "sampling": sampling, "note": args.note,
     }

@@ -220,11 +220,25 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
     // static_cast, not size_t(...): clang parses `order(size_t(first[F]))` as a function
     // declaration (vexing parse) and the header did not compile there (issue 9, fuzz build).
     std::vector<int64_t> order(static_cast<size_t>(first[F]));
+    // Initial sequence numbers, per flow side, in the same pass (packets of a flow come in
+    // table order): the first seq each side sends; a silent side's is the first ack it
+    // received minus 1 (as if its SYN had been seen), else 0 — as records_from_packets
+    // defines them. isn_state bit 0: seq seen, bit 1: ack seen.
+    std::vector<uint32_t> first_seq(2 * F), first_ack(2 * F);
+    std::vector<uint8_t> isn_state(2 * F, 0);
     {
         std::vector<int64_t> fill(first.begin(), first.end() - 1);
         for (size_t i = 0; i < p.n; ++i) {
             const int64_t fid = p.flow_id[i];
-            if (fid >= 0 && size_t(fid) < F) order[size_t(fill[size_t(fid)]++)] = int64_t(i);
+            if (fid < 0 || size_t(fid) >= F) continue;
+            order[size_t(fill[size_t(fid)]++)] = int64_t(i);
+            if (p.proto[i] != 6 || p.status[i] != 0 || f.proto[fid] != 6 || p.l3[i] != f.l3[fid]) continue;
+            const size_t own = size_t(fid) * 2 + (p.direction[i] & 1), peer = own ^ 1;
+            if (!(isn_state[own] & 1)) { first_seq[own] = p.seq[i]; isn_state[own] |= 1; }
+            if (!(isn_state[peer] & 2) && (p.tcp_flags[i] & kTcpAck)) {
+                first_ack[peer] = p.ack[i] - 1;
+                isn_state[peer] |= 2;
+            }
         }
     }
     const uint32_t cap = lay.payload_cap;
@@ -254,22 +268,10 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
             wr.digits(R_CPORT1, f.client_port[fi], 2, 8);
             wr.digits(R_SPORT1, f.server_port[fi], 2, 8);
         }
-        // initial sequence numbers: the first seq each side sends; a silent side's is the
-        // first ack it received minus 1 (as if its SYN had been seen), else 0 (as
-        // records_from_packets defines them)
         uint32_t isn[2] = {0, 0};
-        if (tcp) {
-            bool seen[2] = {false, false}, acked[2] = {false, false};
-            uint32_t first_ack[2] = {0, 0};
-            for (int64_t k = first[fi]; k < first[fi + 1]; ++k) {
-                const size_t i = size_t(order[size_t(k)]);
-                if (p.status[i] != 0 || p.proto[i] != 6 || p.l3[i] != l3) continue;
-                const int d = p.direction[i] & 1;
-                if (!seen[d]) { isn[d] = p.seq[i]; seen[d] = true; }
-                if (!acked[1 - d] && (p.tcp_flags[i] & kTcpAck)) { first_ack[1 - d] = p.ack[i] - 1; acked[1 - d] = true; }
-            }
-            for (int d = 0; d < 2; ++d)
-                if (!seen[d] && acked[d]) isn[d] = first_ack[d];
+        for (int d = 0; d < 2; ++d) {
+            const size_t side = fi * 2 + size_t(d);
+            isn[d] = (isn_state[side] & 1) ? first_seq[side] : (isn_state[side] & 2) ? first_ack[side] : 0;
         }
         uint32_t prev_id[2] = {0, 0}, prev_fl[2] = {0, 0}, next_seq[2] = {0, 0}, prev_ack[2] = {0, 0};
         const int64_t encoded_before = out.packets_encoded;

@@ -219,6 +219,7 @@ def iter_pcap(path: str | os.PathLike[str], chunk_packets: int = 1_000_000) -> I
             table = _table_from_reader(reader, chunk_packets)
             if len(table) or table.skipped:
                 yield table
+            del table  # drop our reference before the next chunk is read: one chunk alive, not two
     finally:
         reader.close()
 

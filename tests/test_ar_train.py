@@ -221,3 +221,26 @@ def test_load_generator_rejects_what_is_not_a_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"generator": "ar", "model": {}}))
     with pytest.raises(CheckpointError):
         load_generator(tmp_path)
+
+
+def test_generate_works_for_any_registered_generator(dataset_dir, tmp_path):
+    import pytrafgen
+
+    out = tmp_path / "markov"
+    _cli("train", str(dataset_dir), "--generator", "markov", "--out", str(out))
+    report = _cli("generate", str(out), "--class", "benign_coap:4", "--out", str(tmp_path / "m.pcap"))
+    assert report["flows"] == {"benign_coap": 4}
+    assert len(pytrafgen.read_pcap(tmp_path / "m.pcap")) > 0
+    with pytest.raises(AssertionError, match="takes no sampling options"):
+        _cli("generate", str(out), "--class", "benign_coap:1", "--top-k", "5", "--out", str(tmp_path / "x.pcap"))
+
+
+def test_class_counts_parse():
+    from pytrafgen.cli.generate import parse_class_counts
+    from pytrafgen.errors import PytrafgenError
+
+    assert parse_class_counts(["a:100", "b", "a:5"], 7) == {"a": 105, "b": 7}
+    assert parse_class_counts(["ns:x:3"], None) == {"ns:x": 3}
+    for bad, n in ((["b"], None), (["a:-1"], None), (["a:many"], None), ([], 3)):
+        with pytest.raises(PytrafgenError):
+            parse_class_counts(bad, n)

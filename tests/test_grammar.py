@@ -134,3 +134,17 @@ def test_batched_step_numpy_and_torch_agree():
     # an illegal token sends a batch row to −1, and −1 stays −1
     dead = g.step(np.array([g.start_state]), np.array([vocab.special("EOS")]))
     assert dead.tolist() == [-1] and g.step(dead, np.array([0])).tolist() == [-1]
+
+
+@pytest.mark.gpu
+def test_torch_tables_on_the_gpu_match_numpy():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    vocab = Vocabulary(CLASSES, [APP], 64)
+    g = vocab.grammar()
+    allowed, next_state = g.torch_tables("cuda")
+    states = torch.arange(g.n_states, device="cuda")
+    tokens = torch.randint(0, vocab.size, (g.n_states,), device="cuda")
+    assert np.array_equal(allowed[states].cpu().numpy(), g.allowed)
+    assert np.array_equal(next_state[states, tokens].cpu().numpy(), g.step(np.arange(g.n_states), tokens.cpu().numpy()))

@@ -211,3 +211,55 @@ def test_corrupted_packet_columns_never_break_the_encoder(capture):
         for f in enc.encoded_flows:
             assert grammar.accepts(enc.tokens[enc.offsets[f]:enc.offsets[f + 1]])
         assert decode(enc.tokens, enc.offsets, vocab, strict=True).n_packets == enc.packets
+
+
+def _random_flow_frames(rng: np.random.Generator, n: int) -> list[bytes]:
+    """One TCP, one UDP and one ICMP flow with random header values in every packet."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    frames = []
+    for k in range(n):
+        c2s = bool(rng.integers(2))
+        src, dst = ("10.1.0.1", "10.1.0.2") if c2s or k == 0 else ("10.1.0.2", "10.1.0.1")
+        ip = IP(src=src, dst=dst, ttl=int(rng.integers(256)), tos=int(rng.integers(256)),
+                id=int(rng.integers(65536)), flags=int(rng.integers(8)))
+        payload = Raw(rng.integers(0, 256, int(rng.integers(0, 90)), dtype=np.uint8).tobytes())
+        kind = k % 3
+        if kind == 0:
+            sport, dport = (33000, 8080) if src == "10.1.0.1" else (8080, 33000)
+            opts = [("NOP", None)] * int(rng.integers(0, 9))
+            l4 = TCP(sport=sport, dport=dport, seq=int(rng.integers(2**32)), ack=int(rng.integers(2**32)),
+                     flags=int(rng.integers(512)), window=int(rng.integers(65536)),
+                     urgptr=int(rng.integers(65536)) * int(rng.integers(2)), options=opts)
+        elif kind == 1:
+            sport, dport = (5000, 6000) if src == "10.1.0.1" else (6000, 5000)
+            l4 = UDP(sport=sport, dport=dport)
+        else:
+            l4 = ICMP(type=int(rng.integers(256)), code=int(rng.integers(256)), id=int(rng.integers(65536)),
+                      seq=int(rng.integers(65536)))
+        frames.append(bytes(Ether() / ip / l4 / payload))
+    return frames
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_header_values_round_trip(seed):
+    rng = np.random.default_rng(seed)
+    frames = _random_flow_frames(rng, 60)
+    ts = np.cumsum(rng.integers(0, 10**9, len(frames)))
+    table = PacketTable.from_frames(frames, ts)
+    flows = assemble_flows(table)
+    labels = np.zeros(len(flows), np.int32)
+    vocab = Vocabulary(["benign"], [], 100)
+    enc = encode_flows(table, flows, labels, vocab, protocols={})
+    got = decode(enc.tokens, enc.offsets, vocab, strict=True)
+    ref = records_from_packets(table, flows, labels, ["benign"])
+    assert got.n_packets == ref.n_packets == len(frames)
+    for name in PACKET_COLUMNS:
+        if not (name.endswith("_off") or name == "ts_ns"):
+            np.testing.assert_array_equal(got.packets[name], ref.packets[name], err_msg=name)
+    for i in range(got.n_packets):
+        for off, length in (("ip_opt_off", "ip_opt_len"), ("l4_opt_off", "l4_opt_len"),
+                            ("payload_off", "payload_stored")):
+            assert _blob(got, off, length, i) == _blob(ref, off, length, i)

@@ -62,7 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         flags[i] = c;
         // Mostly forward steps; the top bit of `a` asks for an arbitrary (possibly extreme) time.
         if (a & 0x80) t = int64_t(in.u64());
-        else t += int64_t(in.u16()) * 1000000;
+        else t = int64_t(uint64_t(t) + uint64_t(in.u16()) * 1000000);  // wraps, as int64 time never should
         ts[i] = t;
         wirelen[i] = uint32_t(in.u16()) << (c & 8 ? 16 : 0);
     }

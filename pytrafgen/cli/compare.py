@@ -79,6 +79,33 @@ def obtain_generator(name: str, dataset: Any, checkpoint: Path | None, ckpt_dir:
                  "fit_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def generate_set(name: str, ds: Any, checkpoint: Path | None, out: Path, fit_settings: dict[str, Any],
+                 counts: dict[str, int], plan: Any, kinds: dict[str, str], device: str, seed: int,
+                 quiet: bool) -> tuple[Any, dict[str, Any]]:
+    """Train/load one generator, sample ``counts``, write ``out/<name>.pcap`` (+ labels CSV)
+    and return its EvalSet (with the raw, unrepaired set where the generator emits one)."""
+    from pytrafgen.build import write_records
+    from pytrafgen.evaluate.from_records import evalset_from_records, write_flow_labels
+
+    gen, info = obtain_generator(name, ds, checkpoint, out / "checkpoints" / name, fit_settings)
+    setter = getattr(gen, "set_sampling", None)
+    if setter is not None:
+        setter(device=device, show_progress=not quiet)
+    t0 = time.perf_counter()
+    records = gen.sample(counts, seed=seed)
+    info["sample_seconds"] = round(time.perf_counter() - t0, 1)
+    pcap = out / f"{name}.pcap"
+    write_records(pcap, records, plan, seed)
+    write_flow_labels(pcap, records, plan, seed)
+    es = evalset_from_records(records, plan, seed, name, kinds=kinds)
+    if records.raw_derived:
+        es.raw = evalset_from_records(records, plan, seed, f"{name}-raw", repair=False, kinds=kinds)
+        info["raw"] = "built with repair off from the generator's derived fields"
+    else:
+        info["raw"] = "the generator emits no derived fields; the builder derives all of them"
+    return es, info
+
+
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare(
@@ -100,9 +127,8 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOutput = False,
     ) -> None:
         """Train or load each generator on one dataset and evaluate them side by side."""
-        from pytrafgen.build import write_records
         from pytrafgen.dataset import TrafficDataset
-        from pytrafgen.evaluate.from_records import evalset_from_records, write_flow_labels
+        from pytrafgen.evaluate.from_records import evalset_from_records
         from pytrafgen.evaluate.report import write_report
         from pytrafgen.evaluate.run import run_validators
         from pytrafgen.plugins import get_registry
@@ -127,25 +153,12 @@ def register(app: typer.Typer) -> None:
         for name in generators:
             fit_settings = {"device": device, "seed": seed, "quiet": quiet, **fit_sets.get(name, {})}
             try:
-                gen, info = obtain_generator(name, ds, given.get(name), out / "checkpoints" / name, fit_settings)
-            except PytrafgenError as exc:  # e.g. a generator whose plugin is not installed
-                runs[name] = {"skipped": str(exc)}
-                typer.echo(f"{name}: skipped ({exc})", err=True)
+                es, info = generate_set(name, ds, given.get(name), out, fit_settings, counts, plan, kinds,
+                                        device, seed, quiet)
+            except Exception as exc:  # one generator failing (or not installed) must not end the comparison
+                runs[name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+                typer.echo(f"{name}: skipped ({type(exc).__name__}: {exc})", err=True)
                 continue
-            setter = getattr(gen, "set_sampling", None)
-            if setter is not None:
-                setter(device=device, show_progress=not quiet)
-            t0 = time.perf_counter()
-            records = gen.sample(counts, seed=seed)
-            info["sample_seconds"] = round(time.perf_counter() - t0, 1)
-            pcap = out / f"{name}.pcap"
-            write_records(pcap, records, plan, seed)
-            write_flow_labels(pcap, records, plan, seed)
-            es = evalset_from_records(records, plan, seed, name, kinds=kinds)
-            if records.raw_derived:
-                es.raw = evalset_from_records(records, plan, seed, f"{name}-raw", repair=False, kinds=kinds)
-            info["raw"] = "built with repair off from the generator's derived fields" if records.raw_derived \
-                else "the generator emits no derived fields; the builder derives all of them"
             gens[name] = es
             runs[name] = info
         if not gens:

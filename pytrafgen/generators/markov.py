@@ -151,8 +151,7 @@ class MarkovGenerator(Generator):
         n_states = len(t["state_keys"])
         flow = np.repeat(np.arange(len(labels)), n_packets)
         cls = labels.astype(np.int64)[flow]
-        _, starts = _group_starts(t["emission_group"])
-        uniq = np.unique(t["emission_group"])
+        uniq, starts = _group_starts(t["emission_group"])
         gidx = np.searchsorted(uniq, cls * n_states + states)
         row = starts[gidx] + (rng.random(len(states)) * np.diff(starts)[gidx]).astype(np.int64)
         key = t["state_keys"][states]
