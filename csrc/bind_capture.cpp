@@ -90,10 +90,19 @@ public:
             map_ = m;
             base_ = static_cast<const uint8_t*>(m);
             size_ = size_t(st.st_size);
-        } else if (!S_ISREG(st.st_mode)) {  // a pipe or device: read it whole
-            char buf[1 << 16];
-            ssize_t got;
-            while ((got = ::read(fd, buf, sizeof(buf))) > 0) owned_.append(buf, size_t(got));
+        } else if (!S_ISREG(st.st_mode)) {  // a pipe or device: read it whole, without the GIL
+            int read_errno = 0;
+            {
+                py::gil_scoped_release nogil;
+                char buf[1 << 16];
+                ssize_t got;
+                while ((got = ::read(fd, buf, sizeof(buf))) > 0) owned_.append(buf, size_t(got));
+                if (got < 0) read_errno = errno;
+            }
+            if (read_errno) {
+                ::close(fd);
+                raise_capture_error(path, owned_.size(), std::string("cannot read: ") + std::strerror(read_errno));
+            }
             base_ = reinterpret_cast<const uint8_t*>(owned_.data());
             size_ = owned_.size();
         }

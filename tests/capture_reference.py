@@ -116,7 +116,7 @@ def reference_fields(pkt: Packet, frame: bytes) -> dict[str, Any]:
 
 
 def read_reference(path: Path, count: int) -> list[tuple[Packet, bytes, int, int]]:
-    """(scapy packet, frame bytes, ts_ns, wirelen) for the first ``count`` records."""
+    """(scapy packet, frame bytes, ts_ns, wirelen) for the first ``count`` records (-1: all)."""
     packets = rdpcap(str(path), count=count)
     out = []
     for pkt in packets:

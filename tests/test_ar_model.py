@@ -105,6 +105,11 @@ def test_kv_cache_decoding_matches_the_full_forward():
     steps = [model.decode(idx[:, :4], torch.arange(4), cache)]  # prefill of a 4-token prompt
     steps += [model.decode(idx[:, t:t + 1], torch.tensor([t]), cache) for t in range(4, 20)]
     assert torch.allclose(torch.stack(steps, 1), full[:, 3:20], atol=1e-5)
+    # the eager path (attend over the filled prefix only) gives the same logits
+    cache = KVCache.allocate(TINY, 3, TINY.block_size, torch.device("cpu"), torch.float32)
+    eager = [model.decode(idx[:, :4], torch.arange(4), cache, 4)]
+    eager += [model.decode(idx[:, t:t + 1], torch.tensor([t]), cache, t + 1) for t in range(4, 20)]
+    assert torch.allclose(torch.stack(eager, 1), full[:, 3:20], atol=1e-5)
 
 
 def test_attention_is_causal():

@@ -38,6 +38,18 @@ def test_fields_match_scapy(path: Path) -> None:
     assert not problems, "\n".join(problems[:20])
 
 
+@pytest.mark.slow
+@needs_shared
+@pytest.mark.parametrize("path", ALL_SHARED, ids=shared_ids(ALL_SHARED))
+def test_every_packet_matches_scapy(path: Path) -> None:
+    """The same comparison without the cap (every packet of every file; minutes)."""
+    table = pytrafgen.read_pcap(path)
+    reference = read_reference(path, -1)
+    assert len(table) == len(reference)
+    problems = compare_table(table, reference)
+    assert not problems, "\n".join(problems[:20])
+
+
 @needs_shared
 @pytest.mark.parametrize("path", ALL_SHARED, ids=shared_ids(ALL_SHARED))
 def test_whole_file_rows_match_manifest(path: Path) -> None:

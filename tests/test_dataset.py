@@ -159,3 +159,26 @@ def test_vocab_command(cli, tmp_path, encoded, core_plugins_only):
     write_dataset(tmp_path / "ds", vocab, tokens, offsets, labels, class_kinds={}, seed=0)
     mine = CliRunner().invoke(cli, ["vocab", "--dataset", str(tmp_path / "ds"), "--json"])
     assert json.loads(mine.output)["hash"] == vocab.hash
+
+
+def test_tokenize_names_an_unreadable_capture(cli, captures, tmp_path, core_plugins_only):
+    (captures / "junk.pcap").write_bytes(b"not a capture at all")
+    with (captures / "manifest.csv").open("a") as fh:
+        fh.write("junk.pcap,web,benign,0\n")
+    result = CliRunner().invoke(cli, ["tokenize", str(captures), "--labels", str(captures / "manifest.csv"),
+                                      "--out", str(tmp_path / "ds"), "-j", "1"])
+    assert isinstance(result.exception, DatasetError)
+    assert "junk.pcap: at byte 0" in str(result.exception)
+
+
+def test_tokenize_takes_several_manifests(cli, captures, tmp_path, core_plugins_only):
+    (captures / "one.csv").write_text("file,class\na.pcap,web\n")
+    (captures / "sub" / "two.csv").write_text("file,class,label\nb.pcap,misc,malicious\n")
+    args = ["tokenize", str(captures), "--labels", str(captures / "one.csv"), "--labels",
+            str(captures / "sub" / "two.csv"), "--out", str(tmp_path / "ds"), "-j", "1", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["class_kinds"] == {"misc": "malicious", "web": "unknown"}
+    (captures / "sub" / "two.csv").write_text("file,class\nb.pcap,misc\n../a.pcap,other\n")
+    result = CliRunner().invoke(cli, args)
+    assert isinstance(result.exception, DatasetError) and "labelled both 'web' and 'other'" in str(result.exception)

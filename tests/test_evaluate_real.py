@@ -157,3 +157,29 @@ def test_utility_with_real_held_out_flows_as_generated(splits: tuple[EvalSet, Ev
     assert set(r["macro_f1"]) == {"random_forest", "gradient_boosting", "mlp", "knn", "logistic_regression"}
     assert r["macro_f1"]["random_forest"]["generated"] >= 0.8  # real flows train as well as real flows
     assert r["settings"]["train_flows"]["scarce"] < r["settings"]["train_flows"]["real"]
+
+
+def test_compare_command_trains_generates_and_reports(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from pytrafgen.cli.main import app, build_app
+
+    build_app()
+    runner = CliRunner()
+    dataset = tmp_path / "ds"
+    args = ["tokenize", *(str(CAPTURES / f) for f in ("benign_mqtt.pcap", "mqtt_bruteforce.pcap")),
+            "--labels", str(CAPTURES / "manifest.csv"), "--out", str(dataset), "-j", "1", "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    out = tmp_path / "cmp"
+    args = ["compare", str(dataset), "-g", "markov", "-g", "no-such-generator", "--out", str(out),
+            "--max-per-class", "20", "-V", "compliance", "-V", "fidelity", "--no-tshark", "--no-plots", "-q", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output.strip().splitlines()[-1])
+    assert "skipped" in doc["generators"]["no-such-generator"]
+    assert doc["summary"]["markov"]["compliance_packets_final"] > 0.5
+    report = json.loads((out / "report.json").read_text())
+    counts = report["generated"]["markov"]["class_counts"]
+    assert counts == report["real"]["class_counts"]  # the test split's size per class
+    labels = (out / "markov.pcap.flows.csv").read_text().splitlines()
+    assert labels[0] == "flow_index,class,proto,client_port,server_port"

@@ -170,6 +170,13 @@ def test_emd_scales_by_the_real_range_only() -> None:
     assert scaled_emd(real, gen) == pytest.approx(0.5)
 
 
+def test_emd_scale_is_given_by_the_whole_real_set() -> None:
+    real = np.arange(11, dtype=float)
+    assert scaled_emd(real, real + 1.0, (0.0, 20.0)) == pytest.approx(0.05)
+    # a constant real field is scaled by its magnitude: 5 → 10 is one "value" away
+    assert scaled_emd(np.array([5.0, 5.0]), np.array([10.0, 10.0])) == pytest.approx(1.0)
+
+
 def test_jsd_hand_computed() -> None:
     assert jsd(np.array([1, 1, 2, 2]), np.array([2, 1, 2, 1])) == pytest.approx(0.0)
     assert jsd(np.array([1, 1]), np.array([2, 2])) == pytest.approx(1.0)

@@ -67,8 +67,8 @@ def test_long_flows_are_closed_where_eos_was_legal(setup):
     penalty = torch.zeros(vocab.size)
     penalty[special.eos] = 1e4
 
-    def decode_without_eos(idx, positions, cache):
-        return model.decode(idx, positions, cache) - penalty
+    def decode_without_eos(idx, positions, cache, attend_len=None):
+        return model.decode(idx, positions, cache, attend_len) - penalty
 
     prompts = torch.tensor([[special.bos, vocab.class_token("udp_flood")]] * 6)
     out, lengths = sample_batch(model, grammar, prompts, special.eos, SamplingSettings(max_len=96),

@@ -1,5 +1,6 @@
-"""``pytrafgen tokenize PCAP_OR_DIR... --labels manifest.csv --out DIR``: captures → a tokenized
-dataset (uint16 shards per split, manifest, vocabulary, address plan); files in parallel."""
+"""``pytrafgen tokenize PCAP_OR_DIR... --labels manifest.csv [--labels more.csv] --out DIR``:
+captures → a tokenized dataset (uint16 shards per split, manifest, vocabulary, address plan);
+files in parallel."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pytrafgen.cli.options import JsonOutput, Labels, OutDir, Quiet, Seed
+from pytrafgen.cli.options import JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import DatasetError
 from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP
 
@@ -22,7 +23,8 @@ def register(app: typer.Typer) -> None:
     def tokenize(
         inputs: Annotated[list[Path], typer.Argument(help="pcap/pcapng files or directories (searched recursively).")],
         out: OutDir,
-        labels: Labels = None,
+        labels: Annotated[list[Path] | None, typer.Option(
+            "--labels", help="CSV manifest(s) with at least columns file,class (label optional); repeatable.")] = None,
         payload_cap: Annotated[int, typer.Option("--payload-cap", help="Payload bytes kept as tokens per packet.")]
         = DEFAULT_PAYLOAD_CAP,
         seed: Seed = 0,
@@ -39,7 +41,7 @@ def register(app: typer.Typer) -> None:
         """Tokenize captures into a dataset: split by flow (stratified by class, seeded)."""
         from pytrafgen.tokenizer.pipeline import expand_inputs, tokenize_captures
 
-        if labels is None:
+        if not labels:
             raise DatasetError("--labels is required: a CSV with columns file,class[,label] naming every capture")
         files = expand_inputs(inputs)
         n_workers = workers if workers > 0 else (os.cpu_count() or 1)

@@ -136,7 +136,7 @@ def ip4_distinct_endpoints(ctx: RuleContext) -> Indices:
     return result(_ip4(ctx), same)
 
 
-def _options_well_formed(data: np.ndarray, start: int, end: int) -> bool:
+def options_well_formed(data: np.ndarray, start: int, end: int) -> bool:
     """Type-length-value options between start and end: kinds 0 (end) and 1 (no-op) are one
     byte; every other option's length byte is ≥ 2 and stays inside the header."""
     i = start
@@ -160,7 +160,7 @@ def ip4_options(ctx: RuleContext) -> Indices:
     bad = np.zeros(ctx.n_packets, bool)
     data = ctx.col("data")
     for i in np.flatnonzero(applicable):
-        bad[i] = not _options_well_formed(data, int(start[i]) + 20, int(start[i] + hdr[i]))
+        bad[i] = not options_well_formed(data, int(start[i]) + 20, int(start[i] + hdr[i]))
     return result(applicable, bad)
 
 
@@ -395,4 +395,4 @@ def rules_for(protocol_name: str) -> list[Rule]:
     return [Rule(rule_id, protocol_name, scope, text, check) for rule_id, scope, text, check in table]
 
 
-__all__ = ["Indices", "l4_checksum_ok", "result", "rules_for", "service_agreement"]
+__all__ = ["Indices", "l4_checksum_ok", "options_well_formed", "result", "rules_for", "service_agreement"]

@@ -17,6 +17,7 @@ from pytrafgen.protocols.rules_l3l4 import (
     first_fragment,
     frame_end,
     l4_checksum_ok,
+    options_well_formed,
     result,
     service_agreement,
     unfragmented,
@@ -88,16 +89,14 @@ def syn_window(ctx: RuleContext) -> Indices:
     return result(_tcp(ctx) & ((_flags(ctx) & SYN) != 0), ctx.col("window") == 0)
 
 
-def options_well_formed(ctx: RuleContext) -> Indices:
-    from pytrafgen.protocols.rules_l3l4 import _options_well_formed
-
+def tcp_options(ctx: RuleContext) -> Indices:
     start = ctx.col("frame_off").astype(np.int64) + ctx.col("l4_off").astype(np.int64)
     hdr = ctx.col("l4_hdr_len").astype(np.int64)
     applicable = _tcp(ctx) & (hdr > 20) & (start + hdr <= frame_end(ctx))
     bad = np.zeros(ctx.n_packets, bool)
     data = ctx.col("data")
     for i in np.flatnonzero(applicable):
-        bad[i] = not _options_well_formed(data, int(start[i]) + 20, int(start[i] + hdr[i]))
+        bad[i] = not options_well_formed(data, int(start[i]) + 20, int(start[i] + hdr[i]))
     return result(applicable, bad)
 
 
@@ -297,7 +296,7 @@ TCP_RULES = [
     ("TCP-008", "packet", "source and destination ports are not 0", zero_ports),
     ("TCP-009", "packet", "checksum verifies (pseudo-header included)", checksum),
     ("TCP-010", "packet", "SYN and SYN-ACK segments advertise a non-zero window", syn_window),
-    ("TCP-011", "packet", "TCP options are well-formed kind-length-values", options_well_formed),
+    ("TCP-011", "packet", "TCP options are well-formed kind-length-values", tcp_options),
     ("TCP-012", "flow", "the flow opens with a client SYN (no mid-stream start)", flow_starts_with_syn),
     ("TCP-013", "flow", "the server's first reply to a SYN is SYN-ACK or RST", handshake_order),
     ("TCP-014", "flow", "no payload before the server's SYN-ACK", data_before_handshake),

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrafgen.errors import DatasetError
+from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.tokenizer.encode import DEFAULT_MAX_APP_TOKENS
 from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP, Vocabulary
 
@@ -88,8 +88,11 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
     from pytrafgen.tokenizer.encode import encode_flows
 
     vocab = Vocabulary.from_json(vocab_json)
-    table = read_pcap(path)
-    flows = assemble_flows(table, idle_timeout_s=idle_timeout_s, max_flow_packets=max_flow_packets)
+    try:
+        table = read_pcap(path)
+        flows = assemble_flows(table, idle_timeout_s=idle_timeout_s, max_flow_packets=max_flow_packets)
+    except PytrafgenError as exc:  # one-argument error: it crosses the process boundary intact
+        raise DatasetError(str(exc)) from None
     labels = np.full(len(flows), class_index, np.int32)
     enc = encode_flows(table, flows, labels, vocab, max_app_tokens=max_app_tokens)
     kept = enc.encoded_flows
@@ -128,19 +131,34 @@ def _learn_plan(results: list[dict[str, Any]], labels: np.ndarray, train: np.nda
     return AddressPlan.learn(table, flows, labels[train], classes)
 
 
-def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path, out: str | Path, *,
+def read_label_files(manifests: Sequence[str | Path]) -> dict[Path, LabelEntry]:
+    """The entries of several manifests; a capture they label differently is an error."""
+    entries: dict[Path, LabelEntry] = {}
+    for manifest in manifests:
+        for path, entry in read_labels(manifest).items():
+            if path in entries and entries[path] != entry:
+                raise DatasetError(f"{path}: labelled both {entries[path].class_name!r} and "
+                                   f"{entry.class_name!r} (in {manifest})")
+            entries[path] = entry
+    return entries
+
+
+def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Sequence[str | Path],
+                      out: str | Path, *,
                       payload_cap: int = DEFAULT_PAYLOAD_CAP, seed: int = 0, workers: int = 1,
                       idle_timeout_s: float = 120.0, max_flow_packets: int = 0,
                       max_app_tokens: int = DEFAULT_MAX_APP_TOKENS,
                       on_file_done: Callable[[Path], None] | None = None) -> dict[str, Any]:
-    """Tokenize ``inputs`` into a dataset at ``out``; returns its manifest."""
+    """Tokenize ``inputs`` into a dataset at ``out``; returns its manifest. ``labels_csv``: one
+    labels manifest or several (each capture must be in one of them)."""
     from pytrafgen.dataset import split_flows, write_dataset
 
-    entries = read_labels(labels_csv)
+    manifests = [labels_csv] if isinstance(labels_csv, (str, Path)) else list(labels_csv)
+    entries = read_label_files(manifests)
     files = expand_inputs(inputs)
     missing = [f for f in files if f not in entries]
     if missing:
-        raise DatasetError(f"{missing[0]}: not in the labels manifest {labels_csv}"
+        raise DatasetError(f"{missing[0]}: not in the labels manifest {', '.join(str(m) for m in manifests)}"
                            + (f" (and {len(missing) - 1} more files)" if len(missing) > 1 else ""))
     classes = sorted({entries[f].class_name for f in files})
     kinds: dict[str, str] = {}
@@ -184,4 +202,4 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path, out:
                          settings=settings, sources=sources, split=split)
 
 
-__all__ = ["LabelEntry", "expand_inputs", "read_labels", "tokenize_captures", "tokenize_file"]
+__all__ = ["LabelEntry", "expand_inputs", "read_label_files", "read_labels", "tokenize_captures", "tokenize_file"]

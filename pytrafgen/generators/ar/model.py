@@ -4,8 +4,9 @@ has them), learned positions, the output head tied to the token embedding, optio
 adapters for fine-tuning, and a static, preallocated KV cache for sampling.
 
 The cache has fixed shapes (batch, heads, max length, head dim) and ``decode`` writes into it
-with ``index_copy_`` at tensor positions and attends over the whole cache under a mask, so a
-decode step has the same shapes every call: ``torch.compile`` / CUDA graphs can capture it.
+with ``index_copy_`` at tensor positions. Compiled, it attends over the whole cache under a
+mask, so a decode step has the same shapes every call and ``torch.compile`` / CUDA graphs can
+capture it; eager (CPU), it attends over the filled prefix only (``attend_len``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = LoRALinear(config.n_embd, config.n_embd, config.lora_rank, config.lora_alpha)
 
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, attend_len: int | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -80,9 +81,14 @@ class CausalSelfAttention(nn.Module):
             k_cache, v_cache = cache
             k_cache.index_copy_(2, positions, k.to(k_cache.dtype))
             v_cache.index_copy_(2, positions, v.to(v_cache.dtype))
-            # Query at position p sees cache slots 0..p; later slots hold stale values.
-            slots = torch.arange(k_cache.size(2), device=x.device)
-            mask = slots[None, :] <= positions[:, None]
+            if attend_len is not None:  # eager decoding: only the filled prefix of the cache
+                k_cache, v_cache = k_cache[:, :, :attend_len], v_cache[:, :, :attend_len]
+            if T == 1 and attend_len is not None:
+                mask = None  # one query at position attend_len - 1 sees the whole prefix
+            else:
+                # query at position p sees cache slots 0..p; later slots hold stale values
+                slots = torch.arange(k_cache.size(2), device=x.device)
+                mask = slots[None, :] <= positions[:, None]
             y = F.scaled_dot_product_attention(q, k_cache.to(q.dtype), v_cache.to(q.dtype), attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
@@ -108,8 +114,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, positions)
+                positions: torch.Tensor | None = None, attend_len: int | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, positions, attend_len)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -163,12 +169,15 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
-    def decode(self, idx: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def decode(self, idx: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+               attend_len: int | None = None) -> torch.Tensor:
         """Feed tokens ``idx`` (B, T) at ``positions`` (T,), fill the cache, and return the
-        logits (B, V) for the token after the last one."""
+        logits (B, V) for the token after the last one. ``attend_len`` (eager use; the last
+        position + 1) attends over the filled prefix only; None keeps every call the same
+        shape (whole cache under a mask) for torch.compile / CUDA graphs."""
         x = self.wte(idx) + self.wpe(positions)
         for i, block in enumerate(self.blocks):
-            x = block(x, (cache.k[i], cache.v[i]), positions)
+            x = block(x, (cache.k[i], cache.v[i]), positions, attend_len)
         return self._logits(x[:, -1:, :])[:, 0, :]
 
     # --- LoRA -------------------------------------------------------------------------------

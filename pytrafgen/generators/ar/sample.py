@@ -77,6 +77,8 @@ def sample_batch(
     max_len = settings.max_len or model.config.block_size
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     cache = KVCache.allocate(model.config, batch, max_len, device, dtype)
+    # compiled: fixed shapes (whole cache, masked); eager: attend over the filled prefix only
+    eager = decode_fn is None
     decode = decode_fn or model.decode
     out = torch.full((batch, max_len), eos, dtype=torch.long, device=device)
     out[:, :prompt_len] = prompts
@@ -91,7 +93,8 @@ def sample_batch(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
     with autocast:
-        logits = decode(prompts, torch.arange(prompt_len, device=device), cache)
+        logits = decode(prompts, torch.arange(prompt_len, device=device), cache,
+                        prompt_len if eager else None)
     for t in range(prompt_len, max_len):
         allowed = grammar.allowed[state]
         if header_allowed is not None and t - prompt_len < header_allowed.size(1):
@@ -114,7 +117,7 @@ def sample_batch(
             break
         if t + 1 < max_len:
             with autocast:
-                logits = decode(token[:, None], torch.tensor([t], device=device), cache)
+                logits = decode(token[:, None], torch.tensor([t], device=device), cache, t + 1 if eager else None)
     # sequences that ran out of room: close them where EOS was last legal
     cut = ~done & (last_eos_ok > prompt_len)
     rows = torch.nonzero(cut, as_tuple=True)[0]
