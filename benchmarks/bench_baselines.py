@@ -24,6 +24,7 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,12 @@ def markdown(report: dict[str, Any]) -> str:
             + f" | {r['flows_per_cpu_second']:,.1f} | {r['packets_per_cpu_second']:,.0f} | "
             f"{r['packets_per_cpu_second'] / base:.4f} | {r['fidelity']['emd_mean']:.4f} | "
             f"{r['fidelity']['emd_median_over_classes']:.4f} | {r['fidelity']['jsd_mean']:.4f} |")
+    ar = report.get("ar_reference")
+    if ar:
+        lines += ["", f"Next to the AR model ({ar['source']}, {ar['date']}, its own run on this machine, wall-clock "
+                  "under the same kind of load):"]
+        lines += [f"* AR `{s['size']}` samples {s['packets_per_s']:,.1f} packets/s "
+                  f"({s['packets_per_s'] / base:.5f} × markov)" for s in ar["sampling"]]
     lines += ["", "Fidelity is against the flows the generators trained on, gan and diffusion after only the "
               "measured steps: an indicator of the plumbing, not the evaluation (``pytrafgen evaluate``).",
               "Sampling speed is ``Generator.sample`` (field records, payload/option filling and seq/ack "
@@ -197,8 +204,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "baselines")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    work = args.out.parent / ".baselines-work"
-    work.mkdir(parents=True, exist_ok=True)
+    work_dir = tempfile.TemporaryDirectory(prefix="bench-baselines-")  # generated pcaps: not results
+    work = Path(work_dir.name)
     started = time.perf_counter()
     dataset, real, plan, n_packets = load_captures(args.captures)
     load_s = time.perf_counter() - started
@@ -222,11 +229,18 @@ def main() -> None:
               "data": {"captures": str(args.captures), "packets": n_packets, "flows": records.n_flows,
                        "record_packets": records.n_packets, "classes": len(dataset.classes), "load_seconds": load_s},
               "results": results}
+    ar_path = REPO / "benchmarks" / "results" / "ar_cpu.json"
+    if ar_path.is_file():
+        ar = json.loads(ar_path.read_text())
+        report["ar_reference"] = {"source": str(ar_path.relative_to(REPO)), "date": ar.get("date"),
+                                  "sampling": [{"size": x["size"], "packets_per_s": x["packets_per_s"]}
+                                               for x in ar.get("sampling", [])]}
     with atomic_file(args.out.with_suffix(".json"), "w") as fh:
         json.dump(report, fh, indent=2)
     with atomic_file(args.out.with_suffix(".md"), "w") as fh:
         fh.write(markdown(report))
     print(markdown(report))
+    work_dir.cleanup()
 
 
 if __name__ == "__main__":

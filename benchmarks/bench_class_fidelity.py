@@ -204,8 +204,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--first-packets", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 wins on a shared machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ar_class_fidelity"))
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
 
     dataset_dir = args.work / "dataset"

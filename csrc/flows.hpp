@@ -144,8 +144,9 @@ inline void assemble_flows(const FlowInput& in, int64_t idle_ns, uint64_t max_pa
         }
         size_t f = size_t(fid);
         detail::FlowState& st = state[f];
+        // Sent by the client's endpoint (so in a flow from an endpoint to itself, every packet
+        // counts as client→server).
         bool c2s = std::memcmp(s, &out.client_addr[16 * f], 16) == 0 && sp == out.client_port[f];
-        // A flow from an endpoint to itself: every packet counts as client→server.
         out.flow_id[i] = fid;
         out.direction[i] = c2s ? 0 : 1;
         if (c2s) {

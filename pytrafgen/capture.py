@@ -123,6 +123,21 @@ class PacketTable:
     payload_wirelen: np.ndarray
     skipped: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Columns take their contract dtypes; lengths and frame ranges must agree."""
+        for name, dtype in PACKET_COLUMNS.items():
+            setattr(self, name, np.asarray(getattr(self, name), dtype))
+        n = len(self.caplen)
+        for name in _ROW_COLUMNS:
+            col = getattr(self, name)
+            want = (n, 16) if name in ("src", "dst") else (n,)
+            if col.shape != want:
+                raise PytrafgenError(f"PacketTable column {name!r} has shape {col.shape}, expected {want}")
+        if self.data.ndim != 1:
+            raise PytrafgenError(f"PacketTable data must be 1-D, got shape {self.data.shape}")
+        if n and int((self.frame_off + self.caplen).max()) > len(self.data):
+            raise PytrafgenError("PacketTable frame_off + caplen reaches past the end of data")
+
     def __len__(self) -> int:
         return len(self.caplen)
 

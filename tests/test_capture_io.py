@@ -170,3 +170,14 @@ def test_read_from_a_pipe(tmp_path: Path) -> None:
     table = pytrafgen.read_pcap(fifo)
     writer.join(timeout=10)
     assert len(table) == 3 and table.frame(2) == FRAME
+
+
+def test_table_checks_its_columns() -> None:
+    table = PacketTable.from_frames([FRAME, FRAME])
+    cols = table.columns()
+    with pytest.raises(PytrafgenError, match="'sport' has shape"):
+        PacketTable(**{**cols, "sport": cols["sport"][:1]})
+    with pytest.raises(PytrafgenError, match="past the end of data"):
+        PacketTable(**{**cols, "data": cols["data"][:-1]})
+    coerced = PacketTable(**{**cols, "ts_ns": [1, 2]})
+    assert coerced.ts_ns.dtype == np.int64 and coerced.ts_ns.tolist() == [1, 2]

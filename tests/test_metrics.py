@@ -89,6 +89,7 @@ def _replace(i: int, pkt) -> list:
 
 N = len(REQUEST)
 BAD_CASES = {
+    "IP-001 undissectable header": ([_eth(IP(src=C, dst=S, ihl=3) / UDP(sport=5, dport=6))], "IP-001", [0]),
     "IP4-003 ttl zero": (_replace(2, _eth(IP(src=C, dst=S, ttl=0) / TCP(sport=CP, dport=SP, flags="A", seq=1001,
                                                                            ack=5001, window=64240))), "IP4-003", [2]),
     "IP4-004 reserved flag": (_replace(2, _eth(IP(src=C, dst=S, flags="evil") / TCP(

@@ -70,6 +70,18 @@ def l4_checksum_ok(ctx: RuleContext, mask: np.ndarray, proto_number: np.ndarray)
     return ok
 
 
+# -- dissection --------------------------------------------------------------------------
+def dissects(ctx: RuleContext) -> Indices:
+    """Packets the reader could not dissect because a header is bad or cut short would
+    otherwise escape every other rule (their fields are unknown)."""
+    from pytrafgen.capture import STATUS_NAMES
+
+    status = ctx.col("status")
+    judged = [STATUS_NAMES.index(n) for n in ("ok", "truncated", "bad_header", "fragment") if n in STATUS_NAMES]
+    bad = [STATUS_NAMES.index(n) for n in ("truncated", "bad_header") if n in STATUS_NAMES]
+    return result(np.isin(status, judged), np.isin(status, bad))
+
+
 # -- IPv4 ---------------------------------------------------------------------------------
 def _ip4(ctx: RuleContext) -> np.ndarray:
     return ctx.col("l3") == 4
@@ -345,6 +357,8 @@ Check = Callable[[RuleContext], Indices]
 
 _TABLE: dict[str, list[tuple[str, str, str, Check]]] = {
     "ipv4": [
+        ("IP-001", "packet", "the frame dissects: no bad or cut-short IPv4/IPv6/L4 header "
+                             "(non-IP frames are not judged)", dissects),
         ("IP4-001", "packet", "version field is 4 and IHL is at least 5", ip4_version_ihl),
         ("IP4-002", "packet", "total length covers the header and fits the frame", ip4_total_length),
         ("IP4-003", "packet", "TTL is greater than 0", ip4_ttl),

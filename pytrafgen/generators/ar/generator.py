@@ -83,9 +83,12 @@ class ARGenerator(Generator):
         device = resolve_device(s.get("device", "auto"), ctx)
         self._adopt_dataset(dataset)
         wanted = list(STAGES) if stage == "all" else [stage]
-        done = {c["stage"] for c in self.completed}
-        if stage == "all" and s.get("resume"):
-            wanted = [w for w in wanted if w not in done]
+        if stage == "all":  # a stage without flows of its kind is skipped, not an error
+            kinds = set(dataset.class_kinds.values())
+            wanted = [w for w in wanted if ("benign" if w == "pretrain" else "malicious") in kinds] or wanted
+            if s.get("resume"):
+                done = {c["stage"] for c in self.completed}
+                wanted = [w for w in wanted if w not in done]
         for i, name in enumerate(wanted):
             self._fit_stage(dataset, name, s, device, ctx)
             if i + 1 < len(wanted) and s.get("checkpoint_dir") and ctx.is_main:
