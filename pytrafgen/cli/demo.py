@@ -1,0 +1,114 @@
+"""``pytrafgen demo``: the main job on the bundled default — real captures in, generated pcap
+and evaluation report out — in a few minutes on a 2-core CPU, with no GPU and no download.
+
+``pytrafgen demo build-corpus`` and ``pytrafgen demo train-default`` rebuild the two bundled
+pieces (the trimmed CC0 corpus and the default AR checkpoint) with the project's own code.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pytrafgen.cli.options import Device, OutDir, Quiet, Seed
+
+demo_app = typer.Typer(help="Run the main job on the bundled default data, or rebuild that default.")
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        typer.secho(message, fg=typer.colors.CYAN)
+
+
+@demo_app.callback(invoke_without_command=True)
+def demo(
+    ctx: typer.Context,
+    out: OutDir = Path("pytrafgen-demo"),
+    baseline: Annotated[list[str] | None, typer.Option(
+        "--baseline", "-b", help="Also train this baseline generator for a side-by-side report (repeatable).")] = None,
+    max_per_class: Annotated[int, typer.Option("--max-per-class", help="Test flows per class at most.")] = 60,
+    no_tshark: Annotated[bool, typer.Option("--no-tshark", help="Skip the tshark oracle.")] = False,
+    device: Device = "auto",
+    seed: Seed = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Tokenize the bundled corpus, generate every class with the bundled AR model, evaluate it
+    against the real test split (side by side with the markov baseline), and write the pcaps
+    and the report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pytrafgen.cli.compare import run_comparison
+    from pytrafgen.demo.default import TOKENIZE_SETTINGS, corpus_dir, default_checkpoint
+    from pytrafgen.tokenizer.pipeline import tokenize_captures
+
+    started = time.perf_counter()
+    corpus = corpus_dir()
+    checkpoint = default_checkpoint()
+    dataset = out / "dataset"
+    _say(quiet, f"1/3 tokenizing the bundled corpus {corpus} → {dataset}")
+    tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1,
+                      **TOKENIZE_SETTINGS)
+    generators = ["ar", *(baseline if baseline is not None else ["markov"])]
+    _say(quiet, f"2/3 generating every class with {', '.join(generators)} (ar: bundled checkpoint {checkpoint})")
+    _say(quiet, "3/3 evaluating against the real test split")
+    summary = run_comparison(
+        dataset, generators, out, checkpoints={"ar": checkpoint}, max_per_class=max_per_class,
+        tshark=not no_tshark, device=device, seed=seed, quiet=quiet,
+    )
+    elapsed = time.perf_counter() - started
+    typer.echo("")
+    for name in generators:
+        pcap = out / f"{name}.pcap"
+        if pcap.exists():
+            typer.echo(f"generated ({name}): {pcap}  (flow labels: {pcap}.flows.csv)")
+    typer.echo(f"report: {out / 'report.md'}  (figures: {out / 'report.json'})")
+    typer.echo(f"done in {elapsed:.0f} s; {summary}")
+
+
+@demo_app.command("build-corpus")
+def build_corpus(
+    manifest: Annotated[Path, typer.Argument(help="Manifest (file,class,label,...) of the captures to trim.")],
+    out: OutDir = Path("corpus"),
+) -> None:
+    """Trim labeled captures into a small corpus (whole flows, per-file budgets) with a manifest."""
+    from pytrafgen.demo.corpus import trim_corpus
+
+    for row in trim_corpus(manifest, out):
+        typer.echo(f"{row['class']}: {row['packets']} packets, {row['flows']} flows, {row['bytes']} bytes")
+    typer.echo(f"wrote {out}")
+
+
+@demo_app.command("train-default")
+def train_default(
+    out: OutDir = Path("pytrafgen/data/default_model"),
+    corpus: Annotated[Path | None, typer.Option("--corpus", help="Corpus folder (default: the bundled one).")] = None,
+    work: Annotated[Path, typer.Option("--work", help="Scratch folder for the dataset.")] = Path("default-model-work"),
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Train the default AR checkpoint on the corpus: pre-train on its benign flows, fine-tune on
+    its malicious flows (settings in pytrafgen/demo/default.py)."""
+    from pytrafgen.demo.default import TOKENIZE_SETTINGS, TRAIN_SETTINGS, corpus_dir
+    from pytrafgen.dataset import TrafficDataset
+    from pytrafgen.plugins import get_generator
+    from pytrafgen.tokenizer.pipeline import tokenize_captures
+
+    corpus = corpus or corpus_dir()
+    dataset = work / "dataset"
+    tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1,
+                      **TOKENIZE_SETTINGS)
+    ds = TrafficDataset(dataset)
+    gen = get_generator("ar")()
+    common = {"size": TRAIN_SETTINGS["size"], "seed": TRAIN_SETTINGS["seed"], "device": device, "quiet": quiet,
+              "checkpoint_dir": work / "checkpoint"}
+    gen.fit(ds, {**common, "stage": "pretrain", "steps": TRAIN_SETTINGS["pretrain_steps"]})
+    gen.fit(ds, {**common, "stage": "finetune", "steps": TRAIN_SETTINGS["finetune_steps"]})
+    gen.save(out)
+    typer.echo(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(demo_app, name="demo")
