@@ -185,8 +185,12 @@ def markdown(report: dict[str, Any]) -> str:
                   "under the same kind of load):"]
         lines += [f"* AR `{s['size']}` samples {s['packets_per_s']:,.1f} packets/s "
                   f"({s['packets_per_s'] / base:.5f} × markov)" for s in ar["sampling"]]
-    lines += ["", "Fidelity is against the flows the generators trained on, gan and diffusion after only the "
-              "measured steps: an indicator of the plumbing, not the evaluation (``pytrafgen evaluate``).",
+    partial = [r["generator"] for r in report["results"]
+               if r.get("measured_iterations", 0) < r.get("size_iterations", 0)]
+    lines += ["", "Fidelity (``pytrafgen.evaluate.fidelity``: EMD of min-max scaled fields, JSD of categorical ones) "
+              "is against the flows the generators trained on"
+              + (f"; {', '.join(partial)} after only the measured steps, far from trained" if partial else "")
+              + ": an indicator, not the evaluation (``pytrafgen evaluate``).",
               "Sampling speed is ``Generator.sample`` (field records, payload/option filling and seq/ack "
               "reconstruction included); building and writing the pcap is timed separately in the JSON.", ""]
     return "\n".join(lines)

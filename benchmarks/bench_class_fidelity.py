@@ -26,10 +26,12 @@ import argparse
 import csv
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -40,9 +42,10 @@ from sklearn.model_selection import train_test_split
 import pytrafgen
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.atomic import atomic_file
-from pytrafgen.build import write_records
+from pytrafgen.build import build_frames, write_records
 from pytrafgen.dataset import TrafficDataset
 from pytrafgen.generators.ar.generator import ARGenerator
+from pytrafgen.records import FieldRecords
 from pytrafgen.tokenizer.pipeline import tokenize_captures
 
 FEATURES = ("proto", "server_port", "packets_c2s", "packets_s2c", "log_bytes_c2s", "log_bytes_s2c",
@@ -53,7 +56,7 @@ MAX_REAL_FLOWS_PER_CLASS = 1000
 
 def flow_features(table: pytrafgen.PacketTable, flows: pytrafgen.FlowTable, first_packets: int = 0) -> np.ndarray:
     """(F, len(FEATURES)) float features; with ``first_packets`` only each flow's first packets count."""
-    n_flows = len(flows)
+    n_flows = len(flows.proto)
     fid = flows.flow_id
     keep = fid >= 0
     if first_packets:
@@ -89,6 +92,24 @@ def flow_features(table: pytrafgen.PacketTable, flows: pytrafgen.FlowTable, firs
         total(table.ttl, c2s) / np.maximum(n_c2s, 1), total(table.window, c2s) / np.maximum(n_c2s, 1),
     ]
     return np.stack(columns, axis=1)
+
+
+def generated_flows(records: FieldRecords, plan: AddressPlan, seed: int, pcap: Path, first_packets: int
+                    ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Features of each generated flow (packets as the builder wrote them, grouped by the flow
+    they were generated for) and how many flows reading the pcap back finds. Read back, flows of
+    a class whose address plan holds one client and whose model reuses a client port merge by
+    5-tuple; grouping by generated flow measures what the generator made."""
+    write_records(pcap, records, plan, seed)
+    read_back = len(pytrafgen.assemble_flows(pytrafgen.read_pcap(pcap)))
+    built = build_frames(records, plan, seed)
+    table = built.to_table()
+    if len(table) != len(built.packet):
+        raise RuntimeError(f"{pcap}: {len(built.packet) - len(table)} built frames did not dissect")
+    flows = SimpleNamespace(flow_id=records.packets["flow"][built.packet].astype(np.int64),
+                            direction=records.packets["direction"][built.packet],
+                            proto=records.flows["proto"], server_port=records.flows["server_port"])
+    return flow_features(table, flows), flow_features(table, flows, first_packets), read_back
 
 
 def read_flows(path: Path, first_packets: int) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +178,8 @@ def evaluate(classes: list[str], real_x: np.ndarray, real_y: np.ndarray, gen_x: 
 def machine() -> str:
     with open("/proc/cpuinfo") as fh:
         cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
-    return f"{subprocess.check_output(['nproc']).decode().strip()} cores, {cpu}"
+    return (f"{subprocess.check_output(['nproc']).decode().strip()} cores, {cpu}, shared with other jobs "
+            f"(load average {os.getloadavg()[0]:.1f} at the end)")
 
 
 def to_markdown(report: dict) -> str:
@@ -171,7 +193,10 @@ def to_markdown(report: dict) -> str:
         f"{t['stages'][1]['best_val_loss']}). Dataset: {report['dataset']}.", "",
         f"Generated {report['flows_per_class']} flows per class (seed {report['seed']}, temperature "
         f"{report['temperature']}), built with repair, read back with `pytrafgen.read_pcap`; "
-        f"{report['sampling']['redrawn']} flows were redrawn because an application message did not decode.",
+        f"{report['sampling']['redrawn']} flows were redrawn because an application message did not decode. "
+        "Features are computed per generated flow; reading the pcaps back with `assemble_flows` finds "
+        + ", ".join(f"{c} {n}" for c, n in report["read_back_flows_per_class"].items())
+        + f" flows (of {report['flows_per_class']} each: flows that reuse a 5-tuple merge).",
         "", "Random forest (200 trees, balanced) trained on real flows; figure = share of the generated flows "
         "of each class that it assigns to that class.", "",
     ]
@@ -204,6 +229,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--first-packets", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse-checkpoint", action="store_true",
+                        help="evaluate the checkpoint an earlier run left in --work instead of training")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 wins on a shared machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ar_class_fidelity"))
     args = parser.parse_args()
@@ -216,26 +243,32 @@ def main() -> None:
                           payload_cap=args.payload_cap, seed=args.seed, workers=1)
     dataset = TrafficDataset(dataset_dir)
     checkpoint = args.work / "checkpoint"
-    start = time.perf_counter()
-    gen = ARGenerator(args.size)
-    for stage, steps in (("pretrain", args.pretrain_steps), ("finetune", args.finetune_steps)):
-        gen.fit(dataset, {**overrides, "stage": stage, "steps": steps, "device": "cpu", "seed": args.seed,
-                          "checkpoint_dir": checkpoint})
-    train_seconds = time.perf_counter() - start
-    gen.save(checkpoint)
-    assert gen.model_config is not None
+    timing = args.work / "train_seconds.json"
+    if args.reuse_checkpoint and timing.exists():  # evaluate the model trained by an earlier run
+        gen = ARGenerator.load(checkpoint)
+        train_seconds = json.loads(timing.read_text())["seconds"]
+    else:
+        start = time.perf_counter()
+        gen = ARGenerator(args.size)
+        for stage, steps in (("pretrain", args.pretrain_steps), ("finetune", args.finetune_steps)):
+            gen.fit(dataset, {**overrides, "stage": stage, "steps": steps, "device": "cpu", "seed": args.seed,
+                              "checkpoint_dir": checkpoint})
+        train_seconds = time.perf_counter() - start
+        gen.save(checkpoint)
+        timing.write_text(json.dumps({"seconds": train_seconds}))
+    assert gen.model_config is not None and gen.weights is not None
 
     plan = AddressPlan.from_json(gen.address_plan_json)
     gen.set_sampling(temperature=args.temperature, batch_size=64, device="cpu")
     classes, real_whole, real_first, real_y = real_flows(args.captures, args.first_packets, args.seed)
     gen_whole, gen_first, gen_y = [], [], []
     redrawn = 0
+    read_back: dict[str, int] = {}
     for k, name in enumerate(classes):
         records = gen.sample({name: args.n}, seed=args.seed + k)
         redrawn += gen.last_sample_stats["redrawn"]
-        pcap = args.work / f"generated_{name}.pcap"
-        write_records(pcap, records, plan, args.seed + k)
-        w, f = read_flows(pcap, args.first_packets)
+        w, f, read_back[name] = generated_flows(records, plan, args.seed + k, args.work / f"generated_{name}.pcap",
+                                                args.first_packets)
         gen_whole.append(w)
         gen_first.append(f)
         gen_y.append(np.full(len(w), k))
@@ -248,7 +281,7 @@ def main() -> None:
                      "block_size": gen.model_config.block_size, "seconds": train_seconds, "stages": gen.completed},
         "flows_per_class": args.n, "seed": args.seed, "temperature": args.temperature,
         "first_packets_n": args.first_packets, "sampling": {"redrawn": redrawn},
-        "read_back_flows_per_class": {c: int((gen_y_all == k).sum()) for k, c in enumerate(classes)},
+        "read_back_flows_per_class": read_back,
         "whole_flows": evaluate(classes, real_whole, real_y, np.concatenate(gen_whole), gen_y_all),
         "first_packets": evaluate(classes, real_first, real_y, np.concatenate(gen_first), gen_y_all),
         "torch_threads": torch.get_num_threads(),

@@ -67,8 +67,16 @@ py::array page_array(PageBuffer<T>& buf, std::vector<py::ssize_t> shape) {
 class CaptureFile {
 public:
     explicit CaptureFile(const std::string& path) : path_(path) {
-        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) raise_capture_error(path, 0, std::string("cannot open: ") + std::strerror(errno));
+        // Hardening (issue 9): open() of a FIFO blocks until a writer opens it; holding the GIL
+        // there deadlocked a Python thread that was about to open it for writing (seen under
+        // the sanitizer build, where test_read_from_a_pipe hung).
+        int fd, open_errno;
+        {
+            py::gil_scoped_release nogil;
+            fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+            open_errno = errno;
+        }
+        if (fd < 0) raise_capture_error(path, 0, std::string("cannot open: ") + std::strerror(open_errno));
         struct stat st;
         if (::fstat(fd, &st) != 0) {
             int e = errno;

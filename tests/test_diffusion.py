@@ -20,7 +20,7 @@ from pytrafgen.plugins import get_generator, get_registry
 
 torch = pytest.importorskip("torch")
 pytrafgen_diffusion = pytest.importorskip("pytrafgen_diffusion", reason="plugins/pytrafgen-diffusion is not installed")
-from pytrafgen_diffusion.bits import WIDTH, encode_rows, flow_images  # noqa: E402
+from pytrafgen_diffusion.bits import COLUMNS, WIDTH, encode_rows, flow_images  # noqa: E402
 from pytrafgen_diffusion.fields import decode_to_columns  # noqa: E402
 from pytrafgen_diffusion.model import cosine_alpha_bar  # noqa: E402
 
@@ -76,7 +76,7 @@ def test_repair_makes_seq_continuous_raw_keeps_decoded(dataset) -> None:
     flows = FlowSet.from_records(records)
     images = flow_images(encode_rows(records, flows), flows, max_len=16).astype(np.float32)
     tcp_flow = int(np.flatnonzero(flows.proto == 6)[0])
-    images[tcp_flow, 1, 80 + 64 + 32:80 + 64 + 64] = 1.0  # packet 2's seq bits all set: garbage
+    images[tcp_flow, 1, COLUMNS[("tcp", "seq")]] = 1.0  # packet 2's seq bits all set: garbage
     parts = EmpiricalParts.fit(records, flows, seed=0)
     out = {}
     for repair in (False, True):

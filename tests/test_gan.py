@@ -75,6 +75,8 @@ def test_sample_per_class_from_learned_vocabularies(fitted) -> None:
     assert np.bincount(records.packets["flow"]).max() <= 16
     with pytest.raises(PytrafgenError, match="sampling options"):
         fitted.set_sampling(temperature=0.5)
+    with pytest.raises(PytrafgenError, match="unknown size"):
+        pytrafgen_gan.GanGenerator({"size": "huge"})
 
 
 def test_save_load_reproducible(fitted, tmp_path: Path) -> None:

@@ -125,6 +125,7 @@ def plot_fields(real: EvalSet, gens: dict[str, EvalSet], class_index: int, path:
         ax.axis("off")
     np.ravel(axes)[0].legend(fontsize=7)
     fig.suptitle(f"{real.classes[class_index]}: real vs generated field distributions")
+    fig.tight_layout()
     _save(fig, path)
 
 
@@ -145,6 +146,7 @@ def plot_iat_cdfs(real: EvalSet, gens: dict[str, EvalSet], classes: list[int], p
         ax.axis("off")
     np.ravel(axes)[0].legend(fontsize=7)
     fig.suptitle("inter-arrival time CDFs")
+    fig.tight_layout()
     _save(fig, path)
 
 

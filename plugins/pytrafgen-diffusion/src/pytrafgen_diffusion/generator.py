@@ -47,6 +47,12 @@ DEFAULTS: dict[str, Any] = {"size": "small", "seed": 0, "lr": 3e-4, "drop_label"
                             "sample_batch": 512}
 
 
+def _size(name: str) -> dict[str, int]:
+    if name not in SIZES:
+        raise PytrafgenError(f"unknown size {name!r}; sizes: {', '.join(SIZES)}")
+    return SIZES[name]
+
+
 def _device(name: str) -> str:
     import torch
 
@@ -67,7 +73,7 @@ class DiffusionGenerator(Generator):
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         given = dict(settings or {})
-        self.settings: dict[str, Any] = {**DEFAULTS, **SIZES[given.get("size", DEFAULTS["size"])], **given}
+        self.settings: dict[str, Any] = {**DEFAULTS, **_size(given.get("size", DEFAULTS["size"])), **given}
         self.classes: list[str] = []
         self.class_kinds: list[str] = []
         self.trained: list[str] = []
@@ -91,7 +97,7 @@ class DiffusionGenerator(Generator):
 
         given = dict(settings or {})
         if "size" in given:
-            self.settings.update(SIZES[given["size"]])
+            self.settings.update(_size(given["size"]))
         self.settings.update(given)
         s = self.settings
         records: FieldRecords = dataset.records("train")

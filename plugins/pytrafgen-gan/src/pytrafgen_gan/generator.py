@@ -46,6 +46,12 @@ DEFAULTS: dict[str, Any] = {"size": "small", "seed": 0, "lr": 1e-3, "gp_weight":
                             "sample_batch": 4096}
 
 
+def _size(name: str) -> dict[str, int]:
+    if name not in SIZES:
+        raise PytrafgenError(f"unknown size {name!r}; sizes: {', '.join(SIZES)}")
+    return SIZES[name]
+
+
 def _device(name: str) -> str:
     import torch
 
@@ -61,7 +67,7 @@ class GanGenerator(Generator):
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         given = dict(settings or {})
         size = given.get("size", DEFAULTS["size"])
-        self.settings: dict[str, Any] = {**DEFAULTS, **SIZES[size], **given}
+        self.settings: dict[str, Any] = {**DEFAULTS, **_size(size), **given}
         self.classes: list[str] = []
         self.class_kinds: list[str] = []
         self.encoding: FlowEncoding | None = None
@@ -88,7 +94,7 @@ class GanGenerator(Generator):
 
         given = dict(settings or {})
         if "size" in given:
-            self.settings.update(SIZES[given["size"]])
+            self.settings.update(_size(given["size"]))
         self.settings.update(given)
         s = self.settings
         records: FieldRecords = dataset.records("train")
