@@ -187,7 +187,7 @@ def to_markdown(report: dict) -> str:
     lines = [
         "# AR generator: class fidelity", "",
         f"Date: {report['date']}  ", f"Machine: {report['machine']}  ", f"Command: `{report['command']}`", "",
-        f"Model: `{t['size']}` {t['params'] / 1e6:.2f}M parameters, context {t['block_size']}; "
+        f"Model: `{t['size']}` with {t['overrides']}: {t['params'] / 1e6:.2f}M parameters, context {t['block_size']}; "
         f"pre-training {t['stages'][0]['steps']} steps, fine-tuning {t['stages'][1]['steps']} steps "
         f"({t['seconds']:.0f} s on the CPU in all; best validation loss {t['stages'][0]['best_val_loss']} → "
         f"{t['stages'][1]['best_val_loss']}). Dataset: {report['dataset']}.", "",

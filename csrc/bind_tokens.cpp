@@ -51,7 +51,8 @@ tok::Layout make_layout(const py::dict& spec, Keep& keep) {
     lay.vocab_size = spec["vocab_size"].cast<int32_t>();
     lay.payload_cap = spec["payload_cap"].cast<uint32_t>();
     const int64_t* edges = dict_column<int64_t>(spec, "iat_edges", tok::kIatBuckets - 1, keep);
-    std::copy(edges, edges + tok::kIatBuckets - 1, lay.iat_edges);
+    // parenthesised: `edges + kIatBuckets - 1` formed a pointer two past the array's end (UB)
+    std::copy(edges, edges + (tok::kIatBuckets - 1), lay.iat_edges);
     const int64_t* values = dict_column<int64_t>(spec, "iat_values", tok::kIatBuckets, keep);
     std::copy(values, values + tok::kIatBuckets, lay.iat_values);
     auto apps = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(spec["apps"]);

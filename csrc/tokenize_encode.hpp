@@ -280,7 +280,9 @@ inline void encode(const Packets& p, const Flows& f, const Layout& lay, const Ap
             const int64_t gap = have_ts && ts > prev_ts ? ts - prev_ts : 0;
             prev_ts = have_ts ? std::max(prev_ts, ts) : ts;
             have_ts = true;
-            wr.tok(R_IAT, uint32_t(std::upper_bound(lay.iat_edges, lay.iat_edges + kIatBuckets - 1, gap) - lay.iat_edges));
+            // Hardening (issue 9, fuzz_encode): `iat_edges + kIatBuckets - 1` first formed a pointer
+            // two past the end of the 63-edge array (UB); parenthesised it is one past the end.
+            wr.tok(R_IAT, uint32_t(std::upper_bound(lay.iat_edges, lay.iat_edges + (kIatBuckets - 1), gap) - lay.iat_edges));
             wr.tok(R_TTL, p.ttl[i]);
             wr.tok(R_TOS, p.tos[i]);
             if (l3 == 4) {

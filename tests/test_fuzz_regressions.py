@@ -13,9 +13,10 @@ import pytrafgen
 from pytrafgen import _core
 from pytrafgen.errors import CaptureError, TokenError
 from pytrafgen.tokenizer.decode import decode
+from pytrafgen.tokenizer.encode import encode_flows
 
 REGRESSIONS = Path(__file__).resolve().parents[1] / "csrc" / "fuzz" / "regressions"
-TARGETS = ("fuzz_reader", "fuzz_flows", "fuzz_decode", "fuzz_build")
+TARGETS = ("fuzz_reader", "fuzz_flows", "fuzz_decode", "fuzz_build", "fuzz_encode")
 
 
 def _inputs(target: str) -> list[Path]:
@@ -83,8 +84,24 @@ def _replay_build(data: bytes) -> None:
     assert int(out["frame_len"].sum()) == len(out["data"])
 
 
+def _replay_encode(data: bytes) -> None:
+    """Capture → flows → tokens → records, as ``pytrafgen tokenize`` and a decode would run."""
+    try:
+        table = pytrafgen.PacketTable.concat(_core_chunks(data))
+    except CaptureError:
+        return
+    flows = pytrafgen.assemble_flows(table)
+    labels = (np.arange(len(flows)) % 4 - 1).astype(np.int32)  # some flows left out, as the harness does
+    encoded = encode_flows(table, flows, labels, fuzz_vocabulary(), protocols={})
+    assert encoded.tokens.max(initial=0) < fuzz_vocabulary().size
+    skipped: dict[str, int] = {}
+    records = decode(encoded.tokens, encoded.offsets, fuzz_vocabulary(), skipped=skipped, protocols={})
+    assert not skipped, f"encoded flows that do not decode: {skipped}"
+    assert records.n_flows == int((np.diff(encoded.offsets) > 0).sum())
+
+
 REPLAY = {"fuzz_reader": _replay_reader, "fuzz_flows": _replay_flows, "fuzz_decode": _replay_decode,
-          "fuzz_build": _replay_build}
+          "fuzz_build": _replay_build, "fuzz_encode": _replay_encode}
 
 
 @pytest.mark.timeout(30)

@@ -98,3 +98,19 @@ def test_writes_pcap_that_reads_back(dataset, fitted, tmp_path: Path) -> None:
     order = np.argsort(records.packets["ts_ns"], kind="stable")
     np.testing.assert_array_equal(table.proto, records.flows["proto"][records.packets["flow"][order]])
     np.testing.assert_array_equal(table.ttl, records.packets["ttl"][order])
+
+
+def test_learns_class_conditional_protocol_port_and_first_flags(tmp_path: Path) -> None:
+    """A few CPU seconds of training already separate the classes: SYN-flood flows are TCP to
+    port 80 opening with a SYN, UDP-flood flows are UDP to port 40000 (an untrained or
+    unconditioned model mixes them)."""
+    torch.set_num_threads(1)
+    data = small_dataset(CAPTURES, ["syn_flood", "udp_flood"], tmp_path, max_flows=20, max_packets=4)
+    gen = pytrafgen_gan.GanGenerator({"size": "tiny", "iterations": 300, "max_len": 4})
+    gen.fit(data)
+    fs = FlowSet.from_records(gen.sample({"syn_flood": 20, "udp_flood": 20}, seed=1))
+    first = fs.offsets[:-1]
+    syn, udp = fs.label == 0, fs.label == 1
+    assert np.mean((fs.proto[syn] == 6) & (fs.server_port[syn] == 80)) >= 0.8
+    assert np.mean(fs.packets["tcp_flags"][first[syn]] == 2) >= 0.8
+    assert np.mean((fs.proto[udp] == 17) & (fs.server_port[udp] == 40000)) >= 0.8

@@ -14,7 +14,9 @@ bin="$root/build/fuzz/$t"
 work="$root/build/fuzz/work/$t"; art="$root/build/fuzz/artifacts/$t"; logs="$root/build/fuzz/logs"
 mkdir -p "$work" "$art" "$logs"
 seeds=()
-for d in "$here/corpus/$t" "$here/regressions/$t" "$root/build/fuzz/seeds/$t"; do
+# fuzz_encode reads captures too: it starts from the reader's seeds.
+extra=(); [ "$t" = fuzz_encode ] && extra=("$here/corpus/fuzz_reader" "$root/build/fuzz/seeds/fuzz_reader")
+for d in "$here/corpus/$t" "$here/regressions/$t" "$root/build/fuzz/seeds/$t" "${extra[@]}"; do
   [ -d "$d" ] && seeds+=("$d")
 done
 # rss_limit: the harnesses never need much; a leak or a runaway allocation shows as a crash.

@@ -91,21 +91,19 @@ def train_default(
 ) -> None:
     """Train the default AR checkpoint on the corpus: pre-train on its benign flows, fine-tune on
     its malicious flows (settings in pytrafgen/demo/default.py)."""
-    from pytrafgen.demo.default import TOKENIZE_SETTINGS, TRAIN_SETTINGS, corpus_dir
     from pytrafgen.dataset import TrafficDataset
+    from pytrafgen.demo.default import MODEL_SETTINGS, STAGE_STEPS, TOKENIZE_SETTINGS, corpus_dir
     from pytrafgen.plugins import get_generator
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
     corpus = corpus or corpus_dir()
     dataset = work / "dataset"
-    tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1,
-                      **TOKENIZE_SETTINGS)
+    tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1, **TOKENIZE_SETTINGS)
     ds = TrafficDataset(dataset)
     gen = get_generator("ar")()
-    common = {"size": TRAIN_SETTINGS["size"], "seed": TRAIN_SETTINGS["seed"], "device": device, "quiet": quiet,
-              "checkpoint_dir": work / "checkpoint"}
-    gen.fit(ds, {**common, "stage": "pretrain", "steps": TRAIN_SETTINGS["pretrain_steps"]})
-    gen.fit(ds, {**common, "stage": "finetune", "steps": TRAIN_SETTINGS["finetune_steps"]})
+    common = {**MODEL_SETTINGS, "device": device, "quiet": quiet, "checkpoint_dir": work / "checkpoint"}
+    for stage, steps in STAGE_STEPS.items():
+        gen.fit(ds, {**common, "stage": stage, "steps": steps})
     gen.save(out)
     typer.echo(f"wrote {out}")
 

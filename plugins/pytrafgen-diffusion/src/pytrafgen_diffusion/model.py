@@ -4,8 +4,14 @@ The denoiser treats each packet row as a token: a linear embedding of its bits, 
 position embedding, the diffusion-time and class embeddings added, then pre-norm transformer
 layers across the packets of the flow and a linear head predicting the noise of every bit.
 NetDiffusion fine-tunes Stable Diffusion with ControlNet on nPrint images; this is a small
-denoiser trained from scratch, with the same ideas: DDPM (cosine schedule, ε-prediction),
-class conditioning, classifier-free guidance (class dropped to a null class in training).
+denoiser trained from scratch, with the same ideas: DDPM (cosine schedule), class conditioning,
+classifier-free guidance (class dropped to a null class in training).
+
+The network predicts the clean rows x₀ rather than the noise ε: a packet row is squeezed
+through a ``d_model``-wide token, so it cannot pass 391 independent noise values through to
+an ε-prediction (an image UNet's skip connections do that), while the clean rows are highly
+structured. Both give the same DDPM posterior; guidance is applied to the x₀ predictions
+(equivalent to applying it to ε at the same x_t).
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ class Diffusion:
         null = torch.rand(n, device=x0.device) < drop_label
         labels = torch.where(null, torch.full_like(labels, self.model.shape.n_classes), labels)
         pred = self.model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, labels)
-        return ((pred - noise) ** 2).mean()
+        return ((pred - x0) ** 2).mean()
 
     @torch.inference_mode()
     def sample(self, labels: torch.Tensor, guidance: float, generator: torch.Generator) -> torch.Tensor:
@@ -90,12 +96,11 @@ class Diffusion:
         both = torch.cat([labels, torch.full_like(labels, s.n_classes)])
         for step in reversed(range(s.n_steps)):
             t = torch.full((2 * n,), step, device=device, dtype=torch.long)
-            eps_cond, eps_null = self.model(torch.cat([x, x]), t, both).chunk(2)
-            eps = eps_null + guidance * (eps_cond - eps_null)
+            x0_cond, x0_null = self.model(torch.cat([x, x]), t, both).chunk(2)
+            x0 = (x0_null + guidance * (x0_cond - x0_null)).clamp(-1, 1)
             a_t = alpha_bar[step]
             a_prev = alpha_bar[step - 1] if step > 0 else torch.ones((), device=device)
             beta = 1 - a_t / a_prev
-            x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)
             # posterior mean of q(x_{t-1} | x_t, x0)
             mean = (a_prev.sqrt() * beta / (1 - a_t)) * x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x
             if step > 0:
