@@ -106,7 +106,9 @@ def markdown(doc: dict[str, Any]) -> str:
              f"- data: {doc['settings']['captures']} (all 13 captures), dataset split 80/10/10 by flow, "
              f"stratified, seed {doc['settings']['seed']}; test flows capped at {doc['settings']['max_per_class']} "
              "per class; each generator generates the test split's count per class",
-             f"- training budgets (CPU): {json.dumps(doc['settings']['fit_settings'])}",
+             f"- training budgets (CPU): {json.dumps(doc['settings']['fit_settings'])}"
+             + (f"; checkpoints reused from an earlier run with these budgets: "
+                f"{', '.join(doc['settings']['reused_checkpoints'])}" if doc['settings']['reused_checkpoints'] else ""),
              f"- wall time: tokenize {doc['seconds']['tokenize']:.0f} s, compare {doc['seconds']['compare']:.0f} s",
              "", "## Side by side", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key, label in SUMMARY_COLUMNS:
@@ -140,6 +142,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny models: a smoke run of the pipeline")
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--checkpoint", action="append", default=[],
+                    help="name=PATH: reuse a checkpoint trained on the same dataset (repeatable)")
     args = ap.parse_args()
     if not (args.captures / "manifest.csv").exists():
         sys.exit(f"no captures at {args.captures}")
@@ -157,6 +161,8 @@ def main() -> None:
                    "--seed", str(args.seed), "--device", "cpu", "-q", "--json"]
         for g in generators:
             cmp_cmd += ["-g", g] + [x for s in budgets.get(g, []) for x in ("--set", s)]
+        for c in args.checkpoint:
+            cmp_cmd += ["--checkpoint", c]
         cmp_s = run(cmp_cmd)
         report = json.loads((out / "report.json").read_text())
         report_dir = args.results / "quality_report"
@@ -175,6 +181,7 @@ def main() -> None:
         "settings": {"captures": str(args.captures), "generators": generators, "seed": args.seed,
                      "max_per_class": args.max_per_class, "quick": args.quick,
                      "fit_settings": {g: budgets.get(g, []) for g in generators},
+                     "reused_checkpoints": args.checkpoint,
                      "evaluation": report.get("settings", {})},
         "generators": report.get("generators", {}),
         "summary": report["summary"],

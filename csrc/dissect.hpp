@@ -179,6 +179,10 @@ inline void dissect_ipv6(const uint8_t* f, uint32_t caplen, uint32_t off, Packet
         } else {
             len = (uint32_t(e[1]) + 1) * 8;
         }
+        // Hardening (issue 9, fuzz_reader invariant): l4_off and ip_hdr_len are 16-bit columns;
+        // a chain past 64 KiB (possible with payload length 0 and a 256 KiB frame) wrapped them
+        // and pointed the tokenizer at the wrong bytes.
+        if (uint64_t(at) + len > 0xFFFFu) { o.proto = uint8_t(nh); o.ip_hdr_len = uint16_t(hdr); o.status = kStatusBadHeader; return; }
         if (uint64_t(at) + len > ip_end) { o.proto = uint8_t(nh); o.ip_hdr_len = uint16_t(hdr); o.status = kStatusBadHeader; return; }
         if (uint64_t(at) + len > caplen) { o.proto = uint8_t(nh); o.ip_hdr_len = uint16_t(hdr); o.status = kStatusTruncated; return; }
         nh = e[0];

@@ -39,6 +39,9 @@ def _replay_reader(data: bytes) -> None:
         assert 0 <= err.offset <= len(data)
         return
     assert (table.frame_off.astype(np.int64) + table.caplen <= len(table.data)).all()
+    # the 16-bit header offsets never wrap (the tokenizer reads headers through them)
+    ok = table.status == 0
+    assert (table.l4_off[ok].astype(np.int64) + table.l4_hdr_len[ok] == table.payload_off[ok]).all()
     assert sum(table.skipped.values()) <= len(data)
 
 

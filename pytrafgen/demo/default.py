@@ -20,7 +20,7 @@ TOKENIZE_SETTINGS = {"payload_cap": 16, "max_flow_packets": 16, "seed": 0}
 # 16-packet flow), trained on a 2-core CPU in about a quarter of an hour.
 MODEL_SETTINGS = {"size": "tiny", "n_embd": 192, "n_layer": 4, "n_head": 4, "block_size": 1024,
                   "batch_size": 4, "eval_every": 50, "eval_batches": 4, "checkpoint_every": 100, "seed": 0}
-STAGE_STEPS = {"pretrain": 250, "finetune": 500}
+STAGE_STEPS = {"pretrain": 100, "finetune": 300}
 
 
 def data_dir() -> Path:

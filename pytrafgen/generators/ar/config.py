@@ -94,3 +94,13 @@ def size_config(size: str, vocab_size: int, **overrides: Any) -> tuple[GPTConfig
     model = replace(model, **{k: v for k, v in overrides.items() if k in model_keys and v is not None})
     train = replace(train, **{k: v for k, v in overrides.items() if k in train_keys and v is not None})
     return model, train
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = 1.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    batch_size: int = 256
+    max_len: int = 0  # 0: the model's context
+    compile: bool = False  # torch.compile the decode step (CUDA graphs on GPU)

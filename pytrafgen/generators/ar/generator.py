@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pytrafgen.atomic import atomic_dir
 from pytrafgen.errors import CheckpointError, DatasetError, PytrafgenError
-from pytrafgen.generators.ar.config import GPTConfig, TrainConfig, size_config
-from pytrafgen.generators.ar.sample import SamplingSettings
+from pytrafgen.generators.ar.config import GPTConfig, SamplingSettings, TrainConfig, size_config
 from pytrafgen.interfaces import Generator
 
 if TYPE_CHECKING:

@@ -20,17 +20,8 @@ import numpy as np
 import torch
 
 from pytrafgen.errors import PytrafgenError
+from pytrafgen.generators.ar.config import SamplingSettings
 from pytrafgen.generators.ar.model import GPT, KVCache
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    temperature: float = 1.0  # 0: greedy
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
-    batch_size: int = 256
-    max_len: int = 0  # 0: the model's context
-    compile: bool = False  # torch.compile the decode step (CUDA graphs on GPU)
 
 
 @dataclass(frozen=True)
