@@ -9,10 +9,14 @@
 * sampling: flows per second and packets per second of ``sample`` (field records), and of the
   builder writing them to pcap;
 * fidelity (an indicator, not the evaluation): ``pytrafgen.evaluate.fidelity`` EMD / JSD of the
-  generated flows against the real flows of the same classes (the data they trained on), for
-  gan and diffusion after only the measured steps.
+  generated flows against the real flows of the same classes (the data they trained on), after
+  the measured steps.
 
-    python benchmarks/bench_baselines.py --out benchmarks/results/baselines
+No GPU was available when the committed results were taken; on one, pass ``--threads`` as you
+like and the generators pick ``cuda`` themselves (``device: auto``).
+
+    python benchmarks/bench_baselines.py --gan-iterations 2000 --diffusion-iterations 300 \
+        --per-class 150 --diffusion-per-class 1
 """
 
 from __future__ import annotations
@@ -190,7 +194,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Fidelity (``pytrafgen.evaluate.fidelity``: EMD of min-max scaled fields, JSD of categorical ones) "
               "is against the flows the generators trained on"
               + (f"; {', '.join(partial)} after only the measured steps, far from trained" if partial else "")
-              + ": an indicator, not the evaluation (``pytrafgen evaluate``).",
+              + ": an indicator, not the evaluation (``pytrafgen evaluate``). Flows sampled: "
+              + ", ".join(f"{r['generator']} {r['sampled_flows']}" for r in report["results"])
+              + " (diffusion sampling is slow on a CPU, so few flows: its figures are noisy).",
               "Sampling speed is ``Generator.sample`` (field records, payload/option filling and seq/ack "
               "reconstruction included); building and writing the pcap is timed separately in the JSON.", ""]
     return "\n".join(lines)

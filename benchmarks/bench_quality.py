@@ -4,7 +4,7 @@ paper's figures (99.95 % compliance, EMD 0.0059, coverage > 50 %) and TrafficLLM
 generation F1 0.9483.
 
     python benchmarks/bench_quality.py [--captures DIR] [--generators ar,gan,diffusion,markov]
-                                       [--max-per-class 100] [--quick]
+                                       [--max-per-class 12] [--quick]
 
 Writes benchmarks/results/quality.json and quality.md (plus the full report with its plots
 under benchmarks/results/quality_report/). Training budgets are CPU-sized and stated in the
@@ -33,8 +33,8 @@ DEFAULT_CAPTURES = Path(os.environ.get("PYTRAFGEN_SHARED_DATA", REPO.parent / "s
 # CPU-sized training budgets (one 2-core machine shared with others), per generator.
 FIT_SETTINGS: dict[str, list[str]] = {
     "ar": ["ar.size=small", "ar.steps=60"],
-    "gan": ["gan.size=small", "gan.iterations=200"],
-    "diffusion": ["diffusion.size=small", "diffusion.iterations=200"],
+    "gan": ["gan.size=small", "gan.iterations=100"],
+    "diffusion": ["diffusion.size=small", "diffusion.iterations=100"],
     "markov": [],
 }
 QUICK_FIT_SETTINGS: dict[str, list[str]] = {
@@ -138,7 +138,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--captures", type=Path, default=DEFAULT_CAPTURES)
     ap.add_argument("--generators", default="ar,gan,diffusion,markov")
-    ap.add_argument("--max-per-class", type=int, default=100)
+    ap.add_argument("--max-per-class", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny models: a smoke run of the pipeline")
     ap.add_argument("--results", type=Path, default=RESULTS)
