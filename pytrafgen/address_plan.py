@@ -201,6 +201,10 @@ class ClassAddresses:
     pools: dict[str, dict[int, AddressPool]] = field(default_factory=lambda: {r: {} for r in ROLES})
     client_mac: str = DEFAULT_CLIENT_MAC
     server_mac: str = DEFAULT_SERVER_MAC
+    # Median gap between the starts of consecutive flows of this class in the real data: the
+    # builder places generated flows as arrivals at this rate (a flood's flows overlap, a
+    # benign client's follow each other), since generators model flows one at a time.
+    flow_interval_s: float | None = None
 
     def pool(self, role: str, version: int) -> AddressPool | None:
         p = self.pools.get(role, {}).get(version)
@@ -236,6 +240,7 @@ class AddressPlan:
                 if sel.any():
                     entry.pools["client"][v] = AddressPool.learn(client[sel], v, max_listed)
                     entry.pools["server"][v] = AddressPool.learn(server[sel], v, max_listed)
+            entry.flow_interval_s = _median_flow_interval(table, flows, mask)
             with_mac = mask & has_mac
             if with_mac.any():
                 pairs = np.concatenate([client_mac[with_mac], server_mac[with_mac]], axis=1)
@@ -326,6 +331,7 @@ class AddressPlan:
                 name: {
                     "client_mac": e.client_mac,
                     "server_mac": e.server_mac,
+                    "flow_interval_s": e.flow_interval_s,
                     **{role: {str(v): p.to_json() for v, p in e.pools[role].items()} for role in ROLES},
                 }
                 for name, e in self.classes.items()
@@ -338,8 +344,10 @@ class AddressPlan:
             raise AddressPlanError(f"address plan format {d.get('format')!r} is not {PLAN_FORMAT}")
         plan = cls(max_listed=int(d.get("max_listed", DEFAULT_MAX_LISTED)))
         for name, e in d.get("classes", {}).items():
+            interval = e.get("flow_interval_s")
             entry = ClassAddresses(client_mac=e.get("client_mac", DEFAULT_CLIENT_MAC),
-                                   server_mac=e.get("server_mac", DEFAULT_SERVER_MAC))
+                                   server_mac=e.get("server_mac", DEFAULT_SERVER_MAC),
+                                   flow_interval_s=None if interval is None else float(interval))
             _mac_bytes(entry.client_mac)
             _mac_bytes(entry.server_mac)
             for role in ROLES:
@@ -358,6 +366,17 @@ class AddressPlan:
         except (OSError, json.JSONDecodeError) as exc:
             raise AddressPlanError(f"{path}: cannot read address plan: {exc}") from None
         return cls.from_json(d)
+
+
+def _median_flow_interval(table: Any, flows: Any, mask: np.ndarray) -> float | None:
+    """Median gap (s) between consecutive flow starts among the flows in ``mask``, or None
+    when there are fewer than two flows or no timestamps."""
+    ts = getattr(table, "ts_ns", None)
+    first = getattr(flows, "first_packet", None)
+    if ts is None or first is None or int(mask.sum()) < 2:
+        return None
+    starts = np.sort(np.asarray(ts, np.int64)[np.asarray(first)[mask]])
+    return float(np.median(np.diff(starts))) / 1e9
 
 
 def _distinct_in(cidrs: Sequence[str], n: int, rng: np.random.Generator, rounds: int = 64) -> list[str]:

@@ -122,19 +122,46 @@ def _endpoints(records: FieldRecords, plan: AddressPlan | None, addresses: Any,
     return out
 
 
+def _arrival_starts(records: FieldRecords, plan: AddressPlan, rng: np.random.Generator) -> np.ndarray | None:
+    """Flow start times (ns) as Poisson arrivals at each class's real flow rate (the plan's
+    ``flow_interval_s``), classes side by side from 0; None if the plan knows no rate for some
+    class of the records."""
+    labels = records.flows["label"]
+    starts = np.zeros(records.n_flows, np.int64)
+    for k in np.unique(labels):
+        interval = plan.entry(records.classes[int(k)]).flow_interval_s
+        if interval is None:
+            return None
+        idx = np.flatnonzero(labels == k)
+        gaps = rng.exponential(max(interval, 0.0) * 1e9, len(idx))
+        gaps[0] = 0.0
+        starts[idx] = np.cumsum(gaps).astype(np.int64)
+    return starts
+
+
 def _timestamps(records: FieldRecords, rng: np.random.Generator, flow_spread_s: float | None,
-                start_ns: int | None) -> np.ndarray:
+                start_ns: int | None, plan: AddressPlan | None = None) -> np.ndarray:
     """Per-packet timestamps: the records', each flow moved to a start drawn uniformly within
-    ``flow_spread_s`` seconds if given (times within a flow kept), then all shifted so the first
-    packet is at ``start_ns`` if given."""
+    ``flow_spread_s`` seconds if given, else (when the records' flows all start at the same
+    instant, as generated flows do, and the plan knows each class's flow rate) to Poisson
+    arrivals at the class's real rate; times within a flow are kept. Then all are shifted so the
+    first packet is at ``start_ns`` if given."""
     ts = records.packets["ts_ns"]
+    # Out-of-range flow indices are the C++ builder's to count as bad records; leave them be.
+    flow = np.clip(records.packets["flow"], 0, max(records.n_flows - 1, 0))
+    if records.n_flows == 0 or np.any(flow != records.packets["flow"]):
+        return ts if start_ns is None or not len(ts) else ts - int(ts.min()) + int(start_ns)
+    first = np.full(records.n_flows, np.iinfo(np.int64).max, np.int64)
+    if len(ts):
+        np.minimum.at(first, flow, ts)
+    starts = None
     if flow_spread_s is not None:
         if not flow_spread_s >= 0:
             raise BuildError(f"build: flow_spread_s must be >= 0, got {flow_spread_s}")
-        flow = records.packets["flow"]
-        first = np.full(records.n_flows, np.iinfo(np.int64).max, np.int64)
-        np.minimum.at(first, flow, ts)
         starts = (rng.random(records.n_flows) * flow_spread_s * 1e9).astype(np.int64)
+    elif plan is not None and records.n_flows > 1 and len(ts) and np.ptp(first[np.unique(flow)]) == 0:
+        starts = _arrival_starts(records, plan, rng)
+    if starts is not None and len(ts):
         ts = ts - first[flow] + starts[flow]
     if start_ns is not None and len(ts):
         ts = ts - int(ts.min()) + int(start_ns)
@@ -152,8 +179,9 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     ``records_and_origin`` for an exact round trip). ``repair=False`` writes the values in
     ``records.raw_derived`` (those present) instead of recomputing them. ``order``: record
     packet indices to emit, in that order; ``time_order``: emit in timestamp order instead.
-    ``flow_spread_s``: draw each flow's start uniformly within this many seconds (generated
-    flows usually all start at 0); ``start_ns``: shift so the first packet is at this time.
+    ``flow_spread_s``: draw each flow's start uniformly within this many seconds; by default,
+    flows that all start at the same instant (generated ones) are placed as arrivals at each
+    class's real flow rate from the plan; ``start_ns``: shift so the first packet is at this time.
     """
     if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
         raise BuildError(f"build: linktype must be {LINKTYPE_ETHERNET} (Ethernet) or {LINKTYPE_RAW} (raw IP)")
@@ -165,7 +193,7 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     isn = np.ascontiguousarray(isn, np.uint32)
     if isn.shape != (n_flows, 2):
         raise BuildError(f"build: isn must be ({n_flows}, 2), got {isn.shape}")
-    ts = _timestamps(records, rng, flow_spread_s, start_ns)
+    ts = _timestamps(records, rng, flow_spread_s, start_ns, plan if addresses is None else None)
     raw = {} if repair else {k: np.ascontiguousarray(v, np.uint16) for k, v in records.raw_derived.items()
                              if k in RAW_DERIVED_FIELDS}
     if time_order:
