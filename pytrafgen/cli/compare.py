@@ -106,6 +106,62 @@ def generate_set(name: str, ds: Any, checkpoint: Path | None, out: Path, fit_set
     return es, info
 
 
+def run_comparison(dataset: Path, generators: list[str], out: Path, *,
+                   checkpoints: dict[str, Path] | None = None,
+                   fit_sets: dict[str, dict[str, Any]] | None = None, max_per_class: int = 500,
+                   validators: list[str] | None = None, tshark: bool = True, plots: bool = True,
+                   device: str = "auto", seed: int = 0, quiet: bool = False) -> dict[str, Any]:
+    """Train or load each generator on ``dataset``, generate its test split's size per class,
+    evaluate every set against that test split and write ``out/report.{json,md}``; returns
+    the report's results (``summary`` and ``generators`` among them)."""
+    from pytrafgen.dataset import TrafficDataset
+    from pytrafgen.evaluate.from_records import evalset_from_records
+    from pytrafgen.evaluate.report import write_report
+    from pytrafgen.evaluate.run import run_validators
+    from pytrafgen.plugins import get_registry
+
+    ds = TrafficDataset(dataset)
+    plan = ds.address_plan
+    kinds = ds.class_kinds
+    given = checkpoints or {}
+    fit_sets = fit_sets or {}
+    test_records = cap_flows_per_class(ds.records("test"), max_per_class, seed)
+    train_records = cap_flows_per_class(ds.records("train"), 5 * max_per_class, seed)
+    real = evalset_from_records(test_records, plan, seed, "real-test", kinds=kinds)
+    real.train = evalset_from_records(train_records, plan, seed, "real-train", kinds=kinds)
+    real.train.relabel(list(dict.fromkeys(real.classes + real.train.classes)))
+    real.relabel(real.train.classes)
+    labels = test_records.flows["label"]
+    counts = {test_records.classes[int(c)]: int(n) for c, n in zip(*np.unique(labels, return_counts=True),
+                                                                    strict=True)}
+    out.mkdir(parents=True, exist_ok=True)
+    gens: dict[str, Any] = {}
+    runs: dict[str, Any] = {}
+    for name in generators:
+        fit_settings = {"device": device, "seed": seed, "quiet": quiet, **fit_sets.get(name, {})}
+        try:
+            es, info = generate_set(name, ds, given.get(name), out, fit_settings, counts, plan, kinds,
+                                    device, seed, quiet)
+        except Exception as exc:  # one generator failing (or not installed) must not end the comparison
+            runs[name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+            typer.echo(f"{name}: skipped ({type(exc).__name__}: {exc})", err=True)
+            continue
+        gens[name] = es
+        runs[name] = info
+    if not gens:
+        raise PytrafgenError("no generator could be trained or loaded: " +
+                             "; ".join(f"{k}: {v.get('skipped')}" for k, v in runs.items()))
+    split = f"dataset {dataset} test split (at most {max_per_class} flows per class, seed {seed}); " \
+            f"train split at most {5 * max_per_class} flows per class"
+    settings = evaluation_settings(seed, tshark, 4000, split, [str(dataset)])
+    settings["generation_counts"] = counts
+    n_val = len(validators) if validators else len(get_registry().validators)
+    with progress_steps(1 + n_val * len(gens), quiet) as step:
+        results = run_validators(real, gens, settings, validators, step)
+    results["generators"] = runs
+    return write_report(out, real, gens, results, plots=plots)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare(
@@ -127,54 +183,14 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOutput = False,
     ) -> None:
         """Train or load each generator on one dataset and evaluate them side by side."""
-        from pytrafgen.dataset import TrafficDataset
-        from pytrafgen.evaluate.from_records import evalset_from_records
-        from pytrafgen.evaluate.report import write_report
-        from pytrafgen.evaluate.run import run_validators
-        from pytrafgen.plugins import get_registry
-
-        ds = TrafficDataset(dataset)
-        plan = ds.address_plan
-        kinds = ds.class_kinds
         given = {k: Path(v) for k, _, v in (c.partition("=") for c in checkpoints or [])}
-        fit_sets = parse_assignments(sets or [], "--set")
-        test_records = cap_flows_per_class(ds.records("test"), max_per_class, seed)
-        train_records = cap_flows_per_class(ds.records("train"), 5 * max_per_class, seed)
-        real = evalset_from_records(test_records, plan, seed, "real-test", kinds=kinds)
-        real.train = evalset_from_records(train_records, plan, seed, "real-train", kinds=kinds)
-        real.train.relabel(list(dict.fromkeys(real.classes + real.train.classes)))
-        real.relabel(real.train.classes)
-        labels = test_records.flows["label"]
-        counts = {test_records.classes[int(c)]: int(n) for c, n in zip(*np.unique(labels, return_counts=True),
-                                                                        strict=True)}
-        out.mkdir(parents=True, exist_ok=True)
-        gens: dict[str, Any] = {}
-        runs: dict[str, Any] = {}
-        for name in generators:
-            fit_settings = {"device": device, "seed": seed, "quiet": quiet, **fit_sets.get(name, {})}
-            try:
-                es, info = generate_set(name, ds, given.get(name), out, fit_settings, counts, plan, kinds,
-                                        device, seed, quiet)
-            except Exception as exc:  # one generator failing (or not installed) must not end the comparison
-                runs[name] = {"skipped": f"{type(exc).__name__}: {exc}"}
-                typer.echo(f"{name}: skipped ({type(exc).__name__}: {exc})", err=True)
-                continue
-            gens[name] = es
-            runs[name] = info
-        if not gens:
-            raise PytrafgenError("no generator could be trained or loaded: " +
-                                 "; ".join(f"{k}: {v.get('skipped')}" for k, v in runs.items()))
-        split = f"dataset {dataset} test split (at most {max_per_class} flows per class, seed {seed}); " \
-                f"train split at most {5 * max_per_class} flows per class"
-        settings = evaluation_settings(seed, not no_tshark, 4000, split, [str(dataset)])
-        settings["generation_counts"] = counts
-        n_val = len(validators) if validators else len(get_registry().validators)
-        with progress_steps(1 + n_val * len(gens), quiet) as step:
-            results = run_validators(real, gens, settings, validators, step)
-        results["generators"] = runs
-        results = write_report(out, real, gens, results, plots=not no_plots)
+        results = run_comparison(dataset, generators, out, checkpoints=given,
+                                 fit_sets=parse_assignments(sets or [], "--set"), max_per_class=max_per_class,
+                                 validators=validators, tshark=not no_tshark, plots=not no_plots,
+                                 device=device, seed=seed, quiet=quiet)
         if as_json:
-            typer.echo(json.dumps({"out": str(out), "summary": results["summary"], "generators": runs}))
+            typer.echo(json.dumps({"out": str(out), "summary": results["summary"],
+                                   "generators": results["generators"]}))
         else:
             print_summary(results["summary"])
             typer.echo(f"wrote {out / 'report.json'} and {out / 'report.md'}")

@@ -41,6 +41,7 @@ def demo(
     if ctx.invoked_subcommand is not None:
         return
     from pytrafgen.cli.compare import run_comparison
+    from pytrafgen.cli.evaluate import print_summary
     from pytrafgen.demo.default import TOKENIZE_SETTINGS, corpus_dir, default_checkpoint
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
@@ -54,18 +55,19 @@ def demo(
     generators = ["ar", *(baseline if baseline is not None else ["markov"])]
     _say(quiet, f"2/3 generating every class with {', '.join(generators)} (ar: bundled checkpoint {checkpoint})")
     _say(quiet, "3/3 evaluating against the real test split")
-    summary = run_comparison(
+    results = run_comparison(
         dataset, generators, out, checkpoints={"ar": checkpoint}, max_per_class=max_per_class,
         tshark=not no_tshark, device=device, seed=seed, quiet=quiet,
     )
     elapsed = time.perf_counter() - started
     typer.echo("")
+    print_summary(results["summary"])
     for name in generators:
         pcap = out / f"{name}.pcap"
         if pcap.exists():
             typer.echo(f"generated ({name}): {pcap}  (flow labels: {pcap}.flows.csv)")
     typer.echo(f"report: {out / 'report.md'}  (figures: {out / 'report.json'})")
-    typer.echo(f"done in {elapsed:.0f} s; {summary}")
+    typer.echo(f"done in {elapsed:.0f} s")
 
 
 @demo_app.command("build-corpus")

@@ -1,6 +1,7 @@
 """``pytrafgen generate CKPT --class a:100 --class b:50 --out gen.pcap``: sample flows from any
 generator checkpoint and write them as a pcap through the builder (lengths and checksums
-repaired; ``--raw-out`` also writes them as generated, unrepaired)."""
+repaired; ``--raw-out`` also writes them as generated, unrepaired), with each flow's class in
+``gen.pcap.flows.csv`` beside it."""
 
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ def register(app: typer.Typer) -> None:
 
         from pytrafgen.address_plan import AddressPlan
         from pytrafgen.build import write_records
+        from pytrafgen.evaluate.from_records import write_flow_labels
         from pytrafgen.generators import load_generator
 
         counts = parse_class_counts(classes, count)
@@ -85,6 +87,7 @@ def register(app: typer.Typer) -> None:
         records = gen.sample(counts, seed=seed)
         plan = AddressPlan.load(checkpoint / "address_plan.json")
         written = write_records(out, records, plan, seed)
+        labels_csv = write_flow_labels(out, records, plan, seed)  # what `pytrafgen evaluate` reads
         if raw_out is not None:
             write_records(raw_out, records, plan, seed, repair=False)
         labels = records.flows["label"]
@@ -92,7 +95,7 @@ def register(app: typer.Typer) -> None:
                      for name in counts if name in records.classes}
         packets_per_flow = np.bincount(records.packets["flow"], minlength=records.n_flows)
         packets = {name: int(packets_per_flow[labels == records.classes.index(name)].sum()) for name in per_class}
-        summary = {"out": str(out), "raw_out": str(raw_out) if raw_out else None, "seed": seed,
+        summary = {"out": str(out), "flow_labels": str(labels_csv), "raw_out": str(raw_out) if raw_out else None, "seed": seed,
                    "flows": per_class, "packets": packets, "skipped": written["skipped"],
                    "sampling": getattr(gen, "last_sample_stats", {})}
         if as_json:
@@ -102,4 +105,4 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{name}: {n} flows, {packets[name]} packets")
             if written["skipped"]:
                 typer.echo(f"builder skipped: {written['skipped']}")
-            typer.echo(f"wrote {out}" + (f" and {raw_out}" if raw_out else ""))
+            typer.echo(f"wrote {out} (flow labels: {labels_csv})" + (f" and {raw_out}" if raw_out else ""))
