@@ -100,6 +100,24 @@ def public_seeds(out: Path) -> int:
     return count
 
 
+def _ipv6_table():  # type: ignore[no-untyped-def]
+    """Two small IPv6 flows with hop-by-hop, routing and fragment headers (scapy-built)."""
+    from scapy.layers.inet import TCP, UDP
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
+    from scapy.layers.l2 import Ether
+
+    from pytrafgen import PacketTable
+
+    a, b = "fd00::1", "fd00::2"
+    frames = [
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src=a, dst=b) / IPv6ExtHdrHopByHop() / TCP(sport=40000, dport=80, flags="S"),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src=b, dst=a) / IPv6ExtHdrRouting() / TCP(sport=80, dport=40000, flags="SA"),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src=a, dst=b) / IPv6ExtHdrFragment(id=7, m=1) / UDP(sport=5000, dport=53) / (b"q" * 24),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src=b, dst=a, fl=5) / IPv6ExtHdrHopByHop() / IPv6ExtHdrFragment(id=9) / UDP(sport=53, dport=5000),
+    ]
+    return PacketTable.from_frames([bytes(f) for f in frames], ts_ns=[0, 1000, 2000, 3000])
+
+
 def token_seeds(out: Path) -> int:
     """Encoded flows of the CC0 captures (first packets of each), in fuzz_decode's input format:
     an options byte, then little-endian uint16 token ids (vocabulary of fuzz_layout.hpp)."""
@@ -113,8 +131,9 @@ def token_seeds(out: Path) -> int:
     vocab = Vocabulary(classes=["a", "b", "c"], payload_cap=16,
                        app_protocols=[AppProtocol("fuzz", "", tuple(f"t{i}" for i in range(16)))])
     count = 0
-    for path in sorted((DATA / "captures").glob("*.pcap")):
-        table = read_pcap(path, max_packets=200)
+    # the CC0 captures are IPv4 only: add IPv6 flows with extension headers (built here)
+    tables = [_ipv6_table()] + [read_pcap(p, max_packets=200) for p in sorted((DATA / "captures").glob("*.pcap"))]
+    for table in tables:
         flows = assemble_flows(table, max_flow_packets=6)
         labels = np.arange(len(flows), dtype=np.int32) % 3
         enc = encode_flows(table, flows, labels, vocab, protocols={})
