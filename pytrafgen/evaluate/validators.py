@@ -6,16 +6,16 @@ common to all (``seed``, ``tshark``, ``k``, ``max_flows``, ``scarce_share``) com
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytrafgen.evaluate.class_fidelity import class_fidelity
-from pytrafgen.evaluate.compliance import compliance
-from pytrafgen.evaluate.diversity import diversity, memorisation
-from pytrafgen.evaluate.evalset import EvalSet
-from pytrafgen.evaluate.fidelity import fidelity
-from pytrafgen.evaluate.utility import utility
 from pytrafgen.hookspecs import hookimpl
 from pytrafgen.interfaces import Validator
+
+if TYPE_CHECKING:
+    from pytrafgen.evaluate.evalset import EvalSet
+
+# The metric modules (scipy, scikit-learn) are imported when a metric runs, not when plugins
+# load, so that every CLI start stays fast.
 
 
 class ComplianceValidator(Validator):
@@ -23,6 +23,8 @@ class ComplianceValidator(Validator):
     description = "share of packets/flows passing every expert rule, raw and final; tshark oracle"
 
     def evaluate(self, real: EvalSet, generated: EvalSet, settings: Mapping[str, Any]) -> dict[str, Any]:
+        from pytrafgen.evaluate.compliance import compliance
+
         return compliance(generated, use_tshark=bool(settings.get("tshark", True)))
 
 
@@ -31,6 +33,8 @@ class FidelityValidator(Validator):
     description = "per-field EMD (min-max scaled by the real range) and JSD, per class"
 
     def evaluate(self, real: EvalSet, generated: EvalSet, settings: Mapping[str, Any]) -> dict[str, Any]:
+        from pytrafgen.evaluate.fidelity import fidelity
+
         return fidelity(real, generated)
 
 
@@ -39,6 +43,8 @@ class DiversityValidator(Validator):
     description = "coverage and density (Naeem et al. 2020, k = 5) on standardised flow features"
 
     def evaluate(self, real: EvalSet, generated: EvalSet, settings: Mapping[str, Any]) -> dict[str, Any]:
+        from pytrafgen.evaluate.diversity import diversity
+
         return diversity(real, generated, k=int(settings.get("k", 5)),
                          max_flows=int(settings.get("max_flows", 4000)), seed=int(settings.get("seed", 0)))
 
@@ -50,6 +56,8 @@ class MemorisationValidator(Validator):
     def evaluate(self, real: EvalSet, generated: EvalSet, settings: Mapping[str, Any]) -> dict[str, Any]:
         if real.train is None:
             return {"skipped": "no real training split"}
+        from pytrafgen.evaluate.diversity import memorisation
+
         return memorisation(real.train, generated, real, max_flows=int(settings.get("max_flows", 4000)),
                             seed=int(settings.get("seed", 0)))
 
@@ -59,6 +67,8 @@ class UtilityValidator(Validator):
     description = "macro-F1 of five detectors: real, real+generated, TSTR, scarce, scarce+generated"
 
     def evaluate(self, real: EvalSet, generated: EvalSet, settings: Mapping[str, Any]) -> dict[str, Any]:
+        from pytrafgen.evaluate.utility import utility
+
         return utility(real, generated, scarce_share=float(settings.get("scarce_share", 0.1)),
                        max_train=int(settings.get("max_train", 20000)), seed=int(settings.get("seed", 0)))
 
@@ -68,6 +78,8 @@ class ClassFidelityValidator(Validator):
     description = "a classifier trained on real flows labels generated flows; macro-F1, confusion"
 
     def evaluate(self, real: EvalSet, generated: EvalSet, settings: Mapping[str, Any]) -> dict[str, Any]:
+        from pytrafgen.evaluate.class_fidelity import class_fidelity
+
         return class_fidelity(real, generated, max_train=int(settings.get("max_train", 20000)),
                               seed=int(settings.get("seed", 0)))
 
