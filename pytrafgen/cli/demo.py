@@ -29,7 +29,7 @@ def demo(
     out: OutDir = Path("pytrafgen-demo"),
     baseline: Annotated[list[str] | None, typer.Option(
         "--baseline", "-b", help="Also train this baseline generator for a side-by-side report (repeatable).")] = None,
-    max_per_class: Annotated[int, typer.Option("--max-per-class", help="Test flows per class at most.")] = 60,
+    max_per_class: Annotated[int, typer.Option("--max-per-class", help="Test flows per class at most.")] = 8,
     no_tshark: Annotated[bool, typer.Option("--no-tshark", help="Skip the tshark oracle.")] = False,
     device: Device = "auto",
     seed: Seed = 0,
