@@ -74,6 +74,8 @@ def test_every_cli_command_in_the_reference_table_exists() -> None:
         assert result.exit_code == 0, (name, result.output)
 
 
+@pytest.mark.slow  # trains four generators and replays: run with -m slow
+@pytest.mark.timeout(3000)
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed (evaluate's oracle)")
 def test_quickstart_runs_on_the_bundled_corpus(tmp_path: Path) -> None:
     shutil.copytree(corpus_dir(), tmp_path / "captures")
@@ -90,10 +92,30 @@ def test_quickstart_runs_on_the_bundled_corpus(tmp_path: Path) -> None:
             command = command[len("sudo "):]
             if not _namespaces_work():
                 continue
-        words = shlex.split(command)
+        words = shlex.split(command, comments=True)
         expanded = [str(p) for w in words for p in (sorted(tmp_path.glob(w)) if "*" in w else [w])]
         proc = subprocess.run(expanded, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     assert (tmp_path / "gen.pcap").stat().st_size > 24
     assert (tmp_path / "report" / "report.md").is_file()
     assert (tmp_path / "cmp" / "report.md").is_file()
+
+
+def test_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Python API block, with its placeholder paths pointing at bundled files."""
+    from pytrafgen.demo.default import default_checkpoint
+
+    start = README.index("## Python API")
+    code = re.search(r"```python\n(.*?)```", README[start:], re.S)
+    assert code
+    source = code.group(1).replace("    ...\n", "    assert len(chunk) > 0\n")
+    shutil.copy(corpus_dir() / "syn_flood.pcap", tmp_path / "capture.pcapng")
+    shutil.copy(corpus_dir() / "udp_flood.pcap", tmp_path / "huge.pcap")
+    shutil.copytree(default_checkpoint(), tmp_path / "ckpt")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(source, "README.md", "exec"), {})
+    import pytrafgen
+
+    generated = pytrafgen.read_pcap(tmp_path / "gen.pcap")
+    flows = pytrafgen.assemble_flows(generated)
+    assert len(flows) >= 10 and set(flows.proto.tolist()) == {6}  # syn_flood flows are TCP
