@@ -12,6 +12,7 @@ the destination guard before every packet or connection, both bounded in count a
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import random
@@ -119,7 +120,14 @@ def send_stateless(pair: NamespacePair, guard: DestinationGuard, timeline: list[
                     pass
             target = guard.check(dst)
             src = pool[flow_index % len(pool)]
-            sock.sendto(build_ipv4_tcp(src, target, pkt, dport, rng.getrandbits(16)), (str(target), 0))
+            try:
+                sock.sendto(build_ipv4_tcp(src, target, pkt, dport, rng.getrandbits(16)), (str(target), 0))
+            except OSError as exc:
+                # A generated packet larger than the link MTU cannot be sent as one raw datagram:
+                # it stays unsent (offered - sent counts it) instead of ending the replay.
+                if exc.errno != errno.EMSGSIZE:
+                    raise
+                continue
             sent += 1
         seconds = time.perf_counter() - t0
     return StatelessResult(sent=sent, offered=len(timeline), seconds=seconds)
