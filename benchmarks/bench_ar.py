@@ -69,7 +69,8 @@ def sync(device: torch.device) -> None:
 
 def bench_training(size: str, vocab_size: int, batch: int, steps: int, warmup: int, device: torch.device,
                    compile_model: bool) -> dict[str, object]:
-    model_cfg, train_cfg = size_config(size, vocab_size, batch_size=batch)
+    # random tokens: any id can stand for BOS; what matters is that class conditioning runs
+    model_cfg, train_cfg = size_config(size, vocab_size, batch_size=batch, bos_token=0)
     model = GPT(model_cfg).to(device)
     optimizer = make_optimizer(model, train_cfg, device)
     runner = torch.compile(model) if compile_model else model
@@ -115,7 +116,9 @@ def naive_sample(model: GPT, grammar: GrammarTables, prompts: torch.Tensor, step
     idx, pos, out = prompts, 0, []
     for _ in range(steps):
         B, T = idx.shape
-        x = model.wte(idx) + model.wpe(torch.arange(pos, pos + T, device=idx.device))
+        positions = torch.arange(pos, pos + T, device=idx.device)
+        flow_class = torch.where(positions[None, :] == 0, cfg.bos_token, prompts[:, 1:2])
+        x = model._embed(idx, positions, flow_class)
         for i, block in enumerate(model.blocks):
             h = block.ln_1(x)
             q, k, v = block.attn.c_attn(h).split(cfg.n_embd, dim=2)
@@ -139,7 +142,7 @@ def bench_sampling(size: str, vocab, batch: int, device: torch.device, compile_d
                    naive: bool, tokens_per_packet: float | None) -> dict[str, object]:
     from pytrafgen.generators.ar import tokens as tok
 
-    model_cfg, _ = size_config(size, vocab.size)
+    model_cfg, _ = size_config(size, vocab.size, bos_token=tok.special_tokens(vocab).bos)
     torch.manual_seed(0)
     model = GPT(model_cfg).to(device).eval()
     if device.type == "cuda":

@@ -112,13 +112,13 @@ def generated_flows(records: FieldRecords, plan: AddressPlan, seed: int, pcap: P
     return flow_features(table, flows), flow_features(table, flows, first_packets), read_back
 
 
-def read_flows(path: Path, first_packets: int) -> tuple[np.ndarray, np.ndarray]:
+def read_flows(path: Path, first_packets: int, max_flow_packets: int) -> tuple[np.ndarray, np.ndarray]:
     table = pytrafgen.read_pcap(path)
-    flows = pytrafgen.assemble_flows(table)
+    flows = pytrafgen.assemble_flows(table, max_flow_packets=max_flow_packets)
     return flow_features(table, flows), flow_features(table, flows, first_packets)
 
 
-def real_flows(captures: Path, first_packets: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def real_flows(captures: Path, first_packets: int, max_flow_packets: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     classes: list[str] = []
     whole, first, labels = [], [], []
@@ -128,7 +128,7 @@ def real_flows(captures: Path, first_packets: int, seed: int) -> tuple[list[str]
         name = row["class"]
         if name not in classes:
             classes.append(name)
-        w, f = read_flows(captures / row["file"], first_packets)
+        w, f = read_flows(captures / row["file"], first_packets, max_flow_packets)
         if len(w) > MAX_REAL_FLOWS_PER_CLASS:
             pick = rng.choice(len(w), MAX_REAL_FLOWS_PER_CLASS, replace=False)
             w, f = w[pick], f[pick]
@@ -189,8 +189,10 @@ def to_markdown(report: dict) -> str:
         f"Date: {report['date']}  ", f"Machine: {report['machine']}  ", f"Command: `{report['command']}`", "",
         f"Model: `{t['size']}` with {t['overrides']}: {t['params'] / 1e6:.2f}M parameters, context {t['block_size']}; "
         f"pre-training {t['stages'][0]['steps']} steps, fine-tuning {t['stages'][1]['steps']} steps "
-        f"({t['seconds']:.0f} s on the CPU in all; best validation loss {t['stages'][0]['best_val_loss']} → "
-        f"{t['stages'][1]['best_val_loss']}). Dataset: {report['dataset']}.", "",
+        + (f"({t['seconds']:.0f} s on the CPU in all; " if t["seconds"] is not None else "(")
+        + f"best validation loss {t['stages'][0]['best_val_loss']} → "
+        f"{t['stages'][1]['best_val_loss']}). Trained on: {report['dataset']}. Real reference for the classifier: "
+        f"{report['real_reference']}.", "",
         f"Generated {report['flows_per_class']} flows per class (seed {report['seed']}, temperature "
         f"{report['temperature']}), built with repair, read back with `pytrafgen.read_pcap`; "
         f"{report['sampling']['redrawn']} flows were redrawn because an application message did not decode. "
@@ -216,6 +218,11 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def dataset_description(args: argparse.Namespace, dataset: TrafficDataset) -> str:
+    return (f"{args.captures} (payload cap {args.payload_cap}, flows cut at {args.max_flow_packets} packets), "
+            f"{dataset.n_flows('train')} training flows")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--captures", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/captures")
@@ -225,12 +232,18 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=60)
     parser.add_argument("--finetune-steps", type=int, default=120)
     parser.add_argument("--payload-cap", type=int, default=16)
+    parser.add_argument("--max-flow-packets", type=int, default=16,
+                        help="cut flows after this many packets, in the dataset and in the real reference alike "
+                             "(0: never; the default matches `pytrafgen demo`)")
     parser.add_argument("-n", type=int, default=50, help="generated flows per class")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--first-packets", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse-checkpoint", action="store_true",
                         help="evaluate the checkpoint an earlier run left in --work instead of training")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="evaluate this AR checkpoint (e.g. pytrafgen/data/default_model) instead of training; "
+                             "its vocabulary must match the dataset's")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 wins on a shared machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ar_class_fidelity"))
     args = parser.parse_args()
@@ -238,17 +251,24 @@ def main() -> None:
     overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
 
     dataset_dir = args.work / "dataset"
-    if not (dataset_dir / "manifest.json").exists():
+    if not args.checkpoint and not (dataset_dir / "manifest.json").exists():
         tokenize_captures(sorted(args.captures.glob("*.pcap")), args.captures / "manifest.csv", dataset_dir,
-                          payload_cap=args.payload_cap, seed=args.seed, workers=1)
-    dataset = TrafficDataset(dataset_dir)
+                          payload_cap=args.payload_cap, max_flow_packets=args.max_flow_packets, seed=args.seed,
+                          workers=1)
     checkpoint = args.work / "checkpoint"
     timing = args.work / "train_seconds.json"
-    if args.reuse_checkpoint and timing.exists():  # evaluate the model trained by an earlier run
+    if args.checkpoint:
+        gen = ARGenerator.load(args.checkpoint)
+        train_seconds = None  # trained elsewhere: see the checkpoint's own notes
+        trained_on = f"checkpoint {args.checkpoint}, trained elsewhere"
+    elif args.reuse_checkpoint and timing.exists():  # evaluate the model trained by an earlier run
         gen = ARGenerator.load(checkpoint)
         train_seconds = json.loads(timing.read_text())["seconds"]
+        trained_on = dataset_description(args, TrafficDataset(dataset_dir))
     else:
         start = time.perf_counter()
+        dataset = TrafficDataset(dataset_dir)
+        trained_on = dataset_description(args, dataset)
         gen = ARGenerator(args.size)
         for stage, steps in (("pretrain", args.pretrain_steps), ("finetune", args.finetune_steps)):
             gen.fit(dataset, {**overrides, "stage": stage, "steps": steps, "device": "cpu", "seed": args.seed,
@@ -260,7 +280,8 @@ def main() -> None:
 
     plan = AddressPlan.from_json(gen.address_plan_json)
     gen.set_sampling(temperature=args.temperature, batch_size=64, device="cpu")
-    classes, real_whole, real_first, real_y = real_flows(args.captures, args.first_packets, args.seed)
+    classes, real_whole, real_first, real_y = real_flows(args.captures, args.first_packets, args.max_flow_packets,
+                                                           args.seed)
     gen_whole, gen_first, gen_y = [], [], []
     redrawn = 0
     read_back: dict[str, int] = {}
@@ -276,8 +297,10 @@ def main() -> None:
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(), "command": " ".join(["python", *sys.argv]),
-        "dataset": f"{args.captures} (payload cap {args.payload_cap}), {dataset.n_flows('train')} training flows",
-        "training": {"size": args.size, "overrides": overrides, "params": sum(t.numel() for t in gen.weights.values()),
+        "dataset": trained_on,
+        "real_reference": f"{args.captures}, flows cut at {args.max_flow_packets} packets (0: never)",
+        "training": {"size": "as saved" if args.checkpoint else args.size,
+                     "overrides": gen.model_config.to_dict() if args.checkpoint else overrides, "params": sum(t.numel() for t in gen.weights.values()),
                      "block_size": gen.model_config.block_size, "seconds": train_seconds, "stages": gen.completed},
         "flows_per_class": args.n, "seed": args.seed, "temperature": args.temperature,
         "first_packets_n": args.first_packets, "sampling": {"redrawn": redrawn},

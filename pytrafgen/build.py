@@ -122,6 +122,32 @@ def _endpoints(records: FieldRecords, plan: AddressPlan | None, addresses: Any,
     return out
 
 
+EPHEMERAL_PORTS = (32768, 61000)  # Linux's default ip_local_port_range
+
+
+def _distinct_five_tuples(flows: Mapping[str, np.ndarray], ends: Mapping[str, np.ndarray], seed: int
+                          ) -> dict[str, np.ndarray]:
+    """``flows`` with the client port of a flow replaced by a free ephemeral port where its
+    5-tuple (either way round) is already taken by an earlier flow. Generated flows share the
+    few addresses of the plan and their ports come from the model, so two of them can collide
+    and a reader would merge them into one connection; a real client's stack never reuses a
+    5-tuple that way. Flows whose endpoints were given (round trips) are never touched."""
+    client_port = np.array(flows["client_port"], dtype=np.uint16)
+    taken: set[tuple] = set()
+    rng = np.random.default_rng([seed, 0x5A5])
+    for i in range(len(client_port)):
+        proto, server = int(flows["proto"][i]), (ends["server_addr"][i].tobytes(), int(flows["server_port"][i]))
+        client_addr = ends["client_addr"][i].tobytes()
+        port = int(client_port[i])
+        key = (proto, *sorted([(client_addr, port), server]))
+        while key in taken:
+            port = int(rng.integers(*EPHEMERAL_PORTS))
+            key = (proto, *sorted([(client_addr, port), server]))
+        client_port[i] = port
+        taken.add(key)
+    return {**flows, "client_port": client_port}
+
+
 def _arrival_starts(records: FieldRecords, plan: AddressPlan, rng: np.random.Generator) -> np.ndarray | None:
     """Flow start times (ns) as Poisson arrivals at each class's real flow rate (the plan's
     ``flow_interval_s``), classes side by side from 0; None if the plan knows no rate for some
@@ -187,6 +213,9 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
         raise BuildError(f"build: linktype must be {LINKTYPE_ETHERNET} (Ethernet) or {LINKTYPE_RAW} (raw IP)")
     rng = np.random.default_rng(seed)
     ends = _endpoints(records, plan, addresses, rng)
+    flows = records.flows
+    if addresses is None and records.client_addr is None:  # endpoints drawn from the plan
+        flows = _distinct_five_tuples(flows, ends, seed)
     n_flows = records.n_flows
     if isn is None:
         isn = rng.integers(0, 1 << 32, size=(n_flows, 2), dtype=np.uint32)
@@ -201,7 +230,7 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     if order is not None:
         order = np.ascontiguousarray(order, np.int64)
     try:
-        out = _core.build_frames(records.packets, records.flows, ends["client_addr"], ends["server_addr"],
+        out = _core.build_frames(records.packets, flows, ends["client_addr"], ends["server_addr"],
                                  ends["client_mac"], ends["server_mac"], isn, records.blob, linktype, repair,
                                  raw, order)
     except (TypeError, ValueError, KeyError, IndexError) as exc:

@@ -112,6 +112,41 @@ def test_kv_cache_decoding_matches_the_full_forward():
     assert torch.allclose(torch.stack(eager, 1), full[:, 3:20], atol=1e-5)
 
 
+COND = GPTConfig(**{**TINY.to_dict(), "class_conditioning": True, "bos_token": 1})
+
+
+def test_each_position_is_conditioned_on_its_flows_class_token():
+    model = GPT(COND)
+    # BOS=1; two flows: class 40 then class 41; a BOS mid-window still belongs to the flow before
+    idx = torch.tensor([[1, 40, 5, 6, 1, 41, 7], [9, 9, 1, 42, 8, 8, 8]])
+    expected = torch.tensor([[1, 40, 40, 40, 40, 41, 41], [1, 1, 1, 42, 42, 42, 42]])
+    assert torch.equal(model.flow_class_tokens(idx), expected)
+
+
+def test_conditioned_decoding_matches_the_full_forward():
+    torch.manual_seed(0)
+    model = GPT(COND).eval()
+    assert not model.class_proj.weight.any()  # a new model starts unconditioned...
+    torch.nn.init.normal_(model.class_proj.weight, std=0.5)  # ...here as if trained
+    idx = torch.randint(2, COND.vocab_size, (3, 20))
+    idx[:, 0] = 1  # sampling: BOS at position 0, the class token after it
+    full, _ = model(idx)
+    cache = KVCache.allocate(COND, 3, COND.block_size, torch.device("cpu"), torch.float32)
+    steps = [model.decode(idx[:, :2], torch.arange(2), cache, 2, idx[:, 1])]
+    steps += [model.decode(idx[:, t:t + 1], torch.tensor([t]), cache, t + 1, idx[:, 1]) for t in range(2, 20)]
+    assert torch.allclose(torch.stack(steps, 1), full[:, 1:20], atol=1e-5)
+    # the class token enters every later position's input, not only through attention
+    other = idx.clone()
+    other[:, 1] = (idx[:, 1] + 1) % COND.vocab_size
+    positions = torch.arange(20)
+    same = model._embed(idx, positions, model.flow_class_tokens(idx))
+    moved = model._embed(other, positions, model.flow_class_tokens(other))
+    assert torch.equal(same[:, 0], moved[:, 0])
+    assert not torch.isclose(same[:, 2:], moved[:, 2:]).all(dim=-1).any()
+    with pytest.raises(ValueError, match="class-conditioned"):
+        model.decode(idx[:, :2], torch.arange(2), cache, 2)
+
+
 def test_attention_is_causal():
     torch.manual_seed(0)
     model = GPT(TINY).eval()

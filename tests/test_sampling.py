@@ -12,7 +12,7 @@ from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators.ar import tokens as tok
 from pytrafgen.generators.ar.config import GPTConfig
 from pytrafgen.generators.ar.model import GPT
-from pytrafgen.generators.ar.sample import GrammarTables, SamplingSettings, sample_batch, sample_classes
+from pytrafgen.generators.ar.sample import GrammarTables, SamplingSettings, draw, sample_batch, sample_classes
 from pytrafgen.tokenizer.vocab import Vocabulary
 
 torch.set_num_threads(1)
@@ -23,7 +23,8 @@ CLASSES = ["benign_http", "syn_flood", "udp_flood"]
 def setup():
     vocab = Vocabulary(CLASSES, payload_cap=16)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32)).eval()
+    model = GPT(GPTConfig(vocab_size=vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32,
+                          class_conditioning=True, bos_token=tok.special_tokens(vocab).bos)).eval()
     grammar = tok.grammar_tables(vocab, torch.device("cpu"))
     return vocab, model, grammar
 
@@ -67,8 +68,8 @@ def test_long_flows_are_closed_where_eos_was_legal(setup):
     penalty = torch.zeros(vocab.size)
     penalty[special.eos] = 1e4
 
-    def decode_without_eos(idx, positions, cache, attend_len=None):
-        return model.decode(idx, positions, cache, attend_len) - penalty
+    def decode_without_eos(idx, positions, cache, attend_len=None, class_token=None):
+        return model.decode(idx, positions, cache, attend_len, class_token) - penalty
 
     prompts = torch.tensor([[special.bos, vocab.class_token("udp_flood")]] * 6)
     out, lengths = sample_batch(model, grammar, prompts, special.eos, SamplingSettings(max_len=96),
@@ -103,3 +104,23 @@ def test_top_k_one_is_greedy(setup):
 def test_unknown_class_is_a_user_error(setup):
     with pytest.raises(PytrafgenError, match="unknown class"):
         _sample(setup, {"no_such_class": 1})
+
+
+def test_draw_follows_the_softmax_and_never_picks_a_masked_token():
+    from scipy.stats import chisquare
+
+    logits = torch.full((1, 12), float("-inf"))
+    logits[0, [0, 3, 4, 11]] = torch.tensor([0.0, 1.0, -1.0, 2.0])  # 0 and 11: the CDF's two ends
+    expected = torch.softmax(logits, -1)[0]
+    rows = logits.expand(20000, 12).contiguous()
+    drawn = draw(rows, torch.Generator().manual_seed(3))
+    counts = torch.bincount(drawn, minlength=12)
+    assert counts[expected == 0].sum() == 0
+    keep = expected > 0
+    f_exp = expected[keep].double().numpy()
+    assert chisquare(counts[keep].numpy(), f_exp / f_exp.sum() * 20000).pvalue > 1e-3
+    # a row with a single possible token always gets it, wherever it sits
+    for only in (0, 5, 11):
+        one = torch.full((64, 12), float("-inf"))
+        one[:, only] = 0.0
+        assert (draw(one, torch.Generator().manual_seed(0)) == only).all()

@@ -93,6 +93,8 @@ def train_default(
 ) -> None:
     """Train the default AR checkpoint on the corpus: pre-train on its benign flows, fine-tune on
     its malicious flows (settings in pytrafgen/demo/default.py)."""
+    import torch
+
     from pytrafgen.dataset import TrafficDataset
     from pytrafgen.demo.default import MODEL_SETTINGS, STAGE_STEPS, TOKENIZE_SETTINGS, corpus_dir
     from pytrafgen.plugins import get_generator
@@ -106,6 +108,10 @@ def train_default(
     common = {**MODEL_SETTINGS, "device": device, "quiet": quiet, "checkpoint_dir": work / "checkpoint"}
     for stage, steps in STAGE_STEPS.items():
         gen.fit(ds, {**common, "stage": stage, "steps": steps})
+    # what ships: the best weights as float16 (half the bytes, same samples to within rounding);
+    # the resumable training state stays in --work
+    gen.weights = {name: w.to(torch.float16) if w.is_floating_point() else w for name, w in gen.weights.items()}
+    gen.snapshot = None
     gen.save(out)
     typer.echo(f"wrote {out}")
 

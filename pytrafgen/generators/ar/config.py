@@ -23,6 +23,11 @@ class GPTConfig:
     dropout: float = 0.0
     lora_rank: int = 0  # > 0: attention/MLP projections get rank-r adapters (fine-tuning)
     lora_alpha: float = 16.0
+    # Every position also gets the embedding of its flow's class token (the token after the
+    # flow's BOS), so conditioning does not hinge on attention back to position 1. Off for
+    # checkpoints saved before it existed; the named sizes turn it on.
+    class_conditioning: bool = False
+    bos_token: int = -1  # set from the vocabulary at fit time; needed by class_conditioning
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,17 +68,17 @@ class TrainConfig:
 # 2-core CPU runs a step in about a second (see docs/training.md).
 SIZES: dict[str, tuple[GPTConfig, TrainConfig]] = {
     "tiny": (
-        GPTConfig(block_size=256, n_layer=2, n_head=2, n_embd=64),
+        GPTConfig(block_size=256, n_layer=2, n_head=2, n_embd=64, class_conditioning=True),
         TrainConfig(steps=30, batch_size=8, lr=3e-3, warmup_steps=5, eval_every=10, eval_batches=2,
                     checkpoint_every=0),
     ),
     "small": (
-        GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384),
+        GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, class_conditioning=True),
         TrainConfig(steps=300, batch_size=4, lr=1e-3, warmup_steps=20, eval_every=50, eval_batches=4,
                     checkpoint_every=100),
     ),
     "base": (
-        GPTConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768),
+        GPTConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, class_conditioning=True),
         TrainConfig(steps=20000, batch_size=32, lr=6e-4, warmup_steps=500, eval_every=500,
                     eval_batches=20, checkpoint_every=1000, compile=True),
     ),

@@ -136,6 +136,9 @@ class ARGenerator(Generator):
         elif self.model_config is not None:  # continue from trained weights: keep their shape
             model_cfg = replace(self.model_config, lora_rank=int(overrides.get("lora_rank") or 0),
                                 dropout=overrides.get("dropout", self.model_config.dropout))
+        special = tok.special_tokens(vocab)
+        if model_cfg.class_conditioning and model_cfg.bos_token < 0:
+            model_cfg = replace(model_cfg, bos_token=special.bos)
         torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank and every run
         model = GPT(model_cfg)
         if resume is None and self.weights is not None:
@@ -145,7 +148,6 @@ class ARGenerator(Generator):
         model.to(device)
         torch.manual_seed(train_cfg.seed + ctx.rank)  # dropout differs per rank
 
-        special = tok.special_tokens(vocab)
         kinds = [dataset.class_kinds[c] for c in dataset.classes]
         shares = class_shares(kinds, stage, train_cfg.replay)
 

@@ -130,7 +130,13 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=False)
+        # class conditioning: each position gets class_proj(embedding of its flow's class token);
+        # a projection, because the raw (tied) embedding would also push the output towards
+        # the class token itself
+        self.class_proj = nn.Linear(config.n_embd, config.n_embd, bias=False) if config.class_conditioning else None
         self.apply(self._init_weights)
+        if self.class_proj is not None:
+            nn.init.zeros_(self.class_proj.weight)  # starts as the unconditioned model
         # GPT-2: residual projections scaled down by depth so the residual stream stays O(1).
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
@@ -150,6 +156,26 @@ class GPT(nn.Module):
         c = self.config
         return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
 
+    def flow_class_tokens(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) per position: the class token of the flow it belongs to, that is the token
+        right after the last BOS before it (the class token itself included); BOS where no flow
+        has started yet. Causal: position t only looks at tokens up to t."""
+        bos = self.config.bos_token
+        starts = torch.zeros_like(idx, dtype=torch.bool)
+        starts[:, 1:] = idx[:, :-1] == bos
+        steps = torch.arange(idx.size(1), device=idx.device).expand_as(idx)
+        last_start = torch.where(starts, steps, -1).cummax(dim=1).values
+        return torch.where(last_start >= 0, idx.gather(1, last_start.clamp(min=0)), bos)
+
+    def _embed(self, idx: torch.Tensor, positions: torch.Tensor, flow_class: torch.Tensor | None) -> torch.Tensor:
+        x = self.wte(idx) + self.wpe(positions)
+        if self.config.class_conditioning:
+            if flow_class is None or self.config.bos_token < 0:
+                raise ValueError("a class-conditioned model needs bos_token and the flow class of each position")
+            assert self.class_proj is not None
+            x = x + self.class_proj(self.wte(flow_class))
+        return x
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.ln_f(x), self.wte.weight)  # head tied to the embedding
 
@@ -160,7 +186,8 @@ class GPT(nn.Module):
         if length > self.config.block_size:
             raise ValueError(f"sequence of {length} tokens exceeds the context of {self.config.block_size}")
         pos = torch.arange(length, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        flow_class = self.flow_class_tokens(idx) if self.config.class_conditioning else None
+        x = self.drop(self._embed(idx, pos, flow_class))
         for block in self.blocks:
             x = block(x)
         logits = self._logits(x)
@@ -170,12 +197,18 @@ class GPT(nn.Module):
         return logits, loss
 
     def decode(self, idx: torch.Tensor, positions: torch.Tensor, cache: KVCache,
-               attend_len: int | None = None) -> torch.Tensor:
+               attend_len: int | None = None, class_token: torch.Tensor | None = None) -> torch.Tensor:
         """Feed tokens ``idx`` (B, T) at ``positions`` (T,), fill the cache, and return the
         logits (B, V) for the token after the last one. ``attend_len`` (eager use; the last
         position + 1) attends over the filled prefix only; None keeps every call the same
-        shape (whole cache under a mask) for torch.compile / CUDA graphs."""
-        x = self.wte(idx) + self.wpe(positions)
+        shape (whole cache under a mask) for torch.compile / CUDA graphs. ``class_token``
+        (B,): each row's class token, for a class-conditioned model (one flow per row, BOS at
+        position 0)."""
+        flow_class = None
+        if self.config.class_conditioning and class_token is not None:
+            # as in training: BOS at position 0 has no flow yet, every later position its class
+            flow_class = torch.where(positions[None, :] == 0, self.config.bos_token, class_token[:, None])
+        x = self._embed(idx, positions, flow_class)
         for i, block in enumerate(self.blocks):
             x = block(x, (cache.k[i], cache.v[i]), positions, attend_len)
         return self._logits(x[:, -1:, :])[:, 0, :]

@@ -94,24 +94,29 @@ def header_masks(header: dict[str, list[list[int]]], vocab_size: int) -> dict[st
 
 
 def decodable(sequences: Sequence[np.ndarray], vocab: Vocabulary, reasons: dict[str, int]) -> list[bool]:
-    """Whether each sequence decodes (application messages included); counts the failures'
-    reasons into ``reasons``. One batch decode when all pass, per flow only otherwise."""
+    """Whether each sequence decodes (application messages included) into a flow with at least
+    one packet (the grammar allows an empty flow, which would write nothing); counts the
+    failures' reasons into ``reasons``. One batch decode when all pass, per flow otherwise."""
     from pytrafgen.tokenizer import decode
 
     if not sequences:
         return []
+    pkt = special_tokens(vocab).pkt
+    has_packets = [bool((seq == pkt).any()) for seq in sequences]
+    if not all(has_packets):
+        reasons["no_packets"] = reasons.get("no_packets", 0) + has_packets.count(False)
     skipped: dict[str, int] = {}
     tokens, offsets = _concat(sequences)
     decode(tokens, offsets, vocab, skipped=skipped)
     if not skipped:
-        return [True] * len(sequences)
+        return has_packets
     for reason, n in skipped.items():
         reasons[reason] = reasons.get(reason, 0) + n
     ok = []
-    for seq in sequences:
+    for seq, nonempty in zip(sequences, has_packets, strict=True):
         one: dict[str, int] = {}
         decode(seq, np.array([0, len(seq)], np.int64), vocab, skipped=one)
-        ok.append(not one)
+        ok.append(nonempty and not one)
     return ok
 
 
