@@ -97,9 +97,9 @@ def flow_features(table: pytrafgen.PacketTable, flows: pytrafgen.FlowTable, firs
 def generated_flows(records: FieldRecords, plan: AddressPlan, seed: int, pcap: Path, first_packets: int
                     ) -> tuple[np.ndarray, np.ndarray, int]:
     """Features of each generated flow (packets as the builder wrote them, grouped by the flow
-    they were generated for) and how many flows reading the pcap back finds. Read back, flows of
-    a class whose address plan holds one client and whose model reuses a client port merge by
-    5-tuple; grouping by generated flow measures what the generator made."""
+    they were generated for) and how many flows reading the pcap back finds (a generated flow
+    that reopens its connection reads back as two); grouping by generated flow measures what
+    the generator made."""
     write_records(pcap, records, plan, seed)
     read_back = len(pytrafgen.assemble_flows(pytrafgen.read_pcap(pcap)))
     built = build_frames(records, plan, seed)
@@ -188,17 +188,19 @@ def to_markdown(report: dict) -> str:
         "# AR generator: class fidelity", "",
         f"Date: {report['date']}  ", f"Machine: {report['machine']}  ", f"Command: `{report['command']}`", "",
         f"Model: `{t['size']}` with {t['overrides']}: {t['params'] / 1e6:.2f}M parameters, context {t['block_size']}; "
-        f"pre-training {t['stages'][0]['steps']} steps, fine-tuning {t['stages'][1]['steps']} steps "
-        + (f"({t['seconds']:.0f} s on the CPU in all; " if t["seconds"] is not None else "(")
-        + f"best validation loss {t['stages'][0]['best_val_loss']} → "
-        f"{t['stages'][1]['best_val_loss']}). Trained on: {report['dataset']}. Real reference for the classifier: "
+        + ", ".join(f"{st['stage']} {st['steps']} steps (best validation loss "
+                    + (f"{st['best_val_loss']:.3f})" if st["best_val_loss"] is not None else "n/a)")
+                    for st in t["stages"])
+        + (f", {t['seconds']:.0f} s on the CPU in all" if t["seconds"] is not None else "")
+        + f". Trained on: {report['dataset']}. Real reference for the classifier: "
         f"{report['real_reference']}.", "",
         f"Generated {report['flows_per_class']} flows per class (seed {report['seed']}, temperature "
         f"{report['temperature']}), built with repair, read back with `pytrafgen.read_pcap`; "
-        f"{report['sampling']['redrawn']} flows were redrawn because an application message did not decode. "
+        f"{report['sampling']['redrawn']} flows were redrawn (an application message that did not decode, or no packet). "
         "Features are computed per generated flow; reading the pcaps back with `assemble_flows` finds "
         + ", ".join(f"{c} {n}" for c, n in report["read_back_flows_per_class"].items())
-        + f" flows (of {report['flows_per_class']} each: flows that reuse a 5-tuple merge).",
+        + f" flows (of {report['flows_per_class']} each; the builder gives every generated flow its own "
+        "5-tuple, and a generated flow that reopens its connection reads back as two).",
         "", "Random forest (200 trees, balanced) trained on real flows; figure = share of the generated flows "
         "of each class that it assigns to that class.", "",
     ]

@@ -118,6 +118,38 @@ CASES = {
 
 @pytest.mark.netns
 @needs_netns
+def test_a_killed_runs_namespaces_and_processes_are_reaped_by_the_next_run(tmp_path: Path) -> None:
+    script = (
+        "import time, pathlib\n"
+        "from pytrafgen.replay import netns, targets\n"
+        "pair = netns.NamespacePair.create()\n"
+        f"t = targets.start_tcp_listener(pair, pathlib.Path({str(tmp_path)!r}), (80,), 8)\n"
+        "print(pair.client_ns, pair.server_ns, t.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        client_ns, server_ns, pid = proc.stdout.readline().split()
+        proc.kill()  # SIGKILL: no handler runs, the namespaces and the listener stay
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert {client_ns, server_ns} <= netns.existing_namespaces() and Path(f"/proc/{pid}").exists()
+    assert set(netns.reap_stale_namespaces()) >= {client_ns, server_ns}
+    assert not {client_ns, server_ns} & netns.existing_namespaces()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
+    # a live run's namespaces are never touched
+    with netns.NamespacePair.create() as pair:
+        assert not {pair.client_ns, pair.server_ns} & set(netns.reap_stale_namespaces())
+        assert {pair.client_ns, pair.server_ns} <= netns.existing_namespaces()
+
+
+@pytest.mark.netns
+@needs_netns
 @needs_shared
 @pytest.mark.parametrize("name", list(CASES))
 def test_scenario_reproduces_real_and_rejects_degraded(name: str, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ namespaces it creates):
 
 Neither namespace has a default route or any route beyond the /28 (``verify_isolated``
 checks), so no packet can leave the pair. Cleanup (processes by PID, then the namespaces)
-runs on context exit, on SIGINT/SIGTERM and at interpreter exit.
+runs on context exit, on SIGINT/SIGTERM and at interpreter exit; what a SIGKILLed run left
+behind (its PID is in the names) the next run removes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -76,6 +78,30 @@ def run_ip(*args: str) -> str:
 def existing_namespaces() -> set[str]:
     out = run_ip("-j", "netns", "list").strip()
     return {entry["name"] for entry in json.loads(out)} if out else set()
+
+
+_PAIR_NAME = re.compile(rf"^{NAME_PREFIX}[0-9a-f]{{3}}p(?P<pid>[0-9]+)[cs]$")
+
+
+def reap_stale_namespaces() -> list[str]:
+    """Delete the namespaces (and kill the processes inside them) of replay runs whose process
+    is gone: a SIGKILLed run cannot clean up after itself, so the next run does. Only names of
+    pytrafgen's own pattern whose creator PID no longer exists are touched. Returns them."""
+    reaped = []
+    for ns in sorted(existing_namespaces()):
+        match = _PAIR_NAME.match(ns)
+        if not match or os.path.exists(f"/proc/{match['pid']}"):
+            continue
+        with contextlib.suppress(ReplayError, ValueError):
+            for pid in run_ip("netns", "pids", ns).split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        reaped.append(ns)
+    if reaped:
+        print(f"pytrafgen replay: removed {len(reaped)} namespaces left by a killed run: {', '.join(reaped)}",
+              file=sys.stderr)
+    return reaped
 
 
 def _host_networks() -> list[ipaddress.IPv4Network]:
@@ -131,6 +157,7 @@ class NamespacePair:
     def create(cls) -> NamespacePair:
         """Choose a free /28 and unique names, then build the pair (removed again on failure)."""
         require_root()
+        reap_stale_namespaces()
         taken = existing_namespaces()
         used_subnets = _host_networks()
         candidates = list(RUN_RANGE.subnets(new_prefix=RUN_PREFIX))
