@@ -130,6 +130,30 @@ def test_evaluate_command_writes_report(tmp_path) -> None:
     assert (tmp_path / "rep" / "report.md").read_text().count("mqtt_bruteforce") >= 2
 
 
+def test_without_matplotlib_the_report_says_so_and_keeps_every_figure(tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from pytrafgen.cli.main import app, build_app
+    from pytrafgen.evaluate import report as report_module
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(report_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    build_app()
+    args = ["evaluate", "--labels", str(CAPTURES / "manifest.csv"), "--out", str(tmp_path / "rep"), "--json",
+            "-q", "-V", "compliance", "--real", str(CAPTURES / "mqtt_bruteforce.pcap"),
+            "--generated", str(CAPTURES / "mqtt_bruteforce.pcap")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert "matplotlib is not installed" in report["plots_not_drawn"]
+    assert report["summary"]["mqtt_bruteforce"]["compliance_packets_final"] >= 0.999
+    assert "matplotlib is not installed" in (tmp_path / "rep" / "report.md").read_text()
+    assert not list((tmp_path / "rep").glob("*.png"))
+
+
 def test_iat_cdf_plot(splits: tuple[EvalSet, EvalSet], tmp_path) -> None:
     from pytrafgen.evaluate.report import plot_iat_cdfs
 

@@ -5,9 +5,11 @@ confusion matrices."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,10 @@ def _fmt(v: Any) -> str:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+MATPLOTLIB_MISSING = ("plots not drawn: matplotlib is not installed (pip install 'pytrafgen[report]'); "
+                      "every figure is in report.json and the tables")
 
 
 def _plt() -> Any:
@@ -191,6 +197,11 @@ def write_report(out: Path, real: EvalSet, gens: dict[str, EvalSet], results: di
     out.mkdir(parents=True, exist_ok=True)
     summary = {name: summarise(r["metrics"]) for name, r in results["generated"].items()}
     results["summary"] = summary
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        # plots are optional (the `report` extra): every figure is still in the JSON and tables
+        plots = False
+        results["plots_not_drawn"] = MATPLOTLIB_MISSING
+        print(f"pytrafgen: {MATPLOTLIB_MISSING}", file=sys.stderr)
     with atomic_file(out / "report.json", "w") as fh:
         json.dump(results, fh, indent=1, default=_json_default)
     images: dict[str, str] = {}
@@ -230,6 +241,8 @@ def _json_default(obj: Any) -> Any:
 def render_markdown(results: dict[str, Any], summary: dict[str, dict[str, float | None]],
                     images: dict[str, str]) -> str:
     lines = ["# pytrafgen evaluation report", ""]
+    if results.get("plots_not_drawn"):
+        lines += [f"> {results['plots_not_drawn']}", ""]
     s = results.get("settings", {})
     lines += [f"- real: {', '.join(s.get('real_sources', []))} ({results['real']['flows']} test flows, "
               f"{results['real']['packets']} packets)",
