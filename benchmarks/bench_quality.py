@@ -103,11 +103,14 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = ["# Generation quality: " + " vs ".join(names), "",
              f"- date: {doc['date']}", f"- machine: {doc['machine']['nproc']} cores, {doc['machine']['cpu']}",
              f"- commands: `{doc['commands']['tokenize']}` then `{doc['commands']['compare']}`",
-             f"- data: {doc['settings']['captures']} (all 13 captures), dataset split 80/10/10 by flow, "
+             f"- data: {doc['settings']['captures']} (all 13 captures"
+             + (f", flows cut at {doc['settings']['max_flow_packets']} packets"
+                if doc["settings"].get("max_flow_packets") else "")
+             + "), dataset split 80/10/10 by flow, "
              f"stratified, seed {doc['settings']['seed']}; test flows capped at {doc['settings']['max_per_class']} "
              "per class; each generator generates the test split's count per class",
              f"- training budgets (CPU): {json.dumps(doc['settings']['fit_settings'])}"
-             + (f"; checkpoints reused from an earlier run with these budgets: "
+             + (f"; loaded instead of trained (their budgets above do not apply): "
                 f"{', '.join(doc['settings']['reused_checkpoints'])}" if doc['settings']['reused_checkpoints'] else ""),
              f"- wall time: tokenize {doc['seconds']['tokenize']:.0f} s, compare {doc['seconds']['compare']:.0f} s",
              "", "## Side by side", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -144,6 +147,10 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--checkpoint", action="append", default=[],
                     help="name=PATH: reuse a checkpoint trained on the same dataset (repeatable)")
+    ap.add_argument("--payload-cap", type=int, default=None,
+                    help="payload bytes kept as tokens (16 = the bundled default's data; default: the tokenizer's)")
+    ap.add_argument("--max-flow-packets", type=int, default=0,
+                    help="tokenize with flows cut after this many packets (16 = the bundled default's data)")
     args = ap.parse_args()
     if not (args.captures / "manifest.csv").exists():
         sys.exit(f"no captures at {args.captures}")
@@ -156,6 +163,10 @@ def main() -> None:
         dataset, out = Path(tmp) / "dataset", Path(tmp) / "compare"
         tok_cmd = [*exe, "tokenize", str(args.captures), "--labels", str(args.captures / "manifest.csv"),
                    "--out", str(dataset), "--seed", str(args.seed), "-j", "1", "-q"]
+        if args.max_flow_packets:
+            tok_cmd += ["--max-flow-packets", str(args.max_flow_packets)]
+        if args.payload_cap is not None:
+            tok_cmd += ["--payload-cap", str(args.payload_cap)]
         tok_s = run(tok_cmd)
         cmp_cmd = [*exe, "compare", str(dataset), "--out", str(out), "--max-per-class", str(args.max_per_class),
                    "--seed", str(args.seed), "--device", "cpu", "-q", "--json"]
@@ -180,6 +191,7 @@ def main() -> None:
         "seconds": {"tokenize": round(tok_s, 1), "compare": round(cmp_s, 1)},
         "settings": {"captures": str(args.captures), "generators": generators, "seed": args.seed,
                      "max_per_class": args.max_per_class, "quick": args.quick,
+                     "max_flow_packets": args.max_flow_packets, "payload_cap": args.payload_cap,
                      "fit_settings": {g: budgets.get(g, []) for g in generators},
                      "reused_checkpoints": args.checkpoint,
                      "evaluation": report.get("settings", {})},
