@@ -7,6 +7,8 @@
   of the same class and direction and the nearest length.
 * :class:`EmpiricalParts` — what every baseline samples empirically rather than learns: payload
   and TCP-option libraries, inter-flow start gaps and client ports per class.
+* :class:`TrainingSet` — where every baseline's ``fit`` starts: the train split's records and
+  flows, the dataset's classes and the empirical parts.
 * :func:`assemble_records` — turns per-packet header fields a model produced into
   :class:`~pytrafgen.records.FieldRecords`: timestamps from IATs, TCP seq/ack made continuous
   from payload lengths and SYN/FIN, IP ids counting per direction, payload and options filled.
@@ -18,9 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from pytrafgen.errors import DatasetError
+from pytrafgen.generators.baseline_ckpt import dataset_classes, dataset_dir
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
 
 TCP_SYN = 2
@@ -272,6 +278,37 @@ class EmpiricalParts:
             mine = np.flatnonzero(labels == c)
             starts[mine] = GENERATED_EPOCH_NS + np.concatenate([[0], np.cumsum(gaps[mine][1:])]).astype(np.int64)
         return starts
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What a baseline learns from: the train split's records and flows, the dataset's classes
+    (and the directory it came from, whose side files a checkpoint keeps) and the empirical
+    parts that fill in what a header-level model does not generate."""
+
+    records: FieldRecords
+    flows: FlowSet
+    classes: list[str]
+    class_kinds: list[str]
+    source_dir: Path | None
+    parts: EmpiricalParts
+
+    @property
+    def trained(self) -> list[str]:
+        """Classes that have training flows."""
+        return [self.classes[int(c)] for c in np.unique(self.flows.label)]
+
+    @classmethod
+    def from_dataset(cls, generator: str, dataset: Any, settings: Mapping[str, Any]) -> TrainingSet:
+        """From a dataset's train split; ``settings`` gives seed, payload_cap and payload_per_key."""
+        records: FieldRecords = dataset.records("train")
+        if records.n_flows == 0:
+            raise DatasetError(f"{generator}: the training split has no flows")
+        classes, kinds = dataset_classes(dataset, records.classes)
+        flows = FlowSet.from_records(records)
+        parts = EmpiricalParts.fit(records, flows, int(settings["seed"]), int(settings["payload_cap"]),
+                                   int(settings["payload_per_key"]))
+        return cls(records, flows, classes, kinds, dataset_dir(dataset), parts)
 
 
 def assemble_records(classes: list[str], flows: Mapping[str, np.ndarray], packets: Mapping[str, np.ndarray],

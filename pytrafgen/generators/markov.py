@@ -28,14 +28,13 @@ import numpy as np
 from pytrafgen.errors import DatasetError
 from pytrafgen.generators.baseline_ckpt import (
     counts_to_labels,
-    dataset_classes,
-    dataset_dir,
     read_checkpoint,
     write_checkpoint,
 )
 from pytrafgen.generators.baseline_data import (
     EmpiricalParts,
     FlowSet,
+    TrainingSet,
     assemble_records,
     iat_bucket,
     length_bucket,
@@ -80,15 +79,10 @@ class MarkovGenerator(Generator):
 
     def fit(self, dataset: Any, settings: Mapping[str, Any] | None = None) -> None:
         self.settings.update(dict(settings or {}))
-        records: FieldRecords = dataset.records("train")
-        if records.n_flows == 0:
-            raise DatasetError("markov: the training split has no flows")
-        self.classes, self.class_kinds = dataset_classes(dataset, records.classes)
-        self._source_dir = dataset_dir(dataset)
+        data = TrainingSet.from_dataset("markov", dataset, self.settings)
+        self.classes, self.class_kinds, self.parts = data.classes, data.class_kinds, data.parts
+        self._source_dir, flows = data.source_dir, data.flows
         rng = np.random.default_rng(int(self.settings["seed"]))
-        flows = FlowSet.from_records(records)
-        self.parts = EmpiricalParts.fit(records, flows, int(self.settings["seed"]),
-                                        int(self.settings["payload_cap"]), int(self.settings["payload_per_key"]))
 
         keep_flow = np.zeros(flows.n_flows, bool)
         for c in np.unique(flows.label):

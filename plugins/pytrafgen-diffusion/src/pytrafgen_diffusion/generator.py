@@ -21,14 +21,12 @@ from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.generators.baseline_ckpt import (
     arrays_to_state,
     counts_to_labels,
-    dataset_classes,
-    dataset_dir,
     read_checkpoint,
     state_to_arrays,
     training_progress,
     write_checkpoint,
 )
-from pytrafgen.generators.baseline_data import EmpiricalParts, FlowSet, assemble_records
+from pytrafgen.generators.baseline_data import EmpiricalParts, TrainingSet, assemble_records
 from pytrafgen.interfaces import Generator
 from pytrafgen.records import FieldRecords
 from pytrafgen_diffusion.bits import WIDTH, encode_rows, flow_images
@@ -100,16 +98,11 @@ class DiffusionGenerator(Generator):
             self.settings.update(_size(given["size"]))
         self.settings.update(given)
         s = self.settings
-        records: FieldRecords = dataset.records("train")
-        if records.n_flows == 0:
-            raise DatasetError("diffusion: the training split has no flows")
-        self.classes, self.class_kinds = dataset_classes(dataset, records.classes)
-        self._source_dir = dataset_dir(dataset)
-        flows = FlowSet.from_records(records)
+        data = TrainingSet.from_dataset("diffusion", dataset, s)
+        self.classes, self.class_kinds, self.parts = data.classes, data.class_kinds, data.parts
+        self._source_dir, self.trained, flows = data.source_dir, data.trained, data.flows
         seed = int(s["seed"])
-        self.parts = EmpiricalParts.fit(records, flows, seed, int(s["payload_cap"]), int(s["payload_per_key"]))
-        self.trained = [self.classes[int(c)] for c in np.unique(flows.label)]
-        images_np = flow_images(encode_rows(records, flows), flows, int(s["max_len"]))
+        images_np = flow_images(encode_rows(data.records, flows), flows, int(s["max_len"]))
 
         torch.manual_seed(seed)
         device = _device(str(s["device"]))

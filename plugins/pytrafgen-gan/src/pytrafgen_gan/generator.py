@@ -21,14 +21,12 @@ from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.generators.baseline_ckpt import (
     arrays_to_state,
     counts_to_labels,
-    dataset_classes,
-    dataset_dir,
     read_checkpoint,
     state_to_arrays,
     training_progress,
     write_checkpoint,
 )
-from pytrafgen.generators.baseline_data import EmpiricalParts, FlowSet, assemble_records
+from pytrafgen.generators.baseline_data import EmpiricalParts, TrainingSet, assemble_records
 from pytrafgen.interfaces import Generator
 from pytrafgen.records import FieldRecords
 from pytrafgen_gan.features import FlowEncoding
@@ -97,16 +95,11 @@ class GanGenerator(Generator):
             self.settings.update(_size(given["size"]))
         self.settings.update(given)
         s = self.settings
-        records: FieldRecords = dataset.records("train")
-        if records.n_flows == 0:
-            raise DatasetError("gan: the training split has no flows")
-        self.classes, self.class_kinds = dataset_classes(dataset, records.classes)
-        self._source_dir = dataset_dir(dataset)
-        flows = FlowSet.from_records(records)
+        data = TrainingSet.from_dataset("gan", dataset, s)
+        self.classes, self.class_kinds, self.parts = data.classes, data.class_kinds, data.parts
+        self._source_dir, self.trained, flows = data.source_dir, data.trained, data.flows
         seed = int(s["seed"])
-        self.parts = EmpiricalParts.fit(records, flows, seed, int(s["payload_cap"]), int(s["payload_per_key"]))
         self.encoding = FlowEncoding.fit(flows, int(s["max_len"]), int(s["n_ports"]))
-        self.trained = [self.classes[int(c)] for c in np.unique(flows.label)]
         attrs_np, feats_np = self.encoding.encode(flows)
 
         torch.manual_seed(seed)
