@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_common import cpu_model, write_results
 
-from pytrafgen.atomic import atomic_file
 from pytrafgen.generators.ar.config import size_config
 from pytrafgen.generators.ar.model import GPT
 from pytrafgen.generators.ar.sample import GrammarTables, SamplingSettings, sample_batch
@@ -41,13 +41,7 @@ CLASSES = ["benign_http", "syn_flood", "mqtt_bruteforce"]
 
 
 def machine() -> dict[str, object]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info: dict[str, object] = {"nproc": int(subprocess.check_output(["nproc"]).strip()), "cpu": cpu,
+    info: dict[str, object] = {"nproc": int(subprocess.check_output(["nproc"]).strip()), "cpu": cpu_model(),
                                "load_average_1m": round(os.getloadavg()[0], 2),
                                "python": platform.python_version(), "torch": torch.__version__}
     if torch.cuda.is_available():
@@ -262,11 +256,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "sampling_vocab_size": vocab.size,
         "training": training, "sampling": sampling, "note": args.note,
     }
-    with atomic_file(args.out.with_suffix(".json"), "w") as fh:
-        json.dump(report, fh, indent=2)
-    with atomic_file(args.out.with_suffix(".md"), "w") as fh:
-        fh.write(to_markdown(report))
-    print(to_markdown(report))
+    write_results(args.out, report, to_markdown(report))
 
 
 if __name__ == "__main__":

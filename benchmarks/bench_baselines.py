@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_common import cpu_model, write_results
 
 from pytrafgen.address_plan import AddressPlan
-from pytrafgen.atomic import atomic_file
 from pytrafgen.build import build_frames, write_records
 from pytrafgen.capture import read_pcap
 from pytrafgen.evaluate.evalset import EvalSet, evalset_from_tables
@@ -106,11 +106,9 @@ def generated_evalset(records: FieldRecords, plan: AddressPlan, kinds: dict[str,
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"nproc": nproc, "cpu": cpu, "gpu": gpu, "torch": torch.__version__, "python": platform.python_version(),
+    return {"nproc": nproc, "cpu": cpu_model(), "gpu": gpu, "torch": torch.__version__, "python": platform.python_version(),
             "torch_threads": torch.get_num_threads()}
 
 
@@ -245,11 +243,7 @@ def main() -> None:
         report["ar_reference"] = {"source": str(ar_path.relative_to(REPO)), "date": ar.get("date"),
                                   "sampling": [{"size": x["size"], "packets_per_s": x["packets_per_s"]}
                                                for x in ar.get("sampling", [])]}
-    with atomic_file(args.out.with_suffix(".json"), "w") as fh:
-        json.dump(report, fh, indent=2)
-    with atomic_file(args.out.with_suffix(".md"), "w") as fh:
-        fh.write(markdown(report))
-    print(markdown(report))
+    write_results(args.out, report, markdown(report))
     work_dir.cleanup()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -27,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import cpu_model, write_results
 
 from pytrafgen import _core
 from pytrafgen.address_plan import AddressPlan
-from pytrafgen.atomic import atomic_file
 from pytrafgen.build import LINKTYPE_ETHERNET, build_frames
 from pytrafgen.capture import read_pcap
 from pytrafgen.flows import assemble_flows
@@ -137,10 +136,8 @@ def bench_dpkt(frames: list[bytes]) -> float:
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
     return {"nproc": int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()),
-            "cpu": model, "python": platform.python_version(), "platform": platform.platform()}
+            "cpu": cpu_model(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def main() -> None:
@@ -202,9 +199,6 @@ def main() -> None:
         "ratio_vs_dpkt": rate["pytrafgen_build_frames"] / rate["dpkt"],
         "floor_3M_met": rate["pytrafgen_build_frames"] >= 3e6,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(args.out.with_suffix(".json"), "w") as fh:
-        json.dump(result, fh, indent=1)
     md = [
         "# Build + repair throughput",
         "",
@@ -231,9 +225,7 @@ def main() -> None:
            f"{result['pytrafgen_build_frames_packets_per_cpu_s']:,.0f} packets/s. Load average during the run: "
            f"{', '.join(f'{x:.1f}' for x in result['load_average'])} on {result['machine']['nproc']} cores; times on "
            "this shared machine drift by ±30 % or more, compare the ratios."]
-    with atomic_file(args.out.with_suffix(".md"), "w") as fh:
-        fh.write("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results(args.out, result, "\n".join(md) + "\n", indent=1)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from bench_common import cpu_model, write_results
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
 import pytrafgen
 from pytrafgen.address_plan import AddressPlan
-from pytrafgen.atomic import atomic_file
 from pytrafgen.build import build_frames, write_records
 from pytrafgen.dataset import TrafficDataset
 from pytrafgen.generators.ar.generator import ARGenerator
@@ -176,9 +176,7 @@ def evaluate(classes: list[str], real_x: np.ndarray, real_y: np.ndarray, gen_x: 
 
 
 def machine() -> str:
-    with open("/proc/cpuinfo") as fh:
-        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
-    return (f"{subprocess.check_output(['nproc']).decode().strip()} cores, {cpu}, shared with other jobs "
+    return (f"{subprocess.check_output(['nproc']).decode().strip()} cores, {cpu_model()}, shared with other jobs "
             f"(load average {os.getloadavg()[0]:.1f} at the end)")
 
 
@@ -302,7 +300,8 @@ def main() -> None:
         "dataset": trained_on,
         "real_reference": f"{args.captures}, flows cut at {args.max_flow_packets} packets (0: never)",
         "training": {"size": "as saved" if args.checkpoint else args.size,
-                     "overrides": gen.model_config.to_dict() if args.checkpoint else overrides, "params": sum(t.numel() for t in gen.weights.values()),
+                     "overrides": gen.model_config.to_dict() if args.checkpoint else overrides,
+                     "params": sum(t.numel() for t in gen.weights.values()),
                      "block_size": gen.model_config.block_size, "seconds": train_seconds, "stages": gen.completed},
         "flows_per_class": args.n, "seed": args.seed, "temperature": args.temperature,
         "first_packets_n": args.first_packets, "sampling": {"redrawn": redrawn},
@@ -311,11 +310,7 @@ def main() -> None:
         "first_packets": evaluate(classes, real_first, real_y, np.concatenate(gen_first), gen_y_all),
         "torch_threads": torch.get_num_threads(),
     }
-    with atomic_file(args.out.with_suffix(".json"), "w") as fh:
-        json.dump(report, fh, indent=2)
-    with atomic_file(args.out.with_suffix(".md"), "w") as fh:
-        fh.write(to_markdown(report))
-    print(to_markdown(report))
+    write_results(args.out, report, to_markdown(report))
 
 
 if __name__ == "__main__":

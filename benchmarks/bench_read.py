@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from bench_common import cpu_model
 
 import pytrafgen
 from pytrafgen import _core
@@ -114,9 +115,7 @@ def scapy_reader(path: Path) -> int:
 
 
 def machine() -> dict[str, object]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+    return {"nproc": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
             "loadavg_at_start": os.getloadavg()}
 
 

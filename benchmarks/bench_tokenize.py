@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -23,8 +22,8 @@ from bisect import bisect_right
 from pathlib import Path
 
 import numpy as np
+from bench_common import cpu_model, write_results
 
-from pytrafgen.atomic import atomic_file
 from pytrafgen.capture import PacketTable, read_pcap
 from pytrafgen.flows import assemble_flows
 from pytrafgen.tokenizer import Vocabulary, decode, encode_flows
@@ -35,13 +34,7 @@ FLOW_COLUMNS = ("l3", "proto", "client_port", "server_port")
 
 
 def machine() -> dict[str, object]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"nproc": int(subprocess.check_output(["nproc"]).strip()), "cpu": cpu,
+    return {"nproc": int(subprocess.check_output(["nproc"]).strip()), "cpu": cpu_model(),
             "python": platform.python_version(), "numpy": np.__version__}
 
 
@@ -260,9 +253,6 @@ def main() -> None:
         "ratio_cpp_vs_python": round((n / cpp_s) / (sub.packets / py_s), 1),
         "targets": {"floor_packets_per_s": 5_000_000, "aim_packets_per_s": 8_000_000},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(args.out.with_suffix(".json"), "w") as fh:
-        json.dump(result, fh, indent=1)
     md = [
         "# Tokenizer throughput", "",
         f"`{result['command']}` — {result['date_utc']}, {result['machine']['cpu']} "
@@ -280,9 +270,7 @@ def main() -> None:
         f"Reference tokens identical to the C++ encoder's on its subset: {identical}. "
         "Targets (DESIGN.md §8): floor 5M packets/s, aim 8M.",
     ]
-    with atomic_file(args.out.with_suffix(".md"), "w") as fh:
-        fh.write("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results(args.out, result, "\n".join(md) + "\n", indent=1)
 
 
 if __name__ == "__main__":
