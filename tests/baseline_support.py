@@ -15,6 +15,7 @@ import numpy as np
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.capture import read_pcap
 from pytrafgen.flows import assemble_flows
+from pytrafgen.generators.baseline_data import FlowSet
 from pytrafgen.records import FieldRecords
 from pytrafgen.records_from_packets import records_from_packets
 
@@ -81,3 +82,15 @@ def small_dataset(captures: Path, class_names: list[str], out_dir: Path, max_flo
     out_dir.mkdir(parents=True, exist_ok=True)
     plan.save(out_dir / "address_plan.json")
     return SmallDataset(_concat(parts, class_names), class_names, [rows[c]["label"] for c in class_names], out_dir)
+
+
+def assert_syn_and_udp_floods_apart(records: FieldRecords) -> None:
+    """Generated syn_flood flows (label 0) are TCP to port 80 opening with a SYN, udp_flood
+    flows (label 1) UDP to port 40000, each for at least 80 % of the flows: what a model that
+    learned the class condition makes and an unconditioned one mixes up."""
+    fs = FlowSet.from_records(records)
+    first = fs.offsets[:-1]
+    syn, udp = fs.label == 0, fs.label == 1
+    assert np.mean((fs.proto[syn] == 6) & (fs.server_port[syn] == 80)) >= 0.8
+    assert np.mean(fs.packets["tcp_flags"][first[syn]] == 2) >= 0.8
+    assert np.mean((fs.proto[udp] == 17) & (fs.server_port[udp] == 40000)) >= 0.8

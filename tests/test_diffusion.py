@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from baseline_support import small_dataset
+from baseline_support import assert_syn_and_udp_floods_apart, small_dataset
 from conftest import CAPTURES, needs_shared
 
 from pytrafgen.address_plan import AddressPlan
@@ -145,9 +145,4 @@ def test_learns_class_conditional_protocol_port_and_first_flags(tmp_path: Path) 
     data = small_dataset(CAPTURES, ["syn_flood", "udp_flood"], tmp_path, max_flows=20, max_packets=4)
     gen = pytrafgen_diffusion.DiffusionGenerator({"size": "tiny", "iterations": 300, "n_steps": 20, "max_len": 4})
     gen.fit(data)
-    fs = FlowSet.from_records(gen.sample({"syn_flood": 20, "udp_flood": 20}, seed=1))
-    first = fs.offsets[:-1]
-    syn, udp = fs.label == 0, fs.label == 1
-    assert np.mean((fs.proto[syn] == 6) & (fs.server_port[syn] == 80)) >= 0.8
-    assert np.mean(fs.packets["tcp_flags"][first[syn]] == 2) >= 0.8
-    assert np.mean((fs.proto[udp] == 17) & (fs.server_port[udp] == 40000)) >= 0.8
+    assert_syn_and_udp_floods_apart(gen.sample({"syn_flood": 20, "udp_flood": 20}, seed=1))
