@@ -10,17 +10,14 @@
 #include <cstdlib>
 #include <vector>
 
+#include "fuzz_input.hpp"
 #include "fuzz_layout.hpp"
 #include "tokenize.hpp"
 
 using namespace pytrafgen;
+using fuzz::broken;
 
 namespace {
-
-[[noreturn]] void broken(const char* what, size_t at) {
-    std::fprintf(stderr, "invariant broken at %zu: %s\n", at, what);
-    std::abort();
-}
 
 bool stand_in_app(int app, const int32_t* local, size_t n, int direction, std::vector<uint8_t>& out) {
     if (app != 0) broken("app index out of range", size_t(app));

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "fuzz_input.hpp"
 #include "flows.hpp"
 #include "fuzz_layout.hpp"
 #include "packet_table.hpp"
@@ -17,13 +18,9 @@
 #include "tokenize.hpp"
 
 using namespace pytrafgen;
+using fuzz::broken;
 
 namespace {
-
-[[noreturn]] void broken(const char* what, size_t at) {
-    std::fprintf(stderr, "invariant broken at %zu: %s\n", at, what);
-    std::abort();
-}
 
 bool stand_in_app(int, const int32_t*, size_t, int, std::vector<uint8_t>& out) {
     out.clear();

@@ -9,34 +9,12 @@
 #include <cstring>
 #include <vector>
 
+#include "fuzz_input.hpp"
 #include "flows.hpp"
 
 using namespace pytrafgen;
-
-namespace {
-
-[[noreturn]] void broken(const char* what, size_t at) {
-    std::fprintf(stderr, "invariant broken at %zu: %s\n", at, what);
-    std::abort();
-}
-
-struct Bytes {
-    const uint8_t* p;
-    size_t n;
-    uint8_t u8() { return n ? (--n, *p++) : 0; }
-    // Reads are sequenced (operands of | are not): tests/fuzz_inputs.py replays this order.
-    uint16_t u16() {
-        const uint16_t lo = u8();
-        return uint16_t(lo | u8() << 8);
-    }
-    uint64_t u64() {
-        uint64_t v = 0;
-        for (int k = 0; k < 8; ++k) v |= uint64_t(u8()) << (8 * k);
-        return v;
-    }
-};
-
-}  // namespace
+using fuzz::broken;
+using fuzz::Bytes;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Bytes in{data, size};
