@@ -119,29 +119,12 @@ CASES = {
 @pytest.mark.netns
 @needs_netns
 def test_a_killed_runs_namespaces_and_processes_are_reaped_by_the_next_run(tmp_path: Path) -> None:
-    script = (
-        "import time, pathlib\n"
-        "from pytrafgen.replay import netns, targets\n"
-        "pair = netns.NamespacePair.create()\n"
-        f"t = targets.start_tcp_listener(pair, pathlib.Path({str(tmp_path)!r}), (80,), 8)\n"
-        "print(pair.client_ns, pair.server_ns, t.pid, flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        client_ns, server_ns, pid = proc.stdout.readline().split()
-        proc.kill()  # SIGKILL: no handler runs, the namespaces and the listener stay
-        proc.wait(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert {client_ns, server_ns} <= netns.existing_namespaces() and Path(f"/proc/{pid}").exists()
-    assert set(netns.reap_stale_namespaces()) >= {client_ns, server_ns}
-    assert not {client_ns, server_ns} & netns.existing_namespaces()
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists()
+    proc, namespaces, pid = _run_holding_a_listener(tmp_path, cleanup_handlers=False)
+    proc.kill()  # SIGKILL: no handler runs, the namespaces and the listener stay
+    proc.wait(timeout=20)
+    assert namespaces <= netns.existing_namespaces() and Path(f"/proc/{pid}").exists()
+    assert set(netns.reap_stale_namespaces()) >= namespaces
+    _assert_gone(namespaces, pid)
     # a live run's namespaces are never touched
     with netns.NamespacePair.create() as pair:
         assert not {pair.client_ns, pair.server_ns} & set(netns.reap_stale_namespaces())
@@ -215,14 +198,14 @@ def test_namespaces_are_isolated_and_removed() -> None:
     assert not set(names) & netns.existing_namespaces()
 
 
-@pytest.mark.netns
-@needs_netns
-def test_interrupt_stops_processes_and_removes_namespaces(tmp_path: Path) -> None:
+def _run_holding_a_listener(tmp_path: Path, cleanup_handlers: bool) -> tuple[subprocess.Popen, set[str], str]:
+    """A replay-like process that creates a namespace pair, starts a TCP listener in it and
+    waits; returns it with its namespaces and the listener's PID once they exist."""
     script = (
-        "import sys, time, pathlib\n"
+        "import time, pathlib\n"
         "from pytrafgen.replay import netns, targets\n"
-        "netns.install_cleanup_handlers()\n"
-        "pair = netns.NamespacePair.create()\n"
+        + ("netns.install_cleanup_handlers()\n" if cleanup_handlers else "")
+        + "pair = netns.NamespacePair.create()\n"
         f"t = targets.start_tcp_listener(pair, pathlib.Path({str(tmp_path)!r}), (80,), 8)\n"
         "print(pair.client_ns, pair.server_ns, t.pid, flush=True)\n"
         "time.sleep(60)\n"
@@ -230,17 +213,32 @@ def test_interrupt_stops_processes_and_removes_namespaces(tmp_path: Path) -> Non
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         client_ns, server_ns, pid = proc.stdout.readline().split()
-        assert {client_ns, server_ns} <= netns.existing_namespaces()
+    except ValueError:
+        proc.kill()
+        raise
+    return proc, {client_ns, server_ns}, pid
+
+
+def _assert_gone(namespaces: set[str], pid: str) -> None:
+    assert not namespaces & netns.existing_namespaces()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.netns
+@needs_netns
+def test_interrupt_stops_processes_and_removes_namespaces(tmp_path: Path) -> None:
+    proc, namespaces, pid = _run_holding_a_listener(tmp_path, cleanup_handlers=True)
+    try:
+        assert namespaces <= netns.existing_namespaces()
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=20) == 128 + signal.SIGINT
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not {client_ns, server_ns} & netns.existing_namespaces()
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists()
+    _assert_gone(namespaces, pid)
 
 
 @pytest.mark.netns
