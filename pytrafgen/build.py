@@ -123,29 +123,67 @@ def _endpoints(records: FieldRecords, plan: AddressPlan | None, addresses: Any,
 
 
 EPHEMERAL_PORTS = (32768, 61000)  # Linux's default ip_local_port_range
+MAX_PORT_DRAWS = 64  # tries for a free port before a colliding flow keeps its own
+
+
+def _connection_keys(proto: np.ndarray, client_addr: np.ndarray, client_port: np.ndarray,
+                     server_addr: np.ndarray, server_port: np.ndarray) -> np.ndarray:
+    """(F, 7) uint64 rows naming each flow's connection the same either way round: protocol,
+    then the lower and the higher (address high, address low, port) endpoint."""
+    def endpoint(addr: np.ndarray, port: np.ndarray) -> np.ndarray:
+        halves = np.ascontiguousarray(addr, np.uint8).view(">u8").astype(np.uint64)
+        return np.column_stack([halves, port.astype(np.uint64)])
+
+    client, server = endpoint(client_addr, client_port), endpoint(server_addr, server_port)
+    # lexicographic client <= server, column by column
+    le = np.ones(len(client), bool)
+    for k in (2, 1, 0):
+        le = (client[:, k] < server[:, k]) | ((client[:, k] == server[:, k]) & le)
+    low = np.where(le[:, None], client, server)
+    high = np.where(le[:, None], server, client)
+    return np.column_stack([proto.astype(np.uint64), low, high])
 
 
 def _distinct_five_tuples(flows: Mapping[str, np.ndarray], ends: Mapping[str, np.ndarray], seed: int
-                          ) -> dict[str, np.ndarray]:
+                          ) -> Mapping[str, np.ndarray]:
     """``flows`` with the client port of a flow replaced by a free ephemeral port where its
-    5-tuple (either way round) is already taken by an earlier flow. Generated flows share the
-    few addresses of the plan and their ports come from the model, so two of them can collide
-    and a reader would merge them into one connection; a real client's stack never reuses a
-    5-tuple that way. Flows whose endpoints were given (round trips) are never touched."""
-    client_port = np.array(flows["client_port"], dtype=np.uint16)
-    taken: set[tuple] = set()
+    5-tuple (either way round) is already another flow's. Generated flows share the few
+    addresses of the plan and their ports come from the model, so two of them can collide and
+    a reader would merge them into one connection; a real client's stack never reuses a
+    5-tuple that way. The first flow of a 5-tuple keeps its port. Where ``MAX_PORT_DRAWS``
+    draws find no free port (a plan with one address pair and tens of thousands of flows to
+    one service), the flow and later ones of the same endpoints keep their ports and merge.
+    Flows without a collision cost no Python loop."""
+    n = len(flows["client_port"])
+    proto, client_port, server_port = flows["proto"], flows["client_port"], flows["server_port"]
+    keys = _connection_keys(proto, ends["client_addr"], client_port, ends["server_addr"], server_port)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    again = np.ones(n, bool)
+    again[first] = False
+    if not again.any():
+        return flows
+    taken = set(map(tuple, keys[~again].tolist()))
+    new_port = np.array(client_port, dtype=np.uint16)
     rng = np.random.default_rng([seed, 0x5A5])
-    for i in range(len(client_port)):
-        proto, server = int(flows["proto"][i]), (ends["server_addr"][i].tobytes(), int(flows["server_port"][i]))
-        client_addr = ends["client_addr"][i].tobytes()
-        port = int(client_port[i])
-        key = (proto, *sorted([(client_addr, port), server]))
-        while key in taken:
-            port = int(rng.integers(*EPHEMERAL_PORTS))
-            key = (proto, *sorted([(client_addr, port), server]))
-        client_port[i] = port
-        taken.add(key)
-    return {**flows, "client_port": client_port}
+    rows = np.flatnonzero(again)
+    # the same key rows as _connection_keys, as Python tuples: (proto, lower endpoint, higher)
+    client_halves = np.ascontiguousarray(ends["client_addr"][rows], np.uint8).view(">u8").tolist()
+    server_halves = np.ascontiguousarray(ends["server_addr"][rows], np.uint8).view(">u8").tolist()
+    full: set[tuple] = set()  # (proto, client address, server endpoint) with no free port found
+    for j, i in enumerate(rows.tolist()):
+        p, server = int(proto[i]), (*server_halves[j], int(server_port[i]))
+        if (p, *client_halves[j], server) in full:
+            continue
+        for port in rng.integers(*EPHEMERAL_PORTS, size=MAX_PORT_DRAWS).tolist():
+            client = (*client_halves[j], port)
+            key = (p, *min(client, server), *max(client, server))
+            if key not in taken:
+                new_port[i] = port
+                taken.add(key)
+                break
+        else:
+            full.add((p, *client_halves[j], server))
+    return {**flows, "client_port": new_port}
 
 
 def _arrival_starts(records: FieldRecords, plan: AddressPlan, rng: np.random.Generator) -> np.ndarray | None:

@@ -423,3 +423,50 @@ def test_records_from_packets_and_isn_helpers_agree(tmp_path: Path) -> None:
     assert np.array_equal(isn_and_addresses(table, flows, labels, ["x"]).isn, origin.isn)
     # client ISN of the first TCP flow is the SYN's seq, the server's the SYN-ACK's
     assert origin.isn[0].tolist() == [1000, 5000]
+
+
+# ---- generated flows keep their own connections -----------------------------------------------
+
+def _thirty_tcp_flows(tmp_path: Path):
+    from scapy.utils import wrpcap
+
+    pkts = []
+    for i in range(30):
+        c, s = IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+        pkts += [Ether() / c / TCP(sport=1000 + i, dport=80, flags="S", seq=1),
+                 Ether() / s / TCP(sport=80, dport=1000 + i, flags="SA", seq=7, ack=2),
+                 Ether() / c / TCP(sport=1000 + i, dport=80, flags="A", seq=2, ack=8)]
+    for k, p in enumerate(pkts):
+        p.time = 1_700_000_000 + k * 0.001
+    wrpcap(str(tmp_path / "thirty.pcap"), pkts)
+    return load(tmp_path / "thirty.pcap")[2]
+
+
+def test_generated_flows_sharing_a_five_tuple_read_back_as_separate_connections(tmp_path: Path) -> None:
+    records = _thirty_tcp_flows(tmp_path)
+    records.flows["client_port"][:] = 50000  # as a model that repeats one client port would
+    plan = AddressPlan.from_cidrs(["10.9.0.1/32", "fd00:9::1/128"], ["10.9.0.2/32", "fd00:9::2/128"])
+    out = tmp_path / "gen.pcap"
+    write_records(out, records, plan, seed=1)
+    table = read_pcap(out)
+    flows = assemble_flows(table)
+    assert len(flows) == 30 and len(set(flows.client_port.tolist())) == 30
+    assert 50000 in flows.client_port.tolist()  # the first flow keeps its port
+    # given endpoints (an exact round trip) are never rewritten
+    again = build_frames(records, addresses={"client_addr": np.tile(np.frombuffer(bytes(16), np.uint8), (30, 1)),
+                                             "server_addr": np.tile(np.frombuffer(bytes(15) + b"\x01", np.uint8),
+                                                                    (30, 1))})
+    assert len(assemble_flows(again.to_table())) == 1
+
+
+def test_port_reassignment_stops_when_the_ephemeral_range_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytrafgen import build
+
+    monkeypatch.setattr(build, "EPHEMERAL_PORTS", (40000, 40004))  # four free ports
+    n = 10
+    flows = {"proto": np.full(n, 6, np.uint8), "client_port": np.full(n, 50000, np.uint16),
+             "server_port": np.full(n, 80, np.uint16)}
+    ends = {"client_addr": np.zeros((n, 16), np.uint8), "server_addr": np.ones((n, 16), np.uint8)}
+    ports = build._distinct_five_tuples(flows, ends, seed=0)["client_port"]
+    assert sorted(set(ports.tolist())) == [40000, 40001, 40002, 40003, 50000]
+    assert (ports == 50000).sum() == n - 4
