@@ -27,7 +27,7 @@ from pytrafgen import assemble_flows, read_pcap, write_pcap
 from pytrafgen.errors import ReplayError
 from pytrafgen.replay import netns, report, scenarios
 from pytrafgen.replay.guard import DestinationGuard
-from pytrafgen.replay.senders import Bounds, _checksum, build_ipv4_tcp, peak_overlap, plan_sessions
+from pytrafgen.replay.senders import Bounds, _checksum, build_packet, peak_overlap, plan_sessions
 from pytrafgen.replay.trace import SYN, TraceFlow, TracePacket, load_trace
 
 BOUNDS = Bounds(max_packets=300, timeout_s=1.5, max_rate_pps=20000, max_sessions=100, hold_cap_s=1.0)
@@ -298,9 +298,9 @@ def test_rewritten_packet_has_namespace_addresses_and_a_valid_checksum() -> None
     header[0:2], header[2:4] = (4444).to_bytes(2, "big"), (8080).to_bytes(2, "big")
     header[12], header[13] = 0x50, SYN
     header[16:18] = b"\xde\xad"  # the captured checksum is for other addresses
-    pkt = TracePacket(ts_ns=0, flags=SYN, sport=4444, dport=8080, tcp_header=bytes(header), payload=b"hello")
+    pkt = TracePacket(ts_ns=0, flags=SYN, sport=4444, dport=8080, l4_header=bytes(header), payload=b"hello")
     src, dst = ipaddress.IPv4Address("10.213.7.19"), ipaddress.IPv4Address("10.213.7.18")
-    packet = build_ipv4_tcp(src, dst, pkt, dport=80, ip_id=7)
+    packet = build_packet(src, dst, pkt, dport=80, ip_id=7)
     assert packet[12:16] == src.packed and packet[16:20] == dst.packed
     assert int.from_bytes(packet[2:4], "big") == len(packet) == 20 + 20 + 5
     segment = packet[20:]
