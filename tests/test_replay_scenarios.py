@@ -84,15 +84,20 @@ def second_half(path: Path, out: Path) -> Path:
 
 
 def degraded(path: Path, out: Path, how: str) -> Path:
-    """A broken copy: ``syn->ack`` (no connection openings), ``one-port`` (every probe to 80) or
-    ``zero-payload`` (application bytes zeroed)."""
+    """A broken copy: ``syn->ack`` (no connection openings), ``one-port`` (every probe to 80),
+    ``zero-payload`` (application bytes zeroed) or ``slow`` (time stretched 200-fold)."""
     table, flows = _client_rows(path)
+    if how == "slow":
+        ts = np.asarray(table.ts_ns)
+        rows = np.arange(len(table))
+        frames = [bytes(table.frame(i)) for i in rows.tolist()]
+        return write_pcap(out, frames, ts_ns=ts[0] + (ts - ts[0]) * 200)
     client = np.asarray(flows.direction) == 0
     l4 = np.asarray(table.l4_off)
     pay_off, pay_len = np.asarray(table.payload_off), np.asarray(table.payload_len)
 
     def edit(frame: bytearray, i: int) -> None:
-        if not client[i] or np.asarray(table.proto)[i] != 6:
+        if not client[i] or np.asarray(table.proto)[i] not in (6, 17):
             return
         if how == "syn->ack" and frame[l4[i] + 13] & SYN:
             frame[l4[i] + 13] = 0x10
@@ -111,6 +116,19 @@ CASES = {
     "http_bruteforce": ("http_bruteforce.pcap", "benign_http.pcap", "zero-payload"),
     "mqtt_bruteforce": ("mqtt_bruteforce.pcap", "benign_mqtt.pcap", "zero-payload"),
     "mqtt_connect_flood": ("mqtt_connect_flood.pcap", "benign_mqtt.pcap", "zero-payload"),
+    "udp_flood": ("udp_flood.pcap", "benign_coap.pcap", "slow"),
+    "slowloris": ("slowloris.pcap", "benign_http.pcap", "zero-payload"),
+    "http_flood": ("http_flood.pcap", "benign_http.pcap", "zero-payload"),
+    "mqtt_publish_flood": ("mqtt_publish_flood.pcap", "benign_mqtt.pcap", "zero-payload"),
+    "nmap_version_scan": ("nmap_version_scan.pcap", "benign_http.pcap", "one-port"),
+}
+# Floods need more than BOUNDS to show their effect; still well under ten seconds per input.
+CASE_BOUNDS = {
+    "udp_flood": Bounds(max_packets=8000, timeout_s=1.5, max_rate_pps=20000),
+    "slowloris": Bounds(max_packets=2000, timeout_s=1.5, max_sessions=300, hold_cap_s=1.5),
+    "http_flood": Bounds(max_packets=2000, timeout_s=1.5, max_sessions=600, hold_cap_s=1.0),
+    "mqtt_publish_flood": Bounds(max_packets=2000, timeout_s=1.5, max_sessions=100, hold_cap_s=1.0),
+    "nmap_version_scan": Bounds(max_packets=300, timeout_s=7.0, max_sessions=100, hold_cap_s=1.0),
 }
 
 
@@ -144,13 +162,14 @@ def test_scenario_reproduces_real_and_rejects_degraded(name: str, tmp_path: Path
     real = CAPTURES / real_file
     inputs = {"real": real, "generated": second_half(real, tmp_path / "generated.pcap"),
               "control": CAPTURES / control_file}
-    result = report.run_replay(scenario, inputs, BOUNDS)
+    bounds = CASE_BOUNDS.get(name, BOUNDS)
+    result = report.run_replay(scenario, inputs, bounds)
     runs = result["runs"]
     assert result["verdict"] == report.REPRODUCES, json.dumps(runs, indent=1)
     assert result["reproduces"] is True
     assert not scenario.within(runs["control"]["effect"], runs["real"]["effect"])
 
-    broken = scenarios.measure(scenario, load_trace(degraded(real, tmp_path / "degraded.pcap", how)), BOUNDS)
+    broken = scenarios.measure(scenario, load_trace(degraded(real, tmp_path / "degraded.pcap", how)), bounds)
     effects = {role: scenarios.Effect(run["effect"], run["figures"]) for role, run in runs.items()}
     effects["generated"] = broken
     assert report.verdict(scenario, effects) == (report.DOES_NOT, False), broken.figures
@@ -172,6 +191,24 @@ def test_scenario_reproduces_real_and_rejects_degraded(name: str, tmp_path: Path
     elif name == "mqtt_connect_flood":
         assert real_fig["peak_concurrent_accepted_sessions"] >= 0.9 * BOUNDS.max_sessions
         assert real_fig["broker_log_clients_connected"] == real_fig["connack_codes"]["0"] == BOUNDS.max_sessions
+    elif name == "udp_flood":
+        # the flood reached the CoAP server; the benign client was answered normally
+        assert real_fig["server_datagrams_received"] > 1000 and real_fig["legit_coap_answered"] > 0
+        control_fig = runs["control"]["figures"]
+        assert control_fig["server_receive_buffer_drops"] == 0
+        assert control_fig["legit_coap_answered"] >= 0.9 * control_fig["legit_coap_requests"]
+    elif name == "slowloris":
+        assert real_fig["peak_connections_held"] >= 100
+        assert broken.figures["status_counts"].get("400", 0) > 0  # nginx refuses zeroed headers at once
+    elif name == "http_flood":
+        assert real_fig["responses_served"] >= 100 and set(real_fig["status_counts"]) == {"200"}
+        assert broken.figures["responses_served"] == 0
+    elif name == "mqtt_publish_flood":
+        assert real_fig["sessions_accepted"] == 1 and real_fig["subscriber_connack"] == 0
+        assert real_fig["messages_delivered"] >= 0.9 * real_fig["publish_packets_sent"] > 1000
+    elif name == "nmap_version_scan":
+        assert real_fig["services_identified"] == ["http", "mqtt"]
+        assert broken.figures["services_identified"] == ["http"]
 
 
 @pytest.mark.netns

@@ -117,6 +117,28 @@ def raw_socket(pair: NamespacePair, family: int) -> socket.socket:
     return sock
 
 
+def looped(timeline: list[tuple[int, TracePacket]], bounds: Bounds) -> list[tuple[int, TracePacket]]:
+    """``timeline`` repeated back to back up to ``bounds.max_packets`` packets. Every repetition
+    is made of *new* flows (flow index and source port shifted per round), as a flood's later
+    packets are in a capture: a target that keeps per-peer state (libcoap opens a session per
+    address and port) must meet a stream of new peers, not the same few again."""
+    if not timeline:
+        return []
+    n_flows = max(i for i, _ in timeline) + 1
+    span_ns = timeline[-1][1].ts_ns - timeline[0][1].ts_ns + int(1e9 / bounds.max_rate_pps)
+    out: list[tuple[int, TracePacket]] = []
+    for rnd in range(bounds.max_packets // len(timeline) + 1):
+        for index, pkt in timeline:
+            if len(out) == bounds.max_packets:
+                return out
+            header = bytearray(pkt.l4_header)
+            header[0:2] = (1024 + (pkt.sport - 1024 + rnd * n_flows) % 64512).to_bytes(2, "big")
+            out.append((index + rnd * n_flows, replace(pkt, ts_ns=pkt.ts_ns + rnd * span_ns,
+                                                       sport=int.from_bytes(header[0:2], "big"),
+                                                       l4_header=bytes(header))))
+    return out
+
+
 @dataclass
 class StatelessResult:
     sent: int
@@ -129,18 +151,12 @@ def send_stateless(pair: NamespacePair, guard: DestinationGuard, timeline: list[
     """Send ``(flow index, packet)`` pairs (TCP or UDP) in order from spoof-pool sources (one per
     flow) to the server address of IP version ``family``; the capture's gaps are kept, squeezed
     to at most ``bounds.max_rate_pps``. With ``loop`` the timeline is sent again and again (the
-    capture's rate kept) until ``bounds.timeout_s`` or ``bounds.max_packets``, as a flood keeps
-    going: a short generated flood is then judged by its rate, not by its length."""
+    capture's rate kept, see ``looped``) until ``bounds.timeout_s`` or ``bounds.max_packets``, as a
+    flood keeps going: a short generated flood is then judged by its rate, not by its length."""
     dst = guard.check(pair.server(family))
     pool = pair.spoof(family)
     rng = random.Random(0)
-    if loop and timeline:
-        span = (timeline[-1][1].ts_ns - timeline[0][1].ts_ns) / 1e9 + 1.0 / bounds.max_rate_pps
-        rounds = int(bounds.max_packets // len(timeline)) + 1
-        chosen = [(i, replace(p, ts_ns=p.ts_ns + int(r * span * 1e9)))
-                  for r in range(rounds) for i, p in timeline][: bounds.max_packets]
-    else:
-        chosen = timeline[: bounds.max_packets]
+    chosen = looped(timeline, bounds) if loop else timeline[: bounds.max_packets]
     sock = raw_socket(pair, family)
     min_gap = 1.0 / bounds.max_rate_pps
     sent = 0
