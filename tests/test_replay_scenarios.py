@@ -9,6 +9,7 @@ deliberately degraded copy that must *not* reproduce the effect.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import shutil
@@ -391,3 +392,116 @@ def test_a_missing_target_binary_names_the_package_to_install() -> None:
     with pytest.raises(ReplayError, match=r"`no-such-server-ptg` is not installed.*apt-get install no-such-pkg"):
         require_binary("no-such-server-ptg", "no-such-pkg")
     assert require_binary("sh", "dash").endswith("sh")
+
+
+@pytest.mark.parametrize(("src", "dst"), [("10.213.7.19", "10.213.7.18"), ("fd74:7067:7266::13", "fd74:7067:7266::12")])
+@pytest.mark.parametrize("proto", [6, 17])
+def test_built_packets_match_scapys_checksums(src: str, dst: str, proto: int) -> None:
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+
+    l4 = TCP(sport=4444, dport=9, flags="PA", seq=7) if proto == 6 else UDP(sport=4444, dport=9, len=99, chksum=0xDEAD)
+    pkt = TracePacket(ts_ns=0, flags=0x18 if proto == 6 else 0, sport=4444, dport=9, l4_header=bytes(l4)[:20 if proto == 6 else 8],
+                      payload=b"coap or http bytes", proto=proto)
+    built = build_packet(ipaddress.ip_address(src), ipaddress.ip_address(dst), pkt, dport=5683)
+    parsed = (IP if ":" not in src else IPv6)(built)
+    layer = parsed[TCP if proto == 6 else UDP]
+    assert parsed.src == src and parsed.dst == dst and layer.dport == 5683 and bytes(layer.payload) == pkt.payload
+    reference = layer.copy()
+    del reference.chksum
+    if proto == 17:
+        del reference.len
+    rebuilt = (IP if ":" not in src else IPv6)(bytes(parsed.__class__(src=src, dst=dst) / reference))
+    assert layer.chksum == rebuilt[TCP if proto == 6 else UDP].chksum
+    if proto == 17:
+        assert layer.len == 8 + len(pkt.payload)
+
+
+def test_a_looped_flood_keeps_its_rate_and_sends_new_flows() -> None:
+    from pytrafgen.replay.senders import looped
+
+    header = bytearray(8)
+    header[0:2] = (5000).to_bytes(2, "big")
+    timeline = [(i, TracePacket(ts_ns=i * 1000, flags=0, sport=5000 + i, dport=40000,
+                                l4_header=bytes(header), payload=b"X", proto=17)) for i in range(10)]
+    out = looped(timeline, Bounds(max_packets=35, max_rate_pps=200_000))
+    assert len(out) == 35
+    gaps = [b[1].ts_ns - a[1].ts_ns for a, b in itertools.pairwise(out)]
+    # the capture's spacing within a repetition; the rate cap's gap between repetitions
+    assert set(gaps[:9]) == {1000} and gaps[9] == 5000 and set(gaps) == {1000, 5000}
+    assert len({(i, p.sport) for i, p in out}) == 35 and len({i for i, _ in out}) == 35
+    assert all(int.from_bytes(p.l4_header[0:2], "big") == p.sport for _, p in out)
+
+
+def _as_ipv6(path: Path, out: Path, limit: int) -> Path:
+    """The first ``limit`` packets of an IPv4 capture re-addressed to IPv6 (fd99::<IPv4>),
+    transport headers and payloads kept, checksums recomputed by scapy."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.utils import PcapReader, wrpcap
+
+    frames = []
+    with PcapReader(str(path)) as reader:
+        for pkt in reader:
+            if IP not in pkt or pkt[IP].proto not in (6, 17):
+                continue
+            ip = pkt[IP]
+            l4 = ip.payload.copy()
+            del l4.chksum
+            v6 = Ether(src=pkt.src, dst=pkt.dst) / IPv6(src=f"fd99::{ip.src}", dst=f"fd99::{ip.dst}", hlim=64) / l4
+            v6.time = pkt.time
+            frames.append(v6)
+            if len(frames) == limit:
+                break
+    wrpcap(str(out), frames)
+    return out
+
+
+@pytest.mark.netns
+@needs_netns
+@needs_shared
+@pytest.mark.parametrize(("name", "capture", "limit"), [
+    ("syn_flood", "syn_flood.pcap", 600),
+    ("http_bruteforce", "http_bruteforce.pcap", 600),
+    ("udp_flood", "udp_flood.pcap", 3000),
+])
+def test_ipv6_captures_are_replayed_over_ipv6(name: str, capture: str, limit: int, tmp_path: Path) -> None:
+    missing = _requirements_missing(name)
+    if missing:
+        pytest.skip(missing)
+    trace = load_trace(_as_ipv6(CAPTURES / capture, tmp_path / "v6.pcap", limit))
+    assert trace.family == 6 and trace.flows
+    bounds = CASE_BOUNDS.get(name, BOUNDS)
+    effect = scenarios.measure(scenarios.get_scenario(name), trace, bounds)
+    fig = effect.figures
+    if name == "syn_flood":  # raw IPv6 SYNs from the spoof pool fill the listener's backlog
+        assert fig["peak_syn_recv"] >= scenarios.SYN_BACKLOG and effect.value == 1.0
+        assert fig["legit_client_connected"] is False
+    elif name == "http_bruteforce":  # sessions over IPv6 to nginx listening on its IPv6 address
+        assert fig["requests_logged"] > 10 and effect.value == 1.0
+    else:  # raw IPv6 UDP reaches coap-server; the CoAP client is answered over IPv6
+        assert fig["server_datagrams_received"] > 1000 and fig["legit_coap_answered"] > 0
+
+
+@pytest.mark.netns
+@needs_netns
+def test_ipv6_in_the_pair_is_isolated_too() -> None:
+    import socket
+
+    with netns.NamespacePair.create() as pair:
+        pair.verify_isolated()
+        with netns.inside(pair.client_ns):
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        with sock, pytest.raises(OSError) as err:
+            sock.sendto(b"x", ("2001:db8::1", 9))
+        assert err.value.errno == 101  # ENETUNREACH: no IPv6 route out either
+        with netns.inside(pair.server_ns):
+            server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        with server, netns.inside(pair.client_ns):
+            server.bind((str(pair.server(6)), 9999))
+            client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            with client:
+                client.sendto(b"ping", (str(pair.server(6)), 9999))
+                server.settimeout(2)
+                assert server.recv(16) == b"ping"
