@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pytrafgen.replay.guard import DestinationGuard
@@ -215,8 +216,8 @@ class MqttSubscriber:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.delivered: list[float] = []  # perf_counter() of each PUBLISH received
 
-    def _read_until(self, done: object, deadline: float) -> None:
-        while not done() and time.perf_counter() < deadline:  # type: ignore[operator]
+    def _read_until(self, done: Callable[[], bool], deadline: float) -> None:
+        while not done() and time.perf_counter() < deadline:
             try:
                 chunk = self._sock.recv(1 << 20)
             except TimeoutError:

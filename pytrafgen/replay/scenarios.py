@@ -8,6 +8,13 @@ and measures one effect at the target, plus supporting figures.
 | http_bruteforce | nginx, basic auth on /admin/ | sessions (real TCP) | share of logged requests answered 401 | ±0.15 absolute |
 | mqtt_bruteforce | mosquitto, password auth | sessions | share of CONNACKs refusing the login | ±0.15 absolute |
 | mqtt_connect_flood | mosquitto, password auth | sessions held open | peak concurrent accepted sessions | ±30 % relative |
+| udp_flood | coap-server (libcoap) | stateless UDP, looped, to 5683 | legit CoAP requests lost or > 5 ms | ±0.3 absolute |
+| slowloris | nginx, worker_connections 256 | sessions held open | connection occupancy | ±0.25 absolute |
+| http_flood | nginx | sessions | 2xx/3xx responses served per second | ±50 % relative |
+| mqtt_publish_flood | mosquitto + subscriber to # | sessions | messages delivered per second | ±50 % relative |
+| nmap_version_scan | nginx on 80 + mosquitto on 1883 | sessions to the probed ports | share of services identified | ±0.25 absolute |
+
+Every scenario replays an IPv6 capture over IPv6 (``Trace.family``).
 """
 
 from __future__ import annotations
@@ -71,10 +78,7 @@ class Scenario:
 
     def check_requirements(self) -> None:
         for binary, package in self.requires:
-            if binary == "coap-server":
-                targets.coap_server_binary()
-            else:
-                targets.require_binary(binary, package)
+            targets.require_binary(binary, package)
 
     def within(self, value: float, reference: float) -> bool:
         allowed = self.tolerance * abs(reference) if self.relative else self.tolerance

@@ -27,10 +27,19 @@ READY_TIMEOUT_S = 10.0
 TCP_ESTABLISHED, TCP_SYN_RECV, TCP_LISTEN = 0x01, 0x03, 0x0A
 
 
+COAP_PACKAGE = "libcoap3-bin"
+# Names a binary is installed under (Debian's libcoap3-bin has no plain ``coap-server``).
+_ALTERNATIVES = {"coap-server": ("coap-server", "coap-server-notls", "coap-server-gnutls", "coap-server-openssl")}
+
+
 def require_binary(name: str, package: str) -> str:
-    """The binary's path, or a ReplayError that says exactly what to install."""
-    path = shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.exists()), None)
+    """The binary's path (under any of its names), or a ReplayError that says what to install."""
+    path = None
+    for candidate in _ALTERNATIVES.get(name, (name,)):
+        path = shutil.which(candidate) or next(
+            (str(p) for p in (Path("/usr/sbin") / candidate, Path("/sbin") / candidate) if p.exists()), None)
+        if path is not None:
+            break
     if path is None:
         raise ReplayError(f"`{name}` is not installed; replay needs it as a target: apt-get install {package}")
     return path
@@ -240,22 +249,9 @@ log_timestamp true
     return target
 
 
-COAP_SERVERS = ("coap-server", "coap-server-notls", "coap-server-gnutls", "coap-server-openssl")
-COAP_PACKAGE = "libcoap3-bin"
-
-
-def coap_server_binary() -> str:
-    """libcoap's example server under any of the names Debian installs it as."""
-    for name in COAP_SERVERS:
-        found = shutil.which(name)
-        if found:
-            return found
-    return require_binary(COAP_SERVERS[0], COAP_PACKAGE)
-
-
 def start_coap_server(pair: NamespacePair, workdir: Path, port: int = 5683, family: int = 4) -> Target:
     """libcoap's ``coap-server`` (the lab's CoAP service) on UDP ``port``, answering GET /time,
     /, /.well-known/core and the other example resources."""
     target = Target("coap-server", pair, workdir, (port,))
-    target._launch([coap_server_binary(), "-A", str(pair.server(family)), "-p", str(port), "-v", "0"])
+    target._launch([require_binary("coap-server", COAP_PACKAGE), "-A", str(pair.server(family)), "-p", str(port), "-v", "0"])
     return target
