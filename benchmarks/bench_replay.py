@@ -54,7 +54,8 @@ SCENARIOS: dict[str, tuple[str, str, int, Bounds]] = {
     # the served rate of a burst depends on its length: every input sends the same number of sessions
     "http_flood": ("http_flood", "benign_http", 200, Bounds(max_sessions=200)),
     "mqtt_publish_flood": ("mqtt_publish_flood", "benign_mqtt", 4, Bounds()),
-    "nmap_version_scan": ("nmap_version_scan", "benign_http", 30, Bounds()),
+    # nmap -sV waits 6 s for a banner before it sends its probes: sessions are held long enough
+    "nmap_version_scan": ("nmap_version_scan", "benign_http", 30, Bounds(hold_cap_s=8.0)),
 }
 
 
