@@ -285,10 +285,10 @@ def measure_udp_flood(trace: Trace, bounds: Bounds, workdir: Path) -> Effect:
     results = coap_results(exchanges)
     delta = {k: after[k] - before.get(k, 0) for k in ("InDatagrams", "RcvbufErrors", "OutDatagrams")}
     return Effect(value=results.share_failed_or_slower(COAP_SLOW_S), figures={
+        **results.figures("legit_coap"),
         "datagrams_sent": sent.sent, "datagrams_offered": sent.offered, "send_seconds": round(sent.seconds, 3),
         "server_datagrams_received": delta["InDatagrams"], "server_receive_buffer_drops": delta["RcvbufErrors"],
         "server_datagrams_answered": delta["OutDatagrams"],
-        **results.figures("legit_coap"),
     })
 
 
@@ -309,11 +309,10 @@ def measure_slowloris(trace: Trace, bounds: Bounds, workdir: Path) -> Effect:
             seconds = replay_sessions(pair, guard, sessions, port, bounds, family)
         statuses = Counter(status for status, _ in _access_log(nginx, pair.client(family)))
     return Effect(value=min(sampler.peak / SLOWLORIS_WORKER_CONNECTIONS, 1.0), figures={
-        **_session_figures(sessions, seconds), "worker_connections": SLOWLORIS_WORKER_CONNECTIONS,
-        "peak_connections_held": sampler.peak, "requests_completed": sum(statuses.values()),
-        "status_counts": dict(sorted(statuses.items())),
+        "peak_connections_held": sampler.peak, "worker_connections": SLOWLORIS_WORKER_CONNECTIONS,
         "legit_refused_or_failed_share": round(legit.results.share_failed_or_slower(1.0), 3),
-        **legit.results.figures("legit_http"),
+        **_session_figures(sessions, seconds), "requests_completed": sum(statuses.values()),
+        "status_counts": dict(sorted(statuses.items())), **legit.results.figures("legit_http"),
     })
 
 
@@ -339,7 +338,7 @@ def measure_http_flood(trace: Trace, bounds: Bounds, workdir: Path) -> Effect:
     # One burst of answers has no rate below the clock's and scheduler's resolution.
     span = max(last - first, MIN_RATE_SPAN_S) if count > 1 else 0.0
     return Effect(value=count / span if span else 0.0, figures={
-        **_session_figures(sessions, seconds), "responses_served": count, "served_span_s": round(span, 4),
+        "responses_served": count, "served_span_s": round(span, 4), **_session_figures(sessions, seconds),
         "requests_logged": len(logged), "status_counts": dict(sorted(Counter(s for s, _ in logged).items())),
         **legit.results.figures("legit_http"),
     })
@@ -364,9 +363,9 @@ def measure_mqtt_publish_flood(trace: Trace, bounds: Bounds, workdir: Path) -> E
     span = max(delivered[-1] - delivered[0], MIN_RATE_SPAN_S) if len(delivered) > 1 else 0.0
     rate = len(delivered) / span if span else 0.0
     return Effect(value=rate, figures={
-        **_session_figures(sessions, seconds), "sessions_accepted": accepted,
-        "subscriber_connack": subscriber.connack, "publish_packets_sent": published,
         "messages_delivered": len(delivered), "delivery_span_s": round(span, 3),
+        "publish_packets_sent": published, "sessions_accepted": accepted,
+        "subscriber_connack": subscriber.connack, **_session_figures(sessions, seconds),
         "messages_not_delivered": max(published - len(delivered), 0),
         "subscriber_lag_after_replay_s": round(max(delivered[-1] - replay_end, 0.0), 3) if delivered else None,
         "first_delivery_after_s": round(delivered[0] - started, 3) if delivered else None,
@@ -403,11 +402,11 @@ def measure_nmap_version_scan(trace: Trace, bounds: Bounds, workdir: Path) -> Ef
         if service and identifies(service, bytes(s.received)):
             identified[s.port] += 1
     return Effect(value=len(identified) / len(VERSION_SCAN_SERVICES), figures={
-        **_session_figures(sessions, seconds), "ports_probed": sorted({s.port for s in sessions}),
-        "probes_answered": sum(answered.values()),
-        "probes_identifying_service": {VERSION_SCAN_SERVICES[p]: n for p, n in sorted(identified.items())},
         "services_identified": [VERSION_SCAN_SERVICES[p] for p in sorted(identified)],
         "services_at_target": list(VERSION_SCAN_SERVICES.values()),
+        "probes_identifying_service": {VERSION_SCAN_SERVICES[p]: n for p, n in sorted(identified.items())},
+        "ports_probed": sorted({s.port for s in sessions}), "probes_answered": sum(answered.values()),
+        **_session_figures(sessions, seconds),
     })
 
 
