@@ -471,6 +471,7 @@ def _as_ipv6(path: Path, out: Path, limit: int) -> Path:
 @needs_shared
 @pytest.mark.parametrize(("name", "capture", "limit"), [
     ("syn_flood", "syn_flood.pcap", 600),
+    ("port_scan", "nmap_syn_scan.pcap", 300),
     ("http_bruteforce", "http_bruteforce.pcap", 600),
     ("udp_flood", "udp_flood.pcap", 3000),
 ])
@@ -486,6 +487,8 @@ def test_ipv6_captures_are_replayed_over_ipv6(name: str, capture: str, limit: in
     if name == "syn_flood":  # raw IPv6 SYNs from the spoof pool fill the listener's backlog
         assert fig["peak_syn_recv"] >= scenarios.SYN_BACKLOG and effect.value == 1.0
         assert fig["legit_client_connected"] is False
+    elif name == "port_scan":  # the target's IPv6 SYN-ACKs and RSTs are seen on its veth
+        assert fig["ports_answered"] == fig["ports_probed"] > 100
     elif name == "http_bruteforce":  # sessions over IPv6 to nginx listening on its IPv6 address
         assert fig["requests_logged"] > 10 and effect.value == 1.0
     else:  # raw IPv6 UDP reaches coap-server; the CoAP client is answered over IPv6
