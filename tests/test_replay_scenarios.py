@@ -473,6 +473,7 @@ def _as_ipv6(path: Path, out: Path, limit: int) -> Path:
     ("syn_flood", "syn_flood.pcap", 600),
     ("port_scan", "nmap_syn_scan.pcap", 300),
     ("http_bruteforce", "http_bruteforce.pcap", 600),
+    ("mqtt_bruteforce", "mqtt_bruteforce.pcap", 600),
     ("udp_flood", "udp_flood.pcap", 3000),
 ])
 def test_ipv6_captures_are_replayed_over_ipv6(name: str, capture: str, limit: int, tmp_path: Path) -> None:
@@ -491,6 +492,8 @@ def test_ipv6_captures_are_replayed_over_ipv6(name: str, capture: str, limit: in
         assert fig["ports_answered"] == fig["ports_probed"] > 100
     elif name == "http_bruteforce":  # sessions over IPv6 to nginx listening on its IPv6 address
         assert fig["requests_logged"] > 10 and effect.value == 1.0
+    elif name == "mqtt_bruteforce":  # sessions over IPv6 to mosquitto's IPv6 listener
+        assert fig["connack_codes"].get("5", 0) > 10 and effect.value == 1.0
     else:  # raw IPv6 UDP reaches coap-server; the CoAP client is answered over IPv6
         assert fig["server_datagrams_received"] > 1000 and fig["legit_coap_answered"] > 0
 
