@@ -92,3 +92,50 @@ def test_run_subnets_come_from_the_owned_range() -> None:
     assert pair.spoof_pool[0] == RUN.network_address + 3 and pair.spoof_pool[-1] == RUN.network_address + 14
     assert all(a in RUN for a in pair.spoof_pool) and CLIENT not in pair.spoof_pool
     assert RUN.subnet_of(netns.RUN_RANGE)
+
+
+# -- IPv6 and the UDP / request-response senders ---------------------------------------------
+
+def test_ipv6_pair_addresses_come_from_the_owned_ula_range() -> None:
+    pair = netns.NamespacePair(subnet=RUN, name="ptgtest")
+    assert pair.subnet6.subnet_of(netns.RUN_RANGE6) and pair.subnet6.prefixlen == netns.RUN_PREFIX6
+    assert pair.client(6) == pair.subnet6.network_address + 1 and pair.server(6) == pair.subnet6.network_address + 2
+    assert all(a in pair.subnet6 for a in pair.spoof(6)) and pair.client(6) not in pair.spoof(6)
+    other = netns.NamespacePair(subnet=ipaddress.IPv4Network("10.213.9.32/28"), name="ptgother")
+    assert not other.subnet6.overlaps(pair.subnet6)  # another subnet index, another /124
+
+
+def test_guard_allows_the_pairs_ipv6_addresses_and_nothing_else() -> None:
+    pair = netns.NamespacePair(subnet=RUN, name="ptgtest")
+    other = netns.NamespacePair(subnet=ipaddress.IPv4Network("10.213.9.32/28"), name="ptgother")
+    guard = DestinationGuard(pair.addresses)
+    assert guard.check(str(pair.server(6))) == pair.server(6)
+    for outside in (pair.spoof(6)[0], other.server(6), pair.subnet6.broadcast_address, "fd74:7067:7266::1:2",
+                    "2001:db8::1", "ff02::1"):
+        with pytest.raises(ReplayError, match="refused destination"):
+            guard.check(outside)
+
+
+def _unbuilt_pair() -> netns.NamespacePair:
+    # Never created: a send path that did not consult the guard first would fail differently
+    # (no such namespace), so a "refused destination" proves the guard ran before anything else.
+    return netns.NamespacePair(subnet=RUN, name="ptgunbuilt")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_udp_and_ipv6_send_paths_check_the_guard_first(family: int) -> None:
+    from pytrafgen.replay.clients import HttpProbe, MqttSubscriber, coap_probe
+    from pytrafgen.replay.senders import Bounds, Exchange, exchange_datagrams, replay_sessions, send_stateless
+
+    pair, empty, bounds = _unbuilt_pair(), DestinationGuard(), Bounds()
+    calls = [
+        lambda: send_stateless(pair, empty, [], bounds, family=family, loop=True),
+        lambda: replay_sessions(pair, empty, [], None, bounds, family),
+        lambda: exchange_datagrams(pair, empty, [Exchange(0.0, [(0.0, b"x")])], 5683, bounds, family),
+        lambda: coap_probe(pair, empty, 5683, 0.1, family),
+        lambda: HttpProbe(pair, empty, 80, family),
+        lambda: MqttSubscriber(pair, empty, 1883, family),
+    ]
+    for call in calls:
+        with pytest.raises(ReplayError, match="refused destination"):
+            call()

@@ -9,6 +9,7 @@ deliberately degraded copy that must *not* reproduce the effect.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from pytrafgen import assemble_flows, read_pcap, write_pcap
 from pytrafgen.errors import ReplayError
 from pytrafgen.replay import netns, report, scenarios
 from pytrafgen.replay.guard import DestinationGuard
-from pytrafgen.replay.senders import Bounds, _checksum, build_ipv4_tcp, peak_overlap, plan_sessions
+from pytrafgen.replay.senders import Bounds, _checksum, build_packet, peak_overlap, plan_sessions
 from pytrafgen.replay.trace import SYN, TraceFlow, TracePacket, load_trace
 
 BOUNDS = Bounds(max_packets=300, timeout_s=1.5, max_rate_pps=20000, max_sessions=100, hold_cap_s=1.0)
@@ -84,15 +85,20 @@ def second_half(path: Path, out: Path) -> Path:
 
 
 def degraded(path: Path, out: Path, how: str) -> Path:
-    """A broken copy: ``syn->ack`` (no connection openings), ``one-port`` (every probe to 80) or
-    ``zero-payload`` (application bytes zeroed)."""
+    """A broken copy: ``syn->ack`` (no connection openings), ``one-port`` (every probe to 80),
+    ``zero-payload`` (application bytes zeroed) or ``slow`` (time stretched 200-fold)."""
     table, flows = _client_rows(path)
+    if how == "slow":
+        ts = np.asarray(table.ts_ns)
+        rows = np.arange(len(table))
+        frames = [bytes(table.frame(i)) for i in rows.tolist()]
+        return write_pcap(out, frames, ts_ns=ts[0] + (ts - ts[0]) * 200)
     client = np.asarray(flows.direction) == 0
     l4 = np.asarray(table.l4_off)
     pay_off, pay_len = np.asarray(table.payload_off), np.asarray(table.payload_len)
 
     def edit(frame: bytearray, i: int) -> None:
-        if not client[i] or np.asarray(table.proto)[i] != 6:
+        if not client[i] or np.asarray(table.proto)[i] not in (6, 17):
             return
         if how == "syn->ack" and frame[l4[i] + 13] & SYN:
             frame[l4[i] + 13] = 0x10
@@ -111,6 +117,19 @@ CASES = {
     "http_bruteforce": ("http_bruteforce.pcap", "benign_http.pcap", "zero-payload"),
     "mqtt_bruteforce": ("mqtt_bruteforce.pcap", "benign_mqtt.pcap", "zero-payload"),
     "mqtt_connect_flood": ("mqtt_connect_flood.pcap", "benign_mqtt.pcap", "zero-payload"),
+    "udp_flood": ("udp_flood.pcap", "benign_coap.pcap", "slow"),
+    "slowloris": ("slowloris.pcap", "benign_http.pcap", "zero-payload"),
+    "http_flood": ("http_flood.pcap", "benign_http.pcap", "zero-payload"),
+    "mqtt_publish_flood": ("mqtt_publish_flood.pcap", "benign_mqtt.pcap", "zero-payload"),
+    "nmap_version_scan": ("nmap_version_scan.pcap", "benign_http.pcap", "one-port"),
+}
+# Floods need more than BOUNDS to show their effect; still well under ten seconds per input.
+CASE_BOUNDS = {
+    "udp_flood": Bounds(max_packets=8000, timeout_s=1.5, max_rate_pps=20000),
+    "slowloris": Bounds(max_packets=2000, timeout_s=1.5, max_sessions=300, hold_cap_s=1.5),
+    "http_flood": Bounds(max_packets=2000, timeout_s=1.5, max_sessions=600, hold_cap_s=1.0),
+    "mqtt_publish_flood": Bounds(max_packets=2000, timeout_s=1.5, max_sessions=100, hold_cap_s=1.0),
+    "nmap_version_scan": Bounds(max_packets=300, timeout_s=7.0, max_sessions=100, hold_cap_s=1.0),
 }
 
 
@@ -144,13 +163,14 @@ def test_scenario_reproduces_real_and_rejects_degraded(name: str, tmp_path: Path
     real = CAPTURES / real_file
     inputs = {"real": real, "generated": second_half(real, tmp_path / "generated.pcap"),
               "control": CAPTURES / control_file}
-    result = report.run_replay(scenario, inputs, BOUNDS)
+    bounds = CASE_BOUNDS.get(name, BOUNDS)
+    result = report.run_replay(scenario, inputs, bounds)
     runs = result["runs"]
     assert result["verdict"] == report.REPRODUCES, json.dumps(runs, indent=1)
     assert result["reproduces"] is True
     assert not scenario.within(runs["control"]["effect"], runs["real"]["effect"])
 
-    broken = scenarios.measure(scenario, load_trace(degraded(real, tmp_path / "degraded.pcap", how)), BOUNDS)
+    broken = scenarios.measure(scenario, load_trace(degraded(real, tmp_path / "degraded.pcap", how)), bounds)
     effects = {role: scenarios.Effect(run["effect"], run["figures"]) for role, run in runs.items()}
     effects["generated"] = broken
     assert report.verdict(scenario, effects) == (report.DOES_NOT, False), broken.figures
@@ -172,6 +192,24 @@ def test_scenario_reproduces_real_and_rejects_degraded(name: str, tmp_path: Path
     elif name == "mqtt_connect_flood":
         assert real_fig["peak_concurrent_accepted_sessions"] >= 0.9 * BOUNDS.max_sessions
         assert real_fig["broker_log_clients_connected"] == real_fig["connack_codes"]["0"] == BOUNDS.max_sessions
+    elif name == "udp_flood":
+        # the flood reached the CoAP server; the benign client was answered normally
+        assert real_fig["server_datagrams_received"] > 1000 and real_fig["legit_coap_answered"] > 0
+        control_fig = runs["control"]["figures"]
+        assert control_fig["server_receive_buffer_drops"] == 0
+        assert control_fig["legit_coap_answered"] >= 0.9 * control_fig["legit_coap_requests"]
+    elif name == "slowloris":
+        assert real_fig["peak_connections_held"] >= 100
+        assert broken.figures["status_counts"].get("400", 0) > 0  # nginx refuses zeroed headers at once
+    elif name == "http_flood":
+        assert real_fig["responses_served"] >= 100 and set(real_fig["status_counts"]) == {"200"}
+        assert broken.figures["responses_served"] == 0
+    elif name == "mqtt_publish_flood":
+        assert real_fig["sessions_accepted"] == 1 and real_fig["subscriber_connack"] == 0
+        assert real_fig["messages_delivered"] >= 0.9 * real_fig["publish_packets_sent"] > 1000
+    elif name == "nmap_version_scan":
+        assert real_fig["services_identified"] == ["http", "mqtt"]
+        assert broken.figures["services_identified"] == ["http"]
 
 
 @pytest.mark.netns
@@ -298,9 +336,9 @@ def test_rewritten_packet_has_namespace_addresses_and_a_valid_checksum() -> None
     header[0:2], header[2:4] = (4444).to_bytes(2, "big"), (8080).to_bytes(2, "big")
     header[12], header[13] = 0x50, SYN
     header[16:18] = b"\xde\xad"  # the captured checksum is for other addresses
-    pkt = TracePacket(ts_ns=0, flags=SYN, sport=4444, dport=8080, tcp_header=bytes(header), payload=b"hello")
+    pkt = TracePacket(ts_ns=0, flags=SYN, sport=4444, dport=8080, l4_header=bytes(header), payload=b"hello")
     src, dst = ipaddress.IPv4Address("10.213.7.19"), ipaddress.IPv4Address("10.213.7.18")
-    packet = build_ipv4_tcp(src, dst, pkt, dport=80, ip_id=7)
+    packet = build_packet(src, dst, pkt, dport=80, ip_id=7)
     assert packet[12:16] == src.packed and packet[16:20] == dst.packed
     assert int.from_bytes(packet[2:4], "big") == len(packet) == 20 + 20 + 5
     segment = packet[20:]
@@ -354,3 +392,130 @@ def test_a_missing_target_binary_names_the_package_to_install() -> None:
     with pytest.raises(ReplayError, match=r"`no-such-server-ptg` is not installed.*apt-get install no-such-pkg"):
         require_binary("no-such-server-ptg", "no-such-pkg")
     assert require_binary("sh", "dash").endswith("sh")
+    # coap-server is found under any name Debian's libcoap3-bin installs it as, or named exactly
+    installed = [n for n in ("coap-server", "coap-server-notls", "coap-server-gnutls", "coap-server-openssl")
+                 if shutil.which(n)]
+    if installed:
+        assert Path(require_binary("coap-server", "libcoap3-bin")).name == installed[0]
+    else:
+        with pytest.raises(ReplayError, match="apt-get install libcoap3-bin"):
+            require_binary("coap-server", "libcoap3-bin")
+
+
+@pytest.mark.parametrize(("src", "dst"), [("10.213.7.19", "10.213.7.18"), ("fd74:7067:7266::13", "fd74:7067:7266::12")])
+@pytest.mark.parametrize("proto", [6, 17])
+def test_built_packets_match_scapys_checksums(src: str, dst: str, proto: int) -> None:
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+
+    l4 = TCP(sport=4444, dport=9, flags="PA", seq=7) if proto == 6 else UDP(sport=4444, dport=9, len=99, chksum=0xDEAD)
+    pkt = TracePacket(ts_ns=0, flags=0x18 if proto == 6 else 0, sport=4444, dport=9, l4_header=bytes(l4)[:20 if proto == 6 else 8],
+                      payload=b"coap or http bytes", proto=proto)
+    built = build_packet(ipaddress.ip_address(src), ipaddress.ip_address(dst), pkt, dport=5683)
+    parsed = (IP if ":" not in src else IPv6)(built)
+    layer = parsed[TCP if proto == 6 else UDP]
+    assert parsed.src == src and parsed.dst == dst and layer.dport == 5683 and bytes(layer.payload) == pkt.payload
+    reference = layer.copy()
+    del reference.chksum
+    if proto == 17:
+        del reference.len
+    rebuilt = (IP if ":" not in src else IPv6)(bytes(parsed.__class__(src=src, dst=dst) / reference))
+    assert layer.chksum == rebuilt[TCP if proto == 6 else UDP].chksum
+    if proto == 17:
+        assert layer.len == 8 + len(pkt.payload)
+
+
+def test_a_looped_flood_keeps_its_rate_and_sends_new_flows() -> None:
+    from pytrafgen.replay.senders import looped
+
+    header = bytearray(8)
+    header[0:2] = (5000).to_bytes(2, "big")
+    timeline = [(i, TracePacket(ts_ns=i * 1000, flags=0, sport=5000 + i, dport=40000,
+                                l4_header=bytes(header), payload=b"X", proto=17)) for i in range(10)]
+    out = looped(timeline, Bounds(max_packets=35, max_rate_pps=200_000))
+    assert len(out) == 35
+    gaps = [b[1].ts_ns - a[1].ts_ns for a, b in itertools.pairwise(out)]
+    # the capture's spacing within a repetition; the rate cap's gap between repetitions
+    assert set(gaps[:9]) == {1000} and gaps[9] == 5000 and set(gaps) == {1000, 5000}
+    assert len({(i, p.sport) for i, p in out}) == 35 and len({i for i, _ in out}) == 35
+    assert all(int.from_bytes(p.l4_header[0:2], "big") == p.sport for _, p in out)
+
+
+def _as_ipv6(path: Path, out: Path, limit: int) -> Path:
+    """The first ``limit`` packets of an IPv4 capture re-addressed to IPv6 (fd99::<IPv4>),
+    transport headers and payloads kept, checksums recomputed by scapy."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.utils import PcapReader, wrpcap
+
+    frames = []
+    with PcapReader(str(path)) as reader:
+        for pkt in reader:
+            if IP not in pkt or pkt[IP].proto not in (6, 17):
+                continue
+            ip = pkt[IP]
+            l4 = ip.payload.copy()
+            del l4.chksum
+            v6 = Ether(src=pkt.src, dst=pkt.dst) / IPv6(src=f"fd99::{ip.src}", dst=f"fd99::{ip.dst}", hlim=64) / l4
+            v6.time = pkt.time
+            frames.append(v6)
+            if len(frames) == limit:
+                break
+    wrpcap(str(out), frames)
+    return out
+
+
+@pytest.mark.netns
+@needs_netns
+@needs_shared
+@pytest.mark.parametrize(("name", "capture", "limit"), [
+    ("syn_flood", "syn_flood.pcap", 600),
+    ("port_scan", "nmap_syn_scan.pcap", 300),
+    ("http_bruteforce", "http_bruteforce.pcap", 600),
+    ("mqtt_bruteforce", "mqtt_bruteforce.pcap", 600),
+    ("udp_flood", "udp_flood.pcap", 3000),
+])
+def test_ipv6_captures_are_replayed_over_ipv6(name: str, capture: str, limit: int, tmp_path: Path) -> None:
+    missing = _requirements_missing(name)
+    if missing:
+        pytest.skip(missing)
+    trace = load_trace(_as_ipv6(CAPTURES / capture, tmp_path / "v6.pcap", limit))
+    assert trace.family == 6 and trace.flows
+    bounds = CASE_BOUNDS.get(name, BOUNDS)
+    effect = scenarios.measure(scenarios.get_scenario(name), trace, bounds)
+    fig = effect.figures
+    if name == "syn_flood":  # raw IPv6 SYNs from the spoof pool fill the listener's backlog
+        assert fig["peak_syn_recv"] >= scenarios.SYN_BACKLOG and effect.value == 1.0
+        assert fig["legit_client_connected"] is False
+    elif name == "port_scan":  # the target's IPv6 SYN-ACKs and RSTs are seen on its veth
+        assert fig["ports_answered"] == fig["ports_probed"] > 100
+    elif name == "http_bruteforce":  # sessions over IPv6 to nginx listening on its IPv6 address
+        assert fig["requests_logged"] > 10 and effect.value == 1.0
+    elif name == "mqtt_bruteforce":  # sessions over IPv6 to mosquitto's IPv6 listener
+        assert fig["connack_codes"].get("5", 0) > 10 and effect.value == 1.0
+    else:  # raw IPv6 UDP reaches coap-server; the CoAP client is answered over IPv6
+        assert fig["server_datagrams_received"] > 1000 and fig["legit_coap_answered"] > 0
+
+
+@pytest.mark.netns
+@needs_netns
+def test_ipv6_in_the_pair_is_isolated_too() -> None:
+    import socket
+
+    with netns.NamespacePair.create() as pair:
+        pair.verify_isolated()
+        with netns.inside(pair.client_ns):
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        with sock, pytest.raises(OSError) as err:
+            sock.sendto(b"x", ("2001:db8::1", 9))
+        assert err.value.errno == 101  # ENETUNREACH: no IPv6 route out either
+        with netns.inside(pair.server_ns):
+            server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        with server, netns.inside(pair.client_ns):
+            server.bind((str(pair.server(6)), 9999))
+            client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            with client:
+                client.sendto(b"ping", (str(pair.server(6)), 9999))
+                server.settimeout(2)
+                assert server.recv(16) == b"ping"

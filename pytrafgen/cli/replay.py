@@ -22,11 +22,12 @@ def register(app: typer.Typer) -> None:
     def replay(
         generated: Annotated[Path, typer.Argument(help="Generated attack capture (pcap/pcapng).")],
         scenario: Annotated[str, typer.Option("--scenario", "-s", help="syn_flood, port_scan, http_bruteforce, "
-                                              "mqtt_bruteforce or mqtt_connect_flood.")],
+                                              "mqtt_bruteforce, mqtt_connect_flood, udp_flood, slowloris, "
+                                              "http_flood, mqtt_publish_flood or nmap_version_scan.")],
         real: Annotated[Path | None, typer.Option("--real", help="Real attack capture of the same class.")] = None,
         control: Annotated[Path | None, typer.Option("--control", help="Benign control capture.")] = None,
-        max_packets: Annotated[int, typer.Option("--max-packets", help="Most packets (stateless) or client "
-                                                 "messages (sessions) sent per input.")] = 2000,
+        max_packets: Annotated[int, typer.Option("--max-packets", help="Most packets (stateless, floods "
+                                                 "included) or client messages (sessions) sent per input.")] = 2000,
         timeout: Annotated[float, typer.Option("--timeout", help="Seconds of sending per input.")] = 10.0,
         max_rate: Annotated[float, typer.Option("--max-rate", help="Most packets per second.")] = 20000.0,
         max_sessions: Annotated[int, typer.Option("--max-sessions", help="Most TCP sessions per input.")] = 400,

@@ -20,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     sockets = []
     for port in (int(p) for p in args.ports.split(",")):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in args.addr else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.addr, port))
         sock.listen(args.backlog)

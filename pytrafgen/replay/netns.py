@@ -9,8 +9,11 @@ namespaces it creates):
   holds. The server namespace resolves them (static neighbour entries) to the client veth,
   so the target's answers travel back over the veth and die in the client namespace without
   the client kernel answering them with a RST, as with a spoofing attacker.
+* The same layout in IPv6: a /124 of the unique-local ``RUN_RANGE6`` with the same index
+  (``::1`` client, ``::2`` server, ``::3``-``::e`` spoof pool), for IPv6 captures. No link-local
+  address is generated and duplicate address detection is off, so the pair is usable at once.
 
-Neither namespace has a default route or any route beyond the /28 (``verify_isolated``
+Neither namespace has a default route or any route beyond its /28 and /124 (``verify_isolated``
 checks), so no packet can leave the pair. Cleanup (processes by PID, then the namespaces)
 runs on context exit, on SIGINT/SIGTERM and at interpreter exit; what a SIGKILLed run left
 behind (its PID is in the names) the next run removes.
@@ -40,9 +43,12 @@ from pytrafgen.errors import ReplayError
 
 RUN_RANGE = ipaddress.IPv4Network("10.213.0.0/16")
 RUN_PREFIX = 28
+RUN_RANGE6 = ipaddress.IPv6Network("fd74:7067:7266::/112")
+RUN_PREFIX6 = 124
 NAME_PREFIX = "ptg"
 NETNS_DIR = "/var/run/netns"
 _CLONE_NEWNET = 0x40000000
+_LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/64")
 _CLIENT_IF = "ptg0"
 _SERVER_IF = "ptg1"
 
@@ -144,6 +150,33 @@ class NamespacePair:
         return hosts[2:]
 
     @property
+    def subnet6(self) -> ipaddress.IPv6Network:
+        """The IPv6 /124 with this pair's subnet index (so parallel runs never share one)."""
+        index = (int(self.subnet.network_address) - int(RUN_RANGE.network_address)) >> (32 - RUN_PREFIX)
+        base = int(RUN_RANGE6.network_address) + (index << (128 - RUN_PREFIX6))
+        return ipaddress.IPv6Network((base, RUN_PREFIX6))
+
+    def client(self, family: int = 4) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The client veth's address of IP version ``family``."""
+        return self.client_addr if family == 4 else self.subnet6.network_address + 1
+
+    def server(self, family: int = 4) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The server veth's address of IP version ``family``."""
+        return self.server_addr if family == 4 else self.subnet6.network_address + 2
+
+    def spoof(self, family: int = 4) -> list[ipaddress.IPv4Address] | list[ipaddress.IPv6Address]:
+        """Spoof-pool addresses of IP version ``family`` (held by no interface)."""
+        if family == 4:
+            return self.spoof_pool
+        base = self.subnet6.network_address
+        return [base + k for k in range(3, 15)]
+
+    @property
+    def addresses(self) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """Every address an interface of this pair holds (what its guard allows)."""
+        return [self.server(4), self.client(4), self.server(6), self.client(6)]
+
+    @property
     def server_if(self) -> str:
         return _SERVER_IF
 
@@ -195,16 +228,25 @@ class NamespacePair:
         run_ip("-n", self.client_ns, "link", "add", _CLIENT_IF, "type", "veth",
                "peer", "name", _SERVER_IF, "netns", self.server_ns)
         prefix = self.subnet.prefixlen
-        for ns, ifname, addr in ((self.client_ns, _CLIENT_IF, self.client_addr),
-                                 (self.server_ns, _SERVER_IF, self.server_addr)):
-            self._sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
-            self._sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+        for ns, ifname, addr, addr6 in ((self.client_ns, _CLIENT_IF, self.client_addr, self.client(6)),
+                                        (self.server_ns, _SERVER_IF, self.server_addr, self.server(6))):
+            # IPv6 only with the pair's own addresses: no link-local address, no router or
+            # address autoconfiguration, no duplicate address detection delay.
+            for scope in ("all", "default", ifname):
+                for key, value in (("addr_gen_mode", "1"), ("accept_dad", "0"), ("accept_ra", "0"),
+                                   ("autoconf", "0"), ("forwarding", "0")):
+                    self._sysctl(ns, f"net.ipv6.conf.{scope}.{key}", value)
             run_ip("-n", ns, "addr", "add", f"{addr}/{prefix}", "dev", ifname)
+            run_ip("-n", ns, "-6", "addr", "add", f"{addr6}/{RUN_PREFIX6}", "dev", ifname, "nodad")
             run_ip("-n", ns, "link", "set", "lo", "up")
             run_ip("-n", ns, "link", "set", ifname, "up")
         client_mac = json.loads(run_ip("-n", self.client_ns, "-j", "link", "show", _CLIENT_IF))[0]["address"]
-        for spoofed in self.spoof_pool:
-            run_ip("-n", self.server_ns, "neigh", "replace", str(spoofed), "lladdr", client_mac,
+        server_mac = json.loads(run_ip("-n", self.server_ns, "-j", "link", "show", _SERVER_IF))[0]["address"]
+        # Static IPv6 neighbours: the pair needs no neighbour discovery (no link-local addresses).
+        run_ip("-n", self.client_ns, "neigh", "replace", str(self.server(6)), "lladdr", server_mac,
+               "dev", _CLIENT_IF, "nud", "permanent")
+        for own_or_spoofed in [self.client(6), *self.spoof(4), *self.spoof(6)]:
+            run_ip("-n", self.server_ns, "neigh", "replace", str(own_or_spoofed), "lladdr", client_mac,
                    "dev", _SERVER_IF, "nud", "permanent")
         self.verify_isolated()
 
@@ -230,8 +272,14 @@ class NamespacePair:
                     if route.get("type") in ("local", "broadcast", "multicast", "anycast"):
                         continue  # the namespace's own addresses, never a way out
                     net = ipaddress.ip_network(dst, strict=False)
-                    if not (net.version == 4 and net.subnet_of(self.subnet)):
-                        raise ReplayError(f"namespace {ns} has a route to {dst} outside {self.subnet}")
+                    inside_pair = net.subnet_of(self.subnet) if net.version == 4 else (
+                        # ::1 is the namespace itself; link-local reaches only the veth's other
+                        # end, which is this pair's other namespace
+                        net.subnet_of(self.subnet6) or net.subnet_of(_LINK_LOCAL6)
+                        or (net.network_address.is_loopback and net.prefixlen == 128))
+                    if not inside_pair:
+                        raise ReplayError(f"namespace {ns} has a route to {dst} outside "
+                                          f"{self.subnet} and {self.subnet6}")
             links = {link["ifname"] for link in json.loads(run_ip("-n", ns, "-j", "link", "show"))}
             if links != {"lo", ifname}:
                 raise ReplayError(f"namespace {ns} has unexpected interfaces {sorted(links)}")

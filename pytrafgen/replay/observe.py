@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 from pytrafgen.replay.netns import NamespacePair, inside
 
-# Outgoing frames reach only ETH_P_ALL taps; IPv4 is picked out below.
+# Outgoing frames reach only ETH_P_ALL taps; IPv4 and IPv6 are picked out below.
 _ETH_P_ALL = 0x0003
 _ETH_P_IP = 0x0800
+_ETH_P_IPV6 = 0x86DD
 _PACKET_OUTGOING = 4
 _SYN, _RST, _ACK = 0x02, 0x04, 0x10
 
@@ -53,14 +54,19 @@ class AnswerSniffer:
                 frame, addr = self._sock.recvfrom(2048)
             except (TimeoutError, OSError):
                 continue
-            if addr[2] != _PACKET_OUTGOING or addr[1] != _ETH_P_IP or len(frame) < 14 + 20:
+            if addr[2] != _PACKET_OUTGOING or addr[1] not in (_ETH_P_IP, _ETH_P_IPV6):
                 continue
             ip = frame[14:]
-            ihl = (ip[0] & 0x0F) * 4
-            if ip[0] >> 4 != 4 or ip[9] != 6 or len(ip) < ihl + 14:
+            if addr[1] == _ETH_P_IP and len(ip) >= 20 and ip[0] >> 4 == 4 and ip[9] == 6:
+                l4 = (ip[0] & 0x0F) * 4
+            elif addr[1] == _ETH_P_IPV6 and len(ip) >= 40 and ip[0] >> 4 == 6 and ip[6] == 6:
+                l4 = 40  # the target's own answers carry no extension headers
+            else:
                 continue
-            sport = int.from_bytes(ip[ihl:ihl + 2], "big")
-            flags = ip[ihl + 13]
+            if len(ip) < l4 + 14:
+                continue
+            sport = int.from_bytes(ip[l4:l4 + 2], "big")
+            flags = ip[l4 + 13]
             if flags & _SYN and flags & _ACK:
                 self.answers.syn_ack_ports[sport] += 1
             elif flags & _RST:

@@ -1,12 +1,16 @@
-"""The two ways replay sends traffic, both from inside the run's client namespace, both through
-the destination guard before every packet or connection, both bounded in count and time.
+"""The three ways replay sends traffic, all from inside the run's client namespace, all through
+the destination guard before every packet, connection or datagram, all bounded in count and
+time, over IPv4 or IPv6 (the capture's version).
 
-* ``send_stateless``: the captured client packets as raw IPv4/TCP packets (addresses rewritten
-  to the namespace pair, checksums recomputed), keeping the capture's timing up to a rate cap.
-  Sources are spoof-pool addresses, so the target's answers are never answered by our kernel.
+* ``send_stateless``: the captured client packets (TCP or UDP) as raw IP packets (addresses
+  rewritten to the namespace pair, checksums recomputed), keeping the capture's timing up to a
+  rate cap, optionally looped (floods). Sources are spoof-pool addresses, so the target's
+  answers are never answered by our kernel.
 * ``replay_sessions``: each flow's client messages (HTTP requests, MQTT CONNECTs, ...) re-sent
   over a new real TCP connection at the flow's original offsets, because a real server needs a
   real handshake; what the server answers is kept per session.
+* ``exchange_datagrams``: request/response UDP: each flow's datagrams from one real UDP socket,
+  the server's answers kept per flow.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import selectors
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pytrafgen.errors import ReplayError
-from pytrafgen.replay.guard import DestinationGuard
+from pytrafgen.replay.guard import Address, DestinationGuard
 from pytrafgen.replay.netns import NamespacePair, inside, raise_fd_limit
-from pytrafgen.replay.trace import TraceFlow, TracePacket
+from pytrafgen.replay.trace import UDP, TraceFlow, TracePacket
 
 _SLEEP_THRESHOLD_S = 0.002  # shorter waits are spun: sleep() overshoots them badly
 # A live server answers more slowly than the captured one did: a session waits up to this long
@@ -66,20 +70,73 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def build_ipv4_tcp(src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, pkt: TracePacket,
-                   dport: int | None = None, ip_id: int = 0) -> bytes:
-    """One IPv4 packet carrying ``pkt``'s TCP header and payload between the given addresses,
-    with the TCP checksum recomputed for them (the kernel fills in the IP header checksum)."""
-    header = bytearray(pkt.tcp_header)
+IPV6_HDRINCL = 36  # linux/in6.h: the IPv6 header is ours, as IP_HDRINCL for IPv4
+
+
+def _pseudo_header(src: Address, dst: Address, proto: int, length: int) -> bytes:
+    if isinstance(src, ipaddress.IPv4Address):
+        return src.packed + dst.packed + struct.pack("!BBH", 0, proto, length)
+    return src.packed + dst.packed + struct.pack("!IxxxB", length, proto)
+
+
+def build_packet(src: Address, dst: Address, pkt: TracePacket, dport: int | None = None, ip_id: int = 0) -> bytes:
+    """One IPv4 or IPv6 packet (the version of ``src``/``dst``) carrying ``pkt``'s TCP or UDP
+    header and payload between the given addresses, the destination port rewritten when given,
+    the transport checksum (and UDP length) recomputed for them. The kernel fills in the IPv4
+    header checksum."""
+    header = bytearray(pkt.l4_header)
     if dport is not None:
         header[2:4] = dport.to_bytes(2, "big")
-    header[16:18] = b"\0\0"
-    segment = bytes(header) + pkt.payload
-    pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 6, len(segment))
-    header[16:18] = _checksum(pseudo + segment).to_bytes(2, "big")
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), ip_id & 0xFFFF, 0, 64, 6, 0,
-                     src.packed, dst.packed)
+    length = len(header) + len(pkt.payload)
+    if pkt.proto == UDP:
+        header[4:6] = length.to_bytes(2, "big")
+        csum_at = 6
+    else:
+        csum_at = 16
+    header[csum_at:csum_at + 2] = b"\0\0"
+    csum = _checksum(_pseudo_header(src, dst, pkt.proto, length) + bytes(header) + pkt.payload)
+    if pkt.proto == UDP and csum == 0:
+        csum = 0xFFFF  # 0 means "no checksum" in UDP
+    header[csum_at:csum_at + 2] = csum.to_bytes(2, "big")
+    if isinstance(src, ipaddress.IPv4Address):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + length, ip_id & 0xFFFF, 0, 64, pkt.proto, 0,
+                         src.packed, dst.packed)
+    else:
+        ip = struct.pack("!IHBB16s16s", 6 << 28, length, pkt.proto, 64, src.packed, dst.packed)
     return ip + bytes(header) + pkt.payload
+
+
+def raw_socket(pair: NamespacePair, family: int) -> socket.socket:
+    """A raw socket inside the client namespace whose packets carry our own IP header."""
+    with inside(pair.client_ns):
+        if family == 4:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        else:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
+    return sock
+
+
+def looped(timeline: list[tuple[int, TracePacket]], bounds: Bounds) -> list[tuple[int, TracePacket]]:
+    """``timeline`` repeated back to back up to ``bounds.max_packets`` packets. Every repetition
+    is made of *new* flows (flow index and source port shifted per round), as a flood's later
+    packets are in a capture: a target that keeps per-peer state (libcoap opens a session per
+    address and port) must meet a stream of new peers, not the same few again."""
+    if not timeline:
+        return []
+    n_flows = max(i for i, _ in timeline) + 1
+    span_ns = timeline[-1][1].ts_ns - timeline[0][1].ts_ns + int(1e9 / bounds.max_rate_pps)
+    out: list[tuple[int, TracePacket]] = []
+    for rnd in range(bounds.max_packets // len(timeline) + 1):
+        for index, pkt in timeline:
+            if len(out) == bounds.max_packets:
+                return out
+            header = bytearray(pkt.l4_header)
+            header[0:2] = (1024 + (pkt.sport - 1024 + rnd * n_flows) % 64512).to_bytes(2, "big")
+            out.append((index + rnd * n_flows, replace(pkt, ts_ns=pkt.ts_ns + rnd * span_ns,
+                                                       sport=int.from_bytes(header[0:2], "big"),
+                                                       l4_header=bytes(header))))
+    return out
 
 
 @dataclass
@@ -90,17 +147,17 @@ class StatelessResult:
 
 
 def send_stateless(pair: NamespacePair, guard: DestinationGuard, timeline: list[tuple[int, TracePacket]],
-                   bounds: Bounds, dport: int | None = None) -> StatelessResult:
-    """Send ``(flow index, packet)`` pairs in order from spoof-pool sources (one per flow) to the
-    server address; the capture's gaps are kept, squeezed to at most ``bounds.max_rate_pps``."""
-    dst = guard.check(pair.server_addr)
-    if not isinstance(dst, ipaddress.IPv4Address):
-        raise ReplayError(f"stateless replay sends IPv4 only, not to {dst}")
-    pool = pair.spoof_pool
+                   bounds: Bounds, dport: int | None = None, family: int = 4, loop: bool = False) -> StatelessResult:
+    """Send ``(flow index, packet)`` pairs (TCP or UDP) in order from spoof-pool sources (one per
+    flow) to the server address of IP version ``family``; the capture's gaps are kept, squeezed
+    to at most ``bounds.max_rate_pps``. With ``loop`` the timeline is sent again and again (the
+    capture's rate kept, see ``looped``) until ``bounds.timeout_s`` or ``bounds.max_packets``, as a
+    flood keeps going: a short generated flood is then judged by its rate, not by its length."""
+    dst = guard.check(pair.server(family))
+    pool = pair.spoof(family)
     rng = random.Random(0)
-    chosen = timeline[: bounds.max_packets]
-    with inside(pair.client_ns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    chosen = looped(timeline, bounds) if loop else timeline[: bounds.max_packets]
+    sock = raw_socket(pair, family)
     min_gap = 1.0 / bounds.max_rate_pps
     sent = 0
     with sock:
@@ -121,7 +178,7 @@ def send_stateless(pair: NamespacePair, guard: DestinationGuard, timeline: list[
             target = guard.check(dst)
             src = pool[flow_index % len(pool)]
             try:
-                sock.sendto(build_ipv4_tcp(src, target, pkt, dport, rng.getrandbits(16)), (str(target), 0))
+                sock.sendto(build_packet(src, target, pkt, dport, rng.getrandbits(16)), (str(target), 0))
             except OSError as exc:
                 # A generated packet larger than the link MTU cannot be sent as one raw datagram:
                 # it stays unsent (offered - sent counts it) instead of ending the replay.
@@ -152,6 +209,7 @@ class Session:
     done: bool = False
     answered_at: float = 0.0  # perf_counter() when the server's first bytes arrived (0: never)
     ended_at: float = 0.0  # perf_counter() when the session closed
+    port: int = 0  # the flow's captured server port (used when the replay keeps ports)
 
 
 def plan_sessions(flows: list[TraceFlow], bounds: Bounds) -> list[Session]:
@@ -168,7 +226,7 @@ def plan_sessions(flows: list[TraceFlow], bounds: Bounds) -> list[Session]:
             continue
         budget -= len(messages)
         close_s = min(max(flow.last_client_ns / 1e9, messages[-1][0]), bounds.hold_cap_s)
-        sessions.append(Session(start_s=start_s, messages=messages, close_s=close_s))
+        sessions.append(Session(start_s=start_s, messages=messages, close_s=close_s, port=flow.server_port))
         if len(sessions) >= bounds.max_sessions or budget == 0:
             break
     return sessions
@@ -184,11 +242,13 @@ def peak_overlap(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-def replay_sessions(pair: NamespacePair, guard: DestinationGuard, sessions: list[Session], port: int,
-                    bounds: Bounds) -> float:
-    """Run ``sessions`` against ``server_addr:port``; returns the seconds it took. Every session
-    ends by ``bounds.timeout_s`` + its hold time at the latest."""
-    dst = str(guard.check(pair.server_addr))
+def replay_sessions(pair: NamespacePair, guard: DestinationGuard, sessions: list[Session], port: int | None,
+                    bounds: Bounds, family: int = 4) -> float:
+    """Run ``sessions`` against the server address of IP version ``family`` at ``port`` (None:
+    each session's own captured port); returns the seconds it took. Every session ends by
+    ``bounds.timeout_s`` + its hold time at the latest."""
+    dst = str(guard.check(pair.server(family)))
+    sock_family = socket.AF_INET if family == 4 else socket.AF_INET6
     raise_fd_limit(len(sessions) + 1024)
     selector = selectors.DefaultSelector()
     pending = sorted(sessions, key=lambda s: s.start_s, reverse=True)
@@ -205,9 +265,9 @@ def replay_sessions(pair: NamespacePair, guard: DestinationGuard, sessions: list
             while pending and pending[-1].start_s <= now:
                 session = pending.pop()
                 guard.check(dst)
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock = socket.socket(sock_family, socket.SOCK_STREAM)
                 sock.setblocking(False)
-                sock.connect_ex((dst, port))
+                sock.connect_ex((dst, port if port is not None else session.port))
                 session.sock = sock
                 selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, session)
                 live.append(session)
@@ -304,3 +364,67 @@ def _finish(selector: selectors.BaseSelector, session: Session) -> None:
     if not session.done:
         session.ended_at = time.perf_counter()
     session.done = True
+
+
+@dataclass
+class Exchange:
+    """One request/response UDP flow: its datagrams sent from one socket, the answers kept."""
+
+    start_s: float
+    datagrams: list[tuple[float, bytes]]
+    sent: int = 0
+    answers: list[tuple[float, bytes]] = field(default_factory=list)  # (seconds after start, bytes)
+    sent_at: list[float] = field(default_factory=list)
+
+
+def exchange_datagrams(pair: NamespacePair, guard: DestinationGuard, exchanges: list[Exchange], port: int,
+                       bounds: Bounds, family: int = 4, linger_s: float = 0.5) -> float:
+    """Request/response UDP from the client namespace: each exchange gets its own socket
+    (so the server's answers come back to it), sends its datagrams at their offsets to the
+    server address of IP version ``family`` and keeps what is answered until ``linger_s``
+    after its last datagram. At most ``bounds.max_packets`` datagrams in ``bounds.timeout_s``."""
+    dst = str(guard.check(pair.server(family)))
+    sock_family = socket.AF_INET if family == 4 else socket.AF_INET6
+    selector = selectors.DefaultSelector()
+    budget = bounds.max_packets
+    plan: list[tuple[float, Exchange, bytes]] = []
+    for ex in exchanges:
+        for offset, data in ex.datagrams:
+            if budget == 0 or ex.start_s + offset > bounds.timeout_s:
+                break
+            plan.append((ex.start_s + offset, ex, data))
+            budget -= 1
+    plan.sort(key=lambda item: item[0], reverse=True)
+    end = max((due for due, _, _ in plan), default=0.0) + linger_s
+    socks: dict[int, socket.socket] = {}
+    t0 = time.perf_counter()
+    with inside(pair.client_ns):
+        for ex in exchanges:
+            sock = socket.socket(sock_family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            socks[id(ex)] = sock
+            selector.register(sock, selectors.EVENT_READ, ex)
+        try:
+            while True:
+                now = time.perf_counter() - t0
+                if now > end:
+                    break
+                while plan and plan[-1][0] <= now:
+                    _, ex, data = plan.pop()
+                    try:
+                        socks[id(ex)].sendto(data, (str(guard.check(dst)), port))
+                    except BlockingIOError:
+                        continue  # the send buffer is full: this datagram is lost, as on a wire
+                    ex.sent += 1
+                    ex.sent_at.append(now)
+                wait = max(0.0, min(plan[-1][0] - now if plan else end - now, 0.01))
+                for key, _ in selector.select(wait):
+                    ex = key.data
+                    with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                        data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                        ex.answers.append((time.perf_counter() - t0, data))
+        finally:
+            selector.close()
+            for sock in socks.values():
+                sock.close()
+    return time.perf_counter() - t0

@@ -27,30 +27,49 @@ READY_TIMEOUT_S = 10.0
 TCP_ESTABLISHED, TCP_SYN_RECV, TCP_LISTEN = 0x01, 0x03, 0x0A
 
 
+COAP_PACKAGE = "libcoap3-bin"
+# Names a binary is installed under (Debian's libcoap3-bin has no plain ``coap-server``).
+_ALTERNATIVES = {"coap-server": ("coap-server", "coap-server-notls", "coap-server-gnutls", "coap-server-openssl")}
+
+
 def require_binary(name: str, package: str) -> str:
-    """The binary's path, or a ReplayError that says exactly what to install."""
-    path = shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.exists()), None)
+    """The binary's path (under any of its names), or a ReplayError that says what to install."""
+    path = None
+    for candidate in _ALTERNATIVES.get(name, (name,)):
+        path = shutil.which(candidate) or next(
+            (str(p) for p in (Path("/usr/sbin") / candidate, Path("/sbin") / candidate) if p.exists()), None)
+        if path is not None:
+            break
     if path is None:
         raise ReplayError(f"`{name}` is not installed; replay needs it as a target: apt-get install {package}")
     return path
 
 
+def _proc_rows(pid: int, table: str) -> list[list[str]]:
+    """The rows of ``/proc/PID/net/TABLE`` and of its IPv6 twin (``tcp``/``tcp6``, ``udp``/``udp6``)."""
+    rows = []
+    for name in (table, f"{table}6"):
+        with open(f"/proc/{pid}/net/{name}") as fh:
+            next(fh)
+            rows += [line.split() for line in fh]
+    return rows
+
+
 def tcp_sockets(pid: int) -> list[tuple[int, int, int]]:
-    """(local port, state, remote port) of every IPv4 TCP socket in ``pid``'s network namespace."""
-    out = []
-    with open(f"/proc/{pid}/net/tcp") as fh:
-        next(fh)
-        for line in fh:
-            cols = line.split()
-            local, remote, state = cols[1], cols[2], cols[3]
-            out.append((int(local.split(":")[1], 16), int(state, 16), int(remote.split(":")[1], 16)))
-    return out
+    """(local port, state, remote port) of every TCP socket (IPv4 and IPv6) in ``pid``'s network
+    namespace."""
+    return [(int(cols[1].rsplit(":", 1)[1], 16), int(cols[3], 16), int(cols[2].rsplit(":", 1)[1], 16))
+            for cols in _proc_rows(pid, "tcp")]
+
+
+def udp_drops(pid: int, port: int) -> int:
+    """Datagrams the namespace dropped at the UDP sockets bound to ``port`` (receive buffer full)."""
+    return sum(int(cols[-1]) for cols in _proc_rows(pid, "udp") if int(cols[1].rsplit(":", 1)[1], 16) == port)
 
 
 def listening_ports(pid: int) -> set[int]:
-    """Ports on which ``pid`` itself holds a listening socket (matched by socket inode, so a
-    port held by another process in the namespace does not count)."""
+    """Ports on which ``pid`` itself holds a listening TCP socket or a bound UDP socket (matched
+    by socket inode, so a port held by another process in the namespace does not count)."""
     inodes = set()
     fd_dir = Path(f"/proc/{pid}/fd")
     for fd in fd_dir.iterdir():
@@ -60,28 +79,37 @@ def listening_ports(pid: int) -> set[int]:
             continue
         if str(link).startswith("socket:["):
             inodes.add(str(link)[8:-1])
-    ports = set()
-    with open(f"/proc/{pid}/net/tcp") as fh:
-        next(fh)
-        for line in fh:
-            cols = line.split()
-            if int(cols[3], 16) == TCP_LISTEN and cols[9] in inodes:
-                ports.add(int(cols[1].split(":")[1], 16))
+    ports = {int(cols[1].rsplit(":", 1)[1], 16) for cols in _proc_rows(pid, "tcp")
+             if int(cols[3], 16) == TCP_LISTEN and cols[9] in inodes}
+    ports |= {int(cols[1].rsplit(":", 1)[1], 16) for cols in _proc_rows(pid, "udp") if cols[9] in inodes}
     return ports
 
 
 def tcp_counters(pid: int) -> dict[str, int]:
-    """The namespace's TcpExt and Tcp counters (``/proc/PID/net/netstat`` and ``snmp``)."""
+    """The namespace's TcpExt, Tcp and Udp counters (``/proc/PID/net/netstat`` and ``snmp``) and
+    its Udp6 counters (``snmp6``), as ``Prefix.Name``."""
     counters: dict[str, int] = {}
     for name in ("netstat", "snmp"):
         with open(f"/proc/{pid}/net/{name}") as fh:
             lines = fh.read().splitlines()
         for head, values in zip(lines[::2], lines[1::2], strict=True):
             prefix, keys = head.split(":", 1)
-            if prefix in ("TcpExt", "Tcp"):
+            if prefix in ("TcpExt", "Tcp", "Udp"):
                 for key, value in zip(keys.split(), values.split(":", 1)[1].split(), strict=True):
                     counters[f"{prefix}.{key}"] = int(value)
+    with open(f"/proc/{pid}/net/snmp6") as fh:
+        for line in fh:
+            key, value = line.split()
+            if key.startswith("Udp6"):
+                counters[f"Udp6.{key[4:]}"] = int(value)
     return counters
+
+
+def udp_counters(pid: int, family: int) -> dict[str, int]:
+    """The namespace's UDP counters of IP version ``family`` without their prefix
+    (InDatagrams, NoPorts, InErrors, RcvbufErrors, ...)."""
+    prefix = "Udp." if family == 4 else "Udp6."
+    return {k[len(prefix):]: v for k, v in tcp_counters(pid).items() if k.startswith(prefix)}
 
 
 @dataclass
@@ -127,19 +155,27 @@ class Target:
         self.stop()
 
 
-def start_tcp_listener(pair: NamespacePair, workdir: Path, ports: tuple[int, ...], backlog: int) -> Target:
+def start_tcp_listener(pair: NamespacePair, workdir: Path, ports: tuple[int, ...], backlog: int,
+                       family: int = 4) -> Target:
     """The plain listener (``pytrafgen.replay.listener``): never accepts, known backlog."""
     target = Target("listener", pair, workdir, ports)
     # Run as a plain script (-I: isolated, -S: no site): it needs only the standard library, and
     # importing the pytrafgen package would slow every start down.
     script = str(Path(__file__).with_name("listener.py"))
-    target._launch([sys.executable, "-I", "-S", script, "--addr", str(pair.server_addr),
+    target._launch([sys.executable, "-I", "-S", script, "--addr", str(pair.server(family)),
                     "--ports", ",".join(map(str, ports)), "--backlog", str(backlog)])
     return target
 
 
-def start_nginx(pair: NamespacePair, workdir: Path, port: int = 80) -> Target:
-    """nginx with a site, a basic-auth ``/admin/`` location and an access log of status codes."""
+def _listen_address(addr: object) -> str:
+    text = str(addr)
+    return f"[{text}]" if ":" in text else text
+
+
+def start_nginx(pair: NamespacePair, workdir: Path, port: int = 80, family: int = 4,
+                worker_connections: int = 2048) -> Target:
+    """nginx with a site, a basic-auth ``/admin/`` location and an access log of status codes
+    and completion times; ``worker_connections`` is all the connections it can hold at once."""
     binary = require_binary("nginx", "nginx")
     root = workdir / "www"
     (root / "admin").mkdir(parents=True)
@@ -157,10 +193,10 @@ daemon off;
 master_process off;
 pid {workdir}/nginx.pid;
 error_log {workdir}/error.log warn;
-events {{ worker_connections 2048; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
     default_type text/html;
-    log_format replay '$remote_addr $status "$request_method $request_uri" $request_length';
+    log_format replay '$remote_addr $status "$request_method $request_uri" $request_length $msec';
     access_log {access} replay;
     client_body_temp_path {temp}/body;
     proxy_temp_path {temp}/proxy;
@@ -168,7 +204,7 @@ http {{
     uwsgi_temp_path {temp}/uwsgi;
     scgi_temp_path {temp}/scgi;
     server {{
-        listen {pair.server_addr}:{port} backlog=511;
+        listen {_listen_address(pair.server(family))}:{port} backlog=511;
         root {root};
         location /admin/ {{
             auth_basic "admin";
@@ -182,7 +218,7 @@ http {{
     return target
 
 
-def start_mosquitto(pair: NamespacePair, workdir: Path, port: int = 1883) -> Target:
+def start_mosquitto(pair: NamespacePair, workdir: Path, port: int = 1883, family: int = 4) -> Target:
     """mosquitto with password authentication (anonymous refused) and connection logging."""
     binary = require_binary("mosquitto", "mosquitto")
     passwd_tool = require_binary("mosquitto_passwd", "mosquitto")
@@ -195,7 +231,7 @@ def start_mosquitto(pair: NamespacePair, workdir: Path, port: int = 1883) -> Tar
     conf.write_text(f"""
 user root
 per_listener_settings false
-listener {port} {pair.server_addr}
+listener {port} {pair.server(family)}
 allow_anonymous false
 password_file {passwd}
 persistence false
@@ -210,4 +246,12 @@ log_timestamp true
 """)
     target = Target("mosquitto", pair, workdir, (port,), logs={"log": log})
     target._launch([binary, "-c", str(conf)])
+    return target
+
+
+def start_coap_server(pair: NamespacePair, workdir: Path, port: int = 5683, family: int = 4) -> Target:
+    """libcoap's ``coap-server`` (the lab's CoAP service) on UDP ``port``, answering GET /time,
+    /, /.well-known/core and the other example resources."""
+    target = Target("coap-server", pair, workdir, (port,))
+    target._launch([require_binary("coap-server", COAP_PACKAGE), "-A", str(pair.server(family)), "-p", str(port), "-v", "0"])
     return target

@@ -1,7 +1,8 @@
-"""What replay takes from a capture: the client side of each TCP flow, in time order.
+"""What replay takes from a capture: the client side of each TCP and UDP flow, in time order.
 
 Read with ``pytrafgen.read_pcap`` and ``pytrafgen.assemble_flows`` (architecture §1-2). Only
-client-to-server TCP packets are kept: the server's side is what the live target produces.
+client-to-server TCP and UDP packets are kept: the server's side is what the live target
+produces. Each flow remembers its IP version, so a scenario replays an IPv6 capture over IPv6.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from pytrafgen.errors import ReplayError
 
-TCP = 6
+TCP, UDP = 6, 17
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 
@@ -23,13 +24,14 @@ class TracePacket:
     flags: int
     sport: int
     dport: int
-    tcp_header: bytes  # the TCP header as captured, options included
+    l4_header: bytes  # the TCP (options included) or UDP header as captured
     payload: bytes
+    proto: int = TCP
 
     @property
     def is_syn(self) -> bool:
         """A connection opening: SYN without ACK."""
-        return bool(self.flags & SYN) and not self.flags & ACK
+        return self.proto == TCP and bool(self.flags & SYN) and not self.flags & ACK
 
 
 @dataclass
@@ -39,16 +41,21 @@ class TraceFlow:
     start_ns: int
     end_ns: int
     packets: list[TracePacket] = field(default_factory=list)
+    proto: int = TCP
+    family: int = 4  # IP version of the captured flow
 
     def messages(self) -> list[tuple[int, bytes]]:
-        """The client's payload segments as (ns after the flow's start, bytes); a segment
-        retransmitted (same sequence number, same bytes) is sent once."""
+        """The client's payload segments (TCP) or datagrams (UDP) as (ns after the flow's start,
+        bytes); a TCP segment retransmitted (same sequence number, same bytes) is sent once."""
         seen: set[tuple[int, bytes]] = set()
         out = []
         for pkt in self.packets:
-            if not pkt.payload:
+            if not pkt.payload and pkt.proto == TCP:
                 continue
-            seq = int.from_bytes(pkt.tcp_header[4:8], "big")
+            if pkt.proto != TCP:
+                out.append((pkt.ts_ns - self.start_ns, pkt.payload))
+                continue
+            seq = int.from_bytes(pkt.l4_header[4:8], "big")
             if (seq, pkt.payload) in seen:
                 continue
             seen.add((seq, pkt.payload))
@@ -75,9 +82,19 @@ class Trace:
     def n_packets(self) -> int:
         return sum(len(f.packets) for f in self.flows)
 
+    @property
+    def family(self) -> int:
+        """6 when most client packets are IPv6 (the scenario then replays over IPv6), else 4."""
+        v6 = sum(len(f.packets) for f in self.flows if f.family == 6)
+        return 6 if v6 * 2 > self.n_packets() else 4
+
+    def of_proto(self, proto: int) -> Trace:
+        """The flows of one transport protocol only."""
+        return Trace(path=self.path, flows=[f for f in self.flows if f.proto == proto])
+
 
 def load_trace(path: str | Path) -> Trace:
-    """Read ``path`` and keep the client side of its TCP flows (IPv4 or IPv6)."""
+    """Read ``path`` and keep the client side of its TCP and UDP flows (IPv4 or IPv6)."""
     from pytrafgen import assemble_flows, read_pcap
 
     path = Path(path)
@@ -87,7 +104,8 @@ def load_trace(path: str | Path) -> Trace:
     flows = assemble_flows(table)
     flow_id = np.asarray(flows.flow_id)
     direction = np.asarray(flows.direction)
-    keep = np.flatnonzero((np.asarray(table.status) == 0) & (np.asarray(table.proto) == TCP)
+    proto = np.asarray(table.proto)
+    keep = np.flatnonzero((np.asarray(table.status) == 0) & np.isin(proto, (TCP, UDP))
                           & (flow_id >= 0) & (direction == 0))
     keep = keep[np.argsort(np.asarray(table.ts_ns)[keep], kind="stable")]
     data = np.asarray(table.data)
@@ -96,19 +114,21 @@ def load_trace(path: str | Path) -> Trace:
     l4_len = np.asarray(table.l4_hdr_len)
     pay_off = np.asarray(table.payload_off)
     pay_len = np.asarray(table.payload_len)
+    l3 = np.asarray(table.l3)
     by_flow: dict[int, TraceFlow] = {}
     for i in keep.tolist():
         fid = int(flow_id[i])
         if fid not in by_flow:
             by_flow[fid] = TraceFlow(client_port=int(flows.client_port[fid]), server_port=int(flows.server_port[fid]),
-                                     start_ns=int(flows.start_ns[fid]), end_ns=int(flows.end_ns[fid]))
+                                     start_ns=int(flows.start_ns[fid]), end_ns=int(flows.end_ns[fid]),
+                                     proto=int(proto[i]), family=6 if int(l3[i]) == 6 else 4)
         base = int(frame_off[i])
         header = data[base + int(l4_off[i]): base + int(l4_off[i]) + int(l4_len[i])].tobytes()
-        if len(header) < 20:
-            continue  # a truncated TCP header cannot be re-sent faithfully
+        if len(header) < (20 if proto[i] == TCP else 8):
+            continue  # a truncated transport header cannot be re-sent faithfully
         payload = data[base + int(pay_off[i]): base + int(pay_off[i]) + int(pay_len[i])].tobytes()
         by_flow[fid].packets.append(TracePacket(
             ts_ns=int(table.ts_ns[i]), flags=int(table.tcp_flags[i]), sport=int(table.sport[i]),
-            dport=int(table.dport[i]), tcp_header=header, payload=payload))
+            dport=int(table.dport[i]), l4_header=header, payload=payload, proto=int(proto[i])))
     ordered = sorted(by_flow.values(), key=lambda f: f.start_ns)
     return Trace(path=path, flows=ordered)
