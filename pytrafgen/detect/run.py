@@ -1,0 +1,154 @@
+"""Run a detector over captures: one verdict per flow, streamed (see :mod:`.stream`)."""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from pytrafgen.detect.model import Detector
+from pytrafgen.detect.stream import DEFAULT_CHUNK_PACKETS, iter_flow_batches
+from pytrafgen.errors import PytrafgenError
+
+VERDICT_COLUMNS = ("file", "proto", "client_addr", "client_port", "server_addr", "server_port", "start", "end",
+                   "packets", "bytes", "predicted_class", "probability", "verdict")
+PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
+@dataclass
+class Verdicts:
+    """Verdicts for one batch of finished flows (columns, one entry per flow)."""
+
+    file: str
+    first_row: np.ndarray  # the flow's first packet, as a row of its capture
+    proto: np.ndarray
+    client_addr: list[str]
+    client_port: np.ndarray
+    server_addr: list[str]
+    server_port: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    packets: np.ndarray
+    bytes: np.ndarray
+    predicted: np.ndarray  # class index
+    probability: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.predicted)
+
+
+@dataclass
+class RunSummary:
+    classes: list[str]
+    class_kinds: dict[str, str]
+    flows: np.ndarray = field(init=False)
+    packets: np.ndarray = field(init=False)
+    bytes: np.ndarray = field(init=False)
+    probability_sum: np.ndarray = field(init=False)
+    skipped: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.classes)
+        self.flows, self.packets = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.bytes, self.probability_sum = np.zeros(n, np.int64), np.zeros(n)
+
+    def add(self, v: Verdicts) -> None:
+        n = len(self.classes)
+        self.flows += np.bincount(v.predicted, minlength=n)
+        self.packets += np.bincount(v.predicted, weights=v.packets, minlength=n).astype(np.int64)
+        self.bytes += np.bincount(v.predicted, weights=v.bytes, minlength=n).astype(np.int64)
+        self.probability_sum += np.bincount(v.predicted, weights=v.probability, minlength=n)
+
+    def to_json(self) -> dict[str, Any]:
+        rows = []
+        for i, c in enumerate(self.classes):
+            rows.append({"class": c, "verdict": self.class_kinds.get(c, "unknown"), "flows": int(self.flows[i]),
+                         "packets": int(self.packets[i]), "bytes": int(self.bytes[i]),
+                         "mean_probability": float(self.probability_sum[i] / self.flows[i]) if self.flows[i] else None})
+        malicious = sum(r["flows"] for r in rows if r["verdict"] == "malicious")
+        return {"files": self.files, "flows": int(self.flows.sum()), "malicious_flows": malicious,
+                "per_class": rows, "skipped": dict(self.skipped)}
+
+
+def _address_strings(addrs: np.ndarray) -> list[str]:
+    """Text of (F,16) IPv4-mapped/IPv6 addresses, formatting each distinct address once."""
+    if len(addrs) == 0:
+        return []
+    unique, inverse = np.unique(np.ascontiguousarray(addrs).view(np.dtype((np.void, 16))).ravel(),
+                                return_inverse=True)
+    texts = []
+    for raw in unique:
+        address = ipaddress.IPv6Address(bytes(raw))
+        texts.append(str(address.ipv4_mapped or address))
+    return [texts[i] for i in inverse.ravel()]
+
+
+def iter_verdicts(detector: Detector, path: str | Path, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
+                  skipped: dict[str, int] | None = None) -> Iterator[Verdicts]:
+    """Verdicts of every flow of one capture, batch by batch as flows finish."""
+    for batch in iter_flow_batches(path, detector.header.settings, chunk_packets):
+        if skipped is not None:
+            for k, v in batch.skipped.items():
+                skipped[k] = skipped.get(k, 0) + v
+        done = np.flatnonzero(batch.done)
+        if len(done) == 0:
+            continue
+        inputs = detector.encode(batch.packets, batch.flows)[done]
+        proba = detector.predict_proba(inputs)
+        predicted = proba.argmax(axis=1)
+        f = batch.flows
+        order = np.argsort(batch.first_row[done], kind="stable")
+        sel = done[order]
+        yield Verdicts(
+            str(path), batch.first_row[sel], np.asarray(f.proto)[sel], _address_strings(np.asarray(f.client_addr)[sel]),
+            np.asarray(f.client_port)[sel], _address_strings(np.asarray(f.server_addr)[sel]),
+            np.asarray(f.server_port)[sel], np.asarray(f.start_ns)[sel], np.asarray(f.end_ns)[sel],
+            np.asarray(f.packets)[sel], np.asarray(f.bytes)[sel], predicted[order],
+            proba[order, predicted[order]],
+        )
+
+
+def _iso(ns: int) -> str:
+    import datetime as dt
+
+    seconds, frac = divmod(int(ns), 1_000_000_000)
+    stamp = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{frac:09d}Z"
+
+
+def write_verdict_rows(writer: Any, v: Verdicts, detector: Detector) -> None:
+    classes = detector.header.classes
+    for i in range(len(v)):
+        cls = classes[int(v.predicted[i])]
+        writer.writerow([v.file, PROTO_NAMES.get(int(v.proto[i]), str(int(v.proto[i]))), v.client_addr[i],
+                         int(v.client_port[i]), v.server_addr[i], int(v.server_port[i]), _iso(v.start_ns[i]),
+                         _iso(v.end_ns[i]), int(v.packets[i]), int(v.bytes[i]), cls, f"{v.probability[i]:.4f}",
+                         detector.header.verdict(cls)])
+
+
+def run_detector(detector: Detector, paths: Sequence[str | Path], out: TextIO | None,
+                 chunk_packets: int = DEFAULT_CHUNK_PACKETS) -> RunSummary:
+    """Classify every flow of ``paths``; write the verdict CSV to ``out`` (if given)."""
+    summary = RunSummary(list(detector.header.classes), dict(detector.header.class_kinds))
+    writer = csv.writer(out) if out is not None else None
+    if writer is not None:
+        writer.writerow(VERDICT_COLUMNS)
+    for path in paths:
+        summary.files.append(str(path))
+        before = int(summary.flows.sum())
+        for verdicts in iter_verdicts(detector, path, chunk_packets, summary.skipped):
+            summary.add(verdicts)
+            if writer is not None:
+                write_verdict_rows(writer, verdicts, detector)
+        if int(summary.flows.sum()) == before:
+            raise PytrafgenError(f"{path}: no IP traffic (no flows to classify)")
+    return summary
+
+
+__all__ = ["VERDICT_COLUMNS", "RunSummary", "Verdicts", "iter_verdicts", "run_detector"]
