@@ -49,6 +49,8 @@ def train(
     = 0.2,
     max_flows_per_class: Annotated[int, typer.Option(
         "--max-flows-per-class", help="Training flows per class at most, real and generated each (0: all).")] = 5000,
+    steps: Annotated[int | None, typer.Option(
+        "--steps", help="transformer: fine-tuning steps (default 300, a few CPU minutes).")] = None,
     idle_timeout: IdleTimeout = 120.0,
     max_flow_packets: MaxFlowPackets = 100,
     seed: Seed = 0,
@@ -65,7 +67,8 @@ def train(
     settings = FlowSettings(idle_timeout, max_flow_packets)
     real = load_labeled(captures, _manifest(labels), settings)
     gen = load_labeled(generated, None, settings, generated=True) if generated else None
-    result = train_detector(model, real, gen, val_share=val_share, seed=seed, max_flows_per_class=max_flows_per_class)
+    result = train_detector(model, real, gen, val_share=val_share, seed=seed, max_flows_per_class=max_flows_per_class,
+                            transformer_steps=steps)
     result.detector.save(out)
     if as_json:
         typer.echo(json.dumps({"detector": str(out), "training": result.detector.header.training,

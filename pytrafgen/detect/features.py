@@ -100,7 +100,7 @@ def _first_payload_bytes(packets: Any, rows: np.ndarray) -> tuple[np.ndarray, np
     inside = k[None, :] < length[:, None]
     data = np.asarray(packets.data)
     idx = np.where(inside, start[:, None] + k[None, :], 0)
-    values = np.where(inside, data[idx] if len(data) else 0, -1).astype(np.float64)
+    values = np.where(inside, data[idx].astype(np.float64) if len(data) else 0.0, -1.0)
     return np.asarray(packets.payload_wirelen)[rows].astype(np.float64), values
 
 

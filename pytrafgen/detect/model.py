@@ -180,13 +180,18 @@ class SklearnDetector(Detector):
         return {"forest": ForestDetector, "boosting": BoostingDetector}[header.kind](header, model)
 
 
+# Prediction cost grows linearly with the trees and `detect run` must keep up with the reader;
+# 50 trees are the compromise measured in benchmarks/results/detect.md.
+FOREST_TREES = 50
+
+
 class ForestDetector(SklearnDetector):
     kind = "forest"
 
     def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
         from sklearn.ensemble import RandomForestClassifier
 
-        self.model = RandomForestClassifier(n_estimators=100, min_samples_leaf=1, class_weight="balanced_subsample",
+        self.model = RandomForestClassifier(n_estimators=FOREST_TREES, class_weight="balanced_subsample",
                                             n_jobs=1, random_state=seed)
         self.model.fit(inputs, labels)
 
@@ -202,8 +207,9 @@ class BoostingDetector(SklearnDetector):
         self.model.fit(inputs, labels)
 
 
-def new_detector(kind: str, header: DetectorHeader) -> Detector:
-    """An untrained detector of ``kind`` (the header's ``kind`` and inputs are set here)."""
+def new_detector(kind: str, header: DetectorHeader, transformer_steps: int | None = None) -> Detector:
+    """An untrained detector of ``kind`` (the header's ``kind`` and inputs are set here);
+    ``transformer_steps``: fine-tuning steps of a transformer (default: its own)."""
     from pytrafgen.detect.features import FEATURE_NAMES
 
     if kind not in KINDS:
@@ -212,7 +218,9 @@ def new_detector(kind: str, header: DetectorHeader) -> Detector:
     if kind == "transformer":
         from pytrafgen.detect.transformer import TransformerDetector
 
-        return TransformerDetector.untrained(header)
+        if transformer_steps is None:
+            return TransformerDetector.untrained(header)
+        return TransformerDetector.untrained(header, steps=transformer_steps)
     header.features = list(FEATURE_NAMES)
     return SklearnDetector.from_kind(header)
 

@@ -114,22 +114,20 @@ def iter_verdicts(detector: Detector, path: str | Path, chunk_packets: int = DEF
         )
 
 
-def _iso(ns: int) -> str:
-    import datetime as dt
-
-    seconds, frac = divmod(int(ns), 1_000_000_000)
-    stamp = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{frac:09d}Z"
+def _iso(ns: np.ndarray) -> list[str]:
+    """UTC ISO-8601 text of nanosecond timestamps, e.g. 2026-11-22T10:47:08.679486000Z."""
+    return [t + "Z" for t in np.datetime_as_string(np.asarray(ns, np.int64).astype("datetime64[ns]"), unit="ns")]
 
 
 def write_verdict_rows(writer: Any, v: Verdicts, detector: Detector) -> None:
     classes = detector.header.classes
-    for i in range(len(v)):
-        cls = classes[int(v.predicted[i])]
-        writer.writerow([v.file, PROTO_NAMES.get(int(v.proto[i]), str(int(v.proto[i]))), v.client_addr[i],
-                         int(v.client_port[i]), v.server_addr[i], int(v.server_port[i]), _iso(v.start_ns[i]),
-                         _iso(v.end_ns[i]), int(v.packets[i]), int(v.bytes[i]), cls, f"{v.probability[i]:.4f}",
-                         detector.header.verdict(cls)])
+    names = [classes[i] for i in v.predicted.tolist()]
+    kinds = {c: detector.header.verdict(c) for c in classes}
+    protos = [PROTO_NAMES.get(p, str(p)) for p in v.proto.tolist()]
+    writer.writerows(zip([v.file] * len(v), protos, v.client_addr, v.client_port.tolist(), v.server_addr,
+                         v.server_port.tolist(), _iso(v.start_ns), _iso(v.end_ns), v.packets.tolist(),
+                         v.bytes.tolist(), names, [f"{p:.4f}" for p in v.probability.tolist()],
+                         [kinds[c] for c in names], strict=True))
 
 
 def run_detector(detector: Detector, paths: Sequence[str | Path], out: TextIO | None,

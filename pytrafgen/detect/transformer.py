@@ -72,7 +72,8 @@ class TransformerDetector(Detector):
     kind = "transformer"
 
     def __init__(self, header: DetectorHeader, vocab_json: dict[str, Any], gpt_config: dict[str, Any],
-                 classifier: FlowClassifier | None = None, max_tokens: int = MAX_TOKENS) -> None:
+                 classifier: FlowClassifier | None = None, max_tokens: int = MAX_TOKENS,
+                 steps: int = TRAIN_STEPS) -> None:
         super().__init__(header)
         from pytrafgen.tokenizer.vocab import Vocabulary
 
@@ -81,10 +82,12 @@ class TransformerDetector(Detector):
         self.gpt_config = gpt_config
         self.classifier = classifier
         self.max_tokens = max_tokens
+        self.steps = steps
         self.pad = self.vocab.special("PAD")
 
     @classmethod
-    def untrained(cls, header: DetectorHeader, backbone: Path = DEFAULT_BACKBONE) -> TransformerDetector:
+    def untrained(cls, header: DetectorHeader, backbone: Path = DEFAULT_BACKBONE,
+                  steps: int = TRAIN_STEPS) -> TransformerDetector:
         """Starts from the generator checkpoint ``backbone`` (default: the bundled model)."""
         from pytrafgen.safetensors_io import load_torch
 
@@ -95,7 +98,7 @@ class TransformerDetector(Detector):
             raise DetectorError(f"{backbone}: cannot read the backbone checkpoint ({exc})") from None
         header.vocab_hash = str(vocab_json["hash"])
         header.training["backbone"] = str(backbone)
-        det = cls(header, vocab_json, dict(config["model"]))
+        det = cls(header, vocab_json, dict(config["model"]), steps=steps)
         classifier = FlowClassifier(det.gpt_config, len(header.classes))
         classifier.gpt.load_state_dict(load_torch(backbone / "weights.safetensors"))
         det.classifier = classifier
@@ -125,8 +128,9 @@ class TransformerDetector(Detector):
 
     # --- training and inference ---------------------------------------------------------------
 
-    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int, steps: int = TRAIN_STEPS) -> None:
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
         torch = _torch()
+        steps = self.steps
         assert self.classifier is not None
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
