@@ -3,6 +3,7 @@ frame, plain Python computes every statistic flow by flow."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 
@@ -57,7 +58,6 @@ def _reference(table: pytrafgen.PacketTable, flows: object, f: int) -> dict[str,
     ref["proto"] = int(flows.proto[f])
     ref["server_port"] = int(flows.server_port[f])
     ref["client_port_privileged"] = float(int(flows.client_port[f]) < 1024)
-    duration = (pkts[-1]["ts"] - pkts[0]["ts"]) / 1e9 if pkts else 0.0
     duration = (max(p["ts"] for p in pkts) - min(p["ts"] for p in pkts)) / 1e9
     ref["duration_s"] = duration
     sides = {"fwd": [p for p in pkts if p["dir"] == 0], "bwd": [p for p in pkts if p["dir"] == 1]}
@@ -74,7 +74,7 @@ def _reference(table: pytrafgen.PacketTable, flows: object, f: int) -> dict[str,
     for side, ps in (("all", pkts), *sides.items()):
         for name, v in _stats([p["size"] for p in ps]).items():
             ref[f"pkt_len_{side}_{name}"] = v
-        gaps = [max(b["ts"] - a["ts"], 0) / 1e9 for a, b in zip(ps, ps[1:])]
+        gaps = [max(b["ts"] - a["ts"], 0) / 1e9 for a, b in itertools.pairwise(ps)]
         for name, v in _stats(gaps).items():
             ref[f"iat_{side}_{name}"] = v
     for name, bit in (("fin", 1), ("syn", 2), ("rst", 4), ("psh", 8), ("ack", 16), ("urg", 32), ("ece", 64),
