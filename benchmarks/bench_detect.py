@@ -77,9 +77,9 @@ def _train(kind: str, real: Any, generated: Any = None, **kw: Any) -> Any:
     return result
 
 
-def part_ab(args: argparse.Namespace, real: Any, cross: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kind in KINDS:
+def part_ab(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(previous)
+    for kind in args.kinds.split(","):
         print(f"(a/b) {kind} …", flush=True)
         result = _train(kind, real, seed=args.seed, max_val_flows_per_class=args.max_test_flows)
         det = result.detector
@@ -116,15 +116,15 @@ def generate_markov(args: argparse.Namespace) -> Path:
     return pcap
 
 
-def part_c(args: argparse.Namespace, real: Any, cross: Any) -> dict[str, Any]:
+def part_c(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, Any]) -> dict[str, Any]:
     from pytrafgen.detect.data import load_labeled
 
     pcap = generate_markov(args)
     generated = load_labeled([pcap], None, real.settings, generated=True)
     out: dict[str, Any] = {"generated": {"pcap": str(pcap), "flows": generated.n_flows,
                                          "per_class": args.generated_per_class},
-                           "train_fraction": args.fraction, "detectors": {}}
-    for kind in KINDS:
+                           "train_fraction": args.fraction, "detectors": dict(previous.get("detectors", {}))}
+    for kind in args.kinds.split(","):
         seeds = [args.seed] if kind == "transformer" else [args.seed + i for i in range(args.scarce_seeds)]
         rows: dict[str, list[dict[str, Any]]] = {"real_only": [], "real_plus_generated": []}
         for seed in seeds:
@@ -318,6 +318,7 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=1_000_000)
     parser.add_argument("--gb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="detectors to measure (comma-separated)")
     args = parser.parse_args()
 
     import torch
@@ -338,10 +339,10 @@ def main() -> None:
     real = _load(SHARED, settings) if need_data else None
     cross = _load(args.cross, settings) if need_data and args.cross is not None else None
     if "a" in args.parts or "b" in args.parts:
-        report["ab"] = part_ab(args, real, cross)
+        report["ab"] = part_ab(args, real, cross, report.get("ab", {}))
         write_results(RESULTS, report, markdown(report))
     if "c" in args.parts:
-        report["c"] = part_c(args, real, cross)
+        report["c"] = part_c(args, real, cross, report.get("c", {}))
         write_results(RESULTS, report, markdown(report))
     if "d" in args.parts:
         report["d"] = part_d(args)

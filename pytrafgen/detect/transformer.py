@@ -1,8 +1,8 @@
 """``transformer`` detector: the pre-trained AR generator's backbone with a classification head.
 
-A flow is tokenized exactly as the generator sees it (``BOS <flow header> PKT …``, the
-vocabulary of the bundled default model), except that the class token after BOS is left out
-— the class is what the detector must find. The first ``max_tokens`` tokens go through the
+A flow is tokenized as the generator sees it (``BOS <flow header> PKT …``, the vocabulary of
+the bundled default model), without the class token — the class is what the detector must
+find — and without the fields in ``DROPPED_FIELDS``. The first ``max_tokens`` tokens go through the
 GPT's embeddings and blocks (:class:`pytrafgen.generators.ar.model.GPT`, imported, not
 changed); the final hidden states are averaged over the flow's tokens and a linear head gives
 the class. Fine-tuning updates the whole backbone and the head, with class-balanced batches.
@@ -27,8 +27,15 @@ DEFAULT_BACKBONE = Path(__file__).resolve().parent.parent / "data" / "default_mo
 WEIGHTS_FILE = "weights.safetensors"
 VOCAB_FILE = "vocab.json"
 BACKBONE_FILE = "backbone.json"
-MAX_TOKENS = 96
-TRAIN_STEPS = 300
+MAX_TOKENS = 128
+TRAIN_STEPS = 400
+# Token fields left out of the detector's view: values that differ between any two recordings
+# of the same traffic (ephemeral client ports, IP ids, raw sequence numbers, TCP option bytes
+# such as timestamps, IPv6 flow labels) and the class token itself. Without them the first
+# MAX_TOKENS reach past the TCP handshake into the first request.
+DROPPED_FIELDS = ("class", "client_port.b1", "client_port.b0", "ip_id.delta", "ip_id.n3", "ip_id.n2", "ip_id.n1",
+                  "ip_id.n0", "tcp_opt.byte", "seq.b3", "seq.b2", "seq.b1", "seq.b0", "ack.b3", "ack.b2", "ack.b1",
+                  "ack.b0", "flow_label.n4", "flow_label.n3", "flow_label.n2", "flow_label.n1", "flow_label.n0")
 BATCH = 16
 PREDICT_BATCH = 64
 
@@ -73,7 +80,7 @@ class TransformerDetector(Detector):
 
     def __init__(self, header: DetectorHeader, vocab_json: dict[str, Any], gpt_config: dict[str, Any],
                  classifier: FlowClassifier | None = None, max_tokens: int = MAX_TOKENS,
-                 steps: int = TRAIN_STEPS) -> None:
+                 steps: int = TRAIN_STEPS, dropped_fields: tuple[str, ...] = DROPPED_FIELDS) -> None:
         super().__init__(header)
         from pytrafgen.tokenizer.vocab import Vocabulary
 
@@ -84,6 +91,14 @@ class TransformerDetector(Detector):
         self.max_tokens = max_tokens
         self.steps = steps
         self.pad = self.vocab.special("PAD")
+        unknown = [f for f in dropped_fields if f not in self.vocab.ranges]
+        if unknown:
+            raise DetectorError(f"the vocabulary has no fields {', '.join(unknown)}")
+        self.dropped_fields = tuple(dropped_fields)
+        self.dropped = np.zeros(self.vocab.size, bool)
+        for name in dropped_fields:
+            r = self.vocab.ranges[name]
+            self.dropped[r.start : r.start + r.size] = True
 
     @classmethod
     def untrained(cls, header: DetectorHeader, backbone: Path = DEFAULT_BACKBONE,
@@ -107,7 +122,7 @@ class TransformerDetector(Detector):
     # --- inputs -------------------------------------------------------------------------------
 
     def encode(self, packets: Any, flows: Any) -> np.ndarray:
-        """(F, max_tokens) int32: each flow's first tokens without its class token, PAD after."""
+        """(F, max_tokens) int32: each flow's first kept tokens (see DROPPED_FIELDS), PAD after."""
         from pytrafgen.tokenizer.encode import encode_flows
 
         n = len(flows)
@@ -116,14 +131,12 @@ class TransformerDetector(Detector):
             return out
         encoded = encode_flows(packets, flows, np.zeros(n, np.int32), self.vocab)
         tokens, offsets = np.asarray(encoded.tokens), np.asarray(encoded.offsets)
-        # drop position 1 (the class token) of each flow; keep BOS and what follows the class
-        start = offsets[:-1]
-        length = np.maximum(offsets[1:] - start - 1, 0)
-        take = np.minimum(length, self.max_tokens)
-        col = np.arange(self.max_tokens)
-        inside = col[None, :] < take[:, None]
-        src = np.where(col[None, :] == 0, start[:, None], start[:, None] + col[None, :] + 1)
-        out[inside] = tokens[np.minimum(src, len(tokens) - 1)][inside]
+        keep = ~self.dropped[tokens]
+        flow = np.repeat(np.arange(n), np.diff(offsets))
+        kept_before = np.r_[0, np.cumsum(keep)]  # kept tokens before each position
+        position = kept_before[:-1] - kept_before[offsets[:-1]][flow]
+        take = keep & (position < self.max_tokens)
+        out[flow[take], position[take]] = tokens[take]
         return out
 
     # --- training and inference ---------------------------------------------------------------
@@ -189,8 +202,9 @@ class TransformerDetector(Detector):
         assert self.classifier is not None
         save_torch(self.classifier.state_dict(), directory / WEIGHTS_FILE, {"detector": self.kind})
         (directory / VOCAB_FILE).write_text(json.dumps(self.vocab_json))
-        (directory / BACKBONE_FILE).write_text(json.dumps({"model": self.gpt_config, "max_tokens": self.max_tokens},
-                                                          indent=2))
+        (directory / BACKBONE_FILE).write_text(json.dumps(
+            {"model": self.gpt_config, "max_tokens": self.max_tokens, "dropped_fields": list(self.dropped_fields)},
+            indent=2))
 
     @classmethod
     def load_model(cls, header: DetectorHeader, directory: Path) -> TransformerDetector:
@@ -201,13 +215,14 @@ class TransformerDetector(Detector):
             vocab_json = json.loads((directory / VOCAB_FILE).read_text())
             shape = json.loads((directory / BACKBONE_FILE).read_text())
             gpt_config, max_tokens = dict(shape["model"]), int(shape["max_tokens"])
+            dropped_fields = tuple(str(f) for f in shape["dropped_fields"])
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise DetectorError(f"{directory}: incomplete transformer detector ({type(exc).__name__}: {exc})") from None
         if str(vocab_json.get("hash")) != header.vocab_hash:
             raise DetectorError(f"{directory}: {VOCAB_FILE} (hash {vocab_json.get('hash')}) is not the vocabulary "
                                 f"the detector was trained with ({header.vocab_hash})")
         try:
-            det = cls(header, vocab_json, gpt_config, max_tokens=max_tokens)
+            det = cls(header, vocab_json, gpt_config, max_tokens=max_tokens, dropped_fields=dropped_fields)
             classifier = FlowClassifier(gpt_config, len(header.classes))
         except Exception as exc:  # a vocabulary or shape this pytrafgen cannot build
             raise DetectorError(f"{directory}: cannot build the model ({type(exc).__name__}: {exc})") from None
