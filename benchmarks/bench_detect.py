@@ -338,15 +338,26 @@ def main() -> None:
     need_data = bool(set(args.parts) & set("abc"))
     real = _load(SHARED, settings) if need_data else None
     cross = _load(args.cross, settings) if need_data and args.cross is not None else None
+    done: list[str] = ["date", "cpu", "command", "train_captures", "max_test_flows", "cross_captures"]
+
+    def save() -> None:
+        # parts measured by other runs since this one started stay as they are now on disk
+        merged = json.loads(previous.read_text()) if previous.exists() else {}
+        merged.update({k: report[k] for k in done if k in report})
+        write_results(RESULTS, merged, markdown(merged))
+
     if "a" in args.parts or "b" in args.parts:
         report["ab"] = part_ab(args, real, cross, report.get("ab", {}))
-        write_results(RESULTS, report, markdown(report))
+        done.append("ab")
+        save()
     if "c" in args.parts:
         report["c"] = part_c(args, real, cross, report.get("c", {}))
-        write_results(RESULTS, report, markdown(report))
+        done.append("c")
+        save()
     if "d" in args.parts:
         report["d"] = part_d(args)
-    write_results(RESULTS, report, markdown(report))
+        done.append("d")
+        save()
 
 
 if __name__ == "__main__":

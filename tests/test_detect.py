@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from capture_files import ng_epb, ng_idb, ng_shb
 from typer.testing import CliRunner
 
 import pytrafgen
@@ -281,3 +282,21 @@ def test_bad_input_is_one_line_exit_2(forest: Path, tmp_path: Path, fails: objec
     (mine / "notes.txt").write_text("keep")
     fails(["detect", "train", *CAPTURES[:2], "--labels", MANIFEST, "--out", mine], "refusing")
     assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_pcapng_gives_the_same_verdicts(forest: Path, tmp_path: Path) -> None:
+    source = CORPUS / "benign_mqtt.pcap"
+    table = pytrafgen.read_pcap(source)
+    blocks = [ng_shb("<"), ng_idb("<", 1, tsresol=9)]
+    blocks += [ng_epb("<", 0, int(table.ts_ns[i]), table.frame(i), int(table.wirelen[i])) for i in range(len(table))]
+    ng = tmp_path / "benign_mqtt.pcapng"
+    ng.write_bytes(b"".join(blocks))
+    det = load_detector(forest)
+    rows = {}
+    for path in (source, ng):
+        out = tmp_path / f"{path.suffix[1:]}.csv"
+        with out.open("w", newline="") as fh:
+            run_detector(det, [path], fh, chunk_packets=100)
+        with out.open() as fh:
+            rows[path.suffix] = [{k: v for k, v in r.items() if k != "file"} for r in csv.DictReader(fh)]
+    assert rows[".pcap"] == rows[".pcapng"] and len(rows[".pcap"]) > 5
