@@ -58,9 +58,10 @@ class _Segments:
         self.count[self.groups] = np.diff(np.r_[self.starts, len(keys)])
 
     def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
-        out = np.zeros(self.n)
+        """Per group (rows of ``values``, 1-D or 2-D); 0 for a group without values."""
+        out = np.zeros((self.n, *values.shape[1:]))
         if len(self.starts):
-            out[self.groups] = ufunc.reduceat(values, self.starts)
+            out[self.groups] = ufunc.reduceat(values, self.starts, axis=0)
         return out
 
     def first(self, values: np.ndarray, missing: float = -1.0) -> np.ndarray:
@@ -163,15 +164,21 @@ def detect_features(packets: Any, flows: Any, flow_id: np.ndarray | None = None,
         cols[f"iat_all_{name}"] = values
         cols[f"iat_fwd_{name}"], cols[f"iat_bwd_{name}"] = sides(side_iat[name])
 
-    for flag, bit in _FLAGS:
-        cols[f"{flag}_count"] = per_flow.reduce(np.add, ((flags_f & bit) != 0) * 1.0)
-    for flag, bit in (("psh", 8), ("syn", 2), ("rst", 4)):
-        cols[f"{flag}_fwd"], cols[f"{flag}_bwd"] = sides(per_side.reduce(np.add, ((flags_s & bit) != 0) * 1.0))
+    # all flag counts in one reduction over a (packets, flags) 0/1 matrix
+    bits = np.array([bit for _, bit in _FLAGS])
+    counts = per_flow.reduce(np.add, ((flags_f[:, None] & bits) != 0).astype(np.float64))
+    for j, (flag, _) in enumerate(_FLAGS):
+        cols[f"{flag}_count"] = counts[:, j]
+    side_bits = np.array([8, 2, 4])
+    counts = per_side.reduce(np.add, ((flags_s[:, None] & side_bits) != 0).astype(np.float64))
+    for j, flag in enumerate(("psh", "syn", "rst")):
+        cols[f"{flag}_fwd"], cols[f"{flag}_bwd"] = sides(counts[:, j])
 
     is_tcp = np.asarray(packets.proto)[by_side] == 6
     window = np.where(is_tcp, np.asarray(packets.window)[by_side].astype(np.float64), -1.0)
     cols["init_win_fwd"], cols["init_win_bwd"] = sides(per_side.first(window))
-    ttl_mean = per_side.stats(np.asarray(packets.ttl)[by_side].astype(np.float64))["mean"]
+    ttl_sum = per_side.reduce(np.add, np.asarray(packets.ttl)[by_side].astype(np.float64))
+    ttl_mean = np.divide(ttl_sum, per_side.count, out=np.zeros(2 * n), where=per_side.count > 0)
     cols["ttl_fwd"], cols["ttl_bwd"] = sides(ttl_mean)
     proto_f = np.asarray(packets.proto)[by_flow]
     icmp = np.where(np.isin(proto_f, (1, 58)), np.asarray(packets.icmp_type)[by_flow].astype(np.float64), -1.0)

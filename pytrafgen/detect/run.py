@@ -27,9 +27,9 @@ class Verdicts:
     file: str
     first_row: np.ndarray  # the flow's first packet, as a row of its capture
     proto: np.ndarray
-    client_addr: list[str]
+    client_addr: np.ndarray  # (n, 16) uint8, IPv4 as IPv4-mapped IPv6
     client_port: np.ndarray
-    server_addr: list[str]
+    server_addr: np.ndarray
     server_port: np.ndarray
     start_ns: np.ndarray
     end_ns: np.ndarray
@@ -106,8 +106,8 @@ def iter_verdicts(detector: Detector, path: str | Path, chunk_packets: int = DEF
         order = np.argsort(batch.first_row[done], kind="stable")
         sel = done[order]
         yield Verdicts(
-            str(path), batch.first_row[sel], np.asarray(f.proto)[sel], _address_strings(np.asarray(f.client_addr)[sel]),
-            np.asarray(f.client_port)[sel], _address_strings(np.asarray(f.server_addr)[sel]),
+            str(path), batch.first_row[sel], np.asarray(f.proto)[sel], np.asarray(f.client_addr)[sel],
+            np.asarray(f.client_port)[sel], np.asarray(f.server_addr)[sel],
             np.asarray(f.server_port)[sel], np.asarray(f.start_ns)[sel], np.asarray(f.end_ns)[sel],
             np.asarray(f.packets)[sel], np.asarray(f.bytes)[sel], predicted[order],
             proba[order, predicted[order]],
@@ -124,7 +124,8 @@ def write_verdict_rows(writer: Any, v: Verdicts, detector: Detector) -> None:
     names = [classes[i] for i in v.predicted.tolist()]
     kinds = {c: detector.header.verdict(c) for c in classes}
     protos = [PROTO_NAMES.get(p, str(p)) for p in v.proto.tolist()]
-    writer.writerows(zip([v.file] * len(v), protos, v.client_addr, v.client_port.tolist(), v.server_addr,
+    writer.writerows(zip([v.file] * len(v), protos, _address_strings(v.client_addr), v.client_port.tolist(),
+                         _address_strings(v.server_addr),
                          v.server_port.tolist(), _iso(v.start_ns), _iso(v.end_ns), v.packets.tolist(),
                          v.bytes.tolist(), names, [f"{p:.4f}" for p in v.probability.tolist()],
                          [kinds[c] for c in names], strict=True))
