@@ -300,3 +300,20 @@ def test_pcapng_gives_the_same_verdicts(forest: Path, tmp_path: Path) -> None:
         with out.open() as fh:
             rows[path.suffix] = [{k: v for k, v in r.items() if k != "file"} for r in csv.DictReader(fh)]
     assert rows[".pcap"] == rows[".pcapng"] and len(rows[".pcap"]) > 5
+
+
+def test_companion_rows_in_another_order_match_by_ports(tmp_path: Path) -> None:
+    """A labels CSV whose flow_index numbering disagrees with the pcap's own flow order (its
+    proto/ports say so) is matched by (proto, client port, server port) instead."""
+    gen = tmp_path / "gen.pcap"
+    shutil.copy(CORPUS / "http_bruteforce.pcap", gen)
+    whole = pytrafgen.assemble_flows(pytrafgen.read_pcap(gen))
+    classes = ["http_bruteforce" if f % 3 else "benign_http" for f in range(len(whole))]
+    with Path(str(gen) + ".flows.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["flow_index", "class", "proto", "client_port", "server_port"])
+        for new_index, f in enumerate(reversed(range(len(whole)))):  # numbered in reverse order
+            w.writerow([new_index, classes[f], int(whole.proto[f]), int(whole.client_port[f]),
+                        int(whole.server_port[f])])
+    flows = load_labeled([gen], None, FlowSettings(max_flow_packets=0), generated=True)
+    assert flows.captures[0].classes == classes

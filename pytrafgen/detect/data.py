@@ -86,14 +86,29 @@ def read_capture(path: Path, settings: FlowSettings) -> tuple[Any, Any]:
 
 
 def _classes_from_companion(table: Any, flows: Any, companion: Path) -> list[str | None]:
+    """Class per flow of ``flows`` from a companion labels CSV. Rows are matched by
+    ``flow_index``; when the CSV also names each flow's proto and ports and those disagree
+    with the flow at that index (a labels file numbered in another order than the pcap's
+    flows), rows are matched by (proto, client port, server port) instead."""
     from pytrafgen import assemble_flows
     from pytrafgen.evaluate.evalset import _label_flows_by_key, _read_flow_labels
 
     whole = assemble_flows(table)  # the assembly `pytrafgen generate` numbered the flows by
     try:
-        by_flow = _label_flows_by_key(whole, _read_flow_labels(companion), companion)
-    except (KeyError, ValueError) as exc:
-        raise PytrafgenError(f"{companion}: malformed flow labels ({exc})") from None
+        rows = _read_flow_labels(companion)
+        if rows and {"flow_index", "proto", "client_port", "server_port"} <= set(rows[0]):
+            key = np.stack([np.asarray(whole.proto, np.int64), np.asarray(whole.client_port, np.int64),
+                            np.asarray(whole.server_port, np.int64)], axis=1)
+            index = np.array([int(r["flow_index"]) for r in rows], np.int64)
+            given = np.array([[int(r["proto"]), int(r["client_port"]), int(r["server_port"])] for r in rows])
+            inside = (index >= 0) & (index < len(key))
+            if not inside.all() or not (key[index[inside]] == given[inside]).all():
+                rows = [{k: v for k, v in r.items() if k != "flow_index"} for r in rows]
+        by_flow = _label_flows_by_key(whole, rows, companion)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise PytrafgenError(f"{companion}: malformed flow labels ({type(exc).__name__}: {exc})") from None
+    if all(c is None for c in by_flow):
+        raise PytrafgenError(f"{companion}: no row matches a flow of the pcap")
     names = np.array([c if c is not None else "" for c in by_flow] + [""], dtype=object)
     packet_class = names[np.asarray(whole.flow_id)]  # flow_id −1 picks the trailing ""
     return [c or None for c in packet_class[np.asarray(flows.first_packet, np.int64)]]
