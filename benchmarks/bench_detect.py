@@ -65,7 +65,8 @@ def _score(det: Any, flows: Any, select: np.ndarray | None, cap: int, seed: int)
     x = np.concatenate([det.encode(c.packets, c.flows) for c in flows.captures])[rows]
     m = classification_metrics(y[rows], det.predict_proba(x).argmax(axis=1), det.header.classes)
     return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "flows": m["flows"],
-            "f1": {c: v["f1"] for c, v in m["per_class"].items() if v["support"]}}
+            "f1": {c: v["f1"] for c, v in m["per_class"].items() if v["support"]},
+            "support": {c: v["support"] for c, v in m["per_class"].items() if v["support"]}}
 
 
 def _train(kind: str, real: Any, generated: Any = None, **kw: Any) -> Any:
@@ -85,12 +86,21 @@ def part_ab(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str,
         det = result.detector
         if kind == "forest":
             det.save(WORK / "det-forest")
+            scores = [result.validation["macro_f1"]]
+            for seed in range(args.seed + 1, args.seed + 5):
+                scores.append(_train(kind, real, seed=seed, max_val_flows_per_class=args.max_test_flows)
+                              .validation["macro_f1"])
+            within_seeds = {"seeds": list(range(args.seed, args.seed + 5)), "macro_f1": scores}
+        per_class = result.validation["per_class"]
         entry = {"within": {"macro_f1": result.validation["macro_f1"], "flows": result.validation["flows"],
-                            "f1": {c: v["f1"] for c, v in result.validation["per_class"].items() if v["support"]}},
+                            "f1": {c: v["f1"] for c, v in per_class.items() if v["support"]},
+                            "support": {c: v["support"] for c, v in per_class.items() if v["support"]}},
                  "train_cpu_s": det.header.training["train_cpu_s"],
                  "real_flows_train": det.header.training["real_flows_train"]}
         if cross is not None:
             entry["cross"] = _score(det, cross, None, args.max_test_flows, args.seed)
+        if kind == "forest":
+            entry["within_seeds"] = within_seeds
         out[kind] = entry
         print(f"    within {entry['within']['macro_f1']:.4f}"
               + (f", across {entry['cross']['macro_f1']:.4f}" if cross is not None else ""), flush=True)
@@ -253,11 +263,18 @@ def markdown(report: dict[str, Any]) -> str:
             cross = e.get("cross", {}).get("macro_f1")
             lines.append(f"| {kind} | {e['within']['macro_f1']:.4f} | "
                          f"{'' if cross is None else f'{cross:.4f}'} | {e['train_cpu_s']} |")
+        seeds = ab.get("forest", {}).get("within_seeds")
+        if seeds:
+            lines += ["", f"(a) forest over split seeds {seeds['seeds']}: macro-F1 "
+                      f"{np.mean(seeds['macro_f1']):.4f} mean (min {min(seeds['macro_f1']):.4f}, "
+                      f"max {max(seeds['macro_f1']):.4f})."]
         classes = list(next(iter(ab.values()))["within"]["f1"])
-        lines += ["", "Per-class F1 (a → b):", "", "| class | " + " | ".join(ab) + " |",
-                  "|---|" + "---|" * len(ab)]
+        first = next(iter(ab.values()))
+        lines += ["", "Per-class F1 (a → b), with the number of test flows of each class (a / b):", "",
+                  "| class | flows | " + " | ".join(ab) + " |", "|---|---|" + "---|" * len(ab)]
         for c in classes:
-            cells = []
+            cells = [f"{first['within'].get('support', {}).get(c, '?')} / "
+                     f"{first.get('cross', {}).get('support', {}).get(c, '?')}"]
             for e in ab.values():
                 w = e["within"]["f1"].get(c)
                 x = e.get("cross", {}).get("f1", {}).get(c)
@@ -302,9 +319,54 @@ def markdown(report: dict[str, Any]) -> str:
             lines += [f"`pytrafgen detect run` on {g['path']} ({g['bytes'] / 1e9:.2f} GB, {g['flows']:,} flows, "
                       f"verdicts CSV {g['verdicts_csv_mb']:.0f} MB): peak RSS **{g['peak_rss_mb']:.0f} MB**, "
                       f"wall {g['wall_s']:.0f} s.", ""]
-    if report.get("notes"):
-        lines += ["## Notes", "", *report["notes"], ""]
+    lines += targets(report)
     return "\n".join(lines)
+
+
+def targets(report: dict[str, Any]) -> list[str]:
+    """The issue's targets next to what was measured."""
+    rows = []
+    ab = report.get("ab", {})
+    for kind in ("forest", "transformer"):
+        if kind in ab:
+            v = ab[kind]["within"]["macro_f1"]
+            rows.append(f"| (a) {kind} macro-F1 within the shared captures | ≥ 0.99 | {v:.4f} | "
+                        f"{'met' if v >= 0.99 else f'missed by {0.99 - v:.4f}'} |")
+    for kind, e in ab.items():
+        if "cross" in e:
+            v = e["cross"]["macro_f1"]
+            rows.append(f"| (b) {kind} macro-F1 on the SEED=3 recording | aim ≥ 0.95 | {v:.4f} | "
+                        f"{'met' if v >= 0.95 else f'missed by {0.95 - v:.4f}'} |")
+    c = report.get("c", {}).get("detectors", {})
+    if c:
+        better = [k for k, e in c.items() if e.get("cross", {}).get("delta", 0) > 0]
+        rows.append(f"| (c) real + generated beats real only (SEED=3), detectors | ≥ 3 | {len(better)} of {len(c)} "
+                    f"({', '.join(better) or 'none'}) | {'met' if len(better) >= 3 else 'missed'} |")
+    d = report.get("d")
+    if d:
+        v = d["run_packets_per_cpu_s"]
+        rows.append(f"| (d) `detect run` packets per CPU-s (forest) | ≥ 1M | {v / 1e6:.2f}M | "
+                    f"{'met' if v >= 1e6 else f'missed: {v / 1e6:.2f}× of the target'} |")
+    if not rows:
+        return []
+    return ["## Targets", "", "| target | wanted | measured | |", "|---|---|---|---|", *rows, "",
+            *[line for why in WHY for line in (why, "")]]
+
+
+# Why the figures fall where they do (read with the tables above).
+WHY = [
+    "Why: the within-shared macro-F1 averages 13 classes, some with very few held-out flows "
+    "(nmap_version_scan: 18 flows in all, 4 held out; mqtt_publish_flood: one 1,996-packet flow "
+    "cut into 20 segments, 4 held out), so one flow moves a class's F1 by up to 0.3 and the "
+    "macro-F1 by 0.02. Half of nmap_version_scan's flows are nmap's own SYN probes and plain "
+    "HTTP/MQTT requests, flow by flow the same as nmap_syn_scan or benign flows: a flow-level "
+    "detector cannot tell them apart without context across flows (which these features do "
+    "not have). The per-class table shows where the remaining errors are; the forest's mean over "
+    "five seeds of the split (below the first table) shows how much the single split moves.",
+    "The `detect run` figure is CPU time on a shared 2-core machine under a load of 5–6 "
+    "(read_pcap alone ran at the rate shown in the same process, several times below its "
+    "figure on an idle machine in read.md); the ratio to the reader is the stable figure.",
+]
 
 
 def main() -> None:
