@@ -36,20 +36,12 @@ class FlowSettings:
 
 @dataclass
 class CaptureFlows:
-    """One capture: its packets, its flows and, if known, each flow's class name."""
+    """One capture: its packets, its flows and each flow's class name (None: unlabeled)."""
 
     path: Path
     packets: Any  # PacketTable
     flows: Any  # FlowTable
     classes: list[str | None]
-    features: np.ndarray | None = None
-
-    def feature_rows(self) -> np.ndarray:
-        from pytrafgen.detect.features import detect_features
-
-        if self.features is None:
-            self.features = detect_features(self.packets, self.flows)
-        return self.features
 
 
 @dataclass
@@ -62,12 +54,6 @@ class LabeledFlows:
 
     def labels(self) -> list[str | None]:
         return [c for cap in self.captures for c in cap.classes]
-
-    def features(self) -> np.ndarray:
-        from pytrafgen.detect.features import FEATURE_NAMES
-
-        rows = [cap.feature_rows() for cap in self.captures]
-        return np.concatenate(rows) if rows else np.zeros((0, len(FEATURE_NAMES)), np.float32)
 
     @property
     def n_flows(self) -> int:
@@ -141,9 +127,4 @@ def load_labeled(paths: Sequence[Path], manifest: Mapping[str, tuple[str, str]] 
     return LabeledFlows(captures, kinds, settings)
 
 
-def unlabeled(path: Path, settings: FlowSettings) -> CaptureFlows:
-    table, flows = read_capture(path, settings)
-    return CaptureFlows(Path(path), table, flows, [None] * len(flows))
-
-
-__all__ = ["CaptureFlows", "FlowSettings", "LabeledFlows", "load_labeled", "read_capture", "unlabeled"]
+__all__ = ["CaptureFlows", "FlowSettings", "LabeledFlows", "load_labeled", "read_capture"]
