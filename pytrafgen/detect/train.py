@@ -49,8 +49,8 @@ def train_detector(kind: str, real: LabeledFlows, generated: LabeledFlows | None
     ``generated``; validate on the held-out real flows. ``train_fraction`` < 1 keeps that share
     of the real training flows per class (the scarce-data experiment), at least one each;
     ``transformer_steps`` sets a transformer's fine-tuning steps; ``max_val_flows_per_class``
-    (0: all) validates on a seeded subset per class (the transformer predicts ~100 flows/s on
-    one CPU core)."""
+    (0: all) validates on a seeded subset per class (the transformer predicts a few hundred
+    flows per CPU-second)."""
     from pytrafgen.evaluate.evalset import stratified_split
 
     if not 0 < val_share < 1:
