@@ -119,16 +119,21 @@ def _iso(ns: np.ndarray) -> list[str]:
     return [t + "Z" for t in np.datetime_as_string(np.asarray(ns, np.int64).astype("datetime64[ns]"), unit="ns")]
 
 
+CSV_SLICE = 16_384  # rows turned into text at a time (bounds the transient strings)
+
+
 def write_verdict_rows(writer: Any, v: Verdicts, detector: Detector) -> None:
     classes = detector.header.classes
-    names = [classes[i] for i in v.predicted.tolist()]
     kinds = {c: detector.header.verdict(c) for c in classes}
-    protos = [PROTO_NAMES.get(p, str(p)) for p in v.proto.tolist()]
-    writer.writerows(zip([v.file] * len(v), protos, _address_strings(v.client_addr), v.client_port.tolist(),
-                         _address_strings(v.server_addr),
-                         v.server_port.tolist(), _iso(v.start_ns), _iso(v.end_ns), v.packets.tolist(),
-                         v.bytes.tolist(), names, [f"{p:.4f}" for p in v.probability.tolist()],
-                         [kinds[c] for c in names], strict=True))
+    for lo in range(0, len(v), CSV_SLICE):
+        s = slice(lo, lo + CSV_SLICE)
+        names = [classes[i] for i in v.predicted[s].tolist()]
+        protos = [PROTO_NAMES.get(p, str(p)) for p in v.proto[s].tolist()]
+        writer.writerows(zip([v.file] * len(names), protos, _address_strings(v.client_addr[s]),
+                             v.client_port[s].tolist(), _address_strings(v.server_addr[s]), v.server_port[s].tolist(),
+                             _iso(v.start_ns[s]), _iso(v.end_ns[s]), v.packets[s].tolist(), v.bytes[s].tolist(),
+                             names, [f"{p:.4f}" for p in v.probability[s].tolist()], [kinds[c] for c in names],
+                             strict=True))
 
 
 def run_detector(detector: Detector, paths: Sequence[str | Path], out: TextIO | None,
