@@ -258,8 +258,10 @@ def _peak_rss(det_dir: Path, capture: dict[str, Any], env: dict[str, str]) -> di
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# pytrafgen detect", "",
-             f"Measured {report['date']} on {report['cpu']} (2 cores shared with other sessions; one thread, "
-             "`OMP_NUM_THREADS=1`). Command: `" + report["command"] + "`.", "",
+             f"Measured {report['date']} (last part) on {report['cpu']} (2 cores shared with other sessions; "
+             "one thread, `OMP_NUM_THREADS=1`). Commands, one per part: "
+             + "; ".join(f"({p}) `{c}`" for p, c in sorted(report.get("commands", {}).items()))
+             + ". Each part writes its own section of this file.", "",
              f"Training data: `{report['train_captures']}` (13 lab classes). Independent test recording: "
              f"`{report.get('cross_captures')}` ({CROSS_NOTE}). Test sets hold at most "
              f"{report['max_test_flows']} flows per class (seeded choice). Flows: idle timeout 120 s, cut at "
@@ -421,6 +423,8 @@ def main() -> None:
         # parts measured by other runs since this one started stay as they are now on disk
         merged = json.loads(previous.read_text()) if previous.exists() else {}
         merged.update({k: report[k] for k in done if k in report})
+        merged["commands"] = {**merged.get("commands", {}),
+                              **{part: report["command"] for part in ("ab", "c", "d") if part in done}}
         write_results(RESULTS, merged, markdown(merged))
 
     if "a" in args.parts or "b" in args.parts:

@@ -317,3 +317,16 @@ def test_companion_rows_in_another_order_match_by_ports(tmp_path: Path) -> None:
                         int(whole.server_port[f])])
     flows = load_labeled([gen], None, FlowSettings(max_flow_packets=0), generated=True)
     assert flows.captures[0].classes == classes
+
+
+def test_eval_puts_two_detectors_side_by_side(forest: Path, tmp_path: Path) -> None:
+    second = _copy(forest, tmp_path)
+    files = [CORPUS / "syn_flood.pcap", CORPUS / "udp_flood.pcap", CORPUS / "benign_coap.pcap"]
+    report = tmp_path / "report"
+    result = _cli("detect", "eval", forest, second, *files, "--labels", MANIFEST, "--out", report, "--json")
+    assert result.exit_code == 0, result.output
+    figures = json.loads((report / "report.json").read_text())
+    first, other = figures["detectors"].values()
+    assert len(figures["detectors"]) == 2 and first["macro_f1"] == other["macro_f1"]
+    assert set(next(iter(figures["detectors"].values()))["per_class"]) == set(load_detector(forest).header.classes)
+    assert "second minus the first: +0.0000" in (report / "report.md").read_text()
