@@ -330,7 +330,7 @@ def markdown(report: dict[str, Any]) -> str:
                   ""]
         if d.get("memory"):
             lines += ["`pytrafgen detect run DET CAPTURE --out verdicts.csv` in a fresh process (CLI, forest, "
-                      "default 262,144-packet chunks):", "",
+                      "default 65,536-packet chunks):", "",
                       "| capture | size | flows | peak RSS | wall | verdicts CSV |", "|---|---:|---:|---:|---:|---:|"]
             for g in d["memory"]:
                 lines.append(f"| {g['path']} | {g['bytes'] / 1e9:.2f} GB | {g['flows']:,} | "

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pytrafgen.cli.options import JsonOutput, Labels, OutDir, OutFile, Seed
+from pytrafgen.detect.stream import DEFAULT_CHUNK_PACKETS
 from pytrafgen.errors import PytrafgenError
 
 detect_app = typer.Typer(help="Train malicious-traffic detectors on real and generated flows; run and evaluate them.",
@@ -96,7 +97,7 @@ def run(
     captures: Annotated[list[Path], typer.Argument(help="Captures to classify (pcap or pcapng).")],
     out: OutFile,
     chunk_packets: Annotated[int, typer.Option("--chunk-packets", help="Packets read per chunk (memory bound).")]
-    = 262_144,
+    = DEFAULT_CHUNK_PACKETS,
     as_json: JsonOutput = False,
 ) -> None:
     """Classify every flow of the captures; one CSV row per flow and a summary per class."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from pytrafgen.detect.data import FlowSettings
 
-DEFAULT_CHUNK_PACKETS = 262_144
+DEFAULT_CHUNK_PACKETS = 65_536
 
 
 @dataclass
