@@ -13,7 +13,7 @@ from pytrafgen.errors import PytrafgenError
 
 # Each module defines ``register(app)``; listed in the order ``--help`` shows them.
 COMMAND_MODULES: tuple[str, ...] = ("inspect", "tokenize", "vocab", "train", "generate", "evaluate", "compare",
-                                     "plugins", "replay", "demo")
+                                     "detect", "plugins", "replay", "demo")
 
 app = typer.Typer(
     name="pytrafgen",

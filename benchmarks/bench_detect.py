@@ -1,0 +1,458 @@
+"""Detector benchmark (issue 16): how well `pytrafgen detect` models classify flows, across
+recordings and with scarce real data, and how fast `detect run` is.
+
+(a) within the shared lab captures (training = ../shared/data/captures): a flow-level,
+    stratified 80/20 split; macro-F1 of forest, boosting and transformer on the held-out flows.
+(b) across recordings: the same detectors on an independent lab recording (capture.sh,
+    SEED=3; --cross): macro-F1 and the per-class F1 that drops.
+(c) scarce real data: each detector trained on 10 % of the real training flows, alone and
+    with markov-generated flows (`pytrafgen tokenize` → `train --generator markov` →
+    `generate`, all on the training captures), evaluated on the SEED=3 recording (no flow of
+    it was seen by the generator or the detector) and on the held-out shared flows.
+(d) `detect run` on one core: a ~1M-packet capture (the shared captures repeated, time-shifted,
+    written with pytrafgen.write_pcap into /tmp), CPU time of read_pcap alone next to the whole
+    run (streamed read, flows, features, forest predict) in one fresh process; then peak RSS
+    and wall time of `pytrafgen detect run` on a ~1 GB capture in a fresh process.
+
+Test sets are capped at --max-test-flows per class (seeded), so the transformer (about 100
+flows/s on one core) is evaluated on the same flows as the others. Writes
+benchmarks/results/detect.json and .md; --parts runs a subset and keeps the other parts'
+figures from an earlier detect.json.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_detect.py --cross /work/rec/seed3
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_common import cpu_model, write_results
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PYTRAFGEN_SHARED_DATA", REPO.parent / "shared" / "data")) / "captures"
+WORK = Path("/tmp/pytrafgen-bench/detect")
+RESULTS = REPO / "benchmarks" / "results" / "detect"
+KINDS = ("forest", "boosting", "transformer")
+CROSS_NOTE = "lab recording SEED=3, capture.sh, 2026-12-03"
+
+
+def _load(captures: Path, settings: Any) -> Any:
+    from pytrafgen.detect.data import load_labeled
+    from pytrafgen.evaluate.evalset import read_manifest
+
+    return load_labeled(sorted(captures.glob("*.pcap")), read_manifest(captures / "manifest.csv"), settings)
+
+
+def _score(det: Any, flows: Any, select: np.ndarray | None, cap: int, seed: int) -> dict[str, Any]:
+    """Metrics of ``det`` on ``flows`` (only ``select``, if given), at most ``cap`` per class."""
+    from pytrafgen.detect.metrics import classification_metrics
+    from pytrafgen.detect.train import cap_per_class
+
+    index = {c: i for i, c in enumerate(det.header.classes)}
+    y = np.array([index.get(c, -1) if c is not None else -1 for c in flows.labels()], np.int64)
+    rows = np.flatnonzero(y >= 0) if select is None else np.asarray(select)
+    rows = rows[cap_per_class(y[rows], cap, np.random.default_rng(seed))]
+    x = np.concatenate([det.encode(c.packets, c.flows) for c in flows.captures])[rows]
+    m = classification_metrics(y[rows], det.predict_proba(x).argmax(axis=1), det.header.classes)
+    return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "flows": m["flows"],
+            "f1": {c: v["f1"] for c, v in m["per_class"].items() if v["support"]},
+            "support": {c: v["support"] for c, v in m["per_class"].items() if v["support"]}}
+
+
+def _train(kind: str, real: Any, generated: Any = None, **kw: Any) -> Any:
+    from pytrafgen.detect.train import train_detector
+
+    started = time.process_time()
+    result = train_detector(kind, real, generated, **kw)
+    result.detector.header.training["train_cpu_s"] = round(time.process_time() - started, 1)
+    return result
+
+
+def part_ab(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(previous)
+    for kind in args.kinds.split(","):
+        print(f"(a/b) {kind} …", flush=True)
+        result = _train(kind, real, seed=args.seed, max_val_flows_per_class=args.max_test_flows)
+        det = result.detector
+        if kind == "forest":
+            det.save(WORK / "det-forest")
+            scores = [result.validation["macro_f1"]]
+            for seed in range(args.seed + 1, args.seed + 5):
+                scores.append(_train(kind, real, seed=seed, max_val_flows_per_class=args.max_test_flows)
+                              .validation["macro_f1"])
+            within_seeds = {"seeds": list(range(args.seed, args.seed + 5)), "macro_f1": scores}
+        per_class = result.validation["per_class"]
+        entry = {"within": {"macro_f1": result.validation["macro_f1"], "flows": result.validation["flows"],
+                            "f1": {c: v["f1"] for c, v in per_class.items() if v["support"]},
+                            "support": {c: v["support"] for c, v in per_class.items() if v["support"]}},
+                 "train_cpu_s": det.header.training["train_cpu_s"],
+                 "real_flows_train": det.header.training["real_flows_train"]}
+        if cross is not None:
+            entry["cross"] = _score(det, cross, None, args.max_test_flows, args.seed)
+        if kind == "forest":
+            entry["within_seeds"] = within_seeds
+        out[kind] = entry
+        print(f"    within {entry['within']['macro_f1']:.4f}"
+              + (f", across {entry['cross']['macro_f1']:.4f}" if cross is not None else ""), flush=True)
+    return out
+
+
+def generate_markov(args: argparse.Namespace) -> Path:
+    """Markov-generated flows, every class, from the training captures (README commands)."""
+    pcap = WORK / "markov.pcap"
+    if pcap.exists() and Path(str(pcap) + ".flows.csv").exists():
+        return pcap
+    from pytrafgen.evaluate.evalset import read_manifest
+
+    classes = sorted({c for c, _ in read_manifest(SHARED / "manifest.csv").values()})
+    cli = [sys.executable, "-m", "pytrafgen"]
+    subprocess.run([*cli, "tokenize", str(SHARED), "--labels", str(SHARED / "manifest.csv"), "--out",
+                    str(WORK / "ds"), "--max-flow-packets", "100", "--payload-cap", "16"], check=True)
+    subprocess.run([*cli, "train", str(WORK / "ds"), "--generator", "markov", "--out", str(WORK / "markov")],
+                   check=True)
+    class_args = [a for c in classes for a in ("--class", f"{c}:{args.generated_per_class}")]
+    subprocess.run([*cli, "generate", str(WORK / "markov"), *class_args, "--out", str(pcap), "--seed",
+                    str(args.seed), "--quiet"], check=True)
+    return pcap
+
+
+def part_c(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, Any]) -> dict[str, Any]:
+    from pytrafgen.detect.data import load_labeled
+
+    pcap = generate_markov(args)
+    generated = load_labeled([pcap], None, real.settings, generated=True)
+    out: dict[str, Any] = {"generated": {"pcap": str(pcap), "flows": generated.n_flows,
+                                         "per_class": args.generated_per_class},
+                           "train_fraction": args.fraction, "detectors": dict(previous.get("detectors", {}))}
+    for kind in args.kinds.split(","):
+        seeds = [args.seed] if kind == "transformer" else [args.seed + i for i in range(args.scarce_seeds)]
+        rows: dict[str, list[dict[str, Any]]] = {"real_only": [], "real_plus_generated": []}
+        for seed in seeds:
+            for name, gen in (("real_only", None), ("real_plus_generated", generated)):
+                print(f"(c) {kind} seed {seed} {name} …", flush=True)
+                result = _train(kind, real, gen, seed=seed, train_fraction=args.fraction,
+                                max_val_flows_per_class=args.max_test_flows)
+                entry = {"within": result.validation["macro_f1"],
+                         "real_flows_train": result.detector.header.training["real_flows_train"],
+                         "generated_flows": result.detector.header.training["generated_flows"]}
+                if cross is not None:
+                    entry["cross"] = _score(result.detector, cross, None, args.max_test_flows, seed)["macro_f1"]
+                rows[name].append(entry)
+        summary: dict[str, Any] = {"seeds": seeds, "runs": rows}
+        for where in ("cross", "within"):
+            if all(where in r for r in rows["real_only"]):
+                base = float(np.mean([r[where] for r in rows["real_only"]]))
+                aug = float(np.mean([r[where] for r in rows["real_plus_generated"]]))
+                summary[where] = {"real_only": base, "real_plus_generated": aug, "delta": aug - base}
+        out["detectors"][kind] = summary
+        print(f"    {kind}: {summary.get('cross') or summary.get('within')}", flush=True)
+    return out
+
+
+def build_capture(target_packets: int, path: Path) -> dict[str, Any]:
+    """The shared captures in time order, repeated with each copy shifted past the last one
+    (plus 200 s, more than the idle timeout) until ``target_packets``; written piecewise."""
+    from pytrafgen import PacketTable, read_pcap
+    from pytrafgen.capture import pcap_bytes
+
+    if path.exists():
+        return {"path": str(path), "bytes": path.stat().st_size}
+    parts = [read_pcap(p) for p in sorted(SHARED.glob("*.pcap"))]
+    base = PacketTable.concat(parts)
+    base = base.take(np.argsort(base.ts_ns, kind="stable"))
+    span = int(base.ts_ns.max() - base.ts_ns.min()) + 200_000_000_000
+    tmp = path.with_suffix(".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with tmp.open("wb") as fh:
+        rep = 0
+        while written < target_packets:
+            blob = pcap_bytes(base, ts_ns=base.ts_ns + rep * span)
+            fh.write(blob if rep == 0 else blob[24:])
+            written += len(base)
+            rep += 1
+    tmp.replace(path)
+    return {"path": str(path), "bytes": path.stat().st_size}
+
+
+THROUGHPUT_CHILD = r"""
+import json, sys, time
+import numpy as np
+import pytrafgen
+from pytrafgen.detect.model import load_detector
+from pytrafgen.detect.run import run_detector
+from pytrafgen.detect.features import detect_features
+path, det_dir = sys.argv[1], sys.argv[2]
+det = load_detector(det_dir)
+out = {}
+t = time.process_time(); w = time.perf_counter()
+table = pytrafgen.read_pcap(path)
+out["read_cpu_s"], out["read_wall_s"] = time.process_time() - t, time.perf_counter() - w
+out["packets"] = len(table)
+t = time.process_time(); flows = det.header.settings.assemble(table); out["assemble_cpu_s"] = time.process_time() - t
+t = time.process_time(); x = detect_features(table, flows); out["features_cpu_s"] = time.process_time() - t
+t = time.process_time(); det.predict_proba(x); out["predict_cpu_s"] = time.process_time() - t
+out["flows"] = len(flows)
+del table, flows, x
+for chunk, key in ((262144, "run_large_chunks"), (65536, "run")):
+    t = time.process_time(); w = time.perf_counter()
+    summary = run_detector(det, [path], None, chunk_packets=chunk)
+    out[key + "_cpu_s"], out[key + "_wall_s"] = time.process_time() - t, time.perf_counter() - w
+out["run_flows"] = int(summary.flows.sum())
+print(json.dumps(out))
+"""
+
+
+def part_d(args: argparse.Namespace) -> dict[str, Any]:
+    det_dir = WORK / "det-forest"
+    if not (det_dir / "detector.json").exists():
+        sys.exit("part d needs the forest from part a (run --parts a first)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    small = build_capture(args.packets, WORK / "detect_1M.pcap")
+    print(f"(d) throughput on {small['path']} …", flush=True)
+    proc = subprocess.run([sys.executable, "-c", THROUGHPUT_CHILD, small["path"], str(det_dir)], check=True,
+                          capture_output=True, text=True, env=env)
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    n = figures["packets"]
+    out: dict[str, Any] = {"capture": small, **figures,
+                           "read_packets_per_cpu_s": n / figures["read_cpu_s"],
+                           "run_packets_per_cpu_s": n / figures["run_cpu_s"],
+                           "run_packets_per_wall_s": n / figures["run_wall_s"]}
+    if args.gb > 0:
+        big = build_capture(int(args.gb * 7_300_000), WORK / "detect_1G.pcap")
+        # the small capture first: peak RSS that does not grow with the capture is the claim
+        out["memory"] = [_peak_rss(det_dir, small, env), _peak_rss(det_dir, big, env)]
+    return out
+
+
+RSS_CHILD = r"""
+import resource, subprocess, sys, json, time
+started = time.perf_counter()
+proc = subprocess.run(sys.argv[1:], check=True, capture_output=True, text=True)
+print(json.dumps({"wall_s": time.perf_counter() - started, "flows": json.loads(proc.stdout)["flows"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def _peak_rss(det_dir: Path, capture: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """`pytrafgen detect run` on ``capture`` in a fresh process (its own RUSAGE_CHILDREN)."""
+    print(f"(d) peak RSS of detect run on {capture['path']} ({capture['bytes'] / 1e9:.2f} GB) …", flush=True)
+    verdicts = WORK / "verdicts.csv"
+    command = [sys.executable, "-m", "pytrafgen", "detect", "run", str(det_dir), capture["path"], "--out",
+               str(verdicts), "--json"]
+    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, *command], check=True, capture_output=True, text=True,
+                          env=env)
+    figures = json.loads(proc.stdout)
+    figures.update(capture, verdicts_csv_mb=verdicts.stat().st_size / 1e6)
+    verdicts.unlink()
+    return figures
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# pytrafgen detect", "",
+             f"Measured {report['date']} (last part) on {report['cpu']} (2 cores shared with other sessions; "
+             "one thread, `OMP_NUM_THREADS=1`). Commands, one per part: "
+             + "; ".join(f"({p}) `{c}`" for p, c in sorted(report.get("commands", {}).items()))
+             + ". Each part writes its own section of this file.", "",
+             f"Training data: `{report['train_captures']}` (13 lab classes). Independent test recording: "
+             f"`{report.get('cross_captures')}` ({CROSS_NOTE}). Test sets hold at most "
+             f"{report['max_test_flows']} flows per class (seeded choice). Flows: idle timeout 120 s, cut at "
+             "100 packets.", ""]
+    ab = report.get("ab")
+    if ab:
+        lines += ["## (a) within the shared captures, (b) across recordings", "",
+                  "(a): flow-level stratified 80/20 split of the shared captures, held-out flows. "
+                  "(b): the same detectors on the SEED=3 recording.", "",
+                  "| detector | (a) macro-F1, held-out shared flows | (b) macro-F1, SEED=3 recording | training CPU s |",
+                  "|---|---:|---:|---:|"]
+        for kind, e in ab.items():
+            cross = e.get("cross", {}).get("macro_f1")
+            lines.append(f"| {kind} | {e['within']['macro_f1']:.4f} | "
+                         f"{'' if cross is None else f'{cross:.4f}'} | {e['train_cpu_s']} |")
+        seeds = ab.get("forest", {}).get("within_seeds")
+        if seeds:
+            lines += ["", f"(a) forest over split seeds {seeds['seeds']}: macro-F1 "
+                      f"{np.mean(seeds['macro_f1']):.4f} mean (min {min(seeds['macro_f1']):.4f}, "
+                      f"max {max(seeds['macro_f1']):.4f})."]
+        classes = list(next(iter(ab.values()))["within"]["f1"])
+        first = next(iter(ab.values()))
+        lines += ["", "Per-class F1 (a → b), with the number of test flows of each class (a / b):", "",
+                  "| class | flows | " + " | ".join(ab) + " |", "|---|---|" + "---|" * len(ab)]
+        for c in classes:
+            cells = [f"{first['within'].get('support', {}).get(c, '?')} / "
+                     f"{first.get('cross', {}).get('support', {}).get(c, '?')}"]
+            for e in ab.values():
+                w = e["within"]["f1"].get(c)
+                x = e.get("cross", {}).get("f1", {}).get(c)
+                cells.append(f"{'' if w is None else f'{w:.3f}'} → {'' if x is None else f'{x:.3f}'}")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines.append("")
+    c = report.get("c")
+    if c:
+        lines += ["## (c) scarce real data: real only vs real + markov-generated", "",
+                  f"Each detector trained on {c['train_fraction']:.0%} of the real training flows per class "
+                  f"(at least one), alone and with {c['generated']['flows']} markov-generated flows "
+                  f"({c['generated']['per_class']} per class). Forest and boosting: mean over seeds "
+                  f"{next(iter(c['detectors'].values()))['seeds']}; transformer: one seed. The markov model was "
+                  "trained on the tokenized shared captures' train split, which overlaps the held-out shared "
+                  "flows: the SEED=3 column is the clean comparison.", "",
+                  "| detector | SEED=3: real only | real + generated | delta | held-out shared: real only | "
+                  "real + generated | delta |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for kind, e in c["detectors"].items():
+            cells = []
+            for where in ("cross", "within"):
+                s = e.get(where)
+                cells += (["", "", ""] if s is None else
+                          [f"{s['real_only']:.4f}", f"{s['real_plus_generated']:.4f}", f"{s['delta']:+.4f}"])
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+        lines.append("")
+    d = report.get("d")
+    if d:
+        lines += ["## (d) `detect run` throughput and memory (forest from (a))", "",
+                  f"Capture: {d['capture']['path']} ({d['packets']:,} packets, {d['flows']:,} flows, "
+                  f"{d['capture']['bytes'] / 1e6:.0f} MB; the shared captures repeated with shifted time). "
+                  "One fresh process, CPU time of the measuring thread:", "",
+                  "| step | CPU s | packets per CPU-s |", "|---|---:|---:|",
+                  f"| read_pcap alone | {d['read_cpu_s']:.2f} | {d['read_packets_per_cpu_s'] / 1e6:.2f}M |",
+                  f"| assemble_flows | {d['assemble_cpu_s']:.2f} | |",
+                  f"| features | {d['features_cpu_s']:.2f} | |",
+                  f"| forest predict | {d['predict_cpu_s']:.2f} | |",
+                  f"| whole streamed run (read + flows + features + predict), 65,536-packet chunks (default) | "
+                  f"{d['run_cpu_s']:.2f} | **{d['run_packets_per_cpu_s'] / 1e6:.2f}M** "
+                  f"(wall {d['run_packets_per_wall_s'] / 1e6:.2f}M) |"]
+        if "run_large_chunks_cpu_s" in d:
+            lines.append(f"| the same, 262,144-packet chunks | {d['run_large_chunks_cpu_s']:.2f} | "
+                         f"{d['packets'] / d['run_large_chunks_cpu_s'] / 1e6:.2f}M |")
+        lines += ["", f"The streamed run costs {d['run_cpu_s'] / d['read_cpu_s']:.1f}× the reader alone "
+                  "in the same process.", ""]
+        if d.get("memory"):
+            lines += ["`pytrafgen detect run DET CAPTURE --out verdicts.csv` in a fresh process (CLI, forest, "
+                      "default 65,536-packet chunks):", "",
+                      "| capture | size | flows | peak RSS | wall | verdicts CSV |", "|---|---:|---:|---:|---:|---:|"]
+            for g in d["memory"]:
+                lines.append(f"| {g['path']} | {g['bytes'] / 1e9:.2f} GB | {g['flows']:,} | "
+                             f"**{g['peak_rss_mb']:.0f} MB** | {g['wall_s']:.0f} s | {g['verdicts_csv_mb']:.0f} MB |")
+            lines.append("")
+    lines += targets(report)
+    return "\n".join(lines)
+
+
+def targets(report: dict[str, Any]) -> list[str]:
+    """The issue's targets next to what was measured."""
+    rows = []
+    ab = report.get("ab", {})
+    for kind in ("forest", "transformer"):
+        if kind in ab:
+            v = ab[kind]["within"]["macro_f1"]
+            rows.append(f"| (a) {kind} macro-F1 within the shared captures | ≥ 0.99 | {v:.4f} | "
+                        f"{'met' if v >= 0.99 else f'missed by {0.99 - v:.4f}'} |")
+    for kind, e in ab.items():
+        if "cross" in e:
+            v = e["cross"]["macro_f1"]
+            rows.append(f"| (b) {kind} macro-F1 on the SEED=3 recording | aim ≥ 0.95 | {v:.4f} | "
+                        f"{'met' if v >= 0.95 else f'missed by {0.95 - v:.4f}'} |")
+    c = report.get("c", {}).get("detectors", {})
+    if c:
+        better = [k for k, e in c.items() if e.get("cross", {}).get("delta", 0) > 0]
+        rows.append(f"| (c) real + generated beats real only (SEED=3), detectors | ≥ 3 | {len(better)} of {len(c)} "
+                    f"({', '.join(better) or 'none'}) | {'met' if len(better) >= 3 else 'missed'} |")
+    d = report.get("d")
+    if d:
+        v = d["run_packets_per_cpu_s"]
+        rows.append(f"| (d) `detect run` packets per CPU-s (forest) | ≥ 1M | {v / 1e6:.2f}M | "
+                    f"{'met' if v >= 1e6 else f'missed: {v / 1e6:.2f}× of the target'} |")
+    if not rows:
+        return []
+    return ["## Targets", "", "| target | wanted | measured | |", "|---|---|---|---|", *rows, "",
+            *[line for why in WHY for line in (why, "")]]
+
+
+# Why the figures fall where they do (read with the tables above).
+WHY = [
+    "Why: the within-shared macro-F1 averages 13 classes, some with very few held-out flows "
+    "(nmap_version_scan: 18 flows in all, 4 held out; mqtt_publish_flood: one 1,996-packet flow "
+    "cut into 20 segments, 4 held out), so one flow moves a class's F1 by up to 0.3 and the "
+    "macro-F1 by 0.02. 8 of nmap_version_scan's 18 flows are nmap's raw SYN probes, flow by "
+    "flow the same as nmap_syn_scan's, and the others single HTTP/MQTT requests close to benign "
+    "ones: a flow-level detector cannot tell them apart without context across flows (which "
+    "these features do not have). The per-class table shows where the remaining errors are; the forest's mean over "
+    "five seeds of the split (below the first table) shows how much the single split moves.",
+    "The `detect run` figure is CPU time on a shared 2-core machine under a load average of "
+    "6–7 (read_pcap alone ran at the rate shown in the same process, several times below its "
+    "figure in read.md); the ratio to the reader is the steadier figure. Flows, features and "
+    "the forest add about 0.4× the reader's time: the features are numpy segment reductions "
+    "(about 80 per batch), and this capture has one flow per 2.7 packets (floods and scans), "
+    "so the per-flow work weighs as much as the per-packet work. A C++ feature pass beside "
+    "the flow table is what would close the gap; it is not written.",
+    "Peak RSS hardly grows from the 0.15 GB to the 1.06 GB capture: about 340 MB of it is "
+    "the interpreter, scikit-learn and the model (a run on a 450-packet capture peaks there), "
+    "the rest one chunk, the open flows' packets and one batch of verdict text.",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cross", type=Path, default=None, help="independent recording (SEED=3) with manifest.csv")
+    parser.add_argument("--parts", default="abcd")
+    parser.add_argument("--max-test-flows", type=int, default=500)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--generated-per-class", type=int, default=200)
+    parser.add_argument("--scarce-seeds", type=int, default=3)
+    parser.add_argument("--packets", type=int, default=1_000_000)
+    parser.add_argument("--gb", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="detectors to measure (comma-separated)")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from pytrafgen.detect.data import FlowSettings
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    previous = RESULTS.with_suffix(".json")
+    report: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
+    report.update({"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu_model(),
+                   "command": "OMP_NUM_THREADS=1 python benchmarks/bench_detect.py " + " ".join(sys.argv[1:]),
+                   "train_captures": str(SHARED), "max_test_flows": args.max_test_flows})
+    if args.cross is not None:
+        report["cross_captures"] = str(args.cross)
+    settings = FlowSettings()
+    need_data = bool(set(args.parts) & set("abc"))
+    real = _load(SHARED, settings) if need_data else None
+    cross = _load(args.cross, settings) if need_data and args.cross is not None else None
+    done: list[str] = ["date", "cpu", "command", "train_captures", "max_test_flows", "cross_captures"]
+
+    def save() -> None:
+        # parts measured by other runs since this one started stay as they are now on disk
+        merged = json.loads(previous.read_text()) if previous.exists() else {}
+        merged.update({k: report[k] for k in done if k in report})
+        merged["commands"] = {**merged.get("commands", {}),
+                              **{part: report["command"] for part in ("ab", "c", "d") if part in done}}
+        write_results(RESULTS, merged, markdown(merged))
+
+    if "a" in args.parts or "b" in args.parts:
+        report["ab"] = part_ab(args, real, cross, report.get("ab", {}))
+        done.append("ab")
+        save()
+    if "c" in args.parts:
+        report["c"] = part_c(args, real, cross, report.get("c", {}))
+        done.append("c")
+        save()
+    if "d" in args.parts:
+        report["d"] = part_d(args)
+        done.append("d")
+        save()
+
+
+if __name__ == "__main__":
+    main()

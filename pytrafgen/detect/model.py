@@ -1,0 +1,246 @@
+"""Detector files: a directory with ``detector.json`` (the header) and the model.
+
+The header names the detector kind, the classes (index = model output column) with their
+benign/malicious kind, the input it expects (feature names, or the vocabulary hash for the
+transformer), the flow settings it was trained with, and what it was trained on. Loading
+checks all of it against this pytrafgen and refuses anything else with one clear error.
+
+scikit-learn models (``forest``, ``boosting``) are stored with skops (``model.skops``), which
+rebuilds objects from a declared schema instead of unpickling; a file that names any type
+outside the few tree types these models consist of is refused before anything is built.
+The transformer is stored as safetensors (see :mod:`pytrafgen.detect.transformer`).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pytrafgen.detect.data import FlowSettings
+from pytrafgen.errors import PytrafgenError
+
+FORMAT = 1
+HEADER_FILE = "detector.json"
+KINDS = ("forest", "boosting", "transformer")
+
+
+class DetectorError(PytrafgenError):
+    """A detector file that cannot be used (missing, corrupt, or made for other inputs)."""
+
+
+@dataclass
+class DetectorHeader:
+    kind: str
+    classes: list[str]
+    class_kinds: dict[str, str]  # class -> "benign" | "malicious" (from the labels manifest)
+    settings: FlowSettings
+    features: list[str] = field(default_factory=list)  # feature-based kinds
+    vocab_hash: str = ""  # transformer
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["format"] = FORMAT
+        return body
+
+    @classmethod
+    def from_json(cls, body: Any, path: Path) -> DetectorHeader:
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise DetectorError(f"{path}: not a pytrafgen detector header (format {FORMAT})")
+        try:
+            header = cls(kind=str(body["kind"]), classes=[str(c) for c in body["classes"]],
+                         class_kinds={str(k): str(v) for k, v in body["class_kinds"].items()},
+                         settings=FlowSettings(**body["settings"]), features=list(body.get("features", [])),
+                         vocab_hash=str(body.get("vocab_hash", "")), training=dict(body.get("training", {})))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise DetectorError(f"{path}: incomplete detector header ({type(exc).__name__}: {exc})") from None
+        if header.kind not in KINDS:
+            raise DetectorError(f"{path}: unknown detector kind {header.kind!r} (known: {', '.join(KINDS)})")
+        if not header.classes:
+            raise DetectorError(f"{path}: the detector names no classes")
+        return header
+
+    def verdict(self, class_name: str) -> str:
+        return self.class_kinds.get(class_name, "unknown")
+
+
+class Detector(ABC):
+    """A trained flow classifier: ``encode`` turns flows into input rows, ``predict_proba``
+    gives one probability column per header class."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, header: DetectorHeader) -> None:
+        self.header = header
+
+    @abstractmethod
+    def encode(self, packets: Any, flows: Any) -> np.ndarray:
+        """One input row per flow of ``flows`` (a FlowTable over ``packets``)."""
+
+    @abstractmethod
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
+        """Train on rows of ``encode`` output with class indices into ``header.classes``."""
+
+    @abstractmethod
+    def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
+        """(n, len(header.classes)) probabilities."""
+
+    @abstractmethod
+    def _save_model(self, directory: Path) -> None: ...
+
+    def save(self, path: Path) -> None:
+        from pytrafgen.atomic import atomic_dir
+
+        path = Path(path)
+        if path.exists() and not (path / HEADER_FILE).is_file():
+            raise PytrafgenError(f"{path}: exists and is not a detector; refusing to replace it")
+        with atomic_dir(path) as tmp:
+            self._save_model(tmp)
+            (tmp / HEADER_FILE).write_text(json.dumps(self.header.to_json(), indent=2))
+
+
+# --- scikit-learn detectors -------------------------------------------------------------------
+
+MODEL_FILE = "model.skops"
+# The only types a forest / boosting file may name beyond what skops trusts by default
+# (scikit-learn estimators, numpy arrays and builtins).
+TRUSTED_TYPES: dict[str, tuple[str, str]] = {
+    "forest": ("sklearn.ensemble._forest.RandomForestClassifier", "sklearn.tree._tree.Tree"),
+    "boosting": ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+                 "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"),
+}
+
+
+class SklearnDetector(Detector):
+    """Flow features (:mod:`pytrafgen.detect.features`) into a scikit-learn tree ensemble."""
+
+    def __init__(self, header: DetectorHeader, model: Any = None) -> None:
+        super().__init__(header)
+        self.model = model
+
+    def encode(self, packets: Any, flows: Any) -> np.ndarray:
+        from pytrafgen.detect.features import detect_features
+
+        return detect_features(packets, flows)
+
+    def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(inputs), len(self.header.classes)))
+        if len(inputs):
+            # the model knows only the classes it saw in training: place its columns
+            out[:, np.asarray(self.model.classes_, np.int64)] = self.model.predict_proba(inputs)
+        return out
+
+    def _save_model(self, directory: Path) -> None:
+        import skops.io
+
+        skops.io.dump(self.model, directory / MODEL_FILE)
+
+    @classmethod
+    def load_model(cls, header: DetectorHeader, directory: Path) -> Detector:
+        import skops.io
+
+        from pytrafgen.detect.features import FEATURE_NAMES
+
+        if header.features != list(FEATURE_NAMES):
+            missing = sorted(set(header.features) ^ set(FEATURE_NAMES))
+            raise DetectorError(f"{directory}: the detector expects other flow features than this pytrafgen "
+                                f"computes (differing: {', '.join(missing) or 'their order'})")
+        path = directory / MODEL_FILE
+        if not path.is_file():
+            raise DetectorError(f"{directory}: {MODEL_FILE} is missing")
+        try:
+            untrusted = skops.io.get_untrusted_types(file=path)
+        except Exception as exc:  # skops raises zipfile/json/key errors on damaged files
+            raise DetectorError(f"{path}: not a readable skops file ({type(exc).__name__}: {exc})") from None
+        allowed = TRUSTED_TYPES[header.kind]
+        unknown = sorted(set(untrusted) - set(allowed))
+        if unknown:
+            raise DetectorError(f"{path}: refusing to load types outside a {header.kind} model: {', '.join(unknown)}")
+        try:
+            model = skops.io.load(path, trusted=list(untrusted))
+        except Exception as exc:
+            raise DetectorError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        expected = allowed[0].rsplit(".", 1)[1]
+        if type(model).__name__ != expected:
+            raise DetectorError(f"{path}: holds a {type(model).__name__}, not a {expected}")
+        n_features = getattr(model, "n_features_in_", None)
+        classes = np.asarray(getattr(model, "classes_", []))
+        if n_features != len(FEATURE_NAMES) or classes.size == 0 or classes.min() < 0 \
+                or classes.max() >= len(header.classes):
+            raise DetectorError(f"{path}: the model's inputs or classes disagree with {HEADER_FILE}")
+        return cls.from_kind(header, model)
+
+    @classmethod
+    def from_kind(cls, header: DetectorHeader, model: Any = None) -> SklearnDetector:
+        return {"forest": ForestDetector, "boosting": BoostingDetector}[header.kind](header, model)
+
+
+# Prediction cost grows linearly with the trees and `detect run` must keep up with the reader;
+# 50 trees are the compromise measured in benchmarks/results/detect.md.
+FOREST_TREES = 50
+
+
+class ForestDetector(SklearnDetector):
+    kind = "forest"
+
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
+        from sklearn.ensemble import RandomForestClassifier
+
+        self.model = RandomForestClassifier(n_estimators=FOREST_TREES, class_weight="balanced_subsample",
+                                            n_jobs=1, random_state=seed)
+        self.model.fit(inputs, labels)
+
+
+class BoostingDetector(SklearnDetector):
+    kind = "boosting"
+
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        self.model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, class_weight="balanced",
+                                                    early_stopping=False, random_state=seed)
+        self.model.fit(inputs, labels)
+
+
+def new_detector(kind: str, header: DetectorHeader, transformer_steps: int | None = None) -> Detector:
+    """An untrained detector of ``kind`` (the header's ``kind`` and inputs are set here);
+    ``transformer_steps``: fine-tuning steps of a transformer (default: its own)."""
+    from pytrafgen.detect.features import FEATURE_NAMES
+
+    if kind not in KINDS:
+        raise PytrafgenError(f"unknown detector model {kind!r} (choose from {', '.join(KINDS)})")
+    header.kind = kind
+    if kind == "transformer":
+        from pytrafgen.detect.transformer import TransformerDetector
+
+        if transformer_steps is None:
+            return TransformerDetector.untrained(header)
+        return TransformerDetector.untrained(header, steps=transformer_steps)
+    header.features = list(FEATURE_NAMES)
+    return SklearnDetector.from_kind(header)
+
+
+def load_detector(path: str | Path) -> Detector:
+    """Load a detector directory written by ``Detector.save`` (see the module docstring)."""
+    path = Path(path)
+    header_path = path / HEADER_FILE
+    if not header_path.is_file():
+        raise DetectorError(f"{path}: not a detector (no {HEADER_FILE})")
+    try:
+        body = json.loads(header_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DetectorError(f"{header_path}: unreadable detector header ({exc})") from None
+    header = DetectorHeader.from_json(body, header_path)
+    if header.kind == "transformer":
+        from pytrafgen.detect.transformer import TransformerDetector
+
+        return TransformerDetector.load_model(header, path)
+    return SklearnDetector.load_model(header, path)
+
+
+__all__ = ["KINDS", "Detector", "DetectorError", "DetectorHeader", "load_detector", "new_detector"]
