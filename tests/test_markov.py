@@ -106,7 +106,8 @@ def test_payload_bytes_are_real_prefixes_of_the_class(dataset, fitted) -> None:
 def test_save_load_reproducible_and_pickle_free(fitted, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     fitted.save(ckpt)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["address_plan.json", "config.json", "weights.safetensors"]
+    assert sorted(p.name for p in ckpt.iterdir()) == [".pytrafgen-output", "address_plan.json", "config.json",
+                                                       "weights.safetensors"]
     assert json.loads((ckpt / "config.json").read_text())["generator"] == "markov"
     loaded = load_generator(ckpt)
     assert isinstance(loaded, MarkovGenerator)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pytrafgen.cli.options import JsonOutput, OutDir, Quiet, Seed
+from pytrafgen.cli.options import Force, JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import DatasetError
 from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP
 
@@ -35,12 +35,15 @@ def register(app: typer.Typer) -> None:
                                                       help="Split flows after this many packets (0: never).")] = 0,
         max_app_tokens: Annotated[int, typer.Option(
             "--max-app-tokens", help="A payload whose app-protocol encoding is longer stays bytes.")] = 512,
+        force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
     ) -> None:
         """Tokenize captures into a dataset: split by flow (stratified by class, seeded)."""
+        from pytrafgen.atomic import check_output_dir
         from pytrafgen.tokenizer.pipeline import expand_inputs, tokenize_captures
 
+        check_output_dir(out, force)
         if not labels:
             raise DatasetError("--labels is required: a CSV with columns file,class[,label] naming every capture")
         files = expand_inputs(inputs)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrafgen.atomic import atomic_file
+from pytrafgen.atomic import atomic_file, open_output_dir
 from pytrafgen.evaluate.evalset import EvalSet
 from pytrafgen.evaluate.fidelity import NUMERIC_FIELDS, field_values
 
@@ -194,7 +194,7 @@ def plot_summary(summary: dict[str, dict[str, float | None]], path: Path) -> Non
 def write_report(out: Path, real: EvalSet, gens: dict[str, EvalSet], results: dict[str, Any],
                  plots: bool = True) -> dict[str, Any]:
     """Write report.json, report.md and the PNGs under ``out``; return the JSON document."""
-    out.mkdir(parents=True, exist_ok=True)
+    open_output_dir(out)
     summary = {name: summarise(r["metrics"]) for name, r in results["generated"].items()}
     results["summary"] = summary
     if plots and importlib.util.find_spec("matplotlib") is None:
