@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CAPTURES, needs_shared
+from conftest import CAPTURES
 
 from pytrafgen.safetensors_io import load_file
 
@@ -86,7 +86,6 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     return tensors, json.loads((path / "train_state.json").read_text())["state"]
 
 
-@needs_shared
 @pytest.mark.timeout(900)
 def test_sigkill_during_training_then_resume_matches_the_straight_run(
         dataset: Path, straight_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,7 +122,6 @@ def test_sigkill_during_training_then_resume_matches_the_straight_run(
     assert got_state["history"] == want_state["history"]
 
 
-@needs_shared
 def test_checkpoints_load_without_unpickling(straight_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _forbid_unpickling(monkeypatch)
     real_open = builtins.open
