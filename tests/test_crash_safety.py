@@ -52,8 +52,6 @@ def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (CAPTURES / "manifest.csv").exists():
-        pytest.skip(f"shared captures not found at {CAPTURES}")
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
     out = tmp_path_factory.mktemp("crash") / "ds"
