@@ -228,4 +228,5 @@ def register(app: typer.Typer) -> None:
                                    "generators": results["generators"]}))
         else:
             print_summary(results["summary"])
-            typer.echo(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+            typer.echo(f"wrote {out / 'report.html'} (open it in a browser), {out / 'report.md'} and "
+                       f"{out / 'report.json'}")

@@ -24,13 +24,13 @@ def print_summary(summary: dict[str, dict[str, float | None]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pytrafgen.evaluate.report import SUMMARY_COLUMNS, _fmt
+    from pytrafgen.evaluate.report import _fmt, summary_rows
 
     table = Table(title="evaluation (side by side)")
     table.add_column("metric")
     for name in summary:
         table.add_column(name, justify="right")
-    for key, label in SUMMARY_COLUMNS:
+    for key, label in summary_rows(summary):
         table.add_row(label, *(_fmt(summary[n].get(key)) for n in summary))
     Console().print(table)
 
@@ -119,4 +119,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps({"out": str(out), "summary": results["summary"]}))
         else:
             print_summary(results["summary"])
-            typer.echo(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+            typer.echo(f"wrote {out / 'report.html'} (open it in a browser), {out / 'report.md'} and "
+                       f"{out / 'report.json'}")
