@@ -140,4 +140,42 @@ def progress_steps(total: int, enabled: bool = True, description: str = "evaluat
         bar.update(task, completed=total)
 
 
-__all__ = ["PLAIN_INTERVAL_S", "PlainProgress", "ProgressCallback", "progress_bar", "progress_steps"]
+@contextlib.contextmanager
+def activity(description: str, enabled: bool = True, stream: TextIO | None = None,
+             interval_s: float = PLAIN_INTERVAL_S) -> Iterator[None]:
+    """Work whose progress is unknown (a generator's ``fit``): a spinner with the elapsed time
+    on a terminal, else a line at the start, one every ``interval_s`` and one at the end."""
+    import threading
+
+    out = stream if stream is not None else sys.stderr
+    if not enabled:
+        yield
+        return
+    if out.isatty():
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=Console(file=out), transient=True) as bar:
+            bar.add_task(description, total=None)
+            yield
+        return
+    started = time.monotonic()
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(interval_s):
+            print(f"{description}: {_duration(time.monotonic() - started)} elapsed", file=out, flush=True)
+
+    print(f"{description}…", file=out, flush=True)
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+    print(f"{description}: done in {_duration(time.monotonic() - started)}", file=out, flush=True)
+
+
+__all__ = ["PLAIN_INTERVAL_S", "PlainProgress", "ProgressCallback", "activity", "progress_bar", "progress_steps"]

@@ -304,3 +304,22 @@ def test_generators_report_sampling_progress(markov_ckpt: Path) -> None:
         assert calls
         assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # never goes back
         assert calls[-1][0] == calls[-1][1] >= wanted  # ends full; redrawn flows may add to the total
+
+
+def test_activity_without_a_terminal_prints_start_ticks_and_end() -> None:
+    import threading
+
+    from pytrafgen.progress import activity
+
+    stream = io.StringIO()
+    release = threading.Event()
+    with activity("gan: training", stream=stream, interval_s=0.01):
+        # the ticker prints while the work runs; wait until it has, instead of sleeping blindly
+        for _ in range(500):
+            if "elapsed" in stream.getvalue():
+                break
+            release.wait(0.01)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "gan: training…"
+    assert any(line.startswith("gan: training: ") and line.endswith("elapsed") for line in lines[1:-1])
+    assert lines[-1].startswith("gan: training: done in ")

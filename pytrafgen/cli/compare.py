@@ -21,7 +21,7 @@ import typer
 from pytrafgen.cli.evaluate import evaluation_settings, print_summary
 from pytrafgen.cli.options import Device, Force, JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import PytrafgenError
-from pytrafgen.progress import progress_bar, progress_steps
+from pytrafgen.progress import activity, progress_bar, progress_steps
 from pytrafgen.records import FieldRecords
 
 
@@ -75,7 +75,9 @@ def obtain_generator(name: str, dataset: Any, checkpoint: Path | None, ckpt_dir:
     settings = dict(fit_settings)
     if name == "ar":
         settings["checkpoint_dir"] = ckpt_dir  # the AR trainer checkpoints as it goes
-    gen.fit(dataset, settings)
+    # the AR trainer draws its own bar; other generators' fit shows as an activity with its time
+    with activity(f"{name}: training", enabled=name != "ar" and not fit_settings.get("quiet")):
+        gen.fit(dataset, settings)
     gen.save(ckpt_dir)
     return gen, {"checkpoint": str(ckpt_dir), "trained": True, "fit_settings": fit_settings,
                  "fit_seconds": round(time.perf_counter() - t0, 1)}

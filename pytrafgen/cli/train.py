@@ -170,6 +170,9 @@ def register(app: typer.Typer) -> None:
         if generator == "ar":
             _fit_ar(gen, dataset, out, settings, as_json)
             return
-        gen.fit(_load_dataset(dataset), settings)
+        from pytrafgen.progress import activity
+
+        with activity(f"{generator}: training", enabled=not (quiet or as_json)):
+            gen.fit(_load_dataset(dataset), settings)
         gen.save(out)
         _report(gen, out, as_json)
