@@ -88,7 +88,10 @@ def check_output_dir(path: str | os.PathLike[str], force: bool = False) -> None:
     if force:
         allow_replace(p)
         return
-    if p.is_symlink() or (p.exists() and not p.is_dir()):
+    if p.is_symlink():  # replacing it would replace the link, not what it points to
+        raise OutputError(f"{p}: is a symbolic link; give the folder it points to as --out, "
+                          f"or pass --force to replace the link")
+    if p.exists() and not p.is_dir():
         raise OutputError(f"{p}: exists and is not a directory; choose another --out, or pass --force to replace it")
     if p.is_dir() and any(p.iterdir()) and not is_pytrafgen_dir(p) and _key(p) not in _replace_allowed:
         raise OutputError(_force_hint(p, "a non-empty directory"))
