@@ -57,6 +57,10 @@ class PlainProgress:
 
     def update(self, done: int, total: int | None = None) -> None:
         self.done, self.total = int(done), (int(total) if total is not None else self.total)
+        self.tick()
+
+    def tick(self) -> None:
+        """Print the current line if ``interval_s`` has passed since the last one."""
         now = self.clock()
         if now - self.last_line >= self.interval_s:
             self.last_line = now
@@ -67,17 +71,39 @@ class PlainProgress:
 
 
 @contextlib.contextmanager
+def _ticking(plain: PlainProgress) -> Iterator[None]:
+    """Call ``plain.tick()`` from a thread while the body runs: work that reports only per
+    batch (or not at all for a while) still shows a line every interval with the time so far."""
+    import threading
+
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(plain.interval_s / 4):
+            plain.tick()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None, unit: str = "flows", enabled: bool = True,
-                 stream: TextIO | None = None) -> Iterator[ProgressCallback]:
+                 stream: TextIO | None = None, interval_s: float = PLAIN_INTERVAL_S) -> Iterator[ProgressCallback]:
     """Yield ``update(done, total=None)``; draws a bar with ETA on a terminal, else plain lines."""
     out = stream if stream is not None else sys.stderr
     if not enabled:
         yield lambda _done, _total=None: None
         return
     if not out.isatty():
-        plain = PlainProgress(description, unit, out)
+        plain = PlainProgress(description, unit, out, interval_s)
         plain.update(0, total)
-        yield plain.update
+        with _ticking(plain):
+            yield plain.update
         plain.finish()
         return
     from rich.console import Console

@@ -323,3 +323,20 @@ def test_activity_without_a_terminal_prints_start_ticks_and_end() -> None:
     assert lines[0] == "gan: training…"
     assert any(line.startswith("gan: training: ") and line.endswith("elapsed") for line in lines[1:-1])
     assert lines[-1].startswith("gan: training: done in ")
+
+
+def test_plain_progress_keeps_printing_while_a_batch_runs() -> None:
+    import threading
+
+    from pytrafgen.progress import progress_bar
+
+    stream = io.StringIO()
+    pause = threading.Event()
+    with progress_bar("sampling", 40, stream=stream, interval_s=0.02):
+        for _ in range(500):  # one long batch: no update until it ends
+            if stream.getvalue().count("0/40 flows") >= 3:
+                break
+            pause.wait(0.01)
+    lines = stream.getvalue().splitlines()
+    assert sum(line.startswith("sampling: 0/40 flows (0 %), ") for line in lines) >= 3
+    assert lines[-1].endswith("— done")
