@@ -25,7 +25,8 @@ h1 { font-size: 1.7rem; margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-
 h3 { margin-top: 1.6rem; }
 table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
 th, td { border: 1px solid #ccc; padding: .3rem .6rem; vertical-align: top; }
-th { background: #f0f3f7; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f0f3f7; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.meaning { color: #444; font-size: .85rem; max-width: 36rem; }
 .nodata { color: #777; font-style: italic; } .note { color: #555; font-size: .9rem; }
 .error { color: #a40000; } img { max-width: 100%; border: 1px solid #eee; margin: .5rem 0; }
