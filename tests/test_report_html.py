@@ -168,3 +168,15 @@ def test_chromium_screenshot_is_drawn(report_dir: Path, tmp_path: Path) -> None:
         assert image.size == (1280, 2000)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50  # text, tables and plots, not a blank page
+
+
+def test_figures_added_later_show_under_readable_names() -> None:
+    """A headline figure another validator adds shows up in every table without code here."""
+    from pytrafgen.evaluate.report import metric_label, summary_rows
+
+    summary = {"ar": {"compliance_packets_final": 0.9, "compliance_flows_raw": 0.5, "tstr_gap_random_forest": 0.1}}
+    rows = dict(summary_rows(summary))
+    assert rows["compliance_packets_final"] == "packet compliance (final)"
+    assert rows["compliance_flows_raw"] == "flow compliance (raw)"
+    assert rows["tstr_gap_random_forest"] == "tstr gap random forest"
+    assert metric_label("class_fidelity_f1") == "class-fidelity macro-F1"

@@ -87,8 +87,15 @@ METRIC_MEANING: dict[str, str] = {
 
 
 def metric_label(key: str) -> str:
-    """A figure's human name: its SUMMARY_COLUMNS label, else the key in words."""
-    return dict(SUMMARY_COLUMNS).get(key) or key.replace("_", " ")
+    """A figure's human name: its SUMMARY_COLUMNS label, else the key in words
+    (``compliance_flows_raw`` → "flow compliance (raw)")."""
+    known = dict(SUMMARY_COLUMNS).get(key)
+    if known:
+        return known
+    parts = key.split("_")
+    if len(parts) == 3 and parts[0] == "compliance":
+        return f"{parts[1].rstrip('s')} compliance ({parts[2]})"
+    return key.replace("_", " ")
 
 
 def summary_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
