@@ -41,12 +41,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tokenize captures into a dataset: split by flow (stratified by class, seeded)."""
         from pytrafgen.atomic import check_output_dir
-        from pytrafgen.tokenizer.pipeline import expand_inputs, tokenize_captures
+        from pytrafgen.tokenizer.pipeline import (
+            expand_inputs,
+            match_labels,
+            read_label_files,
+            tokenize_captures,
+        )
 
         check_output_dir(out, force)
         if not labels:
             raise DatasetError("--labels is required: a CSV with columns file,class[,label] naming every capture")
         files = expand_inputs(inputs)
+        match_labels(files, read_label_files(labels), labels)  # a labelling mistake ends here, before any progress
         n_workers = workers if workers > 0 else (os.cpu_count() or 1)
         done = [0]
         with progress_bar("tokenizing", len(files), unit="files", enabled=not (quiet or as_json)) as report:
