@@ -35,3 +35,7 @@ class PluginError(PytrafgenError):
 
 class ReplayError(PytrafgenError):
     """Replay cannot run safely (no root, missing target server, forbidden destination)."""
+
+
+class OutputError(PytrafgenError):
+    """An output path holds something pytrafgen did not write (refused unless --force)."""

@@ -25,6 +25,16 @@ class Generator(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: Progress of ``sample``: called as ``on_progress(done, total)`` with the flows finished
+    #: so far and the flows asked for (``total`` may grow when flows are redrawn), at least
+    #: once per batch and once at the end. Set it before calling ``sample``; None: silent.
+    on_progress: Callable[[int, int], None] | None = None
+
+    @classmethod
+    def fit_setting_names(cls) -> frozenset[str] | None:
+        """The ``fit`` settings this generator understands (the CLI's ``--set`` keys, which it
+        rejects when they are not among them); None: not declared, anything is passed on."""
+        return None
 
     @abstractmethod
     def fit(self, dataset: TrafficDataset, settings: Mapping[str, Any] | None = None) -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import SHARED_CAPTURES, needs_shared
+from conftest import SHARED_CAPTURES
 
 from pytrafgen.address_plan import (
     ALL_CLASSES,
@@ -129,7 +129,6 @@ def test_json_round_trip(tmp_path: Path) -> None:
         AddressPlan.load(path)
 
 
-@needs_shared
 def test_learned_from_a_real_capture() -> None:
     path = next(p for p in SHARED_CAPTURES if p.name == "nmap_syn_scan.pcap")
     table = read_pcap(path)

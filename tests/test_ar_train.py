@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CAPTURES, needs_shared
+from conftest import CAPTURES
 from typer.testing import CliRunner
 
 from pytrafgen.errors import CheckpointError, DatasetError, PluginError
@@ -19,7 +19,6 @@ from pytrafgen.generators.ar.data import FlowWindows, class_shares
 from pytrafgen.generators.ar.generator import ARGenerator
 
 torch.set_num_threads(1)
-pytestmark = needs_shared
 FILES = ("benign_coap.pcap", "mqtt_bruteforce.pcap", "nmap_version_scan.pcap")
 # tiny, shrunk further so every step takes a fraction of a second on a CPU
 FAST = {"size": "tiny", "block_size": 128, "batch_size": 2, "eval_every": 4, "eval_batches": 1,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytrafgen.atomic import atomic_dir, atomic_file
+from pytrafgen.atomic import OUTPUT_MARKER, allow_replace, atomic_dir, atomic_file
+from pytrafgen.errors import OutputError
 
 
 def test_atomic_file_replaces_only_on_success(tmp_path: Path) -> None:
@@ -24,14 +25,37 @@ def test_atomic_file_replaces_only_on_success(tmp_path: Path) -> None:
     assert target.read_bytes() == b"new"
 
 
-def test_atomic_dir_replaces_existing(tmp_path: Path) -> None:
+def test_atomic_dir_replaces_its_own_output(tmp_path: Path) -> None:
     target = tmp_path / "ckpt"
-    target.mkdir()
-    (target / "a").write_text("old")
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("old")
     with atomic_dir(target) as tmp:
         (tmp / "b").write_text("new")
-    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_atomic_dir_refuses_a_directory_it_did_not_write(tmp_path: Path) -> None:
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "thesis.tex").write_text("years of work")
+    ran = []
+    with pytest.raises(OutputError, match="--force"), atomic_dir(target) as tmp:
+        ran.append(tmp)
+    assert not ran  # refused before the body did any work
+    assert (target / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    allow_replace(target)  # what --force does
+    with atomic_dir(target) as tmp:
+        (tmp / "b").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "b"]
+
+
+def test_atomic_dir_takes_an_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with atomic_dir(tmp_path / "empty") as tmp:
+        (tmp / "x").write_text("1")
+    assert (tmp_path / "empty" / "x").read_text() == "1"
 
 
 def test_killed_writer_leaves_no_final_file(tmp_path: Path) -> None:

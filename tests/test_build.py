@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PUBLIC_CAPTURES, SHARED_CAPTURES, needs_shared, shared_ids
+from conftest import PUBLIC_CAPTURES, SHARED_CAPTURES, needs_public, shared_ids
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
 from scapy.layers.inet6 import (
     ICMPv6EchoReply,
@@ -148,7 +148,6 @@ needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark
 
 # ---- round trip on real captures --------------------------------------------------------------------
 
-@needs_shared
 @pytest.mark.parametrize("path", SHARED_CAPTURES, ids=shared_ids(SHARED_CAPTURES))
 def test_round_trip_shared_captures_is_exact(path: Path) -> None:
     table, _, records, origin = load(path)
@@ -169,7 +168,7 @@ def test_round_trip_shared_captures_is_exact(path: Path) -> None:
     assert compare_round_trip(table, records, origin, repair=False)["equal"] == list(range(records.n_packets))
 
 
-@needs_shared
+@needs_public
 @pytest.mark.parametrize("path", PUBLIC_CAPTURES, ids=shared_ids(PUBLIC_CAPTURES))
 def test_round_trip_public_captures_differs_only_in_checksums(path: Path) -> None:
     table, _, records, origin = load(path)
@@ -180,7 +179,7 @@ def test_round_trip_public_captures_differs_only_in_checksums(path: Path) -> Non
     assert compare_round_trip(table, records, origin, repair=False)["equal"] == list(range(records.n_packets))
 
 
-@needs_shared
+@needs_public
 @needs_tshark
 @pytest.mark.parametrize("name", ["http_espn.pcapng", "coap_mqtt.pcap", "WebattackSQLinj.pcap", "nb6-http.pcap"])
 def test_checksum_only_differences_are_what_tshark_flags(name: str) -> None:
@@ -204,7 +203,7 @@ def test_checksum_only_differences_are_what_tshark_flags(name: str) -> None:
     assert differing == flagged & set(origin.rows.tolist())
 
 
-@needs_shared
+@needs_public
 def test_public_offload_capture_is_counted() -> None:
     """ftp-crack.pcap was captured on the sending host: every TCP checksum there is wrong."""
     path = next(p for p in PUBLIC_CAPTURES if p.name == "ftp-crack.pcap")
@@ -276,7 +275,6 @@ def test_built_packets_validate_under_tshark(tmp_path: Path) -> None:
     assert "Bad checksum" not in tshark_expert_errors(out)
 
 
-@needs_shared
 @needs_tshark
 def test_rebuilt_real_traffic_validates_under_tshark(tmp_path: Path) -> None:
     paths = [p for p in SHARED_CAPTURES if p.name in ("benign_coap.pcap", "mqtt_bruteforce.pcap")]

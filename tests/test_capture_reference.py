@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from capture_reference import compare_table, read_reference
-from conftest import ALL_SHARED, CAPTURES, PUBLIC, needs_shared, shared_ids
+from conftest import ALL_SHARED, CAPTURES, PUBLIC, shared_ids
 
 import pytrafgen
 
@@ -28,7 +28,6 @@ def _manifest_packets(path: Path) -> int:
     raise KeyError(path)
 
 
-@needs_shared
 @pytest.mark.parametrize("path", ALL_SHARED, ids=shared_ids(ALL_SHARED))
 def test_fields_match_scapy(path: Path) -> None:
     table = pytrafgen.read_pcap(path, max_packets=REFERENCE_PACKETS)
@@ -39,7 +38,6 @@ def test_fields_match_scapy(path: Path) -> None:
 
 
 @pytest.mark.slow
-@needs_shared
 @pytest.mark.parametrize("path", ALL_SHARED, ids=shared_ids(ALL_SHARED))
 def test_every_packet_matches_scapy(path: Path) -> None:
     """The same comparison without the cap (every packet of every file; minutes)."""
@@ -50,7 +48,6 @@ def test_every_packet_matches_scapy(path: Path) -> None:
     assert not problems, "\n".join(problems[:20])
 
 
-@needs_shared
 @pytest.mark.parametrize("path", ALL_SHARED, ids=shared_ids(ALL_SHARED))
 def test_whole_file_rows_match_manifest(path: Path) -> None:
     table = pytrafgen.read_pcap(path)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CAPTURES, needs_shared
+from conftest import CAPTURES
 
 from pytrafgen.safetensors_io import load_file
 
@@ -52,8 +52,6 @@ def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (CAPTURES / "manifest.csv").exists():
-        pytest.skip(f"shared captures not found at {CAPTURES}")
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
     out = tmp_path_factory.mktemp("crash") / "ds"
@@ -86,7 +84,6 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     return tensors, json.loads((path / "train_state.json").read_text())["state"]
 
 
-@needs_shared
 @pytest.mark.timeout(900)
 def test_sigkill_during_training_then_resume_matches_the_straight_run(
         dataset: Path, straight_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,7 +120,6 @@ def test_sigkill_during_training_then_resume_matches_the_straight_run(
     assert got_state["history"] == want_state["history"]
 
 
-@needs_shared
 def test_checkpoints_load_without_unpickling(straight_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _forbid_unpickling(monkeypatch)
     real_open = builtins.open

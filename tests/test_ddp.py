@@ -12,12 +12,11 @@ import sys
 import textwrap
 
 import torch
-from conftest import CAPTURES, needs_shared
+from conftest import CAPTURES
 
 from pytrafgen.generators import load_generator
 from pytrafgen.generators.ar.generator import ARGenerator
 
-pytestmark = needs_shared
 SETTINGS = {"stage": "pretrain", "size": "tiny", "steps": 4, "batch_size": 2, "block_size": 64, "device": "cpu",
             "quiet": True, "eval_every": 2, "eval_batches": 1, "checkpoint_every": 2}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from baseline_support import assert_syn_and_udp_floods_apart, small_dataset
-from conftest import CAPTURES, needs_shared
+from conftest import CAPTURES
 
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.build import build_frames, write_records
@@ -24,7 +24,6 @@ from pytrafgen_diffusion.bits import COLUMNS, WIDTH, encode_rows, flow_images  #
 from pytrafgen_diffusion.fields import decode_to_columns  # noqa: E402
 from pytrafgen_diffusion.model import cosine_alpha_bar  # noqa: E402
 
-pytestmark = needs_shared
 CLASSES = ["benign_mqtt", "syn_flood", "udp_flood", "http_bruteforce"]
 COUNTS = {"benign_mqtt": 6, "syn_flood": 8, "udp_flood": 5, "http_bruteforce": 3}
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import CAPTURES, needs_shared
+from conftest import CAPTURES
 
 from pytrafgen import assemble_flows
 from pytrafgen.build import build_frames
@@ -27,7 +27,6 @@ from pytrafgen.evaluate.from_records import flow_classes
 from pytrafgen.protocols.l3l4 import L3L4_PROTOCOLS
 from pytrafgen.records_from_packets import records_and_origin
 
-pytestmark = needs_shared
 FILES = ("benign_mqtt.pcap", "mqtt_bruteforce.pcap", "http_bruteforce.pcap", "slowloris.pcap",
          "nmap_version_scan.pcap")
 BUILTIN = {spec.name: spec for spec in L3L4_PROTOCOLS}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ALL_SHARED, needs_shared, shared_ids
+from conftest import ALL_SHARED, shared_ids
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
@@ -135,7 +135,6 @@ def reference_flows(t: PacketTable, idle_ns: int) -> dict[str, list]:
             "client_port": [f["client"][1] for f in flows]}
 
 
-@needs_shared
 @pytest.mark.parametrize("path", ALL_SHARED, ids=shared_ids(ALL_SHARED))
 def test_flows_match_reference_assembler(path: Path) -> None:
     table = pytrafgen.read_pcap(path, max_packets=5000)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from baseline_support import assert_syn_and_udp_floods_apart, small_dataset
-from conftest import CAPTURES, needs_shared
+from conftest import CAPTURES
 
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.build import write_records
@@ -22,7 +22,6 @@ torch = pytest.importorskip("torch")
 pytrafgen_gan = pytest.importorskip("pytrafgen_gan", reason="plugins/pytrafgen-gan is not installed")
 from pytrafgen_gan.features import FlowEncoding  # noqa: E402
 
-pytestmark = needs_shared
 CLASSES = ["benign_mqtt", "syn_flood", "udp_flood", "http_bruteforce"]
 COUNTS = {"benign_mqtt": 7, "syn_flood": 9, "udp_flood": 5, "http_bruteforce": 4}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from baseline_support import small_dataset
-from conftest import CAPTURES, needs_shared
+from conftest import CAPTURES
 
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.build import write_records
@@ -20,7 +20,6 @@ from pytrafgen.generators.baseline_data import FlowSet
 from pytrafgen.generators.markov import MarkovGenerator
 from pytrafgen.plugins import get_generator
 
-pytestmark = needs_shared
 CLASSES = ["benign_mqtt", "syn_flood", "udp_flood", "http_bruteforce"]
 COUNTS = {"benign_mqtt": 12, "syn_flood": 15, "udp_flood": 9, "http_bruteforce": 6}
 
@@ -106,7 +105,8 @@ def test_payload_bytes_are_real_prefixes_of_the_class(dataset, fitted) -> None:
 def test_save_load_reproducible_and_pickle_free(fitted, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     fitted.save(ckpt)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["address_plan.json", "config.json", "weights.safetensors"]
+    assert sorted(p.name for p in ckpt.iterdir()) == [".pytrafgen-output", "address_plan.json", "config.json",
+                                                       "weights.safetensors"]
     assert json.loads((ckpt / "config.json").read_text())["generator"] == "markov"
     loaded = load_generator(ckpt)
     assert isinstance(loaded, MarkovGenerator)

@@ -4,14 +4,13 @@ building, rules, and agreement with tshark on every MQTT capture in ../shared/da
 from __future__ import annotations
 
 import collections
-import csv
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CAPTURES, PUBLIC, shared_ids
+from conftest import captures_with, shared_ids
 
 from pytrafgen.errors import TokenError
 from pytrafgen.testing import (
@@ -30,17 +29,7 @@ MQTT = pytrafgen_mqtt.MqttProtocol()
 build = pytrafgen_mqtt.packets.build_packet
 
 
-def _captures_with(protocol: str) -> list[Path]:
-    out = []
-    for folder in (CAPTURES, PUBLIC):
-        manifest = folder / "manifest.csv"
-        if manifest.exists():
-            with manifest.open(newline="") as fh:
-                out += [folder / r["file"] for r in csv.DictReader(fh) if protocol in r["protocols"].split()]
-    return out
-
-
-MQTT_CAPTURES = _captures_with("mqtt")
+MQTT_CAPTURES = captures_with("mqtt")
 
 CONNECT_311 = build({"type_name": "CONNECT", "protocol_name": "MQTT", "protocol_level": 4,
                      "connect_flags": 0xC2, "keepalive": 60, "client_id": "sensor-1",

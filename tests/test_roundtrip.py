@@ -17,7 +17,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import ALL_SHARED, needs_shared, shared_ids
+from conftest import ALL_SHARED, shared_ids
 
 from pytrafgen.build import LINKTYPE_RAW, build_frames
 from pytrafgen.capture import read_pcap
@@ -66,7 +66,6 @@ def _checksum_fields_valid(ip: bytes) -> tuple[bool, bool, int, int]:
     return ip_ok, l4_ok, len(ip) - len(l4) + at, proto
 
 
-@needs_shared
 @pytest.mark.parametrize("path", ALL_SHARED, ids=shared_ids(ALL_SHARED))
 def test_tokenize_decode_build_gives_back_the_bytes(path):
     table = read_pcap(path)

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from pytrafgen.cli.evaluate import evaluation_settings, print_summary, progress_steps
-from pytrafgen.cli.options import Device, JsonOutput, OutDir, Quiet, Seed
+from pytrafgen.cli.evaluate import evaluation_settings, print_summary
+from pytrafgen.cli.options import Device, Force, JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import PytrafgenError
+from pytrafgen.progress import activity, progress_bar, progress_steps
 from pytrafgen.records import FieldRecords
 
 
@@ -73,7 +75,9 @@ def obtain_generator(name: str, dataset: Any, checkpoint: Path | None, ckpt_dir:
     settings = dict(fit_settings)
     if name == "ar":
         settings["checkpoint_dir"] = ckpt_dir  # the AR trainer checkpoints as it goes
-    gen.fit(dataset, settings)
+    # the AR trainer draws its own bar; other generators' fit shows as an activity with its time
+    with activity(f"{name}: training", enabled=name != "ar" and not fit_settings.get("quiet")):
+        gen.fit(dataset, settings)
     gen.save(ckpt_dir)
     return gen, {"checkpoint": str(ckpt_dir), "trained": True, "fit_settings": fit_settings,
                  "fit_seconds": round(time.perf_counter() - t0, 1)}
@@ -90,9 +94,11 @@ def generate_set(name: str, ds: Any, checkpoint: Path | None, out: Path, fit_set
     gen, info = obtain_generator(name, ds, checkpoint, out / "checkpoints" / name, fit_settings)
     setter = getattr(gen, "set_sampling", None)
     if setter is not None:
-        setter(device=device, show_progress=not quiet)
+        setter(device=device)
     t0 = time.perf_counter()
-    records = gen.sample(counts, seed=seed)
+    with progress_bar(f"{name}: sampling", sum(counts.values()), enabled=not quiet) as report:
+        gen.on_progress = report
+        records = gen.sample(counts, seed=seed)
     info["sample_seconds"] = round(time.perf_counter() - t0, 1)
     pcap = out / f"{name}.pcap"
     write_records(pcap, records, plan, seed)
@@ -110,16 +116,30 @@ def run_comparison(dataset: Path, generators: list[str], out: Path, *,
                    checkpoints: dict[str, Path] | None = None,
                    fit_sets: dict[str, dict[str, Any]] | None = None, max_per_class: int = 500,
                    validators: list[str] | None = None, tshark: bool = True, plots: bool = True,
-                   device: str = "auto", seed: int = 0, quiet: bool = False) -> dict[str, Any]:
+                   device: str = "auto", seed: int = 0, quiet: bool = False,
+                   on_stage: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """Train or load each generator on ``dataset``, generate its test split's size per class,
-    evaluate every set against that test split and write ``out/report.{json,md}``; returns
-    the report's results (``summary`` and ``generators`` among them)."""
+    evaluate every set against that test split and write ``out/report.{json,md,html}``;
+    returns the report's results (``summary`` and ``generators`` among them).
+    ``on_stage(stage, detail)`` is called as each stage starts: ``("generate", name)`` per
+    generator, ``("evaluate", "")`` once."""
+    from pytrafgen.atomic import open_output_dir
+    from pytrafgen.cli.train import check_setting_names
     from pytrafgen.dataset import TrafficDataset
     from pytrafgen.evaluate.from_records import evalset_from_records
     from pytrafgen.evaluate.report import write_report
     from pytrafgen.evaluate.run import run_validators
-    from pytrafgen.plugins import get_registry
+    from pytrafgen.plugins import get_generator, get_registry
 
+    for name, given in (fit_sets or {}).items():
+        if name not in generators:
+            raise PytrafgenError(f"--set {name}.…: {name!r} is not among the generators compared "
+                                 f"({', '.join(generators)})")
+        try:
+            gen_cls = get_generator(name)
+        except PytrafgenError:
+            continue  # an unavailable generator is skipped below, with its reason
+        check_setting_names(gen_cls, given, f"--set {name}.")
     ds = TrafficDataset(dataset)
     plan = ds.address_plan
     kinds = ds.class_kinds
@@ -134,11 +154,13 @@ def run_comparison(dataset: Path, generators: list[str], out: Path, *,
     labels = test_records.flows["label"]
     counts = {test_records.classes[int(c)]: int(n) for c, n in zip(*np.unique(labels, return_counts=True),
                                                                     strict=True)}
-    out.mkdir(parents=True, exist_ok=True)
+    open_output_dir(out)
     gens: dict[str, Any] = {}
     runs: dict[str, Any] = {}
     for name in generators:
         fit_settings = {"device": device, "seed": seed, "quiet": quiet, **fit_sets.get(name, {})}
+        if on_stage is not None:
+            on_stage("generate", name)
         try:
             es, info = generate_set(name, ds, given.get(name), out, fit_settings, counts, plan, kinds,
                                     device, seed, quiet)
@@ -156,7 +178,9 @@ def run_comparison(dataset: Path, generators: list[str], out: Path, *,
     settings = evaluation_settings(seed, tshark, 4000, split, [str(dataset)])
     settings["generation_counts"] = counts
     n_val = len(validators) if validators else len(get_registry().validators)
-    with progress_steps(1 + n_val * len(gens), quiet) as step:
+    if on_stage is not None:
+        on_stage("evaluate", "")
+    with progress_steps(1 + n_val * len(gens), enabled=not quiet) as step:
         results = run_validators(real, gens, settings, validators, step)
     results["generators"] = runs
     return write_report(out, real, gens, results, plots=plots)
@@ -179,18 +203,32 @@ def register(app: typer.Typer) -> None:
         no_plots: Annotated[bool, typer.Option("--no-plots", help="Write no PNG plots.")] = False,
         device: Device = "auto",
         seed: Seed = 0,
+        force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
     ) -> None:
         """Train or load each generator on one dataset and evaluate them side by side."""
+        from pytrafgen.atomic import check_output_dir
+
+        check_output_dir(out, force)
         given = {k: Path(v) for k, _, v in (c.partition("=") for c in checkpoints or [])}
+        def stage(name: str, detail: str) -> None:
+            if quiet or as_json:
+                return
+            if name == "generate":
+                how = f"loading {given[detail]}" if detail in given else "training"
+                typer.echo(f"{detail}: {how}, then sampling", err=True)
+            else:
+                typer.echo("evaluating every generated set against the real test split", err=True)
+
         results = run_comparison(dataset, generators, out, checkpoints=given,
                                  fit_sets=parse_assignments(sets or [], "--set"), max_per_class=max_per_class,
                                  validators=validators, tshark=not no_tshark, plots=not no_plots,
-                                 device=device, seed=seed, quiet=quiet)
+                                 device=device, seed=seed, quiet=quiet or as_json, on_stage=stage)
         if as_json:
             typer.echo(json.dumps({"out": str(out), "summary": results["summary"],
                                    "generators": results["generators"]}))
         else:
             print_summary(results["summary"])
-            typer.echo(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+            typer.echo(f"wrote {out / 'report.html'} (open it in a browser), {out / 'report.md'} and "
+                       f"{out / 'report.json'}")

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from pytrafgen.cli.options import Device, OutDir, Quiet, Seed
+from pytrafgen.cli.options import Device, Force, OutDir, Quiet, Seed
 
 demo_app = typer.Typer(help="Run the main job on the bundled default data, or rebuild that default.")
 
@@ -33,31 +33,42 @@ def demo(
     no_tshark: Annotated[bool, typer.Option("--no-tshark", help="Skip the tshark oracle.")] = False,
     device: Device = "auto",
     seed: Seed = 0,
+    force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Tokenize the bundled corpus, generate every class with the bundled AR model, evaluate it
     against the real test split (side by side with the markov baseline), and write the pcaps
-    and the report."""
+    and the report (report.html, report.md, report.json)."""
     if ctx.invoked_subcommand is not None:
         return
+    from pytrafgen.atomic import open_output_dir
     from pytrafgen.cli.compare import run_comparison
     from pytrafgen.cli.evaluate import print_summary
     from pytrafgen.demo.default import TOKENIZE_SETTINGS, corpus_dir, default_checkpoint
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
     started = time.perf_counter()
+    open_output_dir(out, force)
     corpus = corpus_dir()
     checkpoint = default_checkpoint()
     dataset = out / "dataset"
+    generators = ["ar", *(baseline if baseline is not None else ["markov"])]
     _say(quiet, f"1/3 tokenizing the bundled corpus {corpus} → {dataset}")
     tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1,
                       **TOKENIZE_SETTINGS)
-    generators = ["ar", *(baseline if baseline is not None else ["markov"])]
-    _say(quiet, f"2/3 generating every class with {', '.join(generators)} (ar: bundled checkpoint {checkpoint})")
-    _say(quiet, "3/3 evaluating against the real test split")
+
+    def stage(name: str, detail: str) -> None:
+        # printed as each stage starts, so the line on screen is what runs now
+        if name == "generate":
+            how = f"the bundled checkpoint {checkpoint}" if detail == "ar" else "trained on the dataset now"
+            _say(quiet, f"2/3 generating every class with {detail} ({how}) "
+                        f"[{generators.index(detail) + 1}/{len(generators)} generators]")
+        else:
+            _say(quiet, "3/3 evaluating against the real test split")
+
     results = run_comparison(
         dataset, generators, out, checkpoints={"ar": checkpoint}, max_per_class=max_per_class,
-        tshark=not no_tshark, device=device, seed=seed, quiet=quiet,
+        tshark=not no_tshark, device=device, seed=seed, quiet=quiet, on_stage=stage,
     )
     elapsed = time.perf_counter() - started
     typer.echo("")
@@ -66,7 +77,8 @@ def demo(
         pcap = out / f"{name}.pcap"
         if pcap.exists():
             typer.echo(f"generated ({name}): {pcap}  (flow labels: {pcap}.flows.csv)")
-    typer.echo(f"report: {out / 'report.md'}  (figures: {out / 'report.json'})")
+    typer.echo(f"report: {out / 'report.html'}  (open it in a browser; also {out / 'report.md'}, "
+               f"figures in {out / 'report.json'})")
     typer.echo(f"done in {elapsed:.0f} s")
 
 
@@ -74,10 +86,13 @@ def demo(
 def build_corpus(
     manifest: Annotated[Path, typer.Argument(help="Manifest (file,class,label,...) of the captures to trim.")],
     out: OutDir = Path("corpus"),
+    force: Force = False,
 ) -> None:
     """Trim labeled captures into a small corpus (whole flows, per-file budgets) with a manifest."""
+    from pytrafgen.atomic import check_output_dir
     from pytrafgen.demo.corpus import trim_corpus
 
+    check_output_dir(out, force)
     for row in trim_corpus(manifest, out):
         typer.echo(f"{row['class']}: {row['packets']} packets, {row['flows']} flows, {row['bytes']} bytes")
     typer.echo(f"wrote {out}")
@@ -89,17 +104,20 @@ def train_default(
     corpus: Annotated[Path | None, typer.Option("--corpus", help="Corpus folder (default: the bundled one).")] = None,
     work: Annotated[Path, typer.Option("--work", help="Scratch folder for the dataset.")] = Path("default-model-work"),
     device: Device = "auto",
+    force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Train the default AR checkpoint on the corpus: pre-train on its benign flows, fine-tune on
     its malicious flows (settings in pytrafgen/demo/default.py)."""
     import torch
 
+    from pytrafgen.atomic import check_output_dir
     from pytrafgen.dataset import TrafficDataset
     from pytrafgen.demo.default import MODEL_SETTINGS, STAGE_STEPS, TOKENIZE_SETTINGS, corpus_dir
     from pytrafgen.plugins import get_generator
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
+    check_output_dir(out, force)
     corpus = corpus or corpus_dir()
     dataset = work / "dataset"
     tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1, **TOKENIZE_SETTINGS)

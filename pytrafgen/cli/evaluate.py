@@ -5,37 +5,14 @@ report.md with plots."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pytrafgen.cli.options import JsonOutput, Labels, OutDir, Quiet, Seed
+from pytrafgen.cli.options import Force, JsonOutput, Labels, OutDir, Quiet, Seed
 from pytrafgen.errors import PytrafgenError
-
-
-@contextmanager
-def progress_steps(total: int, quiet: bool) -> Iterator[Callable[[str], None]]:
-    """A rich progress bar advanced once per named step (silent with ``quiet``)."""
-    if quiet:
-        yield lambda _name: None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True) as bar:
-        task = bar.add_task("evaluating", total=total)
-        started = [False]
-
-        def step(name: str) -> None:
-            if started[0]:
-                bar.advance(task)
-            started[0] = True
-            bar.update(task, description=name)
-
-        yield step
-        bar.update(task, completed=total)
+from pytrafgen.progress import progress_steps
 
 
 def evaluation_settings(seed: int, tshark: bool, max_flows: int, split: str, real_sources: list[str]) -> dict:
@@ -47,13 +24,13 @@ def print_summary(summary: dict[str, dict[str, float | None]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pytrafgen.evaluate.report import SUMMARY_COLUMNS, _fmt
+    from pytrafgen.evaluate.report import _fmt, summary_rows
 
     table = Table(title="evaluation (side by side)")
     table.add_column("metric")
     for name in summary:
         table.add_column(name, justify="right")
-    for key, label in SUMMARY_COLUMNS:
+    for key, label in summary_rows(summary):
         table.add_row(label, *(_fmt(summary[n].get(key)) for n in summary))
     Console().print(table)
 
@@ -95,18 +72,26 @@ def register(app: typer.Typer) -> None:
         no_plots: Annotated[bool, typer.Option("--no-plots", help="Write no PNG plots.")] = False,
         max_flows: Annotated[int, typer.Option("--max-flows", help="Flows per side for k-NN metrics.")] = 4000,
         seed: Seed = 0,
+        force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
     ) -> None:
         """Evaluate generated captures against real ones: compliance, fidelity, diversity,
         memorisation, utility, class fidelity."""
+        from pytrafgen import read_pcap
+        from pytrafgen.atomic import check_output_dir
         from pytrafgen.evaluate.evalset import load_evalset, read_manifest
         from pytrafgen.evaluate.report import write_report
         from pytrafgen.evaluate.run import prepare_real, run_validators
 
+        check_output_dir(out, force)
         for path in [*real, *generated, *(train or []), *(raw or [])]:
-            if not path.exists():
+            if not path.is_file():
                 raise PytrafgenError(f"{path}: no such file")
+        for path in generated:
+            if len(read_pcap(path)) == 0:
+                raise PytrafgenError(f"{path}: the generated pcap has no packets, so there is nothing to "
+                                     f"evaluate; generate at least one flow (pytrafgen generate ... --class NAME:N)")
         if raw and len(raw) != len(generated):
             raise PytrafgenError(f"--raw needs one file per --generated ({len(generated)}), got {len(raw)}")
         manifest = read_manifest(labels) if labels is not None else None
@@ -127,11 +112,12 @@ def register(app: typer.Typer) -> None:
         from pytrafgen.plugins import get_registry
 
         n_validators = len(validators) if validators else len(get_registry().validators)
-        with progress_steps(1 + n_validators * len(gens), quiet) as step:
+        with progress_steps(1 + n_validators * len(gens), enabled=not (quiet or as_json)) as step:
             results = run_validators(real_set, gens, settings, validators, step)
             results = write_report(out, real_set, gens, results, plots=not no_plots)
         if as_json:
             typer.echo(json.dumps({"out": str(out), "summary": results["summary"]}))
         else:
             print_summary(results["summary"])
-            typer.echo(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+            typer.echo(f"wrote {out / 'report.html'} (open it in a browser), {out / 'report.md'} and "
+                       f"{out / 'report.json'}")

@@ -11,8 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from pytrafgen.cli.options import Device, JsonOutput, OutFile, Quiet, Seed
+from pytrafgen.cli.options import Device, Force, JsonOutput, OutFile, Quiet, Seed
 from pytrafgen.errors import PytrafgenError
+from pytrafgen.progress import progress_bar
 
 
 def parse_class_counts(specs: list[str], default_count: int | None) -> dict[str, int]:
@@ -48,7 +49,7 @@ def _configure_sampling(gen: Any, options: dict[str, Any]) -> None:
     if setter is not None:
         setter(**given)
         return
-    tuned = sorted(k for k in given if k not in ("device", "show_progress"))
+    tuned = sorted(k for k in given if k != "device")
     if tuned:
         raise PytrafgenError(f"generator {gen.name!r} takes no sampling options ({', '.join(tuned)})")
 
@@ -68,23 +69,30 @@ def register(app: typer.Typer) -> None:
         generator: Annotated[str | None, typer.Option("--generator", "-g", help="Override the checkpoint's generator.")] = None,
         raw_out: Annotated[Path | None, typer.Option("--raw-out", help="Also write the packets unrepaired.")] = None,
         device: Device = "auto",
+        force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
     ) -> None:
-        """Generate labeled flows per class and write them as a pcap."""
+        """Generate labeled flows per class and write them as a pcap (and its flow labels as
+        OUT.flows.csv). An existing OUT is replaced only when pytrafgen wrote it, or with --force."""
         import numpy as np
 
         from pytrafgen.address_plan import AddressPlan
+        from pytrafgen.atomic import check_output_file
         from pytrafgen.build import write_records
         from pytrafgen.evaluate.from_records import write_flow_labels
         from pytrafgen.generators import load_generator
 
         counts = parse_class_counts(classes, count)
+        # refuse outputs that are not ours before sampling, which can take minutes
+        for path in (out, Path(f"{out}.flows.csv"), *([raw_out] if raw_out is not None else [])):
+            check_output_file(path, force)
         gen = load_generator(checkpoint, generator)
         _configure_sampling(gen, {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-                                  "batch_size": batch_size, "device": device,
-                                  "show_progress": not (quiet or as_json)})
-        records = gen.sample(counts, seed=seed)
+                                  "batch_size": batch_size, "device": device})
+        with progress_bar("sampling", sum(counts.values()), enabled=not (quiet or as_json)) as report:
+            gen.on_progress = report
+            records = gen.sample(counts, seed=seed)
         plan = AddressPlan.load(checkpoint / "address_plan.json")
         written = write_records(out, records, plan, seed)
         labels_csv = write_flow_labels(out, records, plan, seed)  # what `pytrafgen evaluate` reads

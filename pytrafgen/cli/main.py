@@ -40,7 +40,13 @@ def _root(
     """pytrafgen: read, tokenize, learn, generate, evaluate and replay network traffic."""
 
 
+_built: list[bool] = []
+
+
 def build_app() -> typer.Typer:
+    if _built:  # registering twice would list every command twice
+        return app
+    _built.append(True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"pytrafgen.cli.{name}").register(app)
     from pytrafgen.plugins import add_plugin_commands

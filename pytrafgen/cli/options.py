@@ -17,3 +17,5 @@ Labels = Annotated[
     Path | None,
     typer.Option("--labels", help="CSV manifest with at least columns file,class (label optional)."),
 ]
+Force = Annotated[bool, typer.Option(
+    "--force", help="Replace --out even when pytrafgen did not write it (what is there is deleted).")]

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pytrafgen.cli.options import JsonOutput, Quiet
+from pytrafgen.cli.options import Force, JsonOutput, Quiet
 from pytrafgen.errors import ReplayError
 
 
@@ -33,17 +33,21 @@ def register(app: typer.Typer) -> None:
         max_sessions: Annotated[int, typer.Option("--max-sessions", help="Most TCP sessions per input.")] = 400,
         hold: Annotated[float, typer.Option("--hold", help="Longest a session is held open, seconds.")] = 3.0,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Write replay_<scenario>.json/.md here.")] = None,
+        force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
     ) -> None:
         """Replay GEN.pcap (and --real, --control) at a live target inside private network
         namespaces; needs root. Traffic never leaves the namespaces this command creates."""
+        from pytrafgen.atomic import check_output_dir, open_output_dir
         from pytrafgen.replay.netns import install_cleanup_handlers, require_root
         from pytrafgen.replay.report import run_replay, write_report
         from pytrafgen.replay.scenarios import get_scenario
         from pytrafgen.replay.senders import Bounds
 
         chosen = get_scenario(scenario)
+        if out is not None:
+            check_output_dir(out, force)
         inputs = {"real": real, "generated": generated, "control": control}
         for role, path in inputs.items():
             if path is not None and not path.is_file():
@@ -60,7 +64,7 @@ def register(app: typer.Typer) -> None:
             report = run_replay(chosen, given, bounds, on_step=lambda role: progress.update(
                 task, description=f"{chosen.name}: replaying the {role} input at the target"))
         if out is not None:
-            write_report(report, out)
+            write_report(report, open_output_dir(out))
         if as_json:
             typer.echo(json.dumps(report, indent=2))
             return

@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pytrafgen.cli.options import JsonOutput, OutDir, Quiet, Seed
+from pytrafgen.cli.options import Force, JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import DatasetError
+from pytrafgen.progress import progress_bar
 from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP
 
 
@@ -35,24 +35,35 @@ def register(app: typer.Typer) -> None:
                                                       help="Split flows after this many packets (0: never).")] = 0,
         max_app_tokens: Annotated[int, typer.Option(
             "--max-app-tokens", help="A payload whose app-protocol encoding is longer stays bytes.")] = 512,
+        force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
     ) -> None:
         """Tokenize captures into a dataset: split by flow (stratified by class, seeded)."""
-        from pytrafgen.tokenizer.pipeline import expand_inputs, tokenize_captures
+        from pytrafgen.atomic import check_output_dir
+        from pytrafgen.tokenizer.pipeline import (
+            expand_inputs,
+            match_labels,
+            read_label_files,
+            tokenize_captures,
+        )
 
+        check_output_dir(out, force)
         if not labels:
             raise DatasetError("--labels is required: a CSV with columns file,class[,label] naming every capture")
         files = expand_inputs(inputs)
+        match_labels(files, read_label_files(labels), labels)  # a labelling mistake ends here, before any progress
         n_workers = workers if workers > 0 else (os.cpu_count() or 1)
-        columns = (TextColumn("tokenizing"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-                   TimeElapsedColumn(), TextColumn("{task.fields[last]}"))
-        with Progress(*columns, transient=True, disable=quiet or as_json) as progress:
-            task = progress.add_task("tokenize", total=len(files), last="")
+        done = [0]
+        with progress_bar("tokenizing", len(files), unit="files", enabled=not (quiet or as_json)) as report:
+            def file_done(_path: Path) -> None:
+                done[0] += 1
+                report(done[0])
+
             manifest = tokenize_captures(
                 files, labels, out, payload_cap=payload_cap, seed=seed, workers=n_workers,
                 idle_timeout_s=idle_timeout, max_flow_packets=max_flow_packets, max_app_tokens=max_app_tokens,
-                on_file_done=lambda p: progress.update(task, advance=1, last=p.name))
+                on_file_done=file_done)
         if as_json:
             typer.echo(json.dumps(manifest, indent=2))
             return

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from pytrafgen.cli.options import Device, JsonOutput, OutDir, Quiet, Seed
+from pytrafgen.atomic import check_output_dir
+from pytrafgen.cli.options import Device, Force, JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import PytrafgenError
 
 Steps = Annotated[int | None, typer.Option("--steps", help="Optimizer steps (default: the size's).")]
@@ -74,6 +75,17 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
+def check_setting_names(gen_cls: Any, settings: dict[str, Any], flag: str = "--set") -> None:
+    """Refuse settings the generator does not understand, listing the ones it does."""
+    accepted = gen_cls.fit_setting_names()
+    if accepted is None:
+        return
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        raise PytrafgenError(f"{flag}: generator {gen_cls.name!r} has no setting {', '.join(unknown)}; "
+                             f"accepted: {', '.join(sorted(accepted))}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     def pretrain(
@@ -88,10 +100,12 @@ def register(app: typer.Typer) -> None:
         resume: Resume = False,
         compile: Compile = False,
         seed: Seed = 0,
+        force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
     ) -> None:
         """Pre-train the AR generator on the dataset's benign flows."""
+        check_output_dir(out, force)
         from pytrafgen.generators.ar.generator import ARGenerator
 
         gen = ARGenerator.load(out) if resume and (out / "config.json").is_file() else ARGenerator(size)
@@ -115,10 +129,12 @@ def register(app: typer.Typer) -> None:
         resume: Resume = False,
         compile: Compile = False,
         seed: Seed = 0,
+        force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
     ) -> None:
         """Fine-tune a pre-trained AR generator on malicious flows, conditioned on their class."""
+        check_output_dir(out, force)
         from pytrafgen.generators.ar.generator import ARGenerator
 
         resuming = resume and (out / "train_state.json").is_file()
@@ -137,19 +153,26 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[list[str] | None, typer.Option("--set", help="Generator setting key=value (repeatable).")] = None,
         device: Device = "auto",
         seed: Seed = 0,
+        force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
     ) -> None:
         """Train any registered generator (``fit``) and save its checkpoint. For ``ar`` this
         pre-trains on benign flows, then fine-tunes on malicious ones."""
+        check_output_dir(out, force)
         from pytrafgen.plugins import get_generator
 
-        settings = {"device": device, "seed": seed, "quiet": quiet or as_json, **_parse_set(set_ or [])}
+        given = _parse_set(set_ or [])
         gen_cls = get_generator(generator)
+        check_setting_names(gen_cls, given)
+        settings = {"device": device, "seed": seed, "quiet": quiet or as_json, **given}
         gen = gen_cls()
         if generator == "ar":
             _fit_ar(gen, dataset, out, settings, as_json)
             return
-        gen.fit(_load_dataset(dataset), settings)
+        from pytrafgen.progress import activity
+
+        with activity(f"{generator}: training", enabled=not (quiet or as_json)):
+            gen.fit(_load_dataset(dataset), settings)
         gen.save(out)
         _report(gen, out, as_json)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytrafgen.atomic import atomic_file
+from pytrafgen.atomic import atomic_file, open_output_dir
 from pytrafgen.capture import read_pcap, write_pcap
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.flows import assemble_flows
@@ -69,7 +69,7 @@ def trim_corpus(manifest: Path, out_dir: Path, settings: TrimSettings | None = N
     """Write trimmed copies of every capture in ``manifest`` plus a manifest to ``out_dir``."""
     settings = settings or TrimSettings()
     source_dir = manifest.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    open_output_dir(out_dir)
     rows_out: list[dict[str, str]] = []
     for row in read_manifest(manifest):
         src = source_dir / row["file"]

@@ -177,7 +177,16 @@ def read_manifest(path: Path) -> dict[str, tuple[str, str]]:
         raise PytrafgenError(f"{path}: cannot read the labels manifest ({exc.strerror})") from None
     if not rows or "file" not in rows[0] or "class" not in rows[0]:
         raise PytrafgenError(f"{path}: a labels manifest needs the columns file,class")
-    return {r["file"]: (r["class"], r.get("label") or "") for r in rows}
+    from pytrafgen.tokenizer.pipeline import label_kind
+
+    entries: dict[str, tuple[str, str]] = {}
+    for line, r in enumerate(rows, start=2):
+        kind = label_kind(r.get("label"), f"{path}: line {line}")
+        entry = (r["class"], "" if kind == "unknown" else kind)
+        # captures are matched by file name (or the path as written), wherever the CSV lies
+        entries[r["file"]] = entry
+        entries.setdefault(Path(r["file"]).name, entry)
+    return entries
 
 
 COMPANION_SUFFIXES = (".labels.csv", ".flows.csv")

@@ -1,7 +1,8 @@
 """The evaluation report: ``report.json`` (every figure with its setting), ``report.md`` with
-PNG plots (matplotlib, Agg backend): a side-by-side summary table of the generated sets,
-per-class real-vs-generated field distributions, inter-arrival-time CDFs and class-fidelity
-confusion matrices."""
+PNG plots (matplotlib, Agg backend) and ``report.html`` (one self-contained page, plots inline,
+see report_html.py): a side-by-side summary table of the generated sets, per-class
+real-vs-generated field distributions, inter-arrival-time CDFs and class-fidelity confusion
+matrices."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrafgen.atomic import atomic_file
+from pytrafgen.atomic import atomic_file, open_output_dir
 from pytrafgen.evaluate.evalset import EvalSet
 from pytrafgen.evaluate.fidelity import NUMERIC_FIELDS, field_values
 
@@ -53,6 +54,56 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("utility_scarce_plus_gen", "macro-F1 scarce+gen"),
     ("class_fidelity_f1", "class-fidelity macro-F1"),
 )
+
+
+# what each headline figure means and which way is better (report.html shows it beside the figure)
+METRIC_MEANING: dict[str, str] = {
+    "compliance_packets_final": "share of generated packets that break no protocol rule, as written "
+                                "(lengths and checksums repaired); higher is better",
+    "compliance_packets_raw": "the same before repair, with the generator's own lengths and checksums; higher is better",
+    "compliance_flows_final": "share of generated flows with no failing packet and no broken flow rule; higher is better",
+    "tshark_pass": "share of packets Wireshark's dissector reads with no malformed mark or expert error; "
+                   "higher is better",
+    "emd_mean": "earth mover's distance between real and generated field distributions (fields scaled to "
+                "the real range, mean over fields and classes); lower is better, 0 = identical",
+    "jsd_mean": "Jensen-Shannon divergence of categorical fields (protocol, flags, ports, …); lower is better, "
+                "0 = identical, 1 = disjoint",
+    "coverage": "share of real test flows with a generated flow among their k nearest neighbours (k = 5); "
+                "higher is better",
+    "density": "how many real-flow neighbourhoods each generated flow falls in, over k (k = 5); about 1 "
+               "matches the real data, above 1 crowds the dense regions",
+    "exact_copy_share": "share of generated flows identical to a training flow (memorisation); lower is better",
+    "utility_real": "detector macro-F1 on the real test flows, trained on real training flows only "
+                    "(the baseline; mean over five detectors)",
+    "utility_real_plus_gen": "detector macro-F1 trained on real + generated flows; above 'macro-F1 real' means "
+                             "the generated flows help",
+    "utility_tstr": "detector macro-F1 trained on generated flows only, tested on real ones "
+                    "(train synthetic, test real); higher is better",
+    "utility_scarce": "detector macro-F1 with only 10 % of the real attack flows (scarce data)",
+    "utility_scarce_plus_gen": "the same, with generated flows added; above 'macro-F1 scarce' means they help",
+    "class_fidelity_f1": "macro-F1 of a classifier trained on real flows at telling the generated flows' "
+                         "requested classes; higher is better",
+}
+
+
+def metric_label(key: str) -> str:
+    """A figure's human name: its SUMMARY_COLUMNS label, else the key in words
+    (``compliance_flows_raw`` → "flow compliance (raw)")."""
+    known = dict(SUMMARY_COLUMNS).get(key)
+    if known:
+        return known
+    parts = key.split("_")
+    if len(parts) == 3 and parts[0] == "compliance":
+        return f"{parts[1].rstrip('s')} compliance ({parts[2]})"
+    return key.replace("_", " ")
+
+
+def summary_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key, label) of every headline figure in ``summary``: the known ones in their order, then
+    any other key a validator or summarise() added, so new figures show without code here."""
+    known = [key for key, _ in SUMMARY_COLUMNS]
+    extra = [k for s in summary.values() for k in s if k not in known]
+    return [(k, metric_label(k)) for k in [*known, *dict.fromkeys(extra)]]
 
 
 def summarise(metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -108,28 +159,43 @@ def _save(fig: Any, path: Path) -> None:
     _plt().close(fig)
 
 
+NO_DATA = "no data"
+
+
+def _no_data(ax: Any) -> None:
+    ax.text(0.5, 0.5, NO_DATA, ha="center", va="center", transform=ax.transAxes, fontsize=10, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def plot_fields(real: EvalSet, gens: dict[str, EvalSet], class_index: int, path: Path) -> None:
     """Histograms of every numeric fidelity field, real against each generated set."""
     plt = _plt()
     fields = list(NUMERIC_FIELDS)
     cols = 4
     rows = math.ceil(len(fields) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.0 * rows))
     rv = field_values(real, class_index)
     gvs = {name: field_values(g, class_index) for name, g in gens.items()}
+    legend_ax = None
     for ax, name in zip(np.ravel(axes), fields, strict=False):
+        ax.set_title(NUMERIC_FIELDS[name], fontsize=9)
         values = [rv[name]] + [gv[name] for gv in gvs.values()]
-        joined = np.concatenate([v for v in values if len(v)]) if any(len(v) for v in values) else np.zeros(1)
-        bins = np.histogram_bin_edges(joined, bins=30)
+        if not any(len(v) for v in values):
+            _no_data(ax)
+            continue
+        bins = np.histogram_bin_edges(np.concatenate([v for v in values if len(v)]), bins=30)
         if len(rv[name]):
             ax.hist(rv[name], bins=bins, density=True, alpha=0.5, label="real", color="black")
         for gname, gv in gvs.items():
             if len(gv[name]):
                 ax.hist(gv[name], bins=bins, density=True, histtype="step", linewidth=1.5, label=gname)
-        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("density", fontsize=8)
+        legend_ax = legend_ax or ax
     for ax in np.ravel(axes)[len(fields):]:
         ax.axis("off")
-    np.ravel(axes)[0].legend(fontsize=7)
+    if legend_ax is not None:
+        legend_ax.legend(fontsize=7)
     fig.suptitle(f"{real.classes[class_index]}: real vs generated field distributions")
     fig.tight_layout()
     _save(fig, path)
@@ -140,18 +206,27 @@ def plot_iat_cdfs(real: EvalSet, gens: dict[str, EvalSet], classes: list[int], p
     plt = _plt()
     cols = min(4, max(1, len(classes)))
     rows = math.ceil(len(classes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    legend_ax = None
     for ax, c in zip(np.ravel(axes), classes, strict=False):
+        ax.set_title(real.classes[c], fontsize=9)
+        drawn = False
         for name, es, style in [("real", real, "k-")] + [(n, g, "-") for n, g in gens.items()]:
             x = np.sort(field_values(es, c)["log_iat_us"])
             if len(x):
                 ax.plot(x, np.arange(1, len(x) + 1) / len(x), style, label=name, linewidth=1.2)
-        ax.set_title(real.classes[c], fontsize=9)
-        ax.set_xlabel("log1p(IAT µs)", fontsize=8)
+                drawn = True
+        if not drawn:  # single-packet flows only: no gap inside a flow to measure
+            _no_data(ax)
+            continue
+        ax.set_xlabel("inter-arrival time, log1p(µs)", fontsize=8)
+        ax.set_ylabel("share of packets", fontsize=8)
+        legend_ax = legend_ax or ax
     for ax in np.ravel(axes)[len(classes):]:
         ax.axis("off")
-    np.ravel(axes)[0].legend(fontsize=7)
-    fig.suptitle("inter-arrival time CDFs")
+    if legend_ax is not None:
+        legend_ax.legend(fontsize=7)
+    fig.suptitle("inter-arrival times inside flows (cumulative share)")
     fig.tight_layout()
     _save(fig, path)
 
@@ -161,40 +236,55 @@ def plot_confusion(confusion: dict[str, Any], title: str, path: Path) -> None:
     matrix = np.asarray(confusion.get("matrix") or [[0]], np.float64)
     names = confusion.get("classes") or [""]
     norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = max(4.0, 0.5 * len(names) + 2)
+    size = max(4.5, 0.5 * len(names) + 2.5)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the requested class's flows")
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlabel("predicted by the real-trained classifier")
-    ax.set_ylabel("requested class")
+    ax.set_xlabel("class predicted by a classifier trained on real flows")
+    ax.set_ylabel("class the generator was asked for")
     for (i, j), v in np.ndenumerate(matrix):
-        if v:
-            ax.text(j, i, int(v), ha="center", va="center", fontsize=6)
+        if v:  # white on the dark cells, black on the light ones
+            ax.text(j, i, int(v), ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(title)
     _save(fig, path)
 
 
+SUMMARY_PLOT_KEYS = ("compliance_packets_final", "tshark_pass", "coverage", "class_fidelity_f1", "utility_tstr")
+
+
 def plot_summary(summary: dict[str, dict[str, float | None]], path: Path) -> None:
+    import textwrap
+
     plt = _plt()
-    keys = ["compliance_packets_final", "coverage", "class_fidelity_f1", "utility_tstr"]
+    keys = list(SUMMARY_PLOT_KEYS)
     names = list(summary)
-    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(names) * len(keys) / 2), 3.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(keys) * max(1, len(names)) / 1.5), 3.8))
     width = 0.8 / max(1, len(names))
     for k, name in enumerate(names):
-        vals = [summary[name].get(key) or 0.0 for key in keys]
-        ax.bar(np.arange(len(keys)) + k * width, vals, width, label=name)
-    ax.set_xticks(np.arange(len(keys)) + width * (len(names) - 1) / 2, keys, fontsize=8)
-    ax.set_ylim(0, 1.05)
+        x = np.arange(len(keys)) + k * width
+        vals = [summary[name].get(key) for key in keys]
+        ax.bar(x, [v or 0.0 for v in vals], width, label=name)
+        for xi, v in zip(x, vals, strict=True):
+            ax.text(xi, (v or 0.0) + 0.02, NO_DATA if v is None else f"{v:.2f}", ha="center", va="bottom",
+                    fontsize=7, rotation=90 if v is None else 0, color="0.4" if v is None else "black")
+    ax.set_xticks(np.arange(len(keys)) + width * (len(names) - 1) / 2,
+                  [textwrap.fill(metric_label(key), 16) for key in keys], fontsize=8)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("score (0–1)")
     ax.legend(fontsize=8)
     ax.set_title("headline figures (higher is better)")
+    fig.tight_layout()
     _save(fig, path)
 
 
 def write_report(out: Path, real: EvalSet, gens: dict[str, EvalSet], results: dict[str, Any],
                  plots: bool = True) -> dict[str, Any]:
-    """Write report.json, report.md and the PNGs under ``out``; return the JSON document."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write report.json, report.md, report.html (self-contained: the plots inline) and the PNGs
+    under ``out``; return the JSON document."""
+    open_output_dir(out)
     summary = {name: summarise(r["metrics"]) for name, r in results["generated"].items()}
     results["summary"] = summary
     if plots and importlib.util.find_spec("matplotlib") is None:
@@ -225,6 +315,10 @@ def write_report(out: Path, real: EvalSet, gens: dict[str, EvalSet], results: di
                 images[f"confusion:{name}"] = file
     with atomic_file(out / "report.md", "w") as fh:
         fh.write(render_markdown(results, summary, images))
+    from pytrafgen.evaluate.report_html import render_html
+
+    with atomic_file(out / "report.html", "w") as fh:
+        fh.write(render_html(results, summary, {key: out / file for key, file in images.items()}))
     return results
 
 
@@ -251,7 +345,7 @@ def render_markdown(results: dict[str, Any], summary: dict[str, dict[str, float 
     names = list(summary)
     lines.append("| metric | " + " | ".join(names) + " |")
     lines.append("|---|" + "---|" * len(names))
-    for key, label in SUMMARY_COLUMNS:
+    for key, label in summary_rows(summary):
         lines.append(f"| {label} | " + " | ".join(_fmt(summary[n].get(key)) for n in names) + " |")
     ref = results.get("real_reference", {})
     if ref:
@@ -281,8 +375,9 @@ def render_markdown(results: dict[str, Any], summary: dict[str, dict[str, float 
                           (_get(m, "compliance", "final", "per_rule") or {}).items()
                           if v.get("pass_rate") is not None and v["pass_rate"] < 1.0))[:10]
         if failing:
-            lines += ["", "Rules failed most often (final): " + ", ".join(f"{rid} {rate:.4f}"
-                                                                           for rate, rid in failing)]
+            lines += ["", "Rules with the lowest pass rates (final; pass rate = share of the packets or flows "
+                          "a rule applies to that satisfy it): " + ", ".join(f"{rid} {rate:.4f}"
+                                                                             for rate, rid in failing)]
         if f"confusion:{name}" in images:
             lines += ["", f"![confusion {name}]({images[f'confusion:{name}']})"]
     if "iat" in images:

@@ -64,6 +64,10 @@ class MarkovGenerator(Generator):
     name: ClassVar[str] = "markov"
     description: ClassVar[str] = "per-class empirical flow attributes + Markov chain over packet field states"
 
+    @classmethod
+    def fit_setting_names(cls) -> frozenset[str]:
+        return frozenset(DEFAULTS) | {"device", "quiet"}  # device/quiet: every CLI fit passes them
+
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         self.settings = {**DEFAULTS, **dict(settings or {})}
         self.classes: list[str] = []
@@ -133,6 +137,8 @@ class MarkovGenerator(Generator):
         rng = np.random.default_rng(seed)
         if len(labels) == 0:
             return FieldRecords.empty(self.classes)
+        if self.on_progress is not None:  # one vectorised walk: nothing finishes before the end
+            self.on_progress(0, len(labels))
         attr_label = t["attr_label"]
         attrs = np.zeros((len(labels), 5), np.int64)
         for c in np.unique(labels):
@@ -152,7 +158,10 @@ class MarkovGenerator(Generator):
         packets = {f: t[f"emission.{f}"][row] for f in EMITTED_FIELDS}
         packets.update(flow=flow, direction=key // (512 * 32 * 64), tcp_flags=(key // (32 * 64)) % 512)
         flows = {"label": labels, "ip_version": attrs[:, 1], "proto": attrs[:, 2], "server_port": attrs[:, 3]}
-        return assemble_records(self.classes, flows, packets, parts, rng)
+        records = assemble_records(self.classes, flows, packets, parts, rng)
+        if self.on_progress is not None:
+            self.on_progress(len(labels), len(labels))
+        return records
 
     def _walk(self, labels: np.ndarray, n_packets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """State ids of every packet, flows concatenated; one vectorised step per position."""

@@ -6,8 +6,10 @@ parallel); every flow of a file gets the file's class. The flows of all files ar
 and the dataset is written atomically.
 
 The labels manifest is a CSV with at least ``file`` and ``class`` columns (``label``:
-benign / malicious, optional; other columns ignored), paths relative to the manifest's folder
-— the format of the shared capture manifests.
+benign / malicious, optional; other columns ignored) — the format of the shared capture
+manifests. A ``file`` entry is read relative to the manifest's own folder (or absolute); a
+capture that no entry resolves to is matched by its file name when exactly one entry has
+that name, so a manifest kept in another folder than its captures still labels them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,20 @@ class LabelEntry:
     kind: str  # "benign", "malicious" or "unknown"
 
 
+LABEL_KINDS = ("benign", "malicious")
+
+
+def label_kind(value: str | None, where: str) -> str:
+    """A manifest's ``label`` value: benign, malicious, or empty (unknown); else an error."""
+    kind = (value or "").strip().lower()
+    if not kind:
+        return "unknown"
+    if kind not in LABEL_KINDS:
+        raise DatasetError(f"{where}: label {value!r} is not one of {', '.join(LABEL_KINDS)} "
+                           f"(or empty); fix the 'label' column")
+    return kind
+
+
 def read_labels(manifest: str | Path) -> dict[Path, LabelEntry]:
     """Resolved capture path → its label entry, from a ``file,class[,label,…]`` CSV."""
     manifest = Path(manifest)
@@ -58,7 +74,7 @@ def read_labels(manifest: str | Path) -> dict[Path, LabelEntry]:
         if not name or not cls:
             raise DatasetError(f"{manifest}: line {line}: empty 'file' or 'class'")
         path = (manifest.parent / name).resolve()
-        kind = (row.get("label") or "unknown").strip() or "unknown"
+        kind = label_kind(row.get("label"), f"{manifest}: line {line}")
         entries[path] = LabelEntry(path, cls, kind)
     return entries
 
@@ -143,6 +159,35 @@ def read_label_files(manifests: Sequence[str | Path]) -> dict[Path, LabelEntry]:
     return entries
 
 
+def match_labels(files: Sequence[Path], entries: dict[Path, LabelEntry],
+                 manifests: Sequence[str | Path]) -> dict[Path, LabelEntry]:
+    """Each capture's entry: by resolved path (``file`` relative to its manifest's folder), else
+    by file name when exactly one entry has that name; a capture with neither is an error."""
+    by_name: dict[str, list[LabelEntry]] = {}
+    for entry in entries.values():
+        by_name.setdefault(entry.path.name, []).append(entry)
+    matched: dict[Path, LabelEntry] = {}
+    missing: list[Path] = []
+    for f in files:
+        entry = entries.get(f.resolve())
+        if entry is None and len(by_name.get(f.name, [])) == 1:
+            entry = by_name[f.name][0]
+        if entry is None:
+            missing.append(f)
+        else:
+            matched[f] = entry
+    if missing:
+        f = missing[0]
+        how = (f"{len(by_name[f.name])} rows name {f.name} in different folders"
+               if len(by_name.get(f.name, [])) > 1 else f"no row names {f.name}")
+        raise DatasetError(
+            f"{f}: not in the labels manifest {', '.join(str(m) for m in manifests)} ({how}; a 'file' entry "
+            f"is read relative to the manifest's own folder, else matched by file name); add a row "
+            f"'{f.name},CLASS,benign|malicious'"
+            + (f" (and {len(missing) - 1} more files)" if len(missing) > 1 else ""))
+    return matched
+
+
 def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Sequence[str | Path],
                       out: str | Path, *,
                       payload_cap: int = DEFAULT_PAYLOAD_CAP, seed: int = 0, workers: int = 1,
@@ -154,12 +199,8 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     from pytrafgen.dataset import split_flows, write_dataset
 
     manifests = [labels_csv] if isinstance(labels_csv, (str, Path)) else list(labels_csv)
-    entries = read_label_files(manifests)
-    files = expand_inputs(inputs)
-    missing = [f for f in files if f not in entries]
-    if missing:
-        raise DatasetError(f"{missing[0]}: not in the labels manifest {', '.join(str(m) for m in manifests)}"
-                           + (f" (and {len(missing) - 1} more files)" if len(missing) > 1 else ""))
+    entries = match_labels(expand_inputs(inputs), read_label_files(manifests), manifests)
+    files = list(entries)
     classes = sorted({entries[f].class_name for f in files})
     kinds: dict[str, str] = {}
     for f in files:
@@ -202,4 +243,4 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
                          settings=settings, sources=sources, split=split)
 
 
-__all__ = ["LabelEntry", "expand_inputs", "read_label_files", "read_labels", "tokenize_captures", "tokenize_file"]
+__all__ = ["LABEL_KINDS", "LabelEntry", "expand_inputs", "label_kind", "match_labels", "read_label_files", "read_labels", "tokenize_captures", "tokenize_file"]

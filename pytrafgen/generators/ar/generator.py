@@ -43,6 +43,13 @@ class ARGenerator(Generator):
         "attack class, grammar-constrained sampling"
     )
 
+    @classmethod
+    def fit_setting_names(cls) -> frozenset[str]:
+        from dataclasses import fields
+
+        return frozenset(_RUN_SETTINGS | {"seed"} | {f.name for f in fields(GPTConfig)}
+                         | {f.name for f in fields(TrainConfig)})
+
     def __init__(self, size: str = "small") -> None:
         self.size = size
         self.model_config: GPTConfig | None = None  # of the saved (LoRA-merged) weights
@@ -235,7 +242,6 @@ class ARGenerator(Generator):
         decoding: a flow it rejects is drawn again (up to ``MAX_SAMPLING_ROUNDS`` rounds);
         ``last_sample_stats`` says how many were."""
         import numpy as np
-        from rich.progress import Progress
 
         from pytrafgen.generators.ar import tokens as tok
         from pytrafgen.generators.ar.sample import sample_classes
@@ -253,8 +259,13 @@ class ARGenerator(Generator):
         kept: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
         rejected: dict[str, int] = {}
         total = sum(wanted.values())
-        with Progress(disable=not self.show_progress or total == 0) as progress:
-            task = progress.add_task("sampling flows", total=total)
+        sampled = [0]  # flows sampled so far, redrawn ones included
+
+        with self._progress(total) as report:
+            def on_batch(n_flows: int) -> None:
+                sampled[0] += n_flows
+                report(sampled[0], total + sum(rejected.values()))
+
             for round_ in range(MAX_SAMPLING_ROUNDS):
                 missing = {name: n - len(kept[name]) for name, n in wanted.items() if len(kept[name]) < n}
                 if not missing:
@@ -262,11 +273,11 @@ class ARGenerator(Generator):
                 round_seed = int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
                 sequences, names = sample_classes(model, grammar, special.bos, special.eos, class_tokens,
                                                   missing, self.sampling, round_seed, device,
-                                                  header_allowed=header or None)
+                                                  on_progress=on_batch, header_allowed=header or None)
                 for seq, ok, name in zip(sequences, tok.decodable(sequences, vocab, rejected), names, strict=True):
                     if ok:
                         kept[name].append(seq)
-                        progress.advance(task)
+                report(sampled[0], total + sum(rejected.values()))  # redrawn flows add to the total
         short = {name: n - len(kept[name]) for name, n in wanted.items() if len(kept[name]) < n}
         if short:
             raise PytrafgenError(
@@ -274,6 +285,16 @@ class ARGenerator(Generator):
                 f"{', '.join(f'{k} ({v} missing)' for k, v in short.items())}: {rejected}; train it longer")
         self.last_sample_stats = {"flows": total, "redrawn": sum(rejected.values()), "redrawn_reasons": rejected}
         return tok.decode_sequences([seq for name in wanted for seq in kept[name]], vocab)
+
+    def _progress(self, total: int) -> Any:
+        """``on_progress`` when the caller set one, else a bar of our own (``show_progress``)."""
+        import contextlib
+
+        from pytrafgen.progress import progress_bar
+
+        if self.on_progress is not None:
+            return contextlib.nullcontext(self.on_progress)
+        return progress_bar("sampling flows", total, enabled=self.show_progress and total > 0)
 
     # ----------------------------------------------------------------------- save / load
 

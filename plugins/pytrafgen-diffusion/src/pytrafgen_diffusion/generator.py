@@ -69,6 +69,10 @@ class DiffusionGenerator(Generator):
     name: ClassVar[str] = "diffusion"
     description: ClassVar[str] = "NetDiffusion-style class-conditioned DDPM over nPrint-like header bit rows"
 
+    @classmethod
+    def fit_setting_names(cls) -> frozenset[str]:
+        return frozenset(DEFAULTS).union(*SIZES.values())
+
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         given = dict(settings or {})
         self.settings: dict[str, Any] = {**DEFAULTS, **_size(given.get("size", DEFAULTS["size"])), **given}
@@ -167,6 +171,8 @@ class DiffusionGenerator(Generator):
         for start in range(0, len(labels), chunk):
             part = torch.from_numpy(labels[start:start + chunk].astype(np.int64)).to(device)
             images.append(diffusion.sample(part, float(self.settings["guidance"]), gen).float().cpu().numpy())
+            if self.on_progress is not None:
+                self.on_progress(min(start + chunk, len(labels)), len(labels))
         cols = decode_to_columns(labels, np.concatenate(images), repair, rng)
         return assemble_records(self.classes, cols["flows"], cols["packets"], self.parts, rng,
                                 overrides=cols["overrides"], options_mask=cols["options_mask"],

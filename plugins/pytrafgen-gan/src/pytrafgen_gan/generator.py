@@ -62,6 +62,10 @@ class GanGenerator(Generator):
     name: ClassVar[str] = "gan"
     description: ClassVar[str] = "DoppelGANger/NetShare-style WGAN-GP: flow attributes + per-packet field series"
 
+    @classmethod
+    def fit_setting_names(cls) -> frozenset[str]:
+        return frozenset(DEFAULTS).union(*SIZES.values())
+
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         given = dict(settings or {})
         size = given.get("size", DEFAULTS["size"])
@@ -185,6 +189,8 @@ class GanGenerator(Generator):
                 a, f = net(eye[part])
                 attrs.append(a.float().cpu().numpy())
                 feats.append(f.float().cpu().numpy())
+                if self.on_progress is not None:
+                    self.on_progress(min(start + chunk, len(labels)), len(labels))
         flows, packets = self.encoding.decode(labels, np.concatenate(attrs), np.concatenate(feats), rng)
         return assemble_records(self.classes, flows, packets, self.parts, rng)
 
