@@ -471,7 +471,7 @@ def _as_ipv6(path: Path, out: Path, limit: int) -> Path:
 
 @pytest.mark.netns
 @needs_netns
-@needs_shared
+@needs_full_captures
 @pytest.mark.parametrize(("name", "capture", "limit"), [
     ("syn_flood", "syn_flood.pcap", 600),
     ("port_scan", "nmap_syn_scan.pcap", 300),
