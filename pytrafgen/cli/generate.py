@@ -1,7 +1,8 @@
 """``pytrafgen generate CKPT --class a:100 --class b:50 --out gen.pcap``: sample flows from any
 generator checkpoint and write them as a pcap through the builder (lengths and checksums
 repaired; ``--raw-out`` also writes them as generated, unrepaired), with each flow's class in
-``gen.pcap.flows.csv`` beside it."""
+``gen.pcap.flows.csv`` beside it, in the order a reader finds the flows in the pcap.
+``--format pcapng`` also puts each packet's class and flow in a packet comment."""
 
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int | None, typer.Option("--batch-size", help="Flows sampled together.")] = None,
         generator: Annotated[str | None, typer.Option("--generator", "-g", help="Override the checkpoint's generator.")] = None,
         raw_out: Annotated[Path | None, typer.Option("--raw-out", help="Also write the packets unrepaired.")] = None,
+        file_format: Annotated[str, typer.Option("--format", help="pcap, or pcapng with each packet's class and "
+                                                 "flow in a packet comment.")] = "pcap",
         device: Device = "auto",
         quiet: Quiet = False,
         as_json: JsonOutput = False,
@@ -75,10 +78,11 @@ def register(app: typer.Typer) -> None:
         import numpy as np
 
         from pytrafgen.address_plan import AddressPlan
-        from pytrafgen.build import write_records
-        from pytrafgen.evaluate.from_records import write_flow_labels
+        from pytrafgen.build import CAPTURE_FORMATS, write_records
         from pytrafgen.generators import load_generator
 
+        if file_format not in CAPTURE_FORMATS:
+            raise PytrafgenError(f"--format must be one of {', '.join(CAPTURE_FORMATS)}, got {file_format!r}")
         counts = parse_class_counts(classes, count)
         gen = load_generator(checkpoint, generator)
         _configure_sampling(gen, {"temperature": temperature, "top_k": top_k, "top_p": top_p,
@@ -86,10 +90,10 @@ def register(app: typer.Typer) -> None:
                                   "show_progress": not (quiet or as_json)})
         records = gen.sample(counts, seed=seed)
         plan = AddressPlan.load(checkpoint / "address_plan.json")
-        written = write_records(out, records, plan, seed)
-        labels_csv = write_flow_labels(out, records, plan, seed)  # what `pytrafgen evaluate` reads
+        written = write_records(out, records, plan, seed, file_format=file_format)
+        labels_csv = written["flow_labels"]  # what `pytrafgen evaluate` reads
         if raw_out is not None:
-            write_records(raw_out, records, plan, seed, repair=False)
+            write_records(raw_out, records, plan, seed, repair=False, labels=False, file_format=file_format)
         labels = records.flows["label"]
         per_class = {name: int(np.count_nonzero(labels == records.classes.index(name)))
                      for name in counts if name in records.classes}
