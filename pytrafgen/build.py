@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class BuiltFrames:
     ts_ns: np.ndarray  # int64 per frame
     status: np.ndarray  # uint8 per record packet
     linktype: int
+    # packets changed per field by ``conform`` (pytrafgen.conform): what the generator got wrong
+    repairs: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.frame_off)
@@ -299,7 +301,8 @@ def _timestamps(records: FieldRecords, rng: np.random.Generator, flow_spread_s: 
 def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: int = 0,
                  linktype: int = LINKTYPE_ETHERNET, repair: bool = True, isn: np.ndarray | None = None,
                  addresses: Any = None, order: np.ndarray | None = None, *, time_order: bool = False,
-                 flow_spread_s: float | None = None, start_ns: int | None = None) -> BuiltFrames:
+                 flow_spread_s: float | None = None, start_ns: int | None = None,
+                 conform: bool = False) -> BuiltFrames:
     """Build ``records`` into frames (see the module docstring).
 
     ``isn``: (F,2) uint32 client/server initial sequence numbers (default: drawn from the seed).
@@ -309,13 +312,24 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     packet indices to emit, in that order; ``time_order``: emit in timestamp order instead.
     ``flow_spread_s``: draw each flow's start uniformly within this many seconds; by default,
     when flows of one class start at the same instant (generated ones), all flows are placed as
-    arrivals at each class's real flow rate from the plan; ``start_ns``: shift so the first packet is at this time.
+    arrivals at each class's real flow rate from the plan; ``start_ns``: shift so the first packet
+    is at this time. ``conform``: make generated flows valid by construction first
+    (``pytrafgen.conform``: TCP teardown after data, seq/ack continuity, well-formed options, CoAP
+    options that fit); what it changed is counted per field in ``BuiltFrames.repairs``.
     """
     if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
         raise BuildError(f"build: linktype must be {LINKTYPE_ETHERNET} (Ethernet) or {LINKTYPE_RAW} (raw IP)")
     rng = np.random.default_rng(seed)
+    repairs: dict[str, int] = {}
     if addresses is None and records.client_addr is None:  # endpoints drawn from the plan
-        records, isn, _ = _service_side_as_server(records, isn)
+        records, isn, swapped = _service_side_as_server(records, isn)
+        if swapped:
+            repairs["roles_swapped_flows"] = swapped
+    if conform:
+        from pytrafgen.conform import conform as conform_records
+
+        records, changed = conform_records(records, records.packets["ts_ns"])
+        repairs.update(changed)
     ends = _endpoints(records, plan, addresses, rng)
     flows = records.flows
     if addresses is None and records.client_addr is None:  # endpoints drawn from the plan
@@ -343,7 +357,7 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     in_record_order = order is None and len(packet) == records.n_packets  # then packet == arange
     return BuiltFrames(data=out["data"], frame_off=out["frame_off"], frame_len=out["frame_len"],
                        packet=packet, ts_ns=ts if in_record_order else ts[packet], status=out["status"],
-                       linktype=linktype)
+                       linktype=linktype, repairs=repairs)
 
 
 def build_packets(records: FieldRecords, plan: AddressPlan | None = None, seed: int = 0,
@@ -362,19 +376,22 @@ def write_records(path: str | os.PathLike[str], records: FieldRecords, plan: Add
                   seed: int = 0, linktype: int = LINKTYPE_ETHERNET, repair: bool = True,
                   isn: np.ndarray | None = None, addresses: Any = None, *,
                   flow_spread_s: float | None = None, start_ns: int | None = None,
-                  labels: bool = True, file_format: str = "pcap") -> dict[str, Any]:
+                  labels: bool = True, file_format: str = "pcap", conform: bool | None = None) -> dict[str, Any]:
     """Build ``records`` and write them as a pcap or pcapng (nanosecond timestamps, packets in
     time order, atomically). ``flow_spread_s`` / ``start_ns`` as in ``build_frames``.
     ``labels``: also write ``<path>.flows.csv``, each flow's class in the order a reader finds the
     flows in the file (``pytrafgen.flow_labels``); in pcapng every packet also carries its class
-    and flow as a packet comment. Returns a summary: path, packets, skipped (by reason), bytes,
-    flow_labels (the CSV's path, or None) and flow_classes (class per flow, reader order)."""
+    and flow as a packet comment. ``conform`` (default: as ``repair``): make the flows valid by
+    construction (see ``build_frames``). Returns a summary: path, packets, skipped (by reason),
+    bytes, repairs (packets changed per field), flow_labels (the CSV's path, or None) and
+    flow_classes (class per flow, reader order)."""
     from pytrafgen.flow_labels import label_built_flows, labels_path, pcapng_bytes, write_labels_csv
 
     if file_format not in CAPTURE_FORMATS:
         raise BuildError(f"build: file format must be one of {', '.join(CAPTURE_FORMATS)}, got {file_format!r}")
     built = build_frames(records, plan, seed, linktype, repair, isn, addresses, time_order=True,
-                         flow_spread_s=flow_spread_s, start_ns=start_ns)
+                         flow_spread_s=flow_spread_s, start_ns=start_ns,
+                         conform=repair if conform is None else conform)
     flow_labels = label_built_flows(built, records) if labels else None
     if file_format == "pcapng":
         blob = pcapng_bytes(built, flow_labels.comments() if flow_labels is not None else None)
@@ -384,6 +401,7 @@ def write_records(path: str | os.PathLike[str], records: FieldRecords, plan: Add
         fh.write(blob)
     csv_path = write_labels_csv(labels_path(path), flow_labels) if flow_labels is not None else None
     return {"path": str(Path(path)), "packets": len(built), "skipped": built.skipped, "bytes": len(blob),
+            "repairs": built.repairs,
             "flow_labels": None if csv_path is None else str(csv_path),
             "flow_classes": None if flow_labels is None else flow_labels.classes}
 

@@ -97,11 +97,9 @@ def generate_set(name: str, ds: Any, checkpoint: Path | None, out: Path, fit_set
     pcap = out / f"{name}.pcap"
     write_records(pcap, records, plan, seed)  # and <pcap>.flows.csv
     es = evalset_from_records(records, plan, seed, name, kinds=kinds)
-    if records.raw_derived:
-        es.raw = evalset_from_records(records, plan, seed, f"{name}-raw", repair=False, kinds=kinds)
-        info["raw"] = "built with repair off from the generator's derived fields"
-    else:
-        info["raw"] = "the generator emits no derived fields; the builder derives all of them"
+    es.raw = evalset_from_records(records, plan, seed, f"{name}-raw", repair=False, kinds=kinds)
+    info["raw"] = ("built as sampled, with the generator's derived fields" if records.raw_derived else
+                   "built as sampled; the generator emits no derived fields, so the builder derives them")
     return es, info
 
 

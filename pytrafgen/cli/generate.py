@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         packets_per_flow = np.bincount(records.packets["flow"], minlength=records.n_flows)
         packets = {name: int(packets_per_flow[labels == records.classes.index(name)].sum()) for name in per_class}
         summary = {"out": str(out), "flow_labels": str(labels_csv), "raw_out": str(raw_out) if raw_out else None, "seed": seed,
-                   "flows": per_class, "packets": packets, "skipped": written["skipped"],
+                   "flows": per_class, "packets": packets, "skipped": written["skipped"], "repairs": written["repairs"],
                    "sampling": getattr(gen, "last_sample_stats", {})}
         if as_json:
             typer.echo(json.dumps(summary))

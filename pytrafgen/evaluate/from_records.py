@@ -1,6 +1,8 @@
 """EvalSets straight from FieldRecords (a generator's output or a dataset split), built exactly
 the way ``write_records`` / ``pytrafgen generate`` writes them: packets in time order (flows
-placed in time by the builder), lengths and checksums repaired (or not, for the raw set). Each
+placed in time by the builder), conformed to their protocols and lengths and checksums
+repaired (or neither, for the raw set: the records as sampled; ``EvalSet.repairs`` counts what
+conforming changed per field). Each
 assembled flow takes the class of the record flow its first packet was built from
 (``pytrafgen.flow_labels``), so the labels ``compare`` uses are those ``generate`` writes."""
 
@@ -17,6 +19,8 @@ def evalset_from_records(records: FieldRecords, plan: Any, seed: int, name: str,
     from pytrafgen.build import build_frames
     from pytrafgen.flow_labels import label_built_flows
 
-    built = build_frames(records, plan, seed, repair=repair, time_order=True)
+    built = build_frames(records, plan, seed, repair=repair, time_order=True, conform=repair)
     labels = label_built_flows(built, records)
-    return evalset_from_tables([(built.to_table(), labels.classes)], name, kinds, [f"<{name}: built from records>"])
+    es = evalset_from_tables([(built.to_table(), labels.classes)], name, kinds, [f"<{name}: built from records>"])
+    es.repairs = dict(built.repairs)
+    return es

@@ -283,6 +283,14 @@ def render_markdown(results: dict[str, Any], summary: dict[str, dict[str, float 
         if failing:
             lines += ["", "Rules failed most often (final): " + ", ".join(f"{rid} {rate:.4f}"
                                                                            for rate, rid in failing)]
+        raw = _get(m, "compliance", "raw") or {}
+        if "packet_pass_rate" in raw:
+            lines += ["", f"As sampled, before repair (raw): packet compliance {_fmt(raw['packet_pass_rate'])}, "
+                          f"flow compliance {_fmt(raw.get('flow_pass_rate'))}."]
+        repairs = _get(m, "compliance", "repairs")
+        if isinstance(repairs, dict):
+            lines += ["", "Repair changed (packets per field): " + (", ".join(
+                f"{k} {v}" for k, v in sorted(repairs.items())) or "nothing") + "."]
         if f"confusion:{name}" in images:
             lines += ["", f"![confusion {name}]({images[f'confusion:{name}']})"]
     if "iat" in images:

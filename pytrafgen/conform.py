@@ -1,0 +1,223 @@
+"""Conform generated flows to their protocols before they are built: what the protocol
+determines is computed from the flow, not taken from the sample.
+
+Shared by every generator (``write_records`` / ``build_frames(conform=True)``); each change is
+counted per field, so the report can show what the generator got wrong (``raw``: built
+without these changes) next to what is written (``final``).
+
+TCP, per flow in time order:
+
+* a side's FIN moves to its last data segment (a FIN followed by more data from the same side
+  loses it), a RST followed by data or a SYN from the same side is dropped: teardown comes
+  after the data;
+* sequence numbers follow each side's bytes (SYN and FIN count one), acknowledgement numbers
+  follow the peer's bytes sent so far: every ACK answers what the other side sent;
+* option lists are rebuilt from their well-formed options of known kinds (MSS, window scale
+  clamped to 14, SACK-permitted, SACK, timestamps) with zero padding after an end-of-list, in
+  the same space (a malformed option and everything after it is dropped).
+
+CoAP over UDP (RFC 7252): an option whose delta or length runs past the datagram (or a payload
+marker with nothing after it) ends the message there: the datagram keeps its header, token and
+the options that fit, and is shortened to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from pytrafgen.records import FieldRecords
+
+FIN, SYN, RST, ACK = 1, 2, 4, 16
+MAX_WINDOW_SCALE = 14
+# kind -> allowed lengths (RFC 9293, 7323, 2018)
+TCP_OPTION_LENGTHS: dict[int, tuple[int, ...]] = {2: (4,), 3: (3,), 4: (2,), 5: (10, 18, 26, 34), 8: (10,)}
+COAP_PORT = 5683
+EXTENDED_BYTES = {13: 1, 14: 2}  # CoAP option delta/length nibble -> extended bytes after the header
+
+
+def _grouped_exclusive_cumsum(values: np.ndarray, group_start: np.ndarray) -> np.ndarray:
+    """Sum of ``values`` before each position within its group (groups are contiguous runs)."""
+    total = np.cumsum(values)
+    before = total - values
+    starts = np.flatnonzero(group_start)
+    base = np.repeat(before[starts], np.diff(np.r_[starts, len(values)]))
+    return before - base
+
+
+def _first_position(mask: np.ndarray, side: np.ndarray, pos: np.ndarray, n_sides: int) -> np.ndarray:
+    """Per side, the smallest ``pos`` where ``mask`` holds (a large number if none)."""
+    out = np.full(n_sides, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(out, side[mask], pos[mask])
+    return out
+
+
+def _last_position(mask: np.ndarray, side: np.ndarray, pos: np.ndarray, n_sides: int) -> np.ndarray:
+    """Per side, the largest ``pos`` where ``mask`` holds (-1 if none)."""
+    out = np.full(n_sides, -1, np.int64)
+    np.maximum.at(out, side[mask], pos[mask])
+    return out
+
+
+def conform_tcp_order(records: FieldRecords, ts: np.ndarray, counts: dict[str, int]) -> dict[str, np.ndarray]:
+    """TCP flags, seq and ack of ``records`` made consistent per flow (see the module doc);
+    ``ts``: the packet times the flows will be built with. Returns new columns."""
+    p = records.packets
+    flags = p["tcp_flags"].copy()
+    seq, ack = p["seq"].copy(), p["ack"].copy()
+    tcp = np.flatnonzero(records.flows["proto"][p["flow"]] == 6)
+    if not len(tcp):
+        return {"tcp_flags": flags, "seq": seq, "ack": ack}
+    flow = p["flow"][tcp].astype(np.int64)
+    order = tcp[np.lexsort((tcp, ts[tcp], flow))]  # flow order, time order inside
+    flow = p["flow"][order].astype(np.int64)
+    direction = p["direction"][order].astype(np.int64)
+    pos = np.arange(len(order), dtype=np.int64)
+    side = flow * 2 + direction
+    n_sides = 2 * records.n_flows
+    payload = p["payload_len"][order].astype(np.int64)
+    f = flags[order].astype(np.int64)
+
+    # teardown after the data: a side's FIN/RST before its own later data is dropped (a segment
+    # left without flags becomes a bare ACK)
+    last_data = _last_position(payload > 0, side, pos, n_sides)
+    early_fin = ((f & FIN) != 0) & (pos < last_data[side])
+    early_rst = ((f & RST) != 0) & (pos < last_data[side])
+    f = np.where(early_fin, f & ~FIN, f)
+    f = np.where(early_rst, f & ~RST, f)
+    f = np.where((early_fin | early_rst) & ((f & 0x1FF) == 0), ACK, f)
+    counts["tcp_fin_moved"] = counts.get("tcp_fin_moved", 0) + int(early_fin.sum())
+    counts["tcp_rst_dropped"] = counts.get("tcp_rst_dropped", 0) + int(early_rst.sum())
+
+    # sequence numbers follow each side's bytes; ACKs follow the peer's. A side's SYN takes one
+    # number once: a repeated SYN (a retransmission) carries the same initial number again.
+    syn = (f & SYN) != 0
+    first_syn = _first_position(syn, side, pos, n_sides)
+    repeated_syn = syn & (pos > first_syn[side])
+    fin = (f & FIN) != 0
+    first_fin = _first_position(fin, side, pos, n_sides)
+    repeated_fin = fin & (pos > first_fin[side])  # likewise a repeated FIN (no data follows a FIN)
+    seg = payload + (syn & ~repeated_syn) + (fin & ~repeated_fin)
+    by_side = np.lexsort((pos, side))
+    side_sorted = side[by_side]
+    side_start = np.r_[True, side_sorted[1:] != side_sorted[:-1]]
+    new_seq = np.empty(len(order), np.int64)
+    new_seq[by_side] = _grouped_exclusive_cumsum(seg[by_side], side_start)
+    new_seq = np.where(repeated_syn & (new_seq == 1), 0, new_seq)  # the SYN before it took number 0
+    new_seq = np.where(repeated_fin, new_seq - 1, new_seq)  # the number the first FIN took
+    flow_start = np.r_[True, flow[1:] != flow[:-1]]
+    sent_before = {d: _grouped_exclusive_cumsum(np.where(direction == d, seg, 0), flow_start) for d in (0, 1)}
+    peer_sent = np.where(direction == 0, sent_before[1], sent_before[0])
+    acking = (f & ACK) != 0
+    old_ack = ack[order].astype(np.int64)
+    new_ack = np.where(acking, peer_sent, old_ack)
+    new_seq &= 0xFFFFFFFF
+    new_ack &= 0xFFFFFFFF
+    counts["tcp_seq"] = counts.get("tcp_seq", 0) + int(np.sum(new_seq != seq[order]))
+    counts["tcp_ack"] = counts.get("tcp_ack", 0) + int(np.sum(new_ack != old_ack))
+    flags[order] = f.astype(np.uint16)
+    seq[order] = new_seq.astype(np.uint32)
+    ack[order] = new_ack.astype(np.uint32)
+    return {"tcp_flags": flags, "seq": seq, "ack": ack}
+
+
+def normalise_tcp_options(raw: bytes) -> bytes:
+    """``raw``'s well-formed options of known kinds in order (window scale ≤ 14), then zeros
+    to the same length; a malformed or unknown option ends the list."""
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        kind = raw[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            out.append(1)
+            i += 1
+            continue
+        length = raw[i + 1] if i + 1 < len(raw) else 0
+        if kind not in TCP_OPTION_LENGTHS or length not in TCP_OPTION_LENGTHS[kind] or i + length > len(raw):
+            break
+        option = bytearray(raw[i:i + length])
+        if kind == 3:
+            option[2] = min(option[2], MAX_WINDOW_SCALE)
+        out += option
+        i += length
+    while out and out[-1] == 1:  # NOPs only align what follows; trailing ones are padding
+        out.pop()
+    return bytes(out) + bytes(len(raw) - len(out))
+
+
+def _coap_options_end(dgram: bytes) -> int:
+    """Where the well-formed part of a CoAP message ends: after the header, token and every
+    option that fits (then the payload, when a marker with bytes after it follows)."""
+    if len(dgram) < 4 or dgram[0] >> 6 != 1 or (dgram[0] & 0x0F) > 8:
+        return len(dgram)  # not a CoAP version 1 message: not ours to change
+    i = 4 + (dgram[0] & 0x0F)
+    if i > len(dgram):
+        return len(dgram)
+    while i < len(dgram):
+        byte = dgram[i]
+        if byte == 0xFF:
+            return len(dgram) if i + 1 < len(dgram) else i  # a marker needs a payload after it
+        delta, length = byte >> 4, byte & 0x0F
+        if delta == 15 or length == 15:
+            return i
+        j = i + 1 + EXTENDED_BYTES.get(delta, 0)
+        if length in EXTENDED_BYTES:
+            width = EXTENDED_BYTES[length]
+            if j + width > len(dgram):
+                return i
+            length = int.from_bytes(dgram[j:j + width], "big") + (13 if width == 1 else 269)
+            j += width
+        if j + length > len(dgram):
+            return i
+        i = j + length
+    return i
+
+
+def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[str, int]]:
+    """``records`` conformed (see the module doc) and the count of packets changed per field."""
+    counts: dict[str, int] = {}
+    columns = conform_tcp_order(records, ts, counts)
+    p = records.packets
+    blob = records.blob
+    is_tcp = records.flows["proto"][p["flow"]] == 6
+    opt_len = p["l4_opt_len"]
+    changed_blob: np.ndarray | None = None
+    n_opts = 0
+    for i in np.flatnonzero(is_tcp & (opt_len > 0)).tolist():
+        off, n = int(p["l4_opt_off"][i]), int(opt_len[i])
+        raw = blob[off:off + n].tobytes()
+        fixed = normalise_tcp_options(raw)
+        if fixed != raw:
+            if changed_blob is None:
+                changed_blob = blob.copy()
+            changed_blob[off:off + n] = np.frombuffer(fixed, np.uint8)
+            n_opts += 1
+    if n_opts:
+        counts["tcp_options"] = n_opts
+    payload_stored = p["payload_stored"].copy()
+    payload_len = p["payload_len"].copy()
+    coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)
+                          & ((records.flows["server_port"][p["flow"]] == COAP_PORT)
+                             | (records.flows["client_port"][p["flow"]] == COAP_PORT)) & (payload_len > 0))
+    n_coap = 0
+    source = changed_blob if changed_blob is not None else blob
+    for i in coap.tolist():
+        off, stored, full = int(p["payload_off"][i]), int(payload_stored[i]), int(payload_len[i])
+        dgram = source[off:off + stored].tobytes() + bytes(full - stored)  # as the builder pads it
+        end = _coap_options_end(dgram)
+        if end < full:
+            payload_len[i] = end
+            payload_stored[i] = min(stored, end)
+            n_coap += 1
+    if n_coap:
+        counts["coap_options"] = n_coap
+    packets: dict[str, Any] = {**p, **columns, "payload_len": payload_len, "payload_stored": payload_stored}
+    out = replace(records, packets=packets, blob=changed_blob if changed_blob is not None else blob)
+    return out, {k: v for k, v in counts.items() if v}
+
+
+__all__ = ["conform", "conform_tcp_order", "normalise_tcp_options"]
