@@ -259,3 +259,19 @@ def test_scarce_subset_keeps_benign_and_a_tenth_of_each_malicious_class() -> Non
     labels = np.array([0] * 50 + [1] * 40 + [2] * 3)
     keep = scarce_subset(labels, [1, 2], 0.1, np.random.default_rng(0))
     assert np.bincount(labels[keep]).tolist() == [50, 4, 1]
+
+
+def test_a_detector_that_cannot_train_is_marked_and_the_others_still_score() -> None:
+    """A class with a single training flow in a set of over 10,000 flows stops gradient
+    boosting (its stratified early-stopping split); it is marked, not a blank for all."""
+    from pytrafgen.evaluate.utility import _score, detectors
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(6000, np.int64), np.ones(5000, np.int64), [2]]
+    x = rng.normal(size=(len(y), 3)) + y[:, None] * 3.0
+    tx, ty = x[::50], y[::50]
+    made = detectors(0)
+    score, why = _score(made["gradient_boosting"], x, y, tx, ty, [0, 1, 2])
+    assert score is None and "smallest class: 1 flow" in why
+    score, why = _score(made["random_forest"], x, y, tx, ty, [0, 1, 2])
+    assert why is None and score is not None and score > 0.6
