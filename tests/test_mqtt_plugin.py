@@ -138,6 +138,14 @@ def test_vocabulary_is_modest_and_unique() -> None:
     assert 280 < len(TOKEN_NAMES) <= 600 and len(set(TOKEN_NAMES)) == len(TOKEN_NAMES)
 
 
+def test_packets_before_a_broken_one_are_kept() -> None:
+    ping = MQTT.encode(bytes([0xC0, 0x00]), 0)
+    assert ping is not None
+    assert decode_payload(ping + ping + [TOKEN_ID["TYPE:PUBLISH"]]) == bytes([0xC0, 0x00]) * 2
+    with pytest.raises(TokenError):
+        decode_payload([TOKEN_ID["TYPE:PUBLISH"]] + ping)
+
+
 @pytest.mark.parametrize(
     "tokens",
     [[], [TOKEN_ID["TYPE:PUBLISH"]], [TOKEN_ID["TYPE:PINGREQ"], TOKEN_ID["FLAGS:0"], TOKEN_ID["RL_DERIVED"], 1],

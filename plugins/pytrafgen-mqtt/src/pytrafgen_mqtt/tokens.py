@@ -245,15 +245,21 @@ def _decode_packet(r: _Reader, type_token: int) -> bytes:
 
 
 def decode_payload(tokens: Sequence[int]) -> bytes:
-    """Payload bytes from local token ids; raises ``TokenError`` on a sequence that does not
-    follow the grammar."""
+    """Payload bytes from local token ids. Sampled tokens that break the grammar after one or
+    more whole control packets end the payload there (the packets before them are kept, each
+    with its Remaining Length derived); raises ``TokenError`` when the first packet breaks."""
     r = _Reader(tokens)
     parts: list[bytes] = []
     while r.pos < len(tokens):
-        tok = r.next()
-        if not 0 <= tok - TYPE0 < 16:
-            raise TokenError(f"mqtt: expected a TYPE token, got {TOKEN_NAMES[tok]}")
-        parts.append(_decode_packet(r, tok))
+        try:
+            tok = r.next()
+            if not 0 <= tok - TYPE0 < 16:
+                raise TokenError(f"mqtt: expected a TYPE token, got {TOKEN_NAMES[tok]}")
+            parts.append(_decode_packet(r, tok))
+        except TokenError:
+            if parts:
+                break
+            raise
     if not parts:
         raise TokenError("mqtt: empty token sequence")
     return b"".join(parts)
