@@ -133,12 +133,12 @@ def test_a_message_that_breaks_off_is_closed_where_it_breaks() -> None:
     dropped; a broken second start line keeps the first message. Both parse as HTTP."""
     tokens = HTTP.encode(b"POST /api HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc", 0)
     names = [TOKEN_NAMES[t] for t in tokens]
-    in_body = tokens[:names.index("MSG_END") - 1] + [TOKEN_ID["VERSION:HTTP/1.1"], 7, 7]
+    in_body = [*tokens[:names.index("MSG_END") - 1], TOKEN_ID["VERSION:HTTP/1.1"], 7, 7]
     closed = decode_payload(in_body)
     assert closed == b"POST /api HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab"
-    in_headers = tokens[:names.index("HEADER:Host")] + [TOKEN_ID["VERSION:HTTP/1.1"]]
+    in_headers = [*tokens[:names.index("HEADER:Host")], TOKEN_ID["VERSION:HTTP/1.1"]]
     assert decode_payload(in_headers) == b"POST /api HTTP/1.1\r\n\r\n"
-    assert decode_payload(tokens + [TOKEN_ID["REQUEST"], TOKEN_ID["END"]]) == decode_payload(tokens)
+    assert decode_payload([*tokens, TOKEN_ID["REQUEST"], TOKEN_ID["END"]]) == decode_payload(tokens)
     for payload in (closed, decode_payload(in_headers)):
         (msg,) = HTTP.parse(payload, 0)
         assert msg["kind"] == "request"

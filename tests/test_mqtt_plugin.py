@@ -143,7 +143,7 @@ def test_packets_before_a_broken_one_are_kept() -> None:
     assert ping is not None
     assert decode_payload(ping + ping + [TOKEN_ID["TYPE:PUBLISH"]]) == bytes([0xC0, 0x00]) * 2
     with pytest.raises(TokenError):
-        decode_payload([TOKEN_ID["TYPE:PUBLISH"]] + ping)
+        decode_payload([TOKEN_ID["TYPE:PUBLISH"], *ping])
 
 
 @pytest.mark.parametrize(
