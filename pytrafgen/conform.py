@@ -16,9 +16,15 @@ TCP, per flow in time order:
   clamped to 14, SACK-permitted, SACK, timestamps) with zero padding after an end-of-list, in
   the same space (a malformed option and everything after it is dropped).
 
-CoAP over UDP (RFC 7252): an option whose delta or length runs past the datagram (or a payload
-marker with nothing after it) ends the message there: the datagram keeps its header, token and
-the options that fit, and is shortened to them.
+CoAP over UDP (RFC 7252): an option whose delta or length runs past the datagram, whose number
+is not a registered one (0 included: the zero padding of a payload stored only in part reads as
+option 0), or a payload marker with nothing after it ends the message there: the datagram keeps
+its header, token and the options that fit, and is shortened to them.
+
+MQTT over TCP (port 1883): an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
+UNSUBACK) carries the packet identifier of the oldest request of the peer it can answer that is
+still unanswered (PUBLISH of the right QoS, PUBREC, PUBREL, SUBSCRIBE, UNSUBSCRIBE), where the
+flow holds one.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ MAX_WINDOW_SCALE = 14
 # kind -> allowed lengths (RFC 9293, 7323, 2018)
 TCP_OPTION_LENGTHS: dict[int, tuple[int, ...]] = {2: (4,), 3: (3,), 4: (2,), 5: (10, 18, 26, 34), 8: (10,)}
 COAP_PORT = 5683
-EXTENDED_BYTES = {13: 1, 14: 2}  # CoAP option delta/length nibble -> extended bytes after the header
+EXTENDED_BYTES = {13: 1, 14: 2}
+# registered CoAP option numbers (RFC 7252, 7641, 7959, 8613, 7967, 9175)
+COAP_OPTIONS = frozenset((1, 3, 4, 5, 6, 7, 8, 9, 11, 12, 14, 15, 17, 20, 21, 23, 27, 28, 35, 39, 60, 252, 258,
+                          292))  # CoAP option delta/length nibble -> extended bytes after the header
 
 
 def _grouped_exclusive_cumsum(values: np.ndarray, group_start: np.ndarray) -> np.ndarray:
@@ -157,6 +166,7 @@ def _coap_options_end(dgram: bytes) -> int:
     i = 4 + (dgram[0] & 0x0F)
     if i > len(dgram):
         return len(dgram)
+    number = 0
     while i < len(dgram):
         byte = dgram[i]
         if byte == 0xFF:
@@ -165,6 +175,14 @@ def _coap_options_end(dgram: bytes) -> int:
         if delta == 15 or length == 15:
             return i
         j = i + 1 + EXTENDED_BYTES.get(delta, 0)
+        if j > len(dgram):
+            return i
+        if delta in EXTENDED_BYTES:
+            width = EXTENDED_BYTES[delta]
+            delta = int.from_bytes(dgram[i + 1:i + 1 + width], "big") + (13 if width == 1 else 269)
+        number += delta
+        if number not in COAP_OPTIONS:
+            return i  # an unregistered option number (0 included) is not one a client sends
         if length in EXTENDED_BYTES:
             width = EXTENDED_BYTES[length]
             if j + width > len(dgram):
@@ -175,6 +193,79 @@ def _coap_options_end(dgram: bytes) -> int:
             return i
         i = j + length
     return i
+
+
+MQTT_PORT = 1883
+# MQTT acknowledgement type -> (request type it answers, QoS that request must have or None)
+MQTT_ANSWERS = {4: (3, 1), 5: (3, 2), 6: (5, None), 7: (6, None), 9: (8, None), 11: (10, None)}
+MQTT_REQUESTS = (3, 5, 6, 8, 10)  # types an identifier-carrying answer can follow
+
+
+def _mqtt_packets(payload: bytes) -> list[tuple[int, int, int]]:
+    """(type, QoS for PUBLISH else 0, offset of the packet identifier or -1) of each control
+    packet that starts in ``payload``."""
+    out = []
+    i = 0
+    while i + 2 <= len(payload):
+        ptype, flags = payload[i] >> 4, payload[i] & 0x0F
+        remaining, j = 0, i + 1
+        for k in range(4):
+            if j >= len(payload):
+                return out
+            byte = payload[j]
+            j += 1
+            remaining += (byte & 0x7F) << (7 * k)
+            if not byte & 0x80:
+                break
+        else:
+            return out
+        end = j + remaining
+        qos = (flags >> 1) & 3 if ptype == 3 else 0
+        id_at = -1
+        if ptype in (4, 5, 6, 7, 8, 9, 10, 11):
+            id_at = j
+        elif ptype == 3 and qos and j + 2 <= len(payload):
+            id_at = j + 2 + int.from_bytes(payload[j:j + 2], "big")
+        if id_at + 2 > min(end, len(payload)):
+            id_at = -1
+        out.append((ptype, qos, id_at))
+        i = end
+    return out
+
+
+def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) -> int:
+    """Acknowledgements carry the identifier of the peer request they answer (see the module
+    doc); ``blob`` is changed in place. Returns the count of packets changed."""
+    p = records.packets
+    fl = records.flows
+    mqtt_flow = (fl["proto"] == 6) & ((fl["server_port"] == MQTT_PORT) | (fl["client_port"] == MQTT_PORT))
+    rows = np.flatnonzero(mqtt_flow[p["flow"]] & (p["payload_stored"] > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    changed = 0
+    pending: dict[int, list[list[tuple[int, int, int]]]] = {}
+    for i in rows.tolist():
+        side = pending.setdefault(int(p["flow"][i]), [[], []])
+        d = int(p["direction"][i])
+        off = int(p["payload_off"][i])
+        payload = blob[off:off + int(p["payload_stored"][i])].tobytes()
+        touched = False
+        for ptype, qos, id_at in _mqtt_packets(payload):
+            if id_at < 0:
+                continue
+            if ptype in MQTT_ANSWERS:
+                want, want_qos = MQTT_ANSWERS[ptype]
+                match = next((k for k, (t, q, _) in enumerate(side[1 - d])
+                              if t == want and (want_qos is None or q == want_qos)), None)
+                if match is not None:
+                    pid = side[1 - d].pop(match)[2]
+                    if payload[id_at:id_at + 2] != pid.to_bytes(2, "big"):
+                        blob[off + id_at:off + id_at + 2] = np.frombuffer(pid.to_bytes(2, "big"), np.uint8)
+                        touched = True
+            if ptype in MQTT_REQUESTS and (ptype != 3 or qos):
+                pid = int.from_bytes(bytes(blob[off + id_at:off + id_at + 2]), "big")
+                side[d].append((ptype, qos, pid))
+        changed += touched
+    return changed
 
 
 def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[str, int]]:
@@ -198,6 +289,11 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
             n_opts += 1
     if n_opts:
         counts["tcp_options"] = n_opts
+    mqtt_blob = changed_blob if changed_blob is not None else blob.copy()
+    n_mqtt = conform_mqtt_ids(records, mqtt_blob, ts)
+    if n_mqtt:
+        counts["mqtt_packet_ids"] = n_mqtt
+        changed_blob = mqtt_blob
     payload_stored = p["payload_stored"].copy()
     payload_len = p["payload_len"].copy()
     coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)

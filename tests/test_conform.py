@@ -21,7 +21,8 @@ from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
 PLAN = AddressPlan.from_cidrs(["10.0.0.0/24"], ["10.0.1.0/24"])
 
 
-def tcp_flow(rows: list[tuple[int, int, int, int, int]], options: dict[int, bytes] | None = None) -> FieldRecords:
+def tcp_flow(rows: list[tuple[int, int, int, int, int]], options: dict[int, bytes] | None = None,
+             payloads: dict[int, bytes] | None = None, server_port: int = 80) -> FieldRecords:
     """One TCP flow from (direction, flags, seq, ack, payload length) rows, 1 ms apart."""
     n = len(rows)
     p = {k: np.zeros(n, d) for k, d in PACKET_COLUMNS.items()}
@@ -35,8 +36,11 @@ def tcp_flow(rows: list[tuple[int, int, int, int, int]], options: dict[int, byte
     for i, raw in (options or {}).items():
         p["l4_opt_off"][i], p["l4_opt_len"][i] = len(blob), len(raw)
         blob += raw
+    for i, data in (payloads or {}).items():
+        p["payload_off"][i], p["payload_stored"][i], p["payload_len"][i] = len(blob), len(data), len(data)
+        blob += data
     f = {k: np.zeros(1, d) for k, d in FLOW_COLUMNS.items()}
-    f["ip_version"][:], f["proto"][:], f["client_port"][:], f["server_port"][:] = 4, 6, 40000, 80
+    f["ip_version"][:], f["proto"][:], f["client_port"][:], f["server_port"][:] = 4, 6, 40000, server_port
     return FieldRecords(p, f, np.frombuffer(blob, np.uint8).copy(), ["c"])
 
 
@@ -94,3 +98,25 @@ def test_coap_options_that_run_past_the_datagram_are_cut_off() -> None:
     assert _coap_options_end(header + bytes([0xB4]) + b"te") == len(header)  # option longer than the rest
     assert _coap_options_end(header + bytes([0xB4]) + b"test" + bytes([0xFF])) == len(header) + 5  # bare marker
     assert _coap_options_end(header + bytes([0xFD])) == len(header)  # length nibble 15 is reserved
+
+
+def test_mqtt_acknowledgements_answer_their_requests() -> None:
+    """A PUBACK and a SUBACK with made-up identifiers get those of the client's QoS 1 PUBLISH
+    and SUBSCRIBE; the MQTT rule that judges it (MQTT-006) then passes."""
+    publish = bytes([0x32, 9, 0, 3]) + b"a/b" + bytes([0x12, 0x34]) + b"xy"  # QoS 1, id 0x1234
+    subscribe = bytes([0x82, 8, 0x00, 0x07, 0, 3]) + b"a/#" + bytes([0])  # id 7
+    puback, suback = bytes([0x40, 2, 0x66, 0x66]), bytes([0x90, 3, 0x55, 0x55, 0])
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(publish)),
+            (0, 0x18, 1, 1, len(subscribe)), (1, 0x18, 1, 1, len(puback)), (1, 0x18, 1, 1, len(suback))]
+    records = tcp_flow(rows, payloads={2: publish, 3: subscribe, 4: puback, 5: suback}, server_port=1883)
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.repairs["mqtt_packet_ids"] == 2
+    assert built.frame(4).endswith(bytes([0x40, 2, 0x12, 0x34]))
+    assert built.frame(5).endswith(bytes([0x90, 3, 0x00, 0x07, 0]))
+
+
+def test_coap_unregistered_option_numbers_end_the_message() -> None:
+    header = bytes([0x42, 0x01, 0x12, 0x34, 0xAB, 0xCD])
+    assert _coap_options_end(header + bytes(6)) == len(header)  # zero padding reads as option 0
+    assert _coap_options_end(header + bytes([0xD0, 5])) == len(header)  # option 18: unassigned
+    assert _coap_options_end(header + bytes([0xB1]) + b"a" + bytes([0x31]) + b"b") == len(header) + 4
