@@ -21,6 +21,9 @@ is not a registered one (0 included: the zero padding of a payload stored only i
 option 0), or a payload marker with nothing after it ends the message there: the datagram keeps
 its header, token and the options that fit, and is shortened to them.
 
+A TCP flow's server port follows the service its client speaks (HTTP on 1883 moves to 80, an
+MQTT CONNECT on 80/8080 to 1883).
+
 MQTT over TCP (port 1883): an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
 UNSUBACK) carries the packet identifier of the oldest request of the peer it can answer that is
 still unanswered (PUBLISH of the right QoS, PUBREC, PUBREL, SUBSCRIBE, UNSUBSCRIBE), where the
@@ -268,6 +271,28 @@ def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) ->
     return changed
 
 
+HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
+
+
+def conform_service_ports(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Server ports that agree with the service the client speaks: a TCP flow on MQTT's 1883
+    whose client opens with an HTTP request is served on 80, one on 80/8080 whose client opens
+    with an MQTT CONNECT on 1883 (the payload says which service it is; the port follows)."""
+    p, fl = records.packets, records.flows
+    port = fl["server_port"].copy()
+    rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (p["direction"] == 0) & (p["payload_stored"] > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    flows, first = np.unique(p["flow"][rows], return_index=True)
+    for f, i in zip(flows.tolist(), rows[first].tolist(), strict=True):
+        off = int(p["payload_off"][i])
+        head = blob[off:off + min(int(p["payload_stored"][i]), 8)].tobytes()
+        if port[f] == MQTT_PORT and head.startswith(HTTP_METHODS):
+            port[f] = 80
+        elif port[f] in (80, 8080) and head[:1] == b"\x10":
+            port[f] = MQTT_PORT
+    return port
+
+
 def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[str, int]]:
     """``records`` conformed (see the module doc) and the count of packets changed per field."""
     counts: dict[str, int] = {}
@@ -312,7 +337,12 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
     if n_coap:
         counts["coap_options"] = n_coap
     packets: dict[str, Any] = {**p, **columns, "payload_len": payload_len, "payload_stored": payload_stored}
-    out = replace(records, packets=packets, blob=changed_blob if changed_blob is not None else blob)
+    final_blob = changed_blob if changed_blob is not None else blob
+    server_port = conform_service_ports(records, final_blob, ts)
+    n_ports = int(np.sum(server_port != records.flows["server_port"]))
+    if n_ports:
+        counts["service_port_flows"] = n_ports
+    out = replace(records, packets=packets, flows={**records.flows, "server_port": server_port}, blob=final_blob)
     return out, {k: v for k, v in counts.items() if v}
 
 

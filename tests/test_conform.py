@@ -120,3 +120,12 @@ def test_coap_unregistered_option_numbers_end_the_message() -> None:
     assert _coap_options_end(header + bytes(6)) == len(header)  # zero padding reads as option 0
     assert _coap_options_end(header + bytes([0xD0, 5])) == len(header)  # option 18: unassigned
     assert _coap_options_end(header + bytes([0xB1]) + b"a" + bytes([0x31]) + b"b") == len(header) + 4
+
+
+def test_the_server_port_follows_the_service_the_client_speaks() -> None:
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, 18)]
+    http_on_mqtt_port = tcp_flow(rows, payloads={2: b"GET / HTTP/1.1\r\n\r\n"}, server_port=1883)
+    built = build_frames(http_on_mqtt_port, PLAN, seed=0, conform=True)
+    assert built.to_table().dport[0] == 80 and built.repairs["service_port_flows"] == 1
+    mqtt_on_http_port = tcp_flow(rows, payloads={2: bytes([0x10, 16]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"})
+    assert build_frames(mqtt_on_http_port, PLAN, seed=0, conform=True).to_table().dport[0] == 1883

@@ -296,3 +296,12 @@ def test_fields_agree_with_tshark_and_tokens_round_trip(path: Path) -> None:
                     assert MQTT.decode(tokens, direction) == payload
                     encoded += 1
     assert encoded >= 1
+
+
+def test_fixed_two_byte_bodies_sampled_short_are_completed() -> None:
+    """A CONNACK sampled with a one-byte body gets its two bytes (flags 0, the code kept)."""
+    tokens = MQTT.encode(bytes([0x20, 0x02, 0x00, 0x00]), 1)
+    assert tokens is not None
+    names = [TOKEN_NAMES[t] for t in tokens]
+    short = [t for k, t in enumerate(tokens) if not (names[k] == "0x00" and k == names.index("0x00"))]
+    assert decode_payload(short) == bytes([0x20, 0x02, 0x00, 0x00])

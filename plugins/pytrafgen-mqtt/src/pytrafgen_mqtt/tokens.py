@@ -214,6 +214,9 @@ def _decode_connect(r: _Reader) -> bytes:
     return bytes(body)
 
 
+TWO_BYTE_BODIES = frozenset(("CONNACK", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "UNSUBACK"))
+
+
 def _decode_packet(r: _Reader, type_token: int) -> bytes:
     ptype = type_token - TYPE0
     flags_token = r.next()
@@ -241,6 +244,10 @@ def _decode_packet(r: _Reader, type_token: int) -> bytes:
         body = r.text() + r.bytes_until("PKT_END")
     else:
         raise TokenError(f"mqtt: {TYPE_NAMES[ptype]} body must start with RAW")
+    # A body the protocol fixes at two bytes (CONNACK: flags and code; an acknowledgement: its
+    # packet identifier, 3.1.1) is completed with leading zero bytes where it was sampled short.
+    if TYPE_NAMES[ptype] in TWO_BYTE_BODIES and len(body) < 2:
+        body = bytes(2 - len(body)) + body
     return first + encode_varint(len(body)) + body
 
 
