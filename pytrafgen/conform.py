@@ -5,7 +5,7 @@ Shared by every generator (``write_records`` / ``build_frames(conform=True)``); 
 counted per field, so the report can show what the generator got wrong (``raw``: built
 without these changes) next to what is written (``final``).
 
-TCP, per flow in time order:
+TCP, per connection in time order (a SYN after a FIN or RST opens a new one on the same ports):
 
 * a side's FIN moves to its last data segment (a FIN followed by more data from the same side
   loses it), a RST followed by data or a SYN from the same side is dropped: teardown comes
@@ -87,10 +87,17 @@ def conform_tcp_order(records: FieldRecords, ts: np.ndarray, counts: dict[str, i
     flow = p["flow"][order].astype(np.int64)
     direction = p["direction"][order].astype(np.int64)
     pos = np.arange(len(order), dtype=np.int64)
-    side = flow * 2 + direction
-    n_sides = 2 * records.n_flows
     payload = p["payload_len"][order].astype(np.int64)
     f = flags[order].astype(np.int64)
+    # A SYN without ACK after a FIN or RST opens a new connection on the same ports (a reader
+    # starts a new flow there): numbers and teardown are per connection.
+    flow_start = np.r_[True, flow[1:] != flow[:-1]]
+    closing = ((f & (FIN | RST)) != 0).astype(np.int64)
+    closed_before = _grouped_exclusive_cumsum(closing, flow_start) > 0
+    reopen = closed_before & ((f & (SYN | ACK)) == SYN)
+    conn = np.cumsum(flow_start | reopen) - 1
+    side = conn * 2 + direction
+    n_sides = 2 * (int(conn[-1]) + 1)
 
     # teardown after the data: a side's FIN/RST before its own later data is dropped (a segment
     # left without flags becomes a bare ACK)
@@ -119,8 +126,8 @@ def conform_tcp_order(records: FieldRecords, ts: np.ndarray, counts: dict[str, i
     new_seq[by_side] = _grouped_exclusive_cumsum(seg[by_side], side_start)
     new_seq = np.where(repeated_syn & (new_seq == 1), 0, new_seq)  # the SYN before it took number 0
     new_seq = np.where(repeated_fin, new_seq - 1, new_seq)  # the number the first FIN took
-    flow_start = np.r_[True, flow[1:] != flow[:-1]]
-    sent_before = {d: _grouped_exclusive_cumsum(np.where(direction == d, seg, 0), flow_start) for d in (0, 1)}
+    conn_start = np.r_[True, conn[1:] != conn[:-1]]
+    sent_before = {d: _grouped_exclusive_cumsum(np.where(direction == d, seg, 0), conn_start) for d in (0, 1)}
     peer_sent = np.where(direction == 0, sent_before[1], sent_before[0])
     acking = (f & ACK) != 0
     old_ack = ack[order].astype(np.int64)

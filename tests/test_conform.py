@@ -129,3 +129,14 @@ def test_the_server_port_follows_the_service_the_client_speaks() -> None:
     assert built.to_table().dport[0] == 80 and built.repairs["service_port_flows"] == 1
     mqtt_on_http_port = tcp_flow(rows, payloads={2: bytes([0x10, 16]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"})
     assert build_frames(mqtt_on_http_port, PLAN, seed=0, conform=True).to_table().dport[0] == 1883
+
+
+def test_a_new_connection_on_the_same_ports_is_numbered_afresh() -> None:
+    """Refused, then retried: the RST stays (it ends the first connection), the second SYN
+    opens a connection whose SYN-ACK acknowledges its own SYN."""
+    rows = [(0, 0x02, 5, 0, 0), (1, 0x14, 0, 1, 0), (0, 0x02, 9, 0, 0), (1, 0x12, 3, 4, 0),
+            (0, 0x10, 1, 1, 0), (1, 0x18, 1, 1, 10)]
+    t = build_frames(tcp_flow(rows), PLAN, seed=0, conform=True).to_table()
+    assert int(t.tcp_flags[1]) == 0x14
+    assert (int(t.ack[3]) - int(t.seq[2])) % (1 << 32) == 1  # the retry's SYN-ACK acks its SYN + 1
+    assert int(t.seq[0]) == int(t.seq[2])  # the same client ISN, as a retry
