@@ -24,6 +24,11 @@ its header, token and the options that fit, and is shortened to them.
 A TCP flow's server port follows the service its client speaks (HTTP on 1883 moves to 80, an
 MQTT CONNECT on 80/8080 to 1883).
 
+In flows in view from their start (opening with the client's SYN), messages the peer could not
+have asked for are not sent: a repeated MQTT CONNECT in one connection becomes a PINGREQ, an MQTT
+acknowledgement answering no request of the peer and an HTTP final response beyond the requests
+made leave their segment without data.
+
 MQTT over TCP (port 1883): an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
 UNSUBACK) carries the packet identifier of the oldest request of the peer it can answer that is
 still unanswered (PUBLISH of the right QoS, PUBREC, PUBREL, SUBSCRIBE, UNSUBSCRIBE), where the
@@ -300,56 +305,104 @@ def conform_service_ports(records: FieldRecords, blob: np.ndarray, ts: np.ndarra
     return port
 
 
+def _opens_with_client_syn(records: FieldRecords, ts: np.ndarray) -> np.ndarray:
+    """Per flow: whether its first packet (in time) is the client's SYN: then both sides'
+    streams are in view from their start."""
+    p = records.packets
+    order = np.lexsort((np.arange(records.n_packets), ts, p["flow"]))
+    flow = p["flow"][order]
+    first = order[np.r_[True, flow[1:] != flow[:-1]]] if len(order) else order
+    out = np.zeros(records.n_flows, bool)
+    out[p["flow"][first]] = ((p["tcp_flags"][first] & (SYN | ACK)) == SYN) & (p["direction"][first] == 0)
+    return out & (records.flows["proto"] == 6)
+
+
+def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: np.ndarray,
+                         payload_stored: np.ndarray, ts: np.ndarray, counts: dict[str, int]) -> None:
+    """Messages the peer could not have asked for, in flows in view from their start: a repeated
+    MQTT CONNECT in one connection is sent as a PINGREQ; an MQTT acknowledgement that answers no
+    request of the peer, and an HTTP final response beyond the requests made, are not sent (their
+    segment carries no data). In place on ``blob`` and the payload columns."""
+    p, fl = records.packets, records.flows
+    in_view = _opens_with_client_syn(records, ts)
+    rows = np.flatnonzero(in_view[p["flow"]] & (payload_stored > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    mqtt = (fl["server_port"] == MQTT_PORT) | (fl["client_port"] == MQTT_PORT)
+    state: dict[int, dict[str, Any]] = {}
+    for i in rows.tolist():
+        f, d = int(p["flow"][i]), int(p["direction"][i])
+        st = state.setdefault(f, {"connect": False, "requests": 0, "responses": 0, "pending": [[], []]})
+        off = int(p["payload_off"][i])
+        payload = blob[off:off + int(payload_stored[i])].tobytes()
+        if mqtt[f]:
+            packets = _mqtt_packets(payload)
+            if d == 0 and payload[:1] == b"\x10" and payload_stored[i] >= 2:
+                if st["connect"]:
+                    blob[off:off + 2] = (0xC0, 0x00)
+                    payload_len[i] = payload_stored[i] = 2
+                    counts["mqtt_repeated_connect"] = counts.get("mqtt_repeated_connect", 0) + 1
+                    continue
+                st["connect"] = True
+            if len(packets) == 1 and packets[0][0] in MQTT_ANSWERS:
+                want, want_qos = MQTT_ANSWERS[packets[0][0]]
+                if not any(t == want and (want_qos is None or q == want_qos) for t, q in st["pending"][1 - d]):
+                    payload_len[i] = payload_stored[i] = 0
+                    counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
+                    continue
+            for ptype, qos, _ in packets:
+                if ptype in MQTT_ANSWERS:
+                    want, want_qos = MQTT_ANSWERS[ptype]
+                    match = next((k for k, (t, q) in enumerate(st["pending"][1 - d])
+                                  if t == want and (want_qos is None or q == want_qos)), None)
+                    if match is not None:
+                        st["pending"][1 - d].pop(match)
+                if ptype in MQTT_REQUESTS and (ptype != 3 or qos):
+                    st["pending"][d].append((ptype, qos))
+        elif d == 0 and payload.startswith(HTTP_METHODS):
+            st["requests"] += 1
+        elif d == 1 and payload[:5] == b"HTTP/" and payload[9:10] != b"1":  # a final response, not 1xx
+            if st["responses"] >= st["requests"]:
+                payload_len[i] = payload_stored[i] = 0
+                counts["http_unrequested_responses"] = counts.get("http_unrequested_responses", 0) + 1
+                continue
+            st["responses"] += 1
+
+
 def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[str, int]]:
     """``records`` conformed (see the module doc) and the count of packets changed per field."""
     counts: dict[str, int] = {}
-    columns = conform_tcp_order(records, ts, counts)
     p = records.packets
-    blob = records.blob
+    blob = records.blob.copy()
     is_tcp = records.flows["proto"][p["flow"]] == 6
     opt_len = p["l4_opt_len"]
-    changed_blob: np.ndarray | None = None
-    n_opts = 0
     for i in np.flatnonzero(is_tcp & (opt_len > 0)).tolist():
         off, n = int(p["l4_opt_off"][i]), int(opt_len[i])
         raw = blob[off:off + n].tobytes()
         fixed = normalise_tcp_options(raw)
         if fixed != raw:
-            if changed_blob is None:
-                changed_blob = blob.copy()
-            changed_blob[off:off + n] = np.frombuffer(fixed, np.uint8)
-            n_opts += 1
-    if n_opts:
-        counts["tcp_options"] = n_opts
-    mqtt_blob = changed_blob if changed_blob is not None else blob.copy()
-    n_mqtt = conform_mqtt_ids(records, mqtt_blob, ts)
-    if n_mqtt:
-        counts["mqtt_packet_ids"] = n_mqtt
-        changed_blob = mqtt_blob
+            blob[off:off + n] = np.frombuffer(fixed, np.uint8)
+            counts["tcp_options"] = counts.get("tcp_options", 0) + 1
+    counts["mqtt_packet_ids"] = conform_mqtt_ids(records, blob, ts)
     payload_stored = p["payload_stored"].copy()
     payload_len = p["payload_len"].copy()
+    conform_app_messages(records, blob, payload_len, payload_stored, ts, counts)
     coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)
                           & ((records.flows["server_port"][p["flow"]] == COAP_PORT)
                              | (records.flows["client_port"][p["flow"]] == COAP_PORT)) & (payload_len > 0))
-    n_coap = 0
-    source = changed_blob if changed_blob is not None else blob
     for i in coap.tolist():
         off, stored, full = int(p["payload_off"][i]), int(payload_stored[i]), int(payload_len[i])
-        dgram = source[off:off + stored].tobytes() + bytes(full - stored)  # as the builder pads it
+        dgram = blob[off:off + stored].tobytes() + bytes(full - stored)  # as the builder pads it
         end = _coap_options_end(dgram)
         if end < full:
             payload_len[i] = end
             payload_stored[i] = min(stored, end)
-            n_coap += 1
-    if n_coap:
-        counts["coap_options"] = n_coap
-    packets: dict[str, Any] = {**p, **columns, "payload_len": payload_len, "payload_stored": payload_stored}
-    final_blob = changed_blob if changed_blob is not None else blob
-    server_port = conform_service_ports(records, final_blob, ts)
-    n_ports = int(np.sum(server_port != records.flows["server_port"]))
-    if n_ports:
-        counts["service_port_flows"] = n_ports
-    out = replace(records, packets=packets, flows={**records.flows, "server_port": server_port}, blob=final_blob)
+            counts["coap_options"] = counts.get("coap_options", 0) + 1
+    server_port = conform_service_ports(records, blob, ts)
+    counts["service_port_flows"] = int(np.sum(server_port != records.flows["server_port"]))
+    staged = replace(records, packets={**p, "payload_len": payload_len, "payload_stored": payload_stored},
+                     flows={**records.flows, "server_port": server_port}, blob=blob)
+    columns = conform_tcp_order(staged, ts, counts)  # numbers follow the payloads as sent
+    out = replace(staged, packets={**staged.packets, **columns})
     return out, {k: v for k, v in counts.items() if v}
 
 

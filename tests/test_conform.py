@@ -140,3 +140,23 @@ def test_a_new_connection_on_the_same_ports_is_numbered_afresh() -> None:
     assert int(t.tcp_flags[1]) == 0x14
     assert (int(t.ack[3]) - int(t.seq[2])) % (1 << 32) == 1  # the retry's SYN-ACK acks its SYN + 1
     assert int(t.seq[0]) == int(t.seq[2])  # the same client ISN, as a retry
+
+
+def test_messages_nobody_asked_for_are_not_sent() -> None:
+    """One request, two responses: the second leaves its segment empty. A repeated CONNECT
+    becomes a PINGREQ; a PUBACK with no PUBLISH before it is not sent."""
+    req, resp = b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(req)), (1, 0x18, 1, 1, len(resp)),
+            (1, 0x18, 1, 1, len(resp))]
+    built = build_frames(tcp_flow(rows, payloads={2: req, 3: resp, 4: resp}), PLAN, seed=0, conform=True)
+    t = built.to_table()
+    assert t.payload_len.tolist() == [0, 0, len(req), len(resp), 0]
+    assert built.repairs["http_unrequested_responses"] == 1
+    connect = bytes([0x10, 16]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"
+    puback = bytes([0x40, 2, 0, 1])
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(connect)), (0, 0x18, 1, 1, len(connect)),
+            (1, 0x18, 1, 1, len(puback))]
+    records = tcp_flow(rows, payloads={2: connect, 3: connect, 4: puback}, server_port=1883)
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.frame(3).endswith(bytes([0xC0, 0x00])) and built.to_table().payload_len[4] == 0
+    assert built.repairs["mqtt_repeated_connect"] == 1 and built.repairs["mqtt_unanswerable_acks"] == 1
