@@ -276,3 +276,10 @@ def test_recognise_by_payload_then_port() -> None:
     assert HTTP.recognise(80, b"", b"")  # no payload yet (a SYN flood): the port decides
     assert not HTTP.recognise(80, b"\x16\x03\x01\x02\x00", b"")  # TLS on port 80 is not HTTP
     assert not HTTP.recognise(1883, bytes([0x10, 0x0C]) + b"\x00\x04MQTT", b"")
+
+
+def test_a_request_line_sampled_without_its_version_gets_http_1_1() -> None:
+    tokens = HTTP.encode(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", 0)
+    assert tokens is not None
+    no_version = [t for t in tokens if TOKEN_NAMES[t] != "VERSION:HTTP/1.1"]
+    assert decode_payload(no_version) == b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"

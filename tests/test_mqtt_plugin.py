@@ -305,3 +305,13 @@ def test_fixed_two_byte_bodies_sampled_short_are_completed() -> None:
     names = [TOKEN_NAMES[t] for t in tokens]
     short = [t for k, t in enumerate(tokens) if not (names[k] == "0x00" and k == names.index("0x00"))]
     assert decode_payload(short) == bytes([0x20, 0x02, 0x00, 0x00])
+
+
+def test_a_string_that_runs_into_the_packet_end_ends_there() -> None:
+    tokens = MQTT.encode(build({"type_name": "PUBLISH", "qos": 0, "topic": "lab/t", "payload": b"x"}), 0)
+    assert tokens is not None
+    names = [TOKEN_NAMES[t] for t in tokens]
+    cut = [t for k, t in enumerate(tokens) if names[k] != "STR_END"]  # the topic is never closed
+    got = decode_payload(cut)
+    (packet,) = MQTT.parse(got, 0)
+    assert packet["type_name"] == "PUBLISH" and "malformed" not in packet

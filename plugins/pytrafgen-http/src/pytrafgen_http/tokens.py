@@ -207,7 +207,11 @@ def _decode_message(r: _Reader, kind_token: int) -> tuple[bytes, bool]:
         method = r.expect_named("METHOD:", "METHOD_OTHER")
         msg.method = r.text() if method is None else method
         msg.target = r.text()
-    version = r.expect_named("VERSION:", "VERSION_OTHER")
+    if msg.kind == "request" and r.pos < len(r.tokens) and TOKEN_NAMES[int(r.tokens[r.pos])].startswith(
+            ("HEADER:", "HEADER_OTHER", "HEADERS_END")):
+        version: bytes | None = b"HTTP/1.1"  # a request line sampled without its version: HTTP/1.1
+    else:
+        version = r.expect_named("VERSION:", "VERSION_OTHER")
     msg.version = r.text() if version is None else version
     if msg.kind == "response":
         status = r.expect_named("STATUS:", "STATUS_OTHER")
