@@ -32,7 +32,7 @@ made leave their segment without data.
 MQTT over TCP (port 1883): an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
 UNSUBACK) carries the packet identifier of the oldest request of the peer it can answer that is
 still unanswered (PUBLISH of the right QoS, PUBREC, PUBREL, SUBSCRIBE, UNSUBSCRIBE), where the
-flow holds one.
+flow holds one; an identifier of 0 (never valid) becomes the side's next unused one.
 """
 
 from __future__ import annotations
@@ -276,8 +276,13 @@ def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) ->
                     if payload[id_at:id_at + 2] != pid.to_bytes(2, "big"):
                         blob[off + id_at:off + id_at + 2] = np.frombuffer(pid.to_bytes(2, "big"), np.uint8)
                         touched = True
+            pid = int.from_bytes(bytes(blob[off + id_at:off + id_at + 2]), "big")
+            if pid == 0:  # identifiers are non-zero: the side's next unused one
+                used = {q for _, _, q in side[d]}
+                pid = next(k for k in range(1, 65536) if k not in used)
+                blob[off + id_at:off + id_at + 2] = np.frombuffer(pid.to_bytes(2, "big"), np.uint8)
+                touched = True
             if ptype in MQTT_REQUESTS and (ptype != 3 or qos):
-                pid = int.from_bytes(bytes(blob[off + id_at:off + id_at + 2]), "big")
                 side[d].append((ptype, qos, pid))
         changed += touched
     return changed

@@ -160,3 +160,12 @@ def test_messages_nobody_asked_for_are_not_sent() -> None:
     built = build_frames(records, PLAN, seed=0, conform=True)
     assert built.frame(3).endswith(bytes([0xC0, 0x00])) and built.to_table().payload_len[4] == 0
     assert built.repairs["mqtt_repeated_connect"] == 1 and built.repairs["mqtt_unanswerable_acks"] == 1
+
+
+def test_mqtt_packet_identifier_zero_is_replaced() -> None:
+    publish = bytes([0x32, 9, 0, 3]) + b"a/b" + bytes([0, 0]) + b"xy"  # QoS 1 with the invalid id 0
+    puback = bytes([0x40, 2, 0, 0])
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(publish)), (1, 0x18, 1, 1, len(puback))]
+    built = build_frames(tcp_flow(rows, payloads={2: publish, 3: puback}, server_port=1883), PLAN, seed=0,
+                         conform=True)
+    assert built.frame(2).endswith(bytes([0, 1]) + b"xy") and built.frame(3).endswith(bytes([0x40, 2, 0, 1]))
