@@ -206,3 +206,7 @@ def test_compare_command_trains_generates_and_reports(tmp_path) -> None:
     assert counts == report["real"]["class_counts"]  # the test split's size per class
     labels = (out / "markov.pcap.flows.csv").read_text().splitlines()
     assert labels[0] == "flow_index,class,proto,client_port,server_port,record_flow"
+    comp = report["generated"]["markov"]["metrics"]["compliance"]
+    assert comp["raw"]["packet_pass_rate"] is not None  # as sampled, before repair
+    assert isinstance(comp["repairs"], dict) and all(v > 0 for v in comp["repairs"].values())
+    assert "As sampled, before repair (raw)" in (out / "report.md").read_text()

@@ -88,7 +88,8 @@ def compliance(generated: EvalSet, protocols: Mapping[str, ProtocolSpec] | None 
     out: dict[str, Any] = {"final": run_rules(generated, "final", protocols)}
     out["raw"] = run_rules(generated.raw, "raw", protocols) if generated.raw is not None else {
         "skipped": "no raw (pre-repair) version of this set was given"}
-    out["repairs"] = dict(generated.repairs)  # packets changed per field between raw and final
+    # packets changed per field between raw and final; None for a set read from a pcap
+    out["repairs"] = None if generated.repairs is None else dict(generated.repairs)
     out["tshark"] = tshark_oracle(generated) if use_tshark else {"skipped": "disabled (--no-tshark)"}
     out["settings"] = {
         "packet_pass": "violates no packet-scope rule",

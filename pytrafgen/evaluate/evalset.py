@@ -76,7 +76,7 @@ class EvalSet:
     class_kinds: dict[str, str] = field(default_factory=dict)  # class -> "benign" | "malicious"
     sources: list[str] = field(default_factory=list)
     raw: EvalSet | None = None  # the same traffic written before build-time repair
-    repairs: dict[str, int] = field(default_factory=dict)  # packets changed per field by repair
+    repairs: dict[str, int] | None = None  # packets changed per field by repair; None: not known
     train: EvalSet | None = None  # the real training split (memorisation, utility)
     _features: FlowFeatures | None = field(default=None, repr=False)
     # figures that depend on this set alone, reused across generated sets (e.g. real-only utility)
