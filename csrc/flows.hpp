@@ -5,7 +5,10 @@
 // flow holds its key, when the flow has been idle longer than the timeout, when the flow
 // reached the maximum length, or when it is a TCP SYN without ACK and the flow already saw
 // a FIN or RST (port reuse). The client is the sender of the flow's first packet, except
-// when that packet is a SYN+ACK (the SYN was not captured): then its receiver.
+// when that packet is a SYN+ACK (the SYN was not captured): then its receiver; a flow that
+// continues a connection cut by the length limit or the idle timeout keeps the roles of the
+// flow before it; a TCP flow first seen mid-connection (no SYN) has the service port's side
+// (well-known against non-well-known, registered against ephemeral) as its server.
 #pragma once
 
 #include <cstdint>
@@ -74,6 +77,12 @@ inline bool endpoint_less(const uint8_t* a, uint16_t pa, const uint8_t* b, uint1
     return c < 0 || (c == 0 && pa < pb);
 }
 
+// Whether port a looks like a server's service port and b like a client's: a well-known
+// port against one that is not, or a registered port against an ephemeral one.
+inline bool service_port_first(uint16_t a, uint16_t b) {
+    return (a < 1024 && b >= 1024) || (a < 32768 && b >= 32768);
+}
+
 struct FlowState {
     int64_t last_ns;
     uint64_t packets;
@@ -120,10 +129,22 @@ inline void assemble_flows(const FlowInput& in, int64_t idle_ns, uint64_t max_pa
             if (!idle && !full && !reopened) fid = it->second;
         }
         if (fid < 0) {
+            // Who is the client: a SYN's sender; a SYN+ACK's receiver (the SYN was missed);
+            // for a later chunk of the same connection (cut by max_packets or the idle
+            // timeout, no new SYN), whoever was the client of the chunk before; for a TCP
+            // flow first seen mid-connection, the side not holding the service port.
+            bool syn = tcp && (fl & kTcpSyn);
+            bool reverse;
+            if (syn) {
+                reverse = (fl & kTcpAck) != 0;
+            } else if (it != active.end()) {
+                size_t prev = size_t(it->second);
+                reverse = !(std::memcmp(s, &out.client_addr[16 * prev], 16) == 0 && sp == out.client_port[prev]);
+            } else {
+                reverse = tcp && detail::service_port_first(sp, dp);
+            }
             fid = int64_t(state.size());
             state.push_back({ts, 0, false});
-            // A SYN+ACK opening a flow means the SYN was missed: its receiver is the client.
-            bool reverse = tcp && (fl & (kTcpSyn | kTcpAck)) == (kTcpSyn | kTcpAck);
             const uint8_t* ca = reverse ? d : s;
             const uint8_t* sa = reverse ? s : d;
             out.proto.push_back(in.proto[i]);

@@ -240,6 +240,7 @@ class AddressPlan:
                 if sel.any():
                     entry.pools["client"][v] = AddressPool.learn(client[sel], v, max_listed)
                     entry.pools["server"][v] = AddressPool.learn(server[sel], v, max_listed)
+            _separate_roles(entry)
             entry.flow_interval_s = _median_flow_interval(table, flows, mask)
             with_mac = mask & has_mac
             if with_mac.any():
@@ -311,6 +312,7 @@ class AddressPlan:
         for g, group in enumerate(groups):
             idx = order[starts[g] : starts[g + 1] if g + 1 < len(starts) else n]
             k, v = divmod(int(group), 8)
+            used: dict[str, AddressPool] = {}
             for role in ROLES:
                 pool = entries[k].pool(role, v)
                 if pool is None:
@@ -320,6 +322,8 @@ class AddressPlan:
                     raise AddressPlanError(
                         f"address plan has no IPv{v} {role} addresses for class {records.classes[k]!r}")
                 out[f"{role}_addr"][idx] = pool.draw(len(idx), rng)
+                used[role] = pool
+            _make_distinct(out["client_addr"], out["server_addr"], idx, used["client"], rng)
         return out
 
     # ---- persistence --------------------------------------------------------------------------
@@ -352,6 +356,7 @@ class AddressPlan:
             _mac_bytes(entry.server_mac)
             for role in ROLES:
                 entry.pools[role] = {int(v): AddressPool.from_json(p) for v, p in e.get(role, {}).items()}
+            _separate_roles(entry)  # plans saved before roles were kept apart
             plan.classes[name] = entry
         return plan
 
@@ -366,6 +371,50 @@ class AddressPlan:
         except (OSError, json.JSONDecodeError) as exc:
             raise AddressPlanError(f"{path}: cannot read address plan: {exc}") from None
         return cls.from_json(d)
+
+
+def _separate_roles(entry: ClassAddresses) -> None:
+    """Make the listed client and server addresses of each IP version disjoint (in place): a
+    host listed in both keeps the role in which it carried more flows (ties: server). A host
+    is one role within a class (the side holding the service port is the server), so a flow
+    can never be drawn from one host to itself; both roles keep at least one host."""
+    for v in set(entry.pools["client"]) & set(entry.pools["server"]):
+        client, server = entry.pools["client"][v], entry.pools["server"][v]
+        c_count = dict(zip(client.listed, client.counts, strict=True))
+        s_count = dict(zip(server.listed, server.counts, strict=True))
+        shared = sorted(set(c_count) & set(s_count), key=lambda a: (s_count[a] - c_count[a], a))
+        if not shared:
+            continue
+        to_client = {a for a in shared if c_count[a] > s_count[a]}
+        other_clients = len(c_count) - len(shared) + bool(client.fresh_count and client.fresh_cidrs)
+        other_servers = len(s_count) - len(shared) + bool(server.fresh_count and server.fresh_cidrs)
+        if not other_clients and not to_client:  # the least server-like shared host stays a client
+            to_client.add(shared[0])
+        if not other_servers and to_client == set(shared):  # the most server-like stays a server
+            to_client.discard(shared[-1])
+        if (not to_client and not other_clients) or (to_client == set(shared) and not other_servers):
+            continue  # one host in both roles and no other: nothing to separate
+        for pool, counts, drop in ((client, c_count, set(shared) - to_client), (server, s_count, to_client)):
+            keep = [a for a in pool.listed if a not in drop]
+            pool.listed, pool.counts = keep, [counts[a] for a in keep]
+
+
+def _make_distinct(client: np.ndarray, server: np.ndarray, idx: np.ndarray, client_pool: AddressPool,
+                   rng: np.random.Generator, tries: int = 8) -> None:
+    """Redraw the client address of flows in ``idx`` whose client equals their server (fresh
+    draws from overlapping CIDRs, a '*' fallback pool); where the pool offers nothing else,
+    the client's lowest address bit is flipped. In place."""
+    same = idx[np.all(client[idx] == server[idx], axis=1)]
+    for _ in range(tries):
+        if not len(same):
+            return
+        client[same] = client_pool.draw(len(same), rng)
+        same = same[np.all(client[same] == server[same], axis=1)]
+    if len(same):
+        client[same, 15] ^= 1
+        # keep clear of .0 and .255 (network and broadcast in an IPv4 /24)
+        edge = same[(client[same, 15] == 0) | (client[same, 15] == 255)]
+        client[edge, 15] ^= 3
 
 
 def _median_flow_interval(table: Any, flows: Any, mask: np.ndarray) -> float | None:

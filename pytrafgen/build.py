@@ -16,14 +16,14 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pytrafgen import _core
-from pytrafgen.address_plan import DEFAULT_CLIENT_MAC, DEFAULT_SERVER_MAC, AddressPlan
+from pytrafgen.address_plan import ALL_CLASSES, DEFAULT_CLIENT_MAC, DEFAULT_SERVER_MAC, AddressPlan
 from pytrafgen.atomic import atomic_file
 from pytrafgen.capture import PacketTable
 from pytrafgen.errors import PytrafgenError
@@ -53,6 +53,8 @@ class BuiltFrames:
     ts_ns: np.ndarray  # int64 per frame
     status: np.ndarray  # uint8 per record packet
     linktype: int
+    # packets changed per field by ``conform`` (pytrafgen.conform): what the generator got wrong
+    repairs: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.frame_off)
@@ -186,30 +188,92 @@ def _distinct_five_tuples(flows: Mapping[str, np.ndarray], ends: Mapping[str, np
     return {**flows, "client_port": new_port}
 
 
-def _arrival_starts(records: FieldRecords, plan: AddressPlan, rng: np.random.Generator) -> np.ndarray | None:
+def _service_side_as_server(records: FieldRecords, isn: np.ndarray | None
+                            ) -> tuple[FieldRecords, np.ndarray | None, int]:
+    """Records whose roles put the service port on the server side. A generator trained on
+    flows whose later chunks named the first sender the client (before the flow table kept a
+    connection's roles across chunks) can emit a flow whose "client" holds the service port;
+    built as is, the server's port would sit on a client address. A flow is turned round when
+    its client port serves more flows of its class (as their server port) than its server
+    port does, and it does not open with its client's SYN: every packet's direction is
+    flipped, the ports (and ``isn`` columns) exchanged. Returns (records, isn, flows swapped)."""
+    flows = records.flows
+    label = flows["label"].astype(np.int64)
+    keys = label * 65536 + flows["server_port"].astype(np.int64)
+    served, counts = np.unique(keys, return_counts=True)
+
+    def serving(port: np.ndarray) -> np.ndarray:
+        k = label * 65536 + port.astype(np.int64)
+        at = np.clip(np.searchsorted(served, k), 0, max(len(served) - 1, 0))
+        return np.where(len(served) and served[at] == k, counts[at] if len(counts) else 0, 0)
+
+    swap = serving(flows["client_port"]) > serving(flows["server_port"])
+    if records.n_packets and swap.any():
+        flow = records.packets["flow"]
+        first = np.full(records.n_flows, -1, np.int64)
+        first[flow[::-1]] = np.arange(records.n_packets - 1, -1, -1)  # first packet of each flow
+        has = first >= 0
+        fp = first[has]
+        opens_with_syn = np.zeros(records.n_flows, bool)
+        opens_with_syn[has] = (((records.packets["tcp_flags"][fp] & 0x12) == 0x02)
+                               & (records.packets["direction"][fp] == 0) & (flows["proto"][has] == 6))
+        swap &= ~opens_with_syn
+    if not swap.any():
+        return records, isn, 0
+    packets = dict(records.packets)
+    packets["direction"] = np.where(swap[records.packets["flow"]], 1 - records.packets["direction"],
+                                    records.packets["direction"]).astype(np.uint8)
+    new_flows = dict(flows)
+    new_flows["client_port"] = np.where(swap, flows["server_port"], flows["client_port"]).astype(np.uint16)
+    new_flows["server_port"] = np.where(swap, flows["client_port"], flows["server_port"]).astype(np.uint16)
+    if isn is not None and np.shape(isn) == (records.n_flows, 2):  # a bad shape is build_frames' to report
+        isn = np.ascontiguousarray(isn, np.uint32).copy()
+        isn[swap] = isn[swap][:, ::-1]
+    out = FieldRecords(packets=packets, flows=new_flows, blob=records.blob, classes=records.classes,
+                       client_addr=records.client_addr, server_addr=records.server_addr,
+                       raw_derived=records.raw_derived)
+    return out, isn, int(swap.sum())
+
+
+DEFAULT_FLOW_INTERVAL_S = 1.0  # for a class whose plan learned no rate (a single flow)
+
+
+def _class_interval(plan: AddressPlan, name: str) -> float:
+    """The class's real flow interval, else the plan's over all classes, else one second."""
+    for entry in (plan.classes.get(name), plan.classes.get(ALL_CLASSES)):
+        if entry is not None and entry.flow_interval_s is not None:
+            return max(float(entry.flow_interval_s), 0.0)
+    return DEFAULT_FLOW_INTERVAL_S
+
+
+def _arrival_starts(records: FieldRecords, plan: AddressPlan, rng: np.random.Generator) -> np.ndarray:
     """Flow start times (ns) as Poisson arrivals at each class's real flow rate (the plan's
-    ``flow_interval_s``), classes side by side from 0; None if the plan knows no rate for some
-    class of the records."""
+    ``flow_interval_s``), classes side by side from 0."""
     labels = records.flows["label"]
     starts = np.zeros(records.n_flows, np.int64)
     for k in np.unique(labels):
-        interval = plan.entry(records.classes[int(k)]).flow_interval_s
-        if interval is None:
-            return None
+        interval = _class_interval(plan, records.classes[int(k)])
         idx = np.flatnonzero(labels == k)
-        gaps = rng.exponential(max(interval, 0.0) * 1e9, len(idx))
+        gaps = rng.exponential(interval * 1e9, len(idx))
         gaps[0] = 0.0
         starts[idx] = np.cumsum(gaps).astype(np.int64)
     return starts
 
 
+def _piled_up(first: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether two flows of one class start at the same instant: generated flows (modelled one
+    at a time, each from its own time 0) do; flows of a real capture practically never."""
+    keys = np.stack([labels.astype(np.int64), first], axis=1)
+    return len(np.unique(keys, axis=0)) < len(keys)
+
+
 def _timestamps(records: FieldRecords, rng: np.random.Generator, flow_spread_s: float | None,
                 start_ns: int | None, plan: AddressPlan | None = None) -> np.ndarray:
     """Per-packet timestamps: the records', each flow moved to a start drawn uniformly within
-    ``flow_spread_s`` seconds if given, else (when the records' flows all start at the same
-    instant, as generated flows do, and the plan knows each class's flow rate) to Poisson
-    arrivals at the class's real rate; times within a flow are kept. Then all are shifted so the
-    first packet is at ``start_ns`` if given."""
+    ``flow_spread_s`` seconds if given, else (when flows of one class pile up at the same start
+    instant, as generated flows do, and a plan is given) to Poisson arrivals at each class's real
+    rate; times within a flow are kept. Then all are shifted so the first packet is at
+    ``start_ns`` if given."""
     ts = records.packets["ts_ns"]
     # Out-of-range flow indices are the C++ builder's to count as bad records; leave them be.
     flow = np.clip(records.packets["flow"], 0, max(records.n_flows - 1, 0))
@@ -223,8 +287,10 @@ def _timestamps(records: FieldRecords, rng: np.random.Generator, flow_spread_s: 
         if not flow_spread_s >= 0:
             raise BuildError(f"build: flow_spread_s must be >= 0, got {flow_spread_s}")
         starts = (rng.random(records.n_flows) * flow_spread_s * 1e9).astype(np.int64)
-    elif plan is not None and records.n_flows > 1 and len(ts) and np.ptp(first[np.unique(flow)]) == 0:
-        starts = _arrival_starts(records, plan, rng)
+    elif plan is not None and records.n_flows > 1 and len(ts):
+        present = np.unique(flow)
+        if _piled_up(first[present], records.flows["label"][present]):
+            starts = _arrival_starts(records, plan, rng)
     if starts is not None and len(ts):
         ts = ts - first[flow] + starts[flow]
     if start_ns is not None and len(ts):
@@ -235,7 +301,8 @@ def _timestamps(records: FieldRecords, rng: np.random.Generator, flow_spread_s: 
 def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: int = 0,
                  linktype: int = LINKTYPE_ETHERNET, repair: bool = True, isn: np.ndarray | None = None,
                  addresses: Any = None, order: np.ndarray | None = None, *, time_order: bool = False,
-                 flow_spread_s: float | None = None, start_ns: int | None = None) -> BuiltFrames:
+                 flow_spread_s: float | None = None, start_ns: int | None = None,
+                 conform: bool = False) -> BuiltFrames:
     """Build ``records`` into frames (see the module docstring).
 
     ``isn``: (F,2) uint32 client/server initial sequence numbers (default: drawn from the seed).
@@ -244,12 +311,25 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     ``records.raw_derived`` (those present) instead of recomputing them. ``order``: record
     packet indices to emit, in that order; ``time_order``: emit in timestamp order instead.
     ``flow_spread_s``: draw each flow's start uniformly within this many seconds; by default,
-    flows that all start at the same instant (generated ones) are placed as arrivals at each
-    class's real flow rate from the plan; ``start_ns``: shift so the first packet is at this time.
+    when flows of one class start at the same instant (generated ones), all flows are placed as
+    arrivals at each class's real flow rate from the plan; ``start_ns``: shift so the first packet
+    is at this time. ``conform``: make generated flows valid by construction first
+    (``pytrafgen.conform``: TCP teardown after data, seq/ack continuity, well-formed options, CoAP
+    options that fit); what it changed is counted per field in ``BuiltFrames.repairs``.
     """
     if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
         raise BuildError(f"build: linktype must be {LINKTYPE_ETHERNET} (Ethernet) or {LINKTYPE_RAW} (raw IP)")
     rng = np.random.default_rng(seed)
+    repairs: dict[str, int] = {}
+    if addresses is None and records.client_addr is None:  # endpoints drawn from the plan
+        records, isn, swapped = _service_side_as_server(records, isn)
+        if swapped:
+            repairs["roles_swapped_flows"] = swapped
+    if conform:
+        from pytrafgen.conform import conform as conform_records
+
+        records, changed = conform_records(records, records.packets["ts_ns"])
+        repairs.update(changed)
     ends = _endpoints(records, plan, addresses, rng)
     flows = records.flows
     if addresses is None and records.client_addr is None:  # endpoints drawn from the plan
@@ -277,7 +357,7 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     in_record_order = order is None and len(packet) == records.n_packets  # then packet == arange
     return BuiltFrames(data=out["data"], frame_off=out["frame_off"], frame_len=out["frame_len"],
                        packet=packet, ts_ns=ts if in_record_order else ts[packet], status=out["status"],
-                       linktype=linktype)
+                       linktype=linktype, repairs=repairs)
 
 
 def build_packets(records: FieldRecords, plan: AddressPlan | None = None, seed: int = 0,
@@ -289,20 +369,42 @@ def build_packets(records: FieldRecords, plan: AddressPlan | None = None, seed: 
     return build_frames(records, plan, seed, linktype, repair, isn, addresses, **timing).to_table()
 
 
+CAPTURE_FORMATS = ("pcap", "pcapng")
+
+
 def write_records(path: str | os.PathLike[str], records: FieldRecords, plan: AddressPlan | None = None,
                   seed: int = 0, linktype: int = LINKTYPE_ETHERNET, repair: bool = True,
                   isn: np.ndarray | None = None, addresses: Any = None, *,
-                  flow_spread_s: float | None = None, start_ns: int | None = None) -> dict[str, Any]:
-    """Build ``records`` and write them as a pcap (nanosecond timestamps, packets in time order,
-    atomically). ``flow_spread_s`` / ``start_ns`` as in ``build_frames``. Returns a summary:
-    path, packets, skipped (by reason), bytes."""
+                  flow_spread_s: float | None = None, start_ns: int | None = None,
+                  labels: bool = True, file_format: str = "pcap", conform: bool | None = None) -> dict[str, Any]:
+    """Build ``records`` and write them as a pcap or pcapng (nanosecond timestamps, packets in
+    time order, atomically). ``flow_spread_s`` / ``start_ns`` as in ``build_frames``.
+    ``labels``: also write ``<path>.flows.csv``, each flow's class in the order a reader finds the
+    flows in the file (``pytrafgen.flow_labels``); in pcapng every packet also carries its class
+    and flow as a packet comment. ``conform`` (default: as ``repair``): make the flows valid by
+    construction (see ``build_frames``). Returns a summary: path, packets, skipped (by reason),
+    bytes, repairs (packets changed per field), flow_labels (the CSV's path, or None) and
+    flow_classes (class per flow, reader order)."""
+    from pytrafgen.flow_labels import label_built_flows, labels_path, pcapng_bytes, write_labels_csv
+
+    if file_format not in CAPTURE_FORMATS:
+        raise BuildError(f"build: file format must be one of {', '.join(CAPTURE_FORMATS)}, got {file_format!r}")
     built = build_frames(records, plan, seed, linktype, repair, isn, addresses, time_order=True,
-                         flow_spread_s=flow_spread_s, start_ns=start_ns)
-    blob = built.pcap_bytes()
-    with atomic_file(path) as fh:
+                         flow_spread_s=flow_spread_s, start_ns=start_ns,
+                         conform=repair if conform is None else conform)
+    flow_labels = label_built_flows(built, records) if labels else None
+    if file_format == "pcapng":
+        blob = pcapng_bytes(built, flow_labels.comments() if flow_labels is not None else None)
+    else:
+        blob = built.pcap_bytes()
+    with atomic_file(path, "wb") as fh:
         fh.write(blob)
-    return {"path": str(Path(path)), "packets": len(built), "skipped": built.skipped, "bytes": len(blob)}
+    csv_path = write_labels_csv(labels_path(path), flow_labels) if flow_labels is not None else None
+    return {"path": str(Path(path)), "packets": len(built), "skipped": built.skipped, "bytes": len(blob),
+            "repairs": built.repairs,
+            "flow_labels": None if csv_path is None else str(csv_path),
+            "flow_classes": None if flow_labels is None else flow_labels.classes}
 
 
-__all__ = ["BUILD_STATUS_NAMES", "RAW_DERIVED_FIELDS", "BuildError", "BuiltFrames", "build_frames",
+__all__ = ["BUILD_STATUS_NAMES", "CAPTURE_FORMATS", "RAW_DERIVED_FIELDS", "BuildError", "BuiltFrames", "build_frames",
            "build_packets", "write_records"]

@@ -4,7 +4,11 @@ See docs/architecture.md §2. A packet is in a flow when it was dissected (statu
 IPv4/IPv6; the client is the sender of the flow's first packet (the receiver, if that packet
 is a TCP SYN+ACK: the SYN was missed). A new flow starts on the same 5-tuple after
 ``idle_timeout_s`` of silence, after ``max_flow_packets`` packets, or on a TCP SYN without
-ACK once the flow has seen FIN or RST (port reuse).
+ACK once the flow has seen FIN or RST (port reuse). A flow continuing a connection cut by
+the length limit or the idle timeout keeps the roles of the flow before it (its client is not
+whoever happens to send its first packet), and a TCP flow first seen mid-connection (no SYN)
+takes the side holding the service port as its server (well-known port against a
+non-well-known one, registered against ephemeral).
 """
 
 from __future__ import annotations

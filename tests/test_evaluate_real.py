@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from conftest import CAPTURES
 
-from pytrafgen import assemble_flows
 from pytrafgen.build import build_frames
 from pytrafgen.evaluate.compliance import run_rules
 from pytrafgen.evaluate.diversity import diversity
@@ -23,7 +22,7 @@ from pytrafgen.evaluate.evalset import (
     stratified_split,
 )
 from pytrafgen.evaluate.fidelity import fidelity
-from pytrafgen.evaluate.from_records import flow_classes
+from pytrafgen.flow_labels import label_built_flows
 from pytrafgen.protocols.l3l4 import L3L4_PROTOCOLS
 from pytrafgen.records_from_packets import records_and_origin
 
@@ -64,7 +63,7 @@ def corrupt(es: EvalSet, seed: int = 0) -> EvalSet:
     p["tcp_flags"][synack] = 0x10
     built = build_frames(records, isn=origin.isn, addresses=origin, order=np.argsort(p["ts_ns"], kind="stable"))
     table = built.to_table()
-    classes = flow_classes(records, assemble_flows(table), np.asarray(built.packet, np.int64))
+    classes = label_built_flows(built, records).classes
     return evalset_from_tables([(table, classes)], f"{es.name}-corrupted")
 
 
@@ -205,4 +204,8 @@ def test_compare_command_trains_generates_and_reports(tmp_path) -> None:
     counts = report["generated"]["markov"]["class_counts"]
     assert counts == report["real"]["class_counts"]  # the test split's size per class
     labels = (out / "markov.pcap.flows.csv").read_text().splitlines()
-    assert labels[0] == "flow_index,class,proto,client_port,server_port"
+    assert labels[0] == "flow_index,class,proto,client_port,server_port,record_flow"
+    comp = report["generated"]["markov"]["metrics"]["compliance"]
+    assert comp["raw"]["packet_pass_rate"] is not None  # as sampled, before repair
+    assert isinstance(comp["repairs"], dict) and all(v > 0 for v in comp["repairs"].values())
+    assert "As sampled, before repair (raw)" in (out / "report.md").read_text()

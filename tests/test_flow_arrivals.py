@@ -1,4 +1,4 @@
-"""Generated flows (all starting at t=0) are placed in time at each class's real flow rate."""
+"""Generated flows (piling up at t=0) are placed in time at each class's real flow rate."""
 
 from __future__ import annotations
 
@@ -57,10 +57,38 @@ def test_flows_arrive_at_each_class_rate() -> None:
     assert np.all(unsorted.to_table().ts_ns[1::2] - starts == 1_000)
 
 
-def test_without_a_learned_rate_flows_keep_their_times() -> None:
+def test_without_a_learned_rate_flows_arrive_at_the_fallback_rate() -> None:
+    """A class whose plan knows no rate (one training flow) still spreads its flows: at the
+    plan's rate over all classes, else one second apart on average."""
+    records = _records(200, [0] * 100 + [1] * 100)
+    starts = build_frames(records, _plan({"flood": None, "slow": None}), seed=0).to_table().ts_ns[::2]
+    for k in (0, 1):
+        mine = np.sort(starts[k * 100:(k + 1) * 100])
+        assert len(np.unique(mine)) == 100
+        assert 0.7 < np.mean(np.diff(mine)) / 1e9 < 1.3
+    plan = _plan({"flood": None, "slow": 0.5})
+    plan.classes["*"].flow_interval_s = 0.01
+    starts = build_frames(records, plan, seed=0).to_table().ts_ns[::2]
+    assert 0.007 < np.mean(np.diff(np.sort(starts[:100]))) / 1e9 < 0.013
+
+
+def test_a_partial_pile_up_is_spread_too() -> None:
+    """Flows that start at the same instant only in part (a generator that draws a first
+    time offset for some flows) arrive at the class rate all the same: no t = 0 pile-up."""
+    records = _records(100, [0] * 100)
+    records.packets["ts_ns"][0:20:2] += np.arange(1, 11) * 5_000_000  # 10 flows start later, 90 at 0
+    records.packets["ts_ns"][1:20:2] += np.arange(1, 11) * 5_000_000
+    starts = build_frames(records, _plan({"flood": 0.01}), seed=1).to_table().ts_ns[::2]
+    assert len(np.unique(starts)) == 100
+    assert 0.007 < np.mean(np.diff(np.sort(starts))) / 1e9 < 0.013
+
+
+def test_real_flows_with_distinct_starts_keep_their_times() -> None:
     records = _records(4, [0, 0, 1, 1])
-    built = build_frames(records, _plan({"flood": None, "slow": None}), seed=0)
-    assert set(built.to_table().ts_ns[::2].tolist()) == {0}
+    offsets = np.array([0, 7, 3, 9], np.int64) * 1_000_000_000
+    records.packets["ts_ns"] += np.repeat(offsets, 2)
+    starts = build_frames(records, _plan({"flood": 0.001, "slow": 0.001}), seed=0).to_table().ts_ns[::2]
+    assert starts.tolist() == offsets.tolist()
 
 
 def test_learned_plan_records_the_median_flow_gap(tmp_path) -> None:

@@ -116,8 +116,14 @@ def reference_flows(t: PacketTable, idle_ns: int) -> dict[str, list]:
             if (idle_ns > 0 and ts - st["last"] > idle_ns) or (st["closed"] and flags & 0x12 == 0x02):
                 f = None
         if f is None:
-            syn_ack = flags & 0x12 == 0x12
-            client = (dst, dp) if syn_ack else (src, sp)
+            before = active.get(key)
+            if flags & 0x02:  # a SYN's sender is the client, a SYN+ACK's receiver
+                reverse = bool(flags & 0x10)
+            elif before is not None:  # a later chunk of the same connection keeps its roles
+                reverse = (src, sp) != flows[before]["client"]
+            else:  # TCP first seen mid-connection: the service port's side is the server
+                reverse = proto == 6 and ((sp < 1024 <= dp) or (sp < 32768 <= dp))
+            client = (dst, dp) if reverse else (src, sp)
             f = active[key] = len(flows)
             flows.append({"client": client, "last": ts, "closed": False, "start": ts, "end": ts, "first": i,
                           "c2s": 0, "s2c": 0, "bc2s": 0, "bs2c": 0})

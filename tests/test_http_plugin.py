@@ -115,6 +115,23 @@ def test_vocabulary_is_modest_and_unique() -> None:
     assert TOKEN_ID["0x41"] == 0x41
 
 
+def test_a_message_that_breaks_off_is_closed_where_it_breaks() -> None:
+    """Sampled tokens that break the grammar inside headers or a body keep what decoded: the
+    message is closed there (Content-Length derived from the body so far), later messages
+    dropped; a broken second start line keeps the first message. Both parse as HTTP."""
+    tokens = HTTP.encode(b"POST /api HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc", 0)
+    names = [TOKEN_NAMES[t] for t in tokens]
+    in_body = [*tokens[:names.index("MSG_END") - 1], TOKEN_ID["VERSION:HTTP/1.1"], 7, 7]
+    closed = decode_payload(in_body)
+    assert closed == b"POST /api HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab"
+    in_headers = [*tokens[:names.index("HEADER:Host")], TOKEN_ID["VERSION:HTTP/1.1"]]
+    assert decode_payload(in_headers) == b"POST /api HTTP/1.1\r\n\r\n"
+    assert decode_payload([*tokens, TOKEN_ID["REQUEST"], TOKEN_ID["END"]]) == decode_payload(tokens)
+    for payload in (closed, decode_payload(in_headers)):
+        (msg,) = HTTP.parse(payload, 0)
+        assert msg["kind"] == "request"
+
+
 @pytest.mark.parametrize(
     "tokens",
     [[], [TOKEN_ID["REQUEST"]], [TOKEN_ID["REQUEST"], 9999], [TOKEN_ID["METHOD:GET"]],
@@ -250,3 +267,10 @@ def test_recognise_by_payload_then_port() -> None:
     assert HTTP.recognise(80, b"", b"")  # no payload yet (a SYN flood): the port decides
     assert not HTTP.recognise(80, b"\x16\x03\x01\x02\x00", b"")  # TLS on port 80 is not HTTP
     assert not HTTP.recognise(1883, bytes([0x10, 0x0C]) + b"\x00\x04MQTT", b"")
+
+
+def test_a_request_line_sampled_without_its_version_gets_http_1_1() -> None:
+    tokens = HTTP.encode(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", 0)
+    assert tokens is not None
+    no_version = [t for t in tokens if TOKEN_NAMES[t] != "VERSION:HTTP/1.1"]
+    assert decode_payload(no_version) == b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"

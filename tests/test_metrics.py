@@ -112,7 +112,7 @@ BAD_CASES = {
     "TCP-009 bad checksum": (_replace(2, c2s("A", 1001, 5001, chksum=0xBEEF)), "TCP-009", [2]),
     "TCP-010 zero window SYN": (_replace(0, _eth(IP(src=C, dst=S) / TCP(sport=CP, dport=SP, flags="S", seq=1000,
                                                                        window=0))), "TCP-010", [0]),
-    "TCP-012 mid-stream start": (good_flow()[2:], "TCP-012", [0]),
+    "TCP-012 FIN opener": ([c2s("F", 1000), *good_flow()[2:]], "TCP-012", [0]),
     "TCP-013 reply to SYN is a bare ACK": (_replace(1, s2c("A", 5000, 1001)), "TCP-013", [0]),
     "TCP-014 data before SYN-ACK": ([c2s("S", 1000), c2s("PA", 1001, 0, REQUEST), *good_flow()[1:3]],
                                     "TCP-014", [0]),
@@ -140,6 +140,33 @@ def test_rule_fires_on_crafted_bad_packet(case: str) -> None:
     found = violations(packets)
     assert rule_id in found, f"{rule_id} did not fire; fired: {sorted(found)}"
     assert found[rule_id].tolist() == expected
+
+
+def _pseudo_header_sum(src: str, dst: str, proto: int, length: int) -> int:
+    """The one's-complement sum of an IPv4 pseudo-header, folded (what a stack that leaves the
+    checksum to the NIC writes into the field)."""
+    words = [int.from_bytes(bytes(map(int, a.split("."))), "big") for a in (src, dst)]
+    total = sum((w >> 16) + (w & 0xFFFF) for w in words) + proto + length
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+# What real traffic does that rules must not flag (docs/rules.md, "Real traffic").
+FAIR_CASES = {
+    "a flow cut from a longer connection (no handshake in view)": good_flow()[2:],
+    "a flow cut before its teardown": good_flow()[:4],
+    "loopback to loopback, source = destination": [
+        _eth(IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=5, dport=6)),
+        _eth(IPv6(src="::1", dst="::1") / UDP(sport=5, dport=6))],
+    "TCP checksum left to offload (captured on the sender)": _replace(
+        2, c2s("A", 1001, 5001, chksum=_pseudo_header_sum(C, S, 6, 20))),
+}
+
+
+@pytest.mark.parametrize("case", list(FAIR_CASES))
+def test_valid_real_traffic_violates_nothing(case: str) -> None:
+    assert violations(FAIR_CASES[case]) == {}
 
 
 def test_echo_reply_after_request_passes() -> None:
@@ -232,3 +259,19 @@ def test_scarce_subset_keeps_benign_and_a_tenth_of_each_malicious_class() -> Non
     labels = np.array([0] * 50 + [1] * 40 + [2] * 3)
     keep = scarce_subset(labels, [1, 2], 0.1, np.random.default_rng(0))
     assert np.bincount(labels[keep]).tolist() == [50, 4, 1]
+
+
+def test_a_detector_that_cannot_train_is_marked_and_the_others_still_score() -> None:
+    """A class with a single training flow in a set of over 10,000 flows stops gradient
+    boosting (its stratified early-stopping split); it is marked, not a blank for all."""
+    from pytrafgen.evaluate.utility import _score, detectors
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(6000, np.int64), np.ones(5000, np.int64), [2]]
+    x = rng.normal(size=(len(y), 3)) + y[:, None] * 3.0
+    tx, ty = x[::50], y[::50]
+    made = detectors(0)
+    score, why = _score(made["gradient_boosting"], x, y, tx, ty, [0, 1, 2])
+    assert score is None and "smallest class: 1 flow" in why
+    score, why = _score(made["random_forest"], x, y, tx, ty, [0, 1, 2])
+    assert why is None and score is not None and score > 0.6

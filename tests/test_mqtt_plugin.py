@@ -127,6 +127,14 @@ def test_vocabulary_is_modest_and_unique() -> None:
     assert 280 < len(TOKEN_NAMES) <= 600 and len(set(TOKEN_NAMES)) == len(TOKEN_NAMES)
 
 
+def test_packets_before_a_broken_one_are_kept() -> None:
+    ping = MQTT.encode(bytes([0xC0, 0x00]), 0)
+    assert ping is not None
+    assert decode_payload(ping + ping + [TOKEN_ID["TYPE:PUBLISH"]]) == bytes([0xC0, 0x00]) * 2
+    with pytest.raises(TokenError):
+        decode_payload([TOKEN_ID["TYPE:PUBLISH"], *ping])
+
+
 @pytest.mark.parametrize(
     "tokens",
     [[], [TOKEN_ID["TYPE:PUBLISH"]], [TOKEN_ID["TYPE:PINGREQ"], TOKEN_ID["FLAGS:0"], TOKEN_ID["RL_DERIVED"], 1],
@@ -277,3 +285,22 @@ def test_fields_agree_with_tshark_and_tokens_round_trip(path: Path) -> None:
                     assert MQTT.decode(tokens, direction) == payload
                     encoded += 1
     assert encoded >= 1
+
+
+def test_fixed_two_byte_bodies_sampled_short_are_completed() -> None:
+    """A CONNACK sampled with a one-byte body gets its two bytes (flags 0, the code kept)."""
+    tokens = MQTT.encode(bytes([0x20, 0x02, 0x00, 0x00]), 1)
+    assert tokens is not None
+    names = [TOKEN_NAMES[t] for t in tokens]
+    short = [t for k, t in enumerate(tokens) if not (names[k] == "0x00" and k == names.index("0x00"))]
+    assert decode_payload(short) == bytes([0x20, 0x02, 0x00, 0x00])
+
+
+def test_a_string_that_runs_into_the_packet_end_ends_there() -> None:
+    tokens = MQTT.encode(build({"type_name": "PUBLISH", "qos": 0, "topic": "lab/t", "payload": b"x"}), 0)
+    assert tokens is not None
+    names = [TOKEN_NAMES[t] for t in tokens]
+    cut = [t for k, t in enumerate(tokens) if names[k] != "STR_END"]  # the topic is never closed
+    got = decode_payload(cut)
+    (packet,) = MQTT.parse(got, 0)
+    assert packet["type_name"] == "PUBLISH" and "malformed" not in packet

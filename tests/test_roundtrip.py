@@ -44,10 +44,13 @@ def _ones_sum(data: bytes) -> int:
 def _checksum_fields_valid(ip: bytes) -> tuple[bool, bool, int, int]:
     """(IPv4 header checksum valid, L4 checksum valid *and computed*, L4 checksum offset, L4
     proto) of one IP packet. A UDP checksum of 0 means "none": allowed in a capture over IPv4
-    but not a computed one, and a computed 0 must be sent as 0xFFFF (RFC 768)."""
+    but not a computed one, and a computed 0 must be sent as 0xFFFF (RFC 768). Elsewhere (IPv4
+    header, TCP, ICMP) a field of 0xFFFF is never valid: it verifies arithmetically as "-0",
+    but the sum it complements can never be 0, so no correct computation yields it (RFC 1624
+    §3; tshark flags it); the builder rightly writes 0x0000 there."""
     if ip[0] >> 4 == 4:
         hl = (ip[0] & 15) * 4
-        ip_ok = _ones_sum(ip[:hl]) == 0xFFFF
+        ip_ok = _ones_sum(ip[:hl]) == 0xFFFF and ip[10:12] != b"\xff\xff"
         proto, l4 = ip[9], ip[hl:]
         pseudo = ip[12:20] + struct.pack("!BBH", 0, proto, len(l4))
     else:
@@ -62,7 +65,8 @@ def _checksum_fields_valid(ip: bytes) -> tuple[bool, bool, int, int]:
         pseudo = b""
     at = L4_CSUM_AT[proto]
     udp_none = proto == 17 and l4[at:at + 2] == b"\x00\x00"
-    l4_ok = not udp_none and _ones_sum(pseudo + l4) == 0xFFFF
+    minus_zero = proto != 17 and l4[at:at + 2] == b"\xff\xff"
+    l4_ok = not udp_none and not minus_zero and _ones_sum(pseudo + l4) == 0xFFFF
     return ip_ok, l4_ok, len(ip) - len(l4) + at, proto
 
 
@@ -115,3 +119,31 @@ def test_tokenize_decode_build_gives_back_the_bytes(path):
           f"({100 * rate:.2f} %), {fixed_checksum} identical but for a captured checksum that was "
           f"wrong or absent (computed by the builder); with the captured derived fields 100 %")
     assert equal + fixed_checksum == n
+
+
+
+def test_a_checksum_field_of_ffff_is_not_valid_outside_udp() -> None:
+    """RFC 1624: where the correct checksum is 0x0000, a field of 0xFFFF ("-0") verifies
+    arithmetically but no correct computation gives it (tshark flags it), so the captured
+    field is wrong and the builder's 0x0000 right. For UDP 0xFFFF is how a computed 0 is sent."""
+    def segment(proto: int, payload: bytes, field: int) -> bytes:
+        l4 = (struct.pack("!HHIIBBHHH", 1, 2, 0, 0, 0x50, 0x02, 1024, field, 0) if proto == 6
+              else struct.pack("!HHHH", 1, 2, 8 + len(payload), field)) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0, bytes([10, 0, 0, 1]),
+                         bytes([10, 0, 0, 2]))
+        ip = ip[:10] + struct.pack("!H", ~_ones_sum(ip) & 0xFFFF) + ip[12:]
+        return ip + l4
+
+    for proto in (6, 17):
+        # two payload bytes chosen so that the one's-complement sum is 0xFFFF: correct field 0x0000
+        base = segment(proto, b"\x00\x00", 0)
+        rest = _ones_sum(base[12:20] + struct.pack("!BBH", 0, proto, len(base) - 20) + base[20:])
+        payload = struct.pack("!H", 0xFFFF - rest)
+        assert _ones_sum(segment(proto, payload, 0)[12:20] + struct.pack("!BBH", 0, proto, len(base) - 20)
+                         + segment(proto, payload, 0)[20:]) == 0xFFFF
+        if proto == 6:
+            assert _checksum_fields_valid(segment(6, payload, 0x0000))[1]
+            assert not _checksum_fields_valid(segment(6, payload, 0xFFFF))[1]
+        else:  # UDP: 0 means "no checksum", a computed 0 is sent as 0xFFFF
+            assert not _checksum_fields_valid(segment(17, payload, 0x0000))[1]
+            assert _checksum_fields_valid(segment(17, payload, 0xFFFF))[1]

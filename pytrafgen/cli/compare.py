@@ -89,7 +89,7 @@ def generate_set(name: str, ds: Any, checkpoint: Path | None, out: Path, fit_set
     """Train/load one generator, sample ``counts``, write ``out/<name>.pcap`` (+ labels CSV)
     and return its EvalSet (with the raw, unrepaired set where the generator emits one)."""
     from pytrafgen.build import write_records
-    from pytrafgen.evaluate.from_records import evalset_from_records, write_flow_labels
+    from pytrafgen.evaluate.from_records import evalset_from_records
 
     gen, info = obtain_generator(name, ds, checkpoint, out / "checkpoints" / name, fit_settings)
     setter = getattr(gen, "set_sampling", None)
@@ -101,14 +101,11 @@ def generate_set(name: str, ds: Any, checkpoint: Path | None, out: Path, fit_set
         records = gen.sample(counts, seed=seed)
     info["sample_seconds"] = round(time.perf_counter() - t0, 1)
     pcap = out / f"{name}.pcap"
-    write_records(pcap, records, plan, seed)
-    write_flow_labels(pcap, records, plan, seed)
+    write_records(pcap, records, plan, seed)  # and <pcap>.flows.csv
     es = evalset_from_records(records, plan, seed, name, kinds=kinds)
-    if records.raw_derived:
-        es.raw = evalset_from_records(records, plan, seed, f"{name}-raw", repair=False, kinds=kinds)
-        info["raw"] = "built with repair off from the generator's derived fields"
-    else:
-        info["raw"] = "the generator emits no derived fields; the builder derives all of them"
+    es.raw = evalset_from_records(records, plan, seed, f"{name}-raw", repair=False, kinds=kinds)
+    info["raw"] = ("built as sampled, with the generator's derived fields" if records.raw_derived else
+                   "built as sampled; the generator emits no derived fields, so the builder derives them")
     return es, info
 
 

@@ -1,7 +1,8 @@
 """``pytrafgen generate CKPT --class a:100 --class b:50 --out gen.pcap``: sample flows from any
 generator checkpoint and write them as a pcap through the builder (lengths and checksums
 repaired; ``--raw-out`` also writes them as generated, unrepaired), with each flow's class in
-``gen.pcap.flows.csv`` beside it."""
+``gen.pcap.flows.csv`` beside it, in the order a reader finds the flows in the pcap.
+``--format pcapng`` also puts each packet's class and flow in a packet comment."""
 
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int | None, typer.Option("--batch-size", help="Flows sampled together.")] = None,
         generator: Annotated[str | None, typer.Option("--generator", "-g", help="Override the checkpoint's generator.")] = None,
         raw_out: Annotated[Path | None, typer.Option("--raw-out", help="Also write the packets unrepaired.")] = None,
+        file_format: Annotated[str, typer.Option("--format", help="pcap, or pcapng with each packet's class and "
+                                                 "flow in a packet comment.")] = "pcap",
         device: Device = "auto",
         force: Force = False,
         quiet: Quiet = False,
@@ -79,10 +82,11 @@ def register(app: typer.Typer) -> None:
 
         from pytrafgen.address_plan import AddressPlan
         from pytrafgen.atomic import check_output_file
-        from pytrafgen.build import write_records
-        from pytrafgen.evaluate.from_records import write_flow_labels
+        from pytrafgen.build import CAPTURE_FORMATS, write_records
         from pytrafgen.generators import load_generator
 
+        if file_format not in CAPTURE_FORMATS:
+            raise PytrafgenError(f"--format must be one of {', '.join(CAPTURE_FORMATS)}, got {file_format!r}")
         counts = parse_class_counts(classes, count)
         # refuse outputs that are not ours before sampling, which can take minutes
         for path in (out, Path(f"{out}.flows.csv"), *([raw_out] if raw_out is not None else [])):
@@ -94,17 +98,17 @@ def register(app: typer.Typer) -> None:
             gen.on_progress = report
             records = gen.sample(counts, seed=seed)
         plan = AddressPlan.load(checkpoint / "address_plan.json")
-        written = write_records(out, records, plan, seed)
-        labels_csv = write_flow_labels(out, records, plan, seed)  # what `pytrafgen evaluate` reads
+        written = write_records(out, records, plan, seed, file_format=file_format)
+        labels_csv = written["flow_labels"]  # what `pytrafgen evaluate` reads
         if raw_out is not None:
-            write_records(raw_out, records, plan, seed, repair=False)
+            write_records(raw_out, records, plan, seed, repair=False, labels=False, file_format=file_format)
         labels = records.flows["label"]
         per_class = {name: int(np.count_nonzero(labels == records.classes.index(name)))
                      for name in counts if name in records.classes}
         packets_per_flow = np.bincount(records.packets["flow"], minlength=records.n_flows)
         packets = {name: int(packets_per_flow[labels == records.classes.index(name)].sum()) for name in per_class}
         summary = {"out": str(out), "flow_labels": str(labels_csv), "raw_out": str(raw_out) if raw_out else None, "seed": seed,
-                   "flows": per_class, "packets": packets, "skipped": written["skipped"],
+                   "flows": per_class, "packets": packets, "skipped": written["skipped"], "repairs": written["repairs"],
                    "sampling": getattr(gen, "last_sample_stats", {})}
         if as_json:
             typer.echo(json.dumps(summary))

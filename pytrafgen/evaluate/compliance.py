@@ -88,12 +88,15 @@ def compliance(generated: EvalSet, protocols: Mapping[str, ProtocolSpec] | None 
     out: dict[str, Any] = {"final": run_rules(generated, "final", protocols)}
     out["raw"] = run_rules(generated.raw, "raw", protocols) if generated.raw is not None else {
         "skipped": "no raw (pre-repair) version of this set was given"}
+    # packets changed per field between raw and final; None for a set read from a pcap
+    out["repairs"] = None if generated.repairs is None else dict(generated.repairs)
     out["tshark"] = tshark_oracle(generated) if use_tshark else {"skipped": "disabled (--no-tshark)"}
     out["settings"] = {
         "packet_pass": "violates no packet-scope rule",
         "flow_pass": "violates no flow-scope rule and holds no failing packet",
-        "raw": "packets written with the generator's own derived fields (repair off)",
-        "final": "packets as built (lengths and checksums repaired)",
+        "raw": "the records as sampled: the generator's own derived fields where it emits them, no repair",
+        "final": "packets as built: conformed to their protocols (pytrafgen.conform), lengths and checksums "
+                 "repaired; 'repairs' counts the packets changed per field",
     }
     return out
 

@@ -12,8 +12,12 @@ so flow rules never sort.
 in-order reassembled payload bytes and the messages that protocol's ``ProtocolSpec.parse``
 finds in them. TCP reassembly orders segments by sequence number relative to the first
 segment of that direction and drops retransmitted bytes; a sequence gap ends the stream
-there (``truncated`` says so), because what follows a gap may start mid-message. UDP streams
-are the datagrams concatenated in capture order. Results are cached per protocol.
+there (``truncated`` says so), because what follows a gap may start mid-message. A TCP stream
+whose side sent no SYN in the flow may begin mid-message (``starts_mid``), and one of a flow
+without FIN or RST may continue past its last packet (``open_end``): a flow cut from a longer
+connection (``--max-flow-packets``) or a capture started or stopped mid-connection. Rules judge
+only what such a stream shows. UDP streams are the datagrams concatenated in capture order.
+Results are cached per protocol.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pytrafgen.interfaces import ProtocolSpec
 
 PROTO_TCP = 6
 PROTO_UDP = 17
+TCP_FIN, TCP_SYN, TCP_RST = 1, 2, 4
 TRANSPORT_NUMBERS = {"tcp": PROTO_TCP, "udp": PROTO_UDP}
 
 
@@ -40,6 +45,12 @@ class DirectionStream:
     starts: np.ndarray  # int64: byte offset in ``data`` where each of ``packets`` begins
     truncated: bool  # a sequence gap (lost/uncaptured segment) cut the stream short
     messages: list[dict[str, Any]] = field(default_factory=list)
+    # TCP: the flow holds no SYN of this side, so the stream may begin mid-message (a flow cut
+    # from a longer connection, a capture started mid-connection)
+    starts_mid: bool = False
+    # TCP: the flow holds no FIN or RST, so the stream may continue past its end (a flow cut
+    # at N packets, a capture stopped mid-connection)
+    open_end: bool = False
 
     def packet_at(self, offset: int) -> int:
         """The packet that carried stream byte ``offset`` (-1 if the stream is empty)."""
@@ -181,8 +192,15 @@ class RuleContext:
                 continue
             pkts = self.flow_packets(f)
             dirs = self.direction[pkts]
-            c2s = self._reassemble(pkts[dirs == 0], int(proto[f]) == PROTO_TCP)
-            s2c = self._reassemble(pkts[dirs == 1], int(proto[f]) == PROTO_TCP)
+            tcp = int(proto[f]) == PROTO_TCP
+            c2s = self._reassemble(pkts[dirs == 0], tcp)
+            s2c = self._reassemble(pkts[dirs == 1], tcp)
+            if tcp:
+                flags = self.col("tcp_flags")[pkts].astype(np.int64)
+                closed = bool(np.any(flags & (TCP_FIN | TCP_RST)))
+                for d, stream in ((0, c2s), (1, s2c)):
+                    stream.starts_mid = not bool(np.any(((flags & TCP_SYN) != 0) & (dirs == d)))
+                    stream.open_end = not closed
             c2s.messages = spec.parse(c2s.data, 0) if c2s.data else []
             s2c.messages = spec.parse(s2c.data, 1) if s2c.data else []
             out.append(FlowStreams(f, c2s, s2c))

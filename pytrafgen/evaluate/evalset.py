@@ -76,6 +76,7 @@ class EvalSet:
     class_kinds: dict[str, str] = field(default_factory=dict)  # class -> "benign" | "malicious"
     sources: list[str] = field(default_factory=list)
     raw: EvalSet | None = None  # the same traffic written before build-time repair
+    repairs: dict[str, int] | None = None  # packets changed per field by repair; None: not known
     train: EvalSet | None = None  # the real training split (memorisation, utility)
     _features: FlowFeatures | None = field(default=None, repr=False)
     # figures that depend on this set alone, reused across generated sets (e.g. real-only utility)
@@ -237,15 +238,18 @@ def _label_flows_by_key(flows: Any, rows: list[dict[str, str]], path: Path) -> l
 
 
 def evalset_from_tables(parts: Sequence[tuple[Any, Sequence[str | None] | str | None]], name: str,
-                        kinds: Mapping[str, str] | None = None, sources: Sequence[str] = ()) -> EvalSet:
+                        kinds: Mapping[str, str] | None = None, sources: Sequence[str] = (),
+                        max_flow_packets: int = 0) -> EvalSet:
     """One EvalSet from (PacketTable, classes) parts: ``classes`` is one class for every flow
-    of that table, a per-flow list (in ``assemble_flows`` order), or None (unlabelled)."""
+    of that table, a per-flow list (in ``assemble_flows`` order), or None (unlabelled).
+    ``max_flow_packets``: cut flows into chunks of at most this many packets, as ``pytrafgen
+    tokenize --max-flow-packets`` does (0: whole flows)."""
     from pytrafgen import assemble_flows
 
     assembled = []
     flow_classes: list[str | None] = []
     for table, classes in parts:
-        flows = assemble_flows(table)
+        flows = assemble_flows(table, max_flow_packets=max_flow_packets)
         assembled.append((table, flows, flows.flow_id, flows.direction))
         n = len(np.asarray(flows.proto))
         if classes is None or isinstance(classes, str):

@@ -378,6 +378,19 @@ def render_markdown(results: dict[str, Any], summary: dict[str, dict[str, float 
             lines += ["", "Rules with the lowest pass rates (final; pass rate = share of the packets or flows "
                           "a rule applies to that satisfy it): " + ", ".join(f"{rid} {rate:.4f}"
                                                                              for rate, rid in failing)]
+        raw = _get(m, "compliance", "raw") or {}
+        if "packet_pass_rate" in raw:
+            lines += ["", f"As sampled, before repair (raw): packet compliance {_fmt(raw['packet_pass_rate'])}, "
+                          f"flow compliance {_fmt(raw.get('flow_pass_rate'))}."]
+        unavailable = _get(m, "utility", "unavailable") or {}
+        if unavailable:
+            lines += ["", "Utility: detectors that could not run (the others are reported): " + "; ".join(
+                f"{det} on {', '.join(sorted(regimes))} ({next(iter(regimes.values()))})"
+                for det, regimes in sorted(unavailable.items())) + "."]
+        repairs = _get(m, "compliance", "repairs")
+        if isinstance(repairs, dict):
+            lines += ["", "Repair changed (packets per field): " + (", ".join(
+                f"{k} {v}" for k, v in sorted(repairs.items())) or "nothing") + "."]
         if f"confusion:{name}" in images:
             lines += ["", f"![confusion {name}]({images[f'confusion:{name}']})"]
     if "iat" in images:

@@ -13,6 +13,11 @@ five training regimes and are scored by macro-F1 on the real test flows:
 Gradient boosting is scikit-learn's histogram implementation (same model family, much faster
 on these sizes), with L2 regularisation: without it a class with a single training flow makes
 the leaf values blow up and macro-F1 collapses to chance. Training sets above ``max_train`` flows are subsampled per class.
+
+Each detector is reported on its own: one that cannot train on a regime's set (gradient
+boosting's stratified early-stopping split needs two flows per class once a set exceeds 10,000
+flows, so a class with a single training flow stops it) gets None there and its reason under
+``unavailable``; the others are still scored.
 """
 
 from __future__ import annotations
@@ -88,15 +93,23 @@ def scarce_subset(labels: np.ndarray, malicious: list[int], share: float,
 
 
 def _score(factory: Callable[[], Any], x: np.ndarray, y: np.ndarray, tx: np.ndarray, ty: np.ndarray,
-           labels: list[int]) -> float | None:
+           labels: list[int]) -> tuple[float | None, str | None]:
+    """(macro-F1, None), or (None, why this detector cannot run on this training set): one
+    detector failing (e.g. gradient boosting's stratified early-stopping split on a class with
+    a single training flow) must not blank the others."""
     if len(np.unique(y)) < 2:
-        return None  # a one-class training set cannot train a classifier
+        return None, "a one-class training set cannot train a classifier"
     model = factory()
-    # One BLAS/OpenMP thread: on a shared machine oversubscribed thread pools run 10x slower.
-    with threadpool_limits(1), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x, y)
-    return float(f1_score(ty, model.predict(tx), labels=labels, average="macro", zero_division=0))
+    try:
+        # One BLAS/OpenMP thread: on a shared machine oversubscribed thread pools run 10x slower.
+        with threadpool_limits(1), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x, y)
+    except ValueError as exc:
+        counts = np.bincount(y - y.min()) if len(y) else np.zeros(0, np.int64)
+        smallest = int(counts[counts > 0].min()) if len(counts) else 0
+        return None, f"cannot train (smallest class: {smallest} flow(s)): {exc}"
+    return float(f1_score(ty, model.predict(tx), labels=labels, average="macro", zero_division=0)), None
 
 
 def utility(real: EvalSet, generated: EvalSet, scarce_share: float = 0.1, max_train: int = 20000,
@@ -130,22 +143,27 @@ def utility(real: EvalSet, generated: EvalSet, scarce_share: float = 0.1, max_tr
     key = ("utility", seed, scarce_share, max_train, tuple(real.classes))
     cached = real.cache.get(key, {})
     scores: dict[str, dict[str, float | None]] = {}
+    unavailable: dict[str, dict[str, str]] = {}
     for det_name, factory in detectors(seed).items():
         scores[det_name] = {}
         for r, (x, y) in regimes.items():
             if r in ("real", "scarce") and (det_name, r) in cached:
-                scores[det_name][r] = cached[(det_name, r)]
-                continue
-            scores[det_name][r] = _score(factory, x, y, x_test, y_test, labels)
-            if r in ("real", "scarce"):
-                cached[(det_name, r)] = scores[det_name][r]
+                score, why = cached[(det_name, r)]
+            else:
+                score, why = _score(factory, x, y, x_test, y_test, labels)
+                if r in ("real", "scarce"):
+                    cached[(det_name, r)] = (score, why)
+            scores[det_name][r] = score
+            if why is not None:
+                unavailable.setdefault(det_name, {})[r] = why
     real.cache[key] = cached
     improved = sum(1 for s in scores.values() if s["real"] is not None and s["real+generated"] is not None
                    and s["real+generated"] > s["real"])
     improved_scarce = sum(1 for s in scores.values() if s["scarce"] is not None
                           and s["scarce+generated"] is not None and s["scarce+generated"] > s["scarce"])
     return {
-        "macro_f1": scores,
+        "macro_f1": scores,  # None where a detector could not run: see "unavailable"
+        "unavailable": unavailable,
         "detectors_improved_by_generated": improved,
         "detectors_improved_by_generated_scarce": improved_scarce,
         "settings": {

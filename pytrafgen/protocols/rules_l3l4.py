@@ -70,6 +70,35 @@ def l4_checksum_ok(ctx: RuleContext, mask: np.ndarray, proto_number: np.ndarray)
     return ok
 
 
+def left_to_offload(ctx: RuleContext, mask: np.ndarray, proto_number: int) -> np.ndarray:
+    """Packets of ``mask`` whose TCP/UDP checksum field holds only the pseudo-header sum: the
+    sending host's stack left the rest to the NIC (checksum offload) and the capture was taken
+    on that host before the NIC filled it in. The packet on the wire was checksummed; the
+    capture cannot show it, so such a field is not judged (Wireshark's default likewise)."""
+    out = np.zeros(ctx.n_packets, bool)
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return out
+    l3 = l3_start(ctx)[idx]
+    l4_start = ctx.col("frame_off")[idx].astype(np.int64) + ctx.col("l4_off")[idx].astype(np.int64)
+    l4_len = np.maximum(ctx.col("ip_total_len")[idx].astype(np.int64) - (l4_start - l3), 0)
+    ipv4 = ctx.col("l3")[idx] == 4
+    pseudo = fold(address_words_sum(ctx.col("src")[idx], ipv4) + address_words_sum(ctx.col("dst")[idx], ipv4)
+                  + np.uint64(proto_number) + l4_len.astype(np.uint64))
+    out[idx] = ctx.col("l4_csum")[idx].astype(np.int64) == pseudo.astype(np.int64)
+    return out
+
+
+def on_loopback(ctx: RuleContext) -> np.ndarray:
+    """Packets from a loopback address to a loopback address (127/8, ::1): a host talking to
+    itself over its loopback interface, where loopback and equal endpoints are the norm."""
+    src, dst = np.asarray(ctx.col("src")), np.asarray(ctx.col("dst"))
+    v4 = ctx.col("l3") == 4
+    v4_loop = v4 & (src[:, 12] == 127) & (dst[:, 12] == 127)
+    v6_loop = ~v4 & (src == _V6_LOOPBACK).all(axis=1) & (dst == _V6_LOOPBACK).all(axis=1)
+    return v4_loop | v6_loop
+
+
 # -- dissection --------------------------------------------------------------------------
 def dissects(ctx: RuleContext) -> Indices:
     """Packets the reader could not dissect because a header is bad or cut short would
@@ -125,12 +154,12 @@ def ip4_source(ctx: RuleContext) -> Indices:
     unspecified = (a == 0).all(axis=1)
     dhcp = unspecified & (ctx.col("proto") == 17) & (ctx.col("sport") == 68) & (ctx.col("dport") == 67)
     bad = (a[:, 0] >= 224) | (a[:, 0] == 127) | ((a[:, 0] == 0) & ~dhcp)
-    return result(_ip4(ctx), bad)
+    return result(_ip4(ctx) & ~on_loopback(ctx), bad)
 
 
 def ip4_destination(ctx: RuleContext) -> Indices:
     a = _v4_octets(ctx.col("dst"))
-    return result(_ip4(ctx), (a[:, 0] == 0) | (a[:, 0] == 127))
+    return result(_ip4(ctx) & ~on_loopback(ctx), (a[:, 0] == 0) | (a[:, 0] == 127))
 
 
 def ip4_header_checksum(ctx: RuleContext) -> Indices:
@@ -145,7 +174,7 @@ def ip4_header_checksum(ctx: RuleContext) -> Indices:
 
 def ip4_distinct_endpoints(ctx: RuleContext) -> Indices:
     same = (ctx.col("src") == ctx.col("dst")).all(axis=1)
-    return result(_ip4(ctx), same)
+    return result(_ip4(ctx) & ~on_loopback(ctx), same)
 
 
 def options_well_formed(data: np.ndarray, start: int, end: int) -> bool:
@@ -201,12 +230,12 @@ _V6_LOOPBACK = np.array([0] * 15 + [1], np.uint8)
 
 def ip6_source(ctx: RuleContext) -> Indices:
     a = np.asarray(ctx.col("src"))
-    return result(_ip6(ctx), (a[:, 0] == 0xFF) | (a == _V6_LOOPBACK).all(axis=1))
+    return result(_ip6(ctx) & ~on_loopback(ctx), (a[:, 0] == 0xFF) | (a == _V6_LOOPBACK).all(axis=1))
 
 
 def ip6_destination(ctx: RuleContext) -> Indices:
     a = np.asarray(ctx.col("dst"))
-    return result(_ip6(ctx), (a == 0).all(axis=1) | (a == _V6_LOOPBACK).all(axis=1))
+    return result(_ip6(ctx) & ~on_loopback(ctx), (a == 0).all(axis=1) | (a == _V6_LOOPBACK).all(axis=1))
 
 
 # -- UDP ----------------------------------------------------------------------------------
@@ -238,6 +267,7 @@ def udp_destination_port(ctx: RuleContext) -> Indices:
 def udp_checksum(ctx: RuleContext) -> Indices:
     applicable = _udp(ctx) & unfragmented(ctx) & whole_l4_captured(ctx)
     zero_v4 = (ctx.col("l4_csum") == 0) & (ctx.col("l3") == 4)  # "no checksum" is legal on IPv4
+    applicable &= ~left_to_offload(ctx, applicable & ~zero_v4, 17)
     ok = l4_checksum_ok(ctx, applicable & ~zero_v4, np.full(ctx.n_packets, 17))
     return result(applicable, ~ok)
 
@@ -366,10 +396,11 @@ _TABLE: dict[str, list[tuple[str, str, str, Check]]] = {
         ("IP4-005", "packet", "fragment sanity: DF excludes MF/offset, offset+length ≤ 65535, "
                               "non-last fragments carry multiples of 8 bytes", ip4_fragment),
         ("IP4-006", "packet", "source is not multicast, broadcast, reserved, loopback or 0/8 "
-                              "(0.0.0.0 allowed for DHCP)", ip4_source),
-        ("IP4-007", "packet", "destination is not 0/8 or loopback", ip4_destination),
+                              "(0.0.0.0 allowed for DHCP; loopback to loopback allowed)", ip4_source),
+        ("IP4-007", "packet", "destination is not 0/8 or loopback (loopback to loopback allowed)",
+         ip4_destination),
         ("IP4-008", "packet", "header checksum verifies", ip4_header_checksum),
-        ("IP4-009", "packet", "source and destination addresses differ (no LAND packet)",
+        ("IP4-009", "packet", "source and destination addresses differ (no LAND packet; loopback excepted)",
          ip4_distinct_endpoints),
         ("IP4-010", "packet", "IPv4 options are well-formed type-length-values", ip4_options),
     ],
@@ -377,14 +408,16 @@ _TABLE: dict[str, list[tuple[str, str, str, Check]]] = {
         ("IP6-001", "packet", "version field is 6", ip6_version),
         ("IP6-002", "packet", "payload length fits the frame", ip6_payload_length),
         ("IP6-003", "packet", "hop limit is greater than 0", ip6_hop_limit),
-        ("IP6-004", "packet", "source is not multicast or loopback", ip6_source),
-        ("IP6-005", "packet", "destination is not unspecified (::) or loopback", ip6_destination),
+        ("IP6-004", "packet", "source is not multicast or loopback (::1 to ::1 allowed)", ip6_source),
+        ("IP6-005", "packet", "destination is not unspecified (::) or loopback (::1 to ::1 allowed)",
+         ip6_destination),
     ],
     "udp": [
         ("UDP-001", "packet", "UDP length equals the IP payload length", udp_length_matches_ip),
         ("UDP-002", "packet", "UDP length is at least 8", udp_length_minimum),
         ("UDP-003", "packet", "destination port is not 0", udp_destination_port),
-        ("UDP-004", "packet", "checksum verifies (0 = none is legal on IPv4)", udp_checksum),
+        ("UDP-004", "packet", "checksum verifies (0 = none is legal on IPv4; a field left to checksum "
+                              "offload is not judged)", udp_checksum),
         ("UDP-005", "flow", "well-known service port agrees with the first client datagram "
                             "(DNS 53, CoAP 5683)", lambda ctx: service_agreement(ctx, 17)),
     ],

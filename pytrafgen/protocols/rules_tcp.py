@@ -17,6 +17,7 @@ from pytrafgen.protocols.rules_l3l4 import (
     first_fragment,
     frame_end,
     l4_checksum_ok,
+    left_to_offload,
     options_well_formed,
     result,
     service_agreement,
@@ -81,6 +82,7 @@ def zero_ports(ctx: RuleContext) -> Indices:
 
 def checksum(ctx: RuleContext) -> Indices:
     applicable = _tcp(ctx) & unfragmented(ctx) & whole_l4_captured(ctx)
+    applicable &= ~left_to_offload(ctx, applicable, 6)
     ok = l4_checksum_ok(ctx, applicable, np.full(ctx.n_packets, 6))
     return result(applicable, ~ok)
 
@@ -159,8 +161,16 @@ def _opens_with_syn(ctx: RuleContext) -> tuple[np.ndarray, np.ndarray]:
 
 
 def flow_starts_with_syn(ctx: RuleContext) -> Indices:
-    opens, _ = _opens_with_syn(ctx)
-    return result(ctx.flow_col("proto") == 6, ~opens)
+    """A flow opens with its client's SYN, or, seen from mid-connection (a flow cut from a
+    longer connection, a capture started mid-connection), with a segment of an established
+    connection: one carrying ACK, or a RST. What is flagged is a first segment that could open
+    nothing (a FIN, a bare PSH, a null segment without ACK)."""
+    opens, first = _opens_with_syn(ctx)
+    f = _flags(ctx)
+    has = first >= 0
+    established = np.zeros(ctx.n_flows, bool)
+    established[has] = (f[first[has]] & (ACK | RST)) != 0
+    return result(ctx.flow_col("proto") == 6, ~opens & ~established)
 
 
 def _synack(ctx: RuleContext) -> np.ndarray:
@@ -285,6 +295,14 @@ def silent_after_rst(ctx: RuleContext) -> Indices:
     return result(applicable, bad)
 
 
+def service_agreement_tcp(ctx: RuleContext) -> Indices:
+    """TCP-020 on flows whose client stream is in view from its start (the flow opens with the
+    client's SYN); a flow seen from mid-connection may begin in the middle of a message."""
+    applicable, bad = service_agreement(ctx, 6)
+    opens, _ = _opens_with_syn(ctx)
+    return applicable[opens[applicable]], bad[opens[bad]]
+
+
 TCP_RULES = [
     ("TCP-001", "packet", "SYN and FIN are not set together", syn_fin),
     ("TCP-002", "packet", "SYN and RST are not set together", syn_rst),
@@ -294,10 +312,12 @@ TCP_RULES = [
     ("TCP-006", "packet", "data offset is at least 5 words and fits the IP payload", header_length),
     ("TCP-007", "packet", "the three reserved header bits are clear", reserved_bits),
     ("TCP-008", "packet", "source and destination ports are not 0", zero_ports),
-    ("TCP-009", "packet", "checksum verifies (pseudo-header included)", checksum),
+    ("TCP-009", "packet", "checksum verifies (pseudo-header included; a field left to checksum offload is "
+                        "not judged)", checksum),
     ("TCP-010", "packet", "SYN and SYN-ACK segments advertise a non-zero window", syn_window),
     ("TCP-011", "packet", "TCP options are well-formed kind-length-values", tcp_options),
-    ("TCP-012", "flow", "the flow opens with a client SYN (no mid-stream start)", flow_starts_with_syn),
+    ("TCP-012", "flow", "the flow opens with a client SYN, or mid-connection with an ACK or RST segment "
+                        "(no FIN/PSH/null opener)", flow_starts_with_syn),
     ("TCP-013", "flow", "the server's first reply to a SYN is SYN-ACK or RST", handshake_order),
     ("TCP-014", "flow", "no payload before the server's SYN-ACK", data_before_handshake),
     ("TCP-015", "packet", "the SYN-ACK acknowledges the client's ISN + 1", synack_acknowledges_isn),
@@ -306,7 +326,7 @@ TCP_RULES = [
     ("TCP-018", "packet", "a side sends no new data after its FIN", no_data_after_fin),
     ("TCP-019", "packet", "a side sends no data or SYN after its RST", silent_after_rst),
     ("TCP-020", "flow", "well-known service port agrees with the first client bytes (HTTP 80/8080, "
-                        "MQTT 1883)", lambda ctx: service_agreement(ctx, 6)),
+                        "MQTT 1883) of a flow that opens with the client's SYN", service_agreement_tcp),
 ]
 
 __all__ = ["TCP_RULES"]

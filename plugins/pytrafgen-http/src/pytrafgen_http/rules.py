@@ -23,10 +23,16 @@ _KNOWN_METHODS = frozenset(METHODS)
 
 
 def _messages(ctx: Any, direction: int) -> Iterator[tuple[Any, Any, Message]]:
-    """(flow streams, direction stream, message) for every parsed entry of one direction."""
+    """(flow streams, direction stream, message) for every parsed entry of one direction.
+    A stream that may begin mid-message (its side's SYN is not in the flow: a flow cut from a
+    longer connection) and does not begin with a start line shows no message to judge: the
+    parser cannot find where the next one starts, so nothing of that stream is judged."""
     for flow in ctx.streams("http"):
         stream = flow.direction(direction)
-        for msg in stream.messages:
+        msgs = stream.messages
+        if stream.starts_mid and msgs and msgs[0]["kind"] == "invalid" and msgs[0]["offset"] == 0:
+            continue
+        for msg in msgs:
             yield flow, stream, msg
 
 
@@ -109,9 +115,11 @@ def _content_length(flow: Any, msg: Message) -> bool | None:
     if msg["body_complete"]:
         return False
     # The body ends before Content-Length bytes: fine only where the stream itself was cut
-    # short, or for a response to HEAD (which announces the length without a body).
+    # short (a sequence gap, or a flow without FIN/RST whose last packets are not all there: a
+    # flow cut at N packets), or for a response to HEAD (which announces the length without a
+    # body).
     stream = flow.c2s if msg["kind"] == "request" else flow.s2c
-    if stream.truncated:
+    if stream.truncated or stream.open_end:
         return False
     if msg["kind"] == "response":
         finals = _final_responses(flow)
@@ -152,8 +160,8 @@ def _answers_requests(ctx: Any) -> Indices:
     violating: list[int] = []
     for flow in ctx.streams("http"):
         finals = _final_responses(flow)
-        if not finals:
-            continue
+        if not finals or flow.c2s.starts_mid or flow.c2s.truncated:
+            continue  # requests before the flow's first packet or after a gap are not in view
         applicable.append(flow.flow)
         if len(finals) > len(_request_methods(flow)):
             violating.append(flow.flow)

@@ -198,13 +198,20 @@ class _Reader:
         return ID_TEXT[tok]
 
 
-def _decode_message(r: _Reader, kind_token: int) -> bytes:
+def _decode_message(r: _Reader, kind_token: int) -> tuple[bytes, bool]:
+    """(message bytes, whether its tokens followed the grammar to MSG_END). A message whose
+    start line decoded but whose headers or body break the grammar is closed where they break:
+    the headers so far (derived lengths from the body so far), the body so far."""
     msg = RawMessage("request" if kind_token == T["REQUEST"] else "response")
     if msg.kind == "request":
         method = r.expect_named("METHOD:", "METHOD_OTHER")
         msg.method = r.text() if method is None else method
         msg.target = r.text()
-    version = r.expect_named("VERSION:", "VERSION_OTHER")
+    if msg.kind == "request" and r.pos < len(r.tokens) and TOKEN_NAMES[int(r.tokens[r.pos])].startswith(
+            ("HEADER:", "HEADER_OTHER", "HEADERS_END")):
+        version: bytes | None = b"HTTP/1.1"  # a request line sampled without its version: HTTP/1.1
+    else:
+        version = r.expect_named("VERSION:", "VERSION_OTHER")
     msg.version = r.text() if version is None else version
     if msg.kind == "response":
         status = r.expect_named("STATUS:", "STATUS_OTHER")
@@ -220,6 +227,19 @@ def _decode_message(r: _Reader, kind_token: int) -> bytes:
             r.pos -= 1
             msg.reason = r.text()
     derived: list[Header] = []
+    body = bytearray()
+    try:
+        _decode_headers_and_body(r, msg, derived, body)
+        complete = True
+    except TokenError:
+        complete = False
+    msg.body = bytes(body)
+    for header in derived:
+        header.value = b" %d" % len(msg.body)
+    return msg.to_bytes(), complete
+
+
+def _decode_headers_and_body(r: _Reader, msg: RawMessage, derived: list[Header], body: bytearray) -> None:
     while (tok := r.next()) != T["HEADERS_END"]:
         name = r.text() if tok == T["HEADER_OTHER"] else ID_TEXT.get(tok)
         if name is None or not TOKEN_NAMES[tok].startswith(("HEADER:", "HEADER_OTHER")):
@@ -235,27 +255,32 @@ def _decode_message(r: _Reader, kind_token: int) -> bytes:
         else:
             raise TokenError(f"http: expected VALUE, VALUE_RAW or VALUE_LENGTH, got {TOKEN_NAMES[sep]}")
         msg.headers.append(header)
-    body = bytearray()
     while (tok := r.next()) != T["MSG_END"]:
         if tok > 255:
             raise TokenError(f"http: {TOKEN_NAMES[tok]} inside a body")
         body.append(tok)
-    msg.body = bytes(body)
-    for header in derived:
-        header.value = b" %d" % len(msg.body)
-    return msg.to_bytes()
 
 
 def decode_payload(tokens: Sequence[int]) -> bytes:
-    """Payload bytes from local token ids; raises ``TokenError`` on a sequence that does not
-    follow the grammar."""
+    """Payload bytes from local token ids. Sampled tokens that break the grammar are kept where
+    they still make messages: a message whose headers or body break off is closed there (see
+    ``_decode_message``) and ends the payload; a message whose start line breaks ends it before
+    that message. Raises ``TokenError`` when not even a first start line decodes."""
     r = _Reader(tokens)
     parts: list[bytes] = []
     while r.pos < len(tokens):
-        tok = r.next()
-        if tok not in (T["REQUEST"], T["RESPONSE"]):
-            raise TokenError(f"http: expected REQUEST or RESPONSE, got {TOKEN_NAMES[tok]}")
-        parts.append(_decode_message(r, tok))
+        try:
+            tok = r.next()
+            if tok not in (T["REQUEST"], T["RESPONSE"]):
+                raise TokenError(f"http: expected REQUEST or RESPONSE, got {TOKEN_NAMES[tok]}")
+            data, complete = _decode_message(r, tok)
+        except TokenError:
+            if parts:
+                break
+            raise
+        parts.append(data)
+        if not complete:
+            break
     if not parts:
         raise TokenError("http: empty token sequence")
     return b"".join(parts)

@@ -43,9 +43,14 @@ ANSWERS = {
 
 
 def _packets(ctx: Any) -> Iterator[tuple[Any, Any, Packet]]:
+    """Every parsed packet; a stream that may begin mid-packet (its side's SYN is not in the
+    flow) and does not parse from its first byte shows nothing to judge."""
     for flow in ctx.streams("mqtt"):
         for stream in (flow.c2s, flow.s2c):
-            for p in stream.messages:
+            msgs = stream.messages
+            if stream.starts_mid and msgs and msgs[0]["type_name"] == "INVALID" and msgs[0]["offset"] == 0:
+                continue
+            for p in msgs:
                 yield flow, stream, p
 
 
@@ -190,7 +195,8 @@ def _single_connect(ctx: Any, flow: Any) -> bool | None:
 
 def _acks_answer(ctx: Any) -> Indices:
     """MQTT-006: every acknowledgement answers an earlier packet of the right type (and QoS)
-    with the same packet identifier, sent by the other side."""
+    with the same packet identifier, sent by the other side; judged where the other side's
+    stream is in view from its start (its SYN is in the flow) and has no gap."""
     applicable: list[int] = []
     violating: list[int] = []
     for flow in ctx.streams("mqtt"):
@@ -203,6 +209,9 @@ def _acks_answer(ctx: Any) -> Indices:
                         key = (f"PUBLISH/{p['qos']}", p["packet_id"])
                     sent[d].setdefault(key, []).append(stream.packet_at(p["offset"]))
         for d, stream in enumerate((flow.c2s, flow.s2c)):
+            peer = flow.s2c if d == 0 else flow.c2s
+            if peer.starts_mid or peer.truncated:
+                continue  # the request may precede the flow's first packet or follow a gap
             for p in stream.messages:
                 if p["type_name"] not in ANSWERS or "packet_id" not in p:
                     continue

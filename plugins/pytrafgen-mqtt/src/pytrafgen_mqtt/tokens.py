@@ -168,8 +168,16 @@ class _Reader:
         return tok
 
     def bytes_until(self, end: str) -> bytes:
+        """Bytes up to ``end``. Sampled slips the packet structure still decides are absorbed:
+        a string that runs into PKT_END ends there (PKT_END is left for the packet), a stray
+        STR_END inside a raw body is dropped."""
         out = bytearray()
         while (tok := self.next()) != T[end]:
+            if end == "STR_END" and tok == T["PKT_END"]:
+                self.pos -= 1
+                break
+            if end == "PKT_END" and tok == T["STR_END"]:
+                continue
             if tok > 255:
                 raise TokenError(f"mqtt: {TOKEN_NAMES[tok]} where bytes or {end} belong")
             out.append(tok)
@@ -209,9 +217,13 @@ def _decode_connect(r: _Reader) -> bytes:
         body += (r.props() if level == 5 else b"") + r.text() + r.text()
     body += r.text() if flags & 0x80 else b""
     body += r.text() if flags & 0x40 else b""
-    if r.next() != T["PKT_END"]:
-        raise TokenError("mqtt: CONNECT fields go on past what its flags announce")
+    # fields past what the flags announce are not sent (the flags decide the layout)
+    while r.next() != T["PKT_END"]:
+        pass
     return bytes(body)
+
+
+TWO_BYTE_BODIES = frozenset(("CONNACK", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "UNSUBACK"))
 
 
 def _decode_packet(r: _Reader, type_token: int) -> bytes:
@@ -241,19 +253,29 @@ def _decode_packet(r: _Reader, type_token: int) -> bytes:
         body = r.text() + r.bytes_until("PKT_END")
     else:
         raise TokenError(f"mqtt: {TYPE_NAMES[ptype]} body must start with RAW")
+    # A body the protocol fixes at two bytes (CONNACK: flags and code; an acknowledgement: its
+    # packet identifier, 3.1.1) is completed with leading zero bytes where it was sampled short.
+    if TYPE_NAMES[ptype] in TWO_BYTE_BODIES and len(body) < 2:
+        body = bytes(2 - len(body)) + body
     return first + encode_varint(len(body)) + body
 
 
 def decode_payload(tokens: Sequence[int]) -> bytes:
-    """Payload bytes from local token ids; raises ``TokenError`` on a sequence that does not
-    follow the grammar."""
+    """Payload bytes from local token ids. Sampled tokens that break the grammar after one or
+    more whole control packets end the payload there (the packets before them are kept, each
+    with its Remaining Length derived); raises ``TokenError`` when the first packet breaks."""
     r = _Reader(tokens)
     parts: list[bytes] = []
     while r.pos < len(tokens):
-        tok = r.next()
-        if not 0 <= tok - TYPE0 < 16:
-            raise TokenError(f"mqtt: expected a TYPE token, got {TOKEN_NAMES[tok]}")
-        parts.append(_decode_packet(r, tok))
+        try:
+            tok = r.next()
+            if not 0 <= tok - TYPE0 < 16:
+                raise TokenError(f"mqtt: expected a TYPE token, got {TOKEN_NAMES[tok]}")
+            parts.append(_decode_packet(r, tok))
+        except TokenError:
+            if parts:
+                break
+            raise
     if not parts:
         raise TokenError("mqtt: empty token sequence")
     return b"".join(parts)

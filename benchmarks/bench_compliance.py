@@ -1,0 +1,276 @@
+"""Protocol compliance per rule: real traffic whole and cut, the bundled AR model and markov,
+against a lab recording the models never trained on.
+
+Real: every pcap of the recording (``--real``, with its manifest.csv), judged whole and cut into
+16-packet flows (as ``pytrafgen tokenize --max-flow-packets 16`` cuts them). Generated: ``--per-class``
+flows of every class, markov trained on ``--train`` (tokenized with the bundled default's
+settings), AR from the token sequences of ``sample_ar_tokens.py`` (decoded here with the current
+decoder; sequences whose app messages do not decode count as redraws and are replaced from the
+spare round). Each generated set is built twice: raw (the records as sampled, only lengths and
+checksums derived) and final (with the builder's repairs), with per-field counts of what
+repair changed; both are written as pcaps and judged by every rule and by tshark (malformed
+packets, error-level expert items, checksum validation on), and packets from a host to itself
+are counted.
+
+    python benchmarks/bench_compliance.py --real /work/rec/seed3 --train /work/shared/data/captures \\
+        --ar-tokens benchmarks/results/ar_tokens.npz --results benchmarks/results/compliance
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import cpu_model, write_results
+
+CUT = 16
+TSHARK_PREFS = ("ip.check_checksum:TRUE", "tcp.check_checksum:TRUE", "udp.check_checksum:TRUE")
+SEVERITY_ERROR = 0x00800000
+
+
+def read_manifest(folder: Path) -> list[tuple[str, Path]]:
+    with (folder / "manifest.csv").open(newline="") as fh:
+        return [(r["class"], folder / r["file"]) for r in csv.DictReader(fh)]
+
+
+def judge(es: Any) -> dict[str, Any]:
+    from pytrafgen.evaluate.compliance import run_rules
+
+    r = run_rules(es)
+    return {"packets": r["packets"], "flows": r["flows"], "packet_pass_rate": r["packet_pass_rate"],
+            "flow_pass_rate": r["flow_pass_rate"],
+            "per_rule": {k: {"applicable": v.get("applicable"), "violating": v.get("violating"), **(
+                {"error": v["error"]} if "error" in v else {})} for k, v in r["per_rule"].items()}}
+
+
+def tshark_counts(pcap: Path) -> dict[str, Any]:
+    exe = shutil.which("tshark")
+    if exe is None:
+        return {"skipped": "tshark is not installed"}
+    cmd = [exe, "-r", str(pcap), "-n"]
+    for pref in TSHARK_PREFS:
+        cmd += ["-o", pref]
+    cmd += ["-T", "fields", "-e", "frame.number", "-e", "_ws.expert.severity", "-e", "_ws.malformed",
+            "-e", "_ws.expert.message", "-E", "occurrence=a", "-E", "separator=\t"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    packets = malformed = errors = 0
+    messages: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split("\t")
+        if not parts[0].isdigit():
+            continue
+        packets += 1
+        sev = [int(s) for s in parts[1].split(",") if s.strip().isdigit()] if len(parts) > 1 else []
+        bad_form = len(parts) > 2 and parts[2].strip() != ""
+        malformed += bad_form
+        is_error = max(sev, default=0) >= SEVERITY_ERROR
+        errors += is_error
+        if (bad_form or is_error) and len(parts) > 3:
+            key = parts[3].split(",")[0][:80]
+            messages[key] = messages.get(key, 0) + 1
+    return {"packets": packets, "malformed": malformed, "expert_errors": errors,
+            "top_messages": dict(sorted(messages.items(), key=lambda kv: -kv[1])[:8])}
+
+
+def self_addressed(pcap: Path) -> int:
+    from pytrafgen import read_pcap
+
+    t = read_pcap(pcap)
+    return int(np.all(t.src == t.dst, axis=1)[t.l3 != 0].sum())
+
+
+def real_figures(folder: Path) -> dict[str, Any]:
+    import pytrafgen
+    from pytrafgen.evaluate.evalset import evalset_from_tables
+
+    out: dict[str, Any] = {}
+    files = read_manifest(folder)
+    tables = [(pytrafgen.read_pcap(p), c) for c, p in files]
+    for name, cut in (("real_whole", 0), ("real_cut", CUT)):
+        es = evalset_from_tables(tables, name, max_flow_packets=cut)
+        out[name] = judge(es)
+    out["real_whole"]["self_addressed"] = sum(self_addressed(p) for _, p in files)
+    merged = Path(tempfile.mkdtemp(prefix="bench-compliance-")) / "real.pcap"
+    tsh = {"packets": 0, "malformed": 0, "expert_errors": 0}
+    for _, p in files:
+        t = tshark_counts(p)
+        for k in tsh:
+            tsh[k] += t.get(k, 0)
+    out["real_whole"]["tshark"] = tsh
+    shutil.rmtree(merged.parent, ignore_errors=True)
+    return out
+
+
+def generated_figures(name: str, records: Any, plan: Any, out_dir: Path, seed: int) -> dict[str, Any]:
+    from pytrafgen.build import write_records
+    from pytrafgen.evaluate.evalset import load_evalset
+
+    figures: dict[str, Any] = {}
+    for stage, repair in (("raw", False), ("final", True)):
+        pcap = out_dir / f"{name}.{stage}.pcap"
+        summary = write_records(pcap, records, plan, seed, repair=repair)
+        es = load_evalset([pcap], f"{name}-{stage}")
+        figures[stage] = judge(es) | {"self_addressed": self_addressed(pcap), "tshark": tshark_counts(pcap),
+                                      "skipped": summary["skipped"]}
+        if repair:
+            figures[stage]["repairs"] = summary.get("repairs", {})
+    return figures
+
+
+def markov_records(train: Path, classes: list[str], per_class: int, seed: int, work: Path) -> tuple[Any, Any]:
+    from pytrafgen.dataset import TrafficDataset
+    from pytrafgen.demo.default import TOKENIZE_SETTINGS
+    from pytrafgen.generators.markov import MarkovGenerator
+    from pytrafgen.tokenizer.pipeline import tokenize_captures
+
+    ds_dir = work / "markov-ds"
+    tokenize_captures([train], train / "manifest.csv", ds_dir, payload_cap=TOKENIZE_SETTINGS["payload_cap"],
+                      max_flow_packets=TOKENIZE_SETTINGS["max_flow_packets"], seed=TOKENIZE_SETTINGS["seed"])
+    ds = TrafficDataset(ds_dir)
+    gen = MarkovGenerator()
+    gen.fit(ds, {"seed": seed})
+    return gen.sample(dict.fromkeys(classes, per_class), seed=seed), ds.address_plan
+
+
+def ar_records(tokens: Path, checkpoint: Path, per_class: int) -> tuple[Any, Any, dict[str, Any]]:
+    """Decode the sampled sequences; per class the first ``per_class`` that decode (round 0
+    first, then the spare round), counting the ones that did not as redraws."""
+    from pytrafgen.address_plan import AddressPlan
+    from pytrafgen.generators import load_generator
+    from pytrafgen.generators.ar import tokens as tok
+
+    gen = load_generator(checkpoint)
+    vocab = gen.vocabulary()
+    z = np.load(tokens)
+    offsets, names = z["offsets"], z["names"].tolist()
+    seqs = [z["tokens"][offsets[i]:offsets[i + 1]] for i in range(len(names))]
+    reasons: dict[str, int] = {}
+    ok = tok.decodable(seqs, vocab, reasons)
+    kept: dict[str, list[np.ndarray]] = {}
+    for seq, good, name in zip(seqs, ok, names, strict=True):
+        if good and len(kept.setdefault(name, [])) < per_class:
+            kept[name].append(seq)
+    round0 = z["rounds"] == 0
+    redrawn = int(np.sum(~np.asarray(ok)[round0]))
+    short = {n: per_class - len(v) for n, v in kept.items() if len(v) < per_class}
+    stats = {"sampled_round0": int(round0.sum()), "undecodable_round0": redrawn,
+             "undecodable_reasons_all": reasons, "classes_short": short,
+             "sample_meta": json.loads(tokens.with_suffix(".json").read_text())
+             if tokens.with_suffix(".json").exists() else {}}
+    records = tok.decode_sequences([s for n in kept for s in kept[n]], vocab)
+    return records, AddressPlan.load(checkpoint / "address_plan.json"), stats
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f} %"
+
+
+def rule_cell(d: dict[str, Any] | None) -> str:
+    if not d or d.get("applicable") in (None, 0):
+        return "–"
+    if "error" in d:
+        return "error"
+    return f"{100 * (1 - d['violating'] / d['applicable']):.2f} % ({d['violating']}/{d['applicable']})"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    cols = [("real whole", doc["real"]["real_whole"]), ("real cut 16", doc["real"]["real_cut"])]
+    for g in ("ar", "markov"):
+        if g in doc["generated"]:
+            cols += [(f"{g} raw", doc["generated"][g]["raw"]), (f"{g} final", doc["generated"][g]["final"])]
+    lines = ["# Protocol compliance against an unseen lab recording", "",
+             f"Reference: {doc['settings']['reference']}. Training data: {doc['settings']['training']}. "
+             f"Generated: {doc['settings']['per_class']} flows per class, every class; raw = records as sampled "
+             "(lengths and checksums derived only), final = after the builder's repairs. "
+             f"CPU: {doc['settings']['cpu']}. Command: `{doc['settings']['command']}`.", "",
+             "| figure | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    lines.append("| packets | " + " | ".join(str(d["packets"]) for _, d in cols) + " |")
+    lines.append("| flows | " + " | ".join(str(d["flows"]) for _, d in cols) + " |")
+    lines.append("| packet compliance | " + " | ".join(pct(d["packet_pass_rate"]) for _, d in cols) + " |")
+    lines.append("| flow compliance | " + " | ".join(pct(d["flow_pass_rate"]) for _, d in cols) + " |")
+    lines.append("| tshark malformed | " + " | ".join(str(d.get("tshark", {}).get("malformed", "–")) for _, d in cols)
+                 + " |")
+    lines.append("| tshark error-level expert items | " + " | ".join(
+        str(d.get("tshark", {}).get("expert_errors", "–")) for _, d in cols) + " |")
+    lines.append("| packets with source = destination | " + " | ".join(
+        str(d.get("self_addressed", "–")) for _, d in cols) + " |")
+    lines += ["", "## Per rule (pass rate, violating/applicable; – = never applicable)", "",
+              "| rule | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    rules = sorted(set().union(*(d["per_rule"] for _, d in cols)))
+    for r in rules:
+        lines.append(f"| {r} | " + " | ".join(rule_cell(d["per_rule"].get(r)) for _, d in cols) + " |")
+    for g, gd in doc["generated"].items():
+        lines += ["", f"## {g}: what repair changed (packets per field)", ""]
+        rep = gd["final"].get("repairs") or {}
+        lines += [f"- {k}: {v}" for k, v in sorted(rep.items())] or ["- nothing"]
+        if gd.get("stats"):
+            lines += ["", f"{g} sampling: `{json.dumps(gd['stats'], default=str)[:600]}`"]
+        for stage in ("raw", "final"):
+            msgs = gd[stage].get("tshark", {}).get("top_messages")
+            if msgs:
+                lines.append(f"- tshark {stage}: {msgs}")
+    lines += ["", "## Targets", ""] + [f"- {t}" for t in doc["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def targets(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for g, gd in doc["generated"].items():
+        f = gd["final"]
+        out.append(f"{g}: packet compliance {pct(f['packet_pass_rate'])} (target ≥ 99.9 %: "
+                   f"{'met' if f['packet_pass_rate'] >= 0.999 else 'NOT met'}), flow compliance "
+                   f"{pct(f['flow_pass_rate'])} (target ≥ 99 %: {'met' if f['flow_pass_rate'] >= 0.99 else 'NOT met'}), "
+                   f"tshark malformed {f['tshark'].get('malformed')}, expert errors {f['tshark'].get('expert_errors')}, "
+                   f"source = destination {f['self_addressed']} (targets 0)")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real", type=Path, required=True, help="lab recording (pcaps + manifest.csv)")
+    ap.add_argument("--train", type=Path, required=True, help="captures markov trains on (+ manifest.csv)")
+    ap.add_argument("--ar-tokens", type=Path, help="token sequences from sample_ar_tokens.py")
+    ap.add_argument("--checkpoint", type=Path, default=Path("pytrafgen/data/default_model"))
+    ap.add_argument("--per-class", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reference-name", default="lab recording SEED=3, capture.sh, 2026-12-03")
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--keep", type=Path, help="keep the generated pcaps here")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    classes = [c for c, _ in read_manifest(args.real)]
+    work = Path(tempfile.mkdtemp(prefix="bench-compliance-"))
+    out_dir = args.keep or work
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {"real": real_figures(args.real), "generated": {}}
+    rec, plan = markov_records(args.train, classes, args.per_class, args.seed, work)
+    doc["generated"]["markov"] = generated_figures("markov", rec, plan, out_dir, args.seed)
+    if args.ar_tokens is not None:
+        rec, plan, stats = ar_records(args.ar_tokens, args.checkpoint, args.per_class)
+        doc["generated"]["ar"] = generated_figures("ar", rec, plan, out_dir, args.seed) | {"stats": stats}
+    shutil.rmtree(work, ignore_errors=True)
+    doc["settings"] = {"reference": f"{args.real} ({args.reference_name})", "training": str(args.train),
+                       "per_class": args.per_class, "seed": args.seed, "cut": CUT, "cpu": cpu_model(),
+                       "ar_checkpoint": str(args.checkpoint), "seconds": round(time.perf_counter() - t0, 1),
+                       "command": "python " + " ".join(sys.argv)}
+    doc["targets"] = targets(doc)
+    write_results(args.results, doc, markdown(doc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Generated flows conformed to their protocols at build time (``pytrafgen.conform``): TCP
+teardown after data, seq/ack continuity, well-formed options, CoAP options that fit; counted per
+field, and judged by the compliance rules and tshark before (raw) and after (final)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytrafgen.address_plan import AddressPlan
+from pytrafgen.build import build_frames, write_records
+from pytrafgen.conform import _coap_options_end, normalise_tcp_options
+from pytrafgen.evaluate.compliance import run_rules
+from pytrafgen.evaluate.evalset import load_evalset
+from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
+
+PLAN = AddressPlan.from_cidrs(["10.0.0.0/24"], ["10.0.1.0/24"])
+
+
+def tcp_flow(rows: list[tuple[int, int, int, int, int]], options: dict[int, bytes] | None = None,
+             payloads: dict[int, bytes] | None = None, server_port: int = 80) -> FieldRecords:
+    """One TCP flow from (direction, flags, seq, ack, payload length) rows, 1 ms apart."""
+    n = len(rows)
+    p = {k: np.zeros(n, d) for k, d in PACKET_COLUMNS.items()}
+    for i, (d, flags, seq, ack, length) in enumerate(rows):
+        p["direction"][i], p["tcp_flags"][i], p["seq"][i], p["ack"][i] = d, flags, seq, ack
+        p["payload_len"][i] = length
+    p["ts_ns"] = np.arange(n, dtype=np.int64) * 1_000_000
+    p["ttl"][:] = 64
+    p["window"][:] = 1000
+    blob = b""
+    for i, raw in (options or {}).items():
+        p["l4_opt_off"][i], p["l4_opt_len"][i] = len(blob), len(raw)
+        blob += raw
+    for i, data in (payloads or {}).items():
+        p["payload_off"][i], p["payload_stored"][i], p["payload_len"][i] = len(blob), len(data), len(data)
+        blob += data
+    f = {k: np.zeros(1, d) for k, d in FLOW_COLUMNS.items()}
+    f["ip_version"][:], f["proto"][:], f["client_port"][:], f["server_port"][:] = 4, 6, 40000, server_port
+    return FieldRecords(p, f, np.frombuffer(blob, np.uint8).copy(), ["c"])
+
+
+# a sampled flow gone wrong: seq/ack numbers made up, the client's FIN before its data
+BROKEN = [(0, 0x02, 7, 0, 0), (1, 0x12, 99, 3, 0), (0, 0x10, 5, 5, 0), (0, 0x11, 9, 1, 0),
+          (0, 0x18, 1, 1, 40), (1, 0x10, 1, 9999, 0), (1, 0x18, 77, 1, 300), (0, 0x11, 3, 3, 0),
+          (1, 0x11, 1, 41, 0), (0, 0x10, 2, 2, 0)]
+
+
+def test_seq_and_ack_follow_the_bytes_and_fin_comes_last() -> None:
+    built = build_frames(tcp_flow(BROKEN), PLAN, seed=1, conform=True)
+    t = built.to_table()
+    isn = {0: int(t.seq[0]), 1: int(t.seq[1])}
+    rel_seq = [(int(s) - isn[int(d)]) % (1 << 32) for s, d in zip(t.seq, [r[0] for r in BROKEN], strict=True)]
+    assert rel_seq == [0, 0, 1, 1, 1, 1, 1, 41, 301, 42]
+    rel_ack = [(int(a) - isn[1 - r[0]]) % (1 << 32) for a, r in zip(t.ack, BROKEN, strict=True)]
+    assert rel_ack[1:] == [1, 1, 1, 1, 41, 41, 301, 42, 302]
+    assert int(t.tcp_flags[3]) == 0x10  # the FIN before the client's data is gone
+    assert built.repairs["tcp_fin_moved"] == 1 and built.repairs["tcp_seq"] > 0 and built.repairs["tcp_ack"] > 0
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed (apt-get install tshark)")
+def test_raw_fails_and_final_passes_rules_and_tshark(tmp_path: Path) -> None:
+    records = tcp_flow(BROKEN, options={0: bytes([2, 4, 5, 0xB4, 3, 3, 20, 1, 1, 8, 10, 1])})
+    verdicts = {}
+    for stage, repair in (("raw", False), ("final", True)):
+        pcap = tmp_path / f"{stage}.pcap"
+        write_records(pcap, records, PLAN, seed=1, repair=repair, labels=False)
+        rules = run_rules(load_evalset([pcap], stage))
+        out = subprocess.run(["tshark", "-r", str(pcap), "-o", "tcp.check_checksum:TRUE", "-T", "fields",
+                              "-e", "_ws.expert.severity", "-e", "tcp.options.wscale.shift"],
+                             capture_output=True, text=True, check=True).stdout
+        verdicts[stage] = (rules["packet_pass_rate"], out)
+    assert verdicts["raw"][0] < 1.0
+    assert verdicts["final"][0] == 1.0
+    assert "20" in verdicts["raw"][1] and "14" in verdicts["final"][1]  # window scale clamped
+
+
+@pytest.mark.parametrize(("raw", "fixed"), [
+    (bytes([2, 4, 5, 0xB4, 1, 3, 3, 7]), bytes([2, 4, 5, 0xB4, 1, 3, 3, 7])),  # well-formed: kept
+    (bytes([2, 4, 5, 0xB4, 3, 3, 30, 0]), bytes([2, 4, 5, 0xB4, 3, 3, 14, 0])),  # window scale > 14
+    (bytes([2, 4, 5, 0xB4, 0, 7, 7, 7]), bytes([2, 4, 5, 0xB4, 0, 0, 0, 0])),  # garbage after EOL
+    (bytes([1, 1, 8, 9, 1, 2, 3, 4]), bytes(8)),  # a timestamp option running past the header
+    (bytes([2, 4, 5, 0xB4, 1, 1, 1, 1]), bytes([2, 4, 5, 0xB4, 0, 0, 0, 0])),  # trailing NOP runs
+    (bytes([99, 4, 1, 2, 2, 4, 5, 0xB4]), bytes(8)),  # unknown kind: the list ends
+])
+def test_tcp_option_lists(raw: bytes, fixed: bytes) -> None:
+    assert normalise_tcp_options(raw) == fixed
+
+
+def test_coap_options_that_run_past_the_datagram_are_cut_off() -> None:
+    header = bytes([0x42, 0x01, 0x12, 0x34, 0xAB, 0xCD])  # CON GET, token length 2
+    ok = header + bytes([0xB4]) + b"test" + bytes([0xFF]) + b"x"  # Uri-Path "test", payload "x"
+    assert _coap_options_end(ok) == len(ok)
+    assert _coap_options_end(header + bytes([0xB4]) + b"te") == len(header)  # option longer than the rest
+    assert _coap_options_end(header + bytes([0xB4]) + b"test" + bytes([0xFF])) == len(header) + 5  # bare marker
+    assert _coap_options_end(header + bytes([0xFD])) == len(header)  # length nibble 15 is reserved
+
+
+def test_mqtt_acknowledgements_answer_their_requests() -> None:
+    """A PUBACK and a SUBACK with made-up identifiers get those of the client's QoS 1 PUBLISH
+    and SUBSCRIBE; the MQTT rule that judges it (MQTT-006) then passes."""
+    publish = bytes([0x32, 9, 0, 3]) + b"a/b" + bytes([0x12, 0x34]) + b"xy"  # QoS 1, id 0x1234
+    subscribe = bytes([0x82, 8, 0x00, 0x07, 0, 3]) + b"a/#" + bytes([0])  # id 7
+    puback, suback = bytes([0x40, 2, 0x66, 0x66]), bytes([0x90, 3, 0x55, 0x55, 0])
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(publish)),
+            (0, 0x18, 1, 1, len(subscribe)), (1, 0x18, 1, 1, len(puback)), (1, 0x18, 1, 1, len(suback))]
+    records = tcp_flow(rows, payloads={2: publish, 3: subscribe, 4: puback, 5: suback}, server_port=1883)
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.repairs["mqtt_packet_ids"] == 2
+    assert built.frame(4).endswith(bytes([0x40, 2, 0x12, 0x34]))
+    assert built.frame(5).endswith(bytes([0x90, 3, 0x00, 0x07, 0]))
+
+
+def test_coap_unregistered_option_numbers_end_the_message() -> None:
+    header = bytes([0x42, 0x01, 0x12, 0x34, 0xAB, 0xCD])
+    assert _coap_options_end(header + bytes(6)) == len(header)  # zero padding reads as option 0
+    assert _coap_options_end(header + bytes([0xD0, 5])) == len(header)  # option 18: unassigned
+    assert _coap_options_end(header + bytes([0xB1]) + b"a" + bytes([0x31]) + b"b") == len(header) + 4
+
+
+def test_the_server_port_follows_the_service_the_client_speaks() -> None:
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, 18)]
+    http_on_mqtt_port = tcp_flow(rows, payloads={2: b"GET / HTTP/1.1\r\n\r\n"}, server_port=1883)
+    built = build_frames(http_on_mqtt_port, PLAN, seed=0, conform=True)
+    assert built.to_table().dport[0] == 80 and built.repairs["service_port_flows"] == 1
+    mqtt_on_http_port = tcp_flow(rows, payloads={2: bytes([0x10, 16]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"})
+    assert build_frames(mqtt_on_http_port, PLAN, seed=0, conform=True).to_table().dport[0] == 1883
+
+
+def test_a_new_connection_on_the_same_ports_is_numbered_afresh() -> None:
+    """Refused, then retried: the RST stays (it ends the first connection), the second SYN
+    opens a connection whose SYN-ACK acknowledges its own SYN."""
+    rows = [(0, 0x02, 5, 0, 0), (1, 0x14, 0, 1, 0), (0, 0x02, 9, 0, 0), (1, 0x12, 3, 4, 0),
+            (0, 0x10, 1, 1, 0), (1, 0x18, 1, 1, 10)]
+    t = build_frames(tcp_flow(rows), PLAN, seed=0, conform=True).to_table()
+    assert int(t.tcp_flags[1]) == 0x14
+    assert (int(t.ack[3]) - int(t.seq[2])) % (1 << 32) == 1  # the retry's SYN-ACK acks its SYN + 1
+    assert int(t.seq[0]) == int(t.seq[2])  # the same client ISN, as a retry
+
+
+def test_messages_nobody_asked_for_are_not_sent() -> None:
+    """One request, two responses: the second leaves its segment empty. A repeated CONNECT
+    becomes a PINGREQ; a PUBACK with no PUBLISH before it is not sent."""
+    req, resp = b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(req)), (1, 0x18, 1, 1, len(resp)),
+            (1, 0x18, 1, 1, len(resp))]
+    built = build_frames(tcp_flow(rows, payloads={2: req, 3: resp, 4: resp}), PLAN, seed=0, conform=True)
+    t = built.to_table()
+    assert t.payload_len.tolist() == [0, 0, len(req), len(resp), 0]
+    assert built.repairs["http_unrequested_responses"] == 1
+    connect = bytes([0x10, 16]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"
+    puback = bytes([0x40, 2, 0, 1])
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(connect)), (0, 0x18, 1, 1, len(connect)),
+            (1, 0x18, 1, 1, len(puback))]
+    records = tcp_flow(rows, payloads={2: connect, 3: connect, 4: puback}, server_port=1883)
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.frame(3).endswith(bytes([0xC0, 0x00])) and built.to_table().payload_len[4] == 0
+    assert built.repairs["mqtt_repeated_connect"] == 1 and built.repairs["mqtt_unanswerable_acks"] == 1
+
+
+def test_mqtt_packet_identifier_zero_is_replaced() -> None:
+    publish = bytes([0x32, 9, 0, 3]) + b"a/b" + bytes([0, 0]) + b"xy"  # QoS 1 with the invalid id 0
+    puback = bytes([0x40, 2, 0, 0])
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(publish)), (1, 0x18, 1, 1, len(puback))]
+    built = build_frames(tcp_flow(rows, payloads={2: publish, 3: puback}, server_port=1883), PLAN, seed=0,
+                         conform=True)
+    assert built.frame(2).endswith(bytes([0, 1]) + b"xy") and built.frame(3).endswith(bytes([0x40, 2, 0, 1]))
