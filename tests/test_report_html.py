@@ -39,10 +39,24 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run("train", str(work / "ds"), "-g", "markov", "--out", str(work / "markov"), "-q")
     run("generate", str(work / "markov"), *[a for c in CLASSES for a in ("-c", f"{c}:15")], "--out",
         str(work / "gen.pcap"), "-q")
+    _break_one_rule(work / "gen.pcap")
     run("evaluate", *[a for r in real for a in ("--real", r)], "--labels", str(manifest), "--generated",
         str(work / "gen.pcap"), "--no-tshark", "--out", str(work / "report"), "-q",
         "-V", "compliance", "-V", "fidelity", "-V", "utility", "-V", "class_fidelity")
     return work / "report"
+
+
+def _break_one_rule(pcap: Path) -> None:
+    """Generated flows are valid by construction, so the failing-rules table would stay empty:
+    give one TCP packet SYN and FIN together (checksum recomputed), a combination a rule forbids."""
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap, wrpcap
+
+    packets = rdpcap(str(pcap))
+    victim = next(p for p in packets if TCP in p)
+    victim[TCP].flags = "SF"
+    del victim[TCP].chksum
+    wrpcap(str(pcap), packets)
 
 
 class _Page(HTMLParser):
@@ -106,7 +120,7 @@ def test_report_html_is_self_contained_and_readable(report_dir: Path) -> None:
     descriptions = {r.id: r.description for r in all_rules()}
     failing = [rid for rid, v in metrics["compliance"]["final"]["per_rule"].items()
                if v["pass_rate"] is not None and v["pass_rate"] < 1.0]
-    assert failing, "the markov flows break some rule on this data; the table must list it"
+    assert failing, "one packet was given SYN and FIN together; the table must list the rule it breaks"
     for rid in failing[:5]:
         assert rid in text and descriptions[rid] in text
     assert "pass rate is the share of the packets (or flows) a rule applies to that satisfy it" in text
