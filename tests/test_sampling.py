@@ -226,3 +226,26 @@ def test_the_per_class_header_restriction_holds(setup, strategy):
 def test_an_unknown_strategy_is_a_user_error(setup):
     with pytest.raises(PytrafgenError, match="unknown sampling strategy"):
         _sample(setup, {"udp_flood": 1}, strategy="fast")
+
+
+def test_threads_follow_the_idle_cores_and_come_back(monkeypatch):
+    from pytrafgen.generators.ar import sample
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(sample.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+        monkeypatch.setattr(sample.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+        with sample.cpu_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 1  # busy machine: one thread
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(sample.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+        with sample.cpu_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 2  # idle: both cores, never more than before
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        monkeypatch.setattr(sample.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+        with sample.cpu_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 2  # the user's setting wins
+    finally:
+        torch.set_num_threads(before)

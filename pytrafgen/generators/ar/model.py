@@ -257,7 +257,7 @@ class GPT(nn.Module):
         attends each row over its own prefix in C++ instead of SDPA over ``attend_len``."""
         if row_kernel is None:
             row_kernel = (cache.k.device.type == "cpu" and cache.k.dtype == torch.float32
-                          and not torch.is_grad_enabled())
+                          and self.wte.weight.dtype == torch.float32 and not torch.is_grad_enabled())
         flow_class = None
         if self.config.class_conditioning and class_token is not None:
             flow_class = torch.where(positions == 0, self.config.bos_token, class_token)[:, None]

@@ -193,7 +193,11 @@ def cpu_threads(device: torch.device) -> Iterator[None]:
         yield
         return
     before = torch.get_num_threads()
-    idle = len(os.sched_getaffinity(0)) - os.getloadavg()[0]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        idle = cores - os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average here (Windows): keep torch's choice
+        idle = before
     torch.set_num_threads(max(1, min(before, int(idle + 0.5))))
     try:
         yield
