@@ -14,9 +14,17 @@
 
 namespace pytrafgen {
 
+// The build targets the baseline x86-64 (SSE2); an AVX2+FMA clone, picked at load time where
+// the CPU has it, does the dot products and sums in 8-wide fused steps.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(PYTRAFGEN_SANITIZED)
+#define PYTRAFGEN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define PYTRAFGEN_CLONES
+#endif
+
 // q, out: (rows, heads, dim); k, v: (rows, heads, slots, dim), all C-contiguous float32.
 // Row b attends over slots 0..lengths[b]-1 (1 <= lengths[b] <= slots).
-inline void attend_rows_range(const float* q, const float* k, const float* v, const int64_t* lengths,
+PYTRAFGEN_CLONES inline void attend_rows_range(const float* q, const float* k, const float* v, const int64_t* lengths,
                               size_t row_begin, size_t row_end, size_t heads, size_t slots, size_t dim,
                               float scale, float* out) {
     std::vector<float> scores(slots);
