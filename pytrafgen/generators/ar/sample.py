@@ -157,16 +157,13 @@ class SubVocabHead:
 
     def __init__(self, weight: torch.Tensor, allowed: torch.Tensor) -> None:
         sets, self.set_of_state = torch.unique(allowed, dim=0, return_inverse=True)
-        sizes = sets.sum(dim=1)
-        self.width = int(sizes.max())
-        device = weight.device
-        self.ids = torch.zeros((len(sets), self.width), dtype=torch.long, device=device)
-        self.valid = torch.zeros((len(sets), self.width), dtype=torch.bool, device=device)
-        self.weights: list[torch.Tensor] = []
+        self.width = int(sets.sum(dim=1).max())
+        # padding columns point at token 0; their logits stay −inf, so they are never drawn
+        self.ids = torch.zeros((len(sets), self.width), dtype=torch.long, device=weight.device)
+        self.weights: list[torch.Tensor] = []  # per set: its tokens' rows of the head weight
         for g in range(len(sets)):
             ids = torch.nonzero(sets[g], as_tuple=True)[0]
             self.ids[g, : len(ids)] = ids
-            self.valid[g, : len(ids)] = True
             self.weights.append(weight[ids].detach().contiguous())
 
     def logits(self, hidden: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
