@@ -17,9 +17,13 @@ model, N flows of every class to a pcap, wall time of a fresh process, once with
 code and once with the code of ``--previous`` (a git revision: its ``pytrafgen`` package run
 on this build's C++ core) in the same run; packets/s and sampled tokens/s side by side. With
 ``--train-sizes "" --sample-sizes ""`` only that section is measured and the other sections of
-``--out``.json are kept:
+``--out``.json are kept. ``--scale N`` times this tree alone on N flows per class (the
+previous code takes hours at sizes where throughput, not start-up, dominates). The committed
+figures:
 
-    python benchmarks/bench_ar.py --pipeline 8 --previous 3121e6c --train-sizes "" --sample-sizes "" \
+    python benchmarks/bench_ar.py --pipeline 1 --previous 3121e6c --scale 20 --train-sizes "" \
+        --sample-sizes "" --out benchmarks/results/ar_cpu
+    python benchmarks/bench_ar.py --pipeline 0 --scale 40 --train-sizes "" --sample-sizes "" \
         --out benchmarks/results/ar_cpu
 """
 
