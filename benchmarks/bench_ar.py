@@ -11,6 +11,20 @@ when given (else of the sampled sequences).
 
     python benchmarks/bench_ar.py --device cpu --train-sizes small,tiny --sample-sizes small,tiny \
         --train-batch 8 --sample-batch 64 --out benchmarks/results/ar_cpu
+
+``--pipeline N`` measures what a user gets: ``pytrafgen generate`` with the bundled default
+model, N flows of every class to a pcap, wall time of a fresh process, once with this tree's
+code and once with the code of ``--previous`` (a git revision: its ``pytrafgen`` package run
+on this build's C++ core) in the same run; packets/s and sampled tokens/s side by side. With
+``--train-sizes "" --sample-sizes ""`` only that section is measured and the other sections of
+``--out``.json are kept. ``--scale N`` times this tree alone on N flows per class (the
+previous code takes hours at sizes where throughput, not start-up, dominates). The committed
+figures:
+
+    python benchmarks/bench_ar.py --pipeline 1 --previous 3121e6c --scale 20 --train-sizes "" \
+        --sample-sizes "" --out benchmarks/results/ar_cpu
+    python benchmarks/bench_ar.py --pipeline 0 --scale 40 --train-sizes "" --sample-sizes "" \
+        --out benchmarks/results/ar_cpu
 """
 
 from __future__ import annotations
@@ -20,8 +34,10 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -176,6 +192,55 @@ def bench_sampling(size: str, vocab, batch: int, device: torch.device, compile_d
     return result
 
 
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO / "pytrafgen" / "data" / "default_model"
+
+
+def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str | None) -> list[dict[str, object]]:
+    """``pytrafgen generate`` of the bundled default, previous code (unless None) then this
+    tree's, each in a fresh process; wall time of the whole command."""
+    classes = json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
+    work = Path(tempfile.mkdtemp(prefix="bench_ar_"))
+    runs = [("this tree", "current")]
+    if previous:
+        old_tree = work / "previous"
+        old_tree.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", previous, "pytrafgen"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
+        runs.insert(0, (f"previous ({previous})", str(old_tree)))
+    rows = []
+    env = dict(os.environ)
+    if threads_env:
+        env["OMP_NUM_THREADS"] = threads_env
+    for label, code in runs:
+        out = work / f"{'old' if code != 'current' else 'new'}.pcap"
+        argv = ["generate", str(DEFAULT_MODEL), *[a for c in classes for a in ("--class", f"{c}:{flows_per_class}")],
+                "--out", str(out), "--seed", "0", "--json"]
+        tokens_file = work / "tokens.json"
+        load = round(os.getloadavg()[0], 2)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("ar_generate_child.py")), code,
+                               str(tokens_file), *argv], env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.exit(f"{label}: generate failed:\n{done.stderr[-3000:]}")
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        child = json.loads(tokens_file.read_text())
+        packets = sum(summary["packets"].values())
+        row = {"code": label, "package": child["package"], "flows": sum(summary["flows"].values()),
+               "packets": packets, "tokens": child["tokens"], "redrawn": summary["sampling"].get("redrawn"),
+               "wall_s": seconds, "packets_per_s": packets / seconds, "tokens_per_s": child["tokens"] / seconds,
+               "load_average_start": load, "load_average_end": round(os.getloadavg()[0], 2)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    shutil.rmtree(work, ignore_errors=True)
+    if previous:
+        for key in ("packets_per_s", "tokens_per_s"):
+            rows[1][f"speedup_{key}"] = rows[1][key] / rows[0][key]
+    return rows
+
+
 def dataset_tokens_per_packet(path: Path) -> float:
     from pytrafgen.dataset import TrafficDataset
 
@@ -206,6 +271,35 @@ def to_markdown(report: dict) -> str:
             ratio = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else "-"
             lines.append(f"| {r['size']} | {r['batch']} | {r['compile']} | {r['tokens_per_s']:,.0f} | "
                          f"{r['tokens_per_packet']:.1f} | {r['packets_per_s']:,.0f} | {naive} | {ratio} |")
+    pipe = report.get("pipeline")
+    if pipe:
+        lines += ["", "## Whole pipeline: `pytrafgen generate` with the bundled default, fresh process", "",
+                  f"Date: {pipe['date']}  ", f"Command: `{pipe['command']}`  ",
+                  f"Each run: {pipe['flows_per_class']} flows of each of the model's "
+                  f"{pipe['classes']} classes to a pcap (`generate --json`, seed 0); wall time of the whole "
+                  f"process (start-up, model load, sampling, decoding, building the pcap); tokens = sampled "
+                  f"tokens of the flows kept. Threads: {pipe['threads']}.", "",
+                  "| code | flows | packets | tokens | redrawn | wall s | packets/s | tokens/s | load avg (start → end) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in pipe["rows"]:
+            lines.append(f"| {r['code']} | {r['flows']} | {r['packets']:,} | {r['tokens']:,} | {r['redrawn']} | "
+                         f"{r['wall_s']:.1f} | {r['packets_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
+                         f"{r['load_average_start']} → {r['load_average_end']} |")
+        new = pipe["rows"][1]
+        lines += ["", f"This tree / previous, same run: **{new['speedup_packets_per_s']:.0f}x packets/s, "
+                  f"{new['speedup_tokens_per_s']:.0f}x tokens/s** (the two runs drew different flows: tokens per "
+                  "packet differ)."]
+        scale = report.get("pipeline_scale")
+        if scale:
+            lines += ["", f"### This tree alone, {scale['flows_per_class']} flows per class", "",
+                      f"Date: {scale['date']}  ", f"Command: `{scale['command']}`  ",
+                      "The previous code was not run at this size (at its pace above it would take hours).", "",
+                      "| code | flows | packets | tokens | redrawn | wall s | packets/s | tokens/s | "
+                      "load avg (start → end) |", "|---|---|---|---|---|---|---|---|---|"]
+            for r in scale["rows"]:
+                lines.append(f"| {r['code']} | {r['flows']} | {r['packets']:,} | {r['tokens']:,} | {r['redrawn']} | "
+                             f"{r['wall_s']:.1f} | {r['packets_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
+                             f"{r['load_average_start']} → {r['load_average_end']} |")
     if report.get("note"):
         lines += ["", report["note"]]
     return "\n".join(lines) + "\n"
@@ -227,6 +321,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ar"))
     parser.add_argument("--note", default="")
+    parser.add_argument("--pipeline", type=int, default=0, metavar="N",
+                        help="also time `pytrafgen generate` of N flows per class, previous code vs this tree")
+    parser.add_argument("--previous", default="HEAD", help="git revision of the previous code (--pipeline)")
+    parser.add_argument("--scale", type=int, default=0, metavar="N",
+                        help="also time this tree alone on N flows per class (kept beside the last --pipeline)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -248,7 +347,29 @@ def main() -> None:
                 for s in args.sample_sizes.split(",") if s]
     for r in sampling:
         print(json.dumps(r), flush=True)
+    pipeline = None
+    if args.pipeline:
+        rows = bench_pipeline(args.pipeline, args.previous, os.environ.get("OMP_NUM_THREADS"))
+        classes = len(json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"])
+        pipeline = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "command": " ".join([Path(sys.executable).name, *sys.argv]), "flows_per_class": args.pipeline,
+                    "classes": classes, "rows": rows,
+                    "threads": os.environ.get("OMP_NUM_THREADS") or "torch default (previous) / sized to idle cores"}
+    scale = None
+    if args.scale:
+        scale = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "command": " ".join([Path(sys.executable).name, *sys.argv]), "flows_per_class": args.scale,
+                 "rows": bench_pipeline(args.scale, None, os.environ.get("OMP_NUM_THREADS"))}
+    if (pipeline or scale) and not training and not sampling and args.out.with_suffix(".json").exists():
+        # only the pipeline was measured: keep the other sections of the last full run
+        kept = json.loads(args.out.with_suffix(".json").read_text())
+        kept["pipeline"] = pipeline or kept.get("pipeline")
+        kept["pipeline_scale"] = scale or kept.get("pipeline_scale")
+        write_results(args.out, kept, to_markdown(kept))
+        return
     report = {
+        "pipeline": pipeline,
+        "pipeline_scale": scale,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {**machine(), "load_average_start": load_start},

@@ -9,4 +9,5 @@ void bind_capture(pybind11::module_& m);
 void bind_flows(pybind11::module_& m);
 void bind_build(pybind11::module_& m);
 void bind_tokens(pybind11::module_& m);
+void bind_attend(pybind11::module_& m);
 }  // namespace pytrafgen

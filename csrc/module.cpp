@@ -12,4 +12,5 @@ PYBIND11_MODULE(_core, m) {
     pytrafgen::bind_flows(m);
     pytrafgen::bind_build(m);
     pytrafgen::bind_tokens(m);
+    pytrafgen::bind_attend(m);
 }

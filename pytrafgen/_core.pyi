@@ -104,3 +104,7 @@ def decode_tokens(
     strict: bool,
     app_decode: Callable[[int, list[int], int], bytes | None] | None,
 ) -> dict[str, object]: ...
+def attend_rows(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, scale: float, out: np.ndarray,
+    threads: int = 1,
+) -> None: ...

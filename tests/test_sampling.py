@@ -12,7 +12,14 @@ from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators.ar import tokens as tok
 from pytrafgen.generators.ar.config import GPTConfig
 from pytrafgen.generators.ar.model import GPT
-from pytrafgen.generators.ar.sample import GrammarTables, SamplingSettings, draw, sample_batch, sample_classes
+from pytrafgen.generators.ar.sample import (
+    GrammarTables,
+    SamplingSettings,
+    SubVocabHead,
+    draw,
+    sample_batch,
+    sample_classes,
+)
 from pytrafgen.tokenizer.vocab import Vocabulary
 
 torch.set_num_threads(1)
@@ -36,11 +43,12 @@ def _sample(setup, counts, seed=0, **settings):
                           SamplingSettings(**{"batch_size": 16, **settings}), seed, torch.device("cpu"))
 
 
+@pytest.mark.parametrize("strategy", ["stream", "batch"])
 @pytest.mark.parametrize("settings", [{}, {"temperature": 1.5, "top_k": 50}, {"top_p": 0.9}, {"temperature": 0}])
-def test_every_sampled_sequence_is_accepted_by_the_grammar(setup, settings):
+def test_every_sampled_sequence_is_accepted_by_the_grammar(setup, settings, strategy):
     vocab = setup[0]
     grammar = vocab.grammar()
-    sequences, names = _sample(setup, {"syn_flood": 20, "benign_http": 12}, **settings)
+    sequences, names = _sample(setup, {"syn_flood": 20, "benign_http": 12}, strategy=strategy, **settings)
     assert len(sequences) == 32
     for seq, name in zip(sequences, names, strict=True):
         assert grammar.accepts(seq), f"rejected at token {grammar.first_error(seq)}: {seq.tolist()}"
@@ -124,3 +132,120 @@ def test_draw_follows_the_softmax_and_never_picks_a_masked_token():
         one = torch.full((64, 12), float("-inf"))
         one[:, only] = 0.0
         assert (draw(one, torch.Generator().manual_seed(0)) == only).all()
+
+
+# ------------------------------------------------------------------ stream strategy = batch strategy
+
+
+def test_the_allowed_token_head_gives_the_full_heads_logits_in_ascending_token_order(setup):
+    _, model, grammar = setup
+    head = SubVocabHead(model.head_weight(), grammar.allowed)
+    states = torch.arange(grammar.allowed.size(0))
+    hidden = torch.randn(len(states), model.config.n_embd)
+    logits, ids = head.logits(hidden, states)
+    full = hidden @ model.head_weight().T
+    for s in states.tolist():
+        allowed = torch.nonzero(grammar.allowed[s], as_tuple=True)[0]
+        k = len(allowed)
+        assert torch.equal(ids[s, :k], allowed)  # the allowed tokens, ascending
+        assert torch.allclose(logits[s, :k], full[s, allowed], atol=1e-5)
+        assert torch.isinf(logits[s, k:]).all()  # padding is never drawn
+
+
+def test_greedy_stream_and_batch_strategies_emit_the_same_flows(setup):
+    counts = {"udp_flood": 6, "benign_http": 5, "syn_flood": 4}
+    stream, names_a = _sample(setup, counts, temperature=0, strategy="stream", batch_size=4)
+    batch, names_b = _sample(setup, counts, temperature=0, strategy="batch")
+    assert names_a == names_b
+    assert all(np.array_equal(a, b) for a, b in zip(stream, batch, strict=True))
+
+
+@pytest.mark.parametrize("settings", [{}, {"temperature": 0.7, "top_k": 20, "top_p": 0.9}])
+def test_stream_and_batch_strategies_draw_from_the_same_distribution(setup, settings):
+    """Per position, the tokens of many flows drawn by the two strategies (different seeds)
+    pass a chi-squared test of homogeneity; so do the flow lengths."""
+    from scipy.stats import chi2_contingency
+
+    n = 1500
+    draws = {}
+    for seed, strategy in ((1, "stream"), (2, "batch")):
+        flows, _ = _sample(setup, {"syn_flood": n}, seed=seed, strategy=strategy, batch_size=256, max_len=24)
+        draws[strategy] = flows
+    for position in range(2, 10):
+        a = [int(f[position]) for f in draws["stream"] if len(f) > position]
+        b = [int(f[position]) for f in draws["batch"] if len(f) > position]
+        tokens = sorted(set(a) | set(b))
+        table = np.array([[a.count(t) for t in tokens], [b.count(t) for t in tokens]])
+        table = table[:, table.sum(0) >= 10]  # chi-squared wants expected counts that are not tiny
+        if table.shape[1] >= 2:
+            assert chi2_contingency(table).pvalue > 1e-4, position
+    lengths = [np.bincount([len(f) for f in draws[k]], minlength=25) for k in ("stream", "batch")]
+    table = np.array(lengths)[:, (lengths[0] + lengths[1]) >= 10]
+    assert chi2_contingency(table).pvalue > 1e-4
+
+
+def test_a_rejected_flow_is_drawn_again_in_the_same_pool(setup):
+    vocab, model, grammar = setup
+    special = tok.special_tokens(vocab)
+    seen = []
+
+    def accept(seq):
+        seen.append(len(seq))
+        return len(seq) % 2 == 0
+
+    sequences, names = sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab),
+                                      {"udp_flood": 12}, SamplingSettings(batch_size=4), 0, torch.device("cpu"),
+                                      accept=accept, max_redraws=50)
+    assert len(sequences) == 12 and names == ["udp_flood"] * 12
+    assert all(len(s) % 2 == 0 for s in sequences)
+    assert len(seen) > 12  # some were rejected and redrawn
+    # with no redraws allowed, rejected flows are left out for the caller to count
+    fewer, _ = sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab),
+                              {"udp_flood": 12}, SamplingSettings(batch_size=4), 0, torch.device("cpu"),
+                              accept=accept, max_redraws=0)
+    assert len(fewer) == sum(1 for n in seen[-12:] if n % 2 == 0)
+
+
+@pytest.mark.parametrize("strategy", ["stream", "batch"])
+def test_the_per_class_header_restriction_holds(setup, strategy):
+    vocab, model, grammar = setup
+    special = tok.special_tokens(vocab)
+    g = vocab.grammar()
+    v6 = vocab.id("ip_version", 1)
+    udp = vocab.id("proto", 1)
+    header = {"benign_http": tok.header_masks({"benign_http": [[v6], [udp]]}, vocab.size)["benign_http"]}
+    sequences, _ = sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab),
+                                  {"benign_http": 20}, SamplingSettings(batch_size=8, strategy=strategy), 0,
+                                  torch.device("cpu"), header_allowed=header)
+    assert len(sequences) == 20
+    for seq in sequences:
+        assert g.accepts(seq)
+        assert (int(seq[2]), int(seq[3])) == (v6, udp)
+
+
+def test_an_unknown_strategy_is_a_user_error(setup):
+    with pytest.raises(PytrafgenError, match="unknown sampling strategy"):
+        _sample(setup, {"udp_flood": 1}, strategy="fast")
+
+
+def test_threads_follow_the_idle_cores_and_come_back(monkeypatch):
+    from pytrafgen.generators.ar import sample
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(sample.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+        monkeypatch.setattr(sample.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+        with sample.cpu_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 1  # busy machine: one thread
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(sample.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+        with sample.cpu_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 2  # idle: both cores, never more than before
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        monkeypatch.setattr(sample.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+        with sample.cpu_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 2  # the user's setting wins
+    finally:
+        torch.set_num_threads(before)

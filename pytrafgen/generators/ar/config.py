@@ -109,3 +109,6 @@ class SamplingSettings:
     batch_size: int = 256
     max_len: int = 0  # 0: the model's context
     compile: bool = False  # torch.compile the decode step (CUDA graphs on GPU)
+    # "stream": one refilled pool of rows, head only over allowed tokens (see sample.py);
+    # "batch": fixed batches with the full head, the shapes a compiled step needs (compile)
+    strategy: str = "stream"

@@ -239,12 +239,13 @@ class ARGenerator(Generator):
     def sample(self, counts: Mapping[str, int], seed: int = 0) -> FieldRecords:
         """``counts[class]`` flows per class. The grammar guarantees structure but not the
         content of application messages (HTTP, MQTT), which the protocol plugin judges when
-        decoding: a flow it rejects is drawn again (up to ``MAX_SAMPLING_ROUNDS`` rounds);
+        decoding: a flow it rejects is drawn again (in the same pool of rows, up to
+        ``MAX_SAMPLING_ROUNDS`` times, then in up to ``MAX_SAMPLING_ROUNDS`` further rounds);
         ``last_sample_stats`` says how many were."""
         import numpy as np
 
         from pytrafgen.generators.ar import tokens as tok
-        from pytrafgen.generators.ar.sample import sample_classes
+        from pytrafgen.generators.ar.sample import cpu_threads, sample_classes
 
         model, device = self._model_on_device()
         vocab = self.vocabulary()
@@ -271,12 +272,17 @@ class ARGenerator(Generator):
                 if not missing:
                     break
                 round_seed = int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
-                sequences, names = sample_classes(model, grammar, special.bos, special.eos, class_tokens,
-                                                  missing, self.sampling, round_seed, device,
-                                                  on_progress=on_batch, header_allowed=header or None)
-                for seq, ok, name in zip(sequences, tok.decodable(sequences, vocab, rejected), names, strict=True):
-                    if ok:
-                        kept[name].append(seq)
+                def accept(seq: np.ndarray) -> bool:
+                    return tok.decodable([seq], vocab, rejected)[0]
+
+                # a rejected flow is drawn again within the round (same pool of rows)
+                with cpu_threads(device):
+                    sequences, names = sample_classes(model, grammar, special.bos, special.eos, class_tokens,
+                                                      missing, self.sampling, round_seed, device,
+                                                      on_progress=on_batch, header_allowed=header or None,
+                                                      accept=accept, max_redraws=MAX_SAMPLING_ROUNDS)
+                for seq, name in zip(sequences, names, strict=True):
+                    kept[name].append(seq)
                 report(sampled[0], total + sum(rejected.values()))  # redrawn flows add to the total
         short = {name: n - len(kept[name]) for name, n in wanted.items() if len(kept[name]) < n}
         if short:

@@ -93,6 +93,34 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
+    def forward_rows(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor,
+                     attend_len: int, row_kernel: bool) -> torch.Tensor:
+        """One token per row, each at its own position (``positions`` (B,)): writes row b's key
+        and value into cache slot ``positions[b]`` and attends over slots ``0..positions[b]``
+        (slots past a row's position hold another flow's values). ``row_kernel``: the C++
+        kernel that reads each row's own prefix (CPU, float32); else SDPA over the first
+        ``attend_len`` slots under a mask."""
+        B, _, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, self.n_head, C // self.n_head) for t in (q, k, v))  # T = 1
+        k_cache, v_cache = cache
+        rows = torch.arange(B, device=x.device)
+        k_cache[rows, :, positions] = k.to(k_cache.dtype)
+        v_cache[rows, :, positions] = v.to(v_cache.dtype)
+        if row_kernel:
+            from pytrafgen import _core
+
+            q = q.contiguous()
+            y = torch.empty_like(q)
+            _core.attend_rows(q.numpy(), k_cache.numpy(), v_cache.numpy(), (positions + 1).numpy(),
+                              1.0 / math.sqrt(C // self.n_head), y.numpy(), torch.get_num_threads())
+            return self.c_proj(y.reshape(B, 1, C))
+        k_cache, v_cache = k_cache[:, :, :attend_len], v_cache[:, :, :attend_len]
+        mask = torch.arange(attend_len, device=x.device)[None, :] <= positions[:, None]
+        y = F.scaled_dot_product_attention(q[:, :, None], k_cache.to(q.dtype), v_cache.to(q.dtype),
+                                           attn_mask=mask[:, None, None, :])
+        return self.c_proj(y.reshape(B, 1, C))
+
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
@@ -116,6 +144,11 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 positions: torch.Tensor | None = None, attend_len: int | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache, positions, attend_len)
+        return x + self.mlp(self.ln_2(x))
+
+    def forward_rows(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor,
+                     attend_len: int, row_kernel: bool) -> torch.Tensor:
+        x = x + self.attn.forward_rows(self.ln_1(x), cache, positions, attend_len, row_kernel)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -212,6 +245,30 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, (cache.k[i], cache.v[i]), positions, attend_len)
         return self._logits(x[:, -1:, :])[:, 0, :]
+
+    def decode_rows(self, idx: torch.Tensor, positions: torch.Tensor, cache: KVCache, attend_len: int,
+                    class_token: torch.Tensor | None = None, row_kernel: bool | None = None) -> torch.Tensor:
+        """Feed one token per row, ``idx`` (B,) at that row's own position ``positions`` (B,),
+        into rows ``0..B-1`` of ``cache``, attending over its first ``attend_len`` slots (at least
+        the largest position + 1). Returns the final hidden states (B, C): the logits of the next
+        token are ``hidden @ head_weight().T``, which a caller may compute for only the tokens it
+        can emit. Rows are independent, so each may hold a flow started at another step.
+        ``row_kernel`` (None: where it applies, a float32 cache on a CPU outside autograd)
+        attends each row over its own prefix in C++ instead of SDPA over ``attend_len``."""
+        if row_kernel is None:
+            row_kernel = (cache.k.device.type == "cpu" and cache.k.dtype == torch.float32
+                          and self.wte.weight.dtype == torch.float32 and not torch.is_grad_enabled())
+        flow_class = None
+        if self.config.class_conditioning and class_token is not None:
+            flow_class = torch.where(positions == 0, self.config.bos_token, class_token)[:, None]
+        x = self._embed(idx[:, None], positions[:, None], flow_class)
+        for i, block in enumerate(self.blocks):
+            x = block.forward_rows(x, (cache.k[i], cache.v[i]), positions, attend_len, row_kernel)
+        return self.ln_f(x[:, 0, :])
+
+    def head_weight(self) -> torch.Tensor:
+        """(V, C): row v of it dotted with a final hidden state is token v's logit."""
+        return self.wte.weight
 
     # --- LoRA -------------------------------------------------------------------------------
 

@@ -9,11 +9,23 @@ used. A sequence that reaches the context length without EOS is cut back to
 the last position where EOS was legal and closed there (a sequence with no such position is
 dropped and drawn again). Draws use one ``torch.Generator`` seeded from ``seed``: the same
 seed, counts and batch size give the same flows.
-"""
 
+Two strategies draw from that same distribution:
+
+- ``stream`` (the default): one pool of ``batch_size`` rows for all requested flows of all
+  classes; a row whose flow ends takes the next flow at once (its cache slots are simply
+  overwritten), so no step is spent on finished flows, and the output head is computed only
+  for the tokens the row's grammar state allows (``SubVocabHead``: 67 distinct allowed sets of
+  at most ~420 tokens instead of a 7k vocabulary for the bundled default). Most of a decoding
+  step's time on a CPU went to that head and to finished rows.
+- ``batch``: fixed batches of prompts run to the end with the full head; every step has the
+  same shapes, which is what a compiled decode step with CUDA graphs needs (``compile``).
+"""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,6 +145,193 @@ def sample_batch(
     return out, length
 
 
+class SubVocabHead:
+    """The output head restricted to what the grammar allows: the states' distinct allowed sets,
+    each with its token ids in ascending order and the matching rows of the head weight.
+
+    ``logits(hidden, state)`` returns (B, K) logits over each row's allowed tokens (ascending
+    ids, −inf padding up to the largest set) and the (B, K) token ids they stand for. Because
+    the ids ascend, a draw by CDF inversion over these K columns picks the same token as over
+    the full vocabulary with the forbidden tokens at −inf (their probability is 0 and they do
+    not move the CDF), and an argmax picks the same first maximum."""
+
+    def __init__(self, weight: torch.Tensor, allowed: torch.Tensor) -> None:
+        sets, self.set_of_state = torch.unique(allowed, dim=0, return_inverse=True)
+        self.width = int(sets.sum(dim=1).max())
+        # padding columns point at token 0; their logits stay −inf, so they are never drawn
+        self.ids = torch.zeros((len(sets), self.width), dtype=torch.long, device=weight.device)
+        self.weights: list[torch.Tensor] = []  # per set: its tokens' rows of the head weight
+        for g in range(len(sets)):
+            ids = torch.nonzero(sets[g], as_tuple=True)[0]
+            self.ids[g, : len(ids)] = ids
+            self.weights.append(weight[ids].detach().contiguous())
+
+    def logits(self, hidden: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        group = self.set_of_state[state]
+        out = torch.full((hidden.size(0), self.width), float("-inf"), device=hidden.device)
+        order = torch.argsort(group)
+        present, counts = torch.unique_consecutive(group[order], return_counts=True)
+        start = 0
+        for g, n in zip(present.tolist(), counts.tolist(), strict=True):
+            rows = order[start:start + n]
+            start += n
+            weight = self.weights[g]
+            out[rows, : weight.size(0)] = (hidden[rows] @ weight.T).float()
+        return out, self.ids[group]
+
+
+@contextmanager
+def cpu_threads(device: torch.device) -> Iterator[None]:
+    """On a CPU, as many torch threads as there are cores not already busy (1-minute load
+    average), at least one and never more than set before: threads of a busy machine wait on
+    each other, and a decoding step then takes several times as long as on one thread.
+    ``OMP_NUM_THREADS``, when set, is left to decide."""
+    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        yield
+        return
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        idle = cores - os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average here (Windows): keep torch's choice
+        idle = before
+    torch.set_num_threads(max(1, min(before, int(idle + 0.5))))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _pick(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator) -> torch.Tensor:
+    """Column index per row: greedy at temperature 0, else a filtered draw."""
+    if settings.temperature <= 0:
+        return logits.argmax(dim=-1)
+    return draw(filter_logits(logits / settings.temperature, settings.top_k, settings.top_p), generator)
+
+
+@torch.inference_mode()
+def sample_stream(
+    model: GPT,
+    grammar: GrammarTables,
+    flows: list[int],
+    bos: int,
+    eos: int,
+    settings: SamplingSettings,
+    generator: torch.Generator,
+    header_allowed: torch.Tensor | None = None,
+    flow_header: list[int] | None = None,
+    on_flow: Callable[[int, np.ndarray | None], None] | None = None,
+    head: SubVocabHead | None = None,
+) -> None:
+    """Sample one flow per entry of ``flows`` (each a class token) through a pool of at most
+    ``settings.batch_size`` rows, refilled as flows end. ``on_flow(i, tokens)`` gets flow i's
+    ``BOS CLASS … EOS`` tokens (int64) when it is done, or None when it reached the context
+    without any position where EOS was legal; it may append flows to ``flows`` (and
+    ``flow_header``) to have them drawn in the same pool. ``header_allowed`` (M, H, V) bool with
+    ``flow_header[i]`` the mask index of flow i restricts its first H sampled tokens. ``head``
+    None computes the full head (masked), else only the allowed logits (same distribution)."""
+    if not flows:
+        return
+    device = grammar.allowed.device
+    max_len = settings.max_len or model.config.block_size
+    rows = min(settings.batch_size, len(flows))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    cache = KVCache.allocate(model.config, rows, max_len, device, dtype)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+    # BOS at position 0 has no class yet: its keys and values are the same in every row
+    with autocast:
+        first = torch.tensor([bos], device=device)
+        model.decode_rows(first, torch.zeros(1, dtype=torch.long, device=device),
+                          KVCache(cache.k[:, :1], cache.v[:, :1]), 1, first)
+    bos_k, bos_v = cache.k[:, 0, :, 0].clone(), cache.v[:, 0, :, 0].clone()
+    after_bos = grammar.next_state[grammar.start_state, bos]
+    n_header = header_allowed.size(1) if header_allowed is not None else 0
+
+    flow = torch.zeros(rows, dtype=torch.long, device=device)  # which flow each row holds
+    row_class = torch.zeros(rows, dtype=torch.long, device=device)  # its class token
+    row_header = torch.zeros(rows, dtype=torch.long, device=device)  # its header mask
+    pos = torch.ones(rows, dtype=torch.long, device=device)  # position of the token fed next
+    feed = torch.zeros(rows, dtype=torch.long, device=device)  # the token fed next
+    state = torch.zeros(rows, dtype=torch.long, device=device)  # DFA state after ``feed``
+    last_eos_ok = torch.zeros(rows, dtype=torch.long, device=device)
+    out = torch.full((rows, max_len), eos, dtype=torch.long, device=device)
+    next_flow = 0
+
+    def start(slots: torch.Tensor) -> None:
+        """Put the next flows into rows ``slots``: BOS's cache entry, then the class token to feed."""
+        nonlocal next_flow
+        first, next_flow = next_flow, next_flow + len(slots)
+        classes = torch.tensor(flows[first:next_flow], dtype=torch.long, device=device)
+        states = grammar.next_state[after_bos, classes]
+        if bool((states < 0).any()):
+            raise PytrafgenError("sampling prompt (BOS, class token) is not accepted by the grammar")
+        if flow_header is not None:
+            row_header[slots] = torch.tensor(flow_header[first:next_flow], dtype=torch.long, device=device)
+        flow[slots] = torch.arange(first, next_flow, device=device)
+        row_class[slots], pos[slots], feed[slots], state[slots], last_eos_ok[slots] = classes, 1, classes, states, 0
+        out[slots, 0], out[slots, 1] = bos, classes
+        cache.k[:, slots, :, :1], cache.v[:, slots, :, :1] = bos_k[:, None, :, None], bos_v[:, None, :, None]
+
+    start(torch.arange(rows, device=device))
+    active = rows  # rows 0..active-1 hold unfinished flows
+    allowed_eos = grammar.allowed[:, eos]
+    while active:
+        n = active
+        view = KVCache(cache.k[:, :n], cache.v[:, :n])
+        attend_len = int(pos[:n].max()) + 1
+        st = state[:n]
+        with autocast:
+            hidden = model.decode_rows(feed[:n], pos[:n], view, attend_len, row_class[:n])
+        if head is None:
+            logits = (hidden @ model.head_weight().T).float().masked_fill(~grammar.allowed[st], float("-inf"))
+            ids = None
+        else:
+            logits, ids = head.logits(hidden, st)
+        target = pos[:n] + 1  # where the sampled token goes
+        eos_ok = allowed_eos[st]
+        if header_allowed is not None:
+            slot = target - 2
+            in_header = slot < n_header
+            if bool(in_header.any()):
+                mask = header_allowed[row_header[:n], slot.clamp(max=n_header - 1)]  # (n, V)
+                keep = mask if ids is None else mask.gather(1, ids)
+                logits = logits.masked_fill(in_header[:, None] & ~keep, float("-inf"))
+                eos_ok = eos_ok & (~in_header | mask[:, eos])
+        last_eos_ok[:n] = torch.where(eos_ok, target, last_eos_ok[:n])
+        column = _pick(logits, settings, generator)
+        token = column if ids is None else ids.gather(1, column[:, None])[:, 0]
+        out[torch.arange(n, device=device), target] = token
+        state[:n] = grammar.next_state[st, token]
+        feed[:n], pos[:n] = token, target
+        ended = (token == eos) | (target == max_len - 1)
+        if not bool(ended.any()):
+            continue
+        for r in torch.nonzero(ended, as_tuple=True)[0].tolist():
+            length = int(target[r]) + 1
+            if int(token[r]) != eos:  # out of room: close it where EOS was last legal
+                length = int(last_eos_ok[r]) + 1 if int(last_eos_ok[r]) > 2 else 0
+            if on_flow is not None:
+                seq = None
+                if length:
+                    seq = out[r, :length].cpu().numpy().copy()
+                    seq[-1] = eos
+                on_flow(int(flow[r]), seq)
+        done = torch.nonzero(ended, as_tuple=True)[0]
+        refill = done[: max(0, len(flows) - next_flow)]
+        if len(refill):
+            start(refill)
+        # rows left without a flow: move the last unfinished rows into them so rows 0..active-1
+        # stay the unfinished ones (the step then runs on a prefix view of the cache, no copy)
+        for r in sorted(done[len(refill):].tolist(), reverse=True):
+            last = active - 1
+            if r != last:
+                for buf in (flow, row_class, row_header, pos, feed, state, last_eos_ok, out):
+                    buf[r] = buf[last]
+                cache.k[:, r], cache.v[:, r] = cache.k[:, last], cache.v[:, last]
+            active -= 1
+
+
 def sample_classes(
     model: GPT,
     grammar: GrammarTables,
@@ -145,21 +344,99 @@ def sample_classes(
     device: torch.device,
     on_progress: Callable[[int], None] | None = None,
     header_allowed: Mapping[str, np.ndarray] | None = None,
+    accept: Callable[[np.ndarray], bool] | None = None,
+    max_redraws: int = 0,
 ) -> tuple[list[np.ndarray], list[str]]:
     """``counts[class]`` token sequences per class (mixed in batches); returns the sequences
     (uint16, each ``BOS CLASS … EOS``) and the class of each, in request order.
-    ``header_allowed[class]`` (H, V) bool restricts that class's first H sampled tokens."""
+    ``header_allowed[class]`` (H, V) bool restricts that class's first H sampled tokens.
+    ``accept(tokens)`` False rejects a finished flow: the stream strategy draws it again in the
+    same pool, up to ``max_redraws`` times, so a redraw costs no extra pass; flows still rejected
+    (and, with the batch strategy, all rejected flows) are left out for the caller to count."""
     unknown = [c for c in counts if c not in class_tokens]
     if unknown:
         raise PytrafgenError(f"unknown class {unknown[0]!r}; the model knows {', '.join(class_tokens)}")
+    if settings.strategy not in ("stream", "batch"):
+        raise PytrafgenError(f"unknown sampling strategy {settings.strategy!r}; use stream or batch")
     pending = [name for name, n in counts.items() for _ in range(int(n))]
     generator = torch.Generator(device=device)
     generator.manual_seed(int(seed))
+    model.eval()
+    if settings.strategy == "stream" and not settings.compile:
+        sequences, names = _sample_stream_classes(model, grammar, bos, eos, class_tokens, pending, settings,
+                                                  generator, on_progress, header_allowed, accept, max_redraws)
+    else:
+        sequences, names = _sample_fixed_batches(model, grammar, bos, eos, class_tokens, pending, settings,
+                                                 generator, device, on_progress, header_allowed)
+        if accept is not None:
+            kept = [accept(seq) for seq in sequences]
+            sequences = [seq for seq, ok in zip(sequences, kept, strict=True) if ok]
+            names = [name for name, ok in zip(names, kept, strict=True) if ok]
+    # report in request order: classes in the order of ``counts``
+    order = {name: i for i, name in enumerate(counts)}
+    perm = sorted(range(len(names)), key=lambda i: order[names[i]])
+    return [sequences[i] for i in perm], [names[i] for i in perm]
+
+
+def _sample_stream_classes(
+    model: GPT, grammar: GrammarTables, bos: int, eos: int, class_tokens: Mapping[str, int], pending: list[str],
+    settings: SamplingSettings, generator: torch.Generator, on_progress: Callable[[int], None] | None,
+    header_allowed: Mapping[str, np.ndarray] | None, accept: Callable[[np.ndarray], bool] | None,
+    max_redraws: int,
+) -> tuple[list[np.ndarray], list[str]]:
+    device = grammar.allowed.device
+    # the head over allowed tokens pays on a CPU; a GPU computes the whole head as fast
+    head = SubVocabHead(model.head_weight(), grammar.allowed) if device.type == "cpu" else None
+    header = None
+    header_index: dict[str, int] = {}
+    if header_allowed:
+        header_index = {c: i for i, c in enumerate(header_allowed)}
+        header = torch.from_numpy(np.stack(list(header_allowed.values()))).to(device)
+    # flows drawn so far: the requested ones, then redraws appended while the pool runs
+    flow_names = list(pending)
+    flows = [class_tokens[c] for c in flow_names]
+    flow_header = [header_index[c] for c in flow_names] if header_allowed else None
+    attempt = [0] * len(flows)  # how many times the request behind each flow was redrawn
+    sequences: list[np.ndarray] = []
+    names: list[str] = []
+    unclosed = 0  # flows in a row that reached the context without a place to close them
+    limit = 3 * min(settings.batch_size, len(flows))
+
+    def on_flow(i: int, tokens: np.ndarray | None) -> None:
+        nonlocal unclosed
+        unclosed = unclosed + 1 if tokens is None else 0
+        if unclosed >= limit:
+            raise PytrafgenError("sampling produced no complete flow in 3 batches; the context is too short")
+        if tokens is not None:
+            seq = tokens.astype(np.uint16)
+            if accept is None or accept(seq):
+                sequences.append(seq)
+                names.append(flow_names[i])
+                if on_progress:
+                    on_progress(1)
+                return
+            if attempt[i] >= max_redraws:
+                return  # left out: the caller sees it missing
+        # drawn again in the same pool (a flow without a place to close it always is)
+        flow_names.append(flow_names[i])
+        flows.append(flows[i])
+        attempt.append(attempt[i] + (tokens is not None))
+        if flow_header is not None:
+            flow_header.append(flow_header[i])
+
+    sample_stream(model, grammar, flows, bos, eos, settings, generator, header, flow_header, on_flow, head)
+    return sequences, names
+
+
+def _sample_fixed_batches(
+    model: GPT, grammar: GrammarTables, bos: int, eos: int, class_tokens: Mapping[str, int], pending: list[str],
+    settings: SamplingSettings, generator: torch.Generator, device: torch.device,
+    on_progress: Callable[[int], None] | None, header_allowed: Mapping[str, np.ndarray] | None,
+) -> tuple[list[np.ndarray], list[str]]:
     decode_fn = torch.compile(model.decode, mode="reduce-overhead") if settings.compile else None
     sequences: list[np.ndarray] = []
     names: list[str] = []
     failures = 0
-    model.eval()
     while pending:
         chunk = pending[: settings.batch_size]
         # a fixed batch shape keeps a compiled decode step from recompiling on the last batch
@@ -184,10 +461,8 @@ def sample_classes(
         if on_progress:
             on_progress(len(chunk) - len(retry))
         pending = retry + pending[len(chunk):]
-    # report in request order: classes in the order of ``counts``
-    order = {name: i for i, name in enumerate(counts)}
-    perm = sorted(range(len(names)), key=lambda i: order[names[i]])
-    return [sequences[i] for i in perm], [names[i] for i in perm]
+    return sequences, names
 
 
-__all__ = ["GrammarTables", "SamplingSettings", "draw", "filter_logits", "sample_batch", "sample_classes"]
+__all__ = ["GrammarTables", "SamplingSettings", "SubVocabHead", "cpu_threads", "draw", "filter_logits", "sample_batch",
+           "sample_classes", "sample_stream"]
