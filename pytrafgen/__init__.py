@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version as _distribution_version
+
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.build import build_packets, write_records
 from pytrafgen.capture import PacketTable, iter_pcap, read_pcap, write_pcap
@@ -13,6 +15,9 @@ from pytrafgen.records import FieldRecords
 from pytrafgen.records_from_packets import records_from_packets
 from pytrafgen.tokenizer import Vocabulary, decode, encode_flows
 
+# single source: the version in pyproject.toml, as installed
+__version__ = _distribution_version("pytrafgen")
+
 __all__ = [
     "AddressPlan",
     "CaptureError",
@@ -22,6 +27,7 @@ __all__ = [
     "PytrafgenError",
     "TrafficDataset",
     "Vocabulary",
+    "__version__",
     "assemble_flows",
     "build_packets",
     "decode",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict
 
 import numpy as np
 
@@ -97,13 +98,24 @@ def encode_flows(
     app_offsets: np.ndarray,
     app_tokens: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int, dict[str, int]]: ...
+class DecodedTokens(TypedDict):
+    packets: dict[str, np.ndarray]
+    flows: dict[str, np.ndarray]
+    blob: np.ndarray
+    source_flow: np.ndarray
+    errors: dict[str, int]  # decode error name -> flows that hit it
+    decoded: int
+    first_error: str | None
+    error_flow: int
+    error_pos: int
+
 def decode_tokens(
     tokens: np.ndarray,
     offsets: np.ndarray,
     spec: dict[str, object],
     strict: bool,
     app_decode: Callable[[int, list[int], int], bytes | None] | None,
-) -> dict[str, object]: ...
+) -> DecodedTokens: ...
 def attend_rows(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, scale: float, out: np.ndarray,
     threads: int = 1,

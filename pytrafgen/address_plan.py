@@ -312,9 +312,11 @@ class AddressPlan:
         for g, group in enumerate(groups):
             idx = order[starts[g] : starts[g + 1] if g + 1 < len(starts) else n]
             k, v = divmod(int(group), 8)
+            entry = entries[k]
+            assert entry is not None  # class k has flows in this group, so its entry was looked up
             used: dict[str, AddressPool] = {}
             for role in ROLES:
-                pool = entries[k].pool(role, v)
+                pool = entry.pool(role, v)
                 if pool is None:
                     fallback = self.classes.get(ALL_CLASSES)
                     pool = fallback.pool(role, v) if fallback else None

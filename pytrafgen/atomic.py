@@ -25,7 +25,8 @@ from typing import IO
 from pytrafgen.errors import OutputError
 
 OUTPUT_MARKER = ".pytrafgen-output"
-# the first line of every ``<pcap>.flows.csv`` pytrafgen writes (evaluate/from_records.py)
+# how the first line of every ``<pcap>.flows.csv`` pytrafgen writes starts (flow_labels.py; later
+# versions added columns after these, e.g. record_flow)
 FLOW_LABELS_HEADER = "flow_index,class,proto,client_port,server_port"
 
 # resolved paths the user allowed pytrafgen to replace although it did not write them
@@ -69,9 +70,10 @@ def is_pytrafgen_file(path: Path) -> bool:
     labels = path if path.name.endswith(".flows.csv") else path.with_name(path.name + ".flows.csv")
     try:
         with labels.open() as fh:
-            return fh.readline().strip() == FLOW_LABELS_HEADER
+            header = fh.readline().strip()
     except OSError:
         return False
+    return header == FLOW_LABELS_HEADER or header.startswith(FLOW_LABELS_HEADER + ",")
 
 
 def _force_hint(path: Path, what: str) -> str:

@@ -102,9 +102,9 @@ def _endpoints(records: FieldRecords, plan: AddressPlan | None, addresses: Any,
         return None if value is None else np.ascontiguousarray(value, np.uint8)
 
     out: dict[str, np.ndarray] = {}
-    given_addr = pick("client_addr"), pick("server_addr")
-    if given_addr[0] is not None and given_addr[1] is not None:
-        out["client_addr"], out["server_addr"] = given_addr
+    given_client, given_server = pick("client_addr"), pick("server_addr")
+    if given_client is not None and given_server is not None:
+        out["client_addr"], out["server_addr"] = given_client, given_server
     elif records.client_addr is not None and records.server_addr is not None:
         out["client_addr"] = np.ascontiguousarray(records.client_addr, np.uint8)
         out["server_addr"] = np.ascontiguousarray(records.server_addr, np.uint8)
@@ -146,8 +146,8 @@ def _connection_keys(proto: np.ndarray, client_addr: np.ndarray, client_port: np
     return np.column_stack([proto.astype(np.uint64), low, high])
 
 
-def _distinct_five_tuples(flows: Mapping[str, np.ndarray], ends: Mapping[str, np.ndarray], seed: int
-                          ) -> Mapping[str, np.ndarray]:
+def _distinct_five_tuples(flows: dict[str, np.ndarray], ends: Mapping[str, np.ndarray], seed: int
+                          ) -> dict[str, np.ndarray]:
     """``flows`` with the client port of a flow replaced by a free ephemeral port where its
     5-tuple (either way round) is already another flow's. Generated flows share the few
     addresses of the plan and their ports come from the model, so two of them can collide and

@@ -167,7 +167,7 @@ class PacketTable:
     def empty(cls) -> PacketTable:
         cols = {name: np.zeros((0, 16) if name in ("src", "dst") else 0, dtype)
                 for name, dtype in PACKET_COLUMNS.items()}
-        return cls(**cols)
+        return cls(skipped={}, **cols)
 
     @classmethod
     def concat(cls, tables: Iterable[PacketTable]) -> PacketTable:

@@ -219,7 +219,7 @@ MQTT_REQUESTS = (3, 5, 6, 8, 10)  # types an identifier-carrying answer can foll
 def _mqtt_packets(payload: bytes) -> list[tuple[int, int, int]]:
     """(type, QoS for PUBLISH else 0, offset of the packet identifier or -1) of each control
     packet that starts in ``payload``."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     i = 0
     while i + 2 <= len(payload):
         ptype, flags = payload[i] >> 4, payload[i] & 0x0F

@@ -14,6 +14,7 @@ client_port, server_port, record_flow (index of the record flow it came from).
 from __future__ import annotations
 
 import csv
+import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ def label_built_flows(built: BuiltFrames, records: FieldRecords) -> FlowLabels:
         frame_flow=np.asarray(flows.flow_id, np.int64), frame_class=[names[int(k)] for k in frame_label])
 
 
-def labels_path(capture: str | Path) -> Path:
+def labels_path(capture: str | os.PathLike[str]) -> Path:
     return Path(str(capture) + LABELS_SUFFIX)
 
 

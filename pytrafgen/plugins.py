@@ -94,12 +94,13 @@ class Registry:
     failed: dict[str, str] = field(default_factory=dict)  # plugin name -> why
 
     def table(self, kind: str) -> dict[str, Any]:
-        return {
+        tables: dict[str, dict[str, Any]] = {
             "protocol": self.protocols,
             "tokenizer": self.tokenizers,
             "generator": self.generators,
             "validator": self.validators,
-        }[kind]
+        }
+        return tables[kind]
 
 
 def _env_names(var: str) -> set[str] | None:

@@ -12,10 +12,15 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import Protocol, TextIO
 
-# (done, total): how much of the work is finished; total may be None (unknown) or grow
-ProgressCallback = Callable[[int, "int | None"], None]
+
+class ProgressCallback(Protocol):
+    """``update(done, total=None)``: how much of the work is finished; ``total`` may be None
+    (unknown, or unchanged) or grow."""
+
+    def __call__(self, done: int, total: int | None = None, /) -> None: ...
+
 
 PLAIN_INTERVAL_S = 5.0
 
@@ -97,7 +102,11 @@ def progress_bar(description: str, total: int | None = None, unit: str = "flows"
     """Yield ``update(done, total=None)``; draws a bar with ETA on a terminal, else plain lines."""
     out = stream if stream is not None else sys.stderr
     if not enabled:
-        yield lambda _done, _total=None: None
+
+        def ignore(_done: int, _total: int | None = None) -> None:
+            return None
+
+        yield ignore
         return
     if not out.isatty():
         plain = PlainProgress(description, unit, out, interval_s)
@@ -122,7 +131,10 @@ def progress_bar(description: str, total: int | None = None, unit: str = "flows"
         task = bar.add_task(description, total=total)
 
         def update(done: int, new_total: int | None = None) -> None:
-            bar.update(task, completed=done, **({"total": new_total} if new_total is not None else {}))
+            if new_total is None:
+                bar.update(task, completed=done)
+            else:
+                bar.update(task, completed=done, total=new_total)
 
         yield update
 
@@ -154,12 +166,12 @@ def progress_steps(total: int, enabled: bool = True, description: str = "evaluat
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(file=out), transient=True) as bar:
         task = bar.add_task(description, total=total)
-        started = [False]
+        any_started = [False]
 
         def step(name: str) -> None:
-            if started[0]:
+            if any_started[0]:
                 bar.advance(task)
-            started[0] = True
+            any_started[0] = True
             bar.update(task, description=f"{description}: {name}")
 
         yield step

@@ -6,10 +6,19 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pytrafgen.atomic import OUTPUT_MARKER, allow_replace, atomic_dir, atomic_file
+from pytrafgen.atomic import (
+    OUTPUT_MARKER,
+    allow_replace,
+    atomic_dir,
+    atomic_file,
+    check_output_file,
+    is_pytrafgen_file,
+)
 from pytrafgen.errors import OutputError
+from pytrafgen.flow_labels import FlowLabels, labels_path, write_labels_csv
 
 
 def test_atomic_file_replaces_only_on_success(tmp_path: Path) -> None:
@@ -76,3 +85,23 @@ def test_killed_writer_leaves_no_final_file(tmp_path: Path) -> None:
     leftovers = [p.name for p in tmp_path.iterdir()]
     assert all(name.startswith(".big.pcap.") and name.endswith(".tmp") for name in leftovers)
     assert os.path.getsize(tmp_path / leftovers[0]) == 1000
+
+
+def test_a_capture_with_the_labels_csv_pytrafgen_writes_is_recognised_as_its_own(tmp_path: Path) -> None:
+    """``generate`` replaces its own earlier output without --force: the labels CSV it writes
+    beside a pcap (today's columns, and the five of earlier versions) marks the pair as pytrafgen's."""
+    pcap = tmp_path / "gen.pcap"
+    pcap.write_bytes(b"pcap")
+    assert not is_pytrafgen_file(pcap)
+    one = np.array([6])
+    write_labels_csv(labels_path(pcap), FlowLabels(classes=["syn_flood"], proto=one, client_port=one,
+                                                   server_port=one, record_flow=np.array([0]),
+                                                   frame_flow=np.array([0]), frame_class=["syn_flood"]))
+    assert is_pytrafgen_file(pcap) and is_pytrafgen_file(labels_path(pcap))
+    check_output_file(pcap)  # no OutputError
+    labels_path(pcap).write_text("flow_index,class,proto,client_port,server_port\n0,syn_flood,6,1,80\n")
+    assert is_pytrafgen_file(pcap)
+    labels_path(pcap).write_text("flow_index,class,protocol\n")
+    assert not is_pytrafgen_file(pcap)
+    with pytest.raises(OutputError):
+        check_output_file(pcap)

@@ -2,6 +2,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+import pytrafgen
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -26,3 +31,11 @@ def test_version() -> None:
     proc = _run("--version")
     assert proc.returncode == 0
     assert proc.stdout.startswith("pytrafgen ")
+
+
+def test_version_is_the_one_in_pyproject() -> None:
+    """pyproject.toml is the single source: the package and ``--version`` report what it says."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert pytrafgen.__version__ == project["version"]
+    assert _run("--version").stdout == f"pytrafgen {project['version']}\n"

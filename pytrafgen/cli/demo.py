@@ -114,7 +114,7 @@ def train_default(
     from pytrafgen.atomic import check_output_dir
     from pytrafgen.dataset import TrafficDataset
     from pytrafgen.demo.default import MODEL_SETTINGS, STAGE_STEPS, TOKENIZE_SETTINGS, corpus_dir
-    from pytrafgen.plugins import get_generator
+    from pytrafgen.generators.ar.generator import ARGenerator
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
     check_output_dir(out, force)
@@ -122,12 +122,13 @@ def train_default(
     dataset = work / "dataset"
     tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1, **TOKENIZE_SETTINGS)
     ds = TrafficDataset(dataset)
-    gen = get_generator("ar")()
+    gen = ARGenerator()  # the bundled default is the built-in AR model, whatever a plugin registers
     common = {**MODEL_SETTINGS, "device": device, "quiet": quiet, "checkpoint_dir": work / "checkpoint"}
     for stage, steps in STAGE_STEPS.items():
         gen.fit(ds, {**common, "stage": stage, "steps": steps})
     # what ships: the best weights as float16 (half the bytes, same samples to within rounding);
     # the resumable training state stays in --work
+    assert gen.weights is not None  # fit leaves the best weights
     gen.weights = {name: w.to(torch.float16) if w.is_floating_point() else w for name, w in gen.weights.items()}
     gen.snapshot = None
     gen.save(out)

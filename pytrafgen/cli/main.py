@@ -26,9 +26,9 @@ app = typer.Typer(
 
 def _version_callback(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from pytrafgen import __version__
 
-        typer.echo(f"pytrafgen {version('pytrafgen')}")
+        typer.echo(f"pytrafgen {__version__}")
         raise typer.Exit()
 
 

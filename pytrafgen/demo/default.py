@@ -9,12 +9,22 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TypedDict
 
 from pytrafgen.errors import PytrafgenError
 
+
+class TokenizeSettings(TypedDict):
+    """Keyword arguments of ``tokenize_captures`` the default is made with."""
+
+    payload_cap: int
+    max_flow_packets: int
+    seed: int
+
+
 # Flows are cut into 16-packet flows (one MQTT publish-flood connection becomes many), so
 # every class has flows in every split and almost every flow fits the model's context.
-TOKENIZE_SETTINGS = {"payload_cap": 16, "max_flow_packets": 16, "seed": 0}
+TOKENIZE_SETTINGS: TokenizeSettings = {"payload_cap": 16, "max_flow_packets": 16, "seed": 0}
 
 # The default model: a `tiny`-based shape widened to 192 with a 1024-token context (a whole
 # 16-packet flow), class-conditioned at every position, trained on a 2-core CPU in about 40

@@ -213,9 +213,9 @@ class RuleContext:
             return _empty_stream()
         if not tcp:
             lens = self.col("payload_len")[pkts].astype(np.int64)
-            starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+            offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])
             data = b"".join(self.payload(int(i)) for i in pkts)
-            return DirectionStream(data, pkts.astype(np.int64), starts, False)
+            return DirectionStream(data, pkts.astype(np.int64), offsets, False)
         # Relative sequence numbers (mod 2^32) from the first data segment of this direction;
         # segments more than 2^31 "before" it are earlier data that arrived late.
         seq = self.col("seq")[pkts].astype(np.int64)

@@ -9,6 +9,7 @@ sides, so distances are in units of the real data's spread.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -22,6 +23,25 @@ FEATURE_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 _FLAG_BITS = {"syn": 2, "fin": 1, "rst": 4, "psh": 8, "ack": 16, "urg": 32}
+
+
+class PacketColumns(Protocol):
+    """The packet columns features read: a ``PacketTable`` or an evaluation ``ColumnTable``."""
+
+    wirelen: np.ndarray
+    payload_wirelen: np.ndarray
+    ts_ns: np.ndarray
+    tcp_flags: np.ndarray
+    ttl: np.ndarray
+    window: np.ndarray
+
+
+class FlowColumns(Protocol):
+    """The flow columns features read: a ``FlowTable`` or an evaluation ``ColumnTable``."""
+
+    proto: np.ndarray
+    server_port: np.ndarray
+    client_port: np.ndarray
 
 
 @dataclass
@@ -45,7 +65,7 @@ def _grouped_extreme(flow: np.ndarray, values: np.ndarray, n: int, fn: np.ufunc,
     return np.where(np.isinf(out), 0.0, out)
 
 
-def flow_features(packets: object, flows: object, flow_id: np.ndarray, direction: np.ndarray) -> FlowFeatures:
+def flow_features(packets: PacketColumns, flows: FlowColumns, flow_id: np.ndarray, direction: np.ndarray) -> FlowFeatures:
     """Feature rows for every flow of a (PacketTable, FlowTable) pair."""
     n = len(np.asarray(flows.proto))
     inside = np.flatnonzero(np.asarray(flow_id) >= 0)

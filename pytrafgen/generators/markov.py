@@ -78,8 +78,9 @@ class MarkovGenerator(Generator):
 
     @property
     def trained_classes(self) -> list[str]:
-        present = np.unique(self.tensors["attr_label"]) if self.tensors else []
-        return [self.classes[int(c)] for c in present]
+        if not self.tensors:
+            return []
+        return [self.classes[int(c)] for c in np.unique(self.tensors["attr_label"])]
 
     def fit(self, dataset: Any, settings: Mapping[str, Any] | None = None) -> None:
         self.settings.update(dict(settings or {}))

@@ -13,6 +13,7 @@ import numpy as np
 from pytrafgen.evaluate.context import RuleContext
 from pytrafgen.evaluate.packet_bytes import read_u8
 from pytrafgen.protocols.rules_l3l4 import (
+    Check,
     Indices,
     first_fragment,
     frame_end,
@@ -303,7 +304,7 @@ def service_agreement_tcp(ctx: RuleContext) -> Indices:
     return applicable[opens[applicable]], bad[opens[bad]]
 
 
-TCP_RULES = [
+TCP_RULES: list[tuple[str, str, str, Check]] = [
     ("TCP-001", "packet", "SYN and FIN are not set together", syn_fin),
     ("TCP-002", "packet", "SYN and RST are not set together", syn_rst),
     ("TCP-003", "packet", "at least one flag is set (no null segment)", null_flags),

@@ -174,7 +174,8 @@ def mqtt_connect(client_id: str, user: str = MQTT_USER, password: str = MQTT_PAS
 def mqtt_packets(stream: bytes) -> tuple[list[int], int]:
     """The packet types of the complete MQTT packets at the start of ``stream``, and how many
     bytes they take (the rest is an incomplete packet)."""
-    types, pos = [], 0
+    types: list[int] = []
+    pos = 0
     while pos + 2 <= len(stream):
         length, shift, i = 0, 0, pos + 1
         while True:

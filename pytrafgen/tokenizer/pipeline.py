@@ -164,8 +164,8 @@ def match_labels(files: Sequence[Path], entries: dict[Path, LabelEntry],
     """Each capture's entry: by resolved path (``file`` relative to its manifest's folder), else
     by file name when exactly one entry has that name; a capture with neither is an error."""
     by_name: dict[str, list[LabelEntry]] = {}
-    for entry in entries.values():
-        by_name.setdefault(entry.path.name, []).append(entry)
+    for known in entries.values():
+        by_name.setdefault(known.path.name, []).append(known)
     matched: dict[Path, LabelEntry] = {}
     missing: list[Path] = []
     for f in files:

@@ -215,7 +215,7 @@ class ARGenerator(Generator):
                      top_p: float | None = None, batch_size: int | None = None, device: str | None = None,
                      show_progress: bool | None = None, compile: bool | None = None) -> None:
         """Sampling options for later ``sample`` calls (None keeps the current value)."""
-        given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "batch_size": batch_size,
+        given: dict[str, Any] = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "batch_size": batch_size,
                  "compile": compile}
         self.sampling = replace(self.sampling, **{k: v for k, v in given.items() if v is not None})
         if device is not None and device != self.device:

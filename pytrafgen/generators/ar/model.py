@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -263,7 +264,8 @@ class GPT(nn.Module):
             flow_class = torch.where(positions == 0, self.config.bos_token, class_token)[:, None]
         x = self._embed(idx[:, None], positions[:, None], flow_class)
         for i, block in enumerate(self.blocks):
-            x = block.forward_rows(x, (cache.k[i], cache.v[i]), positions, attend_len, row_kernel)
+            # ModuleList items are typed nn.Module; every item of self.blocks is a Block
+            x = cast(Block, block).forward_rows(x, (cache.k[i], cache.v[i]), positions, attend_len, row_kernel)
         return self.ln_f(x[:, 0, :])
 
     def head_weight(self) -> torch.Tensor:

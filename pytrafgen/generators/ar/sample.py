@@ -408,12 +408,14 @@ def _sample_stream_classes(
         if unclosed >= limit:
             raise PytrafgenError("sampling produced no complete flow in 3 batches; the context is too short")
         if tokens is not None:
+            # every finished flow counts, a rejected one too: the caller's total grows by each
+            # rejection (as with the batch strategy, whose rejected flows come back as requests)
+            if on_progress:
+                on_progress(1)
             seq = tokens.astype(np.uint16)
             if accept is None or accept(seq):
                 sequences.append(seq)
                 names.append(flow_names[i])
-                if on_progress:
-                    on_progress(1)
                 return
             if attempt[i] >= max_redraws:
                 return  # left out: the caller sees it missing

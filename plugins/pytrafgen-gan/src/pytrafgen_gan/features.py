@@ -76,7 +76,7 @@ class FlowEncoding:
         pk = flows.packets
         pos = flows.position_in_flow()
         keep = pos < self.max_len
-        cols = [pk["direction"].astype(np.float32)]
+        cols: list[np.ndarray] = [pk["direction"].astype(np.float32)]
         cols += [((pk["tcp_flags"] >> i) & 1).astype(np.float32) for i in range(FLAG_BITS)]
         cols += [np.log1p(pk["payload_len"].astype(np.float64)) / LOG_LEN_MAX,
                  np.minimum(np.log1p(pk["iat_ns"] / 1e3) / LOG_IAT_MAX, 1.0),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import version
 from typing import Any, ClassVar
 
 from pytrafgen import hookimpl
@@ -17,7 +18,7 @@ from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
 from pytrafgen_http.messages import build_message, message_fields, split_messages
 from pytrafgen_http.tokens import METHODS, TOKEN_NAMES, decode_payload, encode_payload
 
-__version__ = "0.1.0"
+__version__ = version("pytrafgen-http")  # single source: this plugin's pyproject.toml
 
 _REQUEST_STARTS = tuple(m.encode() + b" " for m in METHODS)
 _ANY_REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]* [^\r\n]+ HTTP/[0-9]\.[0-9]\r?\n")

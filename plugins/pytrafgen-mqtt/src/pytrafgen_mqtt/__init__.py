@@ -9,6 +9,7 @@ the compliance rules (``pytrafgen_mqtt.rules``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import version
 from typing import Any, ClassVar
 
 from pytrafgen import hookimpl
@@ -23,7 +24,7 @@ from pytrafgen_mqtt.packets import (
 )
 from pytrafgen_mqtt.tokens import TOKEN_NAMES, decode_payload, encode_payload
 
-__version__ = "0.1.0"
+__version__ = version("pytrafgen-mqtt")  # single source: this plugin's pyproject.toml
 
 
 def _starts_with_connect(payload: bytes) -> bool:
