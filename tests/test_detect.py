@@ -80,6 +80,28 @@ def test_train_run_eval_round_trip(forest: Path, tmp_path: Path) -> None:
     assert (report / "confusion_1.png").stat().st_size > 1000
 
 
+def test_forest_probabilities_equal_scikit_learn(forest: Path) -> None:
+    """The forest's own prediction path gives scikit-learn's probabilities bit for bit,
+    across row-block boundaries and for a single row."""
+    from pytrafgen.detect.model import PREDICT_BLOCK_ROWS
+
+    det = load_detector(forest)
+    rows = []
+    for name in ("http_flood", "benign_coap", "nmap_syn_scan", "slowloris"):
+        table = pytrafgen.read_pcap(CORPUS / f"{name}.pcap")
+        rows.append(det.encode(table, det.header.settings.assemble(table)))
+    x = np.concatenate(rows)
+    x = np.concatenate([x] * (PREDICT_BLOCK_ROWS // len(x) + 2))  # more than one block
+    assert len(x) > PREDICT_BLOCK_ROWS
+    columns = np.asarray(det.model.classes_, np.int64)
+    assert np.array_equal(det.predict_proba(x)[:, columns], det.model.predict_proba(x))
+    assert np.array_equal(det.predict_proba(x[:1])[:, columns], det.model.predict_proba(x[:1]))
+    assert det.predict_proba(x[:0]).shape == (0, len(det.header.classes))
+    missing = x[:3].copy()
+    missing[1, 0] = np.nan  # left to scikit-learn, which routes missing values itself
+    assert np.array_equal(det.predict_proba(missing)[:, columns], det.model.predict_proba(missing))
+
+
 def test_streaming_equals_in_memory(forest: Path) -> None:
     det = load_detector(forest)
     for name in ("benign_mqtt", "http_flood", "benign_coap"):
