@@ -102,6 +102,30 @@ def test_forest_probabilities_equal_scikit_learn(forest: Path) -> None:
     assert np.array_equal(det.predict_proba(missing)[:, columns], det.model.predict_proba(missing))
 
 
+def test_selected_flows_encode_as_in_the_whole_table(forest: Path) -> None:
+    det = load_detector(forest)
+    table = pytrafgen.read_pcap(CORPUS / "benign_mqtt.pcap")
+    flows = det.header.settings.assemble(table)
+    whole = det.encode(table, flows)
+    for select in (np.arange(len(flows))[::3], np.array([len(flows) - 1, 0]), np.zeros(0, np.int64)):
+        assert np.array_equal(det.encode_selected(table, flows, select), whole[select])
+
+
+def test_distinct_rows_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytrafgen.detect import model
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(7, 5)).astype(np.float32)
+    x = base[rng.integers(0, 7, size=200)]
+    x[3, 2] = np.nan
+    rows, inverse = model.distinct_rows(x)
+    assert len(rows) == 8 and np.array_equal(x[rows][inverse].view(np.uint32), x.view(np.uint32))
+    # every hash colliding: unequal rows still stand for themselves
+    monkeypatch.setattr(model, "_ROW_HASH_WEIGHTS", np.zeros(512, np.uint64))
+    rows, inverse = model.distinct_rows(x)
+    assert np.array_equal(x[rows][inverse].view(np.uint32), x.view(np.uint32))
+
+
 def test_streaming_equals_in_memory(forest: Path) -> None:
     det = load_detector(forest)
     for name in ("benign_mqtt", "http_flood", "benign_coap"):

@@ -99,7 +99,7 @@ def iter_verdicts(detector: Detector, path: str | Path, chunk_packets: int = DEF
         done = np.flatnonzero(batch.done)
         if len(done) == 0:
             continue
-        inputs = detector.encode(batch.packets, batch.flows)[done]
+        inputs = detector.encode_selected(batch.packets, batch.flows, done)
         proba = detector.predict_proba(inputs)
         predicted = proba.argmax(axis=1)
         f = batch.flows
