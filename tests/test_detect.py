@@ -111,6 +111,33 @@ def test_selected_flows_encode_as_in_the_whole_table(forest: Path) -> None:
         assert np.array_equal(det.encode_selected(table, flows, select), whole[select])
 
 
+def test_streamed_host_context_equals_the_whole_capture(tmp_path: Path) -> None:
+    """Several clients' flows interleaved in time: the host context a streamed run keeps in its
+    sliding window, chunk by chunk, is the whole capture's."""
+    from pytrafgen.detect.context import whole_capture_context
+    from pytrafgen.detect.run import iter_finished_flows
+
+    parts = [pytrafgen.read_pcap(CORPUS / f"{n}.pcap") for n in ("nmap_version_scan", "benign_http", "http_flood")]
+    step = 0
+    for part in parts:  # bring the captures into one time span so their flows interleave
+        part.ts_ns[:] = part.ts_ns - part.ts_ns.min() + step
+        step += 7_000_000
+    table = pytrafgen.PacketTable.concat(parts)
+    path = tmp_path / "mixed.pcap"
+    pytrafgen.write_pcap(path, table.take(np.argsort(table.ts_ns, kind="stable")))
+    settings = FlowSettings(max_flow_packets=10)
+    table = pytrafgen.read_pcap(path)
+    flows = settings.assemble(table)
+    whole = whole_capture_context(table, flows)
+    assert whole[:, 0].max() > 20 and len(np.unique(np.asarray(flows.client_addr), axis=0)) > 1
+    expected = {int(flows.first_packet[f]): whole[f].tolist() for f in range(len(flows))}
+    for chunk in (23, 500):
+        streamed = {}
+        for batch, done, context in iter_finished_flows(path, settings, chunk_packets=chunk):
+            streamed.update(zip(batch.first_row[done].tolist(), context.tolist(), strict=True))
+        assert streamed == expected, chunk
+
+
 def test_distinct_rows_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     from pytrafgen.detect import model
 

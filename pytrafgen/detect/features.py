@@ -7,7 +7,7 @@ contiguous runs, so the cost is a few passes over the packet columns and no per-
 docs/architecture.md §2). Sizes are whole frames on the wire (``wirelen``), times in seconds.
 A statistic over no packets (e.g. the bwd side of a one-way flow) is 0; a missing
 first-packet value (a window, a payload byte) is −1. Every column is described in
-docs/detect.md. ``pytrafgen.evaluate.features`` is a different, smaller set made for
+docs/detect.md; the last ones are a flow's host context (:mod:`.context`). ``pytrafgen.evaluate.features`` is a different, smaller set made for
 standardised distances (log-compressed); this one feeds tree ensembles, so values stay raw.
 """
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from pytrafgen.detect.context import CONTEXT_NAMES, whole_capture_context
 
 FIRST_PAYLOAD_BYTES = 8
 _STATS = ("min", "max", "mean", "std")
@@ -38,6 +40,7 @@ def _feature_names() -> tuple[str, ...]:
     for side in _SIDES:
         names += [f"first_payload_len_{side}"]
         names += [f"first_payload_{side}_b{k}" for k in range(FIRST_PAYLOAD_BYTES)]
+    names += list(CONTEXT_NAMES)
     return tuple(names)
 
 
@@ -112,10 +115,12 @@ def _first_payload_bytes(packets: Any, rows: np.ndarray) -> tuple[np.ndarray, np
 
 
 def detect_features(packets: Any, flows: Any, flow_id: np.ndarray | None = None,
-                    direction: np.ndarray | None = None) -> np.ndarray:
+                    direction: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
     """(F, len(FEATURE_NAMES)) float32 feature rows, one per flow of ``flows`` (a FlowTable over
     ``packets``, or objects with the same columns, e.g. an EvalSet's ColumnTables; then pass
     the per-packet ``flow_id`` and ``direction``, which a FlowTable carries itself).
+    ``context``: the flows' host-context columns (:mod:`.context`); by default those of
+    ``flows`` as a whole capture.
 
     The array is Fortran-ordered (one feature's values contiguous): writing ~100 columns into
     a row-major array costs more than all the reductions together, and numpy and
@@ -223,6 +228,10 @@ def detect_features(packets: Any, flows: Any, flow_id: np.ndarray | None = None,
             col = np.full(n, -1.0)
             col[owner] = first_bytes[pick, b]
             cols[f"first_payload_{side}_b{b}"] = col
+    if context is None:
+        context = whole_capture_context(packets, flows)
+    for j, name in enumerate(CONTEXT_NAMES):
+        cols[name] = context[:, j]
     out = np.empty((len(FEATURE_NAMES), n), np.float32)
     for j, name in enumerate(FEATURE_NAMES):
         out[j] = cols[name]

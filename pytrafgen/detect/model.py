@@ -83,8 +83,11 @@ class Detector(ABC):
     def encode(self, packets: Any, flows: Any) -> np.ndarray:
         """One input row per flow of ``flows`` (a FlowTable over ``packets``)."""
 
-    def encode_selected(self, packets: Any, flows: Any, select: np.ndarray) -> np.ndarray:
-        """The rows of ``encode`` for the flows ``select`` (indices into ``flows``), in that order."""
+    def encode_selected(self, packets: Any, flows: Any, select: np.ndarray,
+                        context: np.ndarray | None = None) -> np.ndarray:
+        """The rows of ``encode`` for the flows ``select`` (indices into ``flows``), in that
+        order. ``context``: the selected flows' host context when ``flows`` is only part of a
+        capture (a streamed batch; see :mod:`.context`); detectors without it ignore it."""
         return self.encode(packets, flows)[select]
 
     @abstractmethod
@@ -133,18 +136,23 @@ class SklearnDetector(Detector):
 
         return detect_features(packets, flows)
 
-    def encode_selected(self, packets: Any, flows: Any, select: np.ndarray) -> np.ndarray:
+    def encode_selected(self, packets: Any, flows: Any, select: np.ndarray,
+                        context: np.ndarray | None = None) -> np.ndarray:
         """Features of the selected flows only (a streamed run leaves out the flows still open,
         about a third of a batch's): the other flows' packets are marked as in no flow. A
         flow's features depend on its own packets alone, so the rows are those of ``encode``."""
+        from pytrafgen.detect.context import whole_capture_context
         from pytrafgen.detect.features import detect_features
 
         select = np.asarray(select, np.int64)
+        if context is None:
+            context = whole_capture_context(packets, flows)[select]
         renumber = np.full(len(flows) + 1, -1, np.int64)  # flow_id −1 picks the trailing −1
         renumber[select] = np.arange(len(select))
         columns = SimpleNamespace(**{name: np.asarray(getattr(flows, name))[select]
                                      for name in ("proto", "server_port", "client_port", "start_ns", "end_ns")})
-        return detect_features(packets, columns, renumber[np.asarray(flows.flow_id)], np.asarray(flows.direction))
+        return detect_features(packets, columns, renumber[np.asarray(flows.flow_id)], np.asarray(flows.direction),
+                               context)
 
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
         out = np.zeros((len(inputs), len(self.header.classes)))

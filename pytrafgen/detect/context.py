@@ -1,0 +1,114 @@
+"""Host context of a flow: what its client did just before, across flows (Zeek/CICIDS-like
+"connection context"). A scanner opens many flows to many ports, a flood many flows to one
+port, a normal client a few flows to one port; a single flow cannot show which it belongs to.
+
+For flow *i* with client address *c* and start clock *t*, the window is every flow of the same
+capture with client *c* whose first packet came at or before *i*'s first packet (capture
+order) and whose start clock is at least *t* − ``CONTEXT_WINDOW_S``; *i* itself is in it.
+
+* ``ctx_client_flows``: how many flows the window holds;
+* ``ctx_client_port_flows``: how many of them went to *i*'s server port.
+
+The start clock of a flow is the newest packet timestamp read up to its first packet — its
+start time in a capture whose timestamps never go backwards — so the window is a contiguous
+run in capture order and a streamed run (which sees flows in that order, keeping only the
+last window's starts per client) computes exactly what the whole capture gives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+CONTEXT_WINDOW_S = 30.0
+CONTEXT_NAMES: tuple[str, ...] = ("ctx_client_flows", "ctx_client_port_flows")
+
+
+def start_clock(packets: Any, flows: Any) -> np.ndarray:
+    """int64 start clock per flow of a whole capture (see the module docstring)."""
+    ts = np.asarray(packets.ts_ns).astype(np.int64)
+    if len(ts) == 0:
+        return np.zeros(0, np.int64)
+    return np.maximum.accumulate(ts)[np.asarray(flows.first_packet, np.int64)]
+
+
+def _group_ids(*columns: np.ndarray) -> np.ndarray:
+    """One int64 id per row for equal rows of the given byte-viewable columns."""
+    joined = np.concatenate([np.ascontiguousarray(c).reshape(len(c), -1).view(np.uint8) for c in columns], axis=1)
+    joined = np.ascontiguousarray(joined)
+    keys = joined.view(np.dtype((np.void, joined.shape[1]))).ravel()
+    return np.unique(keys, return_inverse=True)[1].ravel().astype(np.int64)
+
+
+def _window_counts(group: np.ndarray, clock: np.ndarray, order: np.ndarray, window_ns: int) -> np.ndarray:
+    """Per row: rows of its group with ``order`` ≤ its own and ``clock`` ≥ its own − window
+    (``clock`` must not decrease with ``order``)."""
+    n = len(group)
+    sort = np.lexsort((order, group))
+    levels = np.unique(clock)
+    rank = np.searchsorted(levels, clock)
+    low_rank = np.searchsorted(levels, clock - window_ns)  # first level ≥ clock − window
+    scale = len(levels) + 1
+    key = group * scale + rank
+    sorted_key = key[sort]
+    position = np.empty(n, np.int64)
+    position[sort] = np.arange(n)
+    low = np.searchsorted(sorted_key, group * scale + low_rank, side="left")
+    return position - low + 1
+
+
+def context_features(client_addr: np.ndarray, server_port: np.ndarray, clock: np.ndarray,
+                     order: np.ndarray, window_s: float = CONTEXT_WINDOW_S) -> np.ndarray:
+    """(n, len(CONTEXT_NAMES)) float64 context of every given flow among the given flows
+    (client address (n, 16) bytes, server port, start clock ns, capture order)."""
+    if len(clock) == 0:
+        return np.zeros((0, len(CONTEXT_NAMES)))
+    window_ns = round(window_s * 1e9)
+    client = _group_ids(client_addr)
+    client_port = _group_ids(client_addr, np.asarray(server_port).astype(np.uint16))
+    return np.stack([_window_counts(client, clock, order, window_ns),
+                     _window_counts(client_port, clock, order, window_ns)], axis=1).astype(np.float64)
+
+
+def whole_capture_context(packets: Any, flows: Any) -> np.ndarray:
+    """Context features of every flow of a whole capture."""
+    return context_features(np.asarray(flows.client_addr), np.asarray(flows.server_port),
+                            start_clock(packets, flows), np.asarray(flows.first_packet, np.int64))
+
+
+class ContextWindow:
+    """Context features of a streamed capture: the starts (client, server port, clock, first
+    row) of the flows seen, kept while a flow still to be classified may have them in its
+    window — flows started at most CONTEXT_WINDOW_S before the oldest open flow's start."""
+
+    def __init__(self, window_s: float = CONTEXT_WINDOW_S) -> None:
+        self.window_s = window_s
+        self.window_ns = round(window_s * 1e9)
+        self.client = np.zeros((0, 16), np.uint8)
+        self.port = np.zeros(0, np.int64)
+        self.clock = np.zeros(0, np.int64)
+        self.row = np.zeros(0, np.int64)
+
+    def add(self, client: np.ndarray, port: np.ndarray, clock: np.ndarray, row: np.ndarray) -> None:
+        """Flows seen for the first time."""
+        self.client = np.concatenate([self.client, np.asarray(client, np.uint8).reshape(-1, 16)])
+        self.port = np.concatenate([self.port, np.asarray(port, np.int64)])
+        self.clock = np.concatenate([self.clock, np.asarray(clock, np.int64)])
+        self.row = np.concatenate([self.row, np.asarray(row, np.int64)])
+
+    def features(self, row: np.ndarray) -> np.ndarray:
+        """Context of flows already added, by first row."""
+        values = context_features(self.client, self.port, self.clock, self.row, self.window_s)
+        where = np.searchsorted(self.row, row, sorter=np.argsort(self.row))
+        return values[np.argsort(self.row)[where]]
+
+    def forget_before(self, oldest_open_clock: int) -> None:
+        """Drop starts no flow still to come can have in its window."""
+        keep = self.clock >= oldest_open_clock - self.window_ns
+        self.client, self.port, self.clock, self.row = (self.client[keep], self.port[keep], self.clock[keep],
+                                                        self.row[keep])
+
+
+__all__ = ["CONTEXT_NAMES", "CONTEXT_WINDOW_S", "ContextWindow", "context_features", "start_clock",
+           "whole_capture_context"]
