@@ -6,8 +6,8 @@ For flow *i* with client address *c* and start clock *t*, the window is every fl
 capture with client *c* whose first packet came at or before *i*'s first packet (capture
 order) and whose start clock is at least *t* − ``CONTEXT_WINDOW_S``; *i* itself is in it.
 
-* ``ctx_client_flows``: how many flows the window holds;
-* ``ctx_client_port_flows``: how many of them went to *i*'s server port.
+* ``ctx_client_flows``: how many flows the window holds, as ⌊log2 count⌋;
+* ``ctx_client_port_flows``: how many of them went to *i*'s server port, as ⌊log2 count⌋.
 
 The start clock of a flow is the newest packet timestamp read up to its first packet — its
 start time in a capture whose timestamps never go backwards — so the window is a contiguous
@@ -67,8 +67,12 @@ def context_features(client_addr: np.ndarray, server_port: np.ndarray, clock: np
     window_ns = round(window_s * 1e9)
     client = _group_ids(client_addr)
     client_port = _group_ids(client_addr, np.asarray(server_port).astype(np.uint16))
-    return np.stack([_window_counts(client, clock, order, window_ns),
-                     _window_counts(client_port, clock, order, window_ns)], axis=1).astype(np.float64)
+    counts = np.stack([_window_counts(client, clock, order, window_ns),
+                       _window_counts(client_port, clock, order, window_ns)], axis=1)
+    # ⌊log2 count⌋: the scale is what separates a scan, a flood and a client; exact counts
+    # would also make every flood flow's feature row distinct, and `detect run` predicts each
+    # distinct row once
+    return np.floor(np.log2(counts)).astype(np.float64)
 
 
 def whole_capture_context(packets: Any, flows: Any) -> np.ndarray:
@@ -78,9 +82,11 @@ def whole_capture_context(packets: Any, flows: Any) -> np.ndarray:
 
 
 class ContextWindow:
-    """Context features of a streamed capture: the starts (client, server port, clock, first
-    row) of the flows seen, kept while a flow still to be classified may have them in its
-    window — flows started at most CONTEXT_WINDOW_S before the oldest open flow's start."""
+    """Context features of a streamed capture. A flow's window holds only flows whose first
+    packet came no later than its own, so its context is final once its first packet is read:
+    it is computed then, from the starts (client, server port, clock, first row) of the flows
+    begun within the last CONTEXT_WINDOW_S of the newest clock, and kept until the flow is
+    classified. Memory: the last window's flow starts plus one pair of values per open flow."""
 
     def __init__(self, window_s: float = CONTEXT_WINDOW_S) -> None:
         self.window_s = window_s
@@ -89,25 +95,36 @@ class ContextWindow:
         self.port = np.zeros(0, np.int64)
         self.clock = np.zeros(0, np.int64)
         self.row = np.zeros(0, np.int64)
+        self.pending_row = np.zeros(0, np.int64)  # flows added, not yet taken, by first row
+        self.pending = np.zeros((0, len(CONTEXT_NAMES)))
 
     def add(self, client: np.ndarray, port: np.ndarray, clock: np.ndarray, row: np.ndarray) -> None:
-        """Flows seen for the first time."""
+        """Flows seen for the first time (their first packets in capture order after all
+        flows added before)."""
+        if len(row) == 0:
+            return
         self.client = np.concatenate([self.client, np.asarray(client, np.uint8).reshape(-1, 16)])
         self.port = np.concatenate([self.port, np.asarray(port, np.int64)])
         self.clock = np.concatenate([self.clock, np.asarray(clock, np.int64)])
         self.row = np.concatenate([self.row, np.asarray(row, np.int64)])
-
-    def features(self, row: np.ndarray) -> np.ndarray:
-        """Context of flows already added, by first row."""
         values = context_features(self.client, self.port, self.clock, self.row, self.window_s)
-        where = np.searchsorted(self.row, row, sorter=np.argsort(self.row))
-        return values[np.argsort(self.row)[where]]
-
-    def forget_before(self, oldest_open_clock: int) -> None:
-        """Drop starts no flow still to come can have in its window."""
-        keep = self.clock >= oldest_open_clock - self.window_ns
+        added = len(row)
+        self.pending_row = np.concatenate([self.pending_row, self.row[-added:]])
+        self.pending = np.concatenate([self.pending, values[-added:]])
+        # flows still to come start at the newest clock or later
+        keep = self.clock >= int(self.clock.max()) - self.window_ns
         self.client, self.port, self.clock, self.row = (self.client[keep], self.port[keep], self.clock[keep],
                                                         self.row[keep])
+
+    def take(self, row: np.ndarray) -> np.ndarray:
+        """Context of flows added before, by first row; they are forgotten."""
+        sort = np.argsort(self.pending_row, kind="stable")
+        at = sort[np.searchsorted(self.pending_row, row, sorter=sort)]
+        values = self.pending[at]
+        keep = np.ones(len(self.pending_row), bool)
+        keep[at] = False
+        self.pending_row, self.pending = self.pending_row[keep], self.pending[keep]
+        return values
 
 
 __all__ = ["CONTEXT_NAMES", "CONTEXT_WINDOW_S", "ContextWindow", "context_features", "start_clock",

@@ -106,12 +106,7 @@ def iter_finished_flows(path: str | Path, settings: FlowSettings, chunk_packets:
         done = np.flatnonzero(batch.done)
         if len(done) == 0:
             continue
-        context = window.features(batch.first_row[done])
-        # flows still to be classified start no earlier than the oldest open one or the newest read
-        still_open = batch.start_clock[~batch.done]
-        newest = int(batch.start_clock.max())
-        window.forget_before(min(int(still_open.min()), newest) if len(still_open) else newest)
-        yield batch, done, context
+        yield batch, done, window.take(batch.first_row[done])
 
 
 def iter_verdicts(detector: Detector, path: str | Path, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
