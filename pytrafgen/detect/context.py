@@ -33,29 +33,23 @@ def start_clock(packets: Any, flows: Any) -> np.ndarray:
     return np.maximum.accumulate(ts)[np.asarray(flows.first_packet, np.int64)]
 
 
-def _group_ids(*columns: np.ndarray) -> np.ndarray:
-    """One int64 id per row for equal rows of the given byte-viewable columns."""
-    joined = np.concatenate([np.ascontiguousarray(c).reshape(len(c), -1).view(np.uint8) for c in columns], axis=1)
-    joined = np.ascontiguousarray(joined)
-    keys = joined.view(np.dtype((np.void, joined.shape[1]))).ravel()
-    return np.unique(keys, return_inverse=True)[1].ravel().astype(np.int64)
-
-
-def _window_counts(group: np.ndarray, clock: np.ndarray, order: np.ndarray, window_ns: int) -> np.ndarray:
-    """Per row: rows of its group with ``order`` ≤ its own and ``clock`` ≥ its own − window
-    (``clock`` must not decrease with ``order``)."""
-    n = len(group)
-    sort = np.lexsort((order, group))
-    levels = np.unique(clock)
-    rank = np.searchsorted(levels, clock)
-    low_rank = np.searchsorted(levels, clock - window_ns)  # first level ≥ clock − window
-    scale = len(levels) + 1
-    key = group * scale + rank
-    sorted_key = key[sort]
+def _window_counts(keys: list[np.ndarray], order: np.ndarray, rank: np.ndarray, low_rank: np.ndarray) -> np.ndarray:
+    """Per row: rows with the same ``keys`` values, ``order`` ≤ its own and clock rank ≥ its
+    ``low_rank`` (ranks must not decrease with ``order``)."""
+    n = len(order)
+    sort = np.lexsort((order, *keys))  # by group, then capture order
+    change = np.zeros(n, bool)
+    change[0] = True
+    for key in keys:
+        k = key[sort]
+        change[1:] |= k[1:] != k[:-1]
+    group = np.empty(n, np.int64)
+    group[sort] = np.cumsum(change) - 1
+    scale = n + 1
+    sorted_key = (group * scale + rank)[sort]  # nondecreasing: groups, then ranks within one
     position = np.empty(n, np.int64)
     position[sort] = np.arange(n)
-    low = np.searchsorted(sorted_key, group * scale + low_rank, side="left")
-    return position - low + 1
+    return position - np.searchsorted(sorted_key, group * scale + low_rank, side="left") + 1
 
 
 def context_features(client_addr: np.ndarray, server_port: np.ndarray, clock: np.ndarray,
@@ -65,10 +59,15 @@ def context_features(client_addr: np.ndarray, server_port: np.ndarray, clock: np
     if len(clock) == 0:
         return np.zeros((0, len(CONTEXT_NAMES)))
     window_ns = round(window_s * 1e9)
-    client = _group_ids(client_addr)
-    client_port = _group_ids(client_addr, np.asarray(server_port).astype(np.uint16))
-    counts = np.stack([_window_counts(client, clock, order, window_ns),
-                       _window_counts(client_port, clock, order, window_ns)], axis=1)
+    clock = np.asarray(clock, np.int64)
+    by_order = np.argsort(order, kind="stable")
+    clock_in_order = clock[by_order]  # nondecreasing: the clock never runs backwards
+    rank = np.searchsorted(clock_in_order, clock, side="left")
+    low_rank = np.searchsorted(clock_in_order, clock - window_ns, side="left")  # first start in the window
+    address = np.ascontiguousarray(client_addr, dtype=np.uint8).reshape(-1, 16).view(np.uint64)
+    client = [address[:, 0], address[:, 1]]
+    counts = np.stack([_window_counts(client, order, rank, low_rank),
+                       _window_counts([*client, np.asarray(server_port, np.int64)], order, rank, low_rank)], axis=1)
     # ⌊log2 count⌋: the scale is what separates a scan, a flood and a client; exact counts
     # would also make every flood flow's feature row distinct, and `detect run` predicts each
     # distinct row once
