@@ -80,6 +80,79 @@ def test_train_run_eval_round_trip(forest: Path, tmp_path: Path) -> None:
     assert (report / "confusion_1.png").stat().st_size > 1000
 
 
+def test_forest_probabilities_equal_scikit_learn(forest: Path) -> None:
+    """The forest's own prediction path gives scikit-learn's probabilities bit for bit,
+    across row-block boundaries and for a single row."""
+    from pytrafgen.detect.model import PREDICT_BLOCK_ROWS
+
+    det = load_detector(forest)
+    rows = []
+    for name in ("http_flood", "benign_coap", "nmap_syn_scan", "slowloris"):
+        table = pytrafgen.read_pcap(CORPUS / f"{name}.pcap")
+        rows.append(det.encode(table, det.header.settings.assemble(table)))
+    x = np.concatenate(rows)
+    x = np.concatenate([x] * (PREDICT_BLOCK_ROWS // len(x) + 2))  # more than one block
+    assert len(x) > PREDICT_BLOCK_ROWS
+    columns = np.asarray(det.model.classes_, np.int64)
+    assert np.array_equal(det.predict_proba(x)[:, columns], det.model.predict_proba(x))
+    assert np.array_equal(det.predict_proba(x[:1])[:, columns], det.model.predict_proba(x[:1]))
+    assert det.predict_proba(x[:0]).shape == (0, len(det.header.classes))
+    missing = x[:3].copy()
+    missing[1, 0] = np.nan  # left to scikit-learn, which routes missing values itself
+    assert np.array_equal(det.predict_proba(missing)[:, columns], det.model.predict_proba(missing))
+
+
+def test_selected_flows_encode_as_in_the_whole_table(forest: Path) -> None:
+    det = load_detector(forest)
+    table = pytrafgen.read_pcap(CORPUS / "benign_mqtt.pcap")
+    flows = det.header.settings.assemble(table)
+    whole = det.encode(table, flows)
+    for select in (np.arange(len(flows))[::3], np.array([len(flows) - 1, 0]), np.zeros(0, np.int64)):
+        assert np.array_equal(det.encode_selected(table, flows, select), whole[select])
+
+
+def test_streamed_host_context_equals_the_whole_capture(tmp_path: Path) -> None:
+    """Several clients' flows interleaved in time: the host context a streamed run keeps in its
+    sliding window, chunk by chunk, is the whole capture's."""
+    from pytrafgen.detect.context import whole_capture_context
+    from pytrafgen.detect.run import iter_finished_flows
+
+    parts = [pytrafgen.read_pcap(CORPUS / f"{n}.pcap") for n in ("nmap_version_scan", "benign_http", "http_flood")]
+    step = 0
+    for part in parts:  # bring the captures into one time span so their flows interleave
+        part.ts_ns[:] = part.ts_ns - part.ts_ns.min() + step
+        step += 7_000_000
+    table = pytrafgen.PacketTable.concat(parts)
+    path = tmp_path / "mixed.pcap"
+    pytrafgen.write_pcap(path, table.take(np.argsort(table.ts_ns, kind="stable")))
+    settings = FlowSettings(max_flow_packets=10)
+    table = pytrafgen.read_pcap(path)
+    flows = settings.assemble(table)
+    whole = whole_capture_context(table, flows)
+    assert whole[:, 0].max() > 4 and len(np.unique(np.asarray(flows.client_addr), axis=0)) > 1
+    expected = {int(flows.first_packet[f]): whole[f].tolist() for f in range(len(flows))}
+    for chunk in (23, 500):
+        streamed = {}
+        for batch, done, context in iter_finished_flows(path, settings, chunk_packets=chunk):
+            streamed.update(zip(batch.first_row[done].tolist(), context.tolist(), strict=True))
+        assert streamed == expected, chunk
+
+
+def test_distinct_rows_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytrafgen.detect import model
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(7, 5)).astype(np.float32)
+    x = base[rng.integers(0, 7, size=200)]
+    x[3, 2] = np.nan
+    rows, inverse = model.distinct_rows(x)
+    assert len(rows) == 8 and np.array_equal(x[rows][inverse].view(np.uint32), x.view(np.uint32))
+    # every hash colliding: unequal rows still stand for themselves
+    monkeypatch.setattr(model, "_ROW_HASH_WEIGHTS", np.zeros(512, np.uint64))
+    rows, inverse = model.distinct_rows(x)
+    assert np.array_equal(x[rows][inverse].view(np.uint32), x.view(np.uint32))
+
+
 def test_streaming_equals_in_memory(forest: Path) -> None:
     det = load_detector(forest)
     for name in ("benign_mqtt", "http_flood", "benign_coap"):

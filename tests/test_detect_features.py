@@ -12,6 +12,7 @@ import pytest
 
 import pytrafgen
 from pytrafgen.demo.default import corpus_dir
+from pytrafgen.detect.context import CONTEXT_WINDOW_S
 from pytrafgen.detect.data import FlowSettings
 from pytrafgen.detect.features import FEATURE_NAMES, FIRST_PAYLOAD_BYTES, detect_features
 
@@ -92,7 +93,24 @@ def _reference(table: pytrafgen.PacketTable, flows: object, f: int) -> dict[str,
         for k in range(FIRST_PAYLOAD_BYTES):
             ref[f"first_payload_{side}_b{k}"] = first[k] if k < len(first) else -1
     ref["first_icmp_type"] = pkts[0]["icmp"]
+    ref.update(_context_reference(table, flows, f))
     return ref
+
+
+def _context_reference(table: pytrafgen.PacketTable, flows: object, f: int) -> dict[str, float]:
+    """Host context of flow ``f`` by its definition, flow by flow in plain Python."""
+    ts = [int(t) for t in table.ts_ns]
+    first = [int(p) for p in flows.first_packet]
+
+    def clock(g: int) -> int:
+        return max(ts[: first[g] + 1])
+
+    client = bytes(flows.client_addr[f])
+    window = [g for g in range(len(first)) if bytes(flows.client_addr[g]) == client and first[g] <= first[f]
+              and clock(g) >= clock(f) - CONTEXT_WINDOW_S * 1e9]
+    same_port = sum(int(flows.server_port[g]) == int(flows.server_port[f]) for g in window)
+    return {"ctx_client_flows": math.floor(math.log2(len(window))),
+            "ctx_client_port_flows": math.floor(math.log2(same_port))}
 
 
 @pytest.mark.parametrize("name", ["benign_http", "benign_mqtt", "udp_flood", "nmap_version_scan", "benign_coap"])

@@ -7,7 +7,7 @@ contiguous runs, so the cost is a few passes over the packet columns and no per-
 docs/architecture.md §2). Sizes are whole frames on the wire (``wirelen``), times in seconds.
 A statistic over no packets (e.g. the bwd side of a one-way flow) is 0; a missing
 first-packet value (a window, a payload byte) is −1. Every column is described in
-docs/detect.md. ``pytrafgen.evaluate.features`` is a different, smaller set made for
+docs/detect.md; the last ones are a flow's host context (:mod:`.context`). ``pytrafgen.evaluate.features`` is a different, smaller set made for
 standardised distances (log-compressed); this one feeds tree ensembles, so values stay raw.
 """
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from pytrafgen.detect.context import CONTEXT_NAMES, whole_capture_context
 
 FIRST_PAYLOAD_BYTES = 8
 _STATS = ("min", "max", "mean", "std")
@@ -38,6 +40,7 @@ def _feature_names() -> tuple[str, ...]:
     for side in _SIDES:
         names += [f"first_payload_len_{side}"]
         names += [f"first_payload_{side}_b{k}" for k in range(FIRST_PAYLOAD_BYTES)]
+    names += list(CONTEXT_NAMES)
     return tuple(names)
 
 
@@ -54,14 +57,16 @@ class _Segments:
         else:
             self.starts = np.zeros(0, np.int64)
         self.groups = keys[self.starts]
-        self.count = np.zeros(n_groups)
-        self.count[self.groups] = np.diff(np.r_[self.starts, len(keys)])
+        self.count = np.bincount(keys, minlength=n_groups).astype(np.float64)
+        self.dense = len(self.starts) == n_groups  # every group has values: no scatter needed
 
     def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
-        """Per group (rows of ``values``, 1-D or 2-D); 0 for a group without values."""
-        out = np.zeros((self.n, *values.shape[1:]))
+        """Per group (1-D ``values``); 0 for a group without values."""
+        if self.dense:
+            return ufunc.reduceat(values, self.starts).astype(np.float64, copy=False)
+        out = np.zeros(self.n)
         if len(self.starts):
-            out[self.groups] = ufunc.reduceat(values, self.starts, axis=0)
+            out[self.groups] = ufunc.reduceat(values, self.starts)
         return out
 
     def first(self, values: np.ndarray, missing: float = -1.0) -> np.ndarray:
@@ -71,14 +76,18 @@ class _Segments:
 
     def stats(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """min, max, mean, std of ``values`` per group (0 for a group without values)."""
-        count = self.count
-        s, sq = self.reduce(np.add, values), self.reduce(np.add, values * values)
-        lo, hi = self.reduce(np.minimum, values), self.reduce(np.maximum, values)
-        has = count > 0
-        mean = np.divide(s, count, out=np.zeros(self.n), where=has)
-        var = np.divide(sq, count, out=np.zeros(self.n), where=has) - mean * mean
-        return {"min": np.where(has, lo, 0.0), "max": np.where(has, hi, 0.0), "mean": mean,
-                "std": np.sqrt(np.maximum(var, 0.0))}
+        return _moments(self.count, self.reduce(np.add, values), self.reduce(np.add, values * values),
+                        self.reduce(np.minimum, values), self.reduce(np.maximum, values))
+
+
+def _moments(count: np.ndarray, s: np.ndarray, sq: np.ndarray, lo: np.ndarray,
+             hi: np.ndarray) -> dict[str, np.ndarray]:
+    """min, max, mean, population std from per-group count, sum, sum of squares, min, max."""
+    has = count > 0
+    mean = np.divide(s, count, out=np.zeros(len(count)), where=has)
+    var = np.divide(sq, count, out=np.zeros(len(count)), where=has) - mean * mean
+    return {"min": np.where(has, lo, 0.0), "max": np.where(has, hi, 0.0), "mean": mean,
+            "std": np.sqrt(np.maximum(var, 0.0))}
 
 
 def _iat_stats(keys: np.ndarray, ts: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
@@ -106,35 +115,46 @@ def _first_payload_bytes(packets: Any, rows: np.ndarray) -> tuple[np.ndarray, np
 
 
 def detect_features(packets: Any, flows: Any, flow_id: np.ndarray | None = None,
-                    direction: np.ndarray | None = None) -> np.ndarray:
+                    direction: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
     """(F, len(FEATURE_NAMES)) float32 feature rows, one per flow of ``flows`` (a FlowTable over
     ``packets``, or objects with the same columns, e.g. an EvalSet's ColumnTables; then pass
-    the per-packet ``flow_id`` and ``direction``, which a FlowTable carries itself)."""
+    the per-packet ``flow_id`` and ``direction``, which a FlowTable carries itself).
+    ``context``: the flows' host-context columns (:mod:`.context`); by default those of
+    ``flows`` as a whole capture.
+
+    The array is Fortran-ordered (one feature's values contiguous): writing ~100 columns into
+    a row-major array costs more than all the reductions together, and numpy and
+    scikit-learn take either order."""
     n = len(np.asarray(flows.proto))
     flow_id = np.asarray(flows.flow_id if flow_id is None else flow_id)
     direction = np.asarray(flows.direction if direction is None else direction)
     inside = np.flatnonzero(flow_id >= 0)
     by_flow = inside[np.argsort(flow_id[inside], kind="stable")]  # capture order within a flow
     f = flow_id[by_flow].astype(np.int64)
-    d = direction[by_flow].astype(np.int64)
-    side_key = f * 2 + d
+    side_key = f * 2 + direction[by_flow].astype(np.int64)
     by_side_pos = np.argsort(side_key, kind="stable")
     by_side = by_flow[by_side_pos]
     k = side_key[by_side_pos]
 
-    per_flow = _Segments(f, n)
+    # Sums of integer-valued columns are exact in float64 in any order, so they are bincounts
+    # over the (flow, side) key; a flow's sum is the sum of its two sides. Only min/max, the
+    # gaps and "first" values need the sorted runs.
     per_side = _Segments(k, 2 * n)
-    wirelen = np.asarray(packets.wirelen)
     ts = np.asarray(packets.ts_ns).astype(np.int64)
-    size_f, size_s = wirelen[by_flow].astype(np.float64), wirelen[by_side].astype(np.float64)
+    size_s = np.asarray(packets.wirelen)[by_side].astype(np.float64)
     payload_s = np.asarray(packets.payload_wirelen)[by_side].astype(np.float64)
     header_s = (np.asarray(packets.payload_off)[by_side].astype(np.float64)
                 - np.asarray(packets.l3_off)[by_side].astype(np.float64))
-    flags_f = np.asarray(packets.tcp_flags)[by_flow].astype(np.int64)
-    flags_s = np.asarray(packets.tcp_flags)[by_side].astype(np.int64)
+    flags_s = np.asarray(packets.tcp_flags)[by_side]
+
+    def side_sum(values: np.ndarray) -> np.ndarray:
+        return np.bincount(k, weights=values, minlength=2 * n)
 
     def sides(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return values[0::2], values[1::2]
+
+    def both(values: np.ndarray) -> np.ndarray:
+        return values[0::2] + values[1::2]
 
     cols: dict[str, np.ndarray] = {}
     cols["proto"] = np.asarray(flows.proto).astype(np.float64)
@@ -143,19 +163,27 @@ def detect_features(packets: Any, flows: Any, flow_id: np.ndarray | None = None,
     duration = (np.asarray(flows.end_ns).astype(np.int64) - np.asarray(flows.start_ns).astype(np.int64)) / 1e9
     cols["duration_s"] = duration
     cols["packets_fwd"], cols["packets_bwd"] = sides(per_side.count)
-    cols["bytes_fwd"], cols["bytes_bwd"] = sides(per_side.reduce(np.add, size_s))
-    cols["payload_bytes_fwd"], cols["payload_bytes_bwd"] = sides(per_side.reduce(np.add, payload_s))
-    cols["data_packets_fwd"], cols["data_packets_bwd"] = sides(per_side.reduce(np.add, (payload_s > 0) * 1.0))
-    cols["header_bytes_fwd"], cols["header_bytes_bwd"] = sides(per_side.reduce(np.add, header_s))
+    size_sum = side_sum(size_s)
+    cols["bytes_fwd"], cols["bytes_bwd"] = sides(size_sum)
+    cols["payload_bytes_fwd"], cols["payload_bytes_bwd"] = sides(side_sum(payload_s))
+    cols["data_packets_fwd"], cols["data_packets_bwd"] = sides(side_sum(payload_s > 0))
+    cols["header_bytes_fwd"], cols["header_bytes_bwd"] = sides(side_sum(header_s))
     total_bytes = cols["bytes_fwd"] + cols["bytes_bwd"]
+    flow_count = both(per_side.count)
     seconds = np.where(duration > 0, duration, np.nan)
     cols["bytes_per_s"] = np.nan_to_num(total_bytes / seconds, nan=0.0)
-    cols["packets_per_s"] = np.nan_to_num(per_flow.count / seconds, nan=0.0)
+    cols["packets_per_s"] = np.nan_to_num(flow_count / seconds, nan=0.0)
     cols["down_up_ratio"] = np.divide(cols["packets_bwd"], cols["packets_fwd"], out=np.zeros(n),
                                       where=cols["packets_fwd"] > 0)
 
-    side_stats = per_side.stats(size_s)
-    for name, values in per_flow.stats(size_f).items():
+    size_sq = side_sum(size_s * size_s)
+    lo, hi = per_side.reduce(np.minimum, size_s), per_side.reduce(np.maximum, size_s)
+    side_stats = _moments(per_side.count, size_sum, size_sq, lo, hi)
+    # a side without packets has min = max = 0 and must not win the flow's min
+    lo_fwd, lo_bwd = sides(np.where(per_side.count > 0, lo, np.inf))
+    flow_stats = _moments(flow_count, both(size_sum), both(size_sq), np.minimum(lo_fwd, lo_bwd),
+                          np.maximum(*sides(hi)))
+    for name, values in flow_stats.items():
         cols[f"pkt_len_all_{name}"] = values
         cols[f"pkt_len_fwd_{name}"], cols[f"pkt_len_bwd_{name}"] = sides(side_stats[name])
 
@@ -164,25 +192,26 @@ def detect_features(packets: Any, flows: Any, flow_id: np.ndarray | None = None,
         cols[f"iat_all_{name}"] = values
         cols[f"iat_fwd_{name}"], cols[f"iat_bwd_{name}"] = sides(side_iat[name])
 
-    # all flag counts in one reduction over a (packets, flags) 0/1 matrix
-    bits = np.array([bit for _, bit in _FLAGS])
-    counts = per_flow.reduce(np.add, ((flags_f[:, None] & bits) != 0).astype(np.float64))
-    for j, (flag, _) in enumerate(_FLAGS):
-        cols[f"{flag}_count"] = counts[:, j]
-    side_bits = np.array([8, 2, 4])
-    counts = per_side.reduce(np.add, ((flags_s[:, None] & side_bits) != 0).astype(np.float64))
-    for j, flag in enumerate(("psh", "syn", "rst")):
-        cols[f"{flag}_fwd"], cols[f"{flag}_bwd"] = sides(counts[:, j])
+    for flag, bit in _FLAGS:
+        counts = side_sum((flags_s & bit) != 0)
+        cols[f"{flag}_count"] = both(counts)
+        if flag in ("psh", "syn", "rst"):
+            cols[f"{flag}_fwd"], cols[f"{flag}_bwd"] = sides(counts)
 
     is_tcp = np.asarray(packets.proto)[by_side] == 6
     window = np.where(is_tcp, np.asarray(packets.window)[by_side].astype(np.float64), -1.0)
     cols["init_win_fwd"], cols["init_win_bwd"] = sides(per_side.first(window))
-    ttl_sum = per_side.reduce(np.add, np.asarray(packets.ttl)[by_side].astype(np.float64))
+    ttl_sum = side_sum(np.asarray(packets.ttl)[by_side])
     ttl_mean = np.divide(ttl_sum, per_side.count, out=np.zeros(2 * n), where=per_side.count > 0)
     cols["ttl_fwd"], cols["ttl_bwd"] = sides(ttl_mean)
-    proto_f = np.asarray(packets.proto)[by_flow]
-    icmp = np.where(np.isin(proto_f, (1, 58)), np.asarray(packets.icmp_type)[by_flow].astype(np.float64), -1.0)
-    cols["first_icmp_type"] = per_flow.first(icmp)
+    # a flow's first packet in capture order is its first in by_flow order
+    per_flow = _Segments(f, n)
+    first_row = by_flow[per_flow.starts]
+    proto_first = np.asarray(packets.proto)[first_row]
+    icmp = np.full(n, -1.0)
+    icmp[per_flow.groups] = np.where(np.isin(proto_first, (1, 58)),
+                           np.asarray(packets.icmp_type)[first_row].astype(np.float64), -1.0)
+    cols["first_icmp_type"] = icmp
 
     # first packet with payload on each side: the first of its (flow, side) run among data packets
     data_rows = by_side[payload_s > 0]
@@ -199,10 +228,14 @@ def detect_features(packets: Any, flows: Any, flow_id: np.ndarray | None = None,
             col = np.full(n, -1.0)
             col[owner] = first_bytes[pick, b]
             cols[f"first_payload_{side}_b{b}"] = col
-    out = np.empty((n, len(FEATURE_NAMES)), np.float32)
+    if context is None:
+        context = whole_capture_context(packets, flows)
+    for j, name in enumerate(CONTEXT_NAMES):
+        cols[name] = context[:, j]
+    out = np.empty((len(FEATURE_NAMES), n), np.float32)
     for j, name in enumerate(FEATURE_NAMES):
-        out[:, j] = cols[name]
-    return out
+        out[j] = cols[name]
+    return out.T
 
 
 __all__ = ["FEATURE_NAMES", "FIRST_PAYLOAD_BYTES", "detect_features"]

@@ -17,6 +17,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -82,6 +83,13 @@ class Detector(ABC):
     def encode(self, packets: Any, flows: Any) -> np.ndarray:
         """One input row per flow of ``flows`` (a FlowTable over ``packets``)."""
 
+    def encode_selected(self, packets: Any, flows: Any, select: np.ndarray,
+                        context: np.ndarray | None = None) -> np.ndarray:
+        """The rows of ``encode`` for the flows ``select`` (indices into ``flows``), in that
+        order. ``context``: the selected flows' host context when ``flows`` is only part of a
+        capture (a streamed batch; see :mod:`.context`); detectors without it ignore it."""
+        return self.encode(packets, flows)[select]
+
     @abstractmethod
     def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
         """Train on rows of ``encode`` output with class indices into ``header.classes``."""
@@ -128,12 +136,36 @@ class SklearnDetector(Detector):
 
         return detect_features(packets, flows)
 
+    def encode_selected(self, packets: Any, flows: Any, select: np.ndarray,
+                        context: np.ndarray | None = None) -> np.ndarray:
+        """Features of the selected flows only (a streamed run leaves out the flows still open,
+        about a third of a batch's): the other flows' packets are marked as in no flow. A
+        flow's features depend on its own packets alone, so the rows are those of ``encode``."""
+        from pytrafgen.detect.context import whole_capture_context
+        from pytrafgen.detect.features import detect_features
+
+        select = np.asarray(select, np.int64)
+        if context is None:
+            context = whole_capture_context(packets, flows)[select]
+        renumber = np.full(len(flows) + 1, -1, np.int64)  # flow_id −1 picks the trailing −1
+        renumber[select] = np.arange(len(select))
+        columns = SimpleNamespace(**{name: np.asarray(getattr(flows, name))[select]
+                                     for name in ("proto", "server_port", "client_port", "start_ns", "end_ns")})
+        return detect_features(packets, columns, renumber[np.asarray(flows.flow_id)], np.asarray(flows.direction),
+                               context)
+
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
         out = np.zeros((len(inputs), len(self.header.classes)))
         if len(inputs):
+            # floods and scans repeat the same feature row many times (a streamed run's batch
+            # of the benchmark capture: 6 flows per distinct row): each distinct row is predicted once
+            rows, inverse = distinct_rows(inputs)
             # the model knows only the classes it saw in training: place its columns
-            out[:, np.asarray(self.model.classes_, np.int64)] = self.model.predict_proba(inputs)
+            out[:, np.asarray(self.model.classes_, np.int64)] = self._model_proba(inputs[rows])[inverse]
         return out
+
+    def _model_proba(self, inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_proba(inputs))
 
     def _save_model(self, directory: Path) -> None:
         import skops.io
@@ -180,9 +212,32 @@ class SklearnDetector(Detector):
         return {"forest": ForestDetector, "boosting": BoostingDetector}[header.kind](header, model)
 
 
+_ROW_HASH_WEIGHTS = np.random.default_rng(16).integers(1, 2**63, size=512, dtype=np.uint64) | np.uint64(1)
+
+
+def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the distinct rows of ``x`` (n, F) and, per row, the position among them
+    of the row equal to it: ``x[rows][inverse]`` is ``x`` bit for bit. Rows are grouped by a
+    64-bit multiplicative hash of their float32 bits, then compared; a row whose hash
+    collides with an unequal row stands for itself."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    if bits.shape[1] > len(_ROW_HASH_WEIGHTS):
+        return np.arange(len(x)), np.arange(len(x))
+    hashes = bits.astype(np.uint64) @ _ROW_HASH_WEIGHTS[:bits.shape[1]]  # wraps modulo 2**64
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    collided = np.flatnonzero((bits[first[inverse]] != bits).any(axis=1))
+    if len(collided) == 0:
+        return first, inverse
+    inverse = inverse.copy()
+    inverse[collided] = len(first) + np.arange(len(collided))
+    return np.r_[first, collided], inverse
+
+
 # Prediction cost grows linearly with the trees and `detect run` must keep up with the reader;
 # 50 trees are the compromise measured in benchmarks/results/detect.md.
 FOREST_TREES = 50
+PREDICT_BLOCK_ROWS = 4096  # rows × classes × 8 bytes stays within a core's L2 cache
 
 
 class ForestDetector(SklearnDetector):
@@ -194,6 +249,37 @@ class ForestDetector(SklearnDetector):
         self.model = RandomForestClassifier(n_estimators=FOREST_TREES, class_weight="balanced_subsample",
                                             n_jobs=1, random_state=seed)
         self.model.fit(inputs, labels)
+        self._leaf_tables = None
+
+    _leaf_tables: list[np.ndarray] | None = None
+
+    def _model_proba(self, inputs: np.ndarray) -> np.ndarray:
+        """``RandomForestClassifier.predict_proba``, bit for bit, without its per-call and
+        per-tree overhead (joblib dispatch, a lock, one normalisation per row and tree, which
+        outweigh the tree walks on `detect run`'s batches): each tree's leaf class fractions
+        are normalised once per leaf (the same divisions, so the same values) and summed in
+        tree order over row blocks that stay in cache. Leaves come from scikit-learn's own
+        ``Tree.apply``."""
+        x = np.asarray(inputs, dtype=np.float32)
+        if not np.isfinite(x).all():  # missing values take scikit-learn's own routing
+            return np.asarray(self.model.predict_proba(inputs))
+        if self._leaf_tables is None:
+            tables = []
+            for tree in self.model.estimators_:
+                value = tree.tree_.value[:, 0, :len(self.model.classes_)]
+                normalizer = value.sum(axis=1)[:, np.newaxis]
+                normalizer[normalizer == 0.0] = 1.0
+                tables.append(value / normalizer)
+            self._leaf_tables = tables
+        leaves = [tree.tree_.apply(x) for tree in self.model.estimators_]
+        out = np.empty((len(x), len(self.model.classes_)))
+        for lo in range(0, len(x), PREDICT_BLOCK_ROWS):
+            block = out[lo:lo + PREDICT_BLOCK_ROWS]
+            block[:] = 0.0
+            for table, leaf in zip(self._leaf_tables, leaves, strict=True):
+                block += table[leaf[lo:lo + PREDICT_BLOCK_ROWS]]
+        out /= len(self._leaf_tables)
+        return out
 
 
 class BoostingDetector(SklearnDetector):

@@ -11,8 +11,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from pytrafgen.detect.context import ContextWindow
+from pytrafgen.detect.data import FlowSettings
 from pytrafgen.detect.model import Detector
-from pytrafgen.detect.stream import DEFAULT_CHUNK_PACKETS, iter_flow_batches
+from pytrafgen.detect.stream import DEFAULT_CHUNK_PACKETS, FlowBatch, iter_flow_batches
 from pytrafgen.errors import PytrafgenError
 
 VERDICT_COLUMNS = ("file", "proto", "client_addr", "client_port", "server_addr", "server_port", "start", "end",
@@ -89,20 +91,32 @@ def _address_strings(addrs: np.ndarray) -> list[str]:
     return [texts[i] for i in inverse.ravel()]
 
 
-def iter_verdicts(detector: Detector, path: str | Path, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
-                  skipped: dict[str, int] | None = None) -> Iterator[Verdicts]:
-    """Verdicts of every flow of one capture, batch by batch as flows finish."""
-    for batch in iter_flow_batches(path, detector.header.settings, chunk_packets):
+def iter_finished_flows(path: str | Path, settings: FlowSettings, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
+                        skipped: dict[str, int] | None = None) -> Iterator[tuple[FlowBatch, np.ndarray, np.ndarray]]:
+    """Each batch of one capture with its finished flows (indices into ``batch.flows``) and
+    their host context (:mod:`.context`), kept by a sliding window across batches."""
+    window = ContextWindow()
+    for batch in iter_flow_batches(path, settings, chunk_packets):
         if skipped is not None:
             for k, v in batch.skipped.items():
                 skipped[k] = skipped.get(k, 0) + v
+        f = batch.flows
+        window.add(np.asarray(f.client_addr)[batch.new], np.asarray(f.server_port)[batch.new],
+                   batch.start_clock[batch.new], batch.first_row[batch.new])
         done = np.flatnonzero(batch.done)
         if len(done) == 0:
             continue
-        inputs = detector.encode(batch.packets, batch.flows)[done]
+        yield batch, done, window.take(batch.first_row[done])
+
+
+def iter_verdicts(detector: Detector, path: str | Path, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
+                  skipped: dict[str, int] | None = None) -> Iterator[Verdicts]:
+    """Verdicts of every flow of one capture, batch by batch as flows finish."""
+    for batch, done, context in iter_finished_flows(path, detector.header.settings, chunk_packets, skipped):
+        f = batch.flows
+        inputs = detector.encode_selected(batch.packets, batch.flows, done, context)
         proba = detector.predict_proba(inputs)
         predicted = proba.argmax(axis=1)
-        f = batch.flows
         order = np.argsort(batch.first_row[done], kind="stable")
         sel = done[order]
         yield Verdicts(

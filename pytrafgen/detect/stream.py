@@ -35,6 +35,8 @@ class FlowBatch:
     done: np.ndarray  # bool per flow
     first_row: np.ndarray  # int64 per flow
     skipped: dict[str, int]
+    start_clock: np.ndarray  # int64 per flow: newest timestamp read up to its first packet
+    new: np.ndarray  # bool per flow: its first packet is in this batch's chunk (not carried)
 
 
 def iter_flow_batches(path: str | Path, settings: FlowSettings,
@@ -45,6 +47,8 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
         and settings.idle_timeout_s > 0 else None
     carry: Any = None
     carry_rows = np.zeros(0, np.int64)
+    carry_clock = np.zeros(0, np.int64)
+    clock = np.iinfo(np.int64).min  # newest timestamp read so far
     next_row = 0
     newest = np.iinfo(np.int64).min
     chunks = iter_pcap(path, chunk_packets=chunk_packets)
@@ -55,6 +59,9 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
         next_row += len(chunk)
         table = chunk if carry is None else PacketTable.concat([carry, chunk])
         global_rows = rows if carry is None else np.concatenate([carry_rows, rows])
+        chunk_clock = np.maximum.accumulate(np.r_[clock, np.asarray(chunk.ts_ns, np.int64)])[1:]
+        clock = int(chunk_clock[-1]) if len(chunk_clock) else clock
+        packet_clock = chunk_clock if carry is None else np.concatenate([carry_clock, chunk_clock])
         if len(chunk):
             newest = max(newest, int(np.asarray(chunk.ts_ns).max()))
         flows = settings.assemble(table)
@@ -66,13 +73,16 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
                 done |= np.asarray(flows.end_ns, np.int64) + idle_ns < newest
             if settings.max_flow_packets:
                 done |= np.asarray(flows.packets) >= settings.max_flow_packets
-        yield FlowBatch(table, flows, done, global_rows[np.asarray(flows.first_packet, np.int64)],
-                        dict(chunk.skipped))
+        first_packet = np.asarray(flows.first_packet, np.int64)
+        first_row = global_rows[first_packet]
+        yield FlowBatch(table, flows, done, first_row, dict(chunk.skipped), packet_clock[first_packet],
+                        first_row >= rows[0] if len(rows) else np.zeros(len(flows), bool))
         flow_id = np.asarray(flows.flow_id)
         open_flow = np.r_[~done, False]  # flow_id −1 (not in a flow) picks the trailing False
         keep = np.flatnonzero(open_flow[flow_id])
         carry = table.take(keep) if len(keep) else None
         carry_rows = global_rows[keep]
+        carry_clock = packet_clock[keep]
         chunk = following
 
 
