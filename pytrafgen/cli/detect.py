@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.table import Table
 from pytrafgen.cli.options import JsonOutput, Labels, OutDir, OutFile, Seed
 from pytrafgen.detect.stream import DEFAULT_CHUNK_PACKETS
 from pytrafgen.errors import PytrafgenError
+
+if TYPE_CHECKING:
+    from pytrafgen.detect.model import Detector
 
 detect_app = typer.Typer(help="Train malicious-traffic detectors on real and generated flows; run and evaluate them.",
                          no_args_is_help=True)
@@ -151,7 +154,7 @@ def evaluate(
     if not captures:
         raise PytrafgenError("no captures to evaluate on: pass DET [DET2] CAPTURE...")
     _check_files(captures)
-    detectors = []
+    detectors: list[tuple[str, Detector]] = []
     for p in detector_dirs:
         det = load_detector(p)
         name = detector_name(det, p)

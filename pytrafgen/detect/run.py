@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class RunSummary:
         self.probability_sum += np.bincount(v.predicted, weights=v.probability, minlength=n)
 
     def to_json(self) -> dict[str, Any]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for i, c in enumerate(self.classes):
             rows.append({"class": c, "verdict": self.class_kinds.get(c, "unknown"), "flows": int(self.flows[i]),
                          "packets": int(self.packets[i]), "bytes": int(self.bytes[i]),
@@ -150,7 +150,7 @@ def write_verdict_rows(writer: Any, v: Verdicts, detector: Detector) -> None:
                              strict=True))
 
 
-def run_detector(detector: Detector, paths: Sequence[str | Path], out: TextIO | None,
+def run_detector(detector: Detector, paths: Sequence[str | Path], out: IO[str] | None,
                  chunk_packets: int = DEFAULT_CHUNK_PACKETS) -> RunSummary:
     """Classify every flow of ``paths``; write the verdict CSV to ``out`` (if given)."""
     summary = RunSummary(list(detector.header.classes), dict(detector.header.class_kinds))
