@@ -10,8 +10,8 @@ and measures one effect at the target, plus supporting figures.
 | mqtt_connect_flood | mosquitto, password auth | sessions held open | peak concurrent accepted sessions | ±30 % relative |
 | udp_flood | coap-server (libcoap) | stateless UDP, looped, to 5683 | legit CoAP requests lost or > 5 ms | ±0.3 absolute |
 | slowloris | nginx, worker_connections 256 | sessions held open | connection occupancy | ±0.25 absolute |
-| http_flood | nginx | sessions | 2xx/3xx responses served per second | ±50 % relative |
-| mqtt_publish_flood | mosquitto + subscriber to # | sessions | messages delivered per second | ±50 % relative |
+| http_flood | nginx | sessions | 2xx/3xx responses served per second | at least 50 % of real |
+| mqtt_publish_flood | mosquitto + subscriber to # | sessions | messages delivered per second | at least 50 % of real |
 | nmap_version_scan | nginx on 80 + mosquitto on 1883 | sessions to the probed ports | share of services identified | ±0.25 absolute |
 
 Every scenario replays an IPv6 capture over IPv6 (``Trace.family``).
@@ -75,6 +75,9 @@ class Scenario:
     measure: Callable[[Trace, Bounds, Path], Effect]
     requires: tuple[tuple[str, str], ...] = ()  # (binary, Debian package) the target needs
     proto: int = TCP  # the transport the scenario replays; other flows of an input are left out
+    # a rate of load on the target: an input that loads it more than the real attack has the
+    # effect too (a faster flood is no less a flood), so only the lower side of the band counts
+    at_least: bool = False
 
     def check_requirements(self) -> None:
         for binary, package in self.requires:
@@ -82,10 +85,15 @@ class Scenario:
 
     def within(self, value: float, reference: float) -> bool:
         allowed = self.tolerance * abs(reference) if self.relative else self.tolerance
+        if self.at_least and value >= reference:
+            return True
         return abs(value - reference) <= allowed + 1e-12
 
     @property
     def tolerance_text(self) -> str:
+        if self.at_least:
+            return (f"at least {1 - self.tolerance:.0%} of the real value" if self.relative
+                    else f"at least the real value − {self.tolerance:g}")
         return f"±{self.tolerance:.0%} of the real value" if self.relative else f"±{self.tolerance:g} absolute"
 
 
@@ -428,9 +436,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "connection occupancy (peak connections held open / worker_connections)", 0.25, False,
              measure_slowloris, (NGINX,)),
     Scenario("http_flood", "HTTP GET flood at nginx", "requests nginx served (2xx/3xx) per second", 0.5, True,
-             measure_http_flood, (NGINX,)),
+             measure_http_flood, (NGINX,), at_least=True),
     Scenario("mqtt_publish_flood", "MQTT PUBLISH flood at mosquitto with a subscriber to #",
-             "messages delivered to the subscriber per second", 0.5, True, measure_mqtt_publish_flood, MOSQUITTO),
+             "messages delivered to the subscriber per second", 0.5, True, measure_mqtt_publish_flood, MOSQUITTO,
+             at_least=True),
     Scenario("nmap_version_scan", "service version scan of a host running nginx (80) and mosquitto (1883)",
              "share of the target's services identified (HTTP status line, MQTT CONNACK)", 0.25, False,
              measure_nmap_version_scan, (NGINX, *MOSQUITTO)),
