@@ -248,13 +248,12 @@ def _mqtt_packets(payload: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
-def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) -> int:
+def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray, at_packet: np.ndarray) -> int:
     """Acknowledgements carry the identifier of the peer request they answer (see the module
-    doc); ``blob`` is changed in place. Returns the count of packets changed."""
+    doc), read from the segments that start an MQTT packet (``at_packet``); ``blob`` is changed
+    in place. Returns the count of packets changed."""
     p = records.packets
-    fl = records.flows
-    mqtt_flow = (fl["proto"] == 6) & ((fl["server_port"] == MQTT_PORT) | (fl["client_port"] == MQTT_PORT))
-    rows = np.flatnonzero(mqtt_flow[p["flow"]] & (p["payload_stored"] > 0))
+    rows = np.flatnonzero(at_packet & (p["payload_stored"] > 0))
     rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
     changed = 0
     pending: dict[int, list[list[tuple[int, int, int]]]] = {}
@@ -286,6 +285,181 @@ def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) ->
                 side[d].append((ptype, qos, pid))
         changed += touched
     return changed
+
+
+class _Payloads:
+    """Segment payloads as the builder sends them (stored bytes, then zeros to the length),
+    with replacements appended to a new blob: a payload can shrink or change, never in place
+    of another's bytes."""
+
+    def __init__(self, blob: np.ndarray, off: np.ndarray, length: np.ndarray, stored: np.ndarray) -> None:
+        self.blob, self.off, self.length, self.stored = blob, off.copy(), length.copy(), stored.copy()
+        self.extra: list[bytes] = []
+        self.extra_at = len(blob)
+
+    def get(self, i: int) -> bytes:
+        off, stored = int(self.off[i]), int(self.stored[i])
+        return self.blob_bytes(off, stored) + bytes(int(self.length[i]) - stored)
+
+    def blob_bytes(self, off: int, n: int) -> bytes:
+        if off >= len(self.blob):
+            start = off - len(self.blob)
+            return b"".join(self.extra)[start:start + n]
+        return self.blob[off:off + n].tobytes()
+
+    def set(self, i: int, data: bytes) -> None:
+        if self.get(i)[:len(data)] == data:  # a cut: the same bytes, fewer of them
+            self.length[i] = len(data)
+            self.stored[i] = min(int(self.stored[i]), len(data))
+            return
+        self.off[i] = self.extra_at
+        self.length[i] = self.stored[i] = len(data)
+        self.extra.append(data)
+        self.extra_at += len(data)
+
+    def new_blob(self) -> np.ndarray:
+        return np.concatenate([self.blob, np.frombuffer(b"".join(self.extra), np.uint8)])
+
+
+# MQTT 3.1/3.1.1 packets whose body has one size (MQTT 5.0 adds reason codes and properties)
+MQTT_FIXED_BODY = {2: 2, 4: 2, 5: 2, 6: 2, 7: 2, 11: 2, 12: 0, 13: 0, 14: 0}
+MQTT_REQUIRED_FLAGS = {t: (2 if t in (6, 8, 10) else 0) for t in range(16)}
+# a CONNECT (3.1.1, clean session, keep-alive 60 s, empty client id) for a session that has none
+MQTT_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+
+
+def _mqtt_spec() -> Any:
+    """The MQTT plugin's protocol (its parser is the one its rules judge with), or None."""
+    from pytrafgen.plugins import get_registry
+
+    return get_registry().protocols.get("mqtt")
+
+
+def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
+                  counts: dict[str, int]) -> tuple[bytes, int]:
+    """``data`` (one segment, from a packet boundary) framed as MQTT: reserved types, PUBLISH
+    QoS 3, over-long remaining-length encodings and packets whose fields do not parse end the
+    segment there; a fixed-size packet (3.1.1) whose remaining length disagrees with its
+    layout gets the layout's length; a non-PUBLISH packet gets its type's required flags.
+    Returns the bytes and how many bytes of a last packet continue in the next segment (negative:
+    the last ``-n`` bytes are a fixed header the next segment ends)."""
+    out = bytearray()
+    pos = 0
+    while pos < len(data):
+        msgs = parse(data[pos:], direction)
+        m = msgs[0] if msgs else {"type_name": "INVALID"}
+        ptype = m.get("type", -1)
+        reason = None
+        if m["type_name"] == "INVALID" and m.get("error") == "incomplete":  # a header the next segment ends
+            return bytes(out) + data[pos:], -(len(data) - pos)
+        reserved = ptype == 0 or (ptype == 15 and version != 5) or (ptype == 3 and m["qos"] == 3)
+        if m["type_name"] == "INVALID" or reserved:
+            reason = "mqtt_invalid_packets"
+        elif not m["minimal_length"]:
+            reason = "mqtt_remaining_length"
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+            return bytes(out), 0
+        first = data[pos]
+        if ptype != 3 and first & 0x0F != MQTT_REQUIRED_FLAGS[ptype]:
+            first = (ptype << 4) | MQTT_REQUIRED_FLAGS[ptype]
+            counts["mqtt_flags"] = counts.get("mqtt_flags", 0) + 1
+        elif ptype == 3 and m["qos"] == 0 and m["dup"]:
+            first &= 0xF7
+            counts["mqtt_flags"] = counts.get("mqtt_flags", 0) + 1
+        header = m["length"] - m["remaining_length"] if m["complete"] else 1 + len(_varint(m["remaining_length"]))
+        if not m["complete"]:  # runs on in the next segment
+            out += bytes([first]) + data[pos + 1:]
+            return bytes(out), m["remaining_length"] - (len(data) - pos - header)
+        body = data[pos + header:pos + m["length"]]
+        if "malformed" in m:
+            size = MQTT_FIXED_BODY.get(ptype) if version != 5 else None
+            if size is None or len(body) < size:
+                counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
+                return bytes(out), 0
+            counts["mqtt_remaining_length"] = counts.get("mqtt_remaining_length", 0) + 1
+            out += bytes([first]) + _varint(size) + body[:size]
+        else:
+            out += bytes([first]) + data[pos + 1:pos + m["length"]]
+        pos += m["length"]
+    return bytes(out), 0
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        digit, value = value & 0x7F, value >> 7
+        out.append(digit | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
+                         counts: dict[str, int]) -> np.ndarray:
+    """MQTT streams that frame (see ``_mqtt_segment``), per side in time order; a side that did
+    not send its SYN in the flow is framed from its first segment only if that starts with a
+    packet (else it may continue one begun before the flow). A client that opens a session in
+    view (its SYN in the flow) without CONNECT sends one first. Returns, per packet, whether
+    its payload starts an MQTT packet of a flow the MQTT rules judge (the segments whose
+    packets the later steps may read)."""
+    at_packet = np.zeros(records.n_packets, bool)
+    spec = _mqtt_spec()
+    if spec is None:
+        return at_packet
+    parse = spec.parse
+    p, fl = records.packets, records.flows
+    rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (pay.length > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    first: dict[tuple[int, int], bytes] = {}
+    for i in rows.tolist():
+        first.setdefault((int(p["flow"][i]), int(p["direction"][i])), b"")
+        if not first[(int(p["flow"][i]), int(p["direction"][i]))]:
+            first[(int(p["flow"][i]), int(p["direction"][i]))] = pay.get(i)[:512]
+    # the flows the MQTT rules judge: recognised as the evaluation recognises them
+    mqtt = {f for f in {k[0] for k in first}
+            if spec.recognise(int(fl["server_port"][f]), first.get((f, 0), b""), first.get((f, 1), b""))}
+    rows = rows[np.isin(p["flow"][rows], np.fromiter(mqtt, np.int64, len(mqtt)))]
+    syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
+    syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
+    # side -> bytes of a packet still to come, or a fixed header begun (None: not framed)
+    state: dict[tuple[int, int], int | bytes | None] = {}
+    version: dict[int, int] = {}
+    for i in rows.tolist():
+        f, d = int(p["flow"][i]), int(p["direction"][i])
+        data = pay.get(i)
+        if (f, d) not in state:
+            in_view = (f, d) in syn_sides
+            if d == 0 and in_view and data[:1] != b"\x10":
+                data = MQTT_CONNECT + data
+                counts["mqtt_connect_added"] = counts.get("mqtt_connect_added", 0) + 1
+            if not in_view and not _mqtt_starts_packet(data, parse, d):
+                state[(f, d)] = None
+            else:
+                state[(f, d)] = 0
+            if data[:1] == b"\x10" and len(data) > 8 and data[2:8] == b"\x00\x04MQTT":
+                version[f] = data[8]
+        pending = state[(f, d)]
+        if pending is None:
+            continue
+        if isinstance(pending, bytes):  # a fixed header begun in the segment before
+            whole, rest = _mqtt_segment(pending + data, parse, d, version.get(f, 4), counts)
+            framed = whole[len(pending):] if whole[:len(pending)] == pending else b""
+            skip = 0
+        else:
+            skip = min(pending, len(data))
+            whole, rest = _mqtt_segment(data[skip:], parse, d, version.get(f, 4), counts)
+            framed = whole
+            rest += pending - skip if rest >= 0 else 0
+        state[(f, d)] = rest if rest >= 0 else whole[rest:]
+        if data[:skip] + framed != pay.get(i):
+            pay.set(i, data[:skip] + framed)
+        at_packet[i] = pending == 0 and bool(framed)
+    return at_packet
+
+
+def _mqtt_starts_packet(data: bytes, parse: Any, direction: int) -> bool:
+    msgs = parse(data, direction)
+    return bool(msgs) and msgs[0]["type_name"] not in ("INVALID", "RESERVED") and "malformed" not in msgs[0]
 
 
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
@@ -323,7 +497,8 @@ def _opens_with_client_syn(records: FieldRecords, ts: np.ndarray) -> np.ndarray:
 
 
 def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: np.ndarray,
-                         payload_stored: np.ndarray, ts: np.ndarray, counts: dict[str, int]) -> None:
+                         payload_stored: np.ndarray, ts: np.ndarray, counts: dict[str, int],
+                         mqtt_at_packet: np.ndarray) -> None:
     """Messages the peer could not have asked for, in flows in view from their start: a repeated
     MQTT CONNECT in one connection is sent as a PINGREQ; an MQTT acknowledgement that answers no
     request of the peer, and an HTTP final response beyond the requests made, are not sent (their
@@ -340,6 +515,8 @@ def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: n
         off = int(p["payload_off"][i])
         payload = blob[off:off + int(payload_stored[i])].tobytes()
         if mqtt[f]:
+            if not mqtt_at_packet[i]:  # the middle of a packet, or not MQTT the rules judge
+                continue
             packets = _mqtt_packets(payload)
             if d == 0 and payload[:1] == b"\x10" and payload_stored[i] >= 2:
                 if st["connect"]:
@@ -387,10 +564,19 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
         if fixed != raw:
             blob[off:off + n] = np.frombuffer(fixed, np.uint8)
             counts["tcp_options"] = counts.get("tcp_options", 0) + 1
-    counts["mqtt_packet_ids"] = conform_mqtt_ids(records, blob, ts)
+    server_port = conform_service_ports(records, blob, ts)  # the service decides how payloads frame
+    counts["service_port_flows"] = int(np.sum(server_port != records.flows["server_port"]))
+    records = replace(records, flows={**records.flows, "server_port": server_port})
+    pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
+    at_packet = conform_mqtt_framing(records, pay, ts, counts)
+    blob = pay.new_blob()
+    records = replace(records, blob=blob, packets={**p, "payload_off": pay.off, "payload_len": pay.length,
+                                                   "payload_stored": pay.stored})
+    p = records.packets
+    counts["mqtt_packet_ids"] = conform_mqtt_ids(records, blob, ts, at_packet)
     payload_stored = p["payload_stored"].copy()
     payload_len = p["payload_len"].copy()
-    conform_app_messages(records, blob, payload_len, payload_stored, ts, counts)
+    conform_app_messages(records, blob, payload_len, payload_stored, ts, counts, at_packet)
     coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)
                           & ((records.flows["server_port"][p["flow"]] == COAP_PORT)
                              | (records.flows["client_port"][p["flow"]] == COAP_PORT)) & (payload_len > 0))
@@ -402,10 +588,8 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
             payload_len[i] = end
             payload_stored[i] = min(stored, end)
             counts["coap_options"] = counts.get("coap_options", 0) + 1
-    server_port = conform_service_ports(records, blob, ts)
-    counts["service_port_flows"] = int(np.sum(server_port != records.flows["server_port"]))
     staged = replace(records, packets={**p, "payload_len": payload_len, "payload_stored": payload_stored},
-                     flows={**records.flows, "server_port": server_port}, blob=blob)
+                     blob=blob)
     columns = conform_tcp_order(staged, ts, counts)  # numbers follow the payloads as sent
     out = replace(staged, packets={**staged.packets, **columns})
     return out, {k: v for k, v in counts.items() if v}

@@ -13,7 +13,7 @@ import pytest
 
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.build import build_frames, write_records
-from pytrafgen.conform import _coap_options_end, normalise_tcp_options
+from pytrafgen.conform import MQTT_CONNECT, _coap_options_end, conform, normalise_tcp_options
 from pytrafgen.evaluate.compliance import run_rules
 from pytrafgen.evaluate.evalset import load_evalset
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
@@ -127,7 +127,7 @@ def test_the_server_port_follows_the_service_the_client_speaks() -> None:
     http_on_mqtt_port = tcp_flow(rows, payloads={2: b"GET / HTTP/1.1\r\n\r\n"}, server_port=1883)
     built = build_frames(http_on_mqtt_port, PLAN, seed=0, conform=True)
     assert built.to_table().dport[0] == 80 and built.repairs["service_port_flows"] == 1
-    mqtt_on_http_port = tcp_flow(rows, payloads={2: bytes([0x10, 16]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"})
+    mqtt_on_http_port = tcp_flow(rows, payloads={2: bytes([0x10, 14]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"})
     assert build_frames(mqtt_on_http_port, PLAN, seed=0, conform=True).to_table().dport[0] == 1883
 
 
@@ -152,7 +152,7 @@ def test_messages_nobody_asked_for_are_not_sent() -> None:
     t = built.to_table()
     assert t.payload_len.tolist() == [0, 0, len(req), len(resp), 0]
     assert built.repairs["http_unrequested_responses"] == 1
-    connect = bytes([0x10, 16]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"
+    connect = bytes([0x10, 14]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"
     puback = bytes([0x40, 2, 0, 1])
     rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(connect)), (0, 0x18, 1, 1, len(connect)),
             (1, 0x18, 1, 1, len(puback))]
@@ -169,3 +169,80 @@ def test_mqtt_packet_identifier_zero_is_replaced() -> None:
     built = build_frames(tcp_flow(rows, payloads={2: publish, 3: puback}, server_port=1883), PLAN, seed=0,
                          conform=True)
     assert built.frame(2).endswith(bytes([0, 1]) + b"xy") and built.frame(3).endswith(bytes([0x40, 2, 0, 1]))
+
+
+CONNECT = bytes([0x10, 14]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"
+HANDSHAKE = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x10, 1, 1, 0)]
+
+
+def mqtt_flow(segments: list[tuple[int, bytes]]) -> FieldRecords:
+    """A flow to 1883 in view from its SYN, then ``(direction, payload)`` segments (numbered
+    in order, so that the raw flow reads as sent)."""
+    sent = [1, 1]
+    rows = list(HANDSHAKE)
+    for d, data in segments:
+        rows.append((d, 0x18, sent[d], sent[1 - d], len(data)))
+        sent[d] += len(data)
+    return tcp_flow(rows, payloads={len(HANDSHAKE) + k: data for k, (_, data) in enumerate(segments)},
+                    server_port=1883)
+
+
+def mqtt_rule_failures(records: FieldRecords, tmp_path: Path) -> dict[str, int]:
+    pcap = tmp_path / "mqtt.pcap"
+    write_records(pcap, records, PLAN, seed=0, conform=False)
+    per_rule = run_rules(load_evalset([pcap], "g"))["per_rule"]
+    return {k: v["violating"] for k, v in per_rule.items() if k.startswith("MQTT") and v.get("violating")}
+
+
+def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
+    """A PUBACK announcing 5 bytes (3.1.1: always 2) is sent with 2 and its stray bytes dropped;
+    zero padding after a PINGREQ (reserved type 0) ends the segment there; a SUBSCRIBE gets its
+    required flags. Raw, the rules flag each; conformed, none."""
+    publish = bytes([0x32, 7, 0, 3]) + b"a/b" + bytes([0, 9])
+    subscribe = bytes([0x80, 8, 0, 7, 0, 3]) + b"a/#" + bytes([0])  # flags 0: must be 2
+    puback = bytes([0x40, 5, 0, 9, 1, 2, 3])
+    pingreq_padded = bytes([0xC0, 0]) + bytes(6)
+    records = mqtt_flow([(0, CONNECT), (0, publish), (0, subscribe), (1, puback), (0, pingreq_padded)])
+    assert set(mqtt_rule_failures(records, tmp_path)) >= {"MQTT-002", "MQTT-003", "MQTT-014"}
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.frame(5).endswith(bytes([0x82]) + subscribe[1:])
+    assert built.frame(6).endswith(bytes([0x40, 2, 0, 9]))
+    assert built.frame(7).endswith(bytes([0xC0, 0])) and built.to_table().payload_len[7] == 2
+    assert built.repairs["mqtt_remaining_length"] == 1 and built.repairs["mqtt_flags"] == 1
+    assert built.repairs["mqtt_invalid_packets"] == 1
+    conformed, _ = conform(records, records.packets["ts_ns"])
+    assert mqtt_rule_failures(conformed, tmp_path) == {}
+
+
+def test_mqtt_packets_that_do_not_parse_are_not_sent() -> None:
+    """A PUBLISH whose topic length runs past its remaining length is dropped with what follows
+    it in the segment; a segment left empty is a bare ACK."""
+    bad_publish = bytes([0x30, 4, 0, 9]) + b"ab"
+    built = build_frames(mqtt_flow([(0, CONNECT), (0, bad_publish + bytes([0xC0, 0]))]), PLAN, seed=0,
+                         conform=True)
+    assert built.to_table().payload_len[4] == 0 and built.repairs["mqtt_invalid_packets"] == 1
+
+
+def test_a_session_in_view_opens_with_connect(tmp_path: Path) -> None:
+    """A client whose first packet in a flow opened by its SYN is not CONNECT sends one first
+    (MQTT-001); a flow cut from mid-session (no SYN) is left as it is."""
+    pingreq = bytes([0xC0, 0])
+    records = mqtt_flow([(0, pingreq)])
+    assert mqtt_rule_failures(records, tmp_path) == {"MQTT-001": 1}
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.repairs["mqtt_connect_added"] == 1
+    assert built.to_table().payload_len[3] == len(MQTT_CONNECT) + 2 and built.frame(3).endswith(MQTT_CONNECT + pingreq)
+    mid = tcp_flow([(0, 0x18, 1, 1, 2)], payloads={0: pingreq}, server_port=1883)
+    assert "mqtt_connect_added" not in build_frames(mid, PLAN, seed=0, conform=True).repairs
+
+
+def test_mqtt_packets_across_segments_are_left_alone() -> None:
+    """A PUBLISH split over two segments, and a fixed header split over two, are valid framing:
+    nothing is counted or changed."""
+    publish = bytes([0x30, 20, 0, 3]) + b"a/b" + b"x" * 15
+    pingreq = bytes([0xC0, 0])
+    segments = [(0, CONNECT), (0, publish[:10]), (0, publish[10:] + pingreq[:1]), (0, pingreq[1:])]
+    records = mqtt_flow(segments)
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert not any(k.startswith("mqtt") for k in counts)
+    assert out.packets["payload_len"].tolist() == records.packets["payload_len"].tolist()
