@@ -372,17 +372,29 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
             out += bytes([first]) + data[pos + 1:]
             return bytes(out), m["remaining_length"] - (len(data) - pos - header)
         body = data[pos + header:pos + m["length"]]
+        length = data[pos + 1:pos + header]
         if "malformed" in m:
             size = MQTT_FIXED_BODY.get(ptype) if version != 5 else None
             if size is None or len(body) < size:
                 counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
                 return bytes(out), 0
             counts["mqtt_remaining_length"] = counts.get("mqtt_remaining_length", 0) + 1
-            out += bytes([first]) + _varint(size) + body[:size]
-        else:
-            out += bytes([first]) + data[pos + 1:pos + m["length"]]
+            length, body = _varint(size), body[:size]
+        if ptype == 2 and version != 5:
+            body = _connack_body(body, counts)
+        out += bytes([first]) + length + body
         pos += m["length"]
     return bytes(out), 0
+
+
+def _connack_body(body: bytes, counts: dict[str, int]) -> bytes:
+    """A 3.1/3.1.1 CONNACK's flags and return code made valid: a code above 5 (none defined)
+    becomes 0 (accepted), only the session-present bit is a flag, and it is 0 on a refusal."""
+    code = body[1] if body[1] <= 5 else 0
+    fixed = bytes([body[0] & 1 if code == 0 else 0, code])
+    if fixed != body:
+        counts["mqtt_connack_codes"] = counts.get("mqtt_connack_codes", 0) + 1
+    return fixed
 
 
 def _varint(value: int) -> bytes:
@@ -397,8 +409,9 @@ def _varint(value: int) -> bytes:
 def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
                          counts: dict[str, int]) -> np.ndarray:
     """MQTT streams that frame (see ``_mqtt_segment``), per side in time order; a side that did
-    not send its SYN in the flow is framed from its first segment only if that starts with a
-    packet (else it may continue one begun before the flow). A client that opens a session in
+    not send its SYN in the flow is framed from its first segment only if that frames from its
+    first byte (else it may continue a packet begun before the flow, and the rules do not
+    judge it). A client that opens a session in
     view (its SYN in the flow) without CONNECT sends one first. Returns, per packet, whether
     its payload starts an MQTT packet of a flow the MQTT rules judge (the segments whose
     packets the later steps may read)."""
@@ -458,8 +471,10 @@ def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
 
 
 def _mqtt_starts_packet(data: bytes, parse: Any, direction: int) -> bool:
+    """Whether a stream that may begin mid-packet frames from ``data``'s first byte (as the
+    MQTT rules decide whether to judge it)."""
     msgs = parse(data, direction)
-    return bool(msgs) and msgs[0]["type_name"] not in ("INVALID", "RESERVED") and "malformed" not in msgs[0]
+    return bool(msgs) and msgs[0]["type_name"] != "INVALID"
 
 
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")

@@ -246,3 +246,29 @@ def test_mqtt_packets_across_segments_are_left_alone() -> None:
     out, counts = conform(records, records.packets["ts_ns"])
     assert not any(k.startswith("mqtt") for k in counts)
     assert out.packets["payload_len"].tolist() == records.packets["payload_len"].tolist()
+
+
+def test_connack_return_codes_are_defined_ones(tmp_path: Path) -> None:
+    """A 3.1.1 CONNACK with return code 0x1E (none defined above 5) and the session-present
+    flag is sent as an acceptance (MQTT-008); a refusal keeps its code without session present."""
+    records = mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 1, 0x1E]))])
+    assert mqtt_rule_failures(records, tmp_path) == {"MQTT-008": 1}
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.frame(4).endswith(bytes([0x20, 2, 1, 0])) and built.repairs["mqtt_connack_codes"] == 1
+    refused = build_frames(mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 1, 5]))]), PLAN, seed=0, conform=True)
+    assert refused.frame(4).endswith(bytes([0x20, 2, 0, 5]))
+    conformed, _ = conform(records, records.packets["ts_ns"])
+    assert mqtt_rule_failures(conformed, tmp_path) == {}
+
+
+def test_a_stream_seen_from_mid_session_is_framed_when_the_rules_judge_it() -> None:
+    """No SYN in the flow: a first segment that frames as MQTT is judged by the rules, so its
+    PUBREC announcing 3 bytes is sent with 2; one that does not frame (the middle of a packet)
+    is left as it is."""
+    pubrec = bytes([0x50, 3, 0, 9, 0x7B])
+    out, counts = conform(tcp_flow([(1, 0x18, 1, 1, 5)], payloads={0: pubrec}, server_port=1883),
+                          np.zeros(1, np.int64))
+    assert counts["mqtt_remaining_length"] == 1 and out.packets["payload_len"].tolist() == [4]
+    tail = bytes([0x31, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])  # a remaining length over 4 bytes: no framing
+    _, counts = conform(tcp_flow([(1, 0x18, 1, 1, 6)], payloads={0: tail}, server_port=1883), np.zeros(1, np.int64))
+    assert not any(k.startswith("mqtt") for k in counts)
