@@ -145,7 +145,7 @@ def test_a_new_connection_on_the_same_ports_is_numbered_afresh() -> None:
 def test_messages_nobody_asked_for_are_not_sent() -> None:
     """One request, two responses: the second leaves its segment empty. A repeated CONNECT
     becomes a PINGREQ; a PUBACK with no PUBLISH before it is not sent."""
-    req, resp = b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
+    req, resp = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
     rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(req)), (1, 0x18, 1, 1, len(resp)),
             (1, 0x18, 1, 1, len(resp))]
     built = build_frames(tcp_flow(rows, payloads={2: req, 3: resp, 4: resp}), PLAN, seed=0, conform=True)
@@ -272,3 +272,54 @@ def test_a_stream_seen_from_mid_session_is_framed_when_the_rules_judge_it() -> N
     tail = bytes([0x31, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])  # a remaining length over 4 bytes: no framing
     _, counts = conform(tcp_flow([(1, 0x18, 1, 1, 6)], payloads={0: tail}, server_port=1883), np.zeros(1, np.int64))
     assert not any(k.startswith("mqtt") for k in counts)
+
+
+def http_flow(segments: list[tuple[int, bytes]], padded: dict[int, int] | None = None) -> FieldRecords:
+    """A flow to port 80 in view from its SYN, then ``(direction, payload)`` segments; ``padded``:
+    segment index -> bytes of zero padding the builder adds after the stored payload."""
+    records = mqtt_flow(segments)
+    records.flows["server_port"][:] = 80
+    for k, extra in (padded or {}).items():
+        records.packets["payload_len"][len(HANDSHAKE) + k] += extra
+    return records
+
+
+def http_rule_failures(records: FieldRecords, tmp_path: Path) -> dict[str, int]:
+    pcap = tmp_path / "http.pcap"
+    write_records(pcap, records, PLAN, seed=0, conform=False)
+    per_rule = run_rules(load_evalset([pcap], "g"))["per_rule"]
+    return {k: v["violating"] for k, v in per_rule.items() if k.startswith("HTTP") and v.get("violating")}
+
+
+def test_http_start_lines_are_rebuilt_from_their_fields(tmp_path: Path) -> None:
+    """A request line "GET P/ HTP/1.1" without Host becomes "GET / HTTP/1.1" with the Host the flows use; a
+    status line spelled "HT 404 Not Fund" becomes "HTTP/1.1 404 Not Found"; a header line that
+    is not name: value is dropped. Raw, HTTP-001/002 fail (and stop the parse); conformed, no HTTP rule."""
+    good = b"GET /a HTTP/1.1\r\nHost: h.example\r\n\r\n"
+    bad_request = b"GET P/ HTP/1.1\r\nUser-Agent: x\r\nno colon\r\n\r\n"
+    records = http_flow([(0, good), (1, b"HTTP/1.1 204 No Content\r\n\r\n"), (0, bad_request),
+                         (1, b"HT 404 Not Fund\r\n\r\n")])
+    assert set(http_rule_failures(records, tmp_path)) == {"HTTP-001", "HTTP-002"}
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["http_start_lines"] == 2 and counts["http_host"] == 1 and counts["http_header_lines"] == 1
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.frame(5).endswith(b"GET / HTTP/1.1\r\nHost: h.example\r\nUser-Agent: x\r\n\r\n")
+    assert built.frame(6).endswith(b"HTTP/1.1 404 Not Found\r\n\r\n")
+    assert http_rule_failures(out, tmp_path) == {}
+
+
+def test_http_messages_without_a_code_or_method_are_not_sent_and_open_heads_stay_open() -> None:
+    """A status line with no 3-digit code has nothing to keep: its segment carries no data. A
+    request head cut off by zero padding (a slow client's, or the payload stored in part) stays
+    open: only the padding goes when its start line needs rebuilding, and nothing is changed
+    when it does not."""
+    req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    out, counts = conform(http_flow([(0, req), (1, b"HTP/1.1 20 21 OK\r\n\r\n")]), np.arange(5, dtype=np.int64))
+    assert counts["http_undecodable_messages"] == 1 and out.packets["payload_len"][4] == 0
+    slow = b"GET / HTTP/1.1\r\nHost: a\r\n"
+    records = http_flow([(0, slow)], padded={0: 20})
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert not any(k.startswith("http") for k in counts) and out.packets["payload_len"][3] == len(slow) + 20
+    records = http_flow([(0, b"GET / HTP/1.1\r\nHost: a\r\n")], padded={0: 20})
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["http_start_lines"] == 1 and out.packets["payload_len"][3] == len(slow)
