@@ -599,6 +599,24 @@ def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, co
             pay.set(i, fixed)
 
 
+def conform_unmatched_service(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int]) -> None:
+    """A flow in view from the client's SYN to a well-known TCP service port (HTTP 80/8080,
+    MQTT 1883) whose client opens with bytes of no such service (after the repairs above):
+    the client's segments are sent without data, counted per packet."""
+    from pytrafgen.protocols.rules_l3l4 import _service_matches
+
+    p, fl = records.packets, records.flows
+    in_view = _opens_with_client_syn(records, ts)
+    rows = np.flatnonzero(in_view[p["flow"]] & (p["direction"] == 0) & (pay.length > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    flows, first = np.unique(p["flow"][rows], return_index=True)
+    for f, i in zip(flows.tolist(), rows[first].tolist(), strict=True):
+        if _service_matches(int(fl["server_port"][f]), pay.get(i)[:16], 6) is False:
+            for j in rows[p["flow"][rows] == f].tolist():
+                pay.set(j, b"")
+                counts["unmatched_service_payloads"] = counts.get("unmatched_service_payloads", 0) + 1
+
+
 def conform_service_ports(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """Server ports that agree with the service the client speaks: a TCP flow on MQTT's 1883
     whose client opens with an HTTP request is served on 80, one on 80/8080 whose client opens
@@ -704,6 +722,7 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
     pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
     at_packet = conform_mqtt_framing(records, pay, ts, counts)
     conform_http_heads(records, pay, ts, counts)
+    conform_unmatched_service(records, pay, ts, counts)
     blob = pay.new_blob()
     records = replace(records, blob=blob, packets={**p, "payload_off": pay.off, "payload_len": pay.length,
                                                    "payload_stored": pay.stored})

@@ -323,3 +323,17 @@ def test_http_messages_without_a_code_or_method_are_not_sent_and_open_heads_stay
     records = http_flow([(0, b"GET / HTP/1.1\r\nHost: a\r\n")], padded={0: 20})
     out, counts = conform(records, records.packets["ts_ns"])
     assert counts["http_start_lines"] == 1 and out.packets["payload_len"][3] == len(slow)
+
+
+def test_client_bytes_of_no_service_are_not_sent(tmp_path: Path) -> None:
+    """A flow to port 80 opened by the client's SYN whose client sends bytes of no HTTP method
+    (TCP-020): the client's segments go without data; one that opens with a request is kept."""
+    records = http_flow([(0, b"GOT / HTTP/1.1\r\n"), (0, b"X-a: b\r\n")])
+    pcap = tmp_path / "raw.pcap"
+    write_records(pcap, records, PLAN, seed=0, conform=False)
+    assert run_rules(load_evalset([pcap], "g"))["per_rule"]["TCP-020"]["violating"] == 1
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["unmatched_service_payloads"] == 2 and out.packets["payload_len"][3:].tolist() == [0, 0]
+    kept = http_flow([(0, b"GET / HTTP/1.1\r\n"), (0, b"X-a: b\r\n")])
+    _, counts = conform(kept, kept.packets["ts_ns"])
+    assert "unmatched_service_payloads" not in counts
