@@ -400,8 +400,8 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
             return bytes(out), m["remaining_length"] - (len(data) - pos - header)
         body = data[pos + header:pos + m["length"]]
         length = data[pos + 1:pos + header]
-        if "malformed" in m:
-            size = MQTT_FIXED_BODY.get(ptype) if version != 5 else None
+        if "malformed" in m and version != 5:  # fields are judged as 3.1.1 (5.0 adds properties)
+            size = MQTT_FIXED_BODY.get(ptype)
             if size is None or len(body) < size:
                 counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
                 return bytes(out), 0
@@ -476,8 +476,9 @@ def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
                 state[(f, d)] = None
             else:
                 state[(f, d)] = 0
-            if data[:1] == b"\x10" and len(data) > 8 and data[2:8] == b"\x00\x04MQTT":
-                version[f] = data[8]
+            head = parse(data, d)[:1]
+            if head and head[0]["type_name"] in ("CONNECT", "CONNACK"):  # the version the session speaks
+                version.setdefault(f, int(head[0].get("protocol_level", head[0]["version"])))
         pending = state[(f, d)]
         if pending is None:
             continue
