@@ -25,9 +25,9 @@ A TCP flow's server port follows the service its client speaks (HTTP on 1883 mov
 MQTT CONNECT on 80/8080 to 1883).
 
 In flows in view from their start (opening with the client's SYN), messages the peer could not
-have asked for are not sent: a repeated MQTT CONNECT in one connection becomes a PINGREQ, an MQTT
-acknowledgement answering no request of the peer and an HTTP final response beyond the requests
-made leave their segment without data.
+have asked for are not sent: a repeated MQTT CONNECT in one connection becomes a PINGREQ, a
+segment of MQTT acknowledgements none of which answers a request of the peer and an HTTP final
+response beyond the requests made leave their segment without data.
 
 MQTT streams frame (flows the MQTT plugin recognises, as the evaluation does; each side in time
 order, packets carried across segments): a reserved packet type, a PUBLISH of QoS 3, an
@@ -703,12 +703,12 @@ def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: n
                     counts["mqtt_repeated_connect"] = counts.get("mqtt_repeated_connect", 0) + 1
                     continue
                 st["connect"] = True
-            if len(packets) == 1 and packets[0][0] in MQTT_ANSWERS:
-                want, want_qos = MQTT_ANSWERS[packets[0][0]]
-                if not any(t == want and (want_qos is None or q == want_qos) for t, q in st["pending"][1 - d]):
-                    payload_len[i] = payload_stored[i] = 0
-                    counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
-                    continue
+            if packets and all(t in MQTT_ANSWERS for t, _, _ in packets) and not any(
+                    t == MQTT_ANSWERS[a][0] and MQTT_ANSWERS[a][1] in (None, q)
+                    for a, _, _ in packets for t, q in st["pending"][1 - d]):  # acknowledgements only, none answering
+                payload_len[i] = payload_stored[i] = 0
+                counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
+                continue
             for ptype, qos, _ in packets:
                 if ptype in MQTT_ANSWERS:
                     want, want_qos = MQTT_ANSWERS[ptype]

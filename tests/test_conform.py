@@ -386,3 +386,17 @@ def test_shared_captures_need_no_app_repairs(cut: int) -> None:
     for path in ALL_SHARED:
         allowed = REAL_APP_REPAIR_CASES.get(path.name, (set(), ""))[0]
         assert set(app_repairs_on_real(path, cut)) <= allowed, path
+
+
+def test_a_segment_of_acknowledgements_answering_nothing_is_not_sent(tmp_path: Path) -> None:
+    """A PUBACK and a PUBCOMP in one segment, with no PUBLISH or PUBREL before them (MQTT-006):
+    the segment carries no data; an acknowledgement next to one that answers is kept."""
+    acks = bytes([0x40, 2, 0, 7, 0x70, 2, 0, 8])
+    records = mqtt_flow([(0, CONNECT), (1, acks)])
+    assert mqtt_rule_failures(records, tmp_path) == {"MQTT-006": 1}
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["mqtt_unanswerable_acks"] == 1 and out.packets["payload_len"][4] == 0
+    publish = bytes([0x32, 7, 0, 3]) + b"a/b" + bytes([0, 7])
+    kept = mqtt_flow([(0, CONNECT), (0, publish), (1, acks)])
+    _, counts = conform(kept, kept.packets["ts_ns"])
+    assert "mqtt_unanswerable_acks" not in counts
