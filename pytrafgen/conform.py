@@ -351,6 +351,9 @@ class _Payloads:
 # MQTT 3.1/3.1.1 packets whose body has one size (MQTT 5.0 adds reason codes and properties)
 MQTT_FIXED_BODY = {2: 2, 4: 2, 5: 2, 6: 2, 7: 2, 11: 2, 12: 0, 13: 0, 14: 0}
 MQTT_REQUIRED_FLAGS = {t: (2 if t in (6, 8, 10) else 0) for t in range(16)}
+# types only a client sends (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) and only a server (CONNACK,
+# SUBACK, UNSUBACK, PINGRESP), by direction (0: client)
+MQTT_SENT_BY = (frozenset((1, 8, 10, 12)), frozenset((2, 9, 11, 13)))
 # a CONNECT (3.1.1, clean session, keep-alive 60 s, empty client id) for a session that has none
 MQTT_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
 
@@ -382,6 +385,8 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
         reserved = ptype == 0 or (ptype == 15 and version != 5) or (ptype == 3 and m["qos"] == 3)
         if m["type_name"] == "INVALID" or reserved:
             reason = "mqtt_invalid_packets"
+        elif ptype in MQTT_SENT_BY[1 - direction]:
+            reason = "mqtt_wrong_side_packets"
         elif not m["minimal_length"]:
             reason = "mqtt_remaining_length"
         if reason is not None:
@@ -603,6 +608,12 @@ def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, co
         if f not in http:
             continue
         data = pay.get(i)
+        client_first = pay.get(first[(f, 0)])[:8] if (f, 0) in first else b""
+        request = data.split(b" ", 1)[0] in HTTP_METHOD_NAMES and b" HTTP/1." in data.split(b"\r\n", 1)[0]
+        if client_first.startswith(HTTP_METHODS) and ((d == 0 and data[:5] == b"HTTP/") or (d == 1 and request)):
+            pay.set(i, b"")  # a client's response, a server's request: the other side's message
+            counts["http_wrong_side_messages"] = counts.get("http_wrong_side_messages", 0) + 1
+            continue
         opens = data.split(b" ", 1)[0] in HTTP_METHOD_NAMES if d == 0 else data[:2] == b"HT"
         if not (opens or (first[(f, d)] == i and (f, d) in syn_sides)):
             continue

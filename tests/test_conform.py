@@ -400,3 +400,16 @@ def test_a_segment_of_acknowledgements_answering_nothing_is_not_sent(tmp_path: P
     kept = mqtt_flow([(0, CONNECT), (0, publish), (1, acks)])
     _, counts = conform(kept, kept.packets["ts_ns"])
     assert "mqtt_unanswerable_acks" not in counts
+
+
+def test_messages_of_the_other_side_are_not_sent() -> None:
+    """A client that sends a CONNACK and a server that sends a SUBSCRIBE (MQTT), a client that
+    sends a status line and a server that sends a request (HTTP, the client having opened with
+    a request): those messages are not sent, counted."""
+    connack, subscribe = bytes([0x20, 2, 0, 0]), bytes([0x82, 8, 0, 7, 0, 3]) + b"a/#" + bytes([0])
+    out, counts = conform(mqtt := mqtt_flow([(0, CONNECT), (0, connack), (1, subscribe)]), mqtt.packets["ts_ns"])
+    assert counts["mqtt_wrong_side_packets"] == 2 and out.packets["payload_len"][4:].tolist() == [0, 0]
+    req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    http = http_flow([(0, req), (0, b"HTTP/1.1 200 OK\r\n\r\n"), (1, req)])
+    out, counts = conform(http, http.packets["ts_ns"])
+    assert counts["http_wrong_side_messages"] == 2 and out.packets["payload_len"][4:].tolist() == [0, 0]
