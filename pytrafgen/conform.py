@@ -34,7 +34,8 @@ order, packets carried across segments): a reserved packet type, a PUBLISH of Qo
 over-long remaining-length encoding or a packet whose fields do not parse ends its segment there
 (the rest is not sent); a fixed-size 3.1.1 packet (CONNACK, PUBACK..PUBCOMP, UNSUBACK, PINGREQ,
 PINGRESP, DISCONNECT) whose remaining length disagrees with its layout is sent with the layout's;
-fixed-header flags are the type's required ones; a CONNACK's return code is a defined one. A
+fixed-header flags are the type's required ones; a CONNACK's return code is a defined one; a
+packet type only the other side sends ends the segment. A
 client that opens a session in view (its SYN in the flow) with anything but CONNECT sends a
 CONNECT first. A side not in view is framed only where the rules judge it (it frames from its
 first byte).
@@ -43,7 +44,8 @@ HTTP heads the HTTP rules would reject, in segments that start a message, are re
 fields they spell: the start line (a registered method, an origin-form target or "/", HTTP/1.0 or
 1.1; a status code in 100-599 and its reason phrase), header lines that are ``name: value``, one
 Host on an HTTP/1.1 request (the value the generated requests use most); a message with no method
-or status code to keep is not sent. A flow in view from the client's SYN to a well-known TCP
+or status code to keep is not sent, nor, in a flow whose client opened with a request, a
+client's status line or a server's request. A flow in view from the client's SYN to a well-known TCP
 service port whose client still opens with bytes of no such service sends its client segments
 without data.
 
