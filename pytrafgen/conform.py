@@ -323,31 +323,27 @@ class _Payloads:
 
     def __init__(self, blob: np.ndarray, off: np.ndarray, length: np.ndarray, stored: np.ndarray) -> None:
         self.blob, self.off, self.length, self.stored = blob, off.copy(), length.copy(), stored.copy()
-        self.extra: list[bytes] = []
-        self.extra_at = len(blob)
+        self.extra = bytearray()  # replacement payloads, placed after the blob
 
     def get(self, i: int) -> bytes:
         off, stored = int(self.off[i]), int(self.stored[i])
-        return self.blob_bytes(off, stored) + bytes(int(self.length[i]) - stored)
-
-    def blob_bytes(self, off: int, n: int) -> bytes:
         if off >= len(self.blob):
-            start = off - len(self.blob)
-            return b"".join(self.extra)[start:start + n]
-        return self.blob[off:off + n].tobytes()
+            data = bytes(self.extra[off - len(self.blob):off - len(self.blob) + stored])
+        else:
+            data = self.blob[off:off + stored].tobytes()
+        return data + bytes(int(self.length[i]) - stored)
 
     def set(self, i: int, data: bytes) -> None:
         if self.get(i)[:len(data)] == data:  # a cut: the same bytes, fewer of them
             self.length[i] = len(data)
             self.stored[i] = min(int(self.stored[i]), len(data))
             return
-        self.off[i] = self.extra_at
+        self.off[i] = len(self.blob) + len(self.extra)
         self.length[i] = self.stored[i] = len(data)
-        self.extra.append(data)
-        self.extra_at += len(data)
+        self.extra += data
 
     def new_blob(self) -> np.ndarray:
-        return np.concatenate([self.blob, np.frombuffer(b"".join(self.extra), np.uint8)])
+        return np.concatenate([self.blob, np.frombuffer(bytes(self.extra), np.uint8)])
 
 
 # MQTT 3.1/3.1.1 packets whose body has one size (MQTT 5.0 adds reason codes and properties)
