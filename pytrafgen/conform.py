@@ -12,6 +12,8 @@ TCP, per connection in time order (a SYN after a FIN or RST opens a new one on t
   after the data;
 * sequence numbers follow each side's bytes (SYN and FIN count one), acknowledgement numbers
   follow the peer's bytes sent so far: every ACK answers what the other side sent;
+* a SYN or SYN-ACK advertising a zero window advertises its side's largest window in the flow
+  (65535 if none);
 * option lists are rebuilt from their well-formed options of known kinds (MSS, window scale
   clamped to 14, SACK-permitted, SACK, timestamps) with zero padding after an end-of-list, in
   the same space (a malformed option and everything after it is dropped).
@@ -737,6 +739,24 @@ def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: n
             st["responses"] += 1
 
 
+def conform_syn_windows(records: FieldRecords, counts: dict[str, int]) -> np.ndarray:
+    """The window column with every SYN and SYN-ACK advertising a non-zero window (a zero one
+    would refuse the data the handshake opens for): the largest window its side advertises
+    elsewhere in the flow, else 65535."""
+    p = records.packets
+    window = p["window"].copy()
+    tcp = records.flows["proto"][p["flow"]] == 6
+    bad = np.flatnonzero(tcp & ((p["tcp_flags"] & SYN) != 0) & (window == 0))
+    if not len(bad):
+        return window
+    side = p["flow"].astype(np.int64) * 2 + p["direction"]
+    largest = np.zeros(2 * records.n_flows, np.int64)
+    np.maximum.at(largest, side[tcp], window[tcp].astype(np.int64))
+    window[bad] = np.where(largest[side[bad]] > 0, largest[side[bad]], 65535).astype(window.dtype)
+    counts["tcp_syn_window"] = len(bad)
+    return window
+
+
 def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[str, int]]:
     """``records`` conformed (see the module doc) and the count of packets changed per field."""
     counts: dict[str, int] = {}
@@ -780,7 +800,7 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
     staged = replace(records, packets={**p, "payload_len": payload_len, "payload_stored": payload_stored},
                      blob=blob)
     columns = conform_tcp_order(staged, ts, counts)  # numbers follow the payloads as sent
-    out = replace(staged, packets={**staged.packets, **columns})
+    out = replace(staged, packets={**staged.packets, **columns, "window": conform_syn_windows(staged, counts)})
     return out, {k: v for k, v in counts.items() if v}
 
 

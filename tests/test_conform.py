@@ -413,3 +413,12 @@ def test_messages_of_the_other_side_are_not_sent() -> None:
     http = http_flow([(0, req), (0, b"HTTP/1.1 200 OK\r\n\r\n"), (1, req)])
     out, counts = conform(http, http.packets["ts_ns"])
     assert counts["http_wrong_side_messages"] == 2 and out.packets["payload_len"][4:].tolist() == [0, 0]
+
+
+def test_a_syn_with_a_zero_window_advertises_its_side_s_window() -> None:
+    """TCP-010: the SYN-ACK's window 0 becomes the largest the server advertises in the flow."""
+    records = tcp_flow([(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x10, 1, 1, 0), (1, 0x10, 1, 1, 0)],
+                       server_port=5000)
+    records.packets["window"][:] = [1000, 0, 1000, 4321]
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["tcp_syn_window"] == 1 and out.packets["window"].tolist() == [1000, 4321, 1000, 4321]
