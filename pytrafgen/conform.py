@@ -12,6 +12,8 @@ TCP, per connection in time order (a SYN after a FIN or RST opens a new one on t
   after the data;
 * sequence numbers follow each side's bytes (SYN and FIN count one), acknowledgement numbers
   follow the peer's bytes sent so far: every ACK answers what the other side sent;
+* a SYN or SYN-ACK advertising a zero window advertises its side's largest window in the flow
+  (65535 if none);
 * option lists are rebuilt from their well-formed options of known kinds (MSS, window scale
   clamped to 14, SACK-permitted, SACK, timestamps) with zero padding after an end-of-list, in
   the same space (a malformed option and everything after it is dropped).
@@ -25,19 +27,48 @@ A TCP flow's server port follows the service its client speaks (HTTP on 1883 mov
 MQTT CONNECT on 80/8080 to 1883).
 
 In flows in view from their start (opening with the client's SYN), messages the peer could not
-have asked for are not sent: a repeated MQTT CONNECT in one connection becomes a PINGREQ, an MQTT
-acknowledgement answering no request of the peer and an HTTP final response beyond the requests
-made leave their segment without data.
+have asked for are not sent: a repeated MQTT CONNECT in one connection becomes a PINGREQ, a
+segment of MQTT acknowledgements none of which answers a request of the peer and an HTTP final
+response beyond the requests made leave their segment without data.
+
+MQTT streams frame (flows the MQTT plugin recognises, as the evaluation does; each side in time
+order, packets carried across segments): a reserved packet type, a PUBLISH of QoS 3, an
+over-long remaining-length encoding or a packet whose fields do not parse ends its segment there
+(the rest is not sent); a fixed-size 3.1.1 packet (CONNACK, PUBACK..PUBCOMP, UNSUBACK, PINGREQ,
+PINGRESP, DISCONNECT) whose remaining length disagrees with its layout is sent with the layout's;
+fixed-header flags are the type's required ones; a CONNACK's return code is a defined one; a
+packet type only the other side sends ends the segment. A
+client that opens a session in view (its SYN in the flow) with anything but CONNECT sends a
+CONNECT first. A side not in view is framed only where the rules judge it (it frames from its
+first byte).
+
+HTTP heads the HTTP rules would reject, in segments that start a message, are rebuilt from the
+fields they spell: the start line (a registered method, an origin-form target or "/", HTTP/1.0 or
+1.1; a status code in 100-599 and its reason phrase), header lines that are ``name: value``, one
+Host on an HTTP/1.1 request (the value the generated requests use most); a message with no method
+or status code to keep is not sent, nor, in a flow whose client opened with a request, a
+client's status line or a server's request. A flow in view from the client's SYN to a well-known TCP
+service port whose client still opens with bytes of no such service sends its client segments
+without data.
+
+Every change is counted per field (``mqtt_invalid_packets``, ``mqtt_remaining_length``,
+``mqtt_flags``, ``mqtt_connack_codes``, ``mqtt_connect_added``, ``http_start_lines``,
+``http_header_lines``, ``http_host``, ``http_undecodable_messages``,
+``unmatched_service_payloads``, ...); on the real captures of the lab recording SEED=3 the MQTT
+and HTTP counts are 0, whole and cut at 16 packets.
 
 MQTT over TCP (port 1883): an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
 UNSUBACK) carries the packet identifier of the oldest request of the peer it can answer that is
 still unanswered (PUBLISH of the right QoS, PUBREC, PUBREL, SUBSCRIBE, UNSUBSCRIBE), where the
-flow holds one; an identifier of 0 (never valid) becomes the side's next unused one.
+flow holds one; an identifier of 0 (never valid) becomes the side's next unused one. These MQTT
+steps read only segments that start a packet (never the middle of a long PUBLISH).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
@@ -248,13 +279,12 @@ def _mqtt_packets(payload: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
-def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) -> int:
+def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray, at_packet: np.ndarray) -> int:
     """Acknowledgements carry the identifier of the peer request they answer (see the module
-    doc); ``blob`` is changed in place. Returns the count of packets changed."""
+    doc), read from the segments that start an MQTT packet (``at_packet``); ``blob`` is changed
+    in place. Returns the count of packets changed."""
     p = records.packets
-    fl = records.flows
-    mqtt_flow = (fl["proto"] == 6) & ((fl["server_port"] == MQTT_PORT) | (fl["client_port"] == MQTT_PORT))
-    rows = np.flatnonzero(mqtt_flow[p["flow"]] & (p["payload_stored"] > 0))
+    rows = np.flatnonzero(at_packet & (p["payload_stored"] > 0))
     rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
     changed = 0
     pending: dict[int, list[list[tuple[int, int, int]]]] = {}
@@ -288,7 +318,340 @@ def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) ->
     return changed
 
 
+class _Payloads:
+    """Segment payloads as the builder sends them (stored bytes, then zeros to the length),
+    with replacements appended to a new blob: a payload can shrink or change, never in place
+    of another's bytes."""
+
+    def __init__(self, blob: np.ndarray, off: np.ndarray, length: np.ndarray, stored: np.ndarray) -> None:
+        self.blob, self.off, self.length, self.stored = blob, off.copy(), length.copy(), stored.copy()
+        self.extra = bytearray()  # replacement payloads, placed after the blob
+
+    def get(self, i: int) -> bytes:
+        off, stored = int(self.off[i]), int(self.stored[i])
+        if off >= len(self.blob):
+            data = bytes(self.extra[off - len(self.blob):off - len(self.blob) + stored])
+        else:
+            data = self.blob[off:off + stored].tobytes()
+        return data + bytes(int(self.length[i]) - stored)
+
+    def set(self, i: int, data: bytes) -> None:
+        if self.get(i)[:len(data)] == data:  # a cut: the same bytes, fewer of them
+            self.length[i] = len(data)
+            self.stored[i] = min(int(self.stored[i]), len(data))
+            return
+        self.off[i] = len(self.blob) + len(self.extra)
+        self.length[i] = self.stored[i] = len(data)
+        self.extra += data
+
+    def new_blob(self) -> np.ndarray:
+        return np.concatenate([self.blob, np.frombuffer(bytes(self.extra), np.uint8)])
+
+
+# MQTT 3.1/3.1.1 packets whose body has one size (MQTT 5.0 adds reason codes and properties)
+MQTT_FIXED_BODY = {2: 2, 4: 2, 5: 2, 6: 2, 7: 2, 11: 2, 12: 0, 13: 0, 14: 0}
+MQTT_REQUIRED_FLAGS = {t: (2 if t in (6, 8, 10) else 0) for t in range(16)}
+# types only a client sends (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) and only a server (CONNACK,
+# SUBACK, UNSUBACK, PINGRESP), by direction (0: client)
+MQTT_SENT_BY = (frozenset((1, 8, 10, 12)), frozenset((2, 9, 11, 13)))
+# a CONNECT (3.1.1, clean session, keep-alive 60 s, empty client id) for a session that has none
+MQTT_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+
+
+def _mqtt_spec() -> Any:
+    """The MQTT plugin's protocol (its parser is the one its rules judge with), or None."""
+    from pytrafgen.plugins import get_registry
+
+    return get_registry().protocols.get("mqtt")
+
+
+def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
+                  counts: dict[str, int]) -> tuple[bytes, int]:
+    """``data`` (one segment, from a packet boundary) framed as MQTT: reserved types, PUBLISH
+    QoS 3, over-long remaining-length encodings and packets whose fields do not parse end the
+    segment there; a fixed-size packet (3.1.1) whose remaining length disagrees with its
+    layout gets the layout's length; a non-PUBLISH packet gets its type's required flags.
+    Returns the bytes and how many bytes of a last packet continue in the next segment (negative:
+    the last ``-n`` bytes are a fixed header the next segment ends)."""
+    out = bytearray()
+    pos = 0
+    while pos < len(data):
+        msgs = parse(data[pos:], direction)
+        m = msgs[0] if msgs else {"type_name": "INVALID"}
+        ptype = m.get("type", -1)
+        reason = None
+        if m["type_name"] == "INVALID" and m.get("error") == "incomplete":  # a header the next segment ends
+            return bytes(out) + data[pos:], -(len(data) - pos)
+        reserved = ptype == 0 or (ptype == 15 and version != 5) or (ptype == 3 and m["qos"] == 3)
+        if m["type_name"] == "INVALID" or reserved:
+            reason = "mqtt_invalid_packets"
+        elif ptype in MQTT_SENT_BY[1 - direction]:
+            reason = "mqtt_wrong_side_packets"
+        elif not m["minimal_length"]:
+            reason = "mqtt_remaining_length"
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+            return bytes(out), 0
+        first = data[pos]
+        if ptype != 3 and first & 0x0F != MQTT_REQUIRED_FLAGS[ptype]:
+            first = (ptype << 4) | MQTT_REQUIRED_FLAGS[ptype]
+            counts["mqtt_flags"] = counts.get("mqtt_flags", 0) + 1
+        elif ptype == 3 and m["qos"] == 0 and m["dup"]:
+            first &= 0xF7
+            counts["mqtt_flags"] = counts.get("mqtt_flags", 0) + 1
+        header = m["length"] - m["remaining_length"] if m["complete"] else 1 + len(_varint(m["remaining_length"]))
+        if not m["complete"]:  # runs on in the next segment
+            out += bytes([first]) + data[pos + 1:]
+            return bytes(out), m["remaining_length"] - (len(data) - pos - header)
+        body = data[pos + header:pos + m["length"]]
+        length = data[pos + 1:pos + header]
+        if "malformed" in m and version != 5:  # fields are judged as 3.1.1 (5.0 adds properties)
+            size = MQTT_FIXED_BODY.get(ptype)
+            if size is None or len(body) < size:
+                counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
+                return bytes(out), 0
+            counts["mqtt_remaining_length"] = counts.get("mqtt_remaining_length", 0) + 1
+            length, body = _varint(size), body[:size]
+        if ptype == 2 and version != 5:
+            body = _connack_body(body, counts)
+        out += bytes([first]) + length + body
+        pos += m["length"]
+    return bytes(out), 0
+
+
+def _connack_body(body: bytes, counts: dict[str, int]) -> bytes:
+    """A 3.1/3.1.1 CONNACK's flags and return code made valid: a code above 5 (none defined)
+    becomes 0 (accepted), only the session-present bit is a flag, and it is 0 on a refusal."""
+    code = body[1] if body[1] <= 5 else 0
+    fixed = bytes([body[0] & 1 if code == 0 else 0, code])
+    if fixed != body:
+        counts["mqtt_connack_codes"] = counts.get("mqtt_connack_codes", 0) + 1
+    return fixed
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        digit, value = value & 0x7F, value >> 7
+        out.append(digit | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
+                         counts: dict[str, int]) -> np.ndarray:
+    """MQTT streams that frame (see ``_mqtt_segment``), per side in time order; a side that did
+    not send its SYN in the flow is framed from its first segment only if that frames from its
+    first byte (else it may continue a packet begun before the flow, and the rules do not
+    judge it). A client that opens a session in
+    view (its SYN in the flow) without CONNECT sends one first. Returns, per packet, whether
+    its payload starts an MQTT packet of a flow the MQTT rules judge (the segments whose
+    packets the later steps may read)."""
+    at_packet = np.zeros(records.n_packets, bool)
+    spec = _mqtt_spec()
+    if spec is None:
+        return at_packet
+    parse = spec.parse
+    p, fl = records.packets, records.flows
+    rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (pay.length > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    first: dict[tuple[int, int], bytes] = {}
+    for i in rows.tolist():
+        first.setdefault((int(p["flow"][i]), int(p["direction"][i])), b"")
+        if not first[(int(p["flow"][i]), int(p["direction"][i]))]:
+            first[(int(p["flow"][i]), int(p["direction"][i]))] = pay.get(i)[:512]
+    # the flows the MQTT rules judge: recognised as the evaluation recognises them
+    mqtt = {f for f in {k[0] for k in first}
+            if spec.recognise(int(fl["server_port"][f]), first.get((f, 0), b""), first.get((f, 1), b""))}
+    rows = rows[np.isin(p["flow"][rows], np.fromiter(mqtt, np.int64, len(mqtt)))]
+    syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
+    syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
+    # side -> bytes of a packet still to come, or a fixed header begun (None: not framed)
+    state: dict[tuple[int, int], int | bytes | None] = {}
+    version: dict[int, int] = {}
+    for i in rows.tolist():
+        f, d = int(p["flow"][i]), int(p["direction"][i])
+        data = pay.get(i)
+        if (f, d) not in state:
+            in_view = (f, d) in syn_sides
+            if d == 0 and in_view and data[:1] != b"\x10":
+                data = MQTT_CONNECT + data
+                counts["mqtt_connect_added"] = counts.get("mqtt_connect_added", 0) + 1
+            if not in_view and not _mqtt_starts_packet(data, parse, d):
+                state[(f, d)] = None
+            else:
+                state[(f, d)] = 0
+            head = parse(data, d)[:1]
+            if head and head[0]["type_name"] in ("CONNECT", "CONNACK"):  # the version the session speaks
+                version.setdefault(f, int(head[0].get("protocol_level", head[0]["version"])))
+        pending = state[(f, d)]
+        if pending is None:
+            continue
+        if isinstance(pending, bytes):  # a fixed header begun in the segment before
+            whole, rest = _mqtt_segment(pending + data, parse, d, version.get(f, 4), counts)
+            framed = whole[len(pending):] if whole[:len(pending)] == pending else b""
+            skip = 0
+        else:
+            skip = min(pending, len(data))
+            whole, rest = _mqtt_segment(data[skip:], parse, d, version.get(f, 4), counts)
+            framed = whole
+            rest += pending - skip if rest >= 0 else 0
+        state[(f, d)] = rest if rest >= 0 else whole[rest:]
+        if data[:skip] + framed != pay.get(i):
+            pay.set(i, data[:skip] + framed)
+        at_packet[i] = pending == 0 and bool(framed)
+    return at_packet
+
+
+def _mqtt_starts_packet(data: bytes, parse: Any, direction: int) -> bool:
+    """Whether a stream that may begin mid-packet frames from ``data``'s first byte (as the
+    MQTT rules decide whether to judge it)."""
+    msgs = parse(data, direction)
+    return bool(msgs) and msgs[0]["type_name"] != "INVALID"
+
+
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
+HTTP_METHOD_NAMES = frozenset(m.strip() for m in HTTP_METHODS)
+
+
+HTTP_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+HTTP_TARGET = re.compile(rb"/[!-~]*\Z")
+HTTP_STATUS_LINE = re.compile(rb"HTTP/[0-9]\.[0-9] [0-9]{3}(?: [^\r\n]*)?\Z")
+
+
+def _http_spec() -> Any:
+    from pytrafgen.plugins import get_registry
+
+    return get_registry().protocols.get("http")
+
+
+def _http_head(data: bytes, direction: int, host: bytes, counts: dict[str, int]) -> bytes | None:
+    """``data`` (a segment that starts a message) with its start line rebuilt from the fields
+    it spells (a registered method, an origin-form target or "/", HTTP/1.0 or 1.1; a response's
+    first status code in 100-599 and its reason phrase), header lines that are not
+    ``name: value`` dropped and an HTTP/1.1 request given exactly one Host; zero padding after
+    a head that does not end is dropped (a request's head stays open, as a slow client's does;
+    a response's ends there). None when no method or status code is there to keep."""
+    padded = data.find(b"\x00")
+    end = data.find(b"\r\n\r\n")
+    if end >= 0 and (padded < 0 or end < padded):
+        head, rest, closed = data[:end], data[end + 4:], True
+    elif padded >= 0:  # the rest is the builder's zero padding: a request's head stays open
+        head, rest, closed = data[:padded], b"", direction == 1
+    else:
+        head, rest, closed = data, b"", False
+    trailing = b"\r\n" if not closed and head.endswith(b"\r\n") else b""  # an open head's last line end
+    lines = head[:len(head) - len(trailing)].split(b"\r\n")
+    start = lines[0]
+    words = start.split()
+    version = b"HTTP/1.0" if start.endswith(b"1.0") else b"HTTP/1.1"
+    if direction == 0:
+        if not words or words[0] not in HTTP_METHOD_NAMES:
+            return None
+        target = words[1] if len(words) > 1 and HTTP_TARGET.match(words[1]) and words[1] != version else b"/"
+        new_start = b" ".join((words[0], target, version))
+    else:
+        code = re.search(rb"(?<![0-9])[1-5][0-9]{2}(?![0-9])", start)
+        if code is None:
+            return None
+        status = int(code.group())
+        phrase = HTTPStatus(status).phrase.encode() if status in HTTPStatus._value2member_map_ else b""
+        new_start = b"HTTP/1.1 " + code.group() + (b" " + phrase if phrase else b"")
+        version = b"HTTP/1.1"
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and HTTP_TOKEN.match(name) and all(32 <= c < 127 or c == 9 for c in value):
+            headers.append(line)
+    if len(headers) != len(lines) - 1:
+        counts["http_header_lines"] = counts.get("http_header_lines", 0) + len(lines) - 1 - len(headers)
+    if direction == 0 and version == b"HTTP/1.1" and closed:
+        hosts = [h for h in headers if h.split(b":", 1)[0].lower() == b"host"]
+        if len(hosts) != 1:
+            headers = [b"Host: " + host] + [h for h in headers if h not in hosts]
+            counts["http_host"] = counts.get("http_host", 0) + 1
+    if new_start != start:
+        counts["http_start_lines"] = counts.get("http_start_lines", 0) + 1
+    return b"\r\n".join([new_start, *headers]) + (b"\r\n\r\n" + rest if closed else trailing)
+
+
+def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int]) -> None:
+    """HTTP messages whose head the HTTP rules would reject, rebuilt (``_http_head``) where a
+    segment starts a message: a side's first segment when its SYN is in the flow, and any
+    segment opening like a request (client) or a status line (server); a message with no
+    method or status code to keep is not sent (its segment carries no data)."""
+    spec = _http_spec()
+    if spec is None:
+        return
+    p, fl = records.packets, records.flows
+    rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (pay.length > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    first: dict[tuple[int, int], int] = {}
+    for i in rows.tolist():
+        first.setdefault((int(p["flow"][i]), int(p["direction"][i])), i)
+    flows = {f for f, _ in first}
+    http = {f for f in flows if spec.recognise(int(fl["server_port"][f]),
+                                               pay.get(first[(f, 0)])[:512] if (f, 0) in first else b"",
+                                               pay.get(first[(f, 1)])[:512] if (f, 1) in first else b"")}
+    syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
+    syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
+    hosts: dict[bytes, int] = {}
+    for i in rows.tolist():
+        if int(p["flow"][i]) in http and p["direction"][i] == 0:
+            for line in pay.get(i).split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.lower() == b"host" and HTTP_TARGET.match(b"/" + value.strip()):
+                    hosts[value.strip()] = hosts.get(value.strip(), 0) + 1
+    host = max(hosts, key=lambda h: hosts[h]) if hosts else b"localhost"
+    for i in rows.tolist():
+        f, d = int(p["flow"][i]), int(p["direction"][i])
+        if f not in http:
+            continue
+        data = pay.get(i)
+        client_first = pay.get(first[(f, 0)])[:8] if (f, 0) in first else b""
+        request = data.split(b" ", 1)[0] in HTTP_METHOD_NAMES and b" HTTP/1." in data.split(b"\r\n", 1)[0]
+        if client_first.startswith(HTTP_METHODS) and ((d == 0 and data[:5] == b"HTTP/") or (d == 1 and request)):
+            pay.set(i, b"")  # a client's response, a server's request: the other side's message
+            counts["http_wrong_side_messages"] = counts.get("http_wrong_side_messages", 0) + 1
+            continue
+        opens = data.split(b" ", 1)[0] in HTTP_METHOD_NAMES if d == 0 else data[:2] == b"HT"
+        if not (opens or (first[(f, d)] == i and (f, d) in syn_sides)):
+            continue
+        msgs = spec.parse(data, d)
+        ok = bool(msgs) and msgs[0].get("kind") != "invalid" and (
+            d == 1 or msgs[0]["version"] != "HTTP/1.1"
+            or sum(n.lower() == "host" for n, _ in msgs[0]["headers"]) == 1)
+        # a head that does not end in the segment: a request still open (a slow client) is not
+        # judged, nor a response whose start line is one
+        start = data.split(b"\r\n", 1)[0].split(b"\x00", 1)[0].rstrip(b"\r")
+        if msgs and msgs[0].get("error") == "incomplete" and (d == 0 or HTTP_STATUS_LINE.match(start)):
+            ok = True
+        if ok:
+            continue
+        fixed = _http_head(data, d, host, counts)
+        if fixed is None:
+            counts["http_undecodable_messages"] = counts.get("http_undecodable_messages", 0) + 1
+            fixed = b""
+        if fixed != data:
+            pay.set(i, fixed)
+
+
+def conform_unmatched_service(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int]) -> None:
+    """A flow in view from the client's SYN to a well-known TCP service port (HTTP 80/8080,
+    MQTT 1883) whose client opens with bytes of no such service (after the repairs above):
+    the client's segments are sent without data, counted per packet."""
+    from pytrafgen.protocols.rules_l3l4 import _service_matches
+
+    p, fl = records.packets, records.flows
+    in_view = _opens_with_client_syn(records, ts)
+    rows = np.flatnonzero(in_view[p["flow"]] & (p["direction"] == 0) & (pay.length > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    flows, first = np.unique(p["flow"][rows], return_index=True)
+    for f, i in zip(flows.tolist(), rows[first].tolist(), strict=True):
+        if _service_matches(int(fl["server_port"][f]), pay.get(i)[:16], 6) is False:
+            for j in rows[p["flow"][rows] == f].tolist():
+                pay.set(j, b"")
+                counts["unmatched_service_payloads"] = counts.get("unmatched_service_payloads", 0) + 1
 
 
 def conform_service_ports(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -323,7 +686,8 @@ def _opens_with_client_syn(records: FieldRecords, ts: np.ndarray) -> np.ndarray:
 
 
 def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: np.ndarray,
-                         payload_stored: np.ndarray, ts: np.ndarray, counts: dict[str, int]) -> None:
+                         payload_stored: np.ndarray, ts: np.ndarray, counts: dict[str, int],
+                         mqtt_at_packet: np.ndarray) -> None:
     """Messages the peer could not have asked for, in flows in view from their start: a repeated
     MQTT CONNECT in one connection is sent as a PINGREQ; an MQTT acknowledgement that answers no
     request of the peer, and an HTTP final response beyond the requests made, are not sent (their
@@ -340,6 +704,8 @@ def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: n
         off = int(p["payload_off"][i])
         payload = blob[off:off + int(payload_stored[i])].tobytes()
         if mqtt[f]:
+            if not mqtt_at_packet[i]:  # the middle of a packet, or not MQTT the rules judge
+                continue
             packets = _mqtt_packets(payload)
             if d == 0 and payload[:1] == b"\x10" and payload_stored[i] >= 2:
                 if st["connect"]:
@@ -348,12 +714,12 @@ def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: n
                     counts["mqtt_repeated_connect"] = counts.get("mqtt_repeated_connect", 0) + 1
                     continue
                 st["connect"] = True
-            if len(packets) == 1 and packets[0][0] in MQTT_ANSWERS:
-                want, want_qos = MQTT_ANSWERS[packets[0][0]]
-                if not any(t == want and (want_qos is None or q == want_qos) for t, q in st["pending"][1 - d]):
-                    payload_len[i] = payload_stored[i] = 0
-                    counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
-                    continue
+            if packets and all(t in MQTT_ANSWERS for t, _, _ in packets) and not any(
+                    t == MQTT_ANSWERS[a][0] and MQTT_ANSWERS[a][1] in (None, q)
+                    for a, _, _ in packets for t, q in st["pending"][1 - d]):  # acknowledgements only, none answering
+                payload_len[i] = payload_stored[i] = 0
+                counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
+                continue
             for ptype, qos, _ in packets:
                 if ptype in MQTT_ANSWERS:
                     want, want_qos = MQTT_ANSWERS[ptype]
@@ -373,6 +739,24 @@ def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: n
             st["responses"] += 1
 
 
+def conform_syn_windows(records: FieldRecords, counts: dict[str, int]) -> np.ndarray:
+    """The window column with every SYN and SYN-ACK advertising a non-zero window (a zero one
+    would refuse the data the handshake opens for): the largest window its side advertises
+    elsewhere in the flow, else 65535."""
+    p = records.packets
+    window = p["window"].copy()
+    tcp = records.flows["proto"][p["flow"]] == 6
+    bad = np.flatnonzero(tcp & ((p["tcp_flags"] & SYN) != 0) & (window == 0))
+    if not len(bad):
+        return window
+    side = p["flow"].astype(np.int64) * 2 + p["direction"]
+    largest = np.zeros(2 * records.n_flows, np.int64)
+    np.maximum.at(largest, side[tcp], window[tcp].astype(np.int64))
+    window[bad] = np.where(largest[side[bad]] > 0, largest[side[bad]], 65535).astype(window.dtype)
+    counts["tcp_syn_window"] = len(bad)
+    return window
+
+
 def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[str, int]]:
     """``records`` conformed (see the module doc) and the count of packets changed per field."""
     counts: dict[str, int] = {}
@@ -387,10 +771,21 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
         if fixed != raw:
             blob[off:off + n] = np.frombuffer(fixed, np.uint8)
             counts["tcp_options"] = counts.get("tcp_options", 0) + 1
-    counts["mqtt_packet_ids"] = conform_mqtt_ids(records, blob, ts)
+    server_port = conform_service_ports(records, blob, ts)  # the service decides how payloads frame
+    counts["service_port_flows"] = int(np.sum(server_port != records.flows["server_port"]))
+    records = replace(records, flows={**records.flows, "server_port": server_port})
+    pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
+    at_packet = conform_mqtt_framing(records, pay, ts, counts)
+    conform_http_heads(records, pay, ts, counts)
+    conform_unmatched_service(records, pay, ts, counts)
+    blob = pay.new_blob()
+    records = replace(records, blob=blob, packets={**p, "payload_off": pay.off, "payload_len": pay.length,
+                                                   "payload_stored": pay.stored})
+    p = records.packets
+    counts["mqtt_packet_ids"] = conform_mqtt_ids(records, blob, ts, at_packet)
     payload_stored = p["payload_stored"].copy()
     payload_len = p["payload_len"].copy()
-    conform_app_messages(records, blob, payload_len, payload_stored, ts, counts)
+    conform_app_messages(records, blob, payload_len, payload_stored, ts, counts, at_packet)
     coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)
                           & ((records.flows["server_port"][p["flow"]] == COAP_PORT)
                              | (records.flows["client_port"][p["flow"]] == COAP_PORT)) & (payload_len > 0))
@@ -402,12 +797,10 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
             payload_len[i] = end
             payload_stored[i] = min(stored, end)
             counts["coap_options"] = counts.get("coap_options", 0) + 1
-    server_port = conform_service_ports(records, blob, ts)
-    counts["service_port_flows"] = int(np.sum(server_port != records.flows["server_port"]))
     staged = replace(records, packets={**p, "payload_len": payload_len, "payload_stored": payload_stored},
-                     flows={**records.flows, "server_port": server_port}, blob=blob)
+                     blob=blob)
     columns = conform_tcp_order(staged, ts, counts)  # numbers follow the payloads as sent
-    out = replace(staged, packets={**staged.packets, **columns})
+    out = replace(staged, packets={**staged.packets, **columns, "window": conform_syn_windows(staged, counts)})
     return out, {k: v for k, v in counts.items() if v}
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ALL_SHARED, SHARED_DATA
 
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.build import build_frames, write_records
-from pytrafgen.conform import _coap_options_end, normalise_tcp_options
+from pytrafgen.conform import MQTT_CONNECT, _coap_options_end, conform, normalise_tcp_options
 from pytrafgen.evaluate.compliance import run_rules
 from pytrafgen.evaluate.evalset import load_evalset
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
@@ -51,7 +52,8 @@ BROKEN = [(0, 0x02, 7, 0, 0), (1, 0x12, 99, 3, 0), (0, 0x10, 5, 5, 0), (0, 0x11,
 
 
 def test_seq_and_ack_follow_the_bytes_and_fin_comes_last() -> None:
-    built = build_frames(tcp_flow(BROKEN), PLAN, seed=1, conform=True)
+    # a port of no well-known service: the zero payloads are not judged as a service's bytes
+    built = build_frames(tcp_flow(BROKEN, server_port=5000), PLAN, seed=1, conform=True)
     t = built.to_table()
     isn = {0: int(t.seq[0]), 1: int(t.seq[1])}
     rel_seq = [(int(s) - isn[int(d)]) % (1 << 32) for s, d in zip(t.seq, [r[0] for r in BROKEN], strict=True)]
@@ -127,7 +129,7 @@ def test_the_server_port_follows_the_service_the_client_speaks() -> None:
     http_on_mqtt_port = tcp_flow(rows, payloads={2: b"GET / HTTP/1.1\r\n\r\n"}, server_port=1883)
     built = build_frames(http_on_mqtt_port, PLAN, seed=0, conform=True)
     assert built.to_table().dport[0] == 80 and built.repairs["service_port_flows"] == 1
-    mqtt_on_http_port = tcp_flow(rows, payloads={2: bytes([0x10, 16]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"})
+    mqtt_on_http_port = tcp_flow(rows, payloads={2: bytes([0x10, 14]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"})
     assert build_frames(mqtt_on_http_port, PLAN, seed=0, conform=True).to_table().dport[0] == 1883
 
 
@@ -145,14 +147,14 @@ def test_a_new_connection_on_the_same_ports_is_numbered_afresh() -> None:
 def test_messages_nobody_asked_for_are_not_sent() -> None:
     """One request, two responses: the second leaves its segment empty. A repeated CONNECT
     becomes a PINGREQ; a PUBACK with no PUBLISH before it is not sent."""
-    req, resp = b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
+    req, resp = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
     rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(req)), (1, 0x18, 1, 1, len(resp)),
             (1, 0x18, 1, 1, len(resp))]
     built = build_frames(tcp_flow(rows, payloads={2: req, 3: resp, 4: resp}), PLAN, seed=0, conform=True)
     t = built.to_table()
     assert t.payload_len.tolist() == [0, 0, len(req), len(resp), 0]
     assert built.repairs["http_unrequested_responses"] == 1
-    connect = bytes([0x10, 16]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"
+    connect = bytes([0x10, 14]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"
     puback = bytes([0x40, 2, 0, 1])
     rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(connect)), (0, 0x18, 1, 1, len(connect)),
             (1, 0x18, 1, 1, len(puback))]
@@ -169,3 +171,254 @@ def test_mqtt_packet_identifier_zero_is_replaced() -> None:
     built = build_frames(tcp_flow(rows, payloads={2: publish, 3: puback}, server_port=1883), PLAN, seed=0,
                          conform=True)
     assert built.frame(2).endswith(bytes([0, 1]) + b"xy") and built.frame(3).endswith(bytes([0x40, 2, 0, 1]))
+
+
+CONNECT = bytes([0x10, 14]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"
+HANDSHAKE = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x10, 1, 1, 0)]
+
+
+def mqtt_flow(segments: list[tuple[int, bytes]]) -> FieldRecords:
+    """A flow to 1883 in view from its SYN, then ``(direction, payload)`` segments (numbered
+    in order, so that the raw flow reads as sent)."""
+    sent = [1, 1]
+    rows = list(HANDSHAKE)
+    for d, data in segments:
+        rows.append((d, 0x18, sent[d], sent[1 - d], len(data)))
+        sent[d] += len(data)
+    return tcp_flow(rows, payloads={len(HANDSHAKE) + k: data for k, (_, data) in enumerate(segments)},
+                    server_port=1883)
+
+
+def mqtt_rule_failures(records: FieldRecords, tmp_path: Path) -> dict[str, int]:
+    pcap = tmp_path / "mqtt.pcap"
+    write_records(pcap, records, PLAN, seed=0, conform=False)
+    per_rule = run_rules(load_evalset([pcap], "g"))["per_rule"]
+    return {k: v["violating"] for k, v in per_rule.items() if k.startswith("MQTT") and v.get("violating")}
+
+
+def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
+    """A PUBACK announcing 5 bytes (3.1.1: always 2) is sent with 2 and its stray bytes dropped;
+    zero padding after a PINGREQ (reserved type 0) ends the segment there; a SUBSCRIBE gets its
+    required flags. Raw, the rules flag each; conformed, none."""
+    publish = bytes([0x32, 7, 0, 3]) + b"a/b" + bytes([0, 9])
+    subscribe = bytes([0x80, 8, 0, 7, 0, 3]) + b"a/#" + bytes([0])  # flags 0: must be 2
+    puback = bytes([0x40, 5, 0, 9, 1, 2, 3])
+    pingreq_padded = bytes([0xC0, 0]) + bytes(6)
+    records = mqtt_flow([(0, CONNECT), (0, publish), (0, subscribe), (1, puback), (0, pingreq_padded)])
+    assert set(mqtt_rule_failures(records, tmp_path)) >= {"MQTT-002", "MQTT-003", "MQTT-014"}
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.frame(5).endswith(bytes([0x82]) + subscribe[1:])
+    assert built.frame(6).endswith(bytes([0x40, 2, 0, 9]))
+    assert built.frame(7).endswith(bytes([0xC0, 0])) and built.to_table().payload_len[7] == 2
+    assert built.repairs["mqtt_remaining_length"] == 1 and built.repairs["mqtt_flags"] == 1
+    assert built.repairs["mqtt_invalid_packets"] == 1
+    conformed, _ = conform(records, records.packets["ts_ns"])
+    assert mqtt_rule_failures(conformed, tmp_path) == {}
+
+
+def test_mqtt_packets_that_do_not_parse_are_not_sent() -> None:
+    """A PUBLISH whose topic length runs past its remaining length is dropped with what follows
+    it in the segment; a segment left empty is a bare ACK."""
+    bad_publish = bytes([0x30, 4, 0, 9]) + b"ab"
+    built = build_frames(mqtt_flow([(0, CONNECT), (0, bad_publish + bytes([0xC0, 0]))]), PLAN, seed=0,
+                         conform=True)
+    assert built.to_table().payload_len[4] == 0 and built.repairs["mqtt_invalid_packets"] == 1
+
+
+def test_a_session_in_view_opens_with_connect(tmp_path: Path) -> None:
+    """A client whose first packet in a flow opened by its SYN is not CONNECT sends one first
+    (MQTT-001); a flow cut from mid-session (no SYN) is left as it is."""
+    pingreq = bytes([0xC0, 0])
+    records = mqtt_flow([(0, pingreq)])
+    assert mqtt_rule_failures(records, tmp_path) == {"MQTT-001": 1}
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.repairs["mqtt_connect_added"] == 1
+    assert built.to_table().payload_len[3] == len(MQTT_CONNECT) + 2 and built.frame(3).endswith(MQTT_CONNECT + pingreq)
+    mid = tcp_flow([(0, 0x18, 1, 1, 2)], payloads={0: pingreq}, server_port=1883)
+    assert "mqtt_connect_added" not in build_frames(mid, PLAN, seed=0, conform=True).repairs
+
+
+def test_mqtt_packets_across_segments_are_left_alone() -> None:
+    """A PUBLISH split over two segments, and a fixed header split over two, are valid framing:
+    nothing is counted or changed."""
+    publish = bytes([0x30, 20, 0, 3]) + b"a/b" + b"x" * 15
+    pingreq = bytes([0xC0, 0])
+    segments = [(0, CONNECT), (0, publish[:10]), (0, publish[10:] + pingreq[:1]), (0, pingreq[1:])]
+    records = mqtt_flow(segments)
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert not any(k.startswith("mqtt") for k in counts)
+    assert out.packets["payload_len"].tolist() == records.packets["payload_len"].tolist()
+
+
+def test_connack_return_codes_are_defined_ones(tmp_path: Path) -> None:
+    """A 3.1.1 CONNACK with return code 0x1E (none defined above 5) and the session-present
+    flag is sent as an acceptance (MQTT-008); a refusal keeps its code without session present."""
+    records = mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 1, 0x1E]))])
+    assert mqtt_rule_failures(records, tmp_path) == {"MQTT-008": 1}
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.frame(4).endswith(bytes([0x20, 2, 1, 0])) and built.repairs["mqtt_connack_codes"] == 1
+    refused = build_frames(mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 1, 5]))]), PLAN, seed=0, conform=True)
+    assert refused.frame(4).endswith(bytes([0x20, 2, 0, 5]))
+    conformed, _ = conform(records, records.packets["ts_ns"])
+    assert mqtt_rule_failures(conformed, tmp_path) == {}
+
+
+def test_a_stream_seen_from_mid_session_is_framed_when_the_rules_judge_it() -> None:
+    """No SYN in the flow: a first segment that frames as MQTT is judged by the rules, so its
+    PUBREC announcing 3 bytes is sent with 2; one that does not frame (the middle of a packet)
+    is left as it is."""
+    pubrec = bytes([0x50, 3, 0, 9, 0x7B])
+    out, counts = conform(tcp_flow([(1, 0x18, 1, 1, 5)], payloads={0: pubrec}, server_port=1883),
+                          np.zeros(1, np.int64))
+    assert counts["mqtt_remaining_length"] == 1 and out.packets["payload_len"].tolist() == [4]
+    tail = bytes([0x31, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])  # a remaining length over 4 bytes: no framing
+    _, counts = conform(tcp_flow([(1, 0x18, 1, 1, 6)], payloads={0: tail}, server_port=1883), np.zeros(1, np.int64))
+    assert not any(k.startswith("mqtt") for k in counts)
+
+
+def http_flow(segments: list[tuple[int, bytes]], padded: dict[int, int] | None = None) -> FieldRecords:
+    """A flow to port 80 in view from its SYN, then ``(direction, payload)`` segments; ``padded``:
+    segment index -> bytes of zero padding the builder adds after the stored payload."""
+    records = mqtt_flow(segments)
+    records.flows["server_port"][:] = 80
+    for k, extra in (padded or {}).items():
+        records.packets["payload_len"][len(HANDSHAKE) + k] += extra
+    return records
+
+
+def http_rule_failures(records: FieldRecords, tmp_path: Path) -> dict[str, int]:
+    pcap = tmp_path / "http.pcap"
+    write_records(pcap, records, PLAN, seed=0, conform=False)
+    per_rule = run_rules(load_evalset([pcap], "g"))["per_rule"]
+    return {k: v["violating"] for k, v in per_rule.items() if k.startswith("HTTP") and v.get("violating")}
+
+
+def test_http_start_lines_are_rebuilt_from_their_fields(tmp_path: Path) -> None:
+    """A request line "GET P/ HTP/1.1" without Host becomes "GET / HTTP/1.1" with the Host the flows use; a
+    status line spelled "HT 404 Not Fund" becomes "HTTP/1.1 404 Not Found"; a header line that
+    is not name: value is dropped. Raw, HTTP-001/002 fail (and stop the parse); conformed, no HTTP rule."""
+    good = b"GET /a HTTP/1.1\r\nHost: h.example\r\n\r\n"
+    bad_request = b"GET P/ HTP/1.1\r\nUser-Agent: x\r\nno colon\r\n\r\n"
+    records = http_flow([(0, good), (1, b"HTTP/1.1 204 No Content\r\n\r\n"), (0, bad_request),
+                         (1, b"HT 404 Not Fund\r\n\r\n")])
+    assert set(http_rule_failures(records, tmp_path)) == {"HTTP-001", "HTTP-002"}
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["http_start_lines"] == 2 and counts["http_host"] == 1 and counts["http_header_lines"] == 1
+    built = build_frames(records, PLAN, seed=0, conform=True)
+    assert built.frame(5).endswith(b"GET / HTTP/1.1\r\nHost: h.example\r\nUser-Agent: x\r\n\r\n")
+    assert built.frame(6).endswith(b"HTTP/1.1 404 Not Found\r\n\r\n")
+    assert http_rule_failures(out, tmp_path) == {}
+
+
+def test_http_messages_without_a_code_or_method_are_not_sent_and_open_heads_stay_open() -> None:
+    """A status line with no 3-digit code has nothing to keep: its segment carries no data. A
+    request head cut off by zero padding (a slow client's, or the payload stored in part) stays
+    open: only the padding goes when its start line needs rebuilding, and nothing is changed
+    when it does not."""
+    req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    out, counts = conform(http_flow([(0, req), (1, b"HTP/1.1 20 21 OK\r\n\r\n")]), np.arange(5, dtype=np.int64))
+    assert counts["http_undecodable_messages"] == 1 and out.packets["payload_len"][4] == 0
+    slow = b"GET / HTTP/1.1\r\nHost: a\r\n"
+    records = http_flow([(0, slow)], padded={0: 20})
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert not any(k.startswith("http") for k in counts) and out.packets["payload_len"][3] == len(slow) + 20
+    records = http_flow([(0, b"GET / HTP/1.1\r\nHost: a\r\n")], padded={0: 20})
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["http_start_lines"] == 1 and out.packets["payload_len"][3] == len(slow)
+
+
+def test_client_bytes_of_no_service_are_not_sent(tmp_path: Path) -> None:
+    """A flow to port 80 opened by the client's SYN whose client sends bytes of no HTTP method
+    (TCP-020): the client's segments go without data; one that opens with a request is kept."""
+    records = http_flow([(0, b"GOT / HTTP/1.1\r\n"), (0, b"X-a: b\r\n")])
+    pcap = tmp_path / "raw.pcap"
+    write_records(pcap, records, PLAN, seed=0, conform=False)
+    assert run_rules(load_evalset([pcap], "g"))["per_rule"]["TCP-020"]["violating"] == 1
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["unmatched_service_payloads"] == 2 and out.packets["payload_len"][3:].tolist() == [0, 0]
+    kept = http_flow([(0, b"GET / HTTP/1.1\r\n"), (0, b"X-a: b\r\n")])
+    _, counts = conform(kept, kept.packets["ts_ns"])
+    assert "unmatched_service_payloads" not in counts
+
+
+APP_REPAIRS = ("mqtt_", "http_", "unmatched_service")
+
+
+def app_repairs_on_real(path: Path, cut: int) -> dict[str, int]:
+    """What conform would change in a real capture's MQTT/HTTP payloads (real traffic is valid:
+    the expected answer is nothing)."""
+    from pytrafgen import read_pcap
+    from pytrafgen.flows import assemble_flows
+    from pytrafgen.records_from_packets import records_from_packets
+
+    table = read_pcap(path)
+    flows = assemble_flows(table, max_flow_packets=cut)
+    records = records_from_packets(table, flows, np.zeros(len(flows.proto), np.int16), ["c"], keep_derived=False)
+    _, counts = conform(records, records.packets["ts_ns"])
+    return {k: v for k, v in counts.items() if k.startswith(APP_REPAIRS)}
+
+
+@pytest.mark.parametrize("cut", [0, 16], ids=["whole", "cut16"])
+def test_real_corpus_needs_no_app_repairs(cut: int) -> None:
+    """The bundled corpus (real captures of the 13 lab classes), whole and cut into 16-packet
+    flows: MQTT framing, HTTP heads and service checks change nothing."""
+    corpus = Path(__file__).resolve().parents[1] / "pytrafgen" / "data" / "corpus"
+    for path in sorted(corpus.glob("*.pcap*")):
+        assert app_repairs_on_real(path, cut) == {}, path.name
+
+
+# Real captures where conform's app steps do change something, and why (docs/rules.md lists the
+# same nmap capture among the rules' documented exceptions).
+REAL_APP_REPAIR_CASES = {
+    "nmap_version_scan.pcap": ({"http_undecodable_messages", "http_unrequested_responses"},
+                               "nmap's version probes send non-HTTP bytes to an HTTP port and the server answers them"),
+    "tcp_ports.pcapng": ({"http_unrequested_responses"},
+                         "whole: in a keep-alive connection of many image requests the segment-wise step "
+                         "counts one response as unrequested; HTTP-006, reading the reassembled streams, passes it"),
+}
+
+
+@pytest.mark.skipif(not ALL_SHARED, reason=f"shared captures not found at {SHARED_DATA}")
+@pytest.mark.parametrize("cut", [0, 16], ids=["whole", "cut16"])
+def test_shared_captures_need_no_app_repairs(cut: int) -> None:
+    """Every capture of ../shared/data (13 lab classes, public MQTT 3.1.1/5.0 and HTTP
+    captures), whole and cut: the MQTT/HTTP/service steps change nothing but the listed cases."""
+    for path in ALL_SHARED:
+        allowed = REAL_APP_REPAIR_CASES.get(path.name, (set(), ""))[0]
+        assert set(app_repairs_on_real(path, cut)) <= allowed, path
+
+
+def test_a_segment_of_acknowledgements_answering_nothing_is_not_sent(tmp_path: Path) -> None:
+    """A PUBACK and a PUBCOMP in one segment, with no PUBLISH or PUBREL before them (MQTT-006):
+    the segment carries no data; an acknowledgement next to one that answers is kept."""
+    acks = bytes([0x40, 2, 0, 7, 0x70, 2, 0, 8])
+    records = mqtt_flow([(0, CONNECT), (1, acks)])
+    assert mqtt_rule_failures(records, tmp_path) == {"MQTT-006": 1}
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["mqtt_unanswerable_acks"] == 1 and out.packets["payload_len"][4] == 0
+    publish = bytes([0x32, 7, 0, 3]) + b"a/b" + bytes([0, 7])
+    kept = mqtt_flow([(0, CONNECT), (0, publish), (1, acks)])
+    _, counts = conform(kept, kept.packets["ts_ns"])
+    assert "mqtt_unanswerable_acks" not in counts
+
+
+def test_messages_of_the_other_side_are_not_sent() -> None:
+    """A client that sends a CONNACK and a server that sends a SUBSCRIBE (MQTT), a client that
+    sends a status line and a server that sends a request (HTTP, the client having opened with
+    a request): those messages are not sent, counted."""
+    connack, subscribe = bytes([0x20, 2, 0, 0]), bytes([0x82, 8, 0, 7, 0, 3]) + b"a/#" + bytes([0])
+    out, counts = conform(mqtt := mqtt_flow([(0, CONNECT), (0, connack), (1, subscribe)]), mqtt.packets["ts_ns"])
+    assert counts["mqtt_wrong_side_packets"] == 2 and out.packets["payload_len"][4:].tolist() == [0, 0]
+    req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    http = http_flow([(0, req), (0, b"HTTP/1.1 200 OK\r\n\r\n"), (1, req)])
+    out, counts = conform(http, http.packets["ts_ns"])
+    assert counts["http_wrong_side_messages"] == 2 and out.packets["payload_len"][4:].tolist() == [0, 0]
+
+
+def test_a_syn_with_a_zero_window_advertises_its_side_s_window() -> None:
+    """TCP-010: the SYN-ACK's window 0 becomes the largest the server advertises in the flow."""
+    records = tcp_flow([(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x10, 1, 1, 0), (1, 0x10, 1, 1, 0)],
+                       server_port=5000)
+    records.packets["window"][:] = [1000, 0, 1000, 4321]
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["tcp_syn_window"] == 1 and out.packets["window"].tolist() == [1000, 4321, 1000, 4321]
