@@ -73,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from pytrafgen.protocols.mqtt_wire import encode_remaining_length
 from pytrafgen.records import FieldRecords
 
 FIN, SYN, RST, ACK = 1, 2, 4, 16
@@ -399,7 +400,7 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
         elif ptype == 3 and m["qos"] == 0 and m["dup"]:
             first &= 0xF7
             counts["mqtt_flags"] = counts.get("mqtt_flags", 0) + 1
-        header = m["length"] - m["remaining_length"] if m["complete"] else 1 + len(_varint(m["remaining_length"]))
+        header = m["length"] - m["remaining_length"] if m["complete"] else 1 + len(encode_remaining_length(m["remaining_length"]))
         if not m["complete"]:  # runs on in the next segment
             out += bytes([first]) + data[pos + 1:]
             return bytes(out), m["remaining_length"] - (len(data) - pos - header)
@@ -411,7 +412,7 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
                 counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
                 return bytes(out), 0
             counts["mqtt_remaining_length"] = counts.get("mqtt_remaining_length", 0) + 1
-            length, body = _varint(size), body[:size]
+            length, body = encode_remaining_length(size), body[:size]
         if ptype == 2 and version != 5:
             body = _connack_body(body, counts)
         out += bytes([first]) + length + body
@@ -427,15 +428,6 @@ def _connack_body(body: bytes, counts: dict[str, int]) -> bytes:
     if fixed != body:
         counts["mqtt_connack_codes"] = counts.get("mqtt_connack_codes", 0) + 1
     return fixed
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        digit, value = value & 0x7F, value >> 7
-        out.append(digit | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,

@@ -422,3 +422,15 @@ def test_a_syn_with_a_zero_window_advertises_its_side_s_window() -> None:
     records.packets["window"][:] = [1000, 0, 1000, 4321]
     out, counts = conform(records, records.packets["ts_ns"])
     assert counts["tcp_syn_window"] == 1 and out.packets["window"].tolist() == [1000, 4321, 1000, 4321]
+
+
+@pytest.mark.parametrize(("value", "wire"), [
+    (0, "00"), (127, "7f"), (128, "8001"), (16383, "ff7f"), (16384, "808001"),
+    (2097151, "ffff7f"), (2097152, "80808001"), (268435455, "ffffff7f"),
+])
+def test_remaining_length_matches_the_mqtt_specification_table(value: int, wire: str) -> None:
+    """MQTT 3.1.1 §2.2.3's table of Remaining Length encodings (the core's conformance step and
+    replay's clients write it without the MQTT plugin)."""
+    from pytrafgen.protocols.mqtt_wire import encode_remaining_length
+
+    assert encode_remaining_length(value).hex() == wire

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pytrafgen.protocols.mqtt_wire import encode_remaining_length
 from pytrafgen.replay.guard import DestinationGuard
 from pytrafgen.replay.netns import NamespacePair, inside
 from pytrafgen.replay.senders import Bounds, Exchange, exchange_datagrams
@@ -151,17 +152,8 @@ def _mqtt_string(text: str) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def mqtt_packet(ptype: int, flags: int, body: bytes) -> bytes:
-    return bytes([(ptype << 4) | flags]) + _remaining_length(len(body)) + body
+    return bytes([(ptype << 4) | flags]) + encode_remaining_length(len(body)) + body
 
 
 def mqtt_connect(client_id: str, user: str = MQTT_USER, password: str = MQTT_PASSWORD) -> bytes:
