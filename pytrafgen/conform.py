@@ -378,7 +378,7 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
     pos = 0
     while pos < len(data):
         msgs = parse(data[pos:], direction)
-        m = msgs[0] if msgs else {"type_name": "INVALID"}
+        m: dict[str, Any] = msgs[0] if msgs else {"type_name": "INVALID"}
         ptype = m.get("type", -1)
         reason = None
         if m["type_name"] == "INVALID" and m.get("error") == "incomplete":  # a header the next segment ends
