@@ -114,10 +114,26 @@ def test_selected_flows_encode_as_in_the_whole_table(forest: Path) -> None:
 def test_streamed_host_context_equals_the_whole_capture(tmp_path: Path) -> None:
     """Several clients' flows interleaved in time: the host context a streamed run keeps in its
     sliding window, chunk by chunk, is the whole capture's."""
+    from scapy.layers.inet import IP
+    from scapy.utils import rdpcap, wrpcap
+
     from pytrafgen.detect.context import whole_capture_context
     from pytrafgen.detect.run import iter_finished_flows
 
-    parts = [pytrafgen.read_pcap(CORPUS / f"{n}.pcap") for n in ("nmap_version_scan", "benign_http", "http_flood")]
+    # the lab has one client address per class: give the flood its own so the window holds
+    # several clients (IP and L4 checksums recomputed by scapy)
+    flood = rdpcap(str(CORPUS / "http_flood.pcap"))
+    for packet in flood:
+        if IP in packet:
+            for field in ("src", "dst"):
+                if getattr(packet[IP], field) == "10.99.0.2":
+                    setattr(packet[IP], field, "10.99.0.3")
+            del packet[IP].chksum
+            if packet[IP].payload.haslayer("TCP"):
+                del packet[IP].payload.chksum
+    wrpcap(str(tmp_path / "flood.pcap"), flood)
+    parts = [pytrafgen.read_pcap(CORPUS / f"{n}.pcap") for n in ("nmap_version_scan", "benign_http")]
+    parts.append(pytrafgen.read_pcap(tmp_path / "flood.pcap"))
     step = 0
     for part in parts:  # bring the captures into one time span so their flows interleave
         part.ts_ns[:] = part.ts_ns - part.ts_ns.min() + step
