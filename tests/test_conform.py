@@ -14,7 +14,10 @@ from conftest import ALL_SHARED, SHARED_DATA
 
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.build import build_frames, write_records
-from pytrafgen.conform import MQTT_CONNECT, _coap_options_end, conform, normalise_tcp_options
+from pytrafgen.conform import conform
+from pytrafgen.conform.coap import _coap_options_end
+from pytrafgen.conform.mqtt import MQTT_CONNECT
+from pytrafgen.conform.tcp import normalise_tcp_options
 from pytrafgen.evaluate.compliance import run_rules
 from pytrafgen.evaluate.evalset import load_evalset
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords

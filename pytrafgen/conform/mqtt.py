@@ -1,0 +1,241 @@
+"""MQTT by construction: framing per side, packet identifiers that answer their requests
+(see the package doc)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pytrafgen.conform.payloads import _Payloads
+from pytrafgen.conform.tcp import SYN
+from pytrafgen.protocols.mqtt_wire import encode_remaining_length
+from pytrafgen.records import FieldRecords
+
+MQTT_PORT = 1883
+# MQTT acknowledgement type -> (request type it answers, QoS that request must have or None)
+MQTT_ANSWERS = {4: (3, 1), 5: (3, 2), 6: (5, None), 7: (6, None), 9: (8, None), 11: (10, None)}
+MQTT_REQUESTS = (3, 5, 6, 8, 10)  # types an identifier-carrying answer can follow
+
+
+def _mqtt_packets(payload: bytes) -> list[tuple[int, int, int]]:
+    """(type, QoS for PUBLISH else 0, offset of the packet identifier or -1) of each control
+    packet that starts in ``payload``."""
+    out: list[tuple[int, int, int]] = []
+    i = 0
+    while i + 2 <= len(payload):
+        ptype, flags = payload[i] >> 4, payload[i] & 0x0F
+        remaining, j = 0, i + 1
+        for k in range(4):
+            if j >= len(payload):
+                return out
+            byte = payload[j]
+            j += 1
+            remaining += (byte & 0x7F) << (7 * k)
+            if not byte & 0x80:
+                break
+        else:
+            return out
+        end = j + remaining
+        qos = (flags >> 1) & 3 if ptype == 3 else 0
+        id_at = -1
+        if ptype in (4, 5, 6, 7, 8, 9, 10, 11):
+            id_at = j
+        elif ptype == 3 and qos and j + 2 <= len(payload):
+            id_at = j + 2 + int.from_bytes(payload[j:j + 2], "big")
+        if id_at + 2 > min(end, len(payload)):
+            id_at = -1
+        out.append((ptype, qos, id_at))
+        i = end
+    return out
+
+
+def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray, at_packet: np.ndarray) -> int:
+    """Acknowledgements carry the identifier of the peer request they answer (see the module
+    doc), read from the segments that start an MQTT packet (``at_packet``); ``blob`` is changed
+    in place. Returns the count of packets changed."""
+    p = records.packets
+    rows = np.flatnonzero(at_packet & (p["payload_stored"] > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    changed = 0
+    pending: dict[int, list[list[tuple[int, int, int]]]] = {}
+    for i in rows.tolist():
+        side = pending.setdefault(int(p["flow"][i]), [[], []])
+        d = int(p["direction"][i])
+        off = int(p["payload_off"][i])
+        payload = blob[off:off + int(p["payload_stored"][i])].tobytes()
+        touched = False
+        for ptype, qos, id_at in _mqtt_packets(payload):
+            if id_at < 0:
+                continue
+            if ptype in MQTT_ANSWERS:
+                want, want_qos = MQTT_ANSWERS[ptype]
+                match = next((k for k, (t, q, _) in enumerate(side[1 - d])
+                              if t == want and (want_qos is None or q == want_qos)), None)
+                if match is not None:
+                    pid = side[1 - d].pop(match)[2]
+                    if payload[id_at:id_at + 2] != pid.to_bytes(2, "big"):
+                        blob[off + id_at:off + id_at + 2] = np.frombuffer(pid.to_bytes(2, "big"), np.uint8)
+                        touched = True
+            pid = int.from_bytes(bytes(blob[off + id_at:off + id_at + 2]), "big")
+            if pid == 0:  # identifiers are non-zero: the side's next unused one
+                used = {q for _, _, q in side[d]}
+                pid = next(k for k in range(1, 65536) if k not in used)
+                blob[off + id_at:off + id_at + 2] = np.frombuffer(pid.to_bytes(2, "big"), np.uint8)
+                touched = True
+            if ptype in MQTT_REQUESTS and (ptype != 3 or qos):
+                side[d].append((ptype, qos, pid))
+        changed += touched
+    return changed
+
+# MQTT 3.1/3.1.1 packets whose body has one size (MQTT 5.0 adds reason codes and properties)
+MQTT_FIXED_BODY = {2: 2, 4: 2, 5: 2, 6: 2, 7: 2, 11: 2, 12: 0, 13: 0, 14: 0}
+MQTT_REQUIRED_FLAGS = {t: (2 if t in (6, 8, 10) else 0) for t in range(16)}
+# types only a client sends (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) and only a server (CONNACK,
+# SUBACK, UNSUBACK, PINGRESP), by direction (0: client)
+MQTT_SENT_BY = (frozenset((1, 8, 10, 12)), frozenset((2, 9, 11, 13)))
+# a CONNECT (3.1.1, clean session, keep-alive 60 s, empty client id) for a session that has none
+MQTT_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+
+
+def _mqtt_spec() -> Any:
+    """The MQTT plugin's protocol (its parser is the one its rules judge with), or None."""
+    from pytrafgen.plugins import get_registry
+
+    return get_registry().protocols.get("mqtt")
+
+
+def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
+                  counts: dict[str, int]) -> tuple[bytes, int]:
+    """``data`` (one segment, from a packet boundary) framed as MQTT: reserved types, PUBLISH
+    QoS 3, over-long remaining-length encodings and packets whose fields do not parse end the
+    segment there; a fixed-size packet (3.1.1) whose remaining length disagrees with its
+    layout gets the layout's length; a non-PUBLISH packet gets its type's required flags.
+    Returns the bytes and how many bytes of a last packet continue in the next segment (negative:
+    the last ``-n`` bytes are a fixed header the next segment ends)."""
+    out = bytearray()
+    pos = 0
+    while pos < len(data):
+        msgs = parse(data[pos:], direction)
+        m: dict[str, Any] = msgs[0] if msgs else {"type_name": "INVALID"}
+        ptype = m.get("type", -1)
+        reason = None
+        if m["type_name"] == "INVALID" and m.get("error") == "incomplete":  # a header the next segment ends
+            return bytes(out) + data[pos:], -(len(data) - pos)
+        reserved = ptype == 0 or (ptype == 15 and version != 5) or (ptype == 3 and m["qos"] == 3)
+        if m["type_name"] == "INVALID" or reserved:
+            reason = "mqtt_invalid_packets"
+        elif ptype in MQTT_SENT_BY[1 - direction]:
+            reason = "mqtt_wrong_side_packets"
+        elif not m["minimal_length"]:
+            reason = "mqtt_remaining_length"
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+            return bytes(out), 0
+        first = data[pos]
+        if ptype != 3 and first & 0x0F != MQTT_REQUIRED_FLAGS[ptype]:
+            first = (ptype << 4) | MQTT_REQUIRED_FLAGS[ptype]
+            counts["mqtt_flags"] = counts.get("mqtt_flags", 0) + 1
+        elif ptype == 3 and m["qos"] == 0 and m["dup"]:
+            first &= 0xF7
+            counts["mqtt_flags"] = counts.get("mqtt_flags", 0) + 1
+        header = m["length"] - m["remaining_length"] if m["complete"] else 1 + len(encode_remaining_length(m["remaining_length"]))
+        if not m["complete"]:  # runs on in the next segment
+            out += bytes([first]) + data[pos + 1:]
+            return bytes(out), m["remaining_length"] - (len(data) - pos - header)
+        body = data[pos + header:pos + m["length"]]
+        length = data[pos + 1:pos + header]
+        if "malformed" in m and version != 5:  # fields are judged as 3.1.1 (5.0 adds properties)
+            size = MQTT_FIXED_BODY.get(ptype)
+            if size is None or len(body) < size:
+                counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
+                return bytes(out), 0
+            counts["mqtt_remaining_length"] = counts.get("mqtt_remaining_length", 0) + 1
+            length, body = encode_remaining_length(size), body[:size]
+        if ptype == 2 and version != 5:
+            body = _connack_body(body, counts)
+        out += bytes([first]) + length + body
+        pos += m["length"]
+    return bytes(out), 0
+
+
+def _connack_body(body: bytes, counts: dict[str, int]) -> bytes:
+    """A 3.1/3.1.1 CONNACK's flags and return code made valid: a code above 5 (none defined)
+    becomes 0 (accepted), only the session-present bit is a flag, and it is 0 on a refusal."""
+    code = body[1] if body[1] <= 5 else 0
+    fixed = bytes([body[0] & 1 if code == 0 else 0, code])
+    if fixed != body:
+        counts["mqtt_connack_codes"] = counts.get("mqtt_connack_codes", 0) + 1
+    return fixed
+
+
+def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
+                         counts: dict[str, int]) -> np.ndarray:
+    """MQTT streams that frame (see ``_mqtt_segment``), per side in time order; a side that did
+    not send its SYN in the flow is framed from its first segment only if that frames from its
+    first byte (else it may continue a packet begun before the flow, and the rules do not
+    judge it). A client that opens a session in
+    view (its SYN in the flow) without CONNECT sends one first. Returns, per packet, whether
+    its payload starts an MQTT packet of a flow the MQTT rules judge (the segments whose
+    packets the later steps may read)."""
+    at_packet = np.zeros(records.n_packets, bool)
+    spec = _mqtt_spec()
+    if spec is None:
+        return at_packet
+    parse = spec.parse
+    p, fl = records.packets, records.flows
+    rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (pay.length > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    first: dict[tuple[int, int], bytes] = {}
+    for i in rows.tolist():
+        first.setdefault((int(p["flow"][i]), int(p["direction"][i])), b"")
+        if not first[(int(p["flow"][i]), int(p["direction"][i]))]:
+            first[(int(p["flow"][i]), int(p["direction"][i]))] = pay.get(i)[:512]
+    # the flows the MQTT rules judge: recognised as the evaluation recognises them
+    mqtt = {f for f in {k[0] for k in first}
+            if spec.recognise(int(fl["server_port"][f]), first.get((f, 0), b""), first.get((f, 1), b""))}
+    rows = rows[np.isin(p["flow"][rows], np.fromiter(mqtt, np.int64, len(mqtt)))]
+    syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
+    syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
+    # side -> bytes of a packet still to come, or a fixed header begun (None: not framed)
+    state: dict[tuple[int, int], int | bytes | None] = {}
+    version: dict[int, int] = {}
+    for i in rows.tolist():
+        f, d = int(p["flow"][i]), int(p["direction"][i])
+        data = pay.get(i)
+        if (f, d) not in state:
+            in_view = (f, d) in syn_sides
+            if d == 0 and in_view and data[:1] != b"\x10":
+                data = MQTT_CONNECT + data
+                counts["mqtt_connect_added"] = counts.get("mqtt_connect_added", 0) + 1
+            if not in_view and not _mqtt_starts_packet(data, parse, d):
+                state[(f, d)] = None
+            else:
+                state[(f, d)] = 0
+            head = parse(data, d)[:1]
+            if head and head[0]["type_name"] in ("CONNECT", "CONNACK"):  # the version the session speaks
+                version.setdefault(f, int(head[0].get("protocol_level", head[0]["version"])))
+        pending = state[(f, d)]
+        if pending is None:
+            continue
+        if isinstance(pending, bytes):  # a fixed header begun in the segment before
+            whole, rest = _mqtt_segment(pending + data, parse, d, version.get(f, 4), counts)
+            framed = whole[len(pending):] if whole[:len(pending)] == pending else b""
+            skip = 0
+        else:
+            skip = min(pending, len(data))
+            whole, rest = _mqtt_segment(data[skip:], parse, d, version.get(f, 4), counts)
+            framed = whole
+            rest += pending - skip if rest >= 0 else 0
+        state[(f, d)] = rest if rest >= 0 else whole[rest:]
+        if data[:skip] + framed != pay.get(i):
+            pay.set(i, data[:skip] + framed)
+        at_packet[i] = pending == 0 and bool(framed)
+    return at_packet
+
+
+def _mqtt_starts_packet(data: bytes, parse: Any, direction: int) -> bool:
+    """Whether a stream that may begin mid-packet frames from ``data``'s first byte (as the
+    MQTT rules decide whether to judge it)."""
+    msgs = parse(data, direction)
+    return bool(msgs) and msgs[0]["type_name"] != "INVALID"
