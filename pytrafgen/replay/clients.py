@@ -6,6 +6,7 @@ the destination guard) and stops at a deadline.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import socket
 import struct
@@ -49,8 +50,9 @@ class ProbeResults:
         }
 
 
-class _Periodic:
-    """Runs ``self.once()`` every ``interval_s`` in a thread from ``__enter__`` until ``__exit__``."""
+class _Periodic(abc.ABC):
+    """Runs ``self.once()`` every ``interval_s`` in a thread from ``__enter__`` until ``__exit__``;
+    each legitimate client says what one of its requests is."""
 
     def __init__(self, interval_s: float) -> None:
         self._interval = interval_s
@@ -58,8 +60,9 @@ class _Periodic:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.results = ProbeResults()
 
+    @abc.abstractmethod
     def once(self) -> None:
-        raise NotImplementedError
+        """One request, recorded with ``_record``."""
 
     def _run(self) -> None:
         while not self._stop.is_set():
