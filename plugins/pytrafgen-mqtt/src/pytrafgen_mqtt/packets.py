@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# the fixed header's Remaining Length, as the core writes it for its own MQTT (conform, replay)
+from pytrafgen.protocols.mqtt_wire import encode_remaining_length as encode_varint
+
 TYPE_NAMES = (
     "RESERVED", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
     "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH",
@@ -32,15 +35,6 @@ PROPERTY_TYPES: dict[int, str] = {
 
 class Malformed(ValueError):
     """The bytes of a packet's variable header or payload do not parse."""
-
-
-def encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        digit, value = value & 0x7F, value >> 7
-        out.append(digit | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def decode_varint(data: bytes, pos: int) -> tuple[int, int] | None:
