@@ -334,10 +334,11 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
+    from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.vocab import Vocabulary
 
     load_start = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
-    vocab = Vocabulary.from_registry(CLASSES)
+    vocab = Vocabulary.for_protocols(get_registry().protocols.values(), CLASSES)
     per_packet = dataset_tokens_per_packet(args.dataset) if args.dataset else None
     training = [bench_training(s, args.vocab_size, args.train_batch, args.train_steps, args.warmup, device,
                                use_compile) for s in args.train_sizes.split(",") if s]

@@ -27,6 +27,7 @@ from pytrafgen.address_plan import ALL_CLASSES, DEFAULT_CLIENT_MAC, DEFAULT_SERV
 from pytrafgen.atomic import atomic_file
 from pytrafgen.capture import PacketTable
 from pytrafgen.errors import PytrafgenError
+from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.records import FieldRecords
 
 LINKTYPE_ETHERNET = 1
@@ -302,7 +303,7 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
                  linktype: int = LINKTYPE_ETHERNET, repair: bool = True, isn: np.ndarray | None = None,
                  addresses: Any = None, order: np.ndarray | None = None, *, time_order: bool = False,
                  flow_spread_s: float | None = None, start_ns: int | None = None,
-                 conform: bool = False) -> BuiltFrames:
+                 conform: bool = False, protocols: Mapping[str, ProtocolSpec] | None = None) -> BuiltFrames:
     """Build ``records`` into frames (see the module docstring).
 
     ``isn``: (F,2) uint32 client/server initial sequence numbers (default: drawn from the seed).
@@ -315,7 +316,8 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     arrivals at each class's real flow rate from the plan; ``start_ns``: shift so the first packet
     is at this time. ``conform``: make generated flows valid by construction first
     (``pytrafgen.conform``: TCP teardown after data, seq/ack continuity, well-formed options, CoAP
-    options that fit); what it changed is counted per field in ``BuiltFrames.repairs``.
+    options that fit); what it changed is counted per field in ``BuiltFrames.repairs``;
+    ``protocols`` (name -> spec, needed with ``conform``) frame the app payloads.
     """
     if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
         raise BuildError(f"build: linktype must be {LINKTYPE_ETHERNET} (Ethernet) or {LINKTYPE_RAW} (raw IP)")
@@ -328,7 +330,9 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
     if conform:
         from pytrafgen.conform import conform as conform_records
 
-        records, changed = conform_records(records, records.packets["ts_ns"])
+        if protocols is None:
+            raise BuildError("build: conform needs the protocol specs (protocols=)")
+        records, changed = conform_records(records, records.packets["ts_ns"], protocols)
         repairs.update(changed)
     ends = _endpoints(records, plan, addresses, rng)
     flows = records.flows
@@ -376,22 +380,28 @@ def write_records(path: str | os.PathLike[str], records: FieldRecords, plan: Add
                   seed: int = 0, linktype: int = LINKTYPE_ETHERNET, repair: bool = True,
                   isn: np.ndarray | None = None, addresses: Any = None, *,
                   flow_spread_s: float | None = None, start_ns: int | None = None,
-                  labels: bool = True, file_format: str = "pcap", conform: bool | None = None) -> dict[str, Any]:
+                  labels: bool = True, file_format: str = "pcap", conform: bool | None = None,
+                  protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
     """Build ``records`` and write them as a pcap or pcapng (nanosecond timestamps, packets in
     time order, atomically). ``flow_spread_s`` / ``start_ns`` as in ``build_frames``.
     ``labels``: also write ``<path>.flows.csv``, each flow's class in the order a reader finds the
     flows in the file (``pytrafgen.flow_labels``); in pcapng every packet also carries its class
     and flow as a packet comment. ``conform`` (default: as ``repair``): make the flows valid by
-    construction (see ``build_frames``). Returns a summary: path, packets, skipped (by reason),
+    construction (see ``build_frames``) with ``protocols`` (name -> spec; None: the loaded
+    plugins', resolved here: an edge, docs/architecture.md). Returns a summary: path, packets, skipped (by reason),
     bytes, repairs (packets changed per field), flow_labels (the CSV's path, or None) and
     flow_classes (class per flow, reader order)."""
     from pytrafgen.flow_labels import label_built_flows, labels_path, pcapng_bytes, write_labels_csv
 
     if file_format not in CAPTURE_FORMATS:
         raise BuildError(f"build: file format must be one of {', '.join(CAPTURE_FORMATS)}, got {file_format!r}")
+    conform = repair if conform is None else conform
+    if conform and protocols is None:
+        from pytrafgen.plugins import get_registry
+
+        protocols = get_registry().protocols
     built = build_frames(records, plan, seed, linktype, repair, isn, addresses, time_order=True,
-                         flow_spread_s=flow_spread_s, start_ns=start_ns,
-                         conform=repair if conform is None else conform)
+                         flow_spread_s=flow_spread_s, start_ns=start_ns, conform=conform, protocols=protocols)
     flow_labels = label_built_flows(built, records) if labels else None
     if file_format == "pcapng":
         blob = pcapng_bytes(built, flow_labels.comments() if flow_labels is not None else None)

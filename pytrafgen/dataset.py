@@ -30,6 +30,7 @@ from pytrafgen.tokenizer.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from pytrafgen.address_plan import AddressPlan
+    from pytrafgen.protocol_spec import ProtocolSpec
     from pytrafgen.records import FieldRecords
 
 DATASET_FORMAT = "pytrafgen-dataset"
@@ -126,9 +127,15 @@ def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offse
 
 
 class TrafficDataset:
-    """A tokenized dataset directory, opened read-only (token shards are memory-mapped)."""
+    """A tokenized dataset directory, opened read-only (token shards are memory-mapped).
 
-    def __init__(self, path: str | Path) -> None:
+    ``protocols``: protocol specs by name; the dataset keeps those of its vocabulary's app
+    protocols (``self.protocols``), which decode its app tokens (``records``) and which a
+    generator trained on it decodes with. None: the loaded plugins' (resolved here, once, and
+    only when the vocabulary has app protocols: opening a dataset is one of the edges that
+    resolve plugins, docs/architecture.md)."""
+
+    def __init__(self, path: str | Path, protocols: Mapping[str, ProtocolSpec] | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
             raise DatasetError(f"{self.path}: not a dataset directory")
@@ -146,6 +153,12 @@ class TrafficDataset:
         if self.vocab.hash != self.manifest.get("vocab_hash"):
             raise DatasetError(f"{self.path}: vocab.json (hash {self.vocab.hash}) is not the vocabulary the "
                                f"dataset was written with ({self.manifest.get('vocab_hash')})")
+        self.protocols: dict[str, ProtocolSpec] = {}
+        if self.vocab.app_protocols:
+            from pytrafgen.plugins import get_registry
+            from pytrafgen.tokenizer.encode import app_protocols_for
+
+            self.protocols = app_protocols_for(self.vocab, get_registry().protocols if protocols is None else protocols)
 
     @property
     def classes(self) -> list[str]:
@@ -196,7 +209,8 @@ class TrafficDataset:
         """The split decoded into FieldRecords (flows in split order)."""
         from pytrafgen.tokenizer.decode import decode
 
-        return decode(np.asarray(self.tokens(split)), self.offsets(split), self.vocab, strict=strict)
+        return decode(np.asarray(self.tokens(split)), self.offsets(split), self.vocab, strict=strict,
+                      protocols=self.protocols)
 
     @cached_property
     def address_plan(self) -> AddressPlan:

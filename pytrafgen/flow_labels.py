@@ -8,7 +8,9 @@ frames are dissected and assembled into flows exactly as ``pytrafgen evaluate`` 
 and each assembled flow takes the class of the record flow its first frame was built from.
 
 ``<capture>.flows.csv`` columns: flow_index (the reader's flow order), class, proto,
-client_port, server_port, record_flow (index of the record flow it came from).
+client_port, server_port, record_flow (index of the record flow it came from). Read back with
+``companion_labels(pcap)`` (where the CSV is), ``read_labels_csv`` and ``label_flows_by_key``
+(``pytrafgen evaluate`` and ``pytrafgen detect`` both do).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -95,6 +97,56 @@ def write_labels_csv(path: str | Path, labels: FlowLabels) -> Path:
     return path
 
 
+# --- reading a labels CSV back (pytrafgen evaluate, pytrafgen detect) ----------------------
+
+COMPANION_SUFFIXES = (".labels.csv", ".flows.csv")
+
+
+def companion_labels(pcap: Path) -> Path | None:
+    """The per-flow labels CSV written next to a generated pcap (``<pcap>.labels.csv`` or
+    ``<pcap>.flows.csv``, or with the ``.pcap`` suffix replaced), if there is one."""
+    pcap = Path(pcap)
+    for suffix in COMPANION_SUFFIXES:
+        for candidate in (pcap.with_name(pcap.name + suffix), pcap.with_suffix(suffix)):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def read_labels_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a per-flow labels CSV (``<capture>.flows.csv``; a ``class`` column at least)."""
+    with Path(path).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and "class" not in rows[0]:
+        raise PytrafgenError(f"{path}: a per-flow labels CSV needs a 'class' column")
+    return rows
+
+
+def label_flows_by_key(flows: Any, rows: list[dict[str, str]], path: Path) -> list[str | None]:
+    """Match label rows to assembled flows: by ``flow_index`` (the order of each flow's first
+    packet, as ``write_labels_csv`` writes it), else by (proto, client port, server port)."""
+    n = len(np.asarray(flows.proto))
+    out: list[str | None] = [None] * n
+    if rows and "flow_index" in rows[0]:
+        for r in rows:
+            f = int(r["flow_index"])
+            if not 0 <= f < n:
+                raise PytrafgenError(f"{path}: flow index {f} out of range (the pcap has {n} flows)")
+            out[f] = r["class"]
+        return out
+    if not rows or not {"client_port", "server_port"} <= set(rows[0]):
+        raise PytrafgenError(f"{path}: needs a flow_index column or client_port,server_port columns")
+    by_key: dict[tuple[int, int], list[int]] = {}
+    for f in range(n):
+        by_key.setdefault((int(flows.client_port[f]), int(flows.server_port[f])), []).append(f)
+    for r in rows:
+        for f in by_key.get((int(r["client_port"]), int(r["server_port"])), []):
+            if out[f] is None and (not r.get("proto") or int(r["proto"]) == int(flows.proto[f])):
+                out[f] = r["class"]
+                break
+    return out
+
+
 def _option(code: int, value: bytes) -> bytes:
     return struct.pack("<HH", code, len(value)) + value + bytes(-len(value) % 4)
 
@@ -128,5 +180,6 @@ def pcapng_bytes(built: BuiltFrames, comments: Sequence[str] | None = None, snap
     return b"".join(parts)
 
 
-__all__ = ["LABELS_SUFFIX", "LABEL_COLUMNS", "FlowLabels", "label_built_flows", "labels_path", "pcapng_bytes",
+__all__ = ["COMPANION_SUFFIXES", "LABELS_SUFFIX", "LABEL_COLUMNS", "FlowLabels", "companion_labels", "label_built_flows",
+           "label_flows_by_key", "labels_path", "pcapng_bytes", "read_labels_csv",
            "write_labels_csv"]

@@ -5,12 +5,12 @@ registered through ``pytrafgen.hookspecs``; these base classes say what they mus
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pytrafgen.errors import PytrafgenError
+from pytrafgen.protocol_spec import FieldSpec, ProtocolSpec, Rule
 
 if TYPE_CHECKING:
     from pytrafgen.dataset import TrafficDataset
@@ -19,22 +19,97 @@ if TYPE_CHECKING:
 
 
 class Generator(ABC):
-    """A traffic generator. ``save`` writes a checkpoint directory whose ``config.json`` holds
-    ``{"generator": name, ...}``; ``pytrafgen.generators.load_generator`` dispatches on it.
-    Checkpoints never hold pickles (weights as safetensors, settings as JSON)."""
+    """A traffic generator: the whole contract the CLI (``train``, ``generate``, ``compare``,
+    ``demo``) relies on; it probes nothing else.
+
+    ``save`` writes a checkpoint directory whose ``config.json`` holds ``{"generator": name,
+    ...}``; ``pytrafgen.generators.load_generator`` dispatches on it. Checkpoints never hold
+    pickles (weights as safetensors, settings as JSON). ``pytrafgen generate`` also needs
+    ``address_plan.json`` (``AddressPlan.save``; the dataset's, ``dataset.address_plan``) in the
+    checkpoint directory, and a generator that samples tokens keeps its ``vocab.json`` there.
+
+    ``pytrafgen train DATASET -g NAME --set k=v`` constructs ``cls()`` (no arguments), calls
+    ``fit(TrafficDataset(DATASET), settings)`` with ``settings`` = ``{"device", "seed",
+    "quiet"}`` plus the ``--set`` pairs (values parsed as JSON where they are JSON; keys checked
+    against ``fit_setting_names()``), then ``save(out)``.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: The options ``set_sampling`` accepts besides ``device`` and ``show_progress`` (e.g.
+    #: temperature, top_k, top_p, batch_size); ``pytrafgen generate`` refuses the others.
+    sampling_options: ClassVar[frozenset[str]] = frozenset()
+    #: ``fit`` writes resumable checkpoints to ``settings["checkpoint_dir"]`` as it trains (the
+    #: CLI then passes the output directory).
+    checkpoints_during_fit: ClassVar[bool] = False
+    #: ``fit`` draws its own progress (the CLI then shows no activity line of its own).
+    draws_fit_progress: ClassVar[bool] = False
     #: Progress of ``sample``: called as ``on_progress(done, total)`` with the flows finished
     #: so far and the flows asked for (``total`` may grow when flows are redrawn), at least
     #: once per batch and once at the end. Set it before calling ``sample``; None: silent.
     on_progress: Callable[[int, int], None] | None = None
+    #: The protocol specs (name -> spec) the generator decodes application tokens with.
+    #: ``fit`` takes them from ``dataset.protocols``; ``pytrafgen.generators.load_generator``
+    #: sets them on a loaded checkpoint (from its ``registry=``, default the loaded plugins').
+    #: None: not set; a generator whose vocabulary has app protocols then refuses to sample.
+    protocols: Mapping[str, ProtocolSpec] | None = None
+
+    #: Figures about the latest ``sample`` call (JSON-able, e.g. flows redrawn); ``pytrafgen
+    #: generate --json`` prints them under "sampling". Empty: nothing to say.
+    last_sample_stats: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
 
     @classmethod
     def fit_setting_names(cls) -> frozenset[str] | None:
         """The ``fit`` settings this generator understands (the CLI's ``--set`` keys, which it
         rejects when they are not among them); None: not declared, anything is passed on."""
         return None
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any], flag: str = "--set") -> None:
+        """Refuse settings ``fit_setting_names`` does not list, naming the accepted ones."""
+        accepted = cls.fit_setting_names()
+        if accepted is None:
+            return
+        unknown = sorted(set(settings) - set(accepted))
+        if unknown:
+            raise PytrafgenError(f"{flag}: generator {cls.name!r} has no setting {', '.join(unknown)}; "
+                                 f"accepted: {', '.join(sorted(accepted))}")
+
+    def set_sampling(self, *, device: str | None = None, show_progress: bool | None = None,
+                     **options: Any) -> None:
+        """Options for later ``sample`` calls (None keeps the current value). ``device`` and
+        ``show_progress`` are accepted by every generator (ignored where meaningless); any
+        other option must be in ``sampling_options``. Generators with options override this
+        (and call ``self.check_sampling_options(options)``)."""
+        self.check_sampling_options(options)
+
+    def check_sampling_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse given (not None) options that are not in ``sampling_options``."""
+        unknown = sorted(k for k, v in options.items() if v is not None and k not in self.sampling_options)
+        if unknown:
+            raise PytrafgenError(f"generator {self.name!r} takes no sampling options ({', '.join(unknown)})"
+                                 + (f"; it takes {', '.join(sorted(self.sampling_options))}"
+                                    if self.sampling_options else ""))
+
+    def training_stages(self) -> list[dict[str, Any]]:
+        """The finished training stages, one JSON-able dict each with at least ``stage`` and
+        ``steps`` (``tokens``, ``best_val_loss``, ``stopped_early`` where known); ``pytrafgen
+        train`` prints them. Empty: the generator has no staged training to report."""
+        return []
+
+    def finish_fit(self) -> None:  # noqa: B027 - an optional hook: nothing to release by default
+        """Release what ``fit`` holds beyond the model (e.g. a distributed process group); the
+        CLI calls it after ``fit``, also when ``fit`` raised."""
+
+    def is_writer(self) -> bool:
+        """Whether this process writes checkpoints (False on all but one rank of a
+        multi-process ``fit``)."""
+        return True
+
+    def export(self, path: Path) -> None:
+        """Write a checkpoint meant for shipping (no resumable training state, weights as small
+        as sampling allows); default: ``save``."""
+        self.save(path)
 
     @abstractmethod
     def fit(self, dataset: TrafficDataset, settings: Mapping[str, Any] | None = None) -> None:
@@ -77,72 +152,4 @@ class Tokenizer(ABC):
         """The versioned vocabulary as a JSON-able mapping."""
 
 
-@dataclass(frozen=True)
-class FieldSpec:
-    """One protocol field, as the vocabulary table and docs show it."""
-
-    name: str
-    width_bits: int | None  # None: variable length
-    role: str  # "value" | "length" (derived) | "checksum" (derived) | "payload"
-    encoding: str  # how the tokenizer encodes it: "enum", "uint", "bytes", "text", "bucket", ...
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A compliance rule. ``check(ctx)`` gets a ``pytrafgen.evaluate.context.RuleContext`` and
-    returns ``(applicable, violating)``: two index arrays into the context's packets
-    (``scope == "packet"``) or flows (``scope == "flow"``); ``violating`` ⊆ ``applicable``."""
-
-    id: str  # e.g. "TCP-003", "MQTT-012"
-    protocol: str
-    scope: str
-    description: str
-    check: Callable[[Any], Any]
-
-
-class ProtocolSpec(ABC):
-    """A protocol that pytrafgen can recognise, parse, tokenize, build back and check.
-
-    L4 protocols (TCP, UDP, ...) are handled by the C++ core and register mainly their field
-    table and rules. Application protocols (HTTP, MQTT, ...) come from plugins and add their
-    own token space: ``token_names`` is the protocol's *local* vocabulary (ids 0..n-1), which
-    the vocabulary offsets into a range of its own.
-
-    Per packet, an app protocol either encodes the whole TCP/UDP payload into local tokens
-    (the payload starts at a message boundary and parses into complete messages), or returns
-    None and the tokenizer keeps that payload as bytes (continuations of a message split over
-    segments, unparsable data). Either way the packet's bytes round-trip exactly.
-    """
-
-    name: ClassVar[str]
-    layer: ClassVar[str]  # "l3", "l4" or "app"
-    transport: ClassVar[str] = ""  # app protocols: "tcp" or "udp"
-    default_ports: ClassVar[tuple[int, ...]] = ()
-    fields: ClassVar[tuple[FieldSpec, ...]] = ()
-    token_names: ClassVar[tuple[str, ...]] = ()
-
-    def recognise(self, server_port: int, client_payload: bytes, server_payload: bytes) -> bool:
-        """Whether a flow carries this protocol (ports and/or payload heuristics)."""
-        return server_port in self.default_ports
-
-    def encode(self, payload: bytes, direction: int) -> list[int] | None:
-        """Local token ids for one packet's payload, or None to keep it as bytes."""
-        return None
-
-    def decode(self, tokens: Sequence[int], direction: int) -> bytes:
-        """Payload bytes from local token ids (derived lengths recomputed)."""
-        raise PytrafgenError(f"protocol {self.name!r} has no token codec")
-
-    def parse(self, stream: bytes, direction: int) -> list[dict[str, Any]]:
-        """Messages (field name -> value) in an in-order byte stream of one direction; each
-        holds ``offset``, its first byte's position in ``stream`` (rules map it to a packet)."""
-        return []
-
-    def build(self, message: Mapping[str, Any], direction: int) -> bytes:
-        """Bytes of one message from its fields, derived lengths recomputed."""
-        raise PytrafgenError(f"protocol {self.name!r} cannot build messages")
-
-    def rules(self) -> list[Rule]:
-        """Compliance rules this protocol contributes to ``pytrafgen evaluate``."""
-        return []
+__all__ = ["FieldSpec", "Generator", "ProtocolSpec", "Rule", "Tokenizer", "Validator"]

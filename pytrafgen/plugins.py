@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points
 from importlib.metadata import version as dist_version
@@ -302,7 +302,8 @@ def swap_state(
     return previous
 
 
-def _lookup(kind: str, table: dict[str, Any], name: str) -> Any:
+def lookup(kind: str, table: Mapping[str, Any], name: str) -> Any:
+    """``table[name]``, or a PluginError naming what is available and what to install."""
     try:
         return table[name]
     except KeyError:
@@ -314,19 +315,19 @@ def _lookup(kind: str, table: dict[str, Any], name: str) -> Any:
 
 
 def get_generator(name: str) -> type[Generator]:
-    return _lookup("generator", get_registry().generators, name)
+    return lookup("generator", get_registry().generators, name)
 
 
 def get_validator(name: str) -> Validator:
-    return _lookup("validator", get_registry().validators, name)
+    return lookup("validator", get_registry().validators, name)
 
 
 def get_protocol(name: str) -> ProtocolSpec:
-    return _lookup("protocol", get_registry().protocols, name)
+    return lookup("protocol", get_registry().protocols, name)
 
 
 def get_tokenizer(name: str) -> type[Tokenizer]:
-    return _lookup("tokenizer", get_registry().tokenizers, name)
+    return lookup("tokenizer", get_registry().tokenizers, name)
 
 
 def app_protocols() -> list[ProtocolSpec]:

@@ -31,8 +31,8 @@ from pytrafgen import plugins
 
 if TYPE_CHECKING:
     from pytrafgen.capture import PacketTable
-    from pytrafgen.evaluate.context import RuleContext
     from pytrafgen.interfaces import ProtocolSpec, Rule
+    from pytrafgen.rules.context import RuleContext
 
 TCP_FIN, TCP_SYN, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x08, 0x10
 
@@ -142,11 +142,14 @@ def _first_diff(a: bytes, b: bytes) -> int:
 
 
 def rule_context(table: PacketTable, protocols: dict[str, ProtocolSpec] | None = None) -> RuleContext:
-    """The context compliance rules run in, for a packet table (flows assembled here)."""
-    from pytrafgen.evaluate.context import RuleContext
+    """The context compliance rules run in, for a packet table (flows assembled here), with
+    ``protocols`` (default: the active registry's, e.g. inside ``registry_with``)."""
     from pytrafgen.flows import assemble_flows
+    from pytrafgen.rules.context import RuleContext
 
     flows = assemble_flows(table)
+    if protocols is None:
+        protocols = plugins.get_registry().protocols
     return RuleContext(table, flows, flows.flow_id, flows.direction, protocols=protocols)
 
 

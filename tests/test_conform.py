@@ -14,13 +14,19 @@ from conftest import ALL_SHARED, SHARED_DATA
 
 from pytrafgen.address_plan import AddressPlan
 from pytrafgen.build import build_frames, write_records
-from pytrafgen.conform import conform
+from pytrafgen.conform import conform as conform_with
 from pytrafgen.conform.coap import _coap_options_end
 from pytrafgen.conform.mqtt import MQTT_CONNECT
 from pytrafgen.conform.tcp import normalise_tcp_options
 from pytrafgen.evaluate.compliance import run_rules
 from pytrafgen.evaluate.evalset import load_evalset
+from pytrafgen.plugins import get_registry
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
+
+
+def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[str, int]]:
+    """``pytrafgen.conform.conform`` with the loaded plugins' protocols, as write_records uses them."""
+    return conform_with(records, ts, get_registry().protocols)
 
 PLAN = AddressPlan.from_cidrs(["10.0.0.0/24"], ["10.0.1.0/24"])
 
@@ -56,7 +62,7 @@ BROKEN = [(0, 0x02, 7, 0, 0), (1, 0x12, 99, 3, 0), (0, 0x10, 5, 5, 0), (0, 0x11,
 
 def test_seq_and_ack_follow_the_bytes_and_fin_comes_last() -> None:
     # a port of no well-known service: the zero payloads are not judged as a service's bytes
-    built = build_frames(tcp_flow(BROKEN, server_port=5000), PLAN, seed=1, conform=True)
+    built = build_frames(tcp_flow(BROKEN, server_port=5000), PLAN, seed=1, conform=True, protocols=get_registry().protocols)
     t = built.to_table()
     isn = {0: int(t.seq[0]), 1: int(t.seq[1])}
     rel_seq = [(int(s) - isn[int(d)]) % (1 << 32) for s, d in zip(t.seq, [r[0] for r in BROKEN], strict=True)]
@@ -74,7 +80,7 @@ def test_raw_fails_and_final_passes_rules_and_tshark(tmp_path: Path) -> None:
     for stage, repair in (("raw", False), ("final", True)):
         pcap = tmp_path / f"{stage}.pcap"
         write_records(pcap, records, PLAN, seed=1, repair=repair, labels=False)
-        rules = run_rules(load_evalset([pcap], stage))
+        rules = run_rules(load_evalset([pcap], stage), protocols=get_registry().protocols)
         out = subprocess.run(["tshark", "-r", str(pcap), "-o", "tcp.check_checksum:TRUE", "-T", "fields",
                               "-e", "_ws.expert.severity", "-e", "tcp.options.wscale.shift"],
                              capture_output=True, text=True, check=True).stdout
@@ -114,7 +120,7 @@ def test_mqtt_acknowledgements_answer_their_requests() -> None:
     rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(publish)),
             (0, 0x18, 1, 1, len(subscribe)), (1, 0x18, 1, 1, len(puback)), (1, 0x18, 1, 1, len(suback))]
     records = tcp_flow(rows, payloads={2: publish, 3: subscribe, 4: puback, 5: suback}, server_port=1883)
-    built = build_frames(records, PLAN, seed=0, conform=True)
+    built = build_frames(records, PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     assert built.repairs["mqtt_packet_ids"] == 2
     assert built.frame(4).endswith(bytes([0x40, 2, 0x12, 0x34]))
     assert built.frame(5).endswith(bytes([0x90, 3, 0x00, 0x07, 0]))
@@ -130,10 +136,10 @@ def test_coap_unregistered_option_numbers_end_the_message() -> None:
 def test_the_server_port_follows_the_service_the_client_speaks() -> None:
     rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, 18)]
     http_on_mqtt_port = tcp_flow(rows, payloads={2: b"GET / HTTP/1.1\r\n\r\n"}, server_port=1883)
-    built = build_frames(http_on_mqtt_port, PLAN, seed=0, conform=True)
+    built = build_frames(http_on_mqtt_port, PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     assert built.to_table().dport[0] == 80 and built.repairs["service_port_flows"] == 1
     mqtt_on_http_port = tcp_flow(rows, payloads={2: bytes([0x10, 14]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id"})
-    assert build_frames(mqtt_on_http_port, PLAN, seed=0, conform=True).to_table().dport[0] == 1883
+    assert build_frames(mqtt_on_http_port, PLAN, seed=0, conform=True, protocols=get_registry().protocols).to_table().dport[0] == 1883
 
 
 def test_a_new_connection_on_the_same_ports_is_numbered_afresh() -> None:
@@ -141,7 +147,7 @@ def test_a_new_connection_on_the_same_ports_is_numbered_afresh() -> None:
     opens a connection whose SYN-ACK acknowledges its own SYN."""
     rows = [(0, 0x02, 5, 0, 0), (1, 0x14, 0, 1, 0), (0, 0x02, 9, 0, 0), (1, 0x12, 3, 4, 0),
             (0, 0x10, 1, 1, 0), (1, 0x18, 1, 1, 10)]
-    t = build_frames(tcp_flow(rows), PLAN, seed=0, conform=True).to_table()
+    t = build_frames(tcp_flow(rows), PLAN, seed=0, conform=True, protocols=get_registry().protocols).to_table()
     assert int(t.tcp_flags[1]) == 0x14
     assert (int(t.ack[3]) - int(t.seq[2])) % (1 << 32) == 1  # the retry's SYN-ACK acks its SYN + 1
     assert int(t.seq[0]) == int(t.seq[2])  # the same client ISN, as a retry
@@ -153,7 +159,7 @@ def test_messages_nobody_asked_for_are_not_sent() -> None:
     req, resp = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
     rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(req)), (1, 0x18, 1, 1, len(resp)),
             (1, 0x18, 1, 1, len(resp))]
-    built = build_frames(tcp_flow(rows, payloads={2: req, 3: resp, 4: resp}), PLAN, seed=0, conform=True)
+    built = build_frames(tcp_flow(rows, payloads={2: req, 3: resp, 4: resp}), PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     t = built.to_table()
     assert t.payload_len.tolist() == [0, 0, len(req), len(resp), 0]
     assert built.repairs["http_unrequested_responses"] == 1
@@ -162,7 +168,7 @@ def test_messages_nobody_asked_for_are_not_sent() -> None:
     rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(connect)), (0, 0x18, 1, 1, len(connect)),
             (1, 0x18, 1, 1, len(puback))]
     records = tcp_flow(rows, payloads={2: connect, 3: connect, 4: puback}, server_port=1883)
-    built = build_frames(records, PLAN, seed=0, conform=True)
+    built = build_frames(records, PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     assert built.frame(3).endswith(bytes([0xC0, 0x00])) and built.to_table().payload_len[4] == 0
     assert built.repairs["mqtt_repeated_connect"] == 1 and built.repairs["mqtt_unanswerable_acks"] == 1
 
@@ -172,7 +178,7 @@ def test_mqtt_packet_identifier_zero_is_replaced() -> None:
     puback = bytes([0x40, 2, 0, 0])
     rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x18, 1, 1, len(publish)), (1, 0x18, 1, 1, len(puback))]
     built = build_frames(tcp_flow(rows, payloads={2: publish, 3: puback}, server_port=1883), PLAN, seed=0,
-                         conform=True)
+                         conform=True, protocols=get_registry().protocols)
     assert built.frame(2).endswith(bytes([0, 1]) + b"xy") and built.frame(3).endswith(bytes([0x40, 2, 0, 1]))
 
 
@@ -195,7 +201,7 @@ def mqtt_flow(segments: list[tuple[int, bytes]]) -> FieldRecords:
 def mqtt_rule_failures(records: FieldRecords, tmp_path: Path) -> dict[str, int]:
     pcap = tmp_path / "mqtt.pcap"
     write_records(pcap, records, PLAN, seed=0, conform=False)
-    per_rule = run_rules(load_evalset([pcap], "g"))["per_rule"]
+    per_rule = run_rules(load_evalset([pcap], "g"), protocols=get_registry().protocols)["per_rule"]
     return {k: v["violating"] for k, v in per_rule.items() if k.startswith("MQTT") and v.get("violating")}
 
 
@@ -209,7 +215,7 @@ def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
     pingreq_padded = bytes([0xC0, 0]) + bytes(6)
     records = mqtt_flow([(0, CONNECT), (0, publish), (0, subscribe), (1, puback), (0, pingreq_padded)])
     assert set(mqtt_rule_failures(records, tmp_path)) >= {"MQTT-002", "MQTT-003", "MQTT-014"}
-    built = build_frames(records, PLAN, seed=0, conform=True)
+    built = build_frames(records, PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     assert built.frame(5).endswith(bytes([0x82]) + subscribe[1:])
     assert built.frame(6).endswith(bytes([0x40, 2, 0, 9]))
     assert built.frame(7).endswith(bytes([0xC0, 0])) and built.to_table().payload_len[7] == 2
@@ -224,7 +230,7 @@ def test_mqtt_packets_that_do_not_parse_are_not_sent() -> None:
     it in the segment; a segment left empty is a bare ACK."""
     bad_publish = bytes([0x30, 4, 0, 9]) + b"ab"
     built = build_frames(mqtt_flow([(0, CONNECT), (0, bad_publish + bytes([0xC0, 0]))]), PLAN, seed=0,
-                         conform=True)
+                         conform=True, protocols=get_registry().protocols)
     assert built.to_table().payload_len[4] == 0 and built.repairs["mqtt_invalid_packets"] == 1
 
 
@@ -234,11 +240,11 @@ def test_a_session_in_view_opens_with_connect(tmp_path: Path) -> None:
     pingreq = bytes([0xC0, 0])
     records = mqtt_flow([(0, pingreq)])
     assert mqtt_rule_failures(records, tmp_path) == {"MQTT-001": 1}
-    built = build_frames(records, PLAN, seed=0, conform=True)
+    built = build_frames(records, PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     assert built.repairs["mqtt_connect_added"] == 1
     assert built.to_table().payload_len[3] == len(MQTT_CONNECT) + 2 and built.frame(3).endswith(MQTT_CONNECT + pingreq)
     mid = tcp_flow([(0, 0x18, 1, 1, 2)], payloads={0: pingreq}, server_port=1883)
-    assert "mqtt_connect_added" not in build_frames(mid, PLAN, seed=0, conform=True).repairs
+    assert "mqtt_connect_added" not in build_frames(mid, PLAN, seed=0, conform=True, protocols=get_registry().protocols).repairs
 
 
 def test_mqtt_packets_across_segments_are_left_alone() -> None:
@@ -258,9 +264,9 @@ def test_connack_return_codes_are_defined_ones(tmp_path: Path) -> None:
     flag is sent as an acceptance (MQTT-008); a refusal keeps its code without session present."""
     records = mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 1, 0x1E]))])
     assert mqtt_rule_failures(records, tmp_path) == {"MQTT-008": 1}
-    built = build_frames(records, PLAN, seed=0, conform=True)
+    built = build_frames(records, PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     assert built.frame(4).endswith(bytes([0x20, 2, 1, 0])) and built.repairs["mqtt_connack_codes"] == 1
-    refused = build_frames(mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 1, 5]))]), PLAN, seed=0, conform=True)
+    refused = build_frames(mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 1, 5]))]), PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     assert refused.frame(4).endswith(bytes([0x20, 2, 0, 5]))
     conformed, _ = conform(records, records.packets["ts_ns"])
     assert mqtt_rule_failures(conformed, tmp_path) == {}
@@ -292,7 +298,7 @@ def http_flow(segments: list[tuple[int, bytes]], padded: dict[int, int] | None =
 def http_rule_failures(records: FieldRecords, tmp_path: Path) -> dict[str, int]:
     pcap = tmp_path / "http.pcap"
     write_records(pcap, records, PLAN, seed=0, conform=False)
-    per_rule = run_rules(load_evalset([pcap], "g"))["per_rule"]
+    per_rule = run_rules(load_evalset([pcap], "g"), protocols=get_registry().protocols)["per_rule"]
     return {k: v["violating"] for k, v in per_rule.items() if k.startswith("HTTP") and v.get("violating")}
 
 
@@ -307,7 +313,7 @@ def test_http_start_lines_are_rebuilt_from_their_fields(tmp_path: Path) -> None:
     assert set(http_rule_failures(records, tmp_path)) == {"HTTP-001", "HTTP-002"}
     out, counts = conform(records, records.packets["ts_ns"])
     assert counts["http_start_lines"] == 2 and counts["http_host"] == 1 and counts["http_header_lines"] == 1
-    built = build_frames(records, PLAN, seed=0, conform=True)
+    built = build_frames(records, PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     assert built.frame(5).endswith(b"GET / HTTP/1.1\r\nHost: h.example\r\nUser-Agent: x\r\n\r\n")
     assert built.frame(6).endswith(b"HTTP/1.1 404 Not Found\r\n\r\n")
     assert http_rule_failures(out, tmp_path) == {}
@@ -336,7 +342,7 @@ def test_client_bytes_of_no_service_are_not_sent(tmp_path: Path) -> None:
     records = http_flow([(0, b"GOT / HTTP/1.1\r\n"), (0, b"X-a: b\r\n")])
     pcap = tmp_path / "raw.pcap"
     write_records(pcap, records, PLAN, seed=0, conform=False)
-    assert run_rules(load_evalset([pcap], "g"))["per_rule"]["TCP-020"]["violating"] == 1
+    assert run_rules(load_evalset([pcap], "g"), protocols=get_registry().protocols)["per_rule"]["TCP-020"]["violating"] == 1
     out, counts = conform(records, records.packets["ts_ns"])
     assert counts["unmatched_service_payloads"] == 2 and out.packets["payload_len"][3:].tolist() == [0, 0]
     kept = http_flow([(0, b"GET / HTTP/1.1\r\n"), (0, b"X-a: b\r\n")])

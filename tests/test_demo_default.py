@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pytrafgen.cli.main import build_app
-from pytrafgen.generators.ar.generator import ARGenerator
+from pytrafgen.generators import load_generator
 from pytrafgen.safetensors_io import load_file
 
 
@@ -38,7 +38,7 @@ def test_train_default_writes_the_shippable_checkpoint(tmp_path: Path, monkeypat
     assert not (out / "train_state.safetensors").exists()
     assert (work / "checkpoint" / "train_state.safetensors").exists()
 
-    gen = ARGenerator.load(out)
+    gen = load_generator(out)  # hands it the loaded plugins' protocols
     gen.set_sampling(device="cpu", show_progress=False)
     records = gen.sample({"syn_flood": 2}, seed=0)
     assert records.n_flows == 2 and records.n_packets >= 2

@@ -119,7 +119,7 @@ class ReplayGenerator(Generator):
         self.dataset_path = Path(dataset.path)
 
     def sample(self, counts: Mapping[str, int], seed: int = 0) -> FieldRecords:
-        from pytrafgen.cli.compare import take_record_flows
+        from pytrafgen.evaluate.compare import take_record_flows
 
         assert self.train is not None
         labels = self.train.flows["label"]
@@ -157,10 +157,11 @@ REPLAY_CLASSES = ["benign_http", "mqtt_bruteforce", "syn_flood", "udp_flood"]
 
 
 def test_a_replaying_generator_scores_class_fidelity_one_in_evaluate_and_compare(tmp_path: Path) -> None:
-    from pytrafgen.cli.compare import run_comparison
     from pytrafgen.dataset import TrafficDataset
+    from pytrafgen.evaluate.compare import run_comparison
     from pytrafgen.evaluate.evalset import load_evalset
     from pytrafgen.evaluate.run import prepare_real, run_validators
+    from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
     src = tmp_path / "captures"
@@ -183,7 +184,9 @@ def test_a_replaying_generator_scores_class_fidelity_one_in_evaluate_and_compare
         write_records(tmp_path / "train.pcap", ds.records("train"), ds.address_plan, seed=0)
         real, _ = prepare_real([tmp_path / "train.pcap"], None, [tmp_path / "train.pcap"], seed=0)
         generated = load_evalset([tmp_path / "cmp" / "replay-training.pcap"], "replay")
-        results = run_validators(real, {"replay": generated}, {"seed": 0, "tshark": False}, ["class_fidelity"])
+        reg = get_registry()
+        results = run_validators(real, {"replay": generated}, {"seed": 0, "tshark": False}, ["class_fidelity"],
+                                 validators=reg.validators, protocols=reg.protocols)
         evaluate_f1 = results["generated"]["replay"]["metrics"]["class_fidelity"]["macro_f1"]
     assert compare_f1 == 1.0
     assert evaluate_f1 == 1.0

@@ -239,14 +239,15 @@ def test_inline_third_party_protocol_is_tokenized_and_built() -> None:
     assert_codec_roundtrip(spec, messages[1], 0)
     assert_build_roundtrip(spec, b"".join(messages), 0)
     with registry_with(KeyValuePlugin):
-        vocab = Vocabulary.from_registry(["sensors"])
+        vocab = Vocabulary.for_protocols(plugins.get_registry().protocols.values(), ["sensors"])
         assert vocab.app_protocols[0].name == "kv"
         flows = assemble_flows(table)
-        encoded = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab)
+        protocols = plugins.get_registry().protocols
+        encoded = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab, protocols)
         assert encoded.app_packets == {"kv": 3}
         begin = vocab.app_begin("kv")
         assert begin + 1 + spec.token_names.index("KEY:temp") in set(encoded.tokens.tolist())
-        records = decode(encoded.tokens, encoded.offsets, vocab)
+        records = decode(encoded.tokens, encoded.offsets, vocab, protocols=protocols)
     stored = records.packets["payload_stored"]
     offs = records.packets["payload_off"]
     payloads = [bytes(records.blob[o : o + n]) for o, n in zip(offs, stored, strict=True) if n]

@@ -22,6 +22,7 @@ from conftest import ALL_SHARED, shared_ids
 from pytrafgen.build import LINKTYPE_RAW, build_frames
 from pytrafgen.capture import read_pcap
 from pytrafgen.flows import assemble_flows
+from pytrafgen.plugins import get_registry
 from pytrafgen.records_from_packets import records_and_origin
 from pytrafgen.tokenizer import Vocabulary, decode, encode_flows
 
@@ -75,9 +76,10 @@ def test_tokenize_decode_build_gives_back_the_bytes(path):
     table = read_pcap(path)
     flows = assemble_flows(table)
     labels = np.zeros(len(flows), np.int32)
-    vocab = Vocabulary.from_registry(["c"], CAP)  # with whatever app protocols are installed
-    enc = encode_flows(table, flows, labels, vocab)
-    records = decode(enc.tokens, enc.offsets, vocab, strict=True)
+    vocab = Vocabulary.for_protocols(get_registry().protocols.values(), ["c"], CAP)  # with whatever app protocols are installed
+    protocols = get_registry().protocols
+    enc = encode_flows(table, flows, labels, vocab, protocols)
+    records = decode(enc.tokens, enc.offsets, vocab, strict=True, protocols=protocols)
     ref, origin = records_and_origin(table, flows, labels, ["c"])
 
     # the decoded fields are exactly records_from_packets'

@@ -16,6 +16,7 @@ from conftest import ALL_SHARED, SHARED_DATA, shared_ids
 import pytrafgen
 from pytrafgen.evaluate.compliance import run_rules
 from pytrafgen.evaluate.evalset import evalset_from_tables
+from pytrafgen.plugins import get_registry
 
 CUT = 16
 CORPUS = Path(pytrafgen.__file__).parent / "data" / "corpus"
@@ -31,7 +32,7 @@ def corpus_captures() -> list[Path]:
 def failing_rules(path: Path, cut: int) -> dict[str, str]:
     es = evalset_from_tables([(pytrafgen.read_pcap(path), None)], path.name, max_flow_packets=cut)
     out = {}
-    for rule_id, figures in run_rules(es)["per_rule"].items():
+    for rule_id, figures in run_rules(es, protocols=get_registry().protocols)["per_rule"].items():
         if "error" in figures:
             out[rule_id] = figures["error"]
         elif figures["violating"]:

@@ -131,7 +131,7 @@ class _InlinePlugin:
 def test_registered_app_protocol_gets_its_own_range(monkeypatch):
     _, registry = plugins.load_plugins(extra=[_InlinePlugin()])
     monkeypatch.setattr(plugins, "get_registry", lambda: registry)
-    vocab = Vocabulary.from_registry(CLASSES)
+    vocab = Vocabulary.for_protocols(plugins.get_registry().protocols.values(), CLASSES)
     r = vocab.ranges["app.revtest"]
     assert r.size == 1 + len(ReversedBytes.token_names)
     assert vocab.token_name(r.start) == "app.revtest.begin"

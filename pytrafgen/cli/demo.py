@@ -42,12 +42,14 @@ def demo(
     if ctx.invoked_subcommand is not None:
         return
     from pytrafgen.atomic import open_output_dir
-    from pytrafgen.cli.compare import run_comparison
     from pytrafgen.cli.evaluate import print_summary
     from pytrafgen.demo.default import TOKENIZE_SETTINGS, corpus_dir, default_checkpoint
+    from pytrafgen.evaluate.compare import run_comparison
+    from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
     started = time.perf_counter()
+    registry = get_registry()  # resolved once, handed to every step
     open_output_dir(out, force)
     corpus = corpus_dir()
     checkpoint = default_checkpoint()
@@ -55,11 +57,13 @@ def demo(
     generators = ["ar", *(baseline if baseline is not None else ["markov"])]
     _say(quiet, f"1/3 tokenizing the bundled corpus {corpus} → {dataset}")
     tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1,
-                      **TOKENIZE_SETTINGS)
+                      **TOKENIZE_SETTINGS, protocols=registry.protocols)
 
     def stage(name: str, detail: str) -> None:
         # printed as each stage starts, so the line on screen is what runs now
-        if name == "generate":
+        if name == "skipped":
+            typer.echo(detail, err=True)
+        elif name == "generate":
             how = f"the bundled checkpoint {checkpoint}" if detail == "ar" else "trained on the dataset now"
             _say(quiet, f"2/3 generating every class with {detail} ({how}) "
                         f"[{generators.index(detail) + 1}/{len(generators)} generators]")
@@ -68,7 +72,7 @@ def demo(
 
     results = run_comparison(
         dataset, generators, out, checkpoints={"ar": checkpoint}, max_per_class=max_per_class,
-        tshark=not no_tshark, device=device, seed=seed, quiet=quiet, on_stage=stage,
+        tshark=not no_tshark, device=device, seed=seed, quiet=quiet, on_stage=stage, registry=registry,
     )
     elapsed = time.perf_counter() - started
     typer.echo("")
@@ -109,29 +113,25 @@ def train_default(
 ) -> None:
     """Train the default AR checkpoint on the corpus: pre-train on its benign flows, fine-tune on
     its malicious flows (settings in pytrafgen/demo/default.py)."""
-    import torch
-
     from pytrafgen.atomic import check_output_dir
     from pytrafgen.dataset import TrafficDataset
     from pytrafgen.demo.default import MODEL_SETTINGS, STAGE_STEPS, TOKENIZE_SETTINGS, corpus_dir
     from pytrafgen.generators.ar.generator import ARGenerator
+    from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
     check_output_dir(out, force)
+    protocols = get_registry().protocols
     corpus = corpus or corpus_dir()
     dataset = work / "dataset"
-    tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1, **TOKENIZE_SETTINGS)
-    ds = TrafficDataset(dataset)
+    tokenize_captures([corpus], corpus / "manifest.csv", dataset, workers=1, **TOKENIZE_SETTINGS,
+                      protocols=protocols)
+    ds = TrafficDataset(dataset, protocols)
     gen = ARGenerator()  # the bundled default is the built-in AR model, whatever a plugin registers
     common = {**MODEL_SETTINGS, "device": device, "quiet": quiet, "checkpoint_dir": work / "checkpoint"}
     for stage, steps in STAGE_STEPS.items():
         gen.fit(ds, {**common, "stage": stage, "steps": steps})
-    # what ships: the best weights as float16 (half the bytes, same samples to within rounding);
-    # the resumable training state stays in --work
-    assert gen.weights is not None  # fit leaves the best weights
-    gen.weights = {name: w.to(torch.float16) if w.is_floating_point() else w for name, w in gen.weights.items()}
-    gen.snapshot = None
-    gen.save(out)
+    gen.export(out)  # what ships: no resumable training state (that stays in --work)
     typer.echo(f"wrote {out}")
 
 

@@ -12,12 +12,8 @@ import typer
 
 from pytrafgen.cli.options import Force, JsonOutput, Labels, OutDir, Quiet, Seed
 from pytrafgen.errors import PytrafgenError
+from pytrafgen.evaluate.run import evaluation_settings
 from pytrafgen.progress import progress_steps
-
-
-def evaluation_settings(seed: int, tshark: bool, max_flows: int, split: str, real_sources: list[str]) -> dict:
-    return {"seed": seed, "tshark": tshark, "k": 5, "max_flows": max_flows, "scarce_share": 0.1,
-            "max_train": 20000, "split": split, "real_sources": real_sources}
 
 
 def print_summary(summary: dict[str, dict[str, float | None]]) -> None:
@@ -43,11 +39,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List every compliance rule of every loaded protocol plugin."""
         from pytrafgen.evaluate.compliance import all_rules, rules_markdown
+        from pytrafgen.plugins import get_registry
 
+        protocols = get_registry().protocols
         if markdown:
-            typer.echo(rules_markdown(), nl=False)
+            typer.echo(rules_markdown(protocols), nl=False)
             return
-        found = all_rules()
+        found = all_rules(protocols)
         if as_json:
             typer.echo(json.dumps([{"id": r.id, "protocol": r.protocol, "scope": r.scope,
                                     "description": r.description} for r in found]))
@@ -111,9 +109,11 @@ def register(app: typer.Typer) -> None:
         settings = evaluation_settings(seed, not no_tshark, max_flows, split, [str(p) for p in real])
         from pytrafgen.plugins import get_registry
 
-        n_validators = len(validators) if validators else len(get_registry().validators)
+        registry = get_registry()
+        n_validators = len(validators) if validators else len(registry.validators)
         with progress_steps(1 + n_validators * len(gens), enabled=not (quiet or as_json)) as step:
-            results = run_validators(real_set, gens, settings, validators, step)
+            results = run_validators(real_set, gens, settings, validators, step,
+                                     validators=registry.validators, protocols=registry.protocols)
             results = write_report(out, real_set, gens, results, plots=not no_plots)
         if as_json:
             typer.echo(json.dumps({"out": str(out), "summary": results["summary"]}))

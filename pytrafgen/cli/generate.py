@@ -43,18 +43,6 @@ def parse_class_counts(specs: list[str], default_count: int | None) -> dict[str,
     return counts
 
 
-def _configure_sampling(gen: Any, options: dict[str, Any]) -> None:
-    """Pass sampling options to generators that take them; refuse ones a generator ignores."""
-    given = {k: v for k, v in options.items() if v is not None}
-    setter = getattr(gen, "set_sampling", None)
-    if setter is not None:
-        setter(**given)
-        return
-    tuned = sorted(k for k in given if k != "device")
-    if tuned:
-        raise PytrafgenError(f"generator {gen.name!r} takes no sampling options ({', '.join(tuned)})")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate(
@@ -84,6 +72,7 @@ def register(app: typer.Typer) -> None:
         from pytrafgen.atomic import check_output_file
         from pytrafgen.build import CAPTURE_FORMATS, write_records
         from pytrafgen.generators import load_generator
+        from pytrafgen.plugins import get_registry
 
         if file_format not in CAPTURE_FORMATS:
             raise PytrafgenError(f"--format must be one of {', '.join(CAPTURE_FORMATS)}, got {file_format!r}")
@@ -91,14 +80,16 @@ def register(app: typer.Typer) -> None:
         # refuse outputs that are not ours before sampling, which can take minutes
         for path in (out, Path(f"{out}.flows.csv"), *([raw_out] if raw_out is not None else [])):
             check_output_file(path, force)
-        gen = load_generator(checkpoint, generator)
-        _configure_sampling(gen, {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-                                  "batch_size": batch_size, "device": device})
+        registry = get_registry()
+        gen = load_generator(checkpoint, generator, registry)
+        # Generator.set_sampling refuses options the generator does not take
+        tuned: dict[str, Any] = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "batch_size": batch_size}
+        gen.set_sampling(device=device, **{k: v for k, v in tuned.items() if v is not None})
         with progress_bar("sampling", sum(counts.values()), enabled=not (quiet or as_json)) as report:
             gen.on_progress = report
             records = gen.sample(counts, seed=seed)
         plan = AddressPlan.load(checkpoint / "address_plan.json")
-        written = write_records(out, records, plan, seed, file_format=file_format)
+        written = write_records(out, records, plan, seed, file_format=file_format, protocols=registry.protocols)
         labels_csv = written["flow_labels"]  # what `pytrafgen evaluate` reads
         if raw_out is not None:
             write_records(raw_out, records, plan, seed, repair=False, labels=False, file_format=file_format)
@@ -109,7 +100,7 @@ def register(app: typer.Typer) -> None:
         packets = {name: int(packets_per_flow[labels == records.classes.index(name)].sum()) for name in per_class}
         summary = {"out": str(out), "flow_labels": str(labels_csv), "raw_out": str(raw_out) if raw_out else None, "seed": seed,
                    "flows": per_class, "packets": packets, "skipped": written["skipped"], "repairs": written["repairs"],
-                   "sampling": getattr(gen, "last_sample_stats", {})}
+                   "sampling": gen.last_sample_stats}
         if as_json:
             typer.echo(json.dumps(summary))
         else:

@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tokenize captures into a dataset: split by flow (stratified by class, seeded)."""
         from pytrafgen.atomic import check_output_dir
+        from pytrafgen.plugins import get_registry
         from pytrafgen.tokenizer.pipeline import (
             expand_inputs,
             match_labels,
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
             manifest = tokenize_captures(
                 files, labels, out, payload_cap=payload_cap, seed=seed, workers=n_workers,
                 idle_timeout_s=idle_timeout, max_flow_packets=max_flow_packets, max_app_tokens=max_app_tokens,
-                on_file_done=file_done)
+                on_file_done=file_done, protocols=get_registry().protocols)
         if as_json:
             typer.echo(json.dumps(manifest, indent=2))
             return

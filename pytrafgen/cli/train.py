@@ -1,19 +1,23 @@
-"""``pytrafgen pretrain`` / ``finetune`` (the AR generator's two stages) and ``pytrafgen train``
-(any registered generator's ``fit``). All three run under ``torchrun`` for several GPUs or
-nodes; only rank 0 writes the checkpoint."""
+"""``pytrafgen train`` (any registered generator's ``fit``), through the ``Generator`` contract
+only. The AR generator's stage commands (``pretrain``, ``finetune``) are registered by its
+built-in plugin through ``register_commands`` (``pytrafgen.generators.ar.commands``), as a
+third-party generator's would be. Runs under ``torchrun`` for several GPUs or nodes; only the
+writing process (``Generator.is_writer``) writes the checkpoint."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pytrafgen.atomic import check_output_dir
 from pytrafgen.cli.options import Device, Force, JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import PytrafgenError
+
+if TYPE_CHECKING:
+    from pytrafgen.interfaces import Generator
 
 Steps = Annotated[int | None, typer.Option("--steps", help="Optimizer steps (default: the size's).")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Windows per step per process.")]
@@ -23,41 +27,44 @@ Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the mode
 CheckpointEvery = Annotated[int | None, typer.Option("--checkpoint-every", help="Steps between checkpoints.")]
 
 
-def _is_main() -> bool:
-    """Rank 0 under torchrun, or a plain single-process launch."""
-    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
-
-
 def _load_dataset(path: Path) -> Any:
     from pytrafgen.dataset import TrafficDataset
+    from pytrafgen.plugins import get_registry
 
-    return TrafficDataset(path)
+    return TrafficDataset(path, get_registry().protocols)
 
 
-def _report(gen: Any, out: Path, as_json: bool) -> None:
-    if not _is_main():
+def _report(gen: Generator, out: Path, as_json: bool) -> None:
+    if not gen.is_writer():
         return
-    summary = {"checkpoint": str(out), "generator": gen.name, "stages": getattr(gen, "completed", [])}
+    stages = gen.training_stages()
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps({"checkpoint": str(out), "generator": gen.name, "stages": stages}))
         return
-    for stage in summary["stages"]:
+    for stage in stages:
         val = stage.get("best_val_loss")
         val_text = f"{val:.4f}" if isinstance(val, float) else "n/a"
-        typer.echo(f"{stage['stage']}: {stage['steps']} steps, {stage['tokens']:,} tokens, best val loss {val_text}"
+        typer.echo(f"{stage['stage']}: {stage['steps']} steps, {stage.get('tokens', 0):,} tokens, best val loss {val_text}"
                    + (" (stopped early)" if stage.get("stopped_early") else ""))
     typer.echo(f"wrote {out}")
 
 
-def _fit_ar(gen: Any, dataset: Path, out: Path, settings: dict[str, Any], as_json: bool) -> None:
-    from pytrafgen.generators.ar.train import shutdown_distributed
+def fit_and_save(gen: Generator, dataset: Path, out: Path, settings: dict[str, Any], as_json: bool) -> None:
+    """``gen.fit`` on the dataset and ``gen.save(out)``, through the Generator contract only:
+    the output directory as ``checkpoint_dir`` for a generator that checkpoints as it trains,
+    an activity line for one that draws no progress of its own, ``finish_fit`` always, and the
+    checkpoint written (and reported) by the writing process only."""
+    from pytrafgen.progress import activity
 
+    if gen.checkpoints_during_fit:
+        settings = {**settings, "checkpoint_dir": out}
     try:
-        gen.fit(_load_dataset(dataset), {**settings, "checkpoint_dir": out})
-        if _is_main():
+        with activity(f"{gen.name}: training", enabled=not gen.draws_fit_progress and not settings.get("quiet")):
+            gen.fit(_load_dataset(dataset), settings)
+        if gen.is_writer():
             gen.save(out)
     finally:
-        shutdown_distributed()
+        gen.finish_fit()
     _report(gen, out, as_json)
 
 
@@ -75,76 +82,7 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
-def check_setting_names(gen_cls: Any, settings: dict[str, Any], flag: str = "--set") -> None:
-    """Refuse settings the generator does not understand, listing the ones it does."""
-    accepted = gen_cls.fit_setting_names()
-    if accepted is None:
-        return
-    unknown = sorted(set(settings) - set(accepted))
-    if unknown:
-        raise PytrafgenError(f"{flag}: generator {gen_cls.name!r} has no setting {', '.join(unknown)}; "
-                             f"accepted: {', '.join(sorted(accepted))}")
-
-
 def register(app: typer.Typer) -> None:
-    @app.command("pretrain")
-    def pretrain(
-        dataset: Annotated[Path, typer.Argument(help="Tokenized dataset directory (pytrafgen tokenize).")],
-        out: OutDir,
-        size: Annotated[str, typer.Option("--size", help="Model size: tiny, small or base.")] = "small",
-        steps: Steps = None,
-        batch_size: BatchSize = None,
-        lr: LearningRate = None,
-        checkpoint_every: CheckpointEvery = None,
-        device: Device = "auto",
-        resume: Resume = False,
-        compile: Compile = False,
-        seed: Seed = 0,
-        force: Force = False,
-        quiet: Quiet = False,
-        as_json: JsonOutput = False,
-    ) -> None:
-        """Pre-train the AR generator on the dataset's benign flows."""
-        check_output_dir(out, force)
-        from pytrafgen.generators.ar.generator import ARGenerator
-
-        gen = ARGenerator.load(out) if resume and (out / "config.json").is_file() else ARGenerator(size)
-        settings = {"stage": "pretrain", "size": size, "steps": steps, "batch_size": batch_size, "lr": lr,
-                    "checkpoint_every": checkpoint_every, "device": device, "resume": resume,
-                    "compile": compile, "seed": seed, "quiet": quiet or as_json}
-        _fit_ar(gen, dataset, out, settings, as_json)
-
-    @app.command("finetune")
-    def finetune(
-        checkpoint: Annotated[Path, typer.Argument(help="Pre-trained AR checkpoint directory.")],
-        dataset: Annotated[Path, typer.Argument(help="Tokenized dataset with labeled malicious flows.")],
-        out: OutDir,
-        replay: Annotated[float, typer.Option("--replay", help="Share of benign windows (against forgetting).")] = 0.2,
-        lora_rank: Annotated[int, typer.Option("--lora-rank", help="Train rank-r LoRA adapters only (0: all weights).")] = 0,
-        steps: Steps = None,
-        batch_size: BatchSize = None,
-        lr: LearningRate = None,
-        checkpoint_every: CheckpointEvery = None,
-        device: Device = "auto",
-        resume: Resume = False,
-        compile: Compile = False,
-        seed: Seed = 0,
-        force: Force = False,
-        quiet: Quiet = False,
-        as_json: JsonOutput = False,
-    ) -> None:
-        """Fine-tune a pre-trained AR generator on malicious flows, conditioned on their class."""
-        check_output_dir(out, force)
-        from pytrafgen.generators.ar.generator import ARGenerator
-
-        resuming = resume and (out / "train_state.json").is_file()
-        gen = ARGenerator.load(out if resuming else checkpoint)
-        settings = {"stage": "finetune", "replay": replay, "lora_rank": lora_rank, "steps": steps,
-                    "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every,
-                    "device": device, "resume": resuming, "compile": compile, "seed": seed,
-                    "quiet": quiet or as_json}
-        _fit_ar(gen, dataset, out, settings, as_json)
-
     @app.command("train")
     def train(
         dataset: Annotated[Path, typer.Argument(help="Tokenized dataset directory.")],
@@ -164,15 +102,6 @@ def register(app: typer.Typer) -> None:
 
         given = _parse_set(set_ or [])
         gen_cls = get_generator(generator)
-        check_setting_names(gen_cls, given)
+        gen_cls.check_settings(given)
         settings = {"device": device, "seed": seed, "quiet": quiet or as_json, **given}
-        gen = gen_cls()
-        if generator == "ar":
-            _fit_ar(gen, dataset, out, settings, as_json)
-            return
-        from pytrafgen.progress import activity
-
-        with activity(f"{generator}: training", enabled=not (quiet or as_json)):
-            gen.fit(_load_dataset(dataset), settings)
-        gen.save(out)
-        _report(gen, out, as_json)
+        fit_and_save(gen_cls(), dataset, out, settings, as_json)

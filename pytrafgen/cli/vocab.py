@@ -28,9 +28,12 @@ def register(app: typer.Typer) -> None:
         from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP, Vocabulary
 
         if dataset is not None:
-            v = TrafficDataset(dataset).vocab
+            v = TrafficDataset(dataset, protocols={}).vocab  # only its vocabulary is shown
         else:
-            v = Vocabulary.from_registry(payload_cap=DEFAULT_PAYLOAD_CAP if payload_cap is None else payload_cap)
+            from pytrafgen.plugins import get_registry
+
+            v = Vocabulary.for_protocols(get_registry().protocols.values(),
+                                         payload_cap=DEFAULT_PAYLOAD_CAP if payload_cap is None else payload_cap)
         if as_json:
             typer.echo(json.dumps(v.to_json(), indent=1))
             return

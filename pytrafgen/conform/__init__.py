@@ -66,6 +66,7 @@ steps read only segments that start a packet (never the middle of a long PUBLISH
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -88,6 +89,7 @@ from pytrafgen.conform.tcp import (
     conform_tcp_order,
     normalise_tcp_options,
 )
+from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.records import FieldRecords
 
 
@@ -182,8 +184,10 @@ def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: n
             st["responses"] += 1
 
 
-def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[str, int]]:
-    """``records`` conformed (see the module doc) and the count of packets changed per field."""
+def conform(records: FieldRecords, ts: np.ndarray,
+            protocols: Mapping[str, ProtocolSpec]) -> tuple[FieldRecords, dict[str, int]]:
+    """``records`` conformed (see the module doc) and the count of packets changed per field.
+    ``protocols``: the protocol specs by name (the HTTP and MQTT plugins' frame the payloads)."""
     counts: dict[str, int] = {}
     p = records.packets
     blob = records.blob.copy()
@@ -200,8 +204,8 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
     counts["service_port_flows"] = int(np.sum(server_port != records.flows["server_port"]))
     records = replace(records, flows={**records.flows, "server_port": server_port})
     pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
-    at_packet = conform_mqtt_framing(records, pay, ts, counts)
-    conform_http_heads(records, pay, ts, counts)
+    at_packet = conform_mqtt_framing(records, pay, ts, counts, protocols.get("mqtt"))
+    conform_http_heads(records, pay, ts, counts, protocols.get("http"))
     conform_unmatched_service(records, pay, ts, counts)
     blob = pay.new_blob()
     records = replace(records, blob=blob, packets={**p, "payload_off": pay.off, "payload_len": pay.length,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
-from typing import Any
 
 import numpy as np
 
 from pytrafgen.conform.payloads import _Payloads
 from pytrafgen.conform.tcp import SYN
+from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.records import FieldRecords
 
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
@@ -19,12 +19,6 @@ HTTP_METHOD_NAMES = frozenset(m.strip() for m in HTTP_METHODS)
 HTTP_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 HTTP_TARGET = re.compile(rb"/[!-~]*\Z")
 HTTP_STATUS_LINE = re.compile(rb"HTTP/[0-9]\.[0-9] [0-9]{3}(?: [^\r\n]*)?\Z")
-
-
-def _http_spec() -> Any:
-    from pytrafgen.plugins import get_registry
-
-    return get_registry().protocols.get("http")
 
 
 def _http_head(data: bytes, direction: int, host: bytes, counts: dict[str, int]) -> bytes | None:
@@ -77,12 +71,13 @@ def _http_head(data: bytes, direction: int, host: bytes, counts: dict[str, int])
     return b"\r\n".join([new_start, *headers]) + (b"\r\n\r\n" + rest if closed else trailing)
 
 
-def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int]) -> None:
+def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int],
+                       spec: ProtocolSpec | None) -> None:
     """HTTP messages whose head the HTTP rules would reject, rebuilt (``_http_head``) where a
     segment starts a message: a side's first segment when its SYN is in the flow, and any
     segment opening like a request (client) or a status line (server); a message with no
-    method or status code to keep is not sent (its segment carries no data)."""
-    spec = _http_spec()
+    method or status code to keep is not sent (its segment carries no data). ``spec``: the HTTP
+    plugin's protocol (its recognise() picks the flows), None: not installed, nothing to do."""
     if spec is None:
         return
     p, fl = records.packets, records.flows

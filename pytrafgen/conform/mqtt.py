@@ -9,6 +9,7 @@ import numpy as np
 
 from pytrafgen.conform.payloads import _Payloads
 from pytrafgen.conform.tcp import SYN
+from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.protocols.mqtt_wire import encode_remaining_length
 from pytrafgen.records import FieldRecords
 
@@ -98,13 +99,6 @@ MQTT_SENT_BY = (frozenset((1, 8, 10, 12)), frozenset((2, 9, 11, 13)))
 MQTT_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
 
 
-def _mqtt_spec() -> Any:
-    """The MQTT plugin's protocol (its parser is the one its rules judge with), or None."""
-    from pytrafgen.plugins import get_registry
-
-    return get_registry().protocols.get("mqtt")
-
-
 def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
                   counts: dict[str, int]) -> tuple[bytes, int]:
     """``data`` (one segment, from a packet boundary) framed as MQTT: reserved types, PUBLISH
@@ -170,16 +164,16 @@ def _connack_body(body: bytes, counts: dict[str, int]) -> bytes:
 
 
 def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
-                         counts: dict[str, int]) -> np.ndarray:
+                         counts: dict[str, int], spec: ProtocolSpec | None) -> np.ndarray:
     """MQTT streams that frame (see ``_mqtt_segment``), per side in time order; a side that did
     not send its SYN in the flow is framed from its first segment only if that frames from its
     first byte (else it may continue a packet begun before the flow, and the rules do not
     judge it). A client that opens a session in
     view (its SYN in the flow) without CONNECT sends one first. Returns, per packet, whether
     its payload starts an MQTT packet of a flow the MQTT rules judge (the segments whose
-    packets the later steps may read)."""
+    packets the later steps may read). ``spec``: the MQTT plugin's protocol (its parser is the
+    one its rules judge with), None: not installed, nothing to do."""
     at_packet = np.zeros(records.n_packets, bool)
-    spec = _mqtt_spec()
     if spec is None:
         return at_packet
     parse = spec.parse

@@ -77,11 +77,11 @@ def _classes_from_companion(table: Any, flows: Any, companion: Path) -> list[str
     with the flow at that index (a labels file numbered in another order than the pcap's
     flows), rows are matched by (proto, client port, server port) instead."""
     from pytrafgen import assemble_flows
-    from pytrafgen.evaluate.evalset import _label_flows_by_key, _read_flow_labels
+    from pytrafgen.flow_labels import label_flows_by_key, read_labels_csv
 
     whole = assemble_flows(table)  # the assembly `pytrafgen generate` numbered the flows by
     try:
-        rows = _read_flow_labels(companion)
+        rows = read_labels_csv(companion)
         if rows and {"flow_index", "proto", "client_port", "server_port"} <= set(rows[0]):
             key = np.stack([np.asarray(whole.proto, np.int64), np.asarray(whole.client_port, np.int64),
                             np.asarray(whole.server_port, np.int64)], axis=1)
@@ -90,7 +90,7 @@ def _classes_from_companion(table: Any, flows: Any, companion: Path) -> list[str
             inside = (index >= 0) & (index < len(key))
             if not inside.all() or not (key[index[inside]] == given[inside]).all():
                 rows = [{k: v for k, v in r.items() if k != "flow_index"} for r in rows]
-        by_flow = _label_flows_by_key(whole, rows, companion)
+        by_flow = label_flows_by_key(whole, rows, companion)
     except (KeyError, ValueError, TypeError) as exc:
         raise PytrafgenError(f"{companion}: malformed flow labels ({type(exc).__name__}: {exc})") from None
     if all(c is None for c in by_flow):
@@ -105,7 +105,7 @@ def load_labeled(paths: Sequence[Path], manifest: Mapping[str, tuple[str, str]] 
     """Read ``paths``; a file's class comes from ``manifest`` (by file name or path), else
     (generated pcaps) from its companion ``<pcap>.flows.csv``. A real capture that the manifest
     does not list is an error; so is a generated pcap without a companion file."""
-    from pytrafgen.evaluate.evalset import companion_labels
+    from pytrafgen.flow_labels import companion_labels
 
     captures: list[CaptureFlows] = []
     kinds: dict[str, str] = {}

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from pytrafgen.detect.data import FlowSettings
 from pytrafgen.errors import PytrafgenError
+
+if TYPE_CHECKING:
+    from pytrafgen.protocol_spec import ProtocolSpec
 
 FORMAT = 1
 HEADER_FILE = "detector.json"
@@ -293,9 +297,21 @@ class BoostingDetector(SklearnDetector):
         self.model.fit(inputs, labels)
 
 
-def new_detector(kind: str, header: DetectorHeader, transformer_steps: int | None = None) -> Detector:
+def _transformer_protocols(protocols: Mapping[str, ProtocolSpec] | None) -> Mapping[str, ProtocolSpec]:
+    """The protocol specs a transformer detector tokenizes with: ``protocols``, else the loaded
+    plugins' (resolved here: ``new_detector``/``load_detector`` are edges, docs/architecture.md)."""
+    if protocols is not None:
+        return protocols
+    from pytrafgen.plugins import get_registry
+
+    return get_registry().protocols
+
+
+def new_detector(kind: str, header: DetectorHeader, transformer_steps: int | None = None,
+                 protocols: Mapping[str, ProtocolSpec] | None = None) -> Detector:
     """An untrained detector of ``kind`` (the header's ``kind`` and inputs are set here);
-    ``transformer_steps``: fine-tuning steps of a transformer (default: its own)."""
+    ``transformer_steps``: fine-tuning steps of a transformer (default: its own); ``protocols``:
+    the app protocol specs a transformer tokenizes with (default: the loaded plugins')."""
     from pytrafgen.detect.features import FEATURE_NAMES
 
     if kind not in KINDS:
@@ -304,15 +320,17 @@ def new_detector(kind: str, header: DetectorHeader, transformer_steps: int | Non
     if kind == "transformer":
         from pytrafgen.detect.transformer import TransformerDetector
 
+        specs = _transformer_protocols(protocols)
         if transformer_steps is None:
-            return TransformerDetector.untrained(header)
-        return TransformerDetector.untrained(header, steps=transformer_steps)
+            return TransformerDetector.untrained(header, protocols=specs)
+        return TransformerDetector.untrained(header, steps=transformer_steps, protocols=specs)
     header.features = list(FEATURE_NAMES)
     return SklearnDetector.from_kind(header)
 
 
-def load_detector(path: str | Path) -> Detector:
-    """Load a detector directory written by ``Detector.save`` (see the module docstring)."""
+def load_detector(path: str | Path, protocols: Mapping[str, ProtocolSpec] | None = None) -> Detector:
+    """Load a detector directory written by ``Detector.save`` (see the module docstring);
+    ``protocols``: as in ``new_detector``."""
     path = Path(path)
     header_path = path / HEADER_FILE
     if not header_path.is_file():
@@ -325,7 +343,7 @@ def load_detector(path: str | Path) -> Detector:
     if header.kind == "transformer":
         from pytrafgen.detect.transformer import TransformerDetector
 
-        return TransformerDetector.load_model(header, path)
+        return TransformerDetector.load_model(header, path, _transformer_protocols(protocols))
     return SklearnDetector.load_model(header, path)
 
 

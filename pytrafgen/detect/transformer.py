@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pytrafgen.detect.model import Detector, DetectorError, DetectorHeader
+
+if TYPE_CHECKING:
+    from pytrafgen.protocol_spec import ProtocolSpec
 
 DEFAULT_BACKBONE = Path(__file__).resolve().parent.parent / "data" / "default_model"
 WEIGHTS_FILE = "weights.safetensors"
@@ -80,12 +84,16 @@ class TransformerDetector(Detector):
 
     def __init__(self, header: DetectorHeader, vocab_json: dict[str, Any], gpt_config: dict[str, Any],
                  classifier: FlowClassifier | None = None, max_tokens: int = MAX_TOKENS,
-                 steps: int = TRAIN_STEPS, dropped_fields: tuple[str, ...] = DROPPED_FIELDS) -> None:
+                 steps: int = TRAIN_STEPS, dropped_fields: tuple[str, ...] = DROPPED_FIELDS,
+                 protocols: Mapping[str, ProtocolSpec] | None = None) -> None:
         super().__init__(header)
+        from pytrafgen.tokenizer.encode import app_protocols_for
         from pytrafgen.tokenizer.vocab import Vocabulary
 
         self.vocab_json = vocab_json
         self.vocab = Vocabulary.from_json(vocab_json)
+        # the app protocol specs the flows are tokenized with (handed down by the caller)
+        self.protocols = app_protocols_for(self.vocab, protocols)
         self.gpt_config = gpt_config
         self.classifier = classifier
         self.max_tokens = max_tokens
@@ -102,7 +110,8 @@ class TransformerDetector(Detector):
 
     @classmethod
     def untrained(cls, header: DetectorHeader, backbone: Path = DEFAULT_BACKBONE,
-                  steps: int = TRAIN_STEPS) -> TransformerDetector:
+                  steps: int = TRAIN_STEPS, protocols: Mapping[str, ProtocolSpec] | None = None
+                  ) -> TransformerDetector:
         """Starts from the generator checkpoint ``backbone`` (default: the bundled model)."""
         from pytrafgen.safetensors_io import load_torch
 
@@ -113,7 +122,7 @@ class TransformerDetector(Detector):
             raise DetectorError(f"{backbone}: cannot read the backbone checkpoint ({exc})") from None
         header.vocab_hash = str(vocab_json["hash"])
         header.training["backbone"] = str(backbone)
-        det = cls(header, vocab_json, dict(config["model"]), steps=steps)
+        det = cls(header, vocab_json, dict(config["model"]), steps=steps, protocols=protocols)
         classifier = FlowClassifier(det.gpt_config, len(header.classes))
         classifier.gpt.load_state_dict(load_torch(backbone / "weights.safetensors"))
         det.classifier = classifier
@@ -129,7 +138,7 @@ class TransformerDetector(Detector):
         out = np.full((n, self.max_tokens), self.pad, np.int32)
         if n == 0:
             return out
-        encoded = encode_flows(packets, flows, np.zeros(n, np.int32), self.vocab)
+        encoded = encode_flows(packets, flows, np.zeros(n, np.int32), self.vocab, self.protocols)
         tokens, offsets = np.asarray(encoded.tokens), np.asarray(encoded.offsets)
         keep = ~self.dropped[tokens]
         flow = np.repeat(np.arange(n), np.diff(offsets))
@@ -207,9 +216,9 @@ class TransformerDetector(Detector):
             indent=2))
 
     @classmethod
-    def load_model(cls, header: DetectorHeader, directory: Path) -> TransformerDetector:
+    def load_model(cls, header: DetectorHeader, directory: Path,
+                   protocols: Mapping[str, ProtocolSpec] | None = None) -> TransformerDetector:
         from pytrafgen.safetensors_io import load_torch
-        from pytrafgen.tokenizer.encode import app_protocols_for
 
         try:
             vocab_json = json.loads((directory / VOCAB_FILE).read_text())
@@ -222,11 +231,12 @@ class TransformerDetector(Detector):
             raise DetectorError(f"{directory}: {VOCAB_FILE} (hash {vocab_json.get('hash')}) is not the vocabulary "
                                 f"the detector was trained with ({header.vocab_hash})")
         try:
-            det = cls(header, vocab_json, gpt_config, max_tokens=max_tokens, dropped_fields=dropped_fields)
+            det = cls(header, vocab_json, gpt_config, max_tokens=max_tokens, dropped_fields=dropped_fields,
+                      protocols=protocols if protocols is not None else {})
             classifier = FlowClassifier(gpt_config, len(header.classes))
         except Exception as exc:  # a vocabulary or shape this pytrafgen cannot build
             raise DetectorError(f"{directory}: cannot build the model ({type(exc).__name__}: {exc})") from None
-        missing = [p.name for p in det.vocab.app_protocols if p.name not in app_protocols_for(det.vocab)]
+        missing = [p.name for p in det.vocab.app_protocols if p.name not in det.protocols]
         if missing:
             raise DetectorError(f"{directory}: the vocabulary needs the protocol plugins {', '.join(missing)}, "
                                 "which are not installed")

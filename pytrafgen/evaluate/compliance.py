@@ -17,15 +17,11 @@ from typing import Any
 import numpy as np
 
 from pytrafgen.evaluate.evalset import EvalSet
-from pytrafgen.interfaces import ProtocolSpec, Rule
+from pytrafgen.protocol_spec import ProtocolSpec, Rule
 
 
-def all_rules(protocols: Mapping[str, ProtocolSpec] | None = None) -> list[Rule]:
-    """Every rule of every registered protocol, ordered by id; ids are unique."""
-    if protocols is None:
-        from pytrafgen.plugins import get_registry
-
-        protocols = get_registry().protocols
+def all_rules(protocols: Mapping[str, ProtocolSpec]) -> list[Rule]:
+    """Every rule of every protocol in ``protocols``, ordered by id; ids are unique."""
     rules: dict[str, Rule] = {}
     for spec in protocols.values():
         for rule in spec.rules():
@@ -35,11 +31,9 @@ def all_rules(protocols: Mapping[str, ProtocolSpec] | None = None) -> list[Rule]
 
 def run_rules(es: EvalSet, stage: str = "final",
               protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
-    """Apply every rule to one set; per-rule figures, packet and flow pass rates."""
-    if protocols is None:
-        from pytrafgen.plugins import get_registry
-
-        protocols = get_registry().protocols
+    """Apply every rule to one set; per-rule figures, packet and flow pass rates.
+    ``protocols``: the specs whose rules run (default: the set's own, ``EvalSet.protocols``)."""
+    protocols = es.protocols_or(protocols)
     ctx = es.context(protocols, stage)
     packet_bad = np.zeros(es.n_packets, bool)
     flow_bad = np.zeros(es.n_flows, bool)
@@ -85,6 +79,7 @@ def compliance(generated: EvalSet, protocols: Mapping[str, ProtocolSpec] | None 
     """Final (and raw, where available) rule compliance plus the tshark oracle."""
     from pytrafgen.evaluate.oracle import tshark_oracle
 
+    protocols = generated.protocols_or(protocols)
     out: dict[str, Any] = {"final": run_rules(generated, "final", protocols)}
     out["raw"] = run_rules(generated.raw, "raw", protocols) if generated.raw is not None else {
         "skipped": "no raw (pre-repair) version of this set was given"}
@@ -101,7 +96,7 @@ def compliance(generated: EvalSet, protocols: Mapping[str, ProtocolSpec] | None 
     return out
 
 
-def rules_markdown(protocols: Mapping[str, ProtocolSpec] | None = None) -> str:
+def rules_markdown(protocols: Mapping[str, ProtocolSpec]) -> str:
     """docs/rules.md: every registered rule with its id, protocol, scope and description."""
     rules = all_rules(protocols)
     lines = ["# Compliance rules", "",

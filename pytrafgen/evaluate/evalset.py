@@ -3,7 +3,7 @@
 Built from pcaps (``pytrafgen.read_pcap`` + ``assemble_flows``), several files concatenated
 into one table, with each flow's class taken from a manifest CSV (``file,class[,label]``:
 every flow of a file gets its class) or, for a generated pcap, from its companion per-flow
-labels CSV (see :func:`companion_labels`). Packet and flow columns are kept in
+labels CSV (see ``pytrafgen.flow_labels.companion_labels``). Packet and flow columns are kept in
 :class:`ColumnTable` objects with the attribute names of docs/architecture.md §1–2, so rules
 and features read them exactly as they would read a ``PacketTable`` / ``FlowTable``.
 """
@@ -14,12 +14,16 @@ import csv
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.evaluate.features import FlowFeatures, flow_features
+from pytrafgen.flow_labels import companion_labels, label_flows_by_key, read_labels_csv
+
+if TYPE_CHECKING:
+    from pytrafgen.protocol_spec import ProtocolSpec
 
 PACKET_COLUMN_NAMES: tuple[str, ...] = (
     "frame_off", "caplen", "wirelen", "ts_ns", "linktype", "iface", "status", "l3", "l3_off",
@@ -81,6 +85,9 @@ class EvalSet:
     _features: FlowFeatures | None = field(default=None, repr=False)
     # figures that depend on this set alone, reused across generated sets (e.g. real-only utility)
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # the protocol specs (name -> spec) its rules and streams are judged with; run_validators
+    # hands them to the sets it evaluates; None: not given
+    protocols: Mapping[str, ProtocolSpec] | None = field(default=None, repr=False)
 
     @property
     def n_packets(self) -> int:
@@ -95,10 +102,20 @@ class EvalSet:
             self._features = flow_features(self.packets, self.flows, self.flow_id, self.direction)
         return self._features
 
-    def context(self, protocols: Mapping[str, Any] | None = None, stage: str = "final") -> Any:
-        from pytrafgen.evaluate.context import RuleContext
+    def context(self, protocols: Mapping[str, ProtocolSpec] | None = None, stage: str = "final") -> Any:
+        """The ``RuleContext`` of this set, with ``protocols`` (default: the set's own)."""
+        from pytrafgen.rules.context import RuleContext
 
-        return RuleContext(self.packets, self.flows, self.flow_id, self.direction, protocols, stage)
+        return RuleContext(self.packets, self.flows, self.flow_id, self.direction, self.protocols_or(protocols),
+                           stage)
+
+    def protocols_or(self, protocols: Mapping[str, ProtocolSpec] | None) -> Mapping[str, ProtocolSpec]:
+        """``protocols`` if given, else the set's own; neither is an error (rules need them)."""
+        chosen = protocols if protocols is not None else self.protocols
+        if chosen is None:
+            raise PytrafgenError(f"evaluation set {self.name!r} has no protocol specs to judge it with: pass "
+                                 "protocols= (the plugin registry's Registry.protocols)")
+        return chosen
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.classes))
@@ -128,7 +145,7 @@ class EvalSet:
         return EvalSet(
             name or self.name, packets, ColumnTable(flow_cols), new_id[self.flow_id[keep]],
             self.direction[keep], self.labels[flows], list(self.classes), dict(self.class_kinds),
-            list(self.sources),
+            list(self.sources), protocols=self.protocols,
         )
 
 
@@ -190,53 +207,6 @@ def read_manifest(path: Path) -> dict[str, tuple[str, str]]:
     return entries
 
 
-COMPANION_SUFFIXES = (".labels.csv", ".flows.csv")
-
-
-def companion_labels(pcap: Path) -> Path | None:
-    """The per-flow labels CSV written next to a generated pcap (``<pcap>.labels.csv`` or
-    ``<pcap>.flows.csv``, or with the ``.pcap`` suffix replaced), if there is one."""
-    pcap = Path(pcap)
-    for suffix in COMPANION_SUFFIXES:
-        for candidate in (pcap.with_name(pcap.name + suffix), pcap.with_suffix(suffix)):
-            if candidate.exists():
-                return candidate
-    return None
-
-
-def _read_flow_labels(path: Path) -> list[dict[str, str]]:
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and "class" not in rows[0]:
-        raise PytrafgenError(f"{path}: a per-flow labels CSV needs a 'class' column")
-    return rows
-
-
-def _label_flows_by_key(flows: Any, rows: list[dict[str, str]], path: Path) -> list[str | None]:
-    """Match label rows to assembled flows: by ``flow_index`` (the order of each flow's first
-    packet, as ``write_flow_labels`` writes it), else by (proto, client port, server port)."""
-    n = len(np.asarray(flows.proto))
-    out: list[str | None] = [None] * n
-    if rows and "flow_index" in rows[0]:
-        for r in rows:
-            f = int(r["flow_index"])
-            if not 0 <= f < n:
-                raise PytrafgenError(f"{path}: flow index {f} out of range (the pcap has {n} flows)")
-            out[f] = r["class"]
-        return out
-    if not rows or not {"client_port", "server_port"} <= set(rows[0]):
-        raise PytrafgenError(f"{path}: needs a flow_index column or client_port,server_port columns")
-    by_key: dict[tuple[int, int], list[int]] = {}
-    for f in range(n):
-        by_key.setdefault((int(flows.client_port[f]), int(flows.server_port[f])), []).append(f)
-    for r in rows:
-        for f in by_key.get((int(r["client_port"]), int(r["server_port"])), []):
-            if out[f] is None and (not r.get("proto") or int(r["proto"]) == int(flows.proto[f])):
-                out[f] = r["class"]
-                break
-    return out
-
-
 def evalset_from_tables(parts: Sequence[tuple[Any, Sequence[str | None] | str | None]], name: str,
                         kinds: Mapping[str, str] | None = None, sources: Sequence[str] = (),
                         max_flow_packets: int = 0) -> EvalSet:
@@ -294,7 +264,7 @@ def load_evalset(
                 kinds[entry[0]] = entry[1]
         elif (companion := companion_labels(path)) is not None:
             flows = assemble_flows(table)
-            parts.append((table, _label_flows_by_key(flows, _read_flow_labels(companion), companion)))
+            parts.append((table, label_flows_by_key(flows, read_labels_csv(companion), companion)))
         else:
             parts.append((table, default_class))
     return evalset_from_tables(parts, name, kinds, sources)

@@ -11,14 +11,18 @@ import json
 import math
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pytrafgen.atomic import atomic_file, open_output_dir
 from pytrafgen.evaluate.evalset import EvalSet
 from pytrafgen.evaluate.fidelity import NUMERIC_FIELDS, field_values
+
+if TYPE_CHECKING:
+    from pytrafgen.protocol_spec import ProtocolSpec
 
 MAX_PLOTTED_CLASSES = 16
 
@@ -281,9 +285,12 @@ def plot_summary(summary: dict[str, dict[str, float | None]], path: Path) -> Non
 
 
 def write_report(out: Path, real: EvalSet, gens: dict[str, EvalSet], results: dict[str, Any],
-                 plots: bool = True) -> dict[str, Any]:
+                 plots: bool = True, protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
     """Write report.json, report.md, report.html (self-contained: the plots inline) and the PNGs
-    under ``out``; return the JSON document."""
+    under ``out``; return the JSON document. ``protocols``: the specs whose rule descriptions
+    the failed-rules tables show (default: the real set's, ``EvalSet.protocols``)."""
+    from pytrafgen.evaluate.compliance import all_rules
+
     open_output_dir(out)
     summary = {name: summarise(r["metrics"]) for name, r in results["generated"].items()}
     results["summary"] = summary
@@ -318,7 +325,10 @@ def write_report(out: Path, real: EvalSet, gens: dict[str, EvalSet], results: di
     from pytrafgen.evaluate.report_html import render_html
 
     with atomic_file(out / "report.html", "w") as fh:
-        fh.write(render_html(results, summary, {key: out / file for key, file in images.items()}))
+        if protocols is None and real is not None:
+            protocols = real.protocols
+        descriptions = {rule.id: rule.description for rule in all_rules(protocols or {})}
+        fh.write(render_html(results, summary, {key: out / file for key, file in images.items()}, descriptions))
     return results
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,6 @@ def _image(path: Path | None, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _rule_descriptions() -> dict[str, str]:
-    from pytrafgen.evaluate.compliance import all_rules
-
-    return {rule.id: rule.description for rule in all_rules()}
 
 
 def _real_cell(real_values: dict[str, Any], key: str) -> str:
@@ -148,11 +145,13 @@ def _generated_section(name: str, r: dict[str, Any], images: dict[str, Path], de
     return "".join(out)
 
 
-def render_html(results: dict[str, Any], summary: dict[str, dict[str, Any]], images: dict[str, Path]) -> str:
-    """The whole page; ``images`` maps report.py's image keys to the PNG files just drawn."""
+def render_html(results: dict[str, Any], summary: dict[str, dict[str, Any]], images: dict[str, Path],
+                rule_descriptions: Mapping[str, str] | None = None) -> str:
+    """The whole page; ``images`` maps report.py's image keys to the PNG files just drawn;
+    ``rule_descriptions``: rule id -> description for the failed-rules tables."""
     settings = results.get("settings", {})
     real = results.get("real", {})
-    descriptions = _rule_descriptions()
+    descriptions = dict(rule_descriptions or {})
     generated = results.get("generated", {})
     nav = "".join(f"<a href='#gen-{_e(n)}'>{_e(n)}</a>" for n in generated)
     parts = [

@@ -6,12 +6,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.evaluate.evalset import EvalSet, load_evalset, read_manifest, stratified_split
 
+if TYPE_CHECKING:
+    from pytrafgen.interfaces import Validator
+    from pytrafgen.protocol_spec import ProtocolSpec
+
 DEFAULT_TEST_SHARE = 0.3
+
+
+def evaluation_settings(seed: int, tshark: bool, max_flows: int, split: str, real_sources: list[str]) -> dict:
+    """The settings every validator gets (and each result echoes)."""
+    return {"seed": seed, "tshark": tshark, "k": 5, "max_flows": max_flows, "scarce_share": 0.1,
+            "max_train": 20000, "split": split, "real_sources": real_sources}
 
 
 def prepare_real(real_paths: Sequence[Path], labels: Path | None, train_paths: Sequence[Path] | None,
@@ -55,12 +65,18 @@ def describe(es: EvalSet) -> dict[str, Any]:
 
 def run_validators(real: EvalSet, generated: Mapping[str, EvalSet], settings: Mapping[str, Any],
                    names: Sequence[str] | None = None,
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Every registered validator (or only ``names``) over every generated set."""
+                   progress: Callable[[str], None] | None = None, *,
+                   validators: Mapping[str, Validator],
+                   protocols: Mapping[str, ProtocolSpec]) -> dict[str, Any]:
+    """Every validator of ``validators`` (or only ``names``) over every generated set. The sets
+    are handed ``protocols`` (``EvalSet.protocols``), the specs their rules are judged with;
+    the caller resolves both from the plugin registry."""
     from pytrafgen.evaluate.compliance import compliance
-    from pytrafgen.plugins import get_registry
 
-    registry = get_registry().validators
+    registry = validators
+    for es in (real, real.train, *generated.values(), *(g.raw for g in generated.values())):
+        if es is not None:
+            es.protocols = protocols
     chosen = list(names) if names else list(registry)
     unknown = [n for n in chosen if n not in registry]
     if unknown:

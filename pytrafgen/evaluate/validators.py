@@ -25,7 +25,8 @@ class ComplianceValidator(Validator):
     def evaluate(self, real: EvalSet, generated: EvalSet, settings: Mapping[str, Any]) -> dict[str, Any]:
         from pytrafgen.evaluate.compliance import compliance
 
-        return compliance(generated, use_tshark=bool(settings.get("tshark", True)))
+        return compliance(generated, generated.protocols_or(real.protocols),
+                          use_tshark=bool(settings.get("tshark", True)))
 
 
 class FidelityValidator(Validator):

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytrafgen.errors import CheckpointError
 from pytrafgen.interfaces import Generator
+
+if TYPE_CHECKING:
+    from pytrafgen.plugins import Registry
 
 
 def read_checkpoint_config(path: str | Path) -> dict:
@@ -24,12 +28,17 @@ def read_checkpoint_config(path: str | Path) -> dict:
     return config
 
 
-def load_generator(path: str | Path, generator: str | None = None) -> Generator:
-    """Load the checkpoint at ``path`` with the generator its config names (or ``generator``)."""
-    from pytrafgen.plugins import get_generator
+def load_generator(path: str | Path, generator: str | None = None, registry: Registry | None = None) -> Generator:
+    """Load the checkpoint at ``path`` with the generator its config names (or ``generator``),
+    from ``registry`` (default: the loaded plugins'; an edge, docs/architecture.md), and hand
+    it the registry's protocol specs (``Generator.protocols``)."""
+    from pytrafgen.plugins import get_registry, lookup
 
+    reg = registry if registry is not None else get_registry()
     name = generator or read_checkpoint_config(path)["generator"]
-    return get_generator(name).load(Path(path))
+    gen = lookup("generator", reg.generators, name).load(Path(path))
+    gen.protocols = reg.protocols
+    return gen
 
 
 __all__ = ["load_generator", "read_checkpoint_config"]

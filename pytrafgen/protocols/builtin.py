@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pytrafgen.hookspecs import hookimpl
-from pytrafgen.interfaces import ProtocolSpec
+from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.protocols.l3l4 import L3L4_PROTOCOLS
 
 

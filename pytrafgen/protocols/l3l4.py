@@ -3,7 +3,7 @@
 Parsing, tokenizing and building these is the C++ core's job (``pytrafgen._core``); these
 specs carry what the rest of the system reads from a protocol: the field table (the
 vocabulary and the docs are generated from it) and the compliance rules. The rules are
-written by the evaluation suite in ``pytrafgen.protocols.rules_l3l4`` (``rules_for(name)``)
+written in ``pytrafgen.protocols.rules`` (``rules_for(name)``, over ``rules_l3l4``/``rules_tcp``)
 and imported lazily, so the field tables are usable before and without the evaluation code.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import ClassVar
 
-from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
+from pytrafgen.protocol_spec import FieldSpec, ProtocolSpec, Rule
 
-_RULES_MODULE = "pytrafgen.protocols.rules_l3l4"
+_RULES_MODULE = "pytrafgen.protocols.rules"
 
 
 def _l3l4_rules(protocol_name: str) -> list[Rule]:

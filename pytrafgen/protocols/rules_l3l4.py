@@ -1,8 +1,8 @@
 """Expert compliance rules for IPv4, IPv6, UDP and ICMP (TCP's are in ``rules_tcp``).
 
-``rules_for(protocol_name)`` returns the rules of ``"ipv4"``, ``"ipv6"``, ``"tcp"``, ``"udp"``
-or ``"icmp"``; the built-in protocol specs return them from ``ProtocolSpec.rules()``. Each rule
-reads header bytes from the capture buffer itself where it judges an on-the-wire field, so a
+``L3L4_RULES`` holds the rules of ``"ipv4"``, ``"ipv6"``, ``"udp"`` and ``"icmp"``;
+``pytrafgen.protocols.rules.rules_for(name)`` joins them with ``rules_tcp``, and the built-in
+protocol specs return them from ``ProtocolSpec.rules()``. Each rule reads header bytes from the capture buffer itself where it judges an on-the-wire field, so a
 dissector that normalised a value cannot hide a violation. docs/rules.md lists every rule.
 """
 
@@ -12,9 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pytrafgen.evaluate.context import RuleContext
-from pytrafgen.evaluate.packet_bytes import address_words_sum, fold, ones_sum, read_u8, read_u16
-from pytrafgen.interfaces import Rule
+from pytrafgen.rules.context import RuleContext
+from pytrafgen.rules.packet_bytes import address_words_sum, fold, ones_sum, read_u8, read_u16
 
 Indices = tuple[np.ndarray, np.ndarray]
 
@@ -385,7 +384,8 @@ def icmp_echo_reply_answers(ctx: RuleContext) -> Indices:
 
 Check = Callable[[RuleContext], Indices]
 
-_TABLE: dict[str, list[tuple[str, str, str, Check]]] = {
+# rules by protocol name (TCP's are in rules_tcp.TCP_RULES)
+L3L4_RULES: dict[str, list[tuple[str, str, str, Check]]] = {
     "ipv4": [
         ("IP-001", "packet", "the frame dissects: no bad or cut-short IPv4/IPv6/L4 header "
                              "(non-IP frames are not judged)", dissects),
@@ -431,15 +431,4 @@ _TABLE: dict[str, list[tuple[str, str, str, Check]]] = {
 }
 
 
-def rules_for(protocol_name: str) -> list[Rule]:
-    """The expert rules of one built-in L3/L4 protocol ("ipv4", "ipv6", "tcp", "udp", "icmp")."""
-    if protocol_name == "tcp":
-        from pytrafgen.protocols.rules_tcp import TCP_RULES
-
-        table = TCP_RULES
-    else:
-        table = _TABLE.get(protocol_name, [])
-    return [Rule(rule_id, protocol_name, scope, text, check) for rule_id, scope, text, check in table]
-
-
-__all__ = ["Indices", "l4_checksum_ok", "options_well_formed", "result", "rules_for", "service_agreement"]
+__all__ = ["L3L4_RULES", "Check", "Indices", "l4_checksum_ok", "options_well_formed", "result", "service_agreement"]

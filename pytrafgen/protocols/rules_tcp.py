@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from pytrafgen.evaluate.context import RuleContext
-from pytrafgen.evaluate.packet_bytes import read_u8
 from pytrafgen.protocols.rules_l3l4 import (
     Check,
     Indices,
@@ -25,6 +23,8 @@ from pytrafgen.protocols.rules_l3l4 import (
     unfragmented,
     whole_l4_captured,
 )
+from pytrafgen.rules.context import RuleContext
+from pytrafgen.rules.packet_bytes import read_u8
 
 FIN, SYN, RST, PSH, ACK, URG = 1, 2, 4, 8, 16, 32
 _NEG = np.int64(-(1 << 39))  # below any relative seq, above the 2^40 group shift

@@ -16,7 +16,7 @@ import numpy as np
 
 from pytrafgen import _core
 from pytrafgen.errors import TokenError
-from pytrafgen.interfaces import ProtocolSpec
+from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
 from pytrafgen.tokenizer.encode import app_protocols_for, codec_spec
 from pytrafgen.tokenizer.vocab import Vocabulary
@@ -48,6 +48,7 @@ def decode(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, *, strict
     An empty span (a flow the encoder left out) decodes to nothing and is not an error.
     Decoded flows start at 0 ns (timestamps are sums of the IAT buckets' values). ``skipped``,
     if given, receives the count of left-out flows by reason (see ``DECODE_SKIP_REASONS``).
+    ``protocols``: protocol specs by name, needed when the vocabulary has app protocols.
     """
     tokens = np.ascontiguousarray(tokens, dtype=np.int64)
     if len(tokens) and (tokens.min() < 0 or tokens.max() > 0xFFFF):
@@ -60,8 +61,7 @@ def decode(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, *, strict
     if offsets.ndim != 1 or len(offsets) < 1 or np.any(np.diff(offsets) < 0) or (
             len(offsets) and (offsets[0] < 0 or offsets[-1] > len(tokens))):
         raise TokenError("offsets must be non-decreasing positions within the token array")
-    if protocols is None:  # only a vocabulary with app protocols needs the plugins loaded
-        protocols = app_protocols_for(vocab) if vocab.app_protocols else {}
+    protocols = app_protocols_for(vocab, protocols)
     res = _core.decode_tokens(tokens.astype(np.uint16), offsets, codec_spec(vocab), strict,
                               _app_decoder(vocab, protocols))
     if res["first_error"] is not None:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from pytrafgen import _core
-from pytrafgen.interfaces import ProtocolSpec
+from pytrafgen.errors import PytrafgenError
+from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.tokenizer.vocab import CORE_RANGE_NAMES, Vocabulary
 
 if tuple(_core.tokenizer_range_names()) != CORE_RANGE_NAMES:  # a stale build would mis-encode silently
@@ -45,12 +46,18 @@ def codec_spec(vocab: Vocabulary) -> dict[str, Any]:
     }
 
 
-def app_protocols_for(vocab: Vocabulary) -> dict[str, ProtocolSpec]:
-    """The loaded plugins' protocol objects for the vocabulary's app protocols (missing ones left out)."""
-    from pytrafgen.plugins import get_registry
-
-    registered = get_registry().protocols
-    return {p.name: registered[p.name] for p in vocab.app_protocols if p.name in registered}
+def app_protocols_for(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec] | None) -> dict[str, ProtocolSpec]:
+    """The specs of the vocabulary's app protocols among ``protocols`` (name -> spec; missing
+    ones are left out: their payloads stay bytes, their flows do not decode). ``protocols`` may
+    be None only for a vocabulary without app protocols: the caller resolves the plugins (the
+    registry's ``Registry.protocols``) and hands them down."""
+    if not vocab.app_protocols:
+        return {}
+    if protocols is None:
+        names = ", ".join(p.name for p in vocab.app_protocols)
+        raise PytrafgenError(f"the vocabulary uses the application protocols {names}: pass their specs as "
+                             "protocols= (the plugin registry's Registry.protocols)")
+    return {p.name: protocols[p.name] for p in vocab.app_protocols if p.name in protocols}
 
 
 @dataclass
@@ -159,16 +166,15 @@ def encode_flows(table: Any, flows: Any, flow_labels: Sequence[int] | np.ndarray
                  max_app_tokens: int = DEFAULT_MAX_APP_TOKENS) -> EncodedFlows:
     """Encode every flow of ``flows`` (a FlowTable over ``table``, a PacketTable).
 
-    ``flow_labels``: class index per flow (−1: leave the flow out). ``protocols``: app
-    protocols by name (default: the loaded plugins' ones that the vocabulary knows). A payload
+    ``flow_labels``: class index per flow (−1: leave the flow out). ``protocols``: protocol
+    specs by name, needed when the vocabulary has app protocols (see ``app_protocols_for``). A payload
     whose app encoding is longer than ``max_app_tokens`` stays bytes (up to the payload cap),
     so one large message cannot blow up a flow's length.
     """
     labels = np.ascontiguousarray(flow_labels, dtype=np.int32)
     if labels.shape != (len(flows),):
         raise ValueError(f"flow_labels must have one entry per flow ({len(flows)}), got {labels.shape}")
-    if protocols is None:  # only a vocabulary with app protocols needs the plugins loaded
-        protocols = app_protocols_for(vocab) if vocab.app_protocols else {}
+    protocols = app_protocols_for(vocab, protocols)
     app_packet, app_offsets, app_tokens, app_counts = _app_spans(table, flows, vocab, labels, protocols,
                                                                   max_app_tokens)
     packets = {name: getattr(table, name) for name in PACKET_FIELDS}

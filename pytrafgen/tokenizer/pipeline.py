@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.tokenizer.encode import DEFAULT_MAX_APP_TOKENS
 from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP, Vocabulary
+
+if TYPE_CHECKING:
+    from pytrafgen.protocol_spec import ProtocolSpec
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 
@@ -97,8 +100,10 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_timeout_s: float,
-                  max_flow_packets: int, max_app_tokens: int) -> dict[str, Any]:
-    """One capture → its flows' tokens and what the address plan needs (runs in a worker)."""
+                  max_flow_packets: int, max_app_tokens: int,
+                  protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
+    """One capture → its flows' tokens and what the address plan needs (runs in a worker, which
+    gets the parent's app protocol specs pickled: it sees the same plugins as the parent)."""
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
     from pytrafgen.tokenizer.encode import encode_flows
@@ -110,7 +115,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
     except PytrafgenError as exc:  # one-argument error: it crosses the process boundary intact
         raise DatasetError(str(exc)) from None
     labels = np.full(len(flows), class_index, np.int32)
-    enc = encode_flows(table, flows, labels, vocab, max_app_tokens=max_app_tokens)
+    enc = encode_flows(table, flows, labels, vocab, protocols, max_app_tokens=max_app_tokens)
     kept = enc.encoded_flows
     lengths = np.diff(enc.offsets)[kept]
     first = np.asarray(flows.first_packet, np.int64)[kept]
@@ -193,10 +198,15 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
                       payload_cap: int = DEFAULT_PAYLOAD_CAP, seed: int = 0, workers: int = 1,
                       idle_timeout_s: float = 120.0, max_flow_packets: int = 0,
                       max_app_tokens: int = DEFAULT_MAX_APP_TOKENS,
-                      on_file_done: Callable[[Path], None] | None = None) -> dict[str, Any]:
+                      on_file_done: Callable[[Path], None] | None = None,
+                      protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
     """Tokenize ``inputs`` into a dataset at ``out``; returns its manifest. ``labels_csv``: one
-    labels manifest or several (each capture must be in one of them)."""
+    labels manifest or several (each capture must be in one of them). The vocabulary gets the
+    app protocols among ``protocols`` (name -> spec; None: the loaded plugins', resolved here:
+    an edge, see docs/architecture.md)."""
     from pytrafgen.dataset import split_flows, write_dataset
+    from pytrafgen.plugins import get_registry
+    from pytrafgen.tokenizer.encode import app_protocols_for
 
     manifests = [labels_csv] if isinstance(labels_csv, (str, Path)) else list(labels_csv)
     entries = match_labels(expand_inputs(inputs), read_label_files(manifests), manifests)
@@ -205,9 +215,12 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     kinds: dict[str, str] = {}
     for f in files:
         kinds.setdefault(entries[f].class_name, entries[f].kind)
-    vocab = Vocabulary.from_registry(classes, payload_cap)
+    if protocols is None:
+        protocols = get_registry().protocols
+    vocab = Vocabulary.for_protocols(protocols.values(), classes, payload_cap)
+    apps = app_protocols_for(vocab, protocols)
     args = [(str(f), classes.index(entries[f].class_name), vocab.to_json(), idle_timeout_s, max_flow_packets,
-             max_app_tokens) for f in files]
+             max_app_tokens, apps) for f in files]
     results: dict[str, dict[str, Any]] = {}
     if workers <= 1 or len(files) == 1:
         for a in args:

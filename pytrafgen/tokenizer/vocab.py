@@ -29,6 +29,7 @@ from pytrafgen.atomic import atomic_file
 from pytrafgen.errors import DatasetError
 
 if TYPE_CHECKING:
+    from pytrafgen.protocol_spec import ProtocolSpec
     from pytrafgen.tokenizer.grammar import Grammar
 
 VOCAB_FORMAT = "pytrafgen-vocab"
@@ -282,13 +283,13 @@ class Vocabulary:
         return cls.from_json(body)
 
     @classmethod
-    def from_registry(cls, classes: Sequence[str] = (), payload_cap: int = DEFAULT_PAYLOAD_CAP) -> Vocabulary:
-        """The vocabulary with every application protocol the loaded plugins registered."""
-        from pytrafgen.plugins import get_registry
-
+    def for_protocols(cls, protocols: Iterable[ProtocolSpec], classes: Sequence[str] = (),
+                      payload_cap: int = DEFAULT_PAYLOAD_CAP) -> Vocabulary:
+        """The vocabulary with every application protocol among ``protocols`` that has tokens
+        (pass ``registry.protocols.values()`` for the loaded plugins' ones)."""
         apps = [
             AppProtocol(spec.name, spec.transport, tuple(spec.token_names))
-            for spec in get_registry().protocols.values()
+            for spec in protocols
             if spec.layer == "app" and spec.token_names
         ]
         return cls(classes, apps, payload_cap)

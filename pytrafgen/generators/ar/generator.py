@@ -42,6 +42,9 @@ class ARGenerator(Generator):
         "GPT decoder over static-tokenizer tokens: pre-trained on benign flows, fine-tuned per "
         "attack class, grammar-constrained sampling"
     )
+    sampling_options: ClassVar[frozenset[str]] = frozenset({"temperature", "top_k", "top_p", "batch_size", "compile"})
+    checkpoints_during_fit: ClassVar[bool] = True
+    draws_fit_progress: ClassVar[bool] = True
 
     @classmethod
     def fit_setting_names(cls) -> frozenset[str]:
@@ -111,6 +114,7 @@ class ARGenerator(Generator):
             )
         self.vocab_json = vocab_json
         self._vocab = None
+        self.protocols = dataset.protocols
         self.address_plan_json = tok.address_plan_json(dataset)
         self.classes = list(dataset.classes)
         seen = tok.header_tokens(dataset.tokens("train"), dataset.offsets("train"), dataset.labels("train"),
@@ -211,13 +215,12 @@ class ARGenerator(Generator):
             self._vocab = tok.vocab_from_json(self.vocab_json)
         return self._vocab
 
-    def set_sampling(self, temperature: float | None = None, top_k: int | None = None,
-                     top_p: float | None = None, batch_size: int | None = None, device: str | None = None,
-                     show_progress: bool | None = None, compile: bool | None = None) -> None:
-        """Sampling options for later ``sample`` calls (None keeps the current value)."""
-        given: dict[str, Any] = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "batch_size": batch_size,
-                 "compile": compile}
-        self.sampling = replace(self.sampling, **{k: v for k, v in given.items() if v is not None})
+    def set_sampling(self, *, device: str | None = None, show_progress: bool | None = None,
+                     **options: Any) -> None:
+        """Sampling options for later ``sample`` calls (None keeps the current value):
+        ``temperature``, ``top_k``, ``top_p``, ``batch_size``, ``compile``, ``device``."""
+        self.check_sampling_options(options)
+        self.sampling = replace(self.sampling, **{k: v for k, v in options.items() if v is not None})
         if device is not None and device != self.device:
             self.device, self._sampling_model = device, None
         if show_progress is not None:
@@ -246,9 +249,11 @@ class ARGenerator(Generator):
 
         from pytrafgen.generators.ar import tokens as tok
         from pytrafgen.generators.ar.sample import cpu_threads, sample_classes
+        from pytrafgen.tokenizer.encode import app_protocols_for
 
         model, device = self._model_on_device()
         vocab = self.vocabulary()
+        protocols = app_protocols_for(vocab, self.protocols)  # a clear error before any sampling
         special = tok.special_tokens(vocab)
         grammar = tok.grammar_tables(vocab, device)
         class_tokens = tok.class_tokens(vocab)
@@ -273,7 +278,7 @@ class ARGenerator(Generator):
                     break
                 round_seed = int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
                 def accept(seq: np.ndarray) -> bool:
-                    return tok.decodable([seq], vocab, rejected)[0]
+                    return tok.decodable([seq], vocab, rejected, protocols)[0]
 
                 # a rejected flow is drawn again within the round (same pool of rows)
                 with cpu_threads(device):
@@ -290,7 +295,7 @@ class ARGenerator(Generator):
                 f"after {MAX_SAMPLING_ROUNDS} rounds the model still emits undecodable flows for "
                 f"{', '.join(f'{k} ({v} missing)' for k, v in short.items())}: {rejected}; train it longer")
         self.last_sample_stats = {"flows": total, "redrawn": sum(rejected.values()), "redrawn_reasons": rejected}
-        return tok.decode_sequences([seq for name in wanted for seq in kept[name]], vocab)
+        return tok.decode_sequences([seq for name in wanted for seq in kept[name]], vocab, protocols)
 
     def _progress(self, total: int) -> Any:
         """``on_progress`` when the caller set one, else a bar of our own (``show_progress``)."""
@@ -301,6 +306,34 @@ class ARGenerator(Generator):
         if self.on_progress is not None:
             return contextlib.nullcontext(self.on_progress)
         return progress_bar("sampling flows", total, enabled=self.show_progress and total > 0)
+
+    # ----------------------------------------------------------------------- the CLI's contract
+
+    def training_stages(self) -> list[dict[str, Any]]:
+        return list(self.completed)
+
+    def finish_fit(self) -> None:
+        from pytrafgen.generators.ar.train import shutdown_distributed
+
+        shutdown_distributed()
+
+    def is_writer(self) -> bool:
+        """Rank 0 under torchrun, or a plain single-process run."""
+        import os
+
+        return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
+
+    def export(self, path: Path) -> None:
+        """The best weights as float16 (half the bytes, same samples to within rounding), without
+        the resumable training state (which stays in the training checkpoint)."""
+        import torch
+
+        if self.weights is None:
+            raise CheckpointError("nothing to export: the generator has not been trained")
+        self.weights = {k: w.to(torch.float16) if w.is_floating_point() else w for k, w in self.weights.items()}
+        self.snapshot = None
+        self._sampling_model = None
+        self.save(path)
 
     # ----------------------------------------------------------------------- save / load
 

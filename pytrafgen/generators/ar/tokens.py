@@ -4,7 +4,7 @@ grammar as tensors, vocabulary persistence, and decoding sampled sequences into 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from pytrafgen.dataset import TrafficDataset
     from pytrafgen.generators.ar.sample import GrammarTables
+    from pytrafgen.protocol_spec import ProtocolSpec
     from pytrafgen.records import FieldRecords
     from pytrafgen.tokenizer.vocab import Vocabulary
 
@@ -93,7 +94,8 @@ def header_masks(header: dict[str, list[list[int]]], vocab_size: int) -> dict[st
     return masks
 
 
-def decodable(sequences: Sequence[np.ndarray], vocab: Vocabulary, reasons: dict[str, int]) -> list[bool]:
+def decodable(sequences: Sequence[np.ndarray], vocab: Vocabulary, reasons: dict[str, int],
+              protocols: Mapping[str, ProtocolSpec] | None = None) -> list[bool]:
     """Whether each sequence decodes (application messages included) into a flow with at least
     one packet (the grammar allows an empty flow, which would write nothing); counts the
     failures' reasons into ``reasons``. One batch decode when all pass, per flow otherwise."""
@@ -107,7 +109,7 @@ def decodable(sequences: Sequence[np.ndarray], vocab: Vocabulary, reasons: dict[
         reasons["no_packets"] = reasons.get("no_packets", 0) + has_packets.count(False)
     skipped: dict[str, int] = {}
     tokens, offsets = _concat(sequences)
-    decode(tokens, offsets, vocab, skipped=skipped)
+    decode(tokens, offsets, vocab, skipped=skipped, protocols=protocols)
     if not skipped:
         return has_packets
     for reason, n in skipped.items():
@@ -115,7 +117,7 @@ def decodable(sequences: Sequence[np.ndarray], vocab: Vocabulary, reasons: dict[
     ok = []
     for seq, nonempty in zip(sequences, has_packets, strict=True):
         one: dict[str, int] = {}
-        decode(seq, np.array([0, len(seq)], np.int64), vocab, skipped=one)
+        decode(seq, np.array([0, len(seq)], np.int64), vocab, skipped=one, protocols=protocols)
         ok.append(nonempty and not one)
     return ok
 
@@ -127,12 +129,13 @@ def _concat(sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return tokens, offsets
 
 
-def decode_sequences(sequences: Sequence[np.ndarray], vocab: Vocabulary) -> FieldRecords:
+def decode_sequences(sequences: Sequence[np.ndarray], vocab: Vocabulary,
+                     protocols: Mapping[str, ProtocolSpec] | None = None) -> FieldRecords:
     """Field records of ``BOS CLASS … EOS`` token sequences (classes from their class tokens)."""
     from pytrafgen.tokenizer import decode
 
     tokens, offsets = _concat(sequences)
-    return decode(tokens, offsets, vocab, strict=True)
+    return decode(tokens, offsets, vocab, strict=True, protocols=protocols)
 
 
 __all__ = [

@@ -81,7 +81,7 @@ class KeyValueProtocol(ProtocolSpec):
 
 
 def _lines_have_equals(ctx: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Rule KV-001 over ``ctx.streams(...)`` (pytrafgen.evaluate.context.RuleContext)."""
+    """Rule KV-001 over ``ctx.streams(...)`` (pytrafgen.rules.context.RuleContext)."""
     applicable, violating = [], []
     for flow in ctx.streams(KeyValueProtocol.name):
         for stream in (flow.c2s, flow.s2c):
