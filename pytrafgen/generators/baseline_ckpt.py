@@ -1,4 +1,5 @@
-"""Checkpoint directories, class resolution and torch-state conversion for the baselines.
+"""Checkpoint directories, class resolution and torch-state conversion for the baselines (the
+implementation of ``pytrafgen.generators.baseline.BaselineGenerator.save`` / ``load``).
 
 A checkpoint directory holds ``config.json`` (``{"generator": name, ...}``), the dataset's
 ``vocab.json`` / ``address_plan.json`` where the training dataset had them (so ``generate``

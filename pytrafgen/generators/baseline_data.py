@@ -1,4 +1,5 @@
-"""Shared pieces of the baseline generators (markov, gan, diffusion).
+"""Shared pieces of the baseline generators (markov, gan, diffusion); plugins import them through
+``pytrafgen.generators.baseline`` (the ``BaselineGenerator`` base class and its parts).
 
 * :class:`FlowSet` — training flows as flat numpy arrays (packets sorted by flow, then time),
   with the inter-arrival time of each packet inside its flow.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pytrafgen.generators.baseline_data import FlowSet, iat_bucket
+from pytrafgen.generators.baseline import FlowSet, iat_bucket
 from pytrafgen.records import FieldRecords
 
 # (block, field, width in bits); blocks are the headers a packet may or may not have

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytrafgen.generators.baseline_data import FlowSet
+from pytrafgen.generators.baseline import FlowSet
 
 FLAG_BITS = 9
 LOG_LEN_MAX = np.log1p(65535.0)

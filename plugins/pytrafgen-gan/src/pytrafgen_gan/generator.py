@@ -3,7 +3,7 @@
 Header-level like the originals: the networks generate flow attributes and per-packet header
 fields; TCP seq/ack are made continuous from the generated lengths and flags, IP ids count up,
 and payload bytes are *real payload prefixes* of the same class and direction with the nearest
-length (``pytrafgen.generators.baseline_data``), zero-padded by the builder to the generated
+length (``pytrafgen.generators.baseline``), zero-padded by the builder to the generated
 length. torch is imported only when training or sampling, so ``pytrafgen plugins`` stays fast.
 """
 
@@ -11,23 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pytrafgen.errors import DatasetError, PytrafgenError
-from pytrafgen.generators.baseline_ckpt import (
-    arrays_to_state,
-    counts_to_labels,
-    read_checkpoint,
-    state_to_arrays,
-    training_progress,
-    write_checkpoint,
-)
-from pytrafgen.generators.baseline_data import EmpiricalParts, TrainingSet, assemble_records
-from pytrafgen.interfaces import Generator
+from pytrafgen.errors import DatasetError
+from pytrafgen.generators.baseline import BaselineGenerator, assemble_records, training_progress
 from pytrafgen.records import FieldRecords
 from pytrafgen_gan.features import FlowEncoding
 
@@ -44,42 +33,18 @@ DEFAULTS: dict[str, Any] = {"size": "small", "seed": 0, "lr": 1e-3, "gp_weight":
                             "sample_batch": 4096}
 
 
-def _size(name: str) -> dict[str, int]:
-    if name not in SIZES:
-        raise PytrafgenError(f"unknown size {name!r}; sizes: {', '.join(SIZES)}")
-    return SIZES[name]
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-class GanGenerator(Generator):
+class GanGenerator(BaselineGenerator):
     name: ClassVar[str] = "gan"
     description: ClassVar[str] = "DoppelGANger/NetShare-style WGAN-GP: flow attributes + per-packet field series"
-
-    @classmethod
-    def fit_setting_names(cls) -> frozenset[str]:
-        return frozenset(DEFAULTS).union(*SIZES.values())
+    SIZES = SIZES
+    DEFAULTS = DEFAULTS
+    network_prefix: ClassVar[str] = "generator"
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        given = dict(settings or {})
-        size = given.get("size", DEFAULTS["size"])
-        self.settings: dict[str, Any] = {**DEFAULTS, **_size(size), **given}
-        self.classes: list[str] = []
-        self.class_kinds: list[str] = []
+        super().__init__(settings)
         self.encoding: FlowEncoding | None = None
-        self.parts: EmpiricalParts | None = None
-        self.trained: list[str] = []
-        self.net: Any = None
-        self.history: dict[str, float] = {}
-        self._source_dir: Path | None = None
 
-    def _shape(self) -> Any:
+    def shape(self) -> Any:
         from pytrafgen_gan.model import GanShape
 
         assert self.encoding is not None
@@ -94,21 +59,15 @@ class GanGenerator(Generator):
 
         from pytrafgen_gan.model import Critic, FlowGenerator, gradient_penalty
 
-        given = dict(settings or {})
-        if "size" in given:
-            self.settings.update(_size(given["size"]))
-        self.settings.update(given)
-        s = self.settings
-        data = TrainingSet.from_dataset("gan", dataset, s)
-        self.classes, self.class_kinds, self.parts = data.classes, data.class_kinds, data.parts
-        self._source_dir, self.trained, flows = data.source_dir, data.trained, data.flows
+        data = self.begin_fit(dataset, settings)
+        s, flows = self.settings, data.flows
         seed = int(s["seed"])
         self.encoding = FlowEncoding.fit(flows, int(s["max_len"]), int(s["n_ports"]))
         attrs_np, feats_np = self.encoding.encode(flows)
 
         torch.manual_seed(seed)
-        device = _device(str(s["device"]))
-        shape = self._shape()
+        device = self.device()
+        shape = self.shape()
         attrs = torch.from_numpy(attrs_np).to(device)
         feats = torch.from_numpy(feats_np).to(device)
         onehot = torch.eye(shape.n_classes, device=device)[torch.from_numpy(flows.label.astype(np.int64)).to(device)]
@@ -156,29 +115,17 @@ class GanGenerator(Generator):
                         "cpu_seconds": time.process_time() - cpu_started,
                         "final_d_loss": d_loss.item(), "final_g_loss": g_loss.item()}
 
-    def set_sampling(self, **options: Any) -> None:
-        """Sampling options from ``pytrafgen generate``: device, batch size; no
-        temperature/top-k/top-p (those belong to token samplers)."""
-        allowed = ('device', 'batch_size', 'show_progress')
-        unknown = sorted(k for k in options if k not in allowed)
-        if unknown:
-            raise PytrafgenError(f"generator {self.name!r} takes no sampling options ({', '.join(unknown)})")
-        if options.get("device") is not None:
-            self.settings["device"] = options["device"]
-        if options.get("batch_size") is not None:
-            self.settings["sample_batch"] = int(options["batch_size"])
-
     def sample(self, counts: Mapping[str, int], seed: int = 0) -> FieldRecords:
         import torch
 
-        if self.net is None or self.encoding is None or self.parts is None:
+        labels = self.labels_for(counts)
+        if self.encoding is None or self.parts is None:
             raise DatasetError("gan: fit() or load() first")
-        labels = counts_to_labels(counts, self.classes, self.trained)
         if len(labels) == 0:
             return FieldRecords.empty(self.classes)
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        device = _device(str(self.settings["device"]))
+        device = self.device()
         net = self.net.to(device)
         attrs, feats = [], []
         chunk = int(self.settings["sample_batch"])
@@ -194,29 +141,14 @@ class GanGenerator(Generator):
         flows, packets = self.encoding.decode(labels, np.concatenate(attrs), np.concatenate(feats), rng)
         return assemble_records(self.classes, flows, packets, self.parts, rng)
 
-    def save(self, path: Path) -> None:
-        if self.net is None or self.encoding is None or self.parts is None:
-            raise DatasetError("gan: nothing to save; fit() first")
-        config = {"generator": self.name, "format": 1, "classes": self.classes, "class_kinds": self.class_kinds,
-                  "trained_classes": self.trained, "settings": self.settings, "shape": asdict(self._shape()),
-                  "history": self.history}
-        tensors = {**state_to_arrays(self.net.state_dict(), "generator"), **self.encoding.arrays(),
-                   **self.parts.arrays()}
-        write_checkpoint(path, config, tensors, self._source_dir)
-
-    @classmethod
-    def load(cls, path: Path) -> GanGenerator:
+    def build_network(self, shape: Any) -> Any:
         from pytrafgen_gan.model import FlowGenerator
 
-        config, tensors = read_checkpoint(path, cls.name)
-        gen = cls(config["settings"])
-        gen.classes = list(config["classes"])
-        gen.class_kinds = list(config.get("class_kinds", []))
-        gen.trained = list(config["trained_classes"])
-        gen.history = dict(config.get("history", {}))
-        gen.encoding = FlowEncoding.from_arrays(tensors, int(gen.settings["max_len"]))
-        gen.parts = EmpiricalParts.from_arrays(tensors)
-        net = FlowGenerator(gen._shape())
-        net.load_state_dict(arrays_to_state(tensors, "generator"))
-        gen.net = net.eval()
-        return gen
+        return FlowGenerator(shape)
+
+    def model_arrays(self) -> dict[str, np.ndarray]:
+        assert self.encoding is not None
+        return self.encoding.arrays()
+
+    def restore_arrays(self, tensors: Mapping[str, np.ndarray]) -> None:
+        self.encoding = FlowEncoding.from_arrays(dict(tensors), int(self.settings["max_len"]))
