@@ -1,6 +1,7 @@
 """The plugin hooks. Every hook takes a ``register`` callback, so one plugin can add several
 things. Built-ins (TCP/UDP, the AR generator, the core validators) register through these
-same hooks; third-party packages do so through the entry-point group ``pytrafgen``.
+same hooks; third-party packages do so through the entry-point group ``pytrafgen``. A plugin
+implementing a hook not declared here is refused when it loads (pluggy ``check_pending``).
 
 A plugin module looks like::
 
@@ -21,7 +22,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from pytrafgen.interfaces import Generator, ProtocolSpec, Tokenizer, Validator
+    from pytrafgen.interfaces import Generator, ProtocolSpec, Validator
 
 hookspec = pluggy.HookspecMarker("pytrafgen")
 hookimpl = pluggy.HookimplMarker("pytrafgen")
@@ -30,11 +31,6 @@ hookimpl = pluggy.HookimplMarker("pytrafgen")
 @hookspec
 def register_protocols(register: Callable[[ProtocolSpec], None]) -> None:
     """Register protocols: recognition, field table, parse/build, tokenization, compliance rules."""
-
-
-@hookspec
-def register_tokenizers(register: Callable[[type[Tokenizer]], None]) -> None:
-    """Register tokenizer classes (the static field tokenizer is the default)."""
 
 
 @hookspec

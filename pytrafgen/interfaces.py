@@ -1,5 +1,8 @@
-"""What a plugin implements. Generators, tokenizers and validators are classes/objects
-registered through ``pytrafgen.hookspecs``; these base classes say what they must provide.
+"""What a plugin implements. Generators and validators are classes/objects registered through
+``pytrafgen.hookspecs``; these base classes say what they must provide. Protocols
+(``ProtocolSpec``, ``FieldSpec``, ``Rule``) are defined in ``pytrafgen.protocol_spec`` and
+re-exported here. Tokenization is not pluggable as a whole: an app protocol plugs its own
+token codec into the static tokenizer (``ProtocolSpec.encode``/``decode``/``token_names``).
 """
 
 from __future__ import annotations
@@ -142,14 +145,4 @@ class Validator(ABC):
         reachable as ``real.train`` where a metric needs it, e.g. memorisation)."""
 
 
-class Tokenizer(ABC):
-    """Turns packets/flows into token sequences and back into field records."""
-
-    name: ClassVar[str]
-
-    @abstractmethod
-    def vocabulary(self) -> Mapping[str, Any]:
-        """The versioned vocabulary as a JSON-able mapping."""
-
-
-__all__ = ["FieldSpec", "Generator", "ProtocolSpec", "Rule", "Tokenizer", "Validator"]
+__all__ = ["FieldSpec", "Generator", "ProtocolSpec", "Rule", "Validator"]

@@ -1,10 +1,20 @@
 """The plugin manager and the registry.
 
-Built-in plugins are registered first, exactly like third-party ones; then every entry point
-of group ``pytrafgen`` is loaded in its own try/except, so one broken plugin is reported with
-one warning and skipped, never fatal. ``PYTRAFGEN_PLUGINS`` (comma-separated allow-list of
-entry-point names; empty string = load none) and ``PYTRAFGEN_BLOCK_PLUGINS`` (block-list)
-choose which third-party plugins load.
+Built-in plugins, every entry point of group ``pytrafgen`` and inline plugins are each loaded
+in their own try/except, so one broken plugin is reported with one warning and skipped, never
+fatal. ``PYTRAFGEN_PLUGINS`` (comma-separated allow-list of entry-point names; empty string =
+load none) and ``PYTRAFGEN_BLOCK_PLUGINS`` (block-list) choose which third-party plugins load.
+A plugin implementing a hook that does not exist (a misspelt ``register_protocol``) fails
+pluggy's ``check_pending`` and is skipped the same way.
+
+**Plugin order** decides every conflict: plugins are registered and their hooks called in this
+order, the first to register a name keeps it, and app protocols are asked to ``recognise`` a
+flow in this order. By default: built-ins, then entry points by name, then inline plugins;
+``PYTRAFGEN_PLUGIN_ORDER`` (comma-separated plugin names: entry-point names, built-in module
+names or inline plugin names) puts the named plugins first, in the order given
+(``load_plugins(order=...)`` does the same from Python). Every conflict is reported with one
+``PluginLoadWarning`` naming both plugins, and listed by ``pytrafgen plugins``: a name two
+plugins register, and a port two app protocols of one transport both claim (``default_ports``).
 
 A plugin whose hook raises is skipped as a whole for that hook: what it registered in that
 call is dropped, so a half-registered plugin never leaves a partial entry behind.
@@ -15,7 +25,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points
 from importlib.metadata import version as dist_version
@@ -27,9 +37,10 @@ from pytrafgen import hookspecs
 from pytrafgen.errors import PluginError
 
 if TYPE_CHECKING:
-    from pytrafgen.interfaces import Generator, ProtocolSpec, Tokenizer, Validator
+    from pytrafgen.interfaces import Generator, ProtocolSpec, Validator
 
 ENTRY_POINT_GROUP = "pytrafgen"
+ORDER_ENV = "PYTRAFGEN_PLUGIN_ORDER"
 
 # Modules of the package that register built-ins through the hooks (as a third party would).
 BUILTIN_PLUGIN_MODULES: tuple[str, ...] = (
@@ -50,7 +61,6 @@ KNOWN_DISTRIBUTIONS: dict[str, str] = {
 # registry kind -> hook that fills it
 _KIND_HOOKS: dict[str, str] = {
     "protocol": "register_protocols",
-    "tokenizer": "register_tokenizers",
     "generator": "register_generators",
     "validator": "register_validators",
 }
@@ -86,17 +96,17 @@ class LoadedPlugin:
 class Registry:
     """Everything the loaded plugins registered, by name."""
 
-    protocols: dict[str, ProtocolSpec] = field(default_factory=dict)
-    tokenizers: dict[str, type[Tokenizer]] = field(default_factory=dict)
+    protocols: dict[str, ProtocolSpec] = field(default_factory=dict)  # in plugin order
     generators: dict[str, type[Generator]] = field(default_factory=dict)
     validators: dict[str, Validator] = field(default_factory=dict)
-    plugins: list[LoadedPlugin] = field(default_factory=list)
+    plugins: list[LoadedPlugin] = field(default_factory=list)  # in plugin order
     failed: dict[str, str] = field(default_factory=dict)  # plugin name -> why
+    owners: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> registered name -> plugin
+    conflicts: list[str] = field(default_factory=list)  # every conflict, as warned
 
     def table(self, kind: str) -> dict[str, Any]:
         tables: dict[str, dict[str, Any]] = {
             "protocol": self.protocols,
-            "tokenizer": self.tokenizers,
             "generator": self.generators,
             "validator": self.validators,
         }
@@ -132,6 +142,13 @@ def _own_version() -> str:
         return "dev"
 
 
+def plugin_order(order: Sequence[str] | None = None) -> list[str]:
+    """The plugin names to put first (``order``, else ``PYTRAFGEN_PLUGIN_ORDER``), in order."""
+    if order is None:
+        order = [n.strip() for n in os.environ.get(ORDER_ENV, "").split(",") if n.strip()]
+    return list(dict.fromkeys(order))
+
+
 def _selected_entry_points() -> list[EntryPoint]:
     allow = _env_names("PYTRAFGEN_PLUGINS")
     block = _env_names("PYTRAFGEN_BLOCK_PLUGINS") or set()
@@ -149,7 +166,6 @@ def _check_registered(kind: str, obj: Any) -> str:
 
     expected: dict[str, tuple[type, bool]] = {  # kind -> (base, registered as a class?)
         "protocol": (interfaces.ProtocolSpec, False),
-        "tokenizer": (interfaces.Tokenizer, True),
         "generator": (interfaces.Generator, True),
         "validator": (interfaces.Validator, False),
     }
@@ -164,55 +180,104 @@ def _check_registered(kind: str, obj: Any) -> str:
     return name
 
 
+@dataclass
+class _Candidate:
+    """A plugin found but not yet registered (registration follows the plugin order)."""
+
+    name: str
+    plugin: object
+    entry: LoadedPlugin
+    label: str  # how warnings name it: "'http' (pytrafgen-http 0.1.0)"
+
+
 def load_plugins(
-    extra: Iterable[object] | None = None, *, include_entry_points: bool = True
+    extra: Iterable[object] | None = None, *, include_entry_points: bool = True,
+    order: Sequence[str] | None = None,
 ) -> tuple[pluggy.PluginManager, Registry]:
     """Build a plugin manager with built-ins, entry-point plugins and ``extra`` (inline plugins,
     e.g. modules or classes with ``@hookimpl`` functions in a test), and collect what they
-    register."""
+    register. ``order``: plugin names to put first (default: ``PYTRAFGEN_PLUGIN_ORDER``)."""
     pm = _make_manager()
     registry = Registry()
-    by_plugin_name: dict[str, LoadedPlugin] = {}
+    found: list[_Candidate] = []
 
-    def _add(plugin_name: str, entry: LoadedPlugin) -> None:
-        registry.plugins.append(entry)
-        by_plugin_name[plugin_name] = entry
+    def _failed(name: str, label: str, what: str, exc: Exception) -> None:
+        registry.failed[name] = f"{type(exc).__name__}: {exc}"
+        _warn(f"{label} {what} and was skipped: {type(exc).__name__}: {exc}")
 
     own_version = _own_version()
     for module_name in BUILTIN_PLUGIN_MODULES:
         try:  # a built-in that fails is a bug, but it still must not take the others down
             module = importlib.import_module(module_name)
-            pm.register(module, name=module_name)
         except Exception as exc:
-            registry.failed[module_name] = f"{type(exc).__name__}: {exc}"
-            _warn(f"built-in plugin {module_name!r} failed to load and was skipped: {type(exc).__name__}: {exc}")
+            _failed(module_name, f"built-in plugin {module_name!r}", "failed to load", exc)
             continue
-        _add(module_name, LoadedPlugin(module_name, "pytrafgen", own_version, True, _hook_names(pm, module)))
+        found.append(_Candidate(module_name, module, LoadedPlugin(module_name, "pytrafgen", own_version, True),
+                                f"built-in plugin {module_name!r}"))
 
     for ep in _selected_entry_points() if include_entry_points else []:
         dist = ep.dist
         dist_name = dist.metadata["Name"] if dist is not None else "?"
         dist_ver = dist.version if dist is not None else "?"
+        label = f"plugin {ep.name!r} ({dist_name} {dist_ver})"
         try:
             module = ep.load()
-            pm.register(module, name=ep.name)
         except Exception as exc:  # a broken plugin must never break the tool
-            registry.failed[ep.name] = f"{type(exc).__name__}: {exc}"
-            _warn(
-                f"plugin {ep.name!r} ({dist_name} {dist_ver}) failed to load and was skipped: "
-                f"{type(exc).__name__}: {exc}"
-            )
+            _failed(ep.name, label, "failed to load", exc)
             continue
-        _add(ep.name, LoadedPlugin(ep.name, dist_name, dist_ver, False, _hook_names(pm, module)))
+        found.append(_Candidate(ep.name, module, LoadedPlugin(ep.name, dist_name, dist_ver, False), label))
 
     for plugin in extra or []:
-        name = pm.register(plugin) or repr(plugin)  # None only for names blocked in pluggy
-        label = getattr(plugin, "__name__", name)
-        _add(name, LoadedPlugin(label, "(inline)", "-", False, _hook_names(pm, plugin)))
+        name = pm.get_canonical_name(plugin)
+        found.append(_Candidate(name, plugin, LoadedPlugin(getattr(plugin, "__name__", name), "(inline)", "-", False),
+                                f"inline plugin {name!r}"))
+
+    first = plugin_order(order)
+    rank = {name: i for i, name in enumerate(first)}
+    found.sort(key=lambda c: rank.get(c.name, len(rank)))  # stable: the default order otherwise
+    by_plugin_name: dict[str, LoadedPlugin] = {}
+    for cand in found:
+        try:
+            pm.register(cand.plugin, name=cand.name)
+            pm.check_pending()  # a hook no spec declares (a misspelt name) is an error
+        except Exception as exc:
+            if pm.is_registered(cand.plugin):
+                pm.unregister(cand.plugin)
+            _failed(cand.name, cand.label, "could not be registered", exc)
+            continue
+        cand.entry.hooks = _hook_names(pm, cand.plugin)
+        registry.plugins.append(cand.entry)
+        by_plugin_name[cand.name] = cand.entry
 
     for kind, hook_name in _KIND_HOOKS.items():
         _call_each(pm, kind, hook_name, registry, by_plugin_name)
+    _report_port_claims(registry)
     return pm, registry
+
+
+def _conflict(registry: Registry, message: str) -> None:
+    registry.conflicts.append(message)
+    _warn(message)
+
+
+def _report_port_claims(registry: Registry) -> None:
+    """Warn about ports two app protocols of one transport both claim (``default_ports``):
+    the first in plugin order is asked first, so it takes the flows both recognise."""
+    owners = registry.owners.get("protocol", {})
+    claimed: dict[tuple[str, int], str] = {}
+    for name, spec in registry.protocols.items():
+        if spec.layer != "app":
+            continue
+        for port in spec.default_ports:
+            key = (spec.transport, int(port))
+            if key not in claimed:
+                claimed[key] = name
+                continue
+            first = claimed[key]
+            _conflict(registry, (
+                f"protocols {first!r} (plugin {owners.get(first, '?')!r}) and {name!r} (plugin "
+                f"{owners.get(name, '?')!r}) both claim {spec.transport or 'any'} port {port}; {first!r} is asked "
+                f"first (plugin order), so it takes the flows both recognise; set {ORDER_ENV} to change the order"))
 
 
 def _call_each(
@@ -222,10 +287,10 @@ def _call_each(
     registry: Registry,
     by_plugin_name: dict[str, LoadedPlugin],
 ) -> None:
-    """Call one hook plugin by plugin (built-ins first), so a plugin whose hook raises is
-    skipped alone; a name already taken keeps its first owner."""
+    """Call one hook plugin by plugin (in plugin order), so a plugin whose hook raises is
+    skipped alone; a name already taken keeps its first owner (the conflict is warned)."""
     table = registry.table(kind)
-    owners: dict[str, str] = {}
+    owners = registry.owners.setdefault(kind, {})
     # get_hookimpls() is in registration order (pluggy's own calls run it backwards)
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         if impl.plugin_name in registry.failed:
@@ -244,10 +309,11 @@ def _call_each(
         entry = by_plugin_name.get(impl.plugin_name)
         for name, obj in pending:
             if name in table:
-                _warn(
-                    f"plugin {impl.plugin_name!r} registers {kind} {name!r}, already registered by "
-                    f"{owners.get(name, '?')!r}; keeping the first"
-                )
+                owner = owners.get(name, "?")
+                _conflict(registry, (
+                    f"plugins {owner!r} and {impl.plugin_name!r} both register {kind} {name!r}; {owner!r} keeps it "
+                    f"(the first in plugin order); set {ORDER_ENV}={impl.plugin_name},{owner} to choose "
+                    f"{impl.plugin_name!r}"))
                 continue
             table[name] = obj
             owners[name] = impl.plugin_name
@@ -326,10 +392,6 @@ def get_protocol(name: str) -> ProtocolSpec:
     return lookup("protocol", get_registry().protocols, name)
 
 
-def get_tokenizer(name: str) -> type[Tokenizer]:
-    return lookup("tokenizer", get_registry().tokenizers, name)
-
-
 def app_protocols() -> list[ProtocolSpec]:
     """Registered application protocols (layer ``"app"``), sorted by name: the order in which
     the vocabulary gives each its token range."""
@@ -340,8 +402,11 @@ def app_protocols() -> list[ProtocolSpec]:
 def protocol_for_flow(
     transport: str, server_port: int, client_payload: bytes, server_payload: bytes
 ) -> ProtocolSpec | None:
-    """The first app protocol (by name) over ``transport`` that recognises a flow, or None."""
-    for spec in app_protocols():
+    """The first app protocol (in plugin order, as the tokenizer asks them) over ``transport``
+    that recognises a flow, or None."""
+    for spec in get_registry().protocols.values():
+        if spec.layer != "app":
+            continue
         if spec.transport == transport and spec.recognise(server_port, client_payload, server_payload):
             return spec
     return None

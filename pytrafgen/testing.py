@@ -106,10 +106,12 @@ class TcpConversation:
 
 
 @contextlib.contextmanager
-def registry_with(*extra: object, entry_points: bool = False) -> Iterator[plugins.Registry]:
+def registry_with(*extra: object, entry_points: bool = False,
+                  order: Sequence[str] | None = None) -> Iterator[plugins.Registry]:
     """A registry of the built-ins plus ``extra`` inline plugins (and the installed entry-point
-    plugins if ``entry_points``), active process-wide inside the ``with`` block."""
-    state = plugins.load_plugins(list(extra), include_entry_points=entry_points)
+    plugins if ``entry_points``), active process-wide inside the ``with`` block. ``order``:
+    plugin names to put first (default: ``PYTRAFGEN_PLUGIN_ORDER``, see pytrafgen.plugins)."""
+    state = plugins.load_plugins(list(extra), include_entry_points=entry_points, order=order)
     previous = plugins.swap_state(state)
     try:
         yield state[1]

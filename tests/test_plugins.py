@@ -174,7 +174,7 @@ def test_duplicate_name_keeps_the_first_owner() -> None:
         warnings.simplefilter("always")
         _, registry = plugins.load_plugins([KeyValuePlugin, Shadow], include_entry_points=False)
     (text,) = _plugin_warnings(record)
-    assert "already registered" in text
+    assert "both register protocol 'kv'; 'KeyValuePlugin' keeps it" in text
     owners = {p.name: p.registered.get("protocol") for p in registry.plugins}
     assert owners["KeyValuePlugin"] == ["kv"] and owners["Shadow"] is None
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pytrafgen.cli.evaluate import print_summary
+from pytrafgen.cli.evaluate import Strict, print_summary, report_errors
 from pytrafgen.cli.options import Device, Force, JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import PytrafgenError
 
@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
         validators: Annotated[list[str] | None, typer.Option("--validator", "-V", help="Only these validators.")] = None,
         no_tshark: Annotated[bool, typer.Option("--no-tshark", help="Skip the tshark oracle.")] = False,
         no_plots: Annotated[bool, typer.Option("--no-plots", help="Write no PNG plots.")] = False,
+        strict: Strict = False,
         device: Device = "auto",
         seed: Seed = 0,
         force: Force = False,
@@ -78,8 +79,9 @@ def register(app: typer.Typer) -> None:
                                  registry=get_registry())
         if as_json:
             typer.echo(json.dumps({"out": str(out), "summary": results["summary"],
-                                   "generators": results["generators"]}))
+                                   "generators": results["generators"], "errors": results["errors"]}))
         else:
             print_summary(results["summary"])
             typer.echo(f"wrote {out / 'report.html'} (open it in a browser), {out / 'report.md'} and "
                        f"{out / 'report.json'}")
+        report_errors(results, strict)

@@ -42,7 +42,7 @@ def demo(
     if ctx.invoked_subcommand is not None:
         return
     from pytrafgen.atomic import open_output_dir
-    from pytrafgen.cli.evaluate import print_summary
+    from pytrafgen.cli.evaluate import print_summary, report_errors
     from pytrafgen.demo.default import TOKENIZE_SETTINGS, corpus_dir, default_checkpoint
     from pytrafgen.evaluate.compare import run_comparison
     from pytrafgen.plugins import get_registry
@@ -77,6 +77,7 @@ def demo(
     elapsed = time.perf_counter() - started
     typer.echo("")
     print_summary(results["summary"])
+    report_errors(results, strict=False)
     for name in generators:
         pcap = out / f"{name}.pcap"
         if pcap.exists():

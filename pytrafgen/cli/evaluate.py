@@ -31,6 +31,20 @@ def print_summary(summary: dict[str, dict[str, float | None]]) -> None:
     Console().print(table)
 
 
+Strict = Annotated[bool, typer.Option(
+    "--strict", help="Exit non-zero when a validator or compliance rule raised (the report is still written).")]
+
+
+def report_errors(results: dict, strict: bool) -> None:
+    """Print every validator and rule that raised (stderr, one line each); with ``strict`` they
+    make the command fail after the report is written."""
+    errors = results.get("errors") or []
+    for line in errors:
+        typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
+    if strict and errors:
+        raise PytrafgenError(f"--strict: {len(errors)} validator or rule error(s), listed above and in report.md")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("rules")
     def rules(
@@ -69,6 +83,7 @@ def register(app: typer.Typer) -> None:
         no_tshark: Annotated[bool, typer.Option("--no-tshark", help="Skip the tshark oracle.")] = False,
         no_plots: Annotated[bool, typer.Option("--no-plots", help="Write no PNG plots.")] = False,
         max_flows: Annotated[int, typer.Option("--max-flows", help="Flows per side for k-NN metrics.")] = 4000,
+        strict: Strict = False,
         seed: Seed = 0,
         force: Force = False,
         quiet: Quiet = False,
@@ -116,8 +131,9 @@ def register(app: typer.Typer) -> None:
                                      validators=registry.validators, protocols=registry.protocols)
             results = write_report(out, real_set, gens, results, plots=not no_plots)
         if as_json:
-            typer.echo(json.dumps({"out": str(out), "summary": results["summary"]}))
+            typer.echo(json.dumps({"out": str(out), "summary": results["summary"], "errors": results["errors"]}))
         else:
             print_summary(results["summary"])
             typer.echo(f"wrote {out / 'report.html'} (open it in a browser), {out / 'report.md'} and "
                        f"{out / 'report.json'}")
+        report_errors(results, strict)

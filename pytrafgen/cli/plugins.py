@@ -34,7 +34,9 @@ def plugins_report() -> dict[str, Any]:
         "protocols": protocols,
         "generators": sorted(registry.generators),
         "validators": sorted(registry.validators),
-        "tokenizers": sorted(registry.tokenizers),
+        "conflicts": list(registry.conflicts),
+        "order": {"default": "built-ins, then entry points by name, then inline plugins",
+                  "env": "PYTRAFGEN_PLUGIN_ORDER"},
     }
 
 
@@ -64,6 +66,8 @@ def plugins_command(json_output: JsonOutput = False) -> None:
         console.print(ptable)
     for name, why in report["failed"].items():
         console.print(f"[yellow]failed:[/] {name}: {why}", highlight=False)
+    for conflict in report["conflicts"]:
+        console.print(f"[yellow]conflict:[/] {conflict}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -96,6 +96,9 @@ def metric_label(key: str) -> str:
     known = dict(SUMMARY_COLUMNS).get(key)
     if known:
         return known
+    if ": " in key:  # a plugin validator's figure: its name as registered, the figure in words
+        validator, figure = key.split(": ", 1)
+        return f"{validator}: {figure.replace('_', ' ')}"
     parts = key.split("_")
     if len(parts) == 3 and parts[0] == "compliance":
         return f"{parts[1].rstrip('s')} compliance ({parts[2]})"
@@ -110,8 +113,50 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return [(k, metric_label(k)) for k in [*known, *dict.fromkeys(extra)]]
 
 
+# the validators whose headline figures summarise() picks by name; any other validator (a
+# plugin's) shows its top-level numbers as "<validator>: <figure>"
+CORE_VALIDATORS = ("compliance", "fidelity", "diversity", "memorisation", "utility", "class_fidelity")
+
+
+def plugin_figures(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The top-level numeric figures of every validator that is not a core one, keyed
+    ``"<validator>: <figure>"`` (a validator that raised has none; its error is listed apart)."""
+    out: dict[str, float | None] = {}
+    for vname, figures in metrics.items():
+        if vname in CORE_VALIDATORS or not isinstance(figures, dict) or "error" in figures:
+            continue
+        for key, value in figures.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"{vname}: {key}"] = float(value)
+    return out
+
+
+def evaluation_errors(results: dict[str, Any]) -> list[str]:
+    """Every validator and compliance rule that raised, one line each (naming the set, the
+    validator or rule and the error): the CLI prints them and ``--strict`` fails on them."""
+    errors: list[str] = []
+
+    def rule_errors(where: str, compliance: Any) -> None:
+        for stage in ("final", "raw"):
+            for rid, figures in (_get(compliance, stage, "per_rule") or {}).items():
+                if isinstance(figures, dict) and "error" in figures:
+                    errors.append(f"{where}: rule {rid} ({figures.get('protocol', '?')}, {stage}) raised "
+                                  f"{figures['error']}")
+
+    if results.get("real_reference"):
+        rule_errors("real test split", results["real_reference"])
+    for gname, r in results.get("generated", {}).items():
+        for vname, figures in (r.get("metrics") or {}).items():
+            if isinstance(figures, dict) and "error" in figures:
+                errors.append(f"{gname}: validator {vname} raised {figures['error']}")
+            elif vname == "compliance":
+                rule_errors(gname, figures)
+    return errors
+
+
 def summarise(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """The headline figures of one generated set (settings stay in the full metrics)."""
+    """The headline figures of one generated set (settings stay in the full metrics), plus
+    the top-level figures of plugin validators (``plugin_figures``)."""
     util = metrics.get("utility") or {}
     return {
         "compliance_packets_final": _get(metrics, "compliance", "final", "packet_pass_rate"),
@@ -129,6 +174,7 @@ def summarise(metrics: dict[str, Any]) -> dict[str, float | None]:
         "utility_scarce": _mean_over_detectors(util, "scarce"),
         "utility_scarce_plus_gen": _mean_over_detectors(util, "scarce+generated"),
         "class_fidelity_f1": _get(metrics, "class_fidelity", "macro_f1"),
+        **plugin_figures(metrics),
     }
 
 
@@ -294,6 +340,7 @@ def write_report(out: Path, real: EvalSet, gens: dict[str, EvalSet], results: di
     open_output_dir(out)
     summary = {name: summarise(r["metrics"]) for name, r in results["generated"].items()}
     results["summary"] = summary
+    results["errors"] = evaluation_errors(results)
     if plots and importlib.util.find_spec("matplotlib") is None:
         # plots are optional (the `report` extra): every figure is still in the JSON and tables
         plots = False
@@ -403,6 +450,10 @@ def render_markdown(results: dict[str, Any], summary: dict[str, dict[str, float 
                 f"{k} {v}" for k, v in sorted(repairs.items())) or "nothing") + "."]
         if f"confusion:{name}" in images:
             lines += ["", f"![confusion {name}]({images[f'confusion:{name}']})"]
+    errors = results.get("errors") or []
+    if errors:
+        lines += ["", "## Errors", "", "Validators and rules that raised (their figures are missing above):", ""]
+        lines += [f"- {e}" for e in errors]
     if "iat" in images:
         lines += ["", "## Inter-arrival times", "", f"![iat]({images['iat']})"]
     field_imgs = [(k.split(":", 1)[1], v) for k, v in images.items() if k.startswith("fields:")]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pytrafgen import _core
-from pytrafgen.errors import PytrafgenError
+from pytrafgen.errors import PluginError, PytrafgenError
 from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.tokenizer.vocab import CORE_RANGE_NAMES, Vocabulary
 
@@ -48,7 +48,8 @@ def codec_spec(vocab: Vocabulary) -> dict[str, Any]:
 
 def app_protocols_for(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec] | None) -> dict[str, ProtocolSpec]:
     """The specs of the vocabulary's app protocols among ``protocols`` (name -> spec; missing
-    ones are left out: their payloads stay bytes, their flows do not decode). ``protocols`` may
+    ones are left out: their payloads stay bytes, their flows do not decode), in the order of
+    ``protocols`` (the order recognition asks them in). ``protocols`` may
     be None only for a vocabulary without app protocols: the caller resolves the plugins (the
     registry's ``Registry.protocols``) and hands them down."""
     if not vocab.app_protocols:
@@ -57,7 +58,8 @@ def app_protocols_for(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec] |
         names = ", ".join(p.name for p in vocab.app_protocols)
         raise PytrafgenError(f"the vocabulary uses the application protocols {names}: pass their specs as "
                              "protocols= (the plugin registry's Registry.protocols)")
-    return {p.name: protocols[p.name] for p in vocab.app_protocols if p.name in protocols}
+    known = {p.name for p in vocab.app_protocols}
+    return {name: spec for name, spec in protocols.items() if name in known}  # in the order given
 
 
 @dataclass
@@ -106,7 +108,10 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
     """Packet indices (sorted), span offsets and tokens of the payloads app protocols encode."""
     counts: dict[str, int] = {}
     empty = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.uint16), counts)
-    apps = [p for p in vocab.app_protocols if p.name in protocols]
+    # recognition asks the protocols in the order given (the registry's plugin order, see
+    # docs/plugins.md "Conflicts"); the vocabulary's own order (by name) only lays out token ids
+    by_name = {p.name: p for p in vocab.app_protocols}
+    apps = [by_name[name] for name in protocols if name in by_name]
     if not apps or len(table) == 0:
         return empty
     flow_id = np.asarray(flows.flow_id, np.int64)
@@ -144,8 +149,14 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
             continue
         local = np.asarray(local, np.int64)
         n_local = len(spec.token_names)
-        if local.ndim != 1 or len(local) > max_app_tokens or (
-                len(local) and (local.min() < 0 or local.max() >= n_local)):
+        if local.ndim != 1:
+            raise PluginError(f"protocol {name!r}: encode() must return a flat list of local token ids, "
+                              f"got an array of shape {local.shape}")
+        if len(local) and (local.min() < 0 or local.max() >= n_local):
+            bad = int(local[(local < 0) | (local >= n_local)][0])
+            raise PluginError(f"protocol {name!r}: encode() returned local token id {bad}, outside its "
+                              f"{n_local} token_names (ids 0..{n_local - 1})")
+        if len(local) > max_app_tokens:
             continue
         # only exact round trips become app tokens
         if _plugin_call(counts, name, spec.decode, local.tolist(), d) != payload:

@@ -122,6 +122,10 @@ class AppProtocol:
     token_names: tuple[str, ...]
 
 
+# token ids are uint16 and 0xFFFF is kept free (the decoder maps any id it cannot read there)
+MAX_VOCAB_SIZE = 65535
+
+
 class Vocabulary:
     """The versioned token vocabulary of one dataset / checkpoint."""
 
@@ -148,10 +152,15 @@ class Vocabulary:
             ranges.append(FieldRange(f"app.{proto.name}", start, size, None, "app",
                                      f"{proto.name}: begin token, then its {len(proto.token_names)} local tokens"))
             start += size
+            if start > MAX_VOCAB_SIZE:  # name the protocol whose range crosses the limit
+                raise DatasetError(
+                    f"app protocol {proto.name!r} ({len(proto.token_names)} local tokens) does not fit the vocabulary: "
+                    f"with it the vocabulary holds {start} tokens, token ids must fit uint16 (at most "
+                    f"{MAX_VOCAB_SIZE}); keep a protocol's local vocabulary small (≲ 600) or leave the plugin out")
         ranges.append(FieldRange("class", start, len(self.classes), None, "enum", "flow class label"))
         start += len(self.classes)
-        if start > 65535:
-            raise DatasetError(f"vocabulary of {start} tokens does not fit uint16")
+        if start > MAX_VOCAB_SIZE:
+            raise DatasetError(f"vocabulary of {start} tokens does not fit uint16 ({len(self.classes)} classes)")
         self.ranges: dict[str, FieldRange] = {r.name: r for r in ranges}
         self.size = start
 
