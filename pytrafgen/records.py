@@ -130,6 +130,70 @@ class FieldRecords:
             classes=list(classes),
         )
 
+    def take_flows(self, flows: np.ndarray | list[int]) -> FieldRecords:
+        """The records of ``flows`` (flow indices; one named twice is taken twice), renumbered
+        0..k-1 in the order given. Packets keep their order within each flow, and their original
+        interleaving when ``flows`` is increasing. The blob is shared, so byte offsets stay
+        valid; addresses and raw derived fields follow."""
+        flows = np.asarray(flows, np.int64).reshape(-1)
+        if len(flows) and (flows.min() < 0 or flows.max() >= self.n_flows):
+            raise ValueError(f"field records: flow index out of range (0..{self.n_flows - 1})")
+        packet_flow = self.packets["flow"].astype(np.int64)
+        by_flow = np.argsort(packet_flow, kind="stable")
+        counts = np.bincount(packet_flow, minlength=self.n_flows)
+        starts = np.cumsum(counts) - counts
+        taken = counts[flows]
+        within = np.arange(int(taken.sum())) - np.repeat(np.cumsum(taken) - taken, taken)
+        keep = by_flow[np.repeat(starts[flows], taken) + within]
+        new_flow = np.repeat(np.arange(len(flows)), taken)
+        if len(flows) > 1 and np.all(np.diff(flows) > 0):  # each flow once, in order: packets as they were
+            again = np.argsort(keep, kind="stable")
+            keep, new_flow = keep[again], new_flow[again]
+        packets = {k: v[keep] for k, v in self.packets.items()}
+        packets["flow"] = new_flow.astype(PACKET_COLUMNS["flow"])
+        return FieldRecords(packets=packets, flows={k: v[flows] for k, v in self.flows.items()}, blob=self.blob,
+                            classes=list(self.classes),
+                            client_addr=None if self.client_addr is None else self.client_addr[flows],
+                            server_addr=None if self.server_addr is None else self.server_addr[flows],
+                            raw_derived={k: v[keep] for k, v in self.raw_derived.items()})
+
+    @classmethod
+    def concat(cls, parts: list[FieldRecords]) -> FieldRecords:
+        """The flows of every part, in order, as one set: flow and blob offsets shifted, class
+        labels mapped into the union of the parts' classes (first seen first). Addresses and
+        raw derived fields are kept only when every part has them."""
+        if not parts:
+            raise ValueError("field records: concat needs at least one part")
+        classes = list(dict.fromkeys(c for p in parts for c in p.classes))
+        packets: dict[str, list[np.ndarray]] = {n: [] for n in PACKET_COLUMNS}
+        flows: dict[str, list[np.ndarray]] = {n: [] for n in FLOW_COLUMNS}
+        flow_base = blob_base = 0
+        for p in parts:
+            for n in PACKET_COLUMNS:
+                col = p.packets[n]
+                if n == "flow":
+                    col = col + flow_base
+                elif n in ("ip_opt_off", "l4_opt_off", "payload_off"):
+                    col = col + np.uint64(blob_base)
+                packets[n].append(col.astype(PACKET_COLUMNS[n]))
+            relabel = np.array([classes.index(c) for c in p.classes], np.int64)
+            for n in FLOW_COLUMNS:
+                col = relabel[p.flows[n]] if n == "label" and len(p.flows[n]) else p.flows[n]
+                flows[n].append(np.asarray(col).astype(FLOW_COLUMNS[n]))
+            flow_base += p.n_flows
+            blob_base += len(p.blob)
+
+        def joined(name: str) -> np.ndarray | None:
+            cols = [getattr(p, name) for p in parts]
+            return None if any(c is None for c in cols) else np.concatenate(cols)
+
+        raw_keys = set.intersection(*(set(p.raw_derived) for p in parts))
+        return cls(packets={n: np.concatenate(v) for n, v in packets.items()},
+                   flows={n: np.concatenate(v) for n, v in flows.items()},
+                   blob=np.concatenate([p.blob for p in parts]).astype(np.uint8), classes=classes,
+                   client_addr=joined("client_addr"), server_addr=joined("server_addr"),
+                   raw_derived={k: np.concatenate([p.raw_derived[k] for p in parts]) for k in sorted(raw_keys)})
+
     def __repr__(self) -> str:
         return f"FieldRecords({self.n_flows} flows, {self.n_packets} packets, classes={self.classes})"
 

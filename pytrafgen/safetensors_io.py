@@ -129,7 +129,8 @@ def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
         begin, end = entry["data_offsets"]
         dtype = _ST_TO_NUMPY[entry["dtype"]].newbyteorder("<")
         array = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin)
-        tensors[name] = array.astype(dtype.newbyteorder("="), copy=True).reshape(entry["shape"])
+        # native order as numpy's own dtype object (C++ bindings compare dtypes by identity)
+        tensors[name] = array.astype(np.dtype(dtype.name), copy=True).reshape(entry["shape"])
     return tensors, metadata
 
 

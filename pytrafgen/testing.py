@@ -8,7 +8,12 @@
 * ``assert_codec_roundtrip(spec, payload, direction)``: a protocol's token codec gives the
   exact bytes back with ids inside its local vocabulary.
 * ``assert_build_roundtrip(spec, stream, direction)``: ``build(parse(stream))`` is ``stream``.
+* ``assert_tokenized_roundtrip(table, protocols)``: a capture through the real tokenizer with
+  the protocol in the vocabulary: its payloads become app tokens and decode to the same bytes.
 * ``rule_context(table)`` and ``check_rule(rule, ctx)``: evaluate a compliance rule on packets.
+* ``field_records(table, classes)``: the ``FieldRecords`` of a capture's flows (what a generator
+  returns from ``sample``); ``evaluation_set(table, classes)``: the ``EvalSet`` a validator
+  receives for a capture, as ``pytrafgen evaluate`` builds it.
 
 Fixtures (add ``pytest_plugins = ["pytrafgen.testing"]`` to a conftest.py):
 ``inline_plugins`` (a function: ``inline_plugins(MyPlugin)`` returns the registry and keeps it
@@ -20,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +36,11 @@ from pytrafgen import plugins
 
 if TYPE_CHECKING:
     from pytrafgen.capture import PacketTable
+    from pytrafgen.evaluate.evalset import EvalSet
     from pytrafgen.interfaces import ProtocolSpec, Rule
+    from pytrafgen.records import FieldRecords
     from pytrafgen.rules.context import RuleContext
+    from pytrafgen.tokenizer.encode import EncodedFlows
 
 TCP_FIN, TCP_SYN, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x08, 0x10
 
@@ -141,6 +149,71 @@ def assert_build_roundtrip(spec: ProtocolSpec, stream: bytes, direction: int) ->
 
 def _first_diff(a: bytes, b: bytes) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def assert_tokenized_roundtrip(table: PacketTable, protocols: Mapping[str, ProtocolSpec],
+                               classes: Sequence[str] = ("c",)) -> EncodedFlows:
+    """Tokenize ``table`` (all flows of class ``classes[0]``) with a vocabulary holding the app
+    protocols of ``protocols`` (name -> spec), check every app protocol encoded at least one
+    payload with ids inside its range, and that decoding gives every stored payload back byte
+    for byte. Returns the encoded flows (``.app_packets`` counts payloads per protocol)."""
+    from pytrafgen.flows import assemble_flows
+    from pytrafgen.tokenizer import Vocabulary, decode, encode_flows
+
+    vocab = Vocabulary.for_protocols(protocols.values(), list(classes))
+    flows = assemble_flows(table)
+    encoded = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab, protocols)
+    for app in vocab.app_protocols:
+        assert encoded.app_packets.get(app.name, 0) > 0, (
+            f"{app.name}: no payload became app tokens (recognise() or encode() declined every one); "
+            f"errors: {encoded.app_packets.get(f'{app.name}_errors', 0)}")
+        r = vocab.ranges[f"app.{app.name}"]
+        inside = (encoded.tokens >= r.start) & (encoded.tokens < r.stop)
+        assert inside.any(), f"{app.name}: no token in its range {r.start}..{r.stop - 1}"
+    records = decode(encoded.tokens, encoded.offsets, vocab, strict=True, protocols=protocols)
+    got = [bytes(records.blob[o:o + n]) for o, n in
+           zip(records.packets["payload_off"], records.packets["payload_stored"], strict=True) if n]
+    want = [table.payload(i) for i in range(len(table)) if int(table.payload_len[i]) > 0]
+    assert got == want, f"decoded payloads differ from the capture's (first difference at payload " \
+                        f"{next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), len(got))})"
+    return encoded
+
+
+def field_records(table: PacketTable, classes: str | Sequence[str] = "c") -> FieldRecords:
+    """The ``FieldRecords`` of every flow of ``table`` (flows assembled here): of class
+    ``classes`` when it is one name, else ``classes[i]`` for flow i (in ``assemble_flows``
+    order). What a generator's ``sample`` returns, e.g. to test a generator that transforms
+    records or to build them into a pcap with ``pytrafgen.build.write_records``."""
+    from pytrafgen.flows import assemble_flows
+    from pytrafgen.records_from_packets import records_from_packets
+
+    flows = assemble_flows(table)
+    per_flow = [classes] * len(flows) if isinstance(classes, str) else list(classes)
+    if len(per_flow) != len(flows):
+        raise ValueError(f"field_records: {len(per_flow)} classes for {len(flows)} flows")
+    names = list(dict.fromkeys(per_flow))
+    labels = np.array([names.index(c) for c in per_flow], np.int32)
+    return records_from_packets(table, flows, labels, names)
+
+
+def evaluation_set(table: PacketTable, classes: str | Sequence[str | None] | None = "c", name: str = "generated",
+                   train: PacketTable | None = None,
+                   protocols: Mapping[str, ProtocolSpec] | None = None) -> EvalSet:
+    """The ``EvalSet`` a ``Validator.evaluate`` receives for ``table``, built as ``pytrafgen
+    evaluate`` builds it from a pcap (``evalset_from_tables``): ``classes`` is one class for
+    every flow, one per flow, or None (unlabelled); ``train`` becomes ``.train`` (same classes)
+    for validators that read the training split; ``protocols`` (default: the active registry's)
+    the specs its rules are judged with (``EvalSet.protocols``)."""
+    from pytrafgen.evaluate.evalset import evalset_from_tables
+
+    es = evalset_from_tables([(table, classes)], name)
+    if train is not None:
+        es.train = evalset_from_tables([(train, classes if isinstance(classes, str) else None)], f"{name}-train")
+        es.train.relabel(list(dict.fromkeys(es.classes + es.train.classes)))
+        es.relabel(es.train.classes)
+        es.train.protocols = protocols if protocols is not None else plugins.get_registry().protocols
+    es.protocols = protocols if protocols is not None else plugins.get_registry().protocols
+    return es
 
 
 def rule_context(table: PacketTable, protocols: dict[str, ProtocolSpec] | None = None) -> RuleContext:

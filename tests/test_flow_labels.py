@@ -119,15 +119,13 @@ class ReplayGenerator(Generator):
         self.dataset_path = Path(dataset.path)
 
     def sample(self, counts: Mapping[str, int], seed: int = 0) -> FieldRecords:
-        from pytrafgen.evaluate.compare import take_record_flows
-
         assert self.train is not None
         labels = self.train.flows["label"]
         chosen = []
         for name, n in counts.items():
             mine = np.flatnonzero(labels == self.train.classes.index(name))
             chosen.append(mine[np.arange(n) % len(mine)])
-        return take_record_flows(self.train, np.concatenate(chosen))
+        return self.train.take_flows(np.concatenate(chosen))
 
     def save(self, path: Path) -> None:
         import json

@@ -28,26 +28,14 @@ if TYPE_CHECKING:
     from pytrafgen.plugins import Registry
 
 
-def take_record_flows(records: FieldRecords, flows: np.ndarray) -> FieldRecords:
-    """The records of ``flows`` only (renumbered; the blob is shared, offsets stay valid)."""
-    flows = np.sort(np.asarray(flows, np.int64))
-    new_id = np.full(records.n_flows, -1, np.int64)
-    new_id[flows] = np.arange(len(flows))
-    keep = np.flatnonzero(new_id[records.packets["flow"]] >= 0)
-    packets = {k: v[keep] for k, v in records.packets.items()}
-    packets["flow"] = new_id[packets["flow"]].astype(records.packets["flow"].dtype)
-    return FieldRecords(packets=packets, flows={k: v[flows] for k, v in records.flows.items()},
-                        blob=records.blob, classes=list(records.classes),
-                        raw_derived={k: v[keep] for k, v in records.raw_derived.items()})
-
-
 def cap_flows_per_class(records: FieldRecords, cap: int, seed: int) -> FieldRecords:
+    """At most ``cap`` flows per class, drawn with ``seed`` (flows keep their order)."""
     rng = np.random.default_rng(seed)
     keep = []
     for c in np.unique(records.flows["label"]):
         idx = np.flatnonzero(records.flows["label"] == c)
         keep.append(rng.choice(idx, cap, replace=False) if len(idx) > cap else idx)
-    return take_record_flows(records, np.concatenate(keep) if keep else np.zeros(0, np.int64))
+    return records.take_flows(np.concatenate(keep) if keep else np.zeros(0, np.int64))
 
 
 def obtain_generator(name: str, dataset: Any, checkpoint: Path | None, ckpt_dir: Path,
@@ -177,4 +165,4 @@ def run_comparison(dataset: Path, generators: list[str], out: Path, *,
     return write_report(out, real, gens, results, plots=plots)
 
 
-__all__ = ["cap_flows_per_class", "generate_set", "obtain_generator", "run_comparison", "take_record_flows"]
+__all__ = ["cap_flows_per_class", "generate_set", "obtain_generator", "run_comparison"]
