@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from pytrafgen.errors import CheckpointError
 from pytrafgen.generators.ar.config import GPTConfig, size_config
-from pytrafgen.generators.ar.model import GPT, KVCache
+from pytrafgen.generators.ar.model import GPT, KVCache, half_cache_supported
 from pytrafgen.generators.ar.sample import filter_logits
 from pytrafgen.safetensors_io import load_file, load_torch, save_file, save_torch
 
@@ -227,12 +227,20 @@ def test_filter_logits_top_k_and_top_p():
     assert torch.isfinite(filter_logits(masked, 0, 0.9)).tolist() == [[False, True, True, False]]
 
 
-@pytest.mark.parametrize("row_kernel", [True, False])
-def test_per_row_decoding_with_staggered_starts_matches_the_full_forward(row_kernel):
+HALF_KERNEL = half_cache_supported(COND.n_embd // COND.n_head)
+
+
+@pytest.mark.parametrize(("row_kernel", "dtype"), [
+    (True, torch.float32), (False, torch.float32), (False, torch.float16),
+    pytest.param(True, torch.float16, marks=pytest.mark.skipif(
+        not HALF_KERNEL, reason="the float16 cache kernel needs a CPU with AVX-512")),
+])
+def test_per_row_decoding_with_staggered_starts_matches_the_full_forward(row_kernel, dtype):
     """Rows of one cache at unrelated positions (a flow starts in a row whenever the one
     before it ends, sample_stream): each row's logits equal the full forward's at its position,
     through the C++ per-row kernel and through SDPA under a mask alike. Stale values a
-    previous flow left in a row's later slots must not leak in."""
+    previous flow left in a row's later slots must not leak in. A float16 cache (keys and
+    values rounded to float16, sums in float32) stays within 1e-2 of the float32 logits."""
     torch.manual_seed(0)
     model = GPT(COND).eval()
     torch.nn.init.normal_(model.class_proj.weight, std=0.5)
@@ -241,7 +249,7 @@ def test_per_row_decoding_with_staggered_starts_matches_the_full_forward(row_ker
     idx[:, 0] = 1
     full, _ = model(idx)
     expected = full  # (rows, length, V)
-    cache = KVCache.allocate(COND, rows, COND.block_size, torch.device("cpu"), torch.float32)
+    cache = KVCache.allocate(COND, rows, COND.block_size, torch.device("cpu"), dtype)
     cache.k.normal_()  # stale values of earlier flows
     cache.v.normal_()
     start = torch.tensor([0, 3, 5, 9])  # the step at which each row's flow starts
@@ -255,14 +263,17 @@ def test_per_row_decoding_with_staggered_starts_matches_the_full_forward(row_ker
             logits = hidden @ model.head_weight().T
             got[live, pos[live]] = logits[live]
             # a row not started yet or already done keeps writing its last slot: harmless
-    assert torch.allclose(got, expected, atol=1e-4)
+    assert torch.allclose(got, expected, atol=1e-4 if dtype == torch.float32 else 1e-2)
 
 
-def test_attend_rows_kernel_matches_masked_attention():
+# 20: the generic kernel's tail (not a multiple of its 8 lanes); 48 and 64: the AVX-512
+# kernel where the CPU has it (3 and 4 16-wide vectors per head)
+@pytest.mark.parametrize("dim", [20, 48, 64])
+def test_attend_rows_kernel_matches_masked_attention(dim):
     from pytrafgen import _core
 
     torch.manual_seed(1)
-    rows, heads, slots, dim = 5, 3, 40, 20  # dim not a multiple of the kernel's 8 lanes
+    rows, heads, slots = 5, 3, 40
     q = torch.randn(rows, heads, dim)
     k, v = torch.randn(rows, heads, slots, dim), torch.randn(rows, heads, slots, dim)
     lengths = torch.tensor([1, 7, 40, 13, 2])
@@ -275,3 +286,29 @@ def test_attend_rows_kernel_matches_masked_attention():
     with pytest.raises(ValueError, match="length out of range"):
         _core.attend_rows(q.numpy(), k.numpy(), v.numpy(), torch.zeros(rows, dtype=torch.long).numpy(), 1.0,
                           out.numpy())
+
+
+@pytest.mark.skipif(not half_cache_supported(48), reason="the float16 cache kernel needs a CPU with AVX-512")
+def test_attend_rows_half_reads_float16_keys_and_values_exactly():
+    """Keys and values stored as float16: the same attention as SDPA over those float16 values
+    widened to float32 (only the storage is rounded, not the sums); 17..40 slots cover the
+    16-wide softmax's masked tail."""
+    from pytrafgen import _core
+
+    torch.manual_seed(2)
+    rows, heads, slots, dim = 6, 4, 40, 48
+    q = torch.randn(rows, heads, dim)
+    k, v = torch.randn(rows, heads, slots, dim).half(), torch.randn(rows, heads, slots, dim).half()
+    lengths = torch.tensor([1, 16, 17, 40, 31, 2])
+    mask = torch.arange(slots)[None, :] < lengths[:, None]
+    expected = F.scaled_dot_product_attention(q[:, :, None], k.float(), v.float(),
+                                              attn_mask=mask[:, None, None, :])[:, :, 0]
+    for threads in (1, 2):
+        out = torch.empty_like(q)
+        _core.attend_rows_half(q.numpy(), k.numpy().view(np.uint16), v.numpy().view(np.uint16), lengths.numpy(),
+                               dim ** -0.5, out.numpy(), threads)
+        assert torch.allclose(out, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="AVX-512"):
+        _core.attend_rows_half(q[:, :, :20].contiguous().numpy(), k[..., :20].contiguous().numpy().view(np.uint16),
+                               v[..., :20].contiguous().numpy().view(np.uint16), lengths.numpy(), 1.0,
+                               torch.empty(rows, heads, 20).numpy())

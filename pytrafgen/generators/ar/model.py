@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,9 +56,21 @@ class KVCache:
 
     @classmethod
     def allocate(cls, config: GPTConfig, batch: int, max_len: int, device: torch.device,
-                 dtype: torch.dtype) -> KVCache:
+                 dtype: torch.dtype, zeroed: bool = True) -> KVCache:
+        """``zeroed`` False leaves the slots unset: only for a reader that never looks past what
+        was written (the per-row kernel); masked attention would still multiply them by 0, and
+        an unset NaN times 0 is NaN. Unset, the pages a pool never reaches are never touched."""
         shape = (config.n_layer, batch, config.n_head, max_len, config.n_embd // config.n_head)
-        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+        make = torch.zeros if zeroed else torch.empty
+        return cls(make(shape, device=device, dtype=dtype), make(shape, device=device, dtype=dtype))
+
+
+def half_cache_supported(head_dim: int) -> bool:
+    """Whether the per-row kernel reads a float16 cache here (a CPU with AVX-512, heads a
+    multiple of 16 wide)."""
+    from pytrafgen import _core
+
+    return bool(_core.half_cache_supported(head_dim))
 
 
 class CausalSelfAttention(nn.Module):
@@ -99,22 +112,31 @@ class CausalSelfAttention(nn.Module):
         """One token per row, each at its own position (``positions`` (B,)): writes row b's key
         and value into cache slot ``positions[b]`` and attends over slots ``0..positions[b]``
         (slots past a row's position hold another flow's values). ``row_kernel``: the C++
-        kernel that reads each row's own prefix (CPU, float32); else SDPA over the first
-        ``attend_len`` slots under a mask."""
+        kernel that reads each row's own prefix (CPU, float32 or float16 cache); else SDPA over
+        the first ``attend_len`` slots under a mask."""
         B, _, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, self.n_head, C // self.n_head) for t in (q, k, v))  # T = 1
         k_cache, v_cache = cache
-        rows = torch.arange(B, device=x.device)
-        k_cache[rows, :, positions] = k.to(k_cache.dtype)
-        v_cache[rows, :, positions] = v.to(v_cache.dtype)
+        _, heads, slots, dim = k_cache.shape
+        # row b head h's slot positions[b], as one index into the (B * heads * slots, dim) view
+        # of the cache: one index_copy_ instead of advanced-index assignment (a Python-heavy op)
+        flat = ((torch.arange(B, device=x.device)[:, None] * heads + torch.arange(heads, device=x.device)) * slots
+                + positions[:, None]).reshape(-1)
+        k_cache.view(-1, dim).index_copy_(0, flat, k.reshape(-1, dim).to(k_cache.dtype))
+        v_cache.view(-1, dim).index_copy_(0, flat, v.reshape(-1, dim).to(v_cache.dtype))
         if row_kernel:
             from pytrafgen import _core
 
             q = q.contiguous()
             y = torch.empty_like(q)
-            _core.attend_rows(q.numpy(), k_cache.numpy(), v_cache.numpy(), (positions + 1).numpy(),
-                              1.0 / math.sqrt(C // self.n_head), y.numpy(), torch.get_num_threads())
+            scale, threads = 1.0 / math.sqrt(dim), torch.get_num_threads()
+            if k_cache.dtype == torch.float16:  # raw bits: numpy has no float16 the kernel binds
+                _core.attend_rows_half(q.numpy(), k_cache.numpy().view(np.uint16), v_cache.numpy().view(np.uint16),
+                                       (positions + 1).numpy(), scale, y.numpy(), threads)
+            else:
+                _core.attend_rows(q.numpy(), k_cache.numpy(), v_cache.numpy(), (positions + 1).numpy(), scale,
+                                  y.numpy(), threads)
             return self.c_proj(y.reshape(B, 1, C))
         k_cache, v_cache = k_cache[:, :, :attend_len], v_cache[:, :, :attend_len]
         mask = torch.arange(attend_len, device=x.device)[None, :] <= positions[:, None]
@@ -254,11 +276,14 @@ class GPT(nn.Module):
         the largest position + 1). Returns the final hidden states (B, C): the logits of the next
         token are ``hidden @ head_weight().T``, which a caller may compute for only the tokens it
         can emit. Rows are independent, so each may hold a flow started at another step.
-        ``row_kernel`` (None: where it applies, a float32 cache on a CPU outside autograd)
-        attends each row over its own prefix in C++ instead of SDPA over ``attend_len``."""
+        ``row_kernel`` (None: where it applies, a float32 or float16 cache on a CPU outside
+        autograd, float16 only where ``half_cache_supported``) attends each row over its own
+        prefix in C++ instead of SDPA over ``attend_len``."""
         if row_kernel is None:
-            row_kernel = (cache.k.device.type == "cpu" and cache.k.dtype == torch.float32
+            row_kernel = (cache.k.device.type == "cpu" and cache.k.dtype in (torch.float32, torch.float16)
                           and self.wte.weight.dtype == torch.float32 and not torch.is_grad_enabled())
+            if row_kernel and cache.k.dtype == torch.float16:
+                row_kernel = half_cache_supported(self.config.n_embd // self.config.n_head)
         flow_class = None
         if self.config.class_conditioning and class_token is not None:
             flow_class = torch.where(positions == 0, self.config.bos_token, class_token)[:, None]
@@ -289,4 +314,4 @@ class GPT(nn.Module):
         return state
 
 
-__all__ = ["GPT", "KVCache", "LoRALinear"]
+__all__ = ["GPT", "KVCache", "LoRALinear", "half_cache_supported"]

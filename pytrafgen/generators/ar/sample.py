@@ -33,7 +33,7 @@ import torch
 
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators.ar.config import SamplingSettings
-from pytrafgen.generators.ar.model import GPT, KVCache
+from pytrafgen.generators.ar.model import GPT, KVCache, half_cache_supported
 
 
 @dataclass(frozen=True)
@@ -236,14 +236,19 @@ def sample_stream(
     max_len = settings.max_len or model.config.block_size
     rows = min(settings.batch_size, len(flows))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cache = KVCache.allocate(model.config, rows, max_len, device, dtype)
+    row_kernel = device.type == "cpu" and model.head_weight().dtype == torch.float32
+    if row_kernel and settings.half_cache and half_cache_supported(model.config.n_embd // model.config.n_head):
+        dtype = torch.float16  # reading the cache is most of a CPU step: half the bytes
+    # the per-row kernel reads only the slots a row wrote: no need to zero (and fault in) a
+    # cache of rows x context slots, most of which a pool never reaches
+    cache = KVCache.allocate(model.config, rows, max_len, device, dtype, zeroed=not row_kernel)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
     # BOS at position 0 has no class yet: its keys and values are the same in every row
     with autocast:
         first = torch.tensor([bos], device=device)
         model.decode_rows(first, torch.zeros(1, dtype=torch.long, device=device),
-                          KVCache(cache.k[:, :1], cache.v[:, :1]), 1, first)
+                          KVCache(cache.k[:, :1], cache.v[:, :1]), 1, first, row_kernel)
     bos_k, bos_v = cache.k[:, 0, :, 0].clone(), cache.v[:, 0, :, 0].clone()
     after_bos = grammar.next_state[grammar.start_state, bos]
     n_header = header_allowed.size(1) if header_allowed is not None else 0
@@ -282,7 +287,7 @@ def sample_stream(
         attend_len = int(pos[:n].max()) + 1
         st = state[:n]
         with autocast:
-            hidden = model.decode_rows(feed[:n], pos[:n], view, attend_len, row_class[:n])
+            hidden = model.decode_rows(feed[:n], pos[:n], view, attend_len, row_class[:n], row_kernel)
         if head is None:
             logits = (hidden @ model.head_weight().T).float().masked_fill(~grammar.allowed[st], float("-inf"))
             ids = None
@@ -328,7 +333,9 @@ def sample_stream(
             if r != last:
                 for buf in (flow, row_class, row_header, pos, feed, state, last_eos_ok, out):
                     buf[r] = buf[last]
-                cache.k[:, r], cache.v[:, r] = cache.k[:, last], cache.v[:, last]
+                filled = int(pos[r])  # slots 0..pos-1 hold the moved flow; pos is fed next
+                cache.k[:, r, :, :filled] = cache.k[:, last, :, :filled]
+                cache.v[:, r, :, :filled] = cache.v[:, last, :, :filled]
             active -= 1
 
 
