@@ -49,20 +49,24 @@ def decode(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, *, strict
     Decoded flows start at 0 ns (timestamps are sums of the IAT buckets' values). ``skipped``,
     if given, receives the count of left-out flows by reason (see ``DECODE_SKIP_REASONS``).
     """
-    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-    if len(tokens) and (tokens.min() < 0 or tokens.max() > 0xFFFF):
-        # ids that do not even fit uint16 are out of range of any vocabulary
-        bad = int(np.flatnonzero((tokens < 0) | (tokens > 0xFFFF))[0])
-        if strict:
-            raise TokenError(f"token {int(tokens[bad])} at position {bad} is outside the vocabulary")
-        tokens = np.where((tokens < 0) | (tokens > 0xFFFF), 0xFFFF, tokens)
+    tokens = np.asarray(tokens)
+    if tokens.dtype != np.uint16:  # the encoder's own dtype needs no range check and no copy
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if len(tokens) and (tokens.min() < 0 or tokens.max() > 0xFFFF):
+            # ids that do not even fit uint16 are out of range of any vocabulary
+            bad = int(np.flatnonzero((tokens < 0) | (tokens > 0xFFFF))[0])
+            if strict:
+                raise TokenError(f"token {int(tokens[bad])} at position {bad} is outside the vocabulary")
+            tokens = np.where((tokens < 0) | (tokens > 0xFFFF), 0xFFFF, tokens)
+        tokens = tokens.astype(np.uint16)
+    tokens = np.ascontiguousarray(tokens)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     if offsets.ndim != 1 or len(offsets) < 1 or np.any(np.diff(offsets) < 0) or (
             len(offsets) and (offsets[0] < 0 or offsets[-1] > len(tokens))):
         raise TokenError("offsets must be non-decreasing positions within the token array")
     if protocols is None:  # only a vocabulary with app protocols needs the plugins loaded
         protocols = app_protocols_for(vocab) if vocab.app_protocols else {}
-    res = _core.decode_tokens(tokens.astype(np.uint16), offsets, codec_spec(vocab), strict,
+    res = _core.decode_tokens(tokens, offsets, codec_spec(vocab), strict,
                               _app_decoder(vocab, protocols))
     if res["first_error"] is not None:
         flow = int(res["error_flow"])
