@@ -131,3 +131,9 @@ def attend_rows(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, scale: float, out: np.ndarray,
     threads: int = 1,
 ) -> None: ...
+
+# --- app-protocol grammars (csrc/app_grammar.hpp) -----------------------------------------------
+
+def app_grammar_encode(
+    grammar: dict[str, object], data: np.ndarray, off: np.ndarray, len: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...

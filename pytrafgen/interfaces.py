@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pytrafgen.errors import PytrafgenError
 
 if TYPE_CHECKING:
+    from pytrafgen.app_grammar import AppGrammar
     from pytrafgen.dataset import TrafficDataset
     from pytrafgen.evaluate.evalset import EvalSet
     from pytrafgen.records import FieldRecords
@@ -128,6 +129,13 @@ class ProtocolSpec(ABC):
 
     def encode(self, payload: bytes, direction: int) -> list[int] | None:
         """Local token ids for one packet's payload, or None to keep it as bytes."""
+        return None
+
+    def token_grammar(self) -> AppGrammar | None:
+        """Optional: the protocol's message grammar as data (``pytrafgen.app_grammar``), so the
+        C++ core tokenizes its payloads in bulk; ``encode`` stays the reference and the
+        fallback, and must give the same tokens. None (the default): ``encode`` is called per
+        payload."""
         return None
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:
