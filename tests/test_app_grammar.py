@@ -124,3 +124,24 @@ def test_out_of_range_payload_stays_bytes() -> None:
     got = encode_payloads(grammar, np.frombuffer(HTTP_CASES[0], np.uint8), np.array([0, 10, 2**40], np.uint64),
                           np.array([len(HTTP_CASES[0]), 100, 1], np.uint32))
     assert got.status.tolist() == [1, 0, 0]
+
+
+@pytest.mark.parametrize("capture", SHARED_CAPTURES, ids=shared_ids(SHARED_CAPTURES))
+def test_encode_flows_same_with_and_without_grammars(capture: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole tokenizer output (every flow's tokens, counts) is the same whether the plugins'
+    grammars run in C++ or their Python ``encode`` does."""
+    from pytrafgen.flows import assemble_flows
+    from pytrafgen.tokenizer import AppProtocol, Vocabulary, encode_flows
+
+    table = read_pcap(capture)
+    flows = assemble_flows(table)
+    labels = np.zeros(len(flows), np.int32)
+    vocab = Vocabulary(["c"], [AppProtocol(p.name, p.transport, tuple(p.token_names)) for p in PROTOCOLS.values()], 16)
+    fast = encode_flows(table, flows, labels, vocab, protocols=PROTOCOLS)
+    for spec in PROTOCOLS.values():
+        monkeypatch.setattr(spec, "token_grammar", lambda: None)
+    reference = encode_flows(table, flows, labels, vocab, protocols=PROTOCOLS)
+    assert np.array_equal(fast.tokens, reference.tokens)
+    assert np.array_equal(fast.offsets, reference.offsets)
+    assert fast.app_packets == reference.app_packets
+    assert fast.skipped == reference.skipped

@@ -122,36 +122,124 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
         return empty
     begin_of = {app.name: vocab.app_begin(app.name) for app in apps}
     end_token = vocab.special("APP_END")
-    rows = np.flatnonzero(np.isin(flow_id, np.fromiter(chosen, np.int64)) & (np.asarray(table.status) == 0)
-                          & (np.asarray(table.payload_len) > 0)
-                          & (np.asarray(table.payload_len) == np.asarray(table.payload_wirelen)))
+    ok_rows = (np.asarray(table.status) == 0) & (np.asarray(table.payload_len) > 0) & (
+        np.asarray(table.payload_len) == np.asarray(table.payload_wirelen))
+    chosen_ids = np.fromiter(chosen, np.int64)
+    chosen_app = np.array([chosen[f] for f in chosen_ids.tolist()], dtype=object)
+    parts: list[_Spans] = []
+    for app in apps:
+        mine = chosen_ids[chosen_app == app.name]
+        rows = np.flatnonzero(np.isin(flow_id, mine) & ok_rows)
+        if not len(rows):
+            continue
+        spec = protocols[app.name]
+        hook = getattr(spec, "token_grammar", None)  # optional: older plugins do not define it
+        grammar = _plugin_call(counts, app.name, hook) if callable(hook) else None
+        if grammar is not None:
+            part = _grammar_spans(table, rows, grammar, len(spec.token_names), max_app_tokens, counts, app.name)
+        else:
+            part = _python_spans(table, rows, direction, spec, max_app_tokens, counts, app.name)
+        if len(part.packet):
+            counts[app.name] = counts.get(app.name, 0) + len(part.packet)
+            parts.append(part.as_tokens(begin_of[app.name], end_token))
+    if not parts:
+        return empty
+    merged = _merge_spans(parts)
+    return merged.packet, merged.offsets, merged.tokens.astype(np.uint16), counts
+
+
+@dataclass
+class _Spans:
+    """App spans of some packets (sorted): packet i's tokens are ``tokens[offsets[i]:offsets[i+1]]``."""
+
+    packet: np.ndarray  # int64
+    offsets: np.ndarray  # int64
+    tokens: np.ndarray  # int64
+
+    def as_tokens(self, begin: int, end: int) -> _Spans:
+        """Local ids as vocabulary ids, each span framed by ``begin`` ... ``end``."""
+        lens = np.diff(self.offsets)
+        framed = np.empty(len(self.tokens) + 2 * len(lens), np.int64)
+        new_off = np.zeros(len(lens) + 1, np.int64)
+        new_off[1:] = np.cumsum(lens + 2)
+        framed[new_off[:-1]] = begin
+        framed[new_off[1:] - 1] = end
+        dest = np.arange(len(self.tokens)) + np.repeat(new_off[:-1] + 1 - self.offsets[:-1], lens)
+        framed[dest] = self.tokens + begin + 1
+        return _Spans(self.packet, new_off, framed)
+
+
+def _gather(tokens: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``tokens[starts[k]:starts[k]+lens[k]]`` for every k, concatenated."""
+    out_off = np.zeros(len(lens), np.int64)
+    out_off[1:] = np.cumsum(lens)[:-1]
+    return tokens[np.arange(int(lens.sum())) + np.repeat(starts - out_off, lens)]
+
+
+def _merge_spans(parts: list[_Spans]) -> _Spans:
+    """One set of spans, in packet order."""
+    if len(parts) == 1:
+        return parts[0]
+    packet = np.concatenate([p.packet for p in parts])
+    lens = np.concatenate([np.diff(p.offsets) for p in parts])
+    base = np.cumsum([0] + [len(p.tokens) for p in parts[:-1]])
+    starts = np.concatenate([p.offsets[:-1] + b for p, b in zip(parts, base, strict=True)])
+    order = np.argsort(packet, kind="stable")
+    offsets = np.zeros(len(order) + 1, np.int64)
+    offsets[1:] = np.cumsum(lens[order])
+    tokens = _gather(np.concatenate([p.tokens for p in parts]), starts[order], lens[order])
+    return _Spans(packet[order], offsets, tokens)
+
+
+def _grammar_spans(table: Any, rows: np.ndarray, grammar: Any, n_local: int, max_app_tokens: int,
+                   counts: dict[str, int], name: str) -> _Spans:
+    """Local tokens of the payloads of ``rows`` from the protocol's declared grammar (C++, in bulk)."""
+    from pytrafgen.app_grammar import encode_payloads
+
+    off = np.asarray(table.frame_off, np.uint64)[rows] + np.asarray(table.payload_off, np.uint64)[rows]
+    got = _plugin_call(counts, name, encode_payloads, grammar, table.data, off,
+                       np.asarray(table.payload_len, np.uint32)[rows])  # a malformed grammar raises
+    if got is None or (len(got.tokens) and (got.tokens.min() < 0 or got.tokens.max() >= n_local)):
+        if got is not None:  # token ids outside the protocol's local vocabulary: a broken grammar
+            counts[f"{name}_errors"] = counts.get(f"{name}_errors", 0) + 1
+        return _Spans(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
+    errors = int((got.status < 0).sum())
+    if errors:
+        counts[f"{name}_errors"] = counts.get(f"{name}_errors", 0) + errors
+    lens = np.diff(got.offsets)
+    keep = (got.status == 1) & (lens <= max_app_tokens)
+    offsets = np.zeros(int(keep.sum()) + 1, np.int64)
+    offsets[1:] = np.cumsum(lens[keep])
+    return _Spans(rows[keep].astype(np.int64), offsets,
+                  _gather(got.tokens.astype(np.int64), got.offsets[:-1][keep], lens[keep]))
+
+
+def _python_spans(table: Any, rows: np.ndarray, direction: np.ndarray, spec: ProtocolSpec, max_app_tokens: int,
+                  counts: dict[str, int], name: str) -> _Spans:
+    """Local tokens of the payloads of ``rows`` from the plugin's Python ``encode``, one payload
+    at a time; only exact round trips are kept."""
     packet_idx: list[int] = []
     spans: list[np.ndarray] = []
-    for i in rows:
-        name = chosen[int(flow_id[i])]
-        spec = protocols[name]
-        payload = table.payload(int(i))
+    n_local = len(spec.token_names)
+    for i in rows.tolist():
+        payload = table.payload(i)
         d = int(direction[i])
         local = _plugin_call(counts, name, spec.encode, payload, d)
         if local is None:
             continue
         local = np.asarray(local, np.int64)
-        n_local = len(spec.token_names)
         if local.ndim != 1 or len(local) > max_app_tokens or (
                 len(local) and (local.min() < 0 or local.max() >= n_local)):
             continue
         # only exact round trips become app tokens
         if _plugin_call(counts, name, spec.decode, local.tolist(), d) != payload:
             continue
-        begin = begin_of[name]
-        spans.append(np.concatenate([[begin], begin + 1 + local, [end_token]]).astype(np.uint16))
-        packet_idx.append(int(i))
-        counts[name] = counts.get(name, 0) + 1
-    if not packet_idx:
-        return empty
+        spans.append(local)
+        packet_idx.append(i)
     offsets = np.zeros(len(spans) + 1, np.int64)
     offsets[1:] = np.cumsum([len(s) for s in spans])
-    return np.asarray(packet_idx, np.int64), offsets, np.concatenate(spans), counts
+    tokens = np.concatenate(spans) if spans else np.zeros(0, np.int64)
+    return _Spans(np.asarray(packet_idx, np.int64), offsets, tokens)
 
 
 def encode_flows(table: Any, flows: Any, flow_labels: Sequence[int] | np.ndarray, vocab: Vocabulary,
