@@ -124,7 +124,8 @@ class ProtocolSpec(ABC):
     token_names: ClassVar[tuple[str, ...]] = ()
 
     def recognise(self, server_port: int, client_payload: bytes, server_payload: bytes) -> bool:
-        """Whether a flow carries this protocol (ports and/or payload heuristics)."""
+        """Whether a flow carries this protocol (ports and/or payload heuristics). A function of
+        its arguments: the tokenizer asks once for flows that open with the same payloads."""
         return server_port in self.default_ports
 
     def encode(self, payload: bytes, direction: int) -> list[int] | None:

@@ -81,7 +81,7 @@ def _first_payloads(table: Any, flow_id: np.ndarray, direction: np.ndarray, flow
     cand = cand[np.isin(flow_id[cand], flow_rows)]
     key = flow_id[cand] * 2 + direction[cand]
     keys, first = np.unique(key, return_index=True)
-    return {(int(k) // 2, int(k) % 2): int(cand[i]) for k, i in zip(keys, first, strict=True)}
+    return {(k >> 1, k & 1): i for k, i in zip(keys.tolist(), cand[first].tolist(), strict=True)}
 
 
 def _plugin_call(counts: dict[str, int], name: str, fn: Any, *args: Any) -> Any:
@@ -109,15 +109,26 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
     firsts = _first_payloads(table, flow_id, direction, candidates)
     with_payload = sorted({f for f, _ in firsts})
     chosen: dict[int, str] = {}
+    # the first payloads as bytes, sliced from one copy of the buffer (not one numpy slice each)
+    buf = np.ascontiguousarray(table.data, np.uint8).data
+    starts = (np.asarray(table.frame_off, np.int64) + np.asarray(table.payload_off, np.int64))
+    lengths = np.asarray(table.payload_len, np.int64)
+
+    def payload(row: int | None) -> bytes:
+        return b"" if row is None else bytes(buf[int(starts[row]) : int(starts[row]) + int(lengths[row])])
+
+    fproto_list, server_port = fproto.tolist(), np.asarray(flows.server_port).tolist()
+    # recognise is a function of its arguments: flows that open alike (a flood, a scan) ask once
+    decided: dict[tuple[str, int, bytes, bytes], str | None] = {}
     for f in with_payload:
-        transport = "tcp" if fproto[f] == 6 else "udp"
-        client = table.payload(firsts[f, 0]) if (f, 0) in firsts else b""
-        server = table.payload(firsts[f, 1]) if (f, 1) in firsts else b""
-        for app in apps:
-            if app.transport in ("", transport) and _plugin_call(
-                    counts, app.name, protocols[app.name].recognise, int(flows.server_port[f]), client, server):
-                chosen[f] = app.name
-                break
+        transport = "tcp" if fproto_list[f] == 6 else "udp"
+        key = (transport, server_port[f], payload(firsts.get((f, 0))), payload(firsts.get((f, 1))))
+        if key not in decided:
+            decided[key] = next((app.name for app in apps if app.transport in ("", transport) and _plugin_call(
+                counts, app.name, protocols[app.name].recognise, *key[1:])), None)
+        name = decided[key]
+        if name is not None:
+            chosen[f] = name
     if not chosen:
         return empty
     begin_of = {app.name: vocab.app_begin(app.name) for app in apps}
@@ -145,7 +156,7 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
     if not parts:
         return empty
     merged = _merge_spans(parts)
-    return merged.packet, merged.offsets, merged.tokens.astype(np.uint16), counts
+    return merged.packet, merged.offsets, np.asarray(merged.tokens, np.uint16), counts
 
 
 @dataclass
@@ -154,18 +165,18 @@ class _Spans:
 
     packet: np.ndarray  # int64
     offsets: np.ndarray  # int64
-    tokens: np.ndarray  # int64
+    tokens: np.ndarray  # local ids (int), or vocabulary ids (uint16) once framed
 
     def as_tokens(self, begin: int, end: int) -> _Spans:
         """Local ids as vocabulary ids, each span framed by ``begin`` ... ``end``."""
         lens = np.diff(self.offsets)
-        framed = np.empty(len(self.tokens) + 2 * len(lens), np.int64)
+        framed = np.empty(len(self.tokens) + 2 * len(lens), np.uint16)  # vocabulary ids fit 16 bits
         new_off = np.zeros(len(lens) + 1, np.int64)
         new_off[1:] = np.cumsum(lens + 2)
         framed[new_off[:-1]] = begin
         framed[new_off[1:] - 1] = end
         dest = np.arange(len(self.tokens)) + np.repeat(new_off[:-1] + 1 - self.offsets[:-1], lens)
-        framed[dest] = self.tokens + begin + 1
+        framed[dest] = self.tokens + (begin + 1)
         return _Spans(self.packet, new_off, framed)
 
 
@@ -211,7 +222,7 @@ def _grammar_spans(table: Any, rows: np.ndarray, grammar: Any, n_local: int, max
     offsets = np.zeros(int(keep.sum()) + 1, np.int64)
     offsets[1:] = np.cumsum(lens[keep])
     return _Spans(rows[keep].astype(np.int64), offsets,
-                  _gather(got.tokens.astype(np.int64), got.offsets[:-1][keep], lens[keep]))
+                  _gather(got.tokens, got.offsets[:-1][keep], lens[keep]))
 
 
 def _python_spans(table: Any, rows: np.ndarray, direction: np.ndarray, spec: ProtocolSpec, max_app_tokens: int,
