@@ -581,4 +581,16 @@ inline int encode_binary(const BinaryGrammar& g, const uint8_t* d, size_t n, Tok
     return padded ? 0 : 1;
 }
 
+// Two independent 64-bit digests of a byte range (FNV-1a and a multiply-xorshift mix), so that
+// payloads can be grouped by content in bulk; 128 bits make a collision practically impossible.
+inline std::array<uint64_t, 2> digest(const uint8_t* d, size_t n) {
+    uint64_t a = 0xCBF29CE484222325ull, b = 0x9E3779B97F4A7C15ull ^ n;
+    for (size_t i = 0; i < n; ++i) {
+        a = (a ^ d[i]) * 0x100000001B3ull;
+        b = (b + d[i] + 1) * 0xFF51AFD7ED558CCDull;
+        b ^= b >> 29;
+    }
+    return {a, b};
+}
+
 }  // namespace pytrafgen::app

@@ -179,6 +179,30 @@ py::tuple app_grammar_encode(const py::dict& grammar, const py::array_t<uint8_t,
                           owned_vector(std::move(tokens)));
 }
 
+py::array_t<uint64_t> payload_digests(const py::array_t<uint8_t, py::array::c_style>& data,
+                                      const py::array_t<int64_t, py::array::c_style>& off,
+                                      const py::array_t<int64_t, py::array::c_style>& len) {
+    if (off.ndim() != 1 || len.ndim() != 1 || off.shape(0) != len.shape(0))
+        throw py::value_error("payload_digests: off and len must be 1-D of one length");
+    const size_t n = size_t(off.shape(0)), n_data = size_t(data.size());
+    py::array_t<uint64_t> out({py::ssize_t(n), py::ssize_t(2)});
+    uint64_t* o = out.mutable_data();
+    const uint8_t* d = data.data();
+    const int64_t* offs = off.data();
+    const int64_t* lens = len.data();
+    {
+        py::gil_scoped_release release;
+        for (size_t i = 0; i < n; ++i) {
+            const bool inside = offs[i] >= 0 && lens[i] >= 0 && uint64_t(offs[i]) <= n_data &&
+                                uint64_t(lens[i]) <= n_data - uint64_t(offs[i]);
+            const auto h = inside ? app::digest(d + offs[i], size_t(lens[i])) : std::array<uint64_t, 2>{0, 0};
+            o[2 * i] = h[0];
+            o[2 * i + 1] = h[1];
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 void bind_app_grammar(py::module_& m) {
@@ -190,6 +214,11 @@ void bind_app_grammar(py::module_& m) {
             without the GIL. Returns ``(status, offsets, tokens)``: status int8 per payload (1
             encoded, 0 kept as bytes, -1 kept as bytes because a length in it is malformed),
             payload i's local token ids are ``tokens[offsets[i]:offsets[i+1]]`` (int32).
+          )pbdoc");
+    m.def("payload_digests", &payload_digests, py::arg("data"), py::arg("off"), py::arg("len"),
+          R"pbdoc(
+            (n, 2) uint64: two independent 64-bit digests of each ``data[off[i]:off[i]+len[i]]``
+            (0, 0 for a range outside ``data``), to group payloads by content in bulk.
           )pbdoc");
 }
 

@@ -74,14 +74,17 @@ class EncodedFlows:
         return np.flatnonzero(np.diff(self.offsets) > 0)
 
 
-def _first_payloads(table: Any, flow_id: np.ndarray, direction: np.ndarray, flow_rows: np.ndarray
-                    ) -> dict[tuple[int, int], int]:
-    """Row of the first non-empty payload per (flow, direction), for the flows in ``flow_rows``."""
+def _first_payloads(table: Any, flow_id: np.ndarray, direction: np.ndarray, flow_rows: np.ndarray,
+                    n_flows: int) -> np.ndarray:
+    """(F, 2) row of the first non-empty payload per flow and direction (-1: none), for the
+    flows in ``flow_rows``."""
     cand = np.flatnonzero((flow_id >= 0) & (np.asarray(table.payload_len) > 0) & (np.asarray(table.status) == 0))
     cand = cand[np.isin(flow_id[cand], flow_rows)]
     key = flow_id[cand] * 2 + direction[cand]
     keys, first = np.unique(key, return_index=True)
-    return {(k >> 1, k & 1): i for k, i in zip(keys.tolist(), cand[first].tolist(), strict=True)}
+    out = np.full(2 * n_flows, -1, np.int64)
+    out[keys] = cand[first]
+    return out.reshape(n_flows, 2)
 
 
 def _plugin_call(counts: dict[str, int], name: str, fn: Any, *args: Any) -> Any:
@@ -106,37 +109,38 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
     direction = np.asarray(flows.direction, np.uint8)
     fproto = np.asarray(flows.proto)
     candidates = np.flatnonzero(np.isin(fproto, (6, 17)) & (labels >= 0))
-    firsts = _first_payloads(table, flow_id, direction, candidates)
-    with_payload = sorted({f for f, _ in firsts})
-    chosen: dict[int, str] = {}
-    # the first payloads as bytes, sliced from one copy of the buffer (not one numpy slice each)
-    buf = np.ascontiguousarray(table.data, np.uint8).data
-    starts = (np.asarray(table.frame_off, np.int64) + np.asarray(table.payload_off, np.int64))
-    lengths = np.asarray(table.payload_len, np.int64)
-
-    def payload(row: int | None) -> bytes:
-        return b"" if row is None else bytes(buf[int(starts[row]) : int(starts[row]) + int(lengths[row])])
-
-    fproto_list, server_port = fproto.tolist(), np.asarray(flows.server_port).tolist()
-    # recognise is a function of its arguments: flows that open alike (a flood, a scan) ask once
-    decided: dict[tuple[str, int, bytes, bytes], str | None] = {}
-    for f in with_payload:
-        transport = "tcp" if fproto_list[f] == 6 else "udp"
-        key = (transport, server_port[f], payload(firsts.get((f, 0))), payload(firsts.get((f, 1))))
-        if key not in decided:
-            decided[key] = next((app.name for app in apps if app.transport in ("", transport) and _plugin_call(
-                counts, app.name, protocols[app.name].recognise, *key[1:])), None)
-        name = decided[key]
-        if name is not None:
-            chosen[f] = name
-    if not chosen:
+    firsts = _first_payloads(table, flow_id, direction, candidates, len(fproto))
+    with_payload = np.flatnonzero((firsts >= 0).any(axis=1))
+    # Flows that open alike (a flood, a scan) are asked about once: recognise is a function of
+    # its arguments, so flows are grouped by (transport, server port, both first payloads' length
+    # and 128-bit digest) in bulk and one flow of each group is offered to the plugins.
+    data = np.ascontiguousarray(table.data, np.uint8)
+    rows = firsts[with_payload]
+    starts = np.where(rows >= 0, (np.asarray(table.frame_off, np.int64) + np.asarray(table.payload_off, np.int64))[
+        np.maximum(rows, 0)], 0)
+    lengths = np.where(rows >= 0, np.asarray(table.payload_len, np.int64)[np.maximum(rows, 0)], 0)
+    digests = _core.payload_digests(data, starts.reshape(-1), lengths.reshape(-1)).reshape(len(rows), 4)
+    server_ports = np.asarray(flows.server_port, np.int64)[with_payload]
+    keys = np.column_stack([fproto[with_payload].astype(np.uint64), server_ports.astype(np.uint64),
+                            lengths.astype(np.uint64), digests])
+    _, representative, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    buf = data.data
+    names: list[str | None] = []
+    for k in representative.tolist():
+        transport = "tcp" if fproto[with_payload[k]] == 6 else "udp"
+        client, server = (bytes(buf[int(starts[k, d]): int(starts[k, d] + lengths[k, d])]) for d in (0, 1))
+        names.append(next((app.name for app in apps if app.transport in ("", transport) and _plugin_call(
+            counts, app.name, protocols[app.name].recognise, int(server_ports[k]), client, server)), None))
+    flow_app = np.array(names, dtype=object)[np.asarray(group).reshape(-1)]
+    recognised = flow_app != None  # noqa: E711  (elementwise over an object array)
+    chosen_ids = with_payload[recognised]
+    chosen_app = flow_app[recognised]
+    if not len(chosen_ids):
         return empty
     begin_of = {app.name: vocab.app_begin(app.name) for app in apps}
     end_token = vocab.special("APP_END")
     ok_rows = (np.asarray(table.status) == 0) & (np.asarray(table.payload_len) > 0) & (
         np.asarray(table.payload_len) == np.asarray(table.payload_wirelen))
-    chosen_ids = np.fromiter(chosen, np.int64)
-    chosen_app = np.array([chosen[f] for f in chosen_ids.tolist()], dtype=object)
     parts: list[_Spans] = []
     for app in apps:
         mine = chosen_ids[chosen_app == app.name]
