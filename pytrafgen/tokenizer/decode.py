@@ -29,13 +29,25 @@ def _app_decoder(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec]) -> An
     if not vocab.app_protocols:
         return None
     specs = [protocols.get(p.name) for p in vocab.app_protocols]
+    # decode is a function of its arguments: spans that repeat (floods, polling, retries) are
+    # decoded by the plugin once per call of ``decode``
+    seen: dict[tuple[int, int, tuple[int, ...]], bytes | None] = {}
 
-    def app_decode(index: int, local: list[int], direction: int) -> bytes | None:
+    def decode_span(index: int, local: list[int], direction: int) -> bytes | None:
         spec = specs[index]
         if spec is None:  # the plugin is not installed: the flow is skipped as app_decode_failed
             return None
         data = spec.decode(local, direction)
         return bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+
+    def app_decode(index: int, local: list[int], direction: int) -> bytes | None:
+        key = (index, direction, tuple(local))
+        if key not in seen:
+            try:
+                seen[key] = decode_span(index, local, direction)
+            except Exception:  # the flow is skipped as app_decode_failed, as before; so is its repeat
+                seen[key] = None
+        return seen[key]
 
     return app_decode
 
