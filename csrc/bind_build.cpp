@@ -2,12 +2,15 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "bindings.hpp"
 #include "build.hpp"
+#include "build_prep.hpp"
 #include "checksum.hpp"
 
 namespace py = pybind11;
@@ -30,7 +33,7 @@ const T* borrow(const py::handle& obj, const std::string& name, size_t n, size_t
                 std::vector<py::array>& keep) {
     if (!py::isinstance<py::array>(obj)) throw py::type_error("build: column '" + name + "' is not a numpy array");
     auto arr = py::reinterpret_borrow<py::array>(obj);
-    if (!arr.dtype().is(py::dtype::of<T>()))
+    if (!py::isinstance<py::array_t<T>>(arr))  // equivalent dtype (an unpickled one is not the same object)
         throw py::type_error("build: column '" + name + "' has dtype " + std::string(py::str(arr.dtype())) +
                              ", expected " + std::string(py::str(py::dtype::of<T>())));
     const size_t expected_ndim = width ? 2 : 1;
@@ -145,6 +148,74 @@ py::dict build_frames(const py::dict& packets, const py::dict& flows, const py::
     return out;
 }
 
+// Client ports with repeated connections moved to free ports (build_prep.hpp); None when no
+// flow repeats another's connection. `draw(rows)` gives (rows, k) int64 candidate ports.
+py::object distinct_client_ports(const py::array& proto, const py::array& client_addr, const py::array& client_port,
+                                 const py::array& server_addr, const py::array& server_port,
+                                 const py::function& draw) {
+    std::vector<py::array> keep;
+    build_prep::FlowEnds f;
+    f.n = static_cast<size_t>(py::len(proto));
+    f.proto = borrow<uint8_t>(proto, "proto", f.n, 0, keep);
+    f.client_addr = borrow<uint8_t>(client_addr, "client_addr", f.n, 16, keep);
+    f.client_port = borrow<uint16_t>(client_port, "client_port", f.n, 0, keep);
+    f.server_addr = borrow<uint8_t>(server_addr, "server_addr", f.n, 16, keep);
+    f.server_port = borrow<uint16_t>(server_port, "server_port", f.n, 0, keep);
+    build_prep::KeySet taken;
+    std::vector<int64_t> again;
+    {
+        py::gil_scoped_release release;
+        again = build_prep::repeated_connections(f, taken);
+    }
+    if (again.empty()) return py::none();
+    py::array_t<uint16_t> out(static_cast<py::ssize_t>(f.n));
+    std::memcpy(out.mutable_data(), f.client_port, f.n * sizeof(uint16_t));
+    // candidates are asked for in chunks (a draw in bulk gives the same ports as one per row)
+    constexpr size_t CHUNK_ROWS = 4096;
+    py::array_t<int64_t, py::array::c_style> chunk;
+    size_t used = 0, chunk_rows = 0, asked = 0, per_row = 0;
+    auto next_draws = [&]() -> const int64_t* {
+        if (used == chunk_rows) {
+            const size_t rows = std::min(CHUNK_ROWS, again.size() - asked);
+            chunk = py::array_t<int64_t, py::array::c_style>::ensure(draw(rows));
+            if (!chunk || chunk.ndim() != 2 || static_cast<size_t>(chunk.shape(0)) != rows ||
+                (per_row && static_cast<size_t>(chunk.shape(1)) != per_row) || chunk.shape(1) == 0)
+                throw py::value_error("build: draw(rows) must give a (rows, k) int64 array");
+            per_row = static_cast<size_t>(chunk.shape(1));
+            asked += rows;
+            chunk_rows = rows;
+            used = 0;
+        }
+        return chunk.data() + per_row * used++;
+    };
+    next_draws();  // the first chunk fixes the candidates per row
+    used = 0;
+    build_prep::resolve_ports(f, again, taken, per_row, next_draws, out.mutable_data());
+    return out;
+}
+
+// (first timestamp per flow, whether flows of one class pile up at one instant) or None when a
+// flow index is out of range.
+py::object flow_first_ts(const py::array& flow, const py::array& ts, const py::array& label, bool want_piled) {
+    std::vector<py::array> keep;
+    const size_t n = static_cast<size_t>(py::len(flow));
+    const size_t nf = static_cast<size_t>(py::len(label));
+    const int32_t* fl = borrow<int32_t>(flow, "flow", n, 0, keep);
+    const int64_t* t = borrow<int64_t>(ts, "ts_ns", n, 0, keep);
+    const int16_t* lab = borrow<int16_t>(label, "label", nf, 0, keep);
+    py::array_t<int64_t> first(static_cast<py::ssize_t>(nf));
+    std::vector<uint8_t> present(nf);
+    bool ok, piled = false;
+    {
+        int64_t* fp = first.mutable_data();
+        py::gil_scoped_release release;
+        ok = build_prep::flow_first_ts(fl, t, n, nf, fp, present.data());
+        if (ok && want_piled) piled = build_prep::piled_up(fp, present.data(), lab, nf);
+    }
+    if (!ok) return py::none();
+    return py::make_tuple(first, piled);
+}
+
 py::buffer_info contiguous_bytes(const py::buffer& b, const char* what) {
     py::buffer_info info = b.request();
     if (info.itemsize != 1 || (info.ndim != 1 && info.ndim != 0) ||
@@ -215,6 +286,21 @@ void bind_build(py::module_& m) {
             emitted frame, ``packet`` int64 (record index of each frame), ``status`` uint8 per
             record packet (0 built; see ``BUILD_STATUS_NAMES``). Bad records are skipped with a
             status, never a crash.
+          )pbdoc");
+    m.def("distinct_client_ports", &distinct_client_ports, py::arg("proto"), py::arg("client_addr"),
+          py::arg("client_port"), py::arg("server_addr"), py::arg("server_port"), py::arg("draw"),
+          R"pbdoc(
+            Client ports (uint16) where each flow whose connection (protocol and both endpoints,
+            either way round) repeats an earlier flow's takes the first free port of its row of
+            ``draw(rows)`` ((rows, k) int64 candidates, one row per repeated flow that still
+            looks for one, in order); None when no connection repeats. Used by build_frames.
+          )pbdoc");
+    m.def("flow_first_ts", &flow_first_ts, py::arg("flow"), py::arg("ts_ns"), py::arg("label"),
+          py::arg("want_piled"),
+          R"pbdoc(
+            ``(first, piled)``: each flow's smallest packet timestamp (int64 max for a flow
+            without packets) and, if ``want_piled``, whether two flows with packets of one
+            label start at the same instant; None when a flow index is out of range.
           )pbdoc");
     py::list names;
     for (int s = 0; s < build::N_STATUS; ++s) names.append(build::status_name(s));

@@ -13,4 +13,5 @@ PYBIND11_MODULE(_core, m) {
     pytrafgen::bind_build(m);
     pytrafgen::bind_tokens(m);
     pytrafgen::bind_attend(m);
+    pytrafgen::bind_app_grammar(m);
 }

@@ -84,6 +84,17 @@ def build_frames(
     raw_derived: dict[str, np.ndarray],
     order: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]: ...
+def distinct_client_ports(
+    proto: np.ndarray,
+    client_addr: np.ndarray,
+    client_port: np.ndarray,
+    server_addr: np.ndarray,
+    server_port: np.ndarray,
+    draw: Callable[[int], np.ndarray],
+) -> np.ndarray | None: ...
+def flow_first_ts(
+    flow: np.ndarray, ts_ns: np.ndarray, label: np.ndarray, want_piled: bool
+) -> tuple[np.ndarray, bool] | None: ...
 
 # --- tokenizer: protocol-field encoder and decoder (csrc/tokenize.hpp) -------------------------
 
@@ -125,3 +136,10 @@ def attend_rows_half(
     threads: int = 1,
 ) -> None: ...
 def half_cache_supported(dim: int) -> bool: ...
+
+# --- app-protocol grammars (csrc/app_grammar.hpp) -----------------------------------------------
+
+def app_grammar_encode(
+    grammar: dict[str, object], data: np.ndarray, off: np.ndarray, len: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+def payload_digests(data: np.ndarray, off: np.ndarray, len: np.ndarray) -> np.ndarray: ...

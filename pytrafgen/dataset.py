@@ -83,9 +83,13 @@ def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offse
         raise DatasetError(f"{len(labels)} labels for {len(offsets) - 1} flows")
     if split is None:
         split = split_flows(labels, seed, fractions)
-    pkt = vocab.special("PKT")
-    is_pkt = np.concatenate([[0], np.cumsum(tokens == pkt, dtype=np.int64)])
-    packets_per_flow = is_pkt[offsets[1:]] - is_pkt[offsets[:-1]]
+    # packets per flow from the PKT tokens' positions (no per-token index arrays)
+    first, last = int(offsets[0]), int(offsets[-1])
+    pkt_at = first + np.flatnonzero(tokens[first:last] == vocab.special("PKT"))
+    packets_per_flow = np.bincount(np.searchsorted(offsets, pkt_at, side="right") - 1,
+                                   minlength=len(labels))[: len(labels)]
+    # each token's split: the flows of a split keep their order, so a mask selects its tokens
+    token_split = np.repeat(np.asarray(split, np.uint8), np.diff(offsets))
     counts: dict[str, Any] = {}
     with atomic_dir(path) as tmp:
         for s, name in enumerate(SPLITS):
@@ -93,8 +97,7 @@ def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offse
             lengths = offsets[idx + 1] - offsets[idx]
             split_offsets = np.zeros(len(idx) + 1, np.int64)
             split_offsets[1:] = np.cumsum(lengths)
-            starts = np.repeat(offsets[idx] - split_offsets[:-1], lengths) + np.arange(int(split_offsets[-1]))
-            tokens[starts].tofile(tmp / f"{name}.tokens.u16")
+            tokens[first:last][token_split == s].tofile(tmp / f"{name}.tokens.u16")
             np.save(tmp / f"{name}.offsets.npy", split_offsets)
             np.save(tmp / f"{name}.labels.npy", labels[idx])
             per_class = np.bincount(labels[idx], minlength=len(vocab.classes)) if len(idx) else np.zeros(

@@ -53,8 +53,8 @@ class FlowLabels:
         return len(self.classes)
 
     def rows(self) -> list[tuple[int, str, int, int, int, int]]:
-        return [(f, c, int(self.proto[f]), int(self.client_port[f]), int(self.server_port[f]),
-                 int(self.record_flow[f])) for f, c in enumerate(self.classes)]
+        return list(zip(range(len(self.classes)), self.classes, self.proto.tolist(), self.client_port.tolist(),
+                        self.server_port.tolist(), self.record_flow.tolist(), strict=True))
 
     def comments(self) -> list[str]:
         """One packet comment per frame: its class and its flow (as in the labels file)."""
@@ -62,11 +62,12 @@ class FlowLabels:
                 for c, f in zip(self.frame_class, self.frame_flow.tolist(), strict=True)]
 
 
-def label_built_flows(built: BuiltFrames, records: FieldRecords) -> FlowLabels:
-    """Labels of the flows a reader assembles from ``built`` (frames in output order)."""
+def label_built_flows(built: BuiltFrames, records: FieldRecords, pcap: bytes | None = None) -> FlowLabels:
+    """Labels of the flows a reader assembles from ``built`` (frames in output order).
+    ``pcap``: ``built.pcap_bytes()`` when the caller has it already (saves building it again)."""
     from pytrafgen.flows import assemble_flows
 
-    table = built.to_table()
+    table = built.to_table(pcap)
     if len(table) != len(built):
         raise PytrafgenError(f"labels: built {len(built)} frames but the reader returned {len(table)} rows")
     flows = assemble_flows(table)
@@ -75,12 +76,12 @@ def label_built_flows(built: BuiltFrames, records: FieldRecords) -> FlowLabels:
     frame_label = records.flows["label"][frame_record_flow]
     first = np.asarray(flows.first_packet, np.int64)
     record_flow = frame_record_flow[first]
-    names = records.classes
+    names = np.array(records.classes, dtype=object)  # indexed in bulk, not per frame in Python
     return FlowLabels(
-        classes=[names[int(k)] for k in records.flows["label"][record_flow]],
+        classes=names[records.flows["label"][record_flow]].tolist(),
         proto=np.asarray(flows.proto), client_port=np.asarray(flows.client_port),
         server_port=np.asarray(flows.server_port), record_flow=record_flow,
-        frame_flow=np.asarray(flows.flow_id, np.int64), frame_class=[names[int(k)] for k in frame_label])
+        frame_flow=np.asarray(flows.flow_id, np.int64), frame_class=names[frame_label].tolist())
 
 
 def labels_path(capture: str | os.PathLike[str]) -> Path:

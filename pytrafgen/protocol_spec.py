@@ -11,9 +11,12 @@ from __future__ import annotations
 from abc import ABC
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pytrafgen.errors import PytrafgenError
+
+if TYPE_CHECKING:
+    from pytrafgen.app_grammar import AppGrammar
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,19 @@ class ProtocolSpec(ABC):
     token_names: ClassVar[tuple[str, ...]] = ()
 
     def recognise(self, server_port: int, client_payload: bytes, server_payload: bytes) -> bool:
-        """Whether a flow carries this protocol (ports and/or payload heuristics)."""
+        """Whether a flow carries this protocol (ports and/or payload heuristics). A function of
+        its arguments: the tokenizer asks once for flows that open with the same payloads."""
         return server_port in self.default_ports
 
     def encode(self, payload: bytes, direction: int) -> list[int] | None:
         """Local token ids for one packet's payload, or None to keep it as bytes."""
+        return None
+
+    def token_grammar(self) -> AppGrammar | None:
+        """Optional: the protocol's message grammar as data (``pytrafgen.app_grammar``), so the
+        C++ core tokenizes its payloads in bulk; ``encode`` stays the reference and the
+        fallback, and must give the same tokens. None (the default): ``encode`` is called per
+        payload."""
         return None
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:

@@ -29,13 +29,25 @@ def _app_decoder(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec]) -> An
     if not vocab.app_protocols:
         return None
     specs = [protocols.get(p.name) for p in vocab.app_protocols]
+    # decode is a function of its arguments: spans that repeat (floods, polling, retries) are
+    # decoded by the plugin once per call of ``decode``
+    seen: dict[tuple[int, int, tuple[int, ...]], bytes | None] = {}
 
-    def app_decode(index: int, local: list[int], direction: int) -> bytes | None:
+    def decode_span(index: int, local: list[int], direction: int) -> bytes | None:
         spec = specs[index]
         if spec is None:  # the plugin is not installed: the flow is skipped as app_decode_failed
             return None
         data = spec.decode(local, direction)
         return bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+
+    def app_decode(index: int, local: list[int], direction: int) -> bytes | None:
+        key = (index, direction, tuple(local))
+        if key not in seen:
+            try:
+                seen[key] = decode_span(index, local, direction)
+            except Exception:  # the flow is skipped as app_decode_failed, as before; so is its repeat
+                seen[key] = None
+        return seen[key]
 
     return app_decode
 
@@ -50,19 +62,23 @@ def decode(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, *, strict
     if given, receives the count of left-out flows by reason (see ``DECODE_SKIP_REASONS``).
     ``protocols``: protocol specs by name, needed when the vocabulary has app protocols.
     """
-    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-    if len(tokens) and (tokens.min() < 0 or tokens.max() > 0xFFFF):
-        # ids that do not even fit uint16 are out of range of any vocabulary
-        bad = int(np.flatnonzero((tokens < 0) | (tokens > 0xFFFF))[0])
-        if strict:
-            raise TokenError(f"token {int(tokens[bad])} at position {bad} is outside the vocabulary")
-        tokens = np.where((tokens < 0) | (tokens > 0xFFFF), 0xFFFF, tokens)
+    tokens = np.asarray(tokens)
+    if tokens.dtype != np.uint16:  # the encoder's own dtype needs no range check and no copy
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if len(tokens) and (tokens.min() < 0 or tokens.max() > 0xFFFF):
+            # ids that do not even fit uint16 are out of range of any vocabulary
+            bad = int(np.flatnonzero((tokens < 0) | (tokens > 0xFFFF))[0])
+            if strict:
+                raise TokenError(f"token {int(tokens[bad])} at position {bad} is outside the vocabulary")
+            tokens = np.where((tokens < 0) | (tokens > 0xFFFF), 0xFFFF, tokens)
+        tokens = tokens.astype(np.uint16)
+    tokens = np.ascontiguousarray(tokens)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     if offsets.ndim != 1 or len(offsets) < 1 or np.any(np.diff(offsets) < 0) or (
             len(offsets) and (offsets[0] < 0 or offsets[-1] > len(tokens))):
         raise TokenError("offsets must be non-decreasing positions within the token array")
     protocols = app_protocols_for(vocab, protocols)
-    res = _core.decode_tokens(tokens.astype(np.uint16), offsets, codec_spec(vocab), strict,
+    res = _core.decode_tokens(tokens, offsets, codec_spec(vocab), strict,
                               _app_decoder(vocab, protocols))
     if res["first_error"] is not None:
         flow = int(res["error_flow"])

@@ -83,14 +83,17 @@ class EncodedFlows:
         return np.flatnonzero(np.diff(self.offsets) > 0)
 
 
-def _first_payloads(table: Any, flow_id: np.ndarray, direction: np.ndarray, flow_rows: np.ndarray
-                    ) -> dict[tuple[int, int], int]:
-    """Row of the first non-empty payload per (flow, direction), for the flows in ``flow_rows``."""
+def _first_payloads(table: Any, flow_id: np.ndarray, direction: np.ndarray, flow_rows: np.ndarray,
+                    n_flows: int) -> np.ndarray:
+    """(F, 2) row of the first non-empty payload per flow and direction (-1: none), for the
+    flows in ``flow_rows``."""
     cand = np.flatnonzero((flow_id >= 0) & (np.asarray(table.payload_len) > 0) & (np.asarray(table.status) == 0))
     cand = cand[np.isin(flow_id[cand], flow_rows)]
     key = flow_id[cand] * 2 + direction[cand]
     keys, first = np.unique(key, return_index=True)
-    return {(int(k) // 2, int(k) % 2): int(cand[i]) for k, i in zip(keys, first, strict=True)}
+    out = np.full(2 * n_flows, -1, np.int64)
+    out[keys] = cand[first]
+    return out.reshape(n_flows, 2)
 
 
 def _plugin_call(counts: dict[str, int], name: str, fn: Any, *args: Any) -> Any:
@@ -118,37 +121,140 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
     direction = np.asarray(flows.direction, np.uint8)
     fproto = np.asarray(flows.proto)
     candidates = np.flatnonzero(np.isin(fproto, (6, 17)) & (labels >= 0))
-    firsts = _first_payloads(table, flow_id, direction, candidates)
-    with_payload = sorted({f for f, _ in firsts})
-    chosen: dict[int, str] = {}
-    for f in with_payload:
-        transport = "tcp" if fproto[f] == 6 else "udp"
-        client = table.payload(firsts[f, 0]) if (f, 0) in firsts else b""
-        server = table.payload(firsts[f, 1]) if (f, 1) in firsts else b""
-        for app in apps:
-            if app.transport in ("", transport) and _plugin_call(
-                    counts, app.name, protocols[app.name].recognise, int(flows.server_port[f]), client, server):
-                chosen[f] = app.name
-                break
-    if not chosen:
+    firsts = _first_payloads(table, flow_id, direction, candidates, len(fproto))
+    with_payload = np.flatnonzero((firsts >= 0).any(axis=1))
+    # Flows that open alike (a flood, a scan) are asked about once: recognise is a function of
+    # its arguments, so flows are grouped by (transport, server port, both first payloads' length
+    # and 128-bit digest) in bulk and one flow of each group is offered to the plugins.
+    data = np.ascontiguousarray(table.data, np.uint8)
+    rows = firsts[with_payload]
+    starts = np.where(rows >= 0, (np.asarray(table.frame_off, np.int64) + np.asarray(table.payload_off, np.int64))[
+        np.maximum(rows, 0)], 0)
+    lengths = np.where(rows >= 0, np.asarray(table.payload_len, np.int64)[np.maximum(rows, 0)], 0)
+    digests = _core.payload_digests(data, starts.reshape(-1), lengths.reshape(-1)).reshape(len(rows), 4)
+    server_ports = np.asarray(flows.server_port, np.int64)[with_payload]
+    keys = np.column_stack([fproto[with_payload].astype(np.uint64), server_ports.astype(np.uint64),
+                            lengths.astype(np.uint64), digests])
+    _, representative, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    buf = data.data
+    names: list[str | None] = []
+    for k in representative.tolist():
+        transport = "tcp" if fproto[with_payload[k]] == 6 else "udp"
+        client, server = (bytes(buf[int(starts[k, d]): int(starts[k, d] + lengths[k, d])]) for d in (0, 1))
+        names.append(next((app.name for app in apps if app.transport in ("", transport) and _plugin_call(
+            counts, app.name, protocols[app.name].recognise, int(server_ports[k]), client, server)), None))
+    flow_app = np.array(names, dtype=object)[np.asarray(group).reshape(-1)]
+    recognised = flow_app != None  # noqa: E711  (elementwise over an object array)
+    chosen_ids = with_payload[recognised]
+    chosen_app = flow_app[recognised]
+    if not len(chosen_ids):
         return empty
     begin_of = {app.name: vocab.app_begin(app.name) for app in apps}
     end_token = vocab.special("APP_END")
-    rows = np.flatnonzero(np.isin(flow_id, np.fromiter(chosen, np.int64)) & (np.asarray(table.status) == 0)
-                          & (np.asarray(table.payload_len) > 0)
-                          & (np.asarray(table.payload_len) == np.asarray(table.payload_wirelen)))
+    ok_rows = (np.asarray(table.status) == 0) & (np.asarray(table.payload_len) > 0) & (
+        np.asarray(table.payload_len) == np.asarray(table.payload_wirelen))
+    parts: list[_Spans] = []
+    for app in apps:
+        mine = chosen_ids[chosen_app == app.name]
+        rows = np.flatnonzero(np.isin(flow_id, mine) & ok_rows)
+        if not len(rows):
+            continue
+        spec = protocols[app.name]
+        hook = getattr(spec, "token_grammar", None)  # optional: older plugins do not define it
+        grammar = _plugin_call(counts, app.name, hook) if callable(hook) else None
+        if grammar is not None:
+            part = _grammar_spans(table, rows, grammar, len(spec.token_names), max_app_tokens, counts, app.name)
+        else:
+            part = _python_spans(table, rows, direction, spec, max_app_tokens, counts, app.name)
+        if len(part.packet):
+            counts[app.name] = counts.get(app.name, 0) + len(part.packet)
+            parts.append(part.as_tokens(begin_of[app.name], end_token))
+    if not parts:
+        return empty
+    merged = _merge_spans(parts)
+    return merged.packet, merged.offsets, np.asarray(merged.tokens, np.uint16), counts
+
+
+@dataclass
+class _Spans:
+    """App spans of some packets (sorted): packet i's tokens are ``tokens[offsets[i]:offsets[i+1]]``."""
+
+    packet: np.ndarray  # int64
+    offsets: np.ndarray  # int64
+    tokens: np.ndarray  # local ids (int), or vocabulary ids (uint16) once framed
+
+    def as_tokens(self, begin: int, end: int) -> _Spans:
+        """Local ids as vocabulary ids, each span framed by ``begin`` ... ``end``."""
+        lens = np.diff(self.offsets)
+        framed = np.empty(len(self.tokens) + 2 * len(lens), np.uint16)  # vocabulary ids fit 16 bits
+        new_off = np.zeros(len(lens) + 1, np.int64)
+        new_off[1:] = np.cumsum(lens + 2)
+        framed[new_off[:-1]] = begin
+        framed[new_off[1:] - 1] = end
+        dest = np.arange(len(self.tokens)) + np.repeat(new_off[:-1] + 1 - self.offsets[:-1], lens)
+        framed[dest] = self.tokens + (begin + 1)
+        return _Spans(self.packet, new_off, framed)
+
+
+def _gather(tokens: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``tokens[starts[k]:starts[k]+lens[k]]`` for every k, concatenated."""
+    out_off = np.zeros(len(lens), np.int64)
+    out_off[1:] = np.cumsum(lens)[:-1]
+    return tokens[np.arange(int(lens.sum())) + np.repeat(starts - out_off, lens)]
+
+
+def _merge_spans(parts: list[_Spans]) -> _Spans:
+    """One set of spans, in packet order."""
+    if len(parts) == 1:
+        return parts[0]
+    packet = np.concatenate([p.packet for p in parts])
+    lens = np.concatenate([np.diff(p.offsets) for p in parts])
+    base = np.cumsum([0] + [len(p.tokens) for p in parts[:-1]])
+    starts = np.concatenate([p.offsets[:-1] + b for p, b in zip(parts, base, strict=True)])
+    order = np.argsort(packet, kind="stable")
+    offsets = np.zeros(len(order) + 1, np.int64)
+    offsets[1:] = np.cumsum(lens[order])
+    tokens = _gather(np.concatenate([p.tokens for p in parts]), starts[order], lens[order])
+    return _Spans(packet[order], offsets, tokens)
+
+
+def _grammar_spans(table: Any, rows: np.ndarray, grammar: Any, n_local: int, max_app_tokens: int,
+                   counts: dict[str, int], name: str) -> _Spans:
+    """Local tokens of the payloads of ``rows`` from the protocol's declared grammar (C++, in bulk)."""
+    from pytrafgen.app_grammar import encode_payloads
+
+    off = np.asarray(table.frame_off, np.uint64)[rows] + np.asarray(table.payload_off, np.uint64)[rows]
+    got = _plugin_call(counts, name, encode_payloads, grammar, table.data, off,
+                       np.asarray(table.payload_len, np.uint32)[rows])  # a malformed grammar raises
+    if got is None or (len(got.tokens) and (got.tokens.min() < 0 or got.tokens.max() >= n_local)):
+        if got is not None:  # token ids outside the protocol's local vocabulary: a broken grammar
+            counts[f"{name}_errors"] = counts.get(f"{name}_errors", 0) + 1
+        return _Spans(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
+    errors = int((got.status < 0).sum())
+    if errors:
+        counts[f"{name}_errors"] = counts.get(f"{name}_errors", 0) + errors
+    lens = np.diff(got.offsets)
+    keep = (got.status == 1) & (lens <= max_app_tokens)
+    offsets = np.zeros(int(keep.sum()) + 1, np.int64)
+    offsets[1:] = np.cumsum(lens[keep])
+    return _Spans(rows[keep].astype(np.int64), offsets,
+                  _gather(got.tokens, got.offsets[:-1][keep], lens[keep]))
+
+
+def _python_spans(table: Any, rows: np.ndarray, direction: np.ndarray, spec: ProtocolSpec, max_app_tokens: int,
+                  counts: dict[str, int], name: str) -> _Spans:
+    """Local tokens of the payloads of ``rows`` from the plugin's Python ``encode``, one payload
+    at a time; only exact round trips are kept."""
     packet_idx: list[int] = []
     spans: list[np.ndarray] = []
-    for i in rows:
-        name = chosen[int(flow_id[i])]
-        spec = protocols[name]
-        payload = table.payload(int(i))
+    n_local = len(spec.token_names)
+    for i in rows.tolist():
+        payload = table.payload(i)
         d = int(direction[i])
         local = _plugin_call(counts, name, spec.encode, payload, d)
         if local is None:
             continue
         local = np.asarray(local, np.int64)
-        n_local = len(spec.token_names)
         if local.ndim != 1:
             raise PluginError(f"protocol {name!r}: encode() must return a flat list of local token ids, "
                               f"got an array of shape {local.shape}")
@@ -161,15 +267,12 @@ def _app_spans(table: Any, flows: Any, vocab: Vocabulary, labels: np.ndarray,
         # only exact round trips become app tokens
         if _plugin_call(counts, name, spec.decode, local.tolist(), d) != payload:
             continue
-        begin = begin_of[name]
-        spans.append(np.concatenate([[begin], begin + 1 + local, [end_token]]).astype(np.uint16))
-        packet_idx.append(int(i))
-        counts[name] = counts.get(name, 0) + 1
-    if not packet_idx:
-        return empty
+        spans.append(local)
+        packet_idx.append(i)
     offsets = np.zeros(len(spans) + 1, np.int64)
     offsets[1:] = np.cumsum([len(s) for s in spans])
-    return np.asarray(packet_idx, np.int64), offsets, np.concatenate(spans), counts
+    tokens = np.concatenate(spans) if spans else np.zeros(0, np.int64)
+    return _Spans(np.asarray(packet_idx, np.int64), offsets, tokens)
 
 
 def encode_flows(table: Any, flows: Any, flow_labels: Sequence[int] | np.ndarray, vocab: Vocabulary,

@@ -14,7 +14,9 @@ from importlib.metadata import version
 from typing import Any, ClassVar
 
 from pytrafgen import hookimpl
+from pytrafgen.app_grammar import AppGrammar
 from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
+from pytrafgen_http.grammar import HTTP_GRAMMAR
 from pytrafgen_http.messages import build_message, message_fields, split_messages
 from pytrafgen_http.tokens import METHODS, TOKEN_NAMES, decode_payload, encode_payload
 
@@ -56,6 +58,10 @@ class HttpProtocol(ProtocolSpec):
 
     def encode(self, payload: bytes, direction: int) -> list[int] | None:
         return encode_payload(payload)
+
+    def token_grammar(self) -> AppGrammar:
+        """The token grammar as data: the C++ core tokenizes with it, ``encode`` is the reference."""
+        return HTTP_GRAMMAR
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:
         return decode_payload(tokens)

@@ -13,7 +13,9 @@ from importlib.metadata import version
 from typing import Any, ClassVar
 
 from pytrafgen import hookimpl
+from pytrafgen.app_grammar import AppGrammar
 from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
+from pytrafgen_mqtt.grammar import MQTT_GRAMMAR
 from pytrafgen_mqtt.packets import (
     TYPE_NUMBER,
     build_packet,
@@ -77,6 +79,10 @@ class MqttProtocol(ProtocolSpec):
 
     def encode(self, payload: bytes, direction: int) -> list[int] | None:
         return encode_payload(payload)
+
+    def token_grammar(self) -> AppGrammar:
+        """The token grammar as data: the C++ core tokenizes with it, ``encode`` is the reference."""
+        return MQTT_GRAMMAR
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:
         return decode_payload(tokens)
