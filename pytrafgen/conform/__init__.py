@@ -66,6 +66,7 @@ steps read only segments that start a packet (never the middle of a long PUBLISH
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -90,6 +91,9 @@ from pytrafgen.conform.tcp import (
 )
 from pytrafgen.records import FieldRecords
 
+# a CONNECT's fixed header (1-4 length bytes) and protocol name
+_MQTT_PROTOCOL_NAMES = re.compile(rb"\x10[\x80-\xff]{0,3}[\x00-\x7f]\x00(?:\x04MQTT|\x06MQIsdp)", re.S)
+
 
 def conform_unmatched_service(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int]) -> None:
     """A flow in view from the client's SYN to a well-known TCP service port (HTTP 80/8080,
@@ -112,7 +116,8 @@ def conform_unmatched_service(records: FieldRecords, pay: _Payloads, ts: np.ndar
 def conform_service_ports(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """Server ports that agree with the service the client speaks: a TCP flow on MQTT's 1883
     whose client opens with an HTTP request is served on 80, one on 80/8080 whose client opens
-    with an MQTT CONNECT on 1883 (the payload says which service it is; the port follows)."""
+    with an MQTT CONNECT, or on any other port with a CONNECT naming MQTT or MQIsdp, on 1883
+    (the payload says which service it is; the port follows)."""
     p, fl = records.packets, records.flows
     port = fl["server_port"].copy()
     rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (p["direction"] == 0) & (p["payload_stored"] > 0))
@@ -120,10 +125,11 @@ def conform_service_ports(records: FieldRecords, blob: np.ndarray, ts: np.ndarra
     flows, first = np.unique(p["flow"][rows], return_index=True)
     for f, i in zip(flows.tolist(), rows[first].tolist(), strict=True):
         off = int(p["payload_off"][i])
-        head = blob[off:off + min(int(p["payload_stored"][i]), 8)].tobytes()
+        head = blob[off:off + min(int(p["payload_stored"][i]), 12)].tobytes()
         if port[f] == MQTT_PORT and head.startswith(HTTP_METHODS):
             port[f] = 80
-        elif port[f] in (80, 8080) and head[:1] == b"\x10":
+        elif port[f] != MQTT_PORT and head[:1] == b"\x10" and (
+                port[f] in (80, 8080) or _MQTT_PROTOCOL_NAMES.match(head)):
             port[f] = MQTT_PORT
     return port
 
