@@ -26,6 +26,7 @@ from pytrafgen import _core
 from pytrafgen.address_plan import ALL_CLASSES, DEFAULT_CLIENT_MAC, DEFAULT_SERVER_MAC, AddressPlan
 from pytrafgen.atomic import atomic_file
 from pytrafgen.capture import PacketTable
+from pytrafgen.conform.ports import EPHEMERAL_PORTS
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.records import FieldRecords
 
@@ -124,7 +125,6 @@ def _endpoints(records: FieldRecords, plan: AddressPlan | None, addresses: Any,
     return out
 
 
-EPHEMERAL_PORTS = (32768, 61000)  # Linux's default ip_local_port_range
 MAX_PORT_DRAWS = 64  # tries for a free port before a colliding flow keeps its own
 
 

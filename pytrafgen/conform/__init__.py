@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 
 from pytrafgen.conform.coap import COAP_PORT, _coap_options_end
-from pytrafgen.conform.http import HTTP_METHODS, conform_http_heads
+from pytrafgen.conform.http import HTTP_METHODS, conform_http_bodies, conform_http_heads
 from pytrafgen.conform.mqtt import (
     MQTT_ANSWERS,
     MQTT_PORT,
@@ -83,6 +83,7 @@ from pytrafgen.conform.mqtt import (
     conform_mqtt_ids,
 )
 from pytrafgen.conform.payloads import _Payloads
+from pytrafgen.conform.ports import conform_client_ports
 from pytrafgen.conform.tcp import (
     _opens_with_client_syn,
     conform_syn_windows,
@@ -205,6 +206,7 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
     server_port = conform_service_ports(records, blob, ts)  # the service decides how payloads frame
     counts["service_port_flows"] = int(np.sum(server_port != records.flows["server_port"]))
     records = replace(records, flows={**records.flows, "server_port": server_port})
+    records = replace(records, flows={**records.flows, "client_port": conform_client_ports(records.flows, counts)})
     pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
     at_packet = conform_mqtt_framing(records, pay, ts, counts)
     conform_http_heads(records, pay, ts, counts)
@@ -217,19 +219,22 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
     payload_stored = p["payload_stored"].copy()
     payload_len = p["payload_len"].copy()
     conform_app_messages(records, blob, payload_len, payload_stored, ts, counts, at_packet)
+    pay = _Payloads(blob, p["payload_off"], payload_len, payload_stored)
+    conform_http_bodies(records, pay, ts, counts)  # after the messages not sent: bodies follow what is
+    blob, payload_off, payload_len, payload_stored = pay.new_blob(), pay.off, pay.length, pay.stored
     coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)
                           & ((records.flows["server_port"][p["flow"]] == COAP_PORT)
                              | (records.flows["client_port"][p["flow"]] == COAP_PORT)) & (payload_len > 0))
     for i in coap.tolist():
-        off, stored, full = int(p["payload_off"][i]), int(payload_stored[i]), int(payload_len[i])
+        off, stored, full = int(payload_off[i]), int(payload_stored[i]), int(payload_len[i])
         dgram = blob[off:off + stored].tobytes() + bytes(full - stored)  # as the builder pads it
         end = _coap_options_end(dgram)
         if end < full:
             payload_len[i] = end
             payload_stored[i] = min(stored, end)
             counts["coap_options"] = counts.get("coap_options", 0) + 1
-    staged = replace(records, packets={**p, "payload_len": payload_len, "payload_stored": payload_stored},
-                     blob=blob)
+    staged = replace(records, packets={**p, "payload_off": payload_off, "payload_len": payload_len,
+                                       "payload_stored": payload_stored}, blob=blob)
     columns = conform_tcp_order(staged, ts, counts)  # numbers follow the payloads as sent
     out = replace(staged, packets={**staged.packets, **columns, "window": conform_syn_windows(staged, counts)})
     return out, {k: v for k, v in counts.items() if v}

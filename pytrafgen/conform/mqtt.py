@@ -151,7 +151,12 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
         ptype = m.get("type", -1)
         reason = None
         if m["type_name"] == "INVALID" and m.get("error") == "incomplete":  # a header the next segment ends
-            return bytes(out) + data[pos:], -(len(data) - pos)
+            ptype, flags = data[pos] >> 4, data[pos] & 0x0F
+            if ptype not in (0, 15) and ptype not in MQTT_SENT_BY[1 - direction] and (
+                    (flags >> 1) & 3 != 3 if ptype == 3 else flags == MQTT_REQUIRED_FLAGS[ptype]):
+                return bytes(out) + data[pos:], -(len(data) - pos)
+            counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
+            return bytes(out) + (_publish_cover(data[pos:], topic, direction) or b""), 0
         reserved = ptype == 0 or (ptype == 15 and version != 5) or (ptype == 3 and m["qos"] == 3)
         if m["type_name"] == "INVALID" or reserved:
             reason = "mqtt_invalid_packets"
