@@ -78,7 +78,9 @@ from pytrafgen.conform.mqtt import (
     MQTT_ANSWERS,
     MQTT_PORT,
     MQTT_REQUESTS,
+    _mqtt_packet_end,
     _mqtt_packets,
+    _publish_cover,
     conform_mqtt_framing,
     conform_mqtt_ids,
 )
@@ -135,55 +137,54 @@ def conform_service_ports(records: FieldRecords, blob: np.ndarray, ts: np.ndarra
     return port
 
 
-def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: np.ndarray,
-                         payload_stored: np.ndarray, ts: np.ndarray, counts: dict[str, int],
-                         mqtt_at_packet: np.ndarray) -> None:
+def conform_app_messages(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int],
+                         mqtt_at_packet: np.ndarray, topic: bytes) -> None:
     """Messages the peer could not have asked for, in flows in view from their start: a repeated
     MQTT CONNECT in one connection is sent as a PINGREQ; an MQTT acknowledgement that answers no
-    request of the peer, and an HTTP final response beyond the requests made, are not sent (their
-    segment carries no data). In place on ``blob`` and the payload columns."""
+    request of the peer, and an HTTP final response beyond the requests made, are not sent (a
+    segment of acknowledgements only carries no data; otherwise the rest of the segment from
+    that acknowledgement is one PUBLISH of ``topic`` of the same size, cut where under 5 bytes)."""
     p, fl = records.packets, records.flows
     in_view = _opens_with_client_syn(records, ts)
-    rows = np.flatnonzero(in_view[p["flow"]] & (payload_stored > 0))
+    rows = np.flatnonzero(in_view[p["flow"]] & (pay.length > 0))
     rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
     mqtt = (fl["server_port"] == MQTT_PORT) | (fl["client_port"] == MQTT_PORT)
     state: dict[int, dict[str, Any]] = {}
     for i in rows.tolist():
         f, d = int(p["flow"][i]), int(p["direction"][i])
         st = state.setdefault(f, {"connect": False, "requests": 0, "responses": 0, "pending": [[], []]})
-        off = int(p["payload_off"][i])
-        payload = blob[off:off + int(payload_stored[i])].tobytes()
+        payload = pay.get(i)
         if mqtt[f]:
             if not mqtt_at_packet[i]:  # the middle of a packet, or not MQTT the rules judge
                 continue
             packets = _mqtt_packets(payload)
-            if d == 0 and payload[:1] == b"\x10" and payload_stored[i] >= 2:
+            if d == 0 and payload[:1] == b"\x10" and len(payload) >= 2:
                 if st["connect"]:
-                    blob[off:off + 2] = (0xC0, 0x00)
-                    payload_len[i] = payload_stored[i] = 2
+                    pay.set(i, b"\xc0\x00")
                     counts["mqtt_repeated_connect"] = counts.get("mqtt_repeated_connect", 0) + 1
                     continue
                 st["connect"] = True
-            if packets and all(t in MQTT_ANSWERS for t, _, _ in packets) and not any(
-                    t == MQTT_ANSWERS[a][0] and MQTT_ANSWERS[a][1] in (None, q)
-                    for a, _, _ in packets for t, q in st["pending"][1 - d]):  # acknowledgements only, none answering
-                payload_len[i] = payload_stored[i] = 0
-                counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
-                continue
+            offset = 0
             for ptype, qos, _ in packets:
                 if ptype in MQTT_ANSWERS:
                     want, want_qos = MQTT_ANSWERS[ptype]
                     match = next((k for k, (t, q) in enumerate(st["pending"][1 - d])
                                   if t == want and (want_qos is None or q == want_qos)), None)
-                    if match is not None:
-                        st["pending"][1 - d].pop(match)
+                    if match is None:  # answers nothing: not sent
+                        counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
+                        acks_only = all(t in MQTT_ANSWERS for t, _, _ in packets)
+                        pay.set(i, b"" if acks_only and not offset else
+                                payload[:offset] + (_publish_cover(payload[offset:], topic, d) or b""))
+                        break
+                    st["pending"][1 - d].pop(match)
                 if ptype in MQTT_REQUESTS and (ptype != 3 or qos):
                     st["pending"][d].append((ptype, qos))
+                offset = _mqtt_packet_end(payload, offset)
         elif d == 0 and payload.startswith(HTTP_METHODS):
             st["requests"] += 1
         elif d == 1 and payload[:5] == b"HTTP/" and payload[9:10] != b"1":  # a final response, not 1xx
             if st["responses"] >= st["requests"]:
-                payload_len[i] = payload_stored[i] = 0
+                pay.set(i, b"")
                 counts["http_unrequested_responses"] = counts.get("http_unrequested_responses", 0) + 1
                 continue
             st["responses"] += 1
@@ -208,7 +209,7 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
     records = replace(records, flows={**records.flows, "server_port": server_port})
     records = replace(records, flows={**records.flows, "client_port": conform_client_ports(records.flows, counts)})
     pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
-    at_packet = conform_mqtt_framing(records, pay, ts, counts)
+    at_packet, topic = conform_mqtt_framing(records, pay, ts, counts)
     conform_http_heads(records, pay, ts, counts)
     conform_unmatched_service(records, pay, ts, counts)
     blob = pay.new_blob()
@@ -216,10 +217,8 @@ def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[s
                                                    "payload_stored": pay.stored})
     p = records.packets
     counts["mqtt_packet_ids"] = conform_mqtt_ids(records, blob, ts, at_packet)
-    payload_stored = p["payload_stored"].copy()
-    payload_len = p["payload_len"].copy()
-    conform_app_messages(records, blob, payload_len, payload_stored, ts, counts, at_packet)
-    pay = _Payloads(blob, p["payload_off"], payload_len, payload_stored)
+    pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
+    conform_app_messages(records, pay, ts, counts, at_packet, topic)
     conform_http_bodies(records, pay, ts, counts)  # after the messages not sent: bodies follow what is
     blob, payload_off, payload_len, payload_stored = pay.new_blob(), pay.off, pay.length, pay.stored
     coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)

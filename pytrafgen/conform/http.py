@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pytrafgen.conform.payloads import _Payloads
-from pytrafgen.conform.tcp import SYN, _opens_with_client_syn
+from pytrafgen.conform.tcp import SYN
 from pytrafgen.records import FieldRecords
 
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
@@ -77,6 +77,16 @@ def _http_head(data: bytes, direction: int, host: bytes, counts: dict[str, int])
     return b"\r\n".join([new_start, *headers]) + (b"\r\n\r\n" + rest if closed else trailing)
 
 
+def _http_flows(records: FieldRecords, spec: Any, first: dict[tuple[int, int], bytes]) -> set[int]:
+    """The TCP flows a reader takes for HTTP: on one of the protocol's ports (a dissector goes by
+    the port), or recognised by the HTTP plugin; ``first``: each side's first payload bytes."""
+    fl = records.flows
+    ports = set(spec.default_ports)
+    return {f for f in {k[0] for k in first}
+            if int(fl["server_port"][f]) in ports or int(fl["client_port"][f]) in ports
+            or spec.recognise(int(fl["server_port"][f]), first.get((f, 0), b""), first.get((f, 1), b""))}
+
+
 def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int]) -> None:
     """HTTP messages whose head the HTTP rules would reject, rebuilt (``_http_head``) where a
     segment starts a message: a side's first segment when its SYN is in the flow, and any
@@ -91,10 +101,7 @@ def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, co
     first: dict[tuple[int, int], int] = {}
     for i in rows.tolist():
         first.setdefault((int(p["flow"][i]), int(p["direction"][i])), i)
-    flows = {f for f, _ in first}
-    http = {f for f in flows if spec.recognise(int(fl["server_port"][f]),
-                                               pay.get(first[(f, 0)])[:512] if (f, 0) in first else b"",
-                                               pay.get(first[(f, 1)])[:512] if (f, 1) in first else b"")}
+    http = _http_flows(records, spec, {k: pay.get(i)[:512] for k, i in first.items()})
     syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
     syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
     hosts: dict[bytes, int] = {}
@@ -230,7 +237,9 @@ def conform_http_bodies(records: FieldRecords, pay: _Payloads, ts: np.ndarray, c
     reader of the connection frames it: every message announces, in one Content-Length, the
     bytes that follow it up to the side's next message (``_framed_head``), and bytes before a
     side's first message get a head of their own (a server's: "200 OK"; a client's: a POST),
-    except a server's that answer no request of a flow in view from its SYN, which are not sent.
+    except a server's where the client's SYN is in the flow (its requests are all in view) that
+    come before any request or where the server's responses already answer every request (as
+    the HTTP parser counts them): those are not sent.
     Counted per segment changed: ``http_body_lengths``, ``http_heads_added``,
     ``http_headless_bodies``."""
     spec = _http_spec()
@@ -242,12 +251,9 @@ def conform_http_bodies(records: FieldRecords, pay: _Payloads, ts: np.ndarray, c
     sides: dict[tuple[int, int], list[int]] = {}
     for i in rows.tolist():
         sides.setdefault((int(p["flow"][i]), int(p["direction"][i])), []).append(i)
-    ports = set(spec.default_ports)
-    http = {f for f, _ in sides
-            if int(fl["server_port"][f]) in ports or int(fl["client_port"][f]) in ports or spec.recognise(
-                int(fl["server_port"][f]), pay.get(sides[(f, 0)][0])[:512] if (f, 0) in sides else b"",
-                pay.get(sides[(f, 1)][0])[:512] if (f, 1) in sides else b"")}
-    in_view = _opens_with_client_syn(records, ts)
+    http = _http_flows(records, spec, {k: pay.get(side[0])[:512] for k, side in sides.items()})
+    syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
+    syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
     host = b"localhost"
     for (f, d), side in sides.items():
         if f in http and d == 0 and _opens_message(pay.get(side[0]), 0):
@@ -260,8 +266,10 @@ def conform_http_bodies(records: FieldRecords, pay: _Payloads, ts: np.ndarray, c
             continue
         starts = [k for k, i in enumerate(side) if _opens_message(pay.get(i), d)]
         if not starts or starts[0] != 0:  # bytes before the side's first message
-            first_request = min((ts[i] for i in sides.get((f, 0), []) if _opens_message(pay.get(i), 0)), default=None)
-            if d == 1 and in_view[f] and (first_request is None or first_request > ts[side[0]]):
+            client = sides.get((f, 0), [])
+            requests = sum(m.get("kind") == "request" for m in spec.parse(b"".join(pay.get(i) for i in client), 0))
+            before = any(ts[i] < ts[side[0]] and _opens_message(pay.get(i), 0) for i in client)
+            if d == 1 and (f, 0) in syn_sides and (not before or len(starts) >= requests):
                 for i in side[:starts[0] if starts else len(side)]:
                     pay.set(i, b"")
                     counts["http_headless_bodies"] = counts.get("http_headless_bodies", 0) + 1

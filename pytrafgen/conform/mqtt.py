@@ -50,6 +50,19 @@ def _mqtt_packets(payload: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
+def _mqtt_packet_end(payload: bytes, start: int) -> int:
+    """Where the control packet that starts at ``start`` ends (the payload's end if it runs on)."""
+    remaining, j = 0, start + 1
+    for k in range(4):
+        if j >= len(payload):
+            return len(payload)
+        remaining += (payload[j] & 0x7F) << (7 * k)
+        j += 1
+        if not payload[j - 1] & 0x80:
+            break
+    return min(j + remaining, len(payload))
+
+
 def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray, at_packet: np.ndarray) -> int:
     """Acknowledgements carry the identifier of the peer request they answer (see the module
     doc), read from the segments that start an MQTT packet (``at_packet``); ``blob`` is changed
@@ -222,17 +235,18 @@ def _common_topic(records: FieldRecords, pay: _Payloads, rows: np.ndarray, parse
 
 
 def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
-                         counts: dict[str, int]) -> np.ndarray:
+                         counts: dict[str, int]) -> tuple[np.ndarray, bytes]:
     """MQTT streams that frame (see ``_mqtt_segment``), per side in time order, in the flows the
     MQTT rules judge (the plugin recognises them) and in every TCP flow on port 1883 (a
     dissector reads those as MQTT). Each side is framed from its first byte, as a reader that
     starts there frames it, in view (its SYN in the flow) or not; a client that opens a
     session in view without CONNECT sends one first. Returns, per packet, whether its payload
-    starts an MQTT packet of such a flow (the segments whose packets the later steps may read)."""
+    starts an MQTT packet of such a flow (the segments whose packets the later steps may read),
+    and the topic that bytes which do not frame are published on (``_common_topic``)."""
     at_packet = np.zeros(records.n_packets, bool)
     spec = _mqtt_spec()
     if spec is None:
-        return at_packet
+        return at_packet, b"data"
     parse = spec.parse
     p, fl = records.packets, records.flows
     rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (pay.length > 0))
@@ -275,4 +289,4 @@ def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
         if data[:skip] + framed != pay.get(i):
             pay.set(i, data[:skip] + framed)
         at_packet[i] = pending == 0 and bool(framed)
-    return at_packet
+    return at_packet, topic
