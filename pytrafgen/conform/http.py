@@ -239,7 +239,8 @@ def conform_http_bodies(records: FieldRecords, pay: _Payloads, ts: np.ndarray, c
     side's first message get a head of their own (a server's: "200 OK"; a client's: a POST),
     except a server's where the client's SYN is in the flow (its requests are all in view) that
     come before any request or where the server's responses already answer every request (as
-    the HTTP parser counts them): those are not sent.
+    the HTTP parser counts them): those are not sent, nor, there, responses (with their bodies)
+    beyond the requests.
     Counted per segment changed: ``http_body_lengths``, ``http_heads_added``,
     ``http_headless_bodies``."""
     spec = _http_spec()
@@ -265,9 +266,10 @@ def conform_http_bodies(records: FieldRecords, pay: _Payloads, ts: np.ndarray, c
         if f not in http:
             continue
         starts = [k for k, i in enumerate(side) if _opens_message(pay.get(i), d)]
+        client = sides.get((f, 0), [])
+        requests = sum(m.get("kind") == "request" for m in spec.parse(b"".join(pay.get(i) for i in client), 0))
+        added = 0
         if not starts or starts[0] != 0:  # bytes before the side's first message
-            client = sides.get((f, 0), [])
-            requests = sum(m.get("kind") == "request" for m in spec.parse(b"".join(pay.get(i) for i in client), 0))
             before = any(ts[i] < ts[side[0]] and _opens_message(pay.get(i), 0) for i in client)
             if d == 1 and (f, 0) in syn_sides and (not before or len(starts) >= requests):
                 for i in side[:starts[0] if starts else len(side)]:
@@ -277,11 +279,18 @@ def conform_http_bodies(records: FieldRecords, pay: _Payloads, ts: np.ndarray, c
                 starts = [k - starts[0] for k in starts] if starts else []
             else:
                 body = b"".join(pay.get(i) for i in side[:starts[0] if starts else len(side)])
-                added = _framed_head(b"", d, body, host) or b""
-                pay.set(side[0], added + pay.get(side[0]))
+                pay.set(side[0], (_framed_head(b"", d, body, host) or b"") + pay.get(side[0]))
                 counts["http_heads_added"] = counts.get("http_heads_added", 0) + 1
+                added = 1
                 side = side[starts[0]:] if starts else []
                 starts = [k - starts[0] for k in starts] if starts else []
+        if d == 1 and (f, 0) in syn_sides:  # responses beyond the requests the parser counts
+            allowed = max(requests - added, 0)
+            for n in range(allowed, len(starts)):
+                for i in side[starts[n]:starts[n + 1] if n + 1 < len(starts) else len(side)]:
+                    pay.set(i, b"")
+                    counts["http_unrequested_responses"] = counts.get("http_unrequested_responses", 0) + 1
+            starts = starts[:allowed]
         for n, k in enumerate(starts):
             following = side[k + 1:starts[n + 1] if n + 1 < len(starts) else len(side)]
             data = pay.get(side[k])
