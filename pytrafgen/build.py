@@ -330,6 +330,9 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
 
         records, changed = conform_records(records, records.packets["ts_ns"])
         repairs.update(changed)
+        if order is not None and changed.get("tcp_synack_added"):
+            raise BuildError("build: order names the records' packets, and conform added SYN-ACKs; "
+                             "use time_order instead")
     ends = _endpoints(records, plan, addresses, rng)
     flows = records.flows
     if addresses is None and records.client_addr is None:  # endpoints drawn from the plan

@@ -519,3 +519,25 @@ def test_remaining_length_matches_the_mqtt_specification_table(value: int, wire:
     from pytrafgen.protocols.mqtt_wire import encode_remaining_length
 
     assert encode_remaining_length(value).hex() == wire
+
+
+def test_data_follows_the_servers_syn_ack() -> None:
+    """A flow that opens with the client's SYN and then sends data without the server's SYN-ACK
+    gets one inserted (halfway to the next packet, with the SYN's options); a server ACK without
+    data before the data becomes the SYN-ACK; a scan's SYN/RST flow (no data) stays as it is."""
+    rows = [(0, 0x02, 0, 0, 0), (0, 0x18, 1, 1, 5), (1, 0x10, 1, 6, 0)]
+    records = tcp_flow(rows, options={0: bytes([2, 4, 5, 0xB4])}, payloads={1: b"hello"}, server_port=5000)
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["tcp_synack_added"] == 1 and out.n_packets == 4
+    added = out.packets
+    assert added["direction"][1] == 1 and added["tcp_flags"][1] == 0x12 and added["ts_ns"][1] == 500_000
+    assert out.blob[int(added["l4_opt_off"][1]):][:4].tobytes() == bytes([2, 4, 5, 0xB4])
+    built = build_frames(records, PLAN, seed=0, conform=True).to_table()
+    assert built.tcp_flags.tolist()[:3] == [0x02, 0x12, 0x18]
+    early_ack = tcp_flow([(0, 0x02, 0, 0, 0), (1, 0x10, 0, 1, 0), (0, 0x18, 1, 1, 5)], payloads={2: b"hello"},
+                         server_port=5000)
+    out, counts = conform(early_ack, early_ack.packets["ts_ns"])
+    assert counts["tcp_synack_flags"] == 1 and out.packets["tcp_flags"].tolist() == [0x02, 0x12, 0x18]
+    scan = tcp_flow([(0, 0x02, 0, 0, 0), (1, 0x14, 0, 1, 0)], server_port=5000)
+    out, counts = conform(scan, scan.packets["ts_ns"])
+    assert "tcp_synack_added" not in counts and out.packets["tcp_flags"].tolist() == [0x02, 0x14]

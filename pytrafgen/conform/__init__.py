@@ -88,6 +88,7 @@ from pytrafgen.conform.payloads import _Payloads
 from pytrafgen.conform.ports import conform_client_ports
 from pytrafgen.conform.tcp import (
     _opens_with_client_syn,
+    conform_handshakes,
     conform_syn_windows,
     conform_tcp_order,
     normalise_tcp_options,
@@ -193,6 +194,7 @@ def conform_app_messages(records: FieldRecords, pay: _Payloads, ts: np.ndarray, 
 def conform(records: FieldRecords, ts: np.ndarray) -> tuple[FieldRecords, dict[str, int]]:
     """``records`` conformed (see the module doc) and the count of packets changed per field."""
     counts: dict[str, int] = {}
+    records, ts = conform_handshakes(records, ts, counts)  # the packets every later step reads
     p = records.packets
     blob = records.blob.copy()
     is_tcp = records.flows["proto"][p["flow"]] == 6
