@@ -26,6 +26,7 @@ from pytrafgen import _core
 from pytrafgen.address_plan import ALL_CLASSES, DEFAULT_CLIENT_MAC, DEFAULT_SERVER_MAC, AddressPlan
 from pytrafgen.atomic import atomic_file
 from pytrafgen.capture import PacketTable
+from pytrafgen.conform.ports import EPHEMERAL_PORTS
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.records import FieldRecords
@@ -127,7 +128,6 @@ def _endpoints(records: FieldRecords, plan: AddressPlan | None, addresses: Any,
     return out
 
 
-EPHEMERAL_PORTS = (32768, 61000)  # Linux's default ip_local_port_range
 MAX_PORT_DRAWS = 64  # tries for a free port before a colliding flow keeps its own
 
 
@@ -291,6 +291,9 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
             raise BuildError("build: conform needs the protocol specs (protocols=)")
         records, changed = conform_records(records, records.packets["ts_ns"], protocols)
         repairs.update(changed)
+        if order is not None and changed.get("tcp_synack_added"):
+            raise BuildError("build: order names the records' packets, and conform added SYN-ACKs; "
+                             "use time_order instead")
     ends = _endpoints(records, plan, addresses, rng)
     flows = records.flows
     if addresses is None and records.client_addr is None:  # endpoints drawn from the plan

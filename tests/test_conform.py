@@ -207,8 +207,8 @@ def mqtt_rule_failures(records: FieldRecords, tmp_path: Path) -> dict[str, int]:
 
 def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
     """A PUBACK announcing 5 bytes (3.1.1: always 2) is sent with 2 and its stray bytes dropped;
-    zero padding after a PINGREQ (reserved type 0) ends the segment there; a SUBSCRIBE gets its
-    required flags. Raw, the rules flag each; conformed, none."""
+    zero padding after a PINGREQ (reserved type 0) becomes a PUBLISH of the same size on the
+    flow's topic; a SUBSCRIBE gets its required flags. Raw, the rules flag each; conformed, none."""
     publish = bytes([0x32, 7, 0, 3]) + b"a/b" + bytes([0, 9])
     subscribe = bytes([0x80, 8, 0, 7, 0, 3]) + b"a/#" + bytes([0])  # flags 0: must be 2
     puback = bytes([0x40, 5, 0, 9, 1, 2, 3])
@@ -218,7 +218,7 @@ def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
     built = build_frames(records, PLAN, seed=0, conform=True, protocols=get_registry().protocols)
     assert built.frame(5).endswith(bytes([0x82]) + subscribe[1:])
     assert built.frame(6).endswith(bytes([0x40, 2, 0, 9]))
-    assert built.frame(7).endswith(bytes([0xC0, 0])) and built.to_table().payload_len[7] == 2
+    assert built.frame(7).endswith(bytes([0xC0, 0, 0x30, 4, 0, 2]) + b"a/") and built.to_table().payload_len[7] == 8
     assert built.repairs["mqtt_remaining_length"] == 1 and built.repairs["mqtt_flags"] == 1
     assert built.repairs["mqtt_invalid_packets"] == 1
     conformed, _ = conform(records, records.packets["ts_ns"])
@@ -226,12 +226,36 @@ def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
 
 
 def test_mqtt_packets_that_do_not_parse_are_not_sent() -> None:
-    """A PUBLISH whose topic length runs past its remaining length is dropped with what follows
-    it in the segment; a segment left empty is a bare ACK."""
+    """A PUBLISH whose topic length runs past its remaining length becomes, with what follows it
+    in the segment, one PUBLISH of the same size (topic "data" when the flows name none); a
+    rest too short for a PUBLISH (under 5 bytes) is not sent, and a segment left empty is a
+    bare ACK."""
     bad_publish = bytes([0x30, 4, 0, 9]) + b"ab"
     built = build_frames(mqtt_flow([(0, CONNECT), (0, bad_publish + bytes([0xC0, 0]))]), PLAN, seed=0,
                          conform=True, protocols=get_registry().protocols)
+    assert built.frame(4).endswith(bytes([0x30, 6, 0, 4]) + b"data") and built.to_table().payload_len[4] == 8
+    assert built.repairs["mqtt_invalid_packets"] == 1
+    built = build_frames(mqtt_flow([(0, CONNECT), (0, bytes([0x30, 2, 0, 9]))]), PLAN, seed=0, conform=True,
+                         protocols=get_registry().protocols)
     assert built.to_table().payload_len[4] == 0 and built.repairs["mqtt_invalid_packets"] == 1
+
+
+def test_publish_cover_keeps_the_size_and_frames() -> None:
+    """The PUBLISH that stands in for bytes that do not frame has their exact size for every
+    size from 5 bytes (a size no minimal remaining length reaches ends with a PINGREQ) and
+    parses as complete, well-formed packets."""
+    from pytrafgen.conform.mqtt import _publish_cover
+    from pytrafgen.plugins import get_registry
+
+    parse = get_registry().protocols["mqtt"].parse
+    assert _publish_cover(bytes(4), b"t", 0) is None
+    for n in [*range(5, 300), *range(16_380, 16_390)]:
+        out = _publish_cover(bytes(n), b"sensors/x", 0)
+        assert out is not None and len(out) == n
+        msgs = parse(out, 0)
+        assert [m["type_name"] for m in msgs] in (["PUBLISH"], ["PUBLISH", "PINGREQ"])
+        assert all(m["complete"] and m["minimal_length"] and "malformed" not in m for m in msgs)
+        assert msgs[0]["topic"] and "sensors/x".startswith(msgs[0]["topic"])
 
 
 def test_a_session_in_view_opens_with_connect(tmp_path: Path) -> None:
@@ -272,17 +296,19 @@ def test_connack_return_codes_are_defined_ones(tmp_path: Path) -> None:
     assert mqtt_rule_failures(conformed, tmp_path) == {}
 
 
-def test_a_stream_seen_from_mid_session_is_framed_when_the_rules_judge_it() -> None:
-    """No SYN in the flow: a first segment that frames as MQTT is judged by the rules, so its
-    PUBREC announcing 3 bytes is sent with 2; one that does not frame (the middle of a packet)
-    is left as it is."""
+def test_a_stream_seen_from_mid_session_is_framed_from_its_first_byte() -> None:
+    """No SYN in the flow: a reader (the rules, Wireshark) frames each side from its first
+    byte, so a PUBREC announcing 3 bytes is sent with 2, and bytes that do not frame (a
+    remaining length over 4 bytes) become a PUBLISH of the same size."""
     pubrec = bytes([0x50, 3, 0, 9, 0x7B])
     out, counts = conform(tcp_flow([(1, 0x18, 1, 1, 5)], payloads={0: pubrec}, server_port=1883),
                           np.zeros(1, np.int64))
     assert counts["mqtt_remaining_length"] == 1 and out.packets["payload_len"].tolist() == [4]
-    tail = bytes([0x31, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])  # a remaining length over 4 bytes: no framing
-    _, counts = conform(tcp_flow([(1, 0x18, 1, 1, 6)], payloads={0: tail}, server_port=1883), np.zeros(1, np.int64))
-    assert not any(k.startswith("mqtt") for k in counts)
+    tail = bytes([0x31, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+    out, counts = conform(tcp_flow([(1, 0x18, 1, 1, 6)], payloads={0: tail}, server_port=1883),
+                          np.zeros(1, np.int64))
+    assert counts["mqtt_invalid_packets"] == 1
+    assert out.blob[int(out.packets["payload_off"][0]):][:6].tobytes() == bytes([0x30, 4, 0, 2]) + b"da"
 
 
 def http_flow(segments: list[tuple[int, bytes]], padded: dict[int, int] | None = None) -> FieldRecords:
@@ -363,8 +389,54 @@ def app_repairs_on_real(path: Path, cut: int) -> dict[str, int]:
     table = read_pcap(path)
     flows = assemble_flows(table, max_flow_packets=cut)
     records = records_from_packets(table, flows, np.zeros(len(flows.proto), np.int16), ["c"], keep_derived=False)
+    records = without_mid_packet_starts(records)
     _, counts = conform(records, records.packets["ts_ns"])
     return {k: v for k, v in counts.items() if k.startswith(APP_REPAIRS)}
+
+
+def without_mid_packet_starts(records: FieldRecords) -> FieldRecords:
+    """``records`` with the payloads of MQTT- and HTTP-port flows left out where a side not in
+    view (no SYN of its own in the flow) does not frame from its first byte (MQTT) or does not
+    open with a message (HTTP), as a capture cut mid-session begins in the middle of a message:
+    written as a connection of their own such bytes do not frame, and conform reframes them from
+    their first byte (as a reader of that connection does; tested on generated flows)."""
+    from pytrafgen.conform.http import _opens_message
+    from pytrafgen.conform.mqtt import MQTT_REQUIRED_FLAGS, MQTT_SENT_BY
+    from pytrafgen.plugins import get_registry
+
+    parse = get_registry().protocols["mqtt"].parse
+    p = records.packets
+    order = np.lexsort((np.arange(records.n_packets), p["ts_ns"], p["flow"]))
+    syn_sides = {(int(p["flow"][i]), int(p["direction"][i])) for i in np.flatnonzero(p["tcp_flags"] & 2)}
+    streams: dict[tuple[int, int], bytes] = {}
+    firsts: dict[tuple[int, int], bytes] = {}
+    for i in order[p["payload_stored"][order] > 0].tolist():
+        f, d = int(p["flow"][i]), int(p["direction"][i])
+        if 1883 in (int(records.flows["server_port"][f]), int(records.flows["client_port"][f])):
+            off = int(p["payload_off"][i])
+            streams[(f, d)] = streams.get((f, d), b"") + records.blob[off:off + int(p["payload_stored"][i])].tobytes()
+    def breaks(m: dict, d: int) -> bool:  # what a reader framing from the first byte rejects
+        if m["type_name"] == "INVALID":
+            return bool(m["error"] != "incomplete")
+        if m["type"] == 3:
+            return bool(m["qos"] == 3 or (m["qos"] == 0 and m["dup"]) or "malformed" in m or not m["minimal_length"])
+        return ("malformed" in m or not m["minimal_length"] or not m["complete"] or m["type"] in (0, 15)
+                or m["type"] in MQTT_SENT_BY[1 - d] or m["flags"] != MQTT_REQUIRED_FLAGS[m["type"]])
+
+    mid = {f for (f, d), data in streams.items() if (f, d) not in syn_sides and any(breaks(m, d) for m in parse(data, d))}
+    for i in order[p["payload_stored"][order] > 0].tolist():  # HTTP: a side's first bytes open no message
+        f, d = int(p["flow"][i]), int(p["direction"][i])
+        if (f, d) in firsts or not {80, 8080, 8000, 8008, 8888} & {int(records.flows["server_port"][f]),
+                                                                   int(records.flows["client_port"][f])}:
+            continue
+        off = int(p["payload_off"][i])
+        firsts[(f, d)] = records.blob[off:off + int(p["payload_stored"][i])].tobytes()
+        if (f, d) not in syn_sides and not _opens_message(firsts[(f, d)], d):
+            mid.add(f)
+    gone = np.isin(p["flow"], np.fromiter(mid, np.int64, len(mid)))
+    packets = {**p, "payload_len": np.where(gone, 0, p["payload_len"]).astype(np.uint32),
+               "payload_stored": np.where(gone, 0, p["payload_stored"]).astype(np.uint32)}
+    return FieldRecords(packets=packets, flows=records.flows, blob=records.blob, classes=records.classes)
 
 
 @pytest.mark.parametrize("cut", [0, 16], ids=["whole", "cut16"])
@@ -381,9 +453,14 @@ def test_real_corpus_needs_no_app_repairs(cut: int) -> None:
 REAL_APP_REPAIR_CASES = {
     "nmap_version_scan.pcap": ({"http_undecodable_messages", "http_unrequested_responses"},
                                "nmap's version probes send non-HTTP bytes to an HTTP port and the server answers them"),
-    "tcp_ports.pcapng": ({"http_unrequested_responses"},
+    "http_espn.pcapng": ({"http_body_lengths"},
+                         "the capture misses segments: 2,290 bytes of a 5,328-byte image are in it before the "
+                         "next response; a connection of its own announces the bytes it holds"),
+    "tcp_ports.pcapng": ({"http_unrequested_responses", "http_body_lengths"},
                          "whole: in a keep-alive connection of many image requests the segment-wise step "
-                         "counts one response as unrequested; HTTP-006, reading the reassembled streams, passes it"),
+                         "counts one response as unrequested; HTTP-006, reading the reassembled streams, passes it; "
+                         "the capture retransmits segments (tshark marks 2), so the bytes after one 3,308-byte body "
+                         "number 4,149 and the body's Content-Length is restated as what the flow holds"),
 }
 
 
@@ -399,7 +476,8 @@ def test_shared_captures_need_no_app_repairs(cut: int) -> None:
 
 def test_a_segment_of_acknowledgements_answering_nothing_is_not_sent(tmp_path: Path) -> None:
     """A PUBACK and a PUBCOMP in one segment, with no PUBLISH or PUBREL before them (MQTT-006):
-    the segment carries no data; an acknowledgement next to one that answers is kept."""
+    the segment carries no data; next to an acknowledgement that answers, the one that does not is
+    cut off (4 bytes: too short to stand as a PUBLISH)."""
     acks = bytes([0x40, 2, 0, 7, 0x70, 2, 0, 8])
     records = mqtt_flow([(0, CONNECT), (1, acks)])
     assert mqtt_rule_failures(records, tmp_path) == {"MQTT-006": 1}
@@ -407,17 +485,22 @@ def test_a_segment_of_acknowledgements_answering_nothing_is_not_sent(tmp_path: P
     assert counts["mqtt_unanswerable_acks"] == 1 and out.packets["payload_len"][4] == 0
     publish = bytes([0x32, 7, 0, 3]) + b"a/b" + bytes([0, 7])
     kept = mqtt_flow([(0, CONNECT), (0, publish), (1, acks)])
-    _, counts = conform(kept, kept.packets["ts_ns"])
-    assert "mqtt_unanswerable_acks" not in counts
+    out, counts = conform(kept, kept.packets["ts_ns"])
+    assert counts["mqtt_unanswerable_acks"] == 1  # the PUBACK answers the PUBLISH; the PUBCOMP nothing
+    off = int(out.packets["payload_off"][5])
+    assert out.packets["payload_len"][5] == 4 and out.blob[off:off + 4].tobytes() == acks[:4]
 
 
 def test_messages_of_the_other_side_are_not_sent() -> None:
     """A client that sends a CONNACK and a server that sends a SUBSCRIBE (MQTT), a client that
     sends a status line and a server that sends a request (HTTP, the client having opened with
-    a request): those messages are not sent, counted."""
+    a request): those messages are not sent (the server's SUBSCRIBE, long enough, is sent as a
+    PUBLISH of its size), counted."""
     connack, subscribe = bytes([0x20, 2, 0, 0]), bytes([0x82, 8, 0, 7, 0, 3]) + b"a/#" + bytes([0])
     out, counts = conform(mqtt := mqtt_flow([(0, CONNECT), (0, connack), (1, subscribe)]), mqtt.packets["ts_ns"])
-    assert counts["mqtt_wrong_side_packets"] == 2 and out.packets["payload_len"][4:].tolist() == [0, 0]
+    assert counts["mqtt_wrong_side_packets"] == 2 and out.packets["payload_len"][4:].tolist() == [0, 10]
+    off = int(out.packets["payload_off"][5])  # the SUBSCRIBE's bytes are a PUBLISH, of the same size
+    assert out.blob[off:off + 10].tobytes() == bytes([0x30, 8, 0, 4]) + b"data" + subscribe[8:]
     req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
     http = http_flow([(0, req), (0, b"HTTP/1.1 200 OK\r\n\r\n"), (1, req)])
     out, counts = conform(http, http.packets["ts_ns"])
@@ -443,3 +526,25 @@ def test_remaining_length_matches_the_mqtt_specification_table(value: int, wire:
     from pytrafgen.protocols.mqtt_wire import encode_remaining_length
 
     assert encode_remaining_length(value).hex() == wire
+
+
+def test_data_follows_the_servers_syn_ack() -> None:
+    """A flow that opens with the client's SYN and then sends data without the server's SYN-ACK
+    gets one inserted (halfway to the next packet, with the SYN's options); a server ACK without
+    data before the data becomes the SYN-ACK; a scan's SYN/RST flow (no data) stays as it is."""
+    rows = [(0, 0x02, 0, 0, 0), (0, 0x18, 1, 1, 5), (1, 0x10, 1, 6, 0)]
+    records = tcp_flow(rows, options={0: bytes([2, 4, 5, 0xB4])}, payloads={1: b"hello"}, server_port=5000)
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["tcp_synack_added"] == 1 and out.n_packets == 4
+    added = out.packets
+    assert added["direction"][1] == 1 and added["tcp_flags"][1] == 0x12 and added["ts_ns"][1] == 500_000
+    assert out.blob[int(added["l4_opt_off"][1]):][:4].tobytes() == bytes([2, 4, 5, 0xB4])
+    built = build_frames(records, PLAN, seed=0, conform=True, protocols=get_registry().protocols).to_table()
+    assert built.tcp_flags.tolist()[:3] == [0x02, 0x12, 0x18]
+    early_ack = tcp_flow([(0, 0x02, 0, 0, 0), (1, 0x10, 0, 1, 0), (0, 0x18, 1, 1, 5)], payloads={2: b"hello"},
+                         server_port=5000)
+    out, counts = conform(early_ack, early_ack.packets["ts_ns"])
+    assert counts["tcp_synack_flags"] == 1 and out.packets["tcp_flags"].tolist() == [0x02, 0x12, 0x18]
+    scan = tcp_flow([(0, 0x02, 0, 0, 0), (1, 0x14, 0, 1, 0)], server_port=5000)
+    out, counts = conform(scan, scan.packets["ts_ns"])
+    assert "tcp_synack_added" not in counts and out.packets["tcp_flags"].tolist() == [0x02, 0x14]

@@ -4,6 +4,7 @@ and agreement with tshark on every HTTP capture in ../shared/data."""
 from __future__ import annotations
 
 import collections
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -274,3 +275,60 @@ def test_a_request_line_sampled_without_its_version_gets_http_1_1() -> None:
     assert tokens is not None
     no_version = [t for t in tokens if TOKEN_NAMES[t] != "VERSION:HTTP/1.1"]
     assert decode_payload(no_version) == b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+HTTP_REQUEST_LINE = re.compile(rb"[!-~]+ /[!-~]* [!-~]+\Z")
+HTTP_STATUS_LINE = re.compile(rb"[!-~]+ [1-5][0-9][0-9](?: [ -~]*)?\Z")
+
+
+def random_token_sequences(n: int, seed: int) -> list[list[int]]:
+    """Token sequences as a model that ignores the grammar would sample them: structure tokens,
+    names and bytes mixed, some starting like a message, a few ids out of range."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        length = int(rng.integers(0, 40))
+        seq = rng.integers(0, len(TOKEN_NAMES) + 3, size=length).tolist()
+        if k % 3 == 0:
+            seq = [TOKEN_ID["REQUEST" if k % 2 else "RESPONSE"], *seq]
+        out.append(seq)
+    return out
+
+
+def test_total_decode_yields_a_start_line_for_any_tokens() -> None:
+    """``HttpProtocol.decode`` (the AR model's decode path) never fails: any token sequence gives
+    a message whose start line parses as the kind its side sends, or nothing for no tokens; a
+    sequence the grammar accepts decodes exactly as ``decode_payload``."""
+    from pytrafgen_http.messages import split_messages
+
+    for seq in random_token_sequences(3000, 0):
+        for direction in (0, 1):
+            data = HTTP.decode(seq, direction)
+            if not seq:
+                assert data == b""
+                continue
+            try:
+                assert data == decode_payload(seq)
+                continue
+            except TokenError:
+                pass
+            messages, _, error = split_messages(data, None)
+            assert messages or error not in ("start line",), (seq, data)
+            line = data.split(b"\r\n", 1)[0]
+            assert HTTP_REQUEST_LINE.match(line) or HTTP_STATUS_LINE.match(line), (seq, data)
+    for payload in (b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno"):
+        tokens = HTTP.encode(payload, 0)
+        assert tokens is not None and HTTP.decode(tokens, 0) == payload
+
+
+def test_total_decode_fills_what_the_start_line_lacks() -> None:
+    """The sampled sequences that used to be drawn again: a response with no status (200 OK),
+    a request target broken by MSG_END (closed there), a request without its REQUEST token."""
+    no_status = [TOKEN_ID["RESPONSE"], TOKEN_ID["VERSION:HTTP/1.1"], TOKEN_ID["HEADER:Host"], TOKEN_ID["VALUE"],
+                 *b"a", TOKEN_ID["END"], TOKEN_ID["HEADERS_END"], TOKEN_ID["MSG_END"]]
+    assert HTTP.decode(no_status, 1) == b"HTTP/1.1 200 OK\r\nHost: a\r\n\r\n"
+    broken_target = [TOKEN_ID["REQUEST"], TOKEN_ID["METHOD:GET"], *b"/body>\r\n", TOKEN_ID["MSG_END"]]
+    assert HTTP.decode(broken_target, 0).startswith(b"GET /body> HTTP/1.1\r\n")
+    headless = [TOKEN_ID["HEADER:Host"], TOKEN_ID["VALUE"], *b"h", TOKEN_ID["END"], TOKEN_ID["HEADERS_END"],
+                TOKEN_ID["MSG_END"]]
+    assert HTTP.decode(headless, 0) == b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"

@@ -304,3 +304,42 @@ def test_a_string_that_runs_into_the_packet_end_ends_there() -> None:
     got = decode_payload(cut)
     (packet,) = MQTT.parse(got, 0)
     assert packet["type_name"] == "PUBLISH" and "malformed" not in packet
+
+
+def test_total_decode_frames_for_any_tokens() -> None:
+    """``MqttProtocol.decode`` (the AR model's decode path) never fails: any token sequence
+    gives control packets that frame end to end (the last may be cut short only where the
+    tokens say so, RL_EXPLICIT) with a type that is not reserved, or nothing for no tokens; a
+    sequence the grammar accepts decodes exactly as ``decode_payload``."""
+    from pytrafgen_mqtt.packets import split_packets
+
+    rng = np.random.default_rng(0)
+    for k in range(3000):
+        seq = rng.integers(0, len(TOKEN_NAMES) + 3, size=int(rng.integers(0, 40))).tolist()
+        if k % 2:
+            seq = [TOKEN_ID["TYPE:PUBLISH"], *seq]
+        for direction in (0, 1):
+            data = MQTT.decode(seq, direction)
+            if not seq:
+                assert data == b""
+                continue
+            try:
+                assert data == decode_payload(seq)
+                continue
+            except TokenError:
+                pass
+            packets, consumed, error = split_packets(data)
+            assert error is None and consumed == len(data) and len(packets) == 1 and packets[0].complete
+            assert packets[0].type not in (0, 15), (seq, data)
+
+
+def test_total_decode_keeps_what_the_tokens_hold() -> None:
+    """The sampled sequences that used to be drawn again: a PUBREL with a topic-like body but no
+    RAW keeps its type and required flags, its bytes the body; a packet with no TYPE token is a
+    PUBLISH; a CONNECT's protocol name and level tokens are its bytes."""
+    pubrel = [TOKEN_ID["TYPE:PUBREL"], TOKEN_ID["FLAGS:2"], TOKEN_ID["RL_DERIVED"], *b"ab/c", TOKEN_ID["STR_END"]]
+    assert MQTT.decode(pubrel, 0) == bytes([0x62, 4]) + b"ab/c"
+    typeless = [TOKEN_ID["FLAGS:0"], TOKEN_ID["RL_DERIVED"], *b"xyz"]
+    assert MQTT.decode(typeless, 0) == bytes([0x30, 3]) + b"xyz"
+    connect = [TOKEN_ID["TYPE:CONNECT"], TOKEN_ID["RL_DERIVED"], TOKEN_ID["PNAME:MQTT"], TOKEN_ID["LEVEL:4"], 0xC2]
+    assert MQTT.decode(connect, 0) == bytes([0x10, 8]) + b"\x00\x04MQTT\x04\xc2"

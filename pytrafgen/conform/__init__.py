@@ -66,6 +66,7 @@ steps read only segments that start a packet (never the middle of a long PUBLISH
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -73,24 +74,31 @@ from typing import Any
 import numpy as np
 
 from pytrafgen.conform.coap import COAP_PORT, _coap_options_end
-from pytrafgen.conform.http import HTTP_METHODS, conform_http_heads
+from pytrafgen.conform.http import HTTP_METHODS, conform_http_bodies, conform_http_heads
 from pytrafgen.conform.mqtt import (
     MQTT_ANSWERS,
     MQTT_PORT,
     MQTT_REQUESTS,
+    _mqtt_packet_end,
     _mqtt_packets,
+    _publish_cover,
     conform_mqtt_framing,
     conform_mqtt_ids,
 )
 from pytrafgen.conform.payloads import _Payloads
+from pytrafgen.conform.ports import conform_client_ports
 from pytrafgen.conform.tcp import (
     _opens_with_client_syn,
+    conform_handshakes,
     conform_syn_windows,
     conform_tcp_order,
     normalise_tcp_options,
 )
 from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.records import FieldRecords
+
+# a CONNECT's fixed header (1-4 length bytes) and protocol name
+_MQTT_PROTOCOL_NAMES = re.compile(rb"\x10[\x80-\xff]{0,3}[\x00-\x7f]\x00(?:\x04MQTT|\x06MQIsdp)", re.S)
 
 
 def conform_unmatched_service(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int]) -> None:
@@ -114,7 +122,8 @@ def conform_unmatched_service(records: FieldRecords, pay: _Payloads, ts: np.ndar
 def conform_service_ports(records: FieldRecords, blob: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """Server ports that agree with the service the client speaks: a TCP flow on MQTT's 1883
     whose client opens with an HTTP request is served on 80, one on 80/8080 whose client opens
-    with an MQTT CONNECT on 1883 (the payload says which service it is; the port follows)."""
+    with an MQTT CONNECT, or on any other port with a CONNECT naming MQTT or MQIsdp, on 1883
+    (the payload says which service it is; the port follows)."""
     p, fl = records.packets, records.flows
     port = fl["server_port"].copy()
     rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (p["direction"] == 0) & (p["payload_stored"] > 0))
@@ -122,63 +131,63 @@ def conform_service_ports(records: FieldRecords, blob: np.ndarray, ts: np.ndarra
     flows, first = np.unique(p["flow"][rows], return_index=True)
     for f, i in zip(flows.tolist(), rows[first].tolist(), strict=True):
         off = int(p["payload_off"][i])
-        head = blob[off:off + min(int(p["payload_stored"][i]), 8)].tobytes()
+        head = blob[off:off + min(int(p["payload_stored"][i]), 12)].tobytes()
         if port[f] == MQTT_PORT and head.startswith(HTTP_METHODS):
             port[f] = 80
-        elif port[f] in (80, 8080) and head[:1] == b"\x10":
+        elif port[f] != MQTT_PORT and head[:1] == b"\x10" and (
+                port[f] in (80, 8080) or _MQTT_PROTOCOL_NAMES.match(head)):
             port[f] = MQTT_PORT
     return port
 
 
-def conform_app_messages(records: FieldRecords, blob: np.ndarray, payload_len: np.ndarray,
-                         payload_stored: np.ndarray, ts: np.ndarray, counts: dict[str, int],
-                         mqtt_at_packet: np.ndarray) -> None:
+def conform_app_messages(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int],
+                         mqtt_at_packet: np.ndarray, topic: bytes) -> None:
     """Messages the peer could not have asked for, in flows in view from their start: a repeated
     MQTT CONNECT in one connection is sent as a PINGREQ; an MQTT acknowledgement that answers no
-    request of the peer, and an HTTP final response beyond the requests made, are not sent (their
-    segment carries no data). In place on ``blob`` and the payload columns."""
+    request of the peer, and an HTTP final response beyond the requests made, are not sent (a
+    segment of acknowledgements only carries no data; otherwise the rest of the segment from
+    that acknowledgement is one PUBLISH of ``topic`` of the same size, cut where under 5 bytes)."""
     p, fl = records.packets, records.flows
     in_view = _opens_with_client_syn(records, ts)
-    rows = np.flatnonzero(in_view[p["flow"]] & (payload_stored > 0))
+    rows = np.flatnonzero(in_view[p["flow"]] & (pay.length > 0))
     rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
     mqtt = (fl["server_port"] == MQTT_PORT) | (fl["client_port"] == MQTT_PORT)
     state: dict[int, dict[str, Any]] = {}
     for i in rows.tolist():
         f, d = int(p["flow"][i]), int(p["direction"][i])
         st = state.setdefault(f, {"connect": False, "requests": 0, "responses": 0, "pending": [[], []]})
-        off = int(p["payload_off"][i])
-        payload = blob[off:off + int(payload_stored[i])].tobytes()
+        payload = pay.get(i)
         if mqtt[f]:
             if not mqtt_at_packet[i]:  # the middle of a packet, or not MQTT the rules judge
                 continue
             packets = _mqtt_packets(payload)
-            if d == 0 and payload[:1] == b"\x10" and payload_stored[i] >= 2:
+            if d == 0 and payload[:1] == b"\x10" and len(payload) >= 2:
                 if st["connect"]:
-                    blob[off:off + 2] = (0xC0, 0x00)
-                    payload_len[i] = payload_stored[i] = 2
+                    pay.set(i, b"\xc0\x00")
                     counts["mqtt_repeated_connect"] = counts.get("mqtt_repeated_connect", 0) + 1
                     continue
                 st["connect"] = True
-            if packets and all(t in MQTT_ANSWERS for t, _, _ in packets) and not any(
-                    t == MQTT_ANSWERS[a][0] and MQTT_ANSWERS[a][1] in (None, q)
-                    for a, _, _ in packets for t, q in st["pending"][1 - d]):  # acknowledgements only, none answering
-                payload_len[i] = payload_stored[i] = 0
-                counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
-                continue
+            offset = 0
             for ptype, qos, _ in packets:
                 if ptype in MQTT_ANSWERS:
                     want, want_qos = MQTT_ANSWERS[ptype]
                     match = next((k for k, (t, q) in enumerate(st["pending"][1 - d])
                                   if t == want and (want_qos is None or q == want_qos)), None)
-                    if match is not None:
-                        st["pending"][1 - d].pop(match)
+                    if match is None:  # answers nothing: not sent
+                        counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
+                        acks_only = all(t in MQTT_ANSWERS for t, _, _ in packets)
+                        pay.set(i, b"" if acks_only and not offset else
+                                payload[:offset] + (_publish_cover(payload[offset:], topic, d) or b""))
+                        break
+                    st["pending"][1 - d].pop(match)
                 if ptype in MQTT_REQUESTS and (ptype != 3 or qos):
                     st["pending"][d].append((ptype, qos))
+                offset = _mqtt_packet_end(payload, offset)
         elif d == 0 and payload.startswith(HTTP_METHODS):
             st["requests"] += 1
         elif d == 1 and payload[:5] == b"HTTP/" and payload[9:10] != b"1":  # a final response, not 1xx
             if st["responses"] >= st["requests"]:
-                payload_len[i] = payload_stored[i] = 0
+                pay.set(i, b"")
                 counts["http_unrequested_responses"] = counts.get("http_unrequested_responses", 0) + 1
                 continue
             st["responses"] += 1
@@ -189,6 +198,7 @@ def conform(records: FieldRecords, ts: np.ndarray,
     """``records`` conformed (see the module doc) and the count of packets changed per field.
     ``protocols``: the protocol specs by name (the HTTP and MQTT plugins' frame the payloads)."""
     counts: dict[str, int] = {}
+    records, ts = conform_handshakes(records, ts, counts)  # the packets every later step reads
     p = records.packets
     blob = records.blob.copy()
     is_tcp = records.flows["proto"][p["flow"]] == 6
@@ -203,8 +213,9 @@ def conform(records: FieldRecords, ts: np.ndarray,
     server_port = conform_service_ports(records, blob, ts)  # the service decides how payloads frame
     counts["service_port_flows"] = int(np.sum(server_port != records.flows["server_port"]))
     records = replace(records, flows={**records.flows, "server_port": server_port})
+    records = replace(records, flows={**records.flows, "client_port": conform_client_ports(records.flows, counts)})
     pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
-    at_packet = conform_mqtt_framing(records, pay, ts, counts, protocols.get("mqtt"))
+    at_packet, topic = conform_mqtt_framing(records, pay, ts, counts, protocols.get("mqtt"))
     conform_http_heads(records, pay, ts, counts, protocols.get("http"))
     conform_unmatched_service(records, pay, ts, counts)
     blob = pay.new_blob()
@@ -212,22 +223,23 @@ def conform(records: FieldRecords, ts: np.ndarray,
                                                    "payload_stored": pay.stored})
     p = records.packets
     counts["mqtt_packet_ids"] = conform_mqtt_ids(records, blob, ts, at_packet)
-    payload_stored = p["payload_stored"].copy()
-    payload_len = p["payload_len"].copy()
-    conform_app_messages(records, blob, payload_len, payload_stored, ts, counts, at_packet)
+    pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
+    conform_app_messages(records, pay, ts, counts, at_packet, topic)
+    conform_http_bodies(records, pay, ts, counts, protocols.get("http"))  # after the messages not sent: bodies follow what is
+    blob, payload_off, payload_len, payload_stored = pay.new_blob(), pay.off, pay.length, pay.stored
     coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)
                           & ((records.flows["server_port"][p["flow"]] == COAP_PORT)
                              | (records.flows["client_port"][p["flow"]] == COAP_PORT)) & (payload_len > 0))
     for i in coap.tolist():
-        off, stored, full = int(p["payload_off"][i]), int(payload_stored[i]), int(payload_len[i])
+        off, stored, full = int(payload_off[i]), int(payload_stored[i]), int(payload_len[i])
         dgram = blob[off:off + stored].tobytes() + bytes(full - stored)  # as the builder pads it
         end = _coap_options_end(dgram)
         if end < full:
             payload_len[i] = end
             payload_stored[i] = min(stored, end)
             counts["coap_options"] = counts.get("coap_options", 0) + 1
-    staged = replace(records, packets={**p, "payload_len": payload_len, "payload_stored": payload_stored},
-                     blob=blob)
+    staged = replace(records, packets={**p, "payload_off": payload_off, "payload_len": payload_len,
+                                       "payload_stored": payload_stored}, blob=blob)
     columns = conform_tcp_order(staged, ts, counts)  # numbers follow the payloads as sent
     out = replace(staged, packets={**staged.packets, **columns, "window": conform_syn_windows(staged, counts)})
     return out, {k: v for k, v in counts.items() if v}

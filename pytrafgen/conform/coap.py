@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 COAP_PORT = 5683
-EXTENDED_BYTES = {13: 1, 14: 2}
-# registered CoAP option numbers (RFC 7252, 7641, 7959, 8613, 7967, 9175)
-COAP_OPTIONS = frozenset((1, 3, 4, 5, 6, 7, 8, 9, 11, 12, 14, 15, 17, 20, 21, 23, 27, 28, 35, 39, 60, 252, 258,
-                          292))  # CoAP option delta/length nibble -> extended bytes after the header
+EXTENDED_BYTES = {13: 1, 14: 2}  # CoAP option delta/length nibble -> extended bytes after it
+# registered CoAP option numbers (RFC 7252, 7641, 7959, 8613, 7967, 9175) -> the value lengths
+# they allow (RFC 7252 table 4 and the defining RFCs; Uri-Query needs at least one byte, as
+# Wireshark's CoAP dissector checks)
+COAP_OPTION_LENGTHS: dict[int, tuple[int, int]] = {
+    1: (0, 8), 3: (1, 255), 4: (1, 8), 5: (0, 0), 6: (0, 3), 7: (0, 2), 8: (0, 255), 9: (0, 255),
+    11: (0, 255), 12: (0, 2), 14: (0, 4), 15: (1, 255), 17: (0, 2), 20: (0, 255), 21: (0, 0),
+    23: (0, 3), 27: (0, 3), 28: (0, 4), 35: (1, 1034), 39: (1, 255), 60: (0, 4), 252: (1, 40),
+    258: (0, 1), 292: (0, 8),
+}
+COAP_OPTIONS = frozenset(COAP_OPTION_LENGTHS)
 
 def _coap_options_end(dgram: bytes) -> int:
     """Where the well-formed part of a CoAP message ends: after the header, token and every
-    option that fits (then the payload, when a marker with bytes after it follows)."""
+    option that fits with a length its number allows (then the payload, when a marker with bytes after it follows)."""
     if len(dgram) < 4 or dgram[0] >> 6 != 1 or (dgram[0] & 0x0F) > 8:
         return len(dgram)  # not a CoAP version 1 message: not ours to change
     i = 4 + (dgram[0] & 0x0F)
@@ -41,5 +48,8 @@ def _coap_options_end(dgram: bytes) -> int:
             j += width
         if j + length > len(dgram):
             return i
+        low, high = COAP_OPTION_LENGTHS[number]
+        if not low <= length <= high:
+            return i  # a value length the option does not allow
         i = j + length
     return i

@@ -71,6 +71,16 @@ def _http_head(data: bytes, direction: int, host: bytes, counts: dict[str, int])
     return b"\r\n".join([new_start, *headers]) + (b"\r\n\r\n" + rest if closed else trailing)
 
 
+def _http_flows(records: FieldRecords, spec: Any, first: dict[tuple[int, int], bytes]) -> set[int]:
+    """The TCP flows a reader takes for HTTP: on one of the protocol's ports (a dissector goes by
+    the port), or recognised by the HTTP plugin; ``first``: each side's first payload bytes."""
+    fl = records.flows
+    ports = set(spec.default_ports)
+    return {f for f in {k[0] for k in first}
+            if int(fl["server_port"][f]) in ports or int(fl["client_port"][f]) in ports
+            or spec.recognise(int(fl["server_port"][f]), first.get((f, 0), b""), first.get((f, 1), b""))}
+
+
 def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int],
                        spec: ProtocolSpec | None) -> None:
     """HTTP messages whose head the HTTP rules would reject, rebuilt (``_http_head``) where a
@@ -86,10 +96,7 @@ def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, co
     first: dict[tuple[int, int], int] = {}
     for i in rows.tolist():
         first.setdefault((int(p["flow"][i]), int(p["direction"][i])), i)
-    flows = {f for f, _ in first}
-    http = {f for f in flows if spec.recognise(int(fl["server_port"][f]),
-                                               pay.get(first[(f, 0)])[:512] if (f, 0) in first else b"",
-                                               pay.get(first[(f, 1)])[:512] if (f, 1) in first else b"")}
+    http = _http_flows(records, spec, {k: pay.get(i)[:512] for k, i in first.items()})
     syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
     syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
     hosts: dict[bytes, int] = {}
@@ -131,3 +138,158 @@ def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, co
             fixed = b""
         if fixed != data:
             pay.set(i, fixed)
+
+
+def _opens_message(data: bytes, direction: int) -> bool:
+    """Whether a segment starts with a request line (client) or a status line (server)."""
+    return data[:5] == b"HTTP/" if direction == 1 else data.split(b" ", 1)[0] in HTTP_METHOD_NAMES
+
+
+NO_BODY_STATUS = re.compile(rb"HTTP/1\.[01] (?:1[0-9][0-9]|204|304)(?: |\Z)")
+
+
+def _chunks_frame(body: bytes) -> bool:
+    """Whether ``body`` (as far as it goes) is chunked transfer coding: size lines in hex, each
+    chunk's bytes and CRLF after them."""
+    pos = 0
+    while pos < len(body):
+        line_end = body.find(b"\r\n", pos)
+        if line_end < 0:
+            return re.fullmatch(rb"[0-9A-Fa-f]*\r?", body[pos:]) is not None
+        size = body[pos:line_end].split(b";", 1)[0]
+        if not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size):
+            return False
+        pos = line_end + 2 + int(size, 16)
+        if int(size, 16) == 0:
+            return True  # the last chunk: trailers follow
+        if body[pos:pos + 2] not in (b"\r\n", b"\r", b"")[: 3 if pos + 2 > len(body) else 1]:
+            return False
+        pos += 2
+    return True
+
+
+def _framed_head(data: bytes, direction: int, following: bytes, host: bytes, last: bool = False) -> bytes | None:
+    """``data`` (a segment that starts a message, or b"" for a message whose head is missing)
+    with a head that announces the bytes after it (in ``data`` and ``following``, the side's
+    next segments up to its next message): one
+    Content-Length of that many bytes in place of the Content-Length and Transfer-Encoding
+    lines (none where a head without either has no body); a response whose status has no body
+    (1xx, 204, 304) and bytes after it is a 200. The side's ``last`` message may run past the
+    flow's end: a larger Content-Length, or chunked coding that frames, is kept. A server's
+    zero padding after a head that does not end (the builder's, past the stored bytes) becomes
+    the start of the body; None for a head that stays open (a slow client's, or one continued
+    in the next segment)."""
+    if not data:
+        start = b"HTTP/1.1 200 OK" if direction == 1 else b"POST / HTTP/1.1\r\nHost: " + host
+        return start + b"\r\nContent-Length: %d\r\n\r\n" % len(following)
+    end = data.find(b"\r\n\r\n")
+    padded = data.find(b"\x00")
+    closed = end >= 0 and (padded < 0 or end < padded)
+    if closed:
+        head, rest = data[:end], data[end + 4:]
+    elif padded >= 0 and direction == 1:
+        head, rest = data[:padded].rstrip(b"\r\n"), data[padded:]
+    else:
+        return None
+    lines = head.split(b"\r\n")
+    total = len(rest) + len(following)
+    if direction == 1 and NO_BODY_STATUS.match(lines[0]):
+        if not total:
+            return data
+        lines[0] = b"HTTP/1.1 200 OK"
+    framing = [k for k in range(1, len(lines))
+               if lines[k].split(b":", 1)[0].strip().lower() in (b"content-length", b"transfer-encoding")]
+    if closed and lines[0] == head.split(b"\r\n", 1)[0] and _announces(lines, framing, rest + following, direction, last):
+        return data
+    length = [b"Content-Length: %d" % total] if framing or total else []
+    at = framing[0] if framing else len(lines)  # in place of the first framing line
+    kept = [h for k, h in enumerate(lines[:at]) if k not in framing] + length + [
+        h for k, h in enumerate(lines[at:], at) if k not in framing]
+    return b"\r\n".join(kept) + b"\r\n\r\n" + rest
+
+
+def _announces(lines: list[bytes], framing: list[int], after: bytes, direction: int, last: bool) -> bool:
+    """Whether a head's framing lines already frame the bytes ``after`` it: one Content-Length
+    of their size, or of fewer where a message of the side starts right after them (sent in one
+    segment with the body's end), none where there are none; for the side's ``last`` message
+    (its body may run past the flow's end) also a larger Content-Length, or chunked coding
+    that frames."""
+    total = len(after)
+    if not framing:
+        return total == 0
+    if len(framing) > 1:
+        return False
+    name, _, value = lines[framing[0]].partition(b":")
+    value = value.strip()
+    if name.strip().lower() == b"content-length":
+        return value.isdigit() and (int(value) == total or (last and int(value) > total) or (
+            int(value) < total and _opens_message(after[int(value):], direction)))
+    return last and value.lower() == b"chunked" and _chunks_frame(after)
+
+
+def conform_http_bodies(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int],
+                        spec: ProtocolSpec | None) -> None:
+    """Each side of an HTTP flow (an HTTP port, or recognised) framed from its first byte, as a
+    reader of the connection frames it: every message announces, in one Content-Length, the
+    bytes that follow it up to the side's next message (``_framed_head``), and bytes before a
+    side's first message get a head of their own (a server's: "200 OK"; a client's: a POST),
+    except a server's where the client's SYN is in the flow (its requests are all in view) that
+    come before any request or where the server's responses already answer every request (as
+    the HTTP parser counts them): those are not sent, nor, there, responses (with their bodies)
+    beyond the requests.
+    Counted per segment changed: ``http_body_lengths``, ``http_heads_added``,
+    ``http_headless_bodies``. ``spec``: the HTTP plugin's protocol, None: nothing to do."""
+    if spec is None:
+        return
+    p, fl = records.packets, records.flows
+    rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (pay.length > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    sides: dict[tuple[int, int], list[int]] = {}
+    for i in rows.tolist():
+        sides.setdefault((int(p["flow"][i]), int(p["direction"][i])), []).append(i)
+    http = _http_flows(records, spec, {k: pay.get(side[0])[:512] for k, side in sides.items()})
+    syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
+    syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
+    host = b"localhost"
+    for (f, d), side in sides.items():
+        if f in http and d == 0 and _opens_message(pay.get(side[0]), 0):
+            for line in pay.get(side[0]).split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+                if line.lower().startswith(b"host:") and HTTP_TARGET.match(b"/" + line[5:].strip()):
+                    host = line[5:].strip()
+                    break
+    for (f, d), side in sides.items():
+        if f not in http:
+            continue
+        starts = [k for k, i in enumerate(side) if _opens_message(pay.get(i), d)]
+        client = sides.get((f, 0), [])
+        requests = sum(m.get("kind") == "request" for m in spec.parse(b"".join(pay.get(i) for i in client), 0))
+        added = 0
+        if not starts or starts[0] != 0:  # bytes before the side's first message
+            before = any(ts[i] < ts[side[0]] and _opens_message(pay.get(i), 0) for i in client)
+            if d == 1 and (f, 0) in syn_sides and (not before or len(starts) >= requests):
+                for i in side[:starts[0] if starts else len(side)]:
+                    pay.set(i, b"")
+                    counts["http_headless_bodies"] = counts.get("http_headless_bodies", 0) + 1
+                side = side[starts[0]:] if starts else []
+                starts = [k - starts[0] for k in starts] if starts else []
+            else:
+                body = b"".join(pay.get(i) for i in side[:starts[0] if starts else len(side)])
+                pay.set(side[0], (_framed_head(b"", d, body, host) or b"") + pay.get(side[0]))
+                counts["http_heads_added"] = counts.get("http_heads_added", 0) + 1
+                added = 1
+                side = side[starts[0]:] if starts else []
+                starts = [k - starts[0] for k in starts] if starts else []
+        if d == 1 and (f, 0) in syn_sides:  # responses beyond the requests the parser counts
+            allowed = max(requests - added, 0)
+            for n in range(allowed, len(starts)):
+                for i in side[starts[n]:starts[n + 1] if n + 1 < len(starts) else len(side)]:
+                    pay.set(i, b"")
+                    counts["http_unrequested_responses"] = counts.get("http_unrequested_responses", 0) + 1
+            starts = starts[:allowed]
+        for n, k in enumerate(starts):
+            following = side[k + 1:starts[n + 1] if n + 1 < len(starts) else len(side)]
+            data = pay.get(side[k])
+            framed = _framed_head(data, d, b"".join(pay.get(i) for i in following), host, last=n + 1 == len(starts))
+            if framed is not None and framed != data:
+                pay.set(side[k], framed)
+                counts["http_body_lengths"] = counts.get("http_body_lengths", 0) + 1

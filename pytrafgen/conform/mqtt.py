@@ -51,6 +51,19 @@ def _mqtt_packets(payload: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
+def _mqtt_packet_end(payload: bytes, start: int) -> int:
+    """Where the control packet that starts at ``start`` ends (the payload's end if it runs on)."""
+    remaining, j = 0, start + 1
+    for k in range(4):
+        if j >= len(payload):
+            return len(payload)
+        remaining += (payload[j] & 0x7F) << (7 * k)
+        j += 1
+        if not payload[j - 1] & 0x80:
+            break
+    return min(j + remaining, len(payload))
+
+
 def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray, at_packet: np.ndarray) -> int:
     """Acknowledgements carry the identifier of the peer request they answer (see the module
     doc), read from the segments that start an MQTT packet (``at_packet``); ``blob`` is changed
@@ -99,12 +112,42 @@ MQTT_SENT_BY = (frozenset((1, 8, 10, 12)), frozenset((2, 9, 11, 13)))
 MQTT_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
 
 
+def _publish_cover(data: bytes, topic: bytes, direction: int) -> bytes | None:
+    """``data`` (the rest of a segment, from a packet boundary) as one QoS 0 PUBLISH of the same
+    size: fixed header, ``topic`` (shortened to fit), then ``data``'s bytes past what the header
+    and topic take as the application message. A size no minimal remaining length reaches
+    (130 bytes, 16,386, ...) is a PUBLISH two bytes shorter and a PINGREQ (client) or PINGRESP
+    (server). None when the rest is too short for a PUBLISH with a topic (under 5 bytes)."""
+    n = len(data)
+    if n < 5:
+        return None
+    header = next((h for h in (2, 3, 4, 5) if len(encode_remaining_length(n - h)) == h - 1), 0)
+    if not header:
+        return (_publish_cover(data[:-2], topic, direction) or b"") + (b"\xc0\x00" if direction == 0 else b"\xd0\x00")
+    remaining = n - header
+    name = topic[:remaining - 2]
+    body = len(name).to_bytes(2, "big") + name
+    return bytes([0x30]) + encode_remaining_length(remaining) + body + data[header + len(body):]
+
+
+def _may_continue(body: bytes, ptype: int, remaining: int) -> bool:
+    """Whether a packet whose body (``body`` so far) continues in the next segment can be a
+    well-formed one: a PUBLISH (the one packet that carries data enough to span segments) whose
+    topic fits in its remaining length."""
+    if ptype != 3:
+        return False
+    return len(body) < 2 or 2 + int.from_bytes(body[:2], "big") <= remaining
+
+
 def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
-                  counts: dict[str, int]) -> tuple[bytes, int]:
-    """``data`` (one segment, from a packet boundary) framed as MQTT: reserved types, PUBLISH
-    QoS 3, over-long remaining-length encodings and packets whose fields do not parse end the
-    segment there; a fixed-size packet (3.1.1) whose remaining length disagrees with its
-    layout gets the layout's length; a non-PUBLISH packet gets its type's required flags.
+                  counts: dict[str, int], topic: bytes = b"") -> tuple[bytes, int]:
+    """``data`` (one segment, from a packet boundary) framed as MQTT: a reserved type, a PUBLISH
+    of QoS 3, an over-long remaining-length encoding, a packet whose fields do not parse (or,
+    running on into the next segment, cannot: ``_may_continue``) or one only the other side
+    sends turns the rest of the segment into one QoS 0 PUBLISH of
+    ``topic`` of the same size (``_publish_cover``; a rest under 5 bytes is not sent); a
+    fixed-size packet (3.1.1) whose remaining length disagrees with its layout gets the
+    layout's length; a non-PUBLISH packet gets its type's required flags.
     Returns the bytes and how many bytes of a last packet continue in the next segment (negative:
     the last ``-n`` bytes are a fixed header the next segment ends)."""
     out = bytearray()
@@ -115,7 +158,12 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
         ptype = m.get("type", -1)
         reason = None
         if m["type_name"] == "INVALID" and m.get("error") == "incomplete":  # a header the next segment ends
-            return bytes(out) + data[pos:], -(len(data) - pos)
+            ptype, flags = data[pos] >> 4, data[pos] & 0x0F
+            if ptype not in (0, 15) and ptype not in MQTT_SENT_BY[1 - direction] and (
+                    (flags >> 1) & 3 != 3 if ptype == 3 else flags == MQTT_REQUIRED_FLAGS[ptype]):
+                return bytes(out) + data[pos:], -(len(data) - pos)
+            counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
+            return bytes(out) + (_publish_cover(data[pos:], topic, direction) or b""), 0
         reserved = ptype == 0 or (ptype == 15 and version != 5) or (ptype == 3 and m["qos"] == 3)
         if m["type_name"] == "INVALID" or reserved:
             reason = "mqtt_invalid_packets"
@@ -125,7 +173,7 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
             reason = "mqtt_remaining_length"
         if reason is not None:
             counts[reason] = counts.get(reason, 0) + 1
-            return bytes(out), 0
+            return bytes(out) + (_publish_cover(data[pos:], topic, direction) or b""), 0
         first = data[pos]
         if ptype != 3 and first & 0x0F != MQTT_REQUIRED_FLAGS[ptype]:
             first = (ptype << 4) | MQTT_REQUIRED_FLAGS[ptype]
@@ -134,6 +182,9 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
             first &= 0xF7
             counts["mqtt_flags"] = counts.get("mqtt_flags", 0) + 1
         header = m["length"] - m["remaining_length"] if m["complete"] else 1 + len(encode_remaining_length(m["remaining_length"]))
+        if not m["complete"] and not _may_continue(data[pos + header:], ptype, m["remaining_length"]):
+            counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
+            return bytes(out) + (_publish_cover(data[pos:], topic, direction) or b""), 0
         if not m["complete"]:  # runs on in the next segment
             out += bytes([first]) + data[pos + 1:]
             return bytes(out), m["remaining_length"] - (len(data) - pos - header)
@@ -143,7 +194,7 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
             size = MQTT_FIXED_BODY.get(ptype)
             if size is None or len(body) < size:
                 counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
-                return bytes(out), 0
+                return bytes(out) + (_publish_cover(data[pos:], topic, direction) or b""), 0
             counts["mqtt_remaining_length"] = counts.get("mqtt_remaining_length", 0) + 1
             length, body = encode_remaining_length(size), body[:size]
         if ptype == 2 and version != 5:
@@ -163,73 +214,74 @@ def _connack_body(body: bytes, counts: dict[str, int]) -> bytes:
     return fixed
 
 
+def _common_topic(records: FieldRecords, pay: _Payloads, rows: np.ndarray, parse: Any) -> bytes:
+    """The topic name the generated PUBLISH packets that start a segment use most (non-empty,
+    no wildcards); "data" when there is none."""
+    seen: dict[str, int] = {}
+    for i in rows.tolist():
+        data = pay.get(i)
+        if data[:1] and data[0] >> 4 == 3:
+            msgs = parse(data, int(records.packets["direction"][i]))[:1]
+            topic = msgs[0].get("topic") if msgs and "malformed" not in msgs[0] else None
+            if topic and "+" not in topic and "#" not in topic and topic.isprintable():
+                seen[topic] = seen.get(topic, 0) + 1
+    return max(seen, key=lambda t: seen[t]).encode() if seen else b"data"
+
+
 def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
-                         counts: dict[str, int], spec: ProtocolSpec | None) -> np.ndarray:
-    """MQTT streams that frame (see ``_mqtt_segment``), per side in time order; a side that did
-    not send its SYN in the flow is framed from its first segment only if that frames from its
-    first byte (else it may continue a packet begun before the flow, and the rules do not
-    judge it). A client that opens a session in
-    view (its SYN in the flow) without CONNECT sends one first. Returns, per packet, whether
-    its payload starts an MQTT packet of a flow the MQTT rules judge (the segments whose
-    packets the later steps may read). ``spec``: the MQTT plugin's protocol (its parser is the
-    one its rules judge with), None: not installed, nothing to do."""
+                         counts: dict[str, int], spec: ProtocolSpec | None) -> tuple[np.ndarray, bytes]:
+    """MQTT streams that frame (see ``_mqtt_segment``), per side in time order, in the flows the
+    MQTT rules judge (the plugin recognises them) and in every TCP flow on port 1883 (a
+    dissector reads those as MQTT). Each side is framed from its first byte, as a reader that
+    starts there frames it, in view (its SYN in the flow) or not; a client that opens a
+    session in view without CONNECT sends one first. Returns, per packet, whether its payload
+    starts an MQTT packet of such a flow (the segments whose packets the later steps may read),
+    and the topic that bytes which do not frame are published on (``_common_topic``). ``spec``:
+    the MQTT plugin's protocol (its parser is the one its rules judge with), None: not
+    installed, nothing to do."""
     at_packet = np.zeros(records.n_packets, bool)
     if spec is None:
-        return at_packet
+        return at_packet, b"data"
     parse = spec.parse
     p, fl = records.packets, records.flows
     rows = np.flatnonzero((fl["proto"][p["flow"]] == 6) & (pay.length > 0))
     rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
     first: dict[tuple[int, int], bytes] = {}
     for i in rows.tolist():
-        first.setdefault((int(p["flow"][i]), int(p["direction"][i])), b"")
-        if not first[(int(p["flow"][i]), int(p["direction"][i]))]:
-            first[(int(p["flow"][i]), int(p["direction"][i]))] = pay.get(i)[:512]
-    # the flows the MQTT rules judge: recognised as the evaluation recognises them
+        first.setdefault((int(p["flow"][i]), int(p["direction"][i])), pay.get(i)[:512])
     mqtt = {f for f in {k[0] for k in first}
-            if spec.recognise(int(fl["server_port"][f]), first.get((f, 0), b""), first.get((f, 1), b""))}
+            if MQTT_PORT in (int(fl["server_port"][f]), int(fl["client_port"][f]))
+            or spec.recognise(int(fl["server_port"][f]), first.get((f, 0), b""), first.get((f, 1), b""))}
     rows = rows[np.isin(p["flow"][rows], np.fromiter(mqtt, np.int64, len(mqtt)))]
+    topic = _common_topic(records, pay, rows, parse)
     syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
     syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
-    # side -> bytes of a packet still to come, or a fixed header begun (None: not framed)
-    state: dict[tuple[int, int], int | bytes | None] = {}
+    # side -> bytes of a packet still to come, or a fixed header begun
+    state: dict[tuple[int, int], int | bytes] = {}
     version: dict[int, int] = {}
     for i in rows.tolist():
         f, d = int(p["flow"][i]), int(p["direction"][i])
         data = pay.get(i)
         if (f, d) not in state:
-            in_view = (f, d) in syn_sides
-            if d == 0 and in_view and data[:1] != b"\x10":
+            if d == 0 and (f, d) in syn_sides and data[:1] != b"\x10":
                 data = MQTT_CONNECT + data
                 counts["mqtt_connect_added"] = counts.get("mqtt_connect_added", 0) + 1
-            if not in_view and not _mqtt_starts_packet(data, parse, d):
-                state[(f, d)] = None
-            else:
-                state[(f, d)] = 0
+            state[(f, d)] = 0
             head = parse(data, d)[:1]
             if head and head[0]["type_name"] in ("CONNECT", "CONNACK"):  # the version the session speaks
                 version.setdefault(f, int(head[0].get("protocol_level", head[0]["version"])))
         pending = state[(f, d)]
-        if pending is None:
-            continue
         if isinstance(pending, bytes):  # a fixed header begun in the segment before
-            whole, rest = _mqtt_segment(pending + data, parse, d, version.get(f, 4), counts)
+            whole, rest = _mqtt_segment(pending + data, parse, d, version.get(f, 4), counts, topic)
             framed = whole[len(pending):] if whole[:len(pending)] == pending else b""
             skip = 0
         else:
             skip = min(pending, len(data))
-            whole, rest = _mqtt_segment(data[skip:], parse, d, version.get(f, 4), counts)
+            whole, rest = _mqtt_segment(data[skip:], parse, d, version.get(f, 4), counts, topic)
             framed = whole
             rest += pending - skip if rest >= 0 else 0
         state[(f, d)] = rest if rest >= 0 else whole[rest:]
         if data[:skip] + framed != pay.get(i):
             pay.set(i, data[:skip] + framed)
         at_packet[i] = pending == 0 and bool(framed)
-    return at_packet
-
-
-def _mqtt_starts_packet(data: bytes, parse: Any, direction: int) -> bool:
-    """Whether a stream that may begin mid-packet frames from ``data``'s first byte (as the
-    MQTT rules decide whether to judge it)."""
-    msgs = parse(data, direction)
-    return bool(msgs) and msgs[0]["type_name"] != "INVALID"
+    return at_packet, topic

@@ -3,6 +3,8 @@ follow each side's bytes, SYN windows, well-formed option lists (see the package
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from pytrafgen.records import FieldRecords
@@ -156,3 +158,56 @@ def conform_syn_windows(records: FieldRecords, counts: dict[str, int]) -> np.nda
     window[bad] = np.where(largest[side[bad]] > 0, largest[side[bad]], 65535).astype(window.dtype)
     counts["tcp_syn_window"] = len(bad)
     return window
+
+
+def conform_handshakes(records: FieldRecords, ts: np.ndarray, counts: dict[str, int]) -> tuple[FieldRecords, np.ndarray]:
+    """Flows that open with the client's SYN and carry data get the server's SYN-ACK before the
+    first data segment (data flows only on a connection both sides opened): the server's first
+    packet after the SYN becomes the SYN-ACK where it comes before the data and carries neither
+    data nor FIN/RST (``tcp_synack_flags``); otherwise a SYN-ACK is inserted halfway between the
+    SYN and the packet after it, with the SYN's options and the server side's TTL and window
+    (``tcp_synack_added``, right after the SYN in record order). Flows without data (scans,
+    floods) are left as they are. Returns the records and their packet times."""
+    p = records.packets
+    in_view = _opens_with_client_syn(records, ts)
+    order = np.lexsort((np.arange(records.n_packets), ts, p["flow"]))
+    flow = p["flow"][order]
+    starts = np.r_[0, np.flatnonzero(flow[1:] != flow[:-1]) + 1] if len(order) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(order)]
+    flags = p["tcp_flags"].copy()
+    inserts: list[tuple[int, int, int]] = []  # (row to copy: the SYN, server row or -1, time)
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        rows = order[a:b]
+        if not in_view[int(flow[a])] or not (p["payload_len"][rows] > 0).any():
+            continue
+        first_data = int(np.argmax(p["payload_len"][rows] > 0))
+        server = np.flatnonzero(p["direction"][rows[1:]] == 1) + 1
+        if any((flags[rows[k]] & (SYN | ACK)) == SYN | ACK for k in server[server < first_data].tolist()):
+            continue  # opened (a refused connection may come first, on the same ports)
+        if len(server) and server[0] < first_data and p["payload_len"][rows[server[0]]] == 0 and not (
+                flags[rows[server[0]]] & (FIN | RST)):
+            flags[rows[server[0]]] = int(flags[rows[server[0]]]) | SYN | ACK
+            counts["tcp_synack_flags"] = counts.get("tcp_synack_flags", 0) + 1
+            continue
+        next_ts = int(ts[rows[1]]) if len(rows) > 1 else int(ts[rows[0]]) + 2_000
+        inserts.append((int(rows[0]), int(rows[server[0]]) if len(server) else -1, (int(ts[rows[0]]) + next_ts) // 2))
+    packets = {**p, "tcp_flags": flags}
+    if not inserts:
+        return replace(records, packets=packets), ts
+    syn_rows = np.array([s for s, _, _ in inserts], np.int64)
+    new = {k: v[syn_rows].copy() for k, v in packets.items()}
+    new["direction"][:] = 1
+    new["tcp_flags"][:] = SYN | ACK
+    new["seq"][:] = 0
+    new["ack"][:] = 1
+    new["ip_id"][:] = 0
+    new["payload_len"][:] = new["payload_stored"][:] = 0
+    new["ts_ns"][:] = [t for _, _, t in inserts]
+    for k, (_, server_row, _) in enumerate(inserts):
+        if server_row >= 0:
+            new["ttl"][k], new["window"][k] = p["ttl"][server_row], p["window"][server_row]
+    counts["tcp_synack_added"] = counts.get("tcp_synack_added", 0) + len(inserts)
+    at = syn_rows + 1  # each right after its SYN, so that record order stays time order in a flow
+    merged = {k: np.insert(v, at, new[k]) for k, v in packets.items()}
+    raw = {k: np.insert(v, at, np.zeros(len(inserts), v.dtype)) for k, v in records.raw_derived.items()}
+    return replace(records, packets=merged, raw_derived=raw), np.insert(ts, at, new["ts_ns"])

@@ -18,7 +18,7 @@ from pytrafgen.app_grammar import AppGrammar
 from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
 from pytrafgen_http.grammar import HTTP_GRAMMAR
 from pytrafgen_http.messages import build_message, message_fields, split_messages
-from pytrafgen_http.tokens import METHODS, TOKEN_NAMES, decode_payload, encode_payload
+from pytrafgen_http.tokens import METHODS, TOKEN_NAMES, decode_payload_total, encode_payload
 
 __version__ = version("pytrafgen-http")  # single source: this plugin's pyproject.toml
 
@@ -64,7 +64,9 @@ class HttpProtocol(ProtocolSpec):
         return HTTP_GRAMMAR
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:
-        return decode_payload(tokens)
+        """Any token sequence decodes (``decode_payload_total``): what the grammar lacks is
+        filled in, so no sampled flow is drawn again for its HTTP messages."""
+        return decode_payload_total(tokens, direction)
 
     def parse(self, stream: bytes, direction: int) -> list[dict[str, Any]]:
         """Messages in one direction's in-order stream. Each has ``offset``/``length`` in the

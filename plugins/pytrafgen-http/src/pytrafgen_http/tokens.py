@@ -19,6 +19,7 @@ follows (derived at decode time, so a generator need not count). Byte tokens are
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from pytrafgen.errors import TokenError
@@ -226,6 +227,11 @@ def _decode_message(r: _Reader, kind_token: int) -> tuple[bytes, bool]:
         else:
             r.pos -= 1
             msg.reason = r.text()
+    return _finish_message(r, msg)
+
+
+def _finish_message(r: _Reader, msg: RawMessage) -> tuple[bytes, bool]:
+    """The headers and body of ``msg`` (its start line decoded), closed where they break."""
     derived: list[Header] = []
     body = bytearray()
     try:
@@ -284,3 +290,83 @@ def decode_payload(tokens: Sequence[int]) -> bytes:
     if not parts:
         raise TokenError("http: empty token sequence")
     return b"".join(parts)
+
+
+def decode_payload_total(tokens: Sequence[int], direction: int) -> bytes:
+    """Payload bytes from any local token ids: ``decode_payload`` where it decodes; otherwise
+    the first message with what its start line lacks filled in (``_lenient_start``), its headers
+    and body closed where they break. Empty for no tokens. Sampled tokens never need drawing
+    again for their HTTP messages."""
+    if not len(tokens):
+        return b""
+    try:
+        return decode_payload(tokens)
+    except TokenError:
+        r = _Reader(tokens)
+        return _finish_message(r, _lenient_start(r, direction))[0]
+
+
+_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _lenient_start(r: _Reader, direction: int) -> RawMessage:
+    """A start line from the tokens at ``r`` with defaults for what they lack or break: the kind
+    the side sends (client: request, server: response), method GET, target "/", HTTP/1.1,
+    status 200 and its reason phrase; texts end at the first token that is not a byte (kept for
+    the headers), and keep only the characters their field allows (a version that is not
+    HTTP/x.y is HTTP/1.1)."""
+    def peek() -> int | None:
+        tok = int(r.tokens[r.pos]) if r.pos < len(r.tokens) else -1
+        return tok if 0 <= tok < len(TOKEN_NAMES) else None
+
+    def text() -> bytes:
+        out = bytearray()
+        while (tok := peek()) is not None and tok <= 255:
+            out.append(tok)
+            r.pos += 1
+        if peek() == T["END"]:
+            r.pos += 1
+        return bytes(out)
+
+    def named(prefix: str, other: str, default: bytes, allowed: frozenset[int]) -> bytes:
+        tok = peek()
+        if tok is not None and TOKEN_NAMES[tok].startswith(prefix):
+            r.pos += 1
+            return ID_TEXT[tok]
+        if tok == T[other]:
+            r.pos += 1
+            return bytes(c for c in text() if c in allowed) or default
+        return default
+
+    kind = peek()
+    if kind in (T["REQUEST"], T["RESPONSE"]):
+        r.pos += 1
+    else:
+        kind = T["RESPONSE"] if direction == 1 else T["REQUEST"]
+    msg = RawMessage("request" if kind == T["REQUEST"] else "response")
+    visible = frozenset(range(0x21, 0x7F))
+    if msg.kind == "request":
+        msg.method = named("METHOD:", "METHOD_OTHER", b"GET", _TOKEN_CHARS)
+        first = peek()
+        target = bytes(c for c in text() if c in visible) if first is not None and first <= 255 else b""
+        msg.target = target if target.startswith(b"/") else b"/" + target
+    msg.version = named("VERSION:", "VERSION_OTHER", b"HTTP/1.1", _TOKEN_CHARS | {ord("/")})
+    if not re.fullmatch(rb"HTTP/[0-9]\.[0-9]", msg.version):
+        msg.version = b"HTTP/1.1"
+    if msg.kind == "response":
+        msg.status = named("STATUS:", "STATUS_OTHER", b"200", frozenset(b"0123456789"))[:3]
+        if len(msg.status) != 3 or not b"100" <= msg.status <= b"599":
+            msg.status = b"200"
+        tok = peek()
+        standard = STATUS_REASONS.get(int(msg.status), "").encode() or None
+        if tok == T["REASON_NONE"]:
+            r.pos += 1
+            msg.reason = None
+        elif tok == T["REASON_STANDARD"]:
+            r.pos += 1
+            msg.reason = standard
+        elif tok is not None and tok <= 255:
+            msg.reason = bytes(c for c in text() if c == 0x20 or c in visible)
+        else:
+            msg.reason = standard
+    return msg

@@ -24,7 +24,7 @@ from pytrafgen_mqtt.packets import (
     split_packets,
     stream_version,
 )
-from pytrafgen_mqtt.tokens import TOKEN_NAMES, decode_payload, encode_payload
+from pytrafgen_mqtt.tokens import TOKEN_NAMES, decode_payload_total, encode_payload
 
 __version__ = version("pytrafgen-mqtt")  # single source: this plugin's pyproject.toml
 
@@ -85,7 +85,9 @@ class MqttProtocol(ProtocolSpec):
         return MQTT_GRAMMAR
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:
-        return decode_payload(tokens)
+        """Any token sequence decodes (``decode_payload_total``), so no sampled flow is drawn
+        again for its MQTT packets."""
+        return decode_payload_total(tokens, direction)
 
     def parse(self, stream: bytes, direction: int) -> list[dict[str, Any]]:
         """Packets in one direction's in-order stream, each with ``offset``/``length`` in the
