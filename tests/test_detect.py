@@ -7,12 +7,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from capture_files import ng_epb, ng_idb, ng_shb
+from capture_files import ng_block, ng_epb, ng_idb, ng_option, ng_shb
 from typer.testing import CliRunner
 
 import pytrafgen
@@ -221,6 +222,51 @@ def test_train_with_generated_flows(tmp_path: Path) -> None:
     header = json.loads((out / HEADER_FILE).read_text())
     assert header["training"]["generated_flows"] == n and header["kind"] == "boosting"
     assert load_detector(out).header.classes == ["udp_flood", "benign_coap", "syn_flood"]
+
+
+def test_generated_pcapng_flows_take_their_packet_comments(tmp_path: Path) -> None:
+    from test_flow_labels import interleaved_records, rate_plan
+
+    from pytrafgen.build import write_records
+
+    gen = tmp_path / "gen.pcapng"
+    summary = write_records(gen, interleaved_records(), rate_plan(), seed=3, file_format="pcapng")
+    settings = FlowSettings(max_flow_packets=2)  # every 3-packet flow is cut into two segments
+    from_csv = load_labeled([gen], None, settings, generated=True).captures[0].classes
+    Path(summary["flow_labels"]).unlink()
+    from_comments = load_labeled([gen], None, settings, generated=True).captures[0].classes
+    assert len(from_comments) == 180 and from_comments == from_csv
+    assert set(from_comments) == {"alpha", "beta", "gamma"}
+
+
+def _pcapng_with_comments(src: Path, out: Path, comment: str | None) -> None:
+    """``src``'s frames as a pcapng, each packet with ``comment`` (None: no options)."""
+    table = pytrafgen.read_pcap(src)
+    options = b"" if comment is None else ng_option("<", 1, comment.encode()) + ng_option("<", 0, b"")
+    blocks = [ng_shb("<"), ng_idb("<", 1, tsresol=9)]
+    for i in range(len(table)):
+        frame = table.data[int(table.frame_off[i]) : int(table.frame_off[i]) + int(table.caplen[i])].tobytes()
+        ts = int(table.ts_ns[i])
+        head = struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame))
+        blocks.append(ng_block("<", 6, head + frame + bytes(-len(frame) % 4) + options))
+    out.write_bytes(b"".join(blocks))
+
+
+def test_train_with_generated_pcapng_labeled_by_comments(tmp_path: Path, fails: object) -> None:
+    gen = tmp_path / "gen.pcapng"
+    _pcapng_with_comments(CORPUS / "udp_flood.pcap", gen, "class=udp_flood flow=0")
+    n = _flow_count(gen, FlowSettings())
+    out = tmp_path / "det"
+    files = [CORPUS / "udp_flood.pcap", CORPUS / "benign_coap.pcap", CORPUS / "syn_flood.pcap"]
+    result = _cli("detect", "train", *files, "--labels", MANIFEST, "--generated", gen, "--model", "forest",
+                  "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / HEADER_FILE).read_text())["training"]["generated_flows"] == n
+
+    bare = tmp_path / "bare.pcapng"
+    _pcapng_with_comments(CORPUS / "udp_flood.pcap", bare, None)
+    fails(["detect", "train", *files, "--labels", MANIFEST, "--generated", bare, "--model", "forest",
+           "--out", tmp_path / "det2"], "no flow labels", "class=NAME")
 
 
 @pytest.mark.slow
