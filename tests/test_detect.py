@@ -114,7 +114,8 @@ def test_selected_flows_encode_as_in_the_whole_table(forest: Path) -> None:
 
 def test_streamed_host_context_equals_the_whole_capture(tmp_path: Path) -> None:
     """Several clients' flows interleaved in time: the host context a streamed run keeps in its
-    sliding window, chunk by chunk, is the whole capture's."""
+    sliding window, chunk by chunk, is the whole capture's (the window after a flow included:
+    each flow is released once its context is final)."""
     from scapy.layers.inet import IP
     from scapy.utils import rdpcap, wrpcap
 
@@ -139,6 +140,10 @@ def test_streamed_host_context_equals_the_whole_capture(tmp_path: Path) -> None:
     for part in parts:  # bring the captures into one time span so their flows interleave
         part.ts_ns[:] = part.ts_ns - part.ts_ns.min() + step
         step += 7_000_000
+    # and a SYN flood 45 s later: the first flows' windows close while it is read
+    again = pytrafgen.read_pcap(CORPUS / "syn_flood.pcap")
+    again.ts_ns[:] = again.ts_ns - again.ts_ns.min() + 45_000_000_000
+    parts.append(again)
     table = pytrafgen.PacketTable.concat(parts)
     path = tmp_path / "mixed.pcap"
     pytrafgen.write_pcap(path, table.take(np.argsort(table.ts_ns, kind="stable")))
@@ -150,9 +155,15 @@ def test_streamed_host_context_equals_the_whole_capture(tmp_path: Path) -> None:
     expected = {int(flows.first_packet[f]): whole[f].tolist() for f in range(len(flows))}
     for chunk in (23, 500):
         streamed = {}
-        for batch, done, context in iter_finished_flows(path, settings, chunk_packets=chunk):
-            streamed.update(zip(batch.first_row[done].tolist(), context.tolist(), strict=True))
+        released = []
+        for first_row, context, columns in iter_finished_flows(path, settings, lambda b, d: {"first": b.first_row[d]},
+                                                               chunk_packets=chunk):
+            assert np.array_equal(columns["first"], first_row)
+            streamed.update(zip(first_row.tolist(), context.tolist(), strict=True))
+            released.append(first_row)
         assert streamed == expected, chunk
+        assert sum(len(r) for r in released) == len(expected)
+        assert len(released) > 1, (chunk, [len(r) for r in released])  # released while still reading
 
 
 def test_distinct_rows_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
