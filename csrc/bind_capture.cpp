@@ -163,6 +163,27 @@ public:
         return py::make_tuple(count, bytes, skipped_dict(skipped));
     }
 
+    // The remaining records' packet comments: (record index from this call's start, for
+    // records that carry one; the comments' bytes). Index i is row i of a read() from here.
+    py::tuple comments() {
+        std::vector<uint64_t> index;
+        std::vector<std::string> found;  // copied under the lock: a close() may unmap right after
+        with_walker([&](RecordWalker& w) {
+            w.set_read_comments(true);
+            RawRecord rec;
+            for (uint64_t i = 0; w.next(rec); ++i)
+                if (rec.comment != nullptr) {
+                    index.push_back(i);
+                    found.emplace_back(reinterpret_cast<const char*>(rec.comment), rec.comment_len);
+                }
+            w.set_read_comments(false);
+        });
+        py::list texts;
+        for (const auto& text : found) texts.append(py::bytes(text));
+        const auto n = py::ssize_t(index.size());
+        return py::make_tuple(owned_array(std::move(index), {n}), texts);
+    }
+
     uint64_t offset() { return locked_walker([](RecordWalker& w) { return w.offset(); }); }
     bool done() { return locked_walker([](RecordWalker& w) { return w.done(); }); }
     std::string format() {
@@ -280,6 +301,12 @@ void bind_capture(py::module_& m) {
         .def("walk", &CaptureFile::walk, R"pbdoc(
             Walk the remaining record headers without dissecting or copying (benchmark floor).
             Returns ``(records, captured_bytes, skipped)``.
+        )pbdoc")
+        .def("comments", &CaptureFile::comments, R"pbdoc(
+            Walk the remaining records and return their pcapng packet comments (the first
+            opt_comment of each Enhanced/obsolete Packet Block) as ``(index, texts)``: a uint64
+            array of record indexes counted from here (row i of a ``read`` from here) and a
+            list of the comments' bytes. Classic pcap has no comments: empty.
         )pbdoc")
         .def("close", &CaptureFile::close, R"pbdoc(Unmap the file; later reads raise ValueError.)pbdoc")
         .def_property_readonly("offset", &CaptureFile::offset, "Byte offset of the next record.")

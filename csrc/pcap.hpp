@@ -57,6 +57,10 @@ struct RawRecord {
     uint32_t wirelen = 0;
     uint16_t linktype = 0;
     uint16_t iface = 0;
+    // The block's first opt_comment (UTF-8, not terminated) when the walker was asked for
+    // comments (set_read_comments), else nullptr / 0. Points into the input.
+    const uint8_t* comment = nullptr;
+    uint16_t comment_len = 0;
 };
 
 enum class CaptureFormat { kPcap, kPcapng };
@@ -89,6 +93,9 @@ public:
     uint64_t offset() const { return off_; }
     bool done() const { return off_ >= n_; }
     const uint64_t* skipped() const { return skipped_; }
+    // Also parse each EPB/OPB's options for its opt_comment (off by default: the packet
+    // path does not pay for options it does not need).
+    void set_read_comments(bool on) { read_comments_ = on; }
 
     // Fills `rec` with the next packet record and returns true, or returns false at the end.
     bool next(RawRecord& rec) {
@@ -227,6 +234,14 @@ private:
                                            " exceeds the block");
             frame = b + 20;
         }
+        rec.comment = nullptr;
+        rec.comment_len = 0;
+        if (read_comments_ && type != 3) {
+            // Options follow the frame padded to 4 bytes; caplen <= body_len - 20 was checked,
+            // and the padding may reach past the body (then there are no options).
+            size_t first = 20 + ((size_t(caplen) + 3) & ~size_t(3));
+            if (first <= body_len) find_comment(b + first, body_len - first, rec);
+        }
         if (iface >= ifaces_.size()) {
             ++skipped_[kSkipUnknownInterface];
             return false;
@@ -248,6 +263,22 @@ private:
         rec.linktype = f.linktype;
         rec.iface = uint16_t(iface);
         return true;
+    }
+
+    // The first opt_comment (code 1) of an option list of `len` bytes at `o`. A malformed
+    // list (an option running past the block) ends the search, as in read_interface.
+    void find_comment(const uint8_t* o, size_t len, RawRecord& rec) const {
+        size_t at = 0;
+        while (at + 4 <= len) {  // not len - at: a padded value may step past len
+            uint16_t code = u16(o + at), vlen = u16(o + at + 2);
+            if (code == 0 || vlen > len - at - 4) return;
+            if (code == 1) {
+                rec.comment = o + at + 4;
+                rec.comment_len = vlen;
+                return;
+            }
+            at += 4 + ((size_t(vlen) + 3) & ~size_t(3));
+        }
     }
 
     bool next_pcapng(RawRecord& rec) {
@@ -295,6 +326,7 @@ private:
     bool big_ = false;
     bool nano_ = false;
     bool seen_section_ = false;
+    bool read_comments_ = false;
     uint32_t snaplen_ = 0;
     uint16_t linktype_ = 0;
     std::vector<Iface> ifaces_;

@@ -222,6 +222,19 @@ def read_pcap(path: str | os.PathLike[str], max_packets: int | None = None) -> P
         reader.close()
 
 
+def read_packet_comments(path: str | os.PathLike[str]) -> dict[int, str]:
+    """Packet comments of a pcapng capture: ``{row: comment}`` for the packets whose block has
+    an opt_comment (the first one; UTF-8, undecodable bytes replaced), keyed by the row
+    ``read_pcap(path)`` gives that packet. Empty for classic pcap. Options that run past
+    their block end the block's option list (counted as no comment), never the read."""
+    reader = _open(path)
+    try:
+        index, texts = reader.comments()
+    finally:
+        reader.close()
+    return {int(i): t.decode("utf-8", "replace") for i, t in zip(index.tolist(), texts, strict=True)}
+
+
 def iter_pcap(path: str | os.PathLike[str], chunk_packets: int = 1_000_000) -> Iterator[PacketTable]:
     """Yield the capture in tables of at most ``chunk_packets`` rows (bounded memory: the file
     is memory-mapped and each chunk holds only its own frames). Each chunk's ``skipped``

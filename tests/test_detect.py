@@ -7,12 +7,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from capture_files import ng_epb, ng_idb, ng_shb
+from capture_files import ng_block, ng_epb, ng_idb, ng_option, ng_shb
 from typer.testing import CliRunner
 
 import pytrafgen
@@ -113,7 +114,8 @@ def test_selected_flows_encode_as_in_the_whole_table(forest: Path) -> None:
 
 def test_streamed_host_context_equals_the_whole_capture(tmp_path: Path) -> None:
     """Several clients' flows interleaved in time: the host context a streamed run keeps in its
-    sliding window, chunk by chunk, is the whole capture's."""
+    sliding window, chunk by chunk, is the whole capture's (the window after a flow included:
+    each flow is released once its context is final)."""
     from scapy.layers.inet import IP
     from scapy.utils import rdpcap, wrpcap
 
@@ -138,6 +140,10 @@ def test_streamed_host_context_equals_the_whole_capture(tmp_path: Path) -> None:
     for part in parts:  # bring the captures into one time span so their flows interleave
         part.ts_ns[:] = part.ts_ns - part.ts_ns.min() + step
         step += 7_000_000
+    # and a SYN flood 45 s later: the first flows' windows close while it is read
+    again = pytrafgen.read_pcap(CORPUS / "syn_flood.pcap")
+    again.ts_ns[:] = again.ts_ns - again.ts_ns.min() + 45_000_000_000
+    parts.append(again)
     table = pytrafgen.PacketTable.concat(parts)
     path = tmp_path / "mixed.pcap"
     pytrafgen.write_pcap(path, table.take(np.argsort(table.ts_ns, kind="stable")))
@@ -149,9 +155,15 @@ def test_streamed_host_context_equals_the_whole_capture(tmp_path: Path) -> None:
     expected = {int(flows.first_packet[f]): whole[f].tolist() for f in range(len(flows))}
     for chunk in (23, 500):
         streamed = {}
-        for batch, done, context in iter_finished_flows(path, settings, chunk_packets=chunk):
-            streamed.update(zip(batch.first_row[done].tolist(), context.tolist(), strict=True))
+        released = []
+        for first_row, context, columns in iter_finished_flows(path, settings, lambda b, d: {"first": b.first_row[d]},
+                                                               chunk_packets=chunk):
+            assert np.array_equal(columns["first"], first_row)
+            streamed.update(zip(first_row.tolist(), context.tolist(), strict=True))
+            released.append(first_row)
         assert streamed == expected, chunk
+        assert sum(len(r) for r in released) == len(expected)
+        assert len(released) > 1, (chunk, [len(r) for r in released])  # released while still reading
 
 
 def test_distinct_rows_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,6 +233,51 @@ def test_train_with_generated_flows(tmp_path: Path) -> None:
     header = json.loads((out / HEADER_FILE).read_text())
     assert header["training"]["generated_flows"] == n and header["kind"] == "boosting"
     assert load_detector(out).header.classes == ["udp_flood", "benign_coap", "syn_flood"]
+
+
+def test_generated_pcapng_flows_take_their_packet_comments(tmp_path: Path) -> None:
+    from test_flow_labels import interleaved_records, rate_plan
+
+    from pytrafgen.build import write_records
+
+    gen = tmp_path / "gen.pcapng"
+    summary = write_records(gen, interleaved_records(), rate_plan(), seed=3, file_format="pcapng")
+    settings = FlowSettings(max_flow_packets=2)  # every 3-packet flow is cut into two segments
+    from_csv = load_labeled([gen], None, settings, generated=True).captures[0].classes
+    Path(summary["flow_labels"]).unlink()
+    from_comments = load_labeled([gen], None, settings, generated=True).captures[0].classes
+    assert len(from_comments) == 180 and from_comments == from_csv
+    assert set(from_comments) == {"alpha", "beta", "gamma"}
+
+
+def _pcapng_with_comments(src: Path, out: Path, comment: str | None) -> None:
+    """``src``'s frames as a pcapng, each packet with ``comment`` (None: no options)."""
+    table = pytrafgen.read_pcap(src)
+    options = b"" if comment is None else ng_option("<", 1, comment.encode()) + ng_option("<", 0, b"")
+    blocks = [ng_shb("<"), ng_idb("<", 1, tsresol=9)]
+    for i in range(len(table)):
+        frame = table.data[int(table.frame_off[i]) : int(table.frame_off[i]) + int(table.caplen[i])].tobytes()
+        ts = int(table.ts_ns[i])
+        head = struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame))
+        blocks.append(ng_block("<", 6, head + frame + bytes(-len(frame) % 4) + options))
+    out.write_bytes(b"".join(blocks))
+
+
+def test_train_with_generated_pcapng_labeled_by_comments(tmp_path: Path, fails: object) -> None:
+    gen = tmp_path / "gen.pcapng"
+    _pcapng_with_comments(CORPUS / "udp_flood.pcap", gen, "class=udp_flood flow=0")
+    n = _flow_count(gen, FlowSettings())
+    out = tmp_path / "det"
+    files = [CORPUS / "udp_flood.pcap", CORPUS / "benign_coap.pcap", CORPUS / "syn_flood.pcap"]
+    result = _cli("detect", "train", *files, "--labels", MANIFEST, "--generated", gen, "--model", "forest",
+                  "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / HEADER_FILE).read_text())["training"]["generated_flows"] == n
+
+    bare = tmp_path / "bare.pcapng"
+    _pcapng_with_comments(CORPUS / "udp_flood.pcap", bare, None)
+    fails(["detect", "train", *files, "--labels", MANIFEST, "--generated", bare, "--model", "forest",
+           "--out", tmp_path / "det2"], "no flow labels", "class=NAME")
 
 
 @pytest.mark.slow

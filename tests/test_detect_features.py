@@ -109,8 +109,13 @@ def _context_reference(table: pytrafgen.PacketTable, flows: object, f: int) -> d
     window = [g for g in range(len(first)) if bytes(flows.client_addr[g]) == client and first[g] <= first[f]
               and clock(g) >= clock(f) - CONTEXT_WINDOW_S * 1e9]
     same_port = sum(int(flows.server_port[g]) == int(flows.server_port[f]) for g in window)
+    around = [g for g in range(len(first)) if bytes(flows.client_addr[g]) == client
+              and abs(clock(g) - clock(f)) <= CONTEXT_WINDOW_S * 1e9]
+    around_port = sum(int(flows.server_port[g]) == int(flows.server_port[f]) for g in around)
     return {"ctx_client_flows": math.floor(math.log2(len(window))),
-            "ctx_client_port_flows": math.floor(math.log2(same_port))}
+            "ctx_client_port_flows": math.floor(math.log2(same_port)),
+            "ctx_client_flows_around": math.floor(math.log2(len(around))),
+            "ctx_client_port_flows_around": math.floor(math.log2(around_port))}
 
 
 @pytest.mark.parametrize("name", ["benign_http", "benign_mqtt", "udp_flood", "nmap_version_scan", "benign_coap"])

@@ -1,4 +1,5 @@
-// libFuzzer harness: pcap / pcapng record walker + L2–L4 dissector + columnar packet table,
+// libFuzzer harness: pcap / pcapng record walker (with and without packet comments) + L2–L4
+// dissector + columnar packet table,
 // on an in-memory buffer (the same code path as pytrafgen.read_pcap / CaptureFile.from_bytes).
 //
 // Besides ASan/UBSan findings it aborts when a dissected row breaks an invariant that the
@@ -52,6 +53,24 @@ void read_all(const uint8_t* data, size_t size, uint64_t chunk) {
     if (total_skipped > size) broken("more skipped records than bytes", 0);
 }
 
+// Walks with packet comments on: each comment must lie inside the input, and the walk must
+// find the same records as without comments (options never change framing).
+void comments_all(const uint8_t* data, size_t size) {
+    RecordWalker plain(data, size), commented(data, size);
+    commented.set_read_comments(true);
+    RawRecord a, b;
+    for (size_t i = 0;; ++i) {
+        const bool more_a = plain.next(a), more_b = commented.next(b);
+        if (more_a != more_b) broken("comments changed the number of records", i);
+        if (!more_a) break;
+        if (a.file_offset != b.file_offset || a.caplen != b.caplen) broken("comments changed a record", i);
+        if (b.comment != nullptr &&
+            (b.comment < data || b.comment + b.comment_len > data + size || b.comment < b.frame + b.caplen))
+            broken("comment outside the input or inside the frame", i);
+        if (b.comment == nullptr && b.comment_len != 0) broken("comment length without a comment", i);
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -59,6 +78,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         read_all(data, size, 0);
     } catch (const CaptureFault& f) {
         if (f.offset > size) broken("fault offset past the end of the input", 0);
+    }
+    try {
+        comments_all(data, size);
+    } catch (const CaptureFault&) {
     }
     // The chunked walk must neither crash nor spin (the first byte picks the chunk size).
     if (size > 0) {

@@ -56,8 +56,9 @@ def _block(endian: str, btype: int, body: bytes) -> bytes:
     return struct.pack(endian + "II", btype, length) + body + struct.pack(endian + "I", length)
 
 
-def as_pcapng(header: bytes, records: list[tuple[int, int, bytes]], endian: str) -> bytes:
-    """The same records as one pcapng section: SHB, IDB (with if_tsresol), EPBs."""
+def as_pcapng(header: bytes, records: list[tuple[int, int, bytes]], endian: str, comments: bool = False) -> bytes:
+    """The same records as one pcapng section: SHB, IDB (with if_tsresol), EPBs (with an
+    opt_comment each, as `pytrafgen generate --format pcapng` writes, when ``comments``)."""
     nano = struct.unpack_from("<I", header)[0] == 0xA1B23C4D
     linktype, snaplen = struct.unpack_from("<I", header, 20)[0] & 0xFFFF, struct.unpack_from("<I", header, 16)[0]
     shb = _block(endian, 0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1))
@@ -66,9 +67,13 @@ def as_pcapng(header: bytes, records: list[tuple[int, int, bytes]], endian: str)
     idb = _block(endian, 1, struct.pack(endian + "HHI", linktype, 0, snaplen) + opts)
     out = bytearray(shb + idb)
     unit = 10**tsresol
-    for sec, frac, frame in records:
+    for k, (sec, frac, frame) in enumerate(records):
         ts = sec * unit + frac
         body = struct.pack(endian + "IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame)) + frame
+        if comments:
+            text = f"class=c{k % 3} flow={k}".encode()
+            body += b"\0" * (-len(body) % 4) + struct.pack(endian + "HH", 1, len(text)) + text
+            body += b"\0" * (-len(body) % 4) + struct.pack(endian + "HH", 0, 0)
         out += _block(endian, 6, body)
     return bytes(out)
 
@@ -82,7 +87,8 @@ def cc0_seeds(out: Path) -> int:
     count = 0
     for path in sorted((DATA / "captures").glob("*.pcap")):
         for header, records in pcap_slices(path.read_bytes()):
-            for blob in (as_pcap(header, records), as_pcapng(header, records, "<"), as_pcapng(header, records, ">")):
+            for blob in (as_pcap(header, records), as_pcapng(header, records, "<"), as_pcapng(header, records, ">"),
+                         as_pcapng(header, records, "<", comments=True), as_pcapng(header, records, ">", comments=True)):
                 write_seed(out, blob)
                 count += 1
     return count

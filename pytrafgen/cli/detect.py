@@ -46,8 +46,8 @@ def train(
     out: OutDir,
     labels: Labels = None,
     generated: Annotated[list[Path] | None, typer.Option(
-        "--generated", "-g", help="Generated pcap to add to the training flows (labels from <pcap>.flows.csv); "
-                                  "repeatable.")] = None,
+        "--generated", "-g", help="Generated pcap to add to the training flows (labels from <pcap>.flows.csv, "
+                                  "else a pcapng's class=NAME packet comments); repeatable.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="forest, boosting or transformer.")] = "forest",
     val_share: Annotated[float, typer.Option("--val-share", help="Share of real flows held out for validation.")]
     = 0.2,

@@ -3,7 +3,9 @@ class, its feature row and (kept for the transformer) its packets.
 
 A real capture's flows all take the class the labels manifest (``file,class,label``, the
 format of ``manifest.csv``) gives the file; a generated pcap's flows take theirs from its
-companion ``<pcap>.flows.csv`` (``pytrafgen generate`` writes it). Flows are assembled with
+companion ``<pcap>.flows.csv`` (``pytrafgen generate`` writes it) or, when there is none, from
+the packet comments ``class=… flow=…`` of a pcapng (``generate --format pcapng``): each flow
+takes the class in its first packet's comment. Flows are assembled with
 the detector's ``idle_timeout_s`` and ``max_flow_packets``; a companion CSV numbers the flows
 of the default assembly (idle timeout 120 s, no packet limit), so each segment takes the class of the flow its
 first packet belonged to.
@@ -100,11 +102,29 @@ def _classes_from_companion(table: Any, flows: Any, companion: Path) -> list[str
     return [c or None for c in packet_class[np.asarray(flows.first_packet, np.int64)]]
 
 
+def _classes_from_comments(path: Path, flows: Any) -> list[str | None] | None:
+    """Class per flow from pcapng packet comments (``class=NAME ...`` on the flow's first
+    packet); None when the capture has no packet comments at all."""
+    from pytrafgen.capture import read_packet_comments
+
+    comments = read_packet_comments(path)
+    if not comments:
+        return None
+    classes: list[str | None] = []
+    for row in np.asarray(flows.first_packet, np.int64).tolist():
+        fields = dict(part.split("=", 1) for part in comments.get(row, "").split() if "=" in part)
+        classes.append(fields.get("class") or None)
+    if all(c is None for c in classes):
+        raise PytrafgenError(f"{path}: packet comments name no class (expected 'class=NAME flow=N')")
+    return classes
+
+
 def load_labeled(paths: Sequence[Path], manifest: Mapping[str, tuple[str, str]] | None,
                  settings: FlowSettings, generated: bool = False) -> LabeledFlows:
     """Read ``paths``; a file's class comes from ``manifest`` (by file name or path), else
-    (generated pcaps) from its companion ``<pcap>.flows.csv``. A real capture that the manifest
-    does not list is an error; so is a generated pcap without a companion file."""
+    (generated pcaps) from its companion ``<pcap>.flows.csv``, else from its pcapng packet
+    comments. A real capture that the manifest does not list is an error; so is a generated
+    pcap with neither a companion file nor class comments."""
     from pytrafgen.flow_labels import companion_labels
 
     captures: list[CaptureFlows] = []
@@ -119,8 +139,11 @@ def load_labeled(paths: Sequence[Path], manifest: Mapping[str, tuple[str, str]] 
                 kinds[entry[0]] = entry[1]
         elif generated and (companion := companion_labels(path)) is not None:
             classes = _classes_from_companion(table, flows, companion)
+        elif generated and (from_comments := _classes_from_comments(path, flows)) is not None:
+            classes = from_comments
         elif generated:
-            raise PytrafgenError(f"{path}: no flow labels (write {path}.flows.csv, as `pytrafgen generate` does)")
+            raise PytrafgenError(f"{path}: no flow labels (write {path}.flows.csv, as `pytrafgen generate` does, "
+                                 "or packet comments 'class=NAME' in a pcapng, as `generate --format pcapng` does)")
         else:
             raise PytrafgenError(f"{path}: not listed in the labels manifest")
         captures.append(CaptureFlows(path, table, flows, classes))

@@ -94,6 +94,12 @@ class Detector(ABC):
         capture (a streamed batch; see :mod:`.context`); detectors without it ignore it."""
         return self.encode(packets, flows)[select]
 
+    def with_context(self, inputs: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """``inputs`` (rows of ``encode_selected``) with their host context replaced by
+        ``context`` (a streamed run learns a flow's context after its features); detectors
+        without context columns return ``inputs``."""
+        return inputs
+
     @abstractmethod
     def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
         """Train on rows of ``encode`` output with class indices into ``header.classes``."""
@@ -157,6 +163,15 @@ class SklearnDetector(Detector):
                                      for name in ("proto", "server_port", "client_port", "start_ns", "end_ns")})
         return detect_features(packets, columns, renumber[np.asarray(flows.flow_id)], np.asarray(flows.direction),
                                context)
+
+    def with_context(self, inputs: np.ndarray, context: np.ndarray) -> np.ndarray:
+        from pytrafgen.detect.context import CONTEXT_NAMES
+        from pytrafgen.detect.features import FEATURE_NAMES
+
+        first = FEATURE_NAMES.index(CONTEXT_NAMES[0])  # the context columns are the last ones, in order
+        out = np.array(inputs, copy=True)
+        out[:, first:first + len(CONTEXT_NAMES)] = context
+        return out
 
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
         out = np.zeros((len(inputs), len(self.header.classes)))

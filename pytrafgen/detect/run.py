@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from pytrafgen.detect.context import ContextWindow
+from pytrafgen.detect.context import CONTEXT_NAMES, ContextWindow
 from pytrafgen.detect.data import FlowSettings
 from pytrafgen.detect.model import Detector
 from pytrafgen.detect.stream import DEFAULT_CHUNK_PACKETS, FlowBatch, iter_flow_batches
@@ -91,11 +91,46 @@ def _address_strings(addrs: np.ndarray) -> list[str]:
     return [texts[i] for i in inverse.ravel()]
 
 
-def iter_finished_flows(path: str | Path, settings: FlowSettings, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
-                        skipped: dict[str, int] | None = None) -> Iterator[tuple[FlowBatch, np.ndarray, np.ndarray]]:
-    """Each batch of one capture with its finished flows (indices into ``batch.flows``) and
-    their host context (:mod:`.context`), kept by a sliding window across batches."""
+Columns = dict[str, np.ndarray]
+
+
+def _concat(parts: list[Columns]) -> Columns:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if len(parts) > 1 else parts[0]
+
+
+def _pick(columns: Columns, select: np.ndarray) -> Columns:
+    return {k: v[select] for k, v in columns.items()}
+
+
+def iter_finished_flows(path: str | Path, settings: FlowSettings,
+                        take: Callable[[FlowBatch, np.ndarray], Columns],
+                        chunk_packets: int = DEFAULT_CHUNK_PACKETS,
+                        skipped: dict[str, int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, Columns]]:
+    """Finished flows of one capture once their host context (:mod:`.context`) is final:
+    ``(first_row, context, columns)`` in first-row order, where ``columns`` is what
+    ``take(batch, done)`` returned (arrays with one entry per flow) for them when their batch
+    finished them. A flow waits at most CONTEXT_WINDOW_S of capture time after its start."""
     window = ContextWindow()
+    waiting: list[tuple[np.ndarray, np.ndarray, Columns]] = []  # (first_row, start clock, columns)
+
+    def release(ready_only: bool, oldest_open: int) -> Iterator[tuple[np.ndarray, np.ndarray, Columns]]:
+        """Yield the waiting flows whose context is final (all with ``ready_only`` False);
+        ``oldest_open``: start clock of the oldest flow not finished yet (its window must stay)."""
+        if not waiting:
+            window.forget(oldest_open)
+            return
+        first_row = np.concatenate([w[0] for w in waiting])
+        clock = np.concatenate([w[1] for w in waiting])
+        columns = _concat([w[2] for w in waiting])
+        ready = window.final(clock) if ready_only else np.ones(len(clock), bool)
+        waiting.clear()
+        if not ready.all():
+            waiting.append((first_row[~ready], clock[~ready], _pick(columns, ~ready)))
+        if ready.any():
+            order = np.flatnonzero(ready)[np.argsort(first_row[ready], kind="stable")]
+            yield first_row[order], window.context(first_row[order]), _pick(columns, order)
+        window.forget(min(oldest_open, int(clock[~ready].min())) if not ready.all() else oldest_open)
+
     for batch in iter_flow_batches(path, settings, chunk_packets):
         if skipped is not None:
             for k, v in batch.skipped.items():
@@ -104,28 +139,35 @@ def iter_finished_flows(path: str | Path, settings: FlowSettings, chunk_packets:
         window.add(np.asarray(f.client_addr)[batch.new], np.asarray(f.server_port)[batch.new],
                    batch.start_clock[batch.new], batch.first_row[batch.new])
         done = np.flatnonzero(batch.done)
-        if len(done) == 0:
-            continue
-        yield batch, done, window.take(batch.first_row[done])
+        if len(done):
+            waiting.append((batch.first_row[done], batch.start_clock[done], take(batch, done)))
+        still_open = batch.start_clock[~batch.done]
+        yield from release(True, int(still_open.min()) if len(still_open) else window.newest)
+    yield from release(False, window.newest)
 
 
 def iter_verdicts(detector: Detector, path: str | Path, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
                   skipped: dict[str, int] | None = None) -> Iterator[Verdicts]:
-    """Verdicts of every flow of one capture, batch by batch as flows finish."""
-    for batch, done, context in iter_finished_flows(path, detector.header.settings, chunk_packets, skipped):
+    """Verdicts of every flow of one capture, batch by batch as flows finish and their host
+    context is final."""
+
+    def take(batch: FlowBatch, done: np.ndarray) -> Columns:
         f = batch.flows
-        inputs = detector.encode_selected(batch.packets, batch.flows, done, context)
-        proba = detector.predict_proba(inputs)
+        columns = {name: np.asarray(getattr(f, name))[done] for name in _FLOW_COLUMNS}
+        # the context is not final yet: placeholder columns, filled in by with_context
+        columns["inputs"] = detector.encode_selected(batch.packets, f, done, np.zeros((len(done), len(CONTEXT_NAMES))))
+        return columns
+
+    for first_row, context, c in iter_finished_flows(path, detector.header.settings, take, chunk_packets, skipped):
+        proba = detector.predict_proba(detector.with_context(c["inputs"], context))
         predicted = proba.argmax(axis=1)
-        order = np.argsort(batch.first_row[done], kind="stable")
-        sel = done[order]
-        yield Verdicts(
-            str(path), batch.first_row[sel], np.asarray(f.proto)[sel], np.asarray(f.client_addr)[sel],
-            np.asarray(f.client_port)[sel], np.asarray(f.server_addr)[sel],
-            np.asarray(f.server_port)[sel], np.asarray(f.start_ns)[sel], np.asarray(f.end_ns)[sel],
-            np.asarray(f.packets)[sel], np.asarray(f.bytes)[sel], predicted[order],
-            proba[order, predicted[order]],
-        )
+        yield Verdicts(str(path), first_row, c["proto"], c["client_addr"], c["client_port"], c["server_addr"],
+                       c["server_port"], c["start_ns"], c["end_ns"], c["packets"], c["bytes"], predicted,
+                       proba[np.arange(len(predicted)), predicted])
+
+
+_FLOW_COLUMNS = ("proto", "client_addr", "client_port", "server_addr", "server_port", "start_ns", "end_ns",
+                 "packets", "bytes")
 
 
 def _iso(ns: np.ndarray) -> list[str]:
