@@ -54,6 +54,7 @@ BUILTIN_PLUGIN_MODULES: tuple[str, ...] = (
 KNOWN_DISTRIBUTIONS: dict[str, str] = {
     "http": "pytrafgen-http",
     "mqtt": "pytrafgen-mqtt",
+    "coap": "pytrafgen-coap",
     "gan": "pytrafgen-gan",
     "diffusion": "pytrafgen-diffusion",
 }

@@ -85,8 +85,9 @@ class ProtocolSpec(ABC):
         raise PytrafgenError(f"protocol {self.name!r} has no token codec")
 
     def parse(self, stream: bytes, direction: int) -> list[dict[str, Any]]:
-        """Messages (field name -> value) in an in-order byte stream of one direction; each
-        holds ``offset``, its first byte's position in ``stream`` (rules map it to a packet)."""
+        """Messages (field name -> value) in an in-order byte stream of one direction (over UDP:
+        one datagram); each holds ``offset``, its first byte's position in ``stream`` (rules map
+        it to a packet)."""
         return []
 
     def build(self, message: Mapping[str, Any], direction: int) -> bytes:

@@ -13,6 +13,11 @@ a training flow (addresses, ports on the client side, ISNs and timestamps are ex
 builder re-draws them); and the nearest-neighbour distance ratio d1/d2 (distance to the
 nearest and second-nearest training flow in feature space) of generated flows, beside the
 same ratio of the real test flows as the reference a non-copying generator should match.
+Near copies (same packet sizes and directions, payloads within a small edit distance:
+``copies.py``) are counted beside the exact ones. Both are reported for the real test flows
+too: the rate at which real flows the generator never saw copy the training flows is the floor
+(floods repeat identical packets by nature), not zero. With ``evaluate --real B --train A``
+this is one recording (B) against another (A).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
+from pytrafgen.evaluate.copies import EDIT_SHARE, NearCopyIndex, copy_shares, flow_shapes, near_copies
 from pytrafgen.evaluate.evalset import EvalSet
 from pytrafgen.evaluate.features import Standardiser
 
@@ -114,33 +120,42 @@ def diversity(real: EvalSet, generated: EvalSet, k: int = 5, max_flows: int = 40
 
 
 def memorisation(train: EvalSet, generated: EvalSet, real_test: EvalSet | None = None,
-                 max_flows: int = 4000, seed: int = 0) -> dict[str, Any]:
-    """Exact-copy share and nearest-neighbour distance ratios against the training flows."""
+                 max_flows: int = 4000, seed: int = 0, edit_share: float = EDIT_SHARE) -> dict[str, Any]:
+    """Exact- and near-copy shares and nearest-neighbour distance ratios against the training
+    flows, for the generated flows and (the floor) the real test flows."""
     rng = np.random.default_rng(seed)
     train_sigs = set(flow_signatures(train).tolist())
-    gen_sigs = flow_signatures(generated)
-    copied = np.array([s in train_sigs for s in gen_sigs.tolist()], bool)
-    per_class = {}
-    for c, name in enumerate(generated.classes):
-        m = generated.labels == c
-        if m.any():
-            per_class[name] = float(copied[m].mean())
+    near_index = NearCopyIndex(flow_shapes(train), edit_share=edit_share, seed=seed)
+
+    def shares(es: EvalSet) -> tuple[float | None, dict[str, float], float | None, dict[str, float]]:
+        exact = np.array([s in train_sigs for s in flow_signatures(es).tolist()], bool)
+        near = near_copies(near_index, flow_shapes(es)) | exact
+        return (*copy_shares(exact, es.labels, es.classes), *copy_shares(near, es.labels, es.classes))
+
+    exact_share, exact_per_class, near_share, near_per_class = shares(generated)
     scaler = Standardiser.fit(train.features().values)
     tx = _subsample(scaler.transform(train.features().values), 4 * max_flows, rng)
     gen_ratio = _nn_ratio(tx, _subsample(scaler.transform(generated.features().values), max_flows, rng))
     out: dict[str, Any] = {
-        "exact_copy_share": float(copied.mean()) if len(copied) else None,
-        "exact_copy_share_per_class": per_class,
+        "exact_copy_share": exact_share,
+        "exact_copy_share_per_class": exact_per_class,
+        "near_copy_share": near_share,
+        "near_copy_share_per_class": near_per_class,
         "nn_distance_ratio_generated": _summary(gen_ratio),
         "settings": {"signature": "proto, server port, per packet (direction, TCP flags, payload "
                                   "length, payload bytes); addresses, client port, ISNs, times excluded",
+                     "near_copy": "proto, server port, per packet (direction, payload length) equal; payloads "
+                                  f"(concatenated) within max(1, ceil({edit_share} x bytes)) edits (Levenshtein)",
+                     "floor": "the same shares for the real test flows against the training flows",
                      "nn_ratio": "d(nearest training flow) / d(second nearest), standardised flow features",
-                     "max_flows": max_flows, "seed": seed},
+                     "max_flows": max_flows, "seed": seed, "edit_share": edit_share},
     }
     if real_test is not None:
-        test_sigs = flow_signatures(real_test)
-        out["exact_copy_share_real_test"] = float(np.mean([s in train_sigs for s in test_sigs.tolist()])
-                                                  ) if len(test_sigs) else None
+        floor_exact, floor_exact_pc, floor_near, floor_near_pc = shares(real_test)
+        out["exact_copy_share_real_test"] = floor_exact
+        out["exact_copy_share_real_test_per_class"] = floor_exact_pc
+        out["near_copy_share_real_test"] = floor_near
+        out["near_copy_share_real_test_per_class"] = floor_near_pc
         ratio = _nn_ratio(tx, _subsample(scaler.transform(real_test.features().values), max_flows, rng))
         out["nn_distance_ratio_real_test"] = _summary(ratio)
     return out

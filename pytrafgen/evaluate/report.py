@@ -51,6 +51,9 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("coverage", "coverage (k=5)"),
     ("density", "density (k=5)"),
     ("exact_copy_share", "exact copies of train"),
+    ("exact_copy_share_real_floor", "exact copies: real floor"),
+    ("near_copy_share", "near copies of train"),
+    ("near_copy_share_real_floor", "near copies: real floor"),
     ("utility_real", "macro-F1 real"),
     ("utility_real_plus_gen", "macro-F1 real+gen"),
     ("utility_tstr", "macro-F1 TSTR"),
@@ -76,7 +79,13 @@ METRIC_MEANING: dict[str, str] = {
                 "higher is better",
     "density": "how many real-flow neighbourhoods each generated flow falls in, over k (k = 5); about 1 "
                "matches the real data, above 1 crowds the dense regions",
-    "exact_copy_share": "share of generated flows identical to a training flow (memorisation); lower is better",
+    "exact_copy_share": "share of generated flows identical to a training flow (memorisation); lower is better, "
+                        "down to the real floor",
+    "exact_copy_share_real_floor": "share of real test flows (never trained on) identical to a training flow: "
+                                   "floods and scans repeat by nature, so this, not zero, is the floor",
+    "near_copy_share": "share of generated flows with a training flow's packet sizes and directions and payloads "
+                       "within 2 % edits of it (exact copies included); lower is better, down to the real floor",
+    "near_copy_share_real_floor": "the same share for the real test flows: the floor for near copies",
     "utility_real": "detector macro-F1 on the real test flows, trained on real training flows only "
                     "(the baseline; mean over five detectors)",
     "utility_real_plus_gen": "detector macro-F1 trained on real + generated flows; above 'macro-F1 real' means "
@@ -168,6 +177,9 @@ def summarise(metrics: dict[str, Any]) -> dict[str, float | None]:
         "coverage": _get(metrics, "diversity", "coverage_mean"),
         "density": _get(metrics, "diversity", "density_mean"),
         "exact_copy_share": _get(metrics, "memorisation", "exact_copy_share"),
+        "exact_copy_share_real_floor": _get(metrics, "memorisation", "exact_copy_share_real_test"),
+        "near_copy_share": _get(metrics, "memorisation", "near_copy_share"),
+        "near_copy_share_real_floor": _get(metrics, "memorisation", "near_copy_share_real_test"),
         "utility_real": _mean_over_detectors(util, "real"),
         "utility_real_plus_gen": _mean_over_detectors(util, "real+generated"),
         "utility_tstr": _mean_over_detectors(util, "generated"),

@@ -89,13 +89,15 @@ def _per_class_rows(m: dict[str, Any], class_counts: dict[str, int]) -> list[str
     fid = _get(m, "fidelity", "per_class") or {}
     div = _get(m, "diversity", "per_class") or {}
     copies = _get(m, "memorisation", "exact_copy_share_per_class") or {}
+    near = _get(m, "memorisation", "near_copy_share_per_class") or {}
+    floor = _get(m, "memorisation", "near_copy_share_real_test_per_class") or {}
     recall = _get(m, "class_fidelity", "per_class_recall") or {}
     rows = []
     for cls in sorted(set(comp) | set(fid) | set(div) | set(recall) | {c for c, n in class_counts.items() if n}):
         rows.append(f"<tr><th>{_e(cls)}</th>" + _num(class_counts.get(cls)) + "".join(_num(v) for v in [
             _get(comp, cls, "packet_pass_rate"), _get(comp, cls, "flow_pass_rate"), _get(fid, cls, "emd_mean"),
             _get(fid, cls, "jsd_mean"), _get(div, cls, "coverage"), _get(div, cls, "density"), copies.get(cls),
-            recall.get(cls)]) + "</tr>")
+            near.get(cls), floor.get(cls), recall.get(cls)]) + "</tr>")
     return rows
 
 
@@ -136,7 +138,8 @@ def _generated_section(name: str, r: dict[str, Any], images: dict[str, Path], de
         out.append(f"<p>Metrics that failed:</p><ul>{''.join(errors)}</ul>")
     out += ["<h3>Per class</h3>", _table(
         ["class", "flows generated", "packet compliance", "flow compliance", "EMD", "JSD", "coverage", "density",
-         "exact copies of train", "class recall"], _per_class_rows(m, r.get("class_counts") or {}))]
+         "exact copies of train", "near copies of train", "near copies: real floor", "class recall"],
+        _per_class_rows(m, r.get("class_counts") or {}))]
     out += ["<h3>Detector macro-F1 by training data</h3>",
             "<p class='note'>Each detector is tested on the real test flows; the columns say what it was trained "
             "on (real = real training flows; scarce = 10 % of the real attack flows).</p>", _utility_table(m)]

@@ -52,15 +52,17 @@ class DiversityValidator(Validator):
 
 class MemorisationValidator(Validator):
     name = "memorisation"
-    description = "share of generated flows copied from training; nearest-neighbour distance ratio"
+    description = ("shares of generated flows copied exactly or nearly from training, beside the real test "
+                   "flows' shares (the floor); nearest-neighbour distance ratio")
 
     def evaluate(self, real: EvalSet, generated: EvalSet, settings: Mapping[str, Any]) -> dict[str, Any]:
         if real.train is None:
             return {"skipped": "no real training split"}
+        from pytrafgen.evaluate.copies import EDIT_SHARE
         from pytrafgen.evaluate.diversity import memorisation
 
         return memorisation(real.train, generated, real, max_flows=int(settings.get("max_flows", 4000)),
-                            seed=int(settings.get("seed", 0)))
+                            seed=int(settings.get("seed", 0)), edit_share=float(settings.get("edit_share", EDIT_SHARE)))
 
 
 class UtilityValidator(Validator):

@@ -16,7 +16,8 @@ there (``truncated`` says so), because what follows a gap may start mid-message.
 whose side sent no SYN in the flow may begin mid-message (``starts_mid``), and one of a flow
 without FIN or RST may continue past its last packet (``open_end``): a flow cut from a longer
 connection (``--max-flow-packets``) or a capture started or stopped mid-connection. Rules judge
-only what such a stream shows. UDP streams are the datagrams concatenated in capture order.
+only what such a stream shows. UDP streams are the datagrams concatenated in capture order, and
+``ProtocolSpec.parse`` gets one datagram at a time (its messages' offsets counted in the stream).
 Results are cached per protocol.
 """
 
@@ -74,6 +75,17 @@ class FlowStreams:
 
     def direction(self, d: int) -> DirectionStream:
         return self.c2s if d == 0 else self.s2c
+
+
+def _parse_datagrams(spec: ProtocolSpec, stream: DirectionStream, direction: int) -> list[dict[str, Any]]:
+    """A UDP stream's messages: each datagram parsed on its own (a datagram is a message
+    boundary), offsets counted in the stream."""
+    out: list[dict[str, Any]] = []
+    ends = [*stream.starts[1:].tolist(), len(stream.data)]
+    for start, end in zip(stream.starts.tolist(), ends, strict=True):
+        for message in spec.parse(stream.data[start:end], direction):
+            out.append({**message, "offset": start + int(message.get("offset", 0))})
+    return out
 
 
 class RuleContext:
@@ -198,8 +210,9 @@ class RuleContext:
                 for d, stream in ((0, c2s), (1, s2c)):
                     stream.starts_mid = not bool(np.any(((flags & TCP_SYN) != 0) & (dirs == d)))
                     stream.open_end = not closed
-            c2s.messages = spec.parse(c2s.data, 0) if c2s.data else []
-            s2c.messages = spec.parse(s2c.data, 1) if s2c.data else []
+            for d, stream in ((0, c2s), (1, s2c)):
+                stream.messages = (spec.parse(stream.data, d) if tcp else _parse_datagrams(spec, stream, d)
+                                   ) if stream.data else []
             out.append(FlowStreams(f, c2s, s2c))
         return out
 
