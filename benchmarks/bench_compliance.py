@@ -46,8 +46,9 @@ def read_manifest(folder: Path) -> list[tuple[str, Path]]:
 
 def judge(es: Any) -> dict[str, Any]:
     from pytrafgen.evaluate.compliance import run_rules
+    from pytrafgen.plugins import get_registry
 
-    r = run_rules(es)
+    r = run_rules(es, protocols=get_registry().protocols)
     return {"packets": r["packets"], "flows": r["flows"], "packet_pass_rate": r["packet_pass_rate"],
             "flow_pass_rate": r["flow_pass_rate"],
             "per_rule": {k: {"applicable": v.get("applicable"), "violating": v.get("violating"), **(
@@ -156,7 +157,7 @@ def ar_records(tokens: Path, checkpoint: Path, per_class: int) -> tuple[Any, Any
     offsets, names = z["offsets"], z["names"].tolist()
     seqs = [z["tokens"][offsets[i]:offsets[i + 1]] for i in range(len(names))]
     reasons: dict[str, int] = {}
-    ok = tok.decodable(seqs, vocab, reasons)
+    ok = tok.decodable(seqs, vocab, reasons, gen.protocols)
     kept: dict[str, list[np.ndarray]] = {}
     for seq, good, name in zip(seqs, ok, names, strict=True):
         if good and len(kept.setdefault(name, [])) < per_class:
@@ -168,7 +169,7 @@ def ar_records(tokens: Path, checkpoint: Path, per_class: int) -> tuple[Any, Any
              "undecodable_reasons_all": reasons, "classes_short": short,
              "sample_meta": json.loads(tokens.with_suffix(".json").read_text())
              if tokens.with_suffix(".json").exists() else {}}
-    records = tok.decode_sequences([s for n in kept for s in kept[n]], vocab)
+    records = tok.decode_sequences([s for n in kept for s in kept[n]], vocab, gen.protocols)
     return records, AddressPlan.load(checkpoint / "address_plan.json"), stats
 
 

@@ -128,3 +128,14 @@ def test_field_records_and_take_and_concat_flows() -> None:
     got = [bytes(joined.blob[o:o + n]) for o, n in zip(joined.packets["payload_off"][stored],
                                                       joined.packets["payload_stored"][stored], strict=True)]
     assert got == [b"PING 7\nPING 8\n", b"PONG 7\n", b"PONG 8\n"]
+
+
+def test_evaluation_set_with_a_training_split_shares_classes_and_protocols() -> None:
+    with registry_with(example("protocol")) as registry:
+        train = TcpConversation(server=("10.0.0.2", 80)).handshake().close().table()
+        es = evaluation_set(ping_capture(), "ping", name="real", train=train)
+        assert es.train is not None and es.classes == es.train.classes == ["ping"]
+        assert es.labels.tolist() == [0] and es.train.labels.tolist() == [0]
+        assert es.protocols is registry.protocols and "ping" in es.train.protocols
+    unlabelled = evaluation_set(ping_capture(), None, protocols={})
+    assert unlabelled.labels.tolist() == [-1] and unlabelled.protocols == {}

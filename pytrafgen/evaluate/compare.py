@@ -35,7 +35,7 @@ def cap_flows_per_class(records: FieldRecords, cap: int, seed: int) -> FieldReco
     for c in np.unique(records.flows["label"]):
         idx = np.flatnonzero(records.flows["label"] == c)
         keep.append(rng.choice(idx, cap, replace=False) if len(idx) > cap else idx)
-    return records.take_flows(np.concatenate(keep) if keep else np.zeros(0, np.int64))
+    return records.take_flows(np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64))
 
 
 def obtain_generator(name: str, dataset: Any, checkpoint: Path | None, ckpt_dir: Path,
