@@ -10,7 +10,8 @@ spare round). Each generated set is built twice: raw (the records as sampled, on
 checksums derived) and final (with the builder's repairs), with per-field counts of what
 repair changed; both are written as pcaps and judged by every rule and by tshark (malformed
 packets, error-level expert items, checksum validation on), and packets from a host to itself
-are counted.
+are counted. Per class, the share of TCP flows that open with the client's SYN, and of those
+the ones with a full handshake, is set beside the recording cut at 16 packets.
 
     python benchmarks/bench_compliance.py --real /work/rec/seed3 --train /work/shared/data/captures \\
         --ar-tokens benchmarks/results/ar_tokens.npz --results benchmarks/results/compliance
@@ -173,6 +174,50 @@ def ar_records(tokens: Path, checkpoint: Path, per_class: int) -> tuple[Any, Any
     return records, AddressPlan.load(checkpoint / "address_plan.json"), stats
 
 
+def handshake_shares(pcap: Path, cut: int, labels: list[str] | None, label: str = "") -> dict[str, list[int]]:
+    """Per class: [TCP flows, flows opening with the client's SYN, of those the ones whose next
+    two packets are the server's SYN-ACK and the client's (bare) ACK]. ``labels``: the class of
+    each flow (the generated pcap's labels file), else every flow is ``label``."""
+    from pytrafgen import read_pcap
+    from pytrafgen.flows import assemble_flows
+
+    t = read_pcap(pcap)
+    fl = assemble_flows(t, max_flow_packets=cut)
+    fid, flags, sport = np.asarray(fl.flow_id), np.asarray(t.tcp_flags), np.asarray(t.sport)
+    order = np.lexsort((np.arange(len(fid)), fid))
+    order = order[fid[order] >= 0]
+    fo = fid[order]
+    out: dict[str, list[int]] = {}
+    for st in np.r_[0, np.flatnonzero(fo[1:] != fo[:-1]) + 1].tolist() if len(fo) else []:
+        f = int(fo[st])
+        if int(fl.proto[f]) != 6:
+            continue
+        rows = order[st:st + 3]
+        rows = rows[fid[rows] == f]
+        side = [0 if int(sport[r]) == int(fl.client_port[f]) else 1 for r in rows]
+        fs = [int(flags[r]) & 0x17 for r in rows]
+        syn = fs[0] == 0x02 and side[0] == 0
+        full = syn and len(rows) == 3 and fs[1] == 0x12 and side[1] == 1 and fs[2] == 0x10 and side[2] == 0
+        row = out.setdefault(labels[f] if labels is not None else label, [0, 0, 0])
+        row[0] += 1
+        row[1] += syn
+        row[2] += full
+    return out
+
+
+def handshake_figures(real: Path, out_dir: Path, generated: list[str]) -> dict[str, dict[str, list[int]]]:
+    """``handshake_shares`` of the real recording cut at 16 packets and of each final generated set."""
+    figures: dict[str, dict[str, list[int]]] = {"real_cut": {}}
+    for c, pcap in read_manifest(real):
+        figures["real_cut"].update(handshake_shares(pcap, CUT, None, c))
+    for name in generated:
+        pcap = out_dir / f"{name}.final.pcap"
+        with open(f"{pcap}.flows.csv", newline="") as fh:
+            labels = [r["class"] for r in csv.DictReader(fh)]
+        figures[name] = handshake_shares(pcap, 0, labels)
+    return figures
+
+
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f} %"
 
@@ -221,6 +266,21 @@ def markdown(doc: dict[str, Any]) -> str:
             msgs = gd[stage].get("tshark", {}).get("top_messages")
             if msgs:
                 lines.append(f"- tshark {stage}: {msgs}")
+    if doc.get("handshakes"):
+        hs = doc["handshakes"]
+        names = list(hs)
+        lines += ["", "## Handshakes (TCP flows per class: opening with the client's SYN / of those, SYN, "
+                  "SYN-ACK, ACK as the first three packets)", "",
+                  "Real: the recording cut into 16-packet flows as the models' training data is, so a "
+                  "share of its flows begins mid-connection.", "",
+                  "| class | " + " | ".join(n.replace("_", " ") for n in names) + " |", "|---|" + "---|" * len(names)]
+        for c in sorted(set().union(*(hs[n] for n in names))):
+            cells = []
+            for n in names:
+                tcp, syn, full = hs[n].get(c, [0, 0, 0])
+                cells.append("–" if not tcp else f"{syn / tcp:.2f} of {tcp} / {full / syn:.2f}" if syn
+                             else f"0.00 of {tcp}")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += ["", "## Targets", ""] + [f"- {t}" for t in doc["targets"]]
     return "\n".join(lines) + "\n"
 
@@ -233,7 +293,12 @@ def targets(doc: dict[str, Any]) -> list[str]:
                    f"{'met' if f['packet_pass_rate'] >= 0.999 else 'NOT met'}), flow compliance "
                    f"{pct(f['flow_pass_rate'])} (target ≥ 99 %: {'met' if f['flow_pass_rate'] >= 0.99 else 'NOT met'}), "
                    f"tshark malformed {f['tshark'].get('malformed')}, expert errors {f['tshark'].get('expert_errors')}, "
-                   f"source = destination {f['self_addressed']} (targets 0)")
+                   f"source = destination {f['self_addressed']} (targets 0)"
+                   + (f"; redraws {gd['stats']['undecodable_round0']} of {gd['stats']['sampled_round0']} "
+                      "sampled flows (aim 0)" if gd.get("stats") else ""))
+    real = doc["real"]["real_whole"]["tshark"]
+    out.append(f"real recording, whole: tshark malformed {real['malformed']} of {real['packets']} packets, "
+               f"error-level items {real['expert_errors']} (the floor an independent dissector sets on real traffic)")
     return out
 
 
@@ -264,6 +329,7 @@ def main() -> None:
     if args.ar_tokens is not None:
         rec, plan, stats = ar_records(args.ar_tokens, args.checkpoint, args.per_class)
         doc["generated"]["ar"] = generated_figures("ar", rec, plan, out_dir, args.seed) | {"stats": stats}
+    doc["handshakes"] = handshake_figures(args.real, out_dir, list(doc["generated"]))
     shutil.rmtree(work, ignore_errors=True)
     doc["settings"] = {"reference": f"{args.real} ({args.reference_name})", "training": str(args.train),
                        "per_class": args.per_class, "seed": args.seed, "cut": CUT, "cpu": cpu_model(),

@@ -45,8 +45,9 @@ class BuildError(PytrafgenError):
 
 @dataclass
 class BuiltFrames:
-    """Frames built from records. ``packet[j]``: the record packet of frame j; ``status``: one
-    code per record packet (0 built, else the reason it was skipped)."""
+    """Frames built from records. ``packet[j]``: the record packet of frame j (a SYN-ACK that
+    ``conform`` added: its flow's SYN); ``status``: one code per record packet (0 built, else the
+    reason it was skipped)."""
 
     data: np.ndarray  # uint8
     frame_off: np.ndarray  # uint64 per frame
@@ -284,14 +285,18 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
         records, isn, swapped = _service_side_as_server(records, isn)
         if swapped:
             repairs["roles_swapped_flows"] = swapped
+    origin = None  # per built record packet, the caller's record packet (conform may add packets)
     if conform:
-        from pytrafgen.conform import conform as conform_records
+        from pytrafgen.conform import conform_with_origin
 
         if protocols is None:
             raise BuildError("build: conform needs the protocol specs (protocols=)")
-        records, changed = conform_records(records, records.packets["ts_ns"], protocols)
+        n_given = records.n_packets
+        records, changed, origin = conform_with_origin(records, records.packets["ts_ns"], protocols)
         repairs.update(changed)
-        if order is not None and changed.get("tcp_synack_added"):
+        if records.n_packets == n_given:
+            origin = None
+        elif order is not None:
             raise BuildError("build: order names the records' packets, and conform added SYN-ACKs; "
                              "use time_order instead")
     ends = _endpoints(records, plan, addresses, rng)
@@ -319,9 +324,13 @@ def build_frames(records: FieldRecords, plan: AddressPlan | None = None, seed: i
         raise BuildError(str(exc)) from None
     packet = out["packet"]
     in_record_order = order is None and len(packet) == records.n_packets  # then packet == arange
+    frame_ts = ts if in_record_order else ts[packet]
+    status = out["status"]
+    if origin is not None:  # frames and statuses named by the caller's packets (an added SYN-ACK: its SYN)
+        given = np.r_[True, origin[1:] != origin[:-1]]
+        packet, status = origin[packet], status[given]
     return BuiltFrames(data=out["data"], frame_off=out["frame_off"], frame_len=out["frame_len"],
-                       packet=packet, ts_ns=ts if in_record_order else ts[packet], status=out["status"],
-                       linktype=linktype, repairs=repairs)
+                       packet=packet, ts_ns=frame_ts, status=status, linktype=linktype, repairs=repairs)
 
 
 def build_packets(records: FieldRecords, plan: AddressPlan | None = None, seed: int = 0,

@@ -419,7 +419,8 @@ def without_mid_packet_starts(records: FieldRecords) -> FieldRecords:
         if m["type_name"] == "INVALID":
             return bool(m["error"] != "incomplete")
         if m["type"] == 3:
-            return bool(m["qos"] == 3 or (m["qos"] == 0 and m["dup"]) or "malformed" in m or not m["minimal_length"])
+            return bool(m["qos"] == 3 or (m["qos"] == 0 and m["dup"]) or "malformed" in m or not m["minimal_length"]
+                        or "+" in (m.get("topic") or "") or "#" in (m.get("topic") or ""))
         return ("malformed" in m or not m["minimal_length"] or not m["complete"] or m["type"] in (0, 15)
                 or m["type"] in MQTT_SENT_BY[1 - d] or m["flags"] != MQTT_REQUIRED_FLAGS[m["type"]])
 
@@ -548,3 +549,27 @@ def test_data_follows_the_servers_syn_ack() -> None:
     scan = tcp_flow([(0, 0x02, 0, 0, 0), (1, 0x14, 0, 1, 0)], server_port=5000)
     out, counts = conform(scan, scan.packets["ts_ns"])
     assert "tcp_synack_added" not in counts and out.packets["tcp_flags"].tolist() == [0x02, 0x14]
+
+
+def test_an_added_syn_ack_keeps_the_labels_and_statuses_of_the_callers_packets(tmp_path: Path) -> None:
+    """The SYN-ACK conform adds is a frame of its own, named by its flow's SYN: the labels file
+    still gives every flow its class, and ``status`` has one entry per packet the caller gave."""
+    records = tcp_flow([(0, 0x02, 0, 0, 0), (0, 0x18, 1, 1, 5)], payloads={1: b"hello"}, server_port=5000)
+    built = build_frames(records, PLAN, seed=0, conform=True, time_order=True)
+    assert len(built) == 3 and built.packet.tolist() == [0, 0, 1] and len(built.status) == 2
+    pcap = tmp_path / "g.pcap"
+    write_records(pcap, records, PLAN, seed=0)
+    rows = (tmp_path / "g.pcap.flows.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].split(",")[1] == "c"
+
+
+def test_publish_topic_wildcards_are_written_as_underscores(tmp_path: Path) -> None:
+    """A PUBLISH to "a/#/+" (MQTT-013: a topic name carries no wildcards) is sent to "a/_/_",
+    every other byte and the packet's size as sampled."""
+    publish = bytes([0x30, 7, 0, 5]) + b"a/#/+" + b""
+    records = mqtt_flow([(0, CONNECT), (0, publish)])
+    assert mqtt_rule_failures(records, tmp_path) == {"MQTT-013": 1}
+    out, counts = conform(records, records.packets["ts_ns"])
+    off = int(out.packets["payload_off"][4])
+    assert counts["mqtt_topic_names"] == 1 and out.blob[off:off + 9].tobytes() == bytes([0x30, 7, 0, 5]) + b"a/_/_"
+    assert mqtt_rule_failures(out, tmp_path) == {}

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_conform import HANDSHAKE, PLAN, mqtt_flow, tcp_flow
+from test_conform import HANDSHAKE, PLAN, conform, mqtt_flow, tcp_flow
 
 from pytrafgen.build import write_records
-from pytrafgen.conform import conform
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed (apt-get install tshark)")

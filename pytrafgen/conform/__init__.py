@@ -197,8 +197,16 @@ def conform(records: FieldRecords, ts: np.ndarray,
             protocols: Mapping[str, ProtocolSpec]) -> tuple[FieldRecords, dict[str, int]]:
     """``records`` conformed (see the module doc) and the count of packets changed per field.
     ``protocols``: the protocol specs by name (the HTTP and MQTT plugins' frame the payloads)."""
+    out, counts, _ = conform_with_origin(records, ts, protocols)
+    return out, counts
+
+
+def conform_with_origin(records: FieldRecords, ts: np.ndarray,
+                        protocols: Mapping[str, ProtocolSpec]) -> tuple[FieldRecords, dict[str, int], np.ndarray]:
+    """As ``conform``, and per packet of the result the packet of ``records`` it comes from (a
+    SYN-ACK the handshake step adds: its flow's SYN), for callers that index the input."""
     counts: dict[str, int] = {}
-    records, ts = conform_handshakes(records, ts, counts)  # the packets every later step reads
+    records, ts, origin = conform_handshakes(records, ts, counts)  # the packets every later step reads
     p = records.packets
     blob = records.blob.copy()
     is_tcp = records.flows["proto"][p["flow"]] == 6
@@ -242,7 +250,7 @@ def conform(records: FieldRecords, ts: np.ndarray,
                                        "payload_stored": payload_stored}, blob=blob)
     columns = conform_tcp_order(staged, ts, counts)  # numbers follow the payloads as sent
     out = replace(staged, packets={**staged.packets, **columns, "window": conform_syn_windows(staged, counts)})
-    return out, {k: v for k, v in counts.items() if v}
+    return out, {k: v for k, v in counts.items() if v}, origin
 
 
-__all__ = ["conform", "conform_tcp_order", "normalise_tcp_options"]
+__all__ = ["conform", "conform_tcp_order", "conform_with_origin", "normalise_tcp_options"]

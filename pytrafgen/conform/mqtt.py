@@ -130,6 +130,19 @@ def _publish_cover(data: bytes, topic: bytes, direction: int) -> bytes | None:
     return bytes([0x30]) + encode_remaining_length(remaining) + body + data[header + len(body):]
 
 
+def _topic_without_wildcards(data: bytes, at: int, counts: dict[str, int]) -> bytes:
+    """``data`` with the wildcards of the PUBLISH topic name at ``at`` (its 2-byte length, then
+    the name; the part in ``data``) written as "_": a topic name carries none (MQTT-013)."""
+    if at + 2 > len(data):
+        return data
+    end = min(at + 2 + int.from_bytes(data[at:at + 2], "big"), len(data))
+    name = data[at + 2:end]
+    if b"+" not in name and b"#" not in name:
+        return data
+    counts["mqtt_topic_names"] = counts.get("mqtt_topic_names", 0) + 1
+    return data[:at + 2] + name.replace(b"+", b"_").replace(b"#", b"_") + data[end:]
+
+
 def _may_continue(body: bytes, ptype: int, remaining: int) -> bool:
     """Whether a packet whose body (``body`` so far) continues in the next segment can be a
     well-formed one: a PUBLISH (the one packet that carries data enough to span segments) whose
@@ -147,7 +160,8 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
     sends turns the rest of the segment into one QoS 0 PUBLISH of
     ``topic`` of the same size (``_publish_cover``; a rest under 5 bytes is not sent); a
     fixed-size packet (3.1.1) whose remaining length disagrees with its layout gets the
-    layout's length; a non-PUBLISH packet gets its type's required flags.
+    layout's length; a non-PUBLISH packet gets its type's required flags; the wildcards of a
+    whole PUBLISH's topic name are written as "_" (``mqtt_topic_names``).
     Returns the bytes and how many bytes of a last packet continue in the next segment (negative:
     the last ``-n`` bytes are a fixed header the next segment ends)."""
     out = bytearray()
@@ -182,6 +196,8 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
             first &= 0xF7
             counts["mqtt_flags"] = counts.get("mqtt_flags", 0) + 1
         header = m["length"] - m["remaining_length"] if m["complete"] else 1 + len(encode_remaining_length(m["remaining_length"]))
+        if ptype == 3 and m["complete"]:
+            data = _topic_without_wildcards(data, pos + header, counts)
         if not m["complete"] and not _may_continue(data[pos + header:], ptype, m["remaining_length"]):
             counts["mqtt_invalid_packets"] = counts.get("mqtt_invalid_packets", 0) + 1
             return bytes(out) + (_publish_cover(data[pos:], topic, direction) or b""), 0

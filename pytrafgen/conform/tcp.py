@@ -160,14 +160,16 @@ def conform_syn_windows(records: FieldRecords, counts: dict[str, int]) -> np.nda
     return window
 
 
-def conform_handshakes(records: FieldRecords, ts: np.ndarray, counts: dict[str, int]) -> tuple[FieldRecords, np.ndarray]:
+def conform_handshakes(records: FieldRecords, ts: np.ndarray, counts: dict[str, int]
+                       ) -> tuple[FieldRecords, np.ndarray, np.ndarray]:
     """Flows that open with the client's SYN and carry data get the server's SYN-ACK before the
     first data segment (data flows only on a connection both sides opened): the server's first
     packet after the SYN becomes the SYN-ACK where it comes before the data and carries neither
     data nor FIN/RST (``tcp_synack_flags``); otherwise a SYN-ACK is inserted halfway between the
     SYN and the packet after it, with the SYN's options and the server side's TTL and window
     (``tcp_synack_added``, right after the SYN in record order). Flows without data (scans,
-    floods) are left as they are. Returns the records and their packet times."""
+    floods) are left as they are. Returns the records, their packet times and, per packet, the
+    packet of ``records`` it comes from (an inserted SYN-ACK: its flow's SYN)."""
     p = records.packets
     in_view = _opens_with_client_syn(records, ts)
     order = np.lexsort((np.arange(records.n_packets), ts, p["flow"]))
@@ -193,7 +195,7 @@ def conform_handshakes(records: FieldRecords, ts: np.ndarray, counts: dict[str, 
         inserts.append((int(rows[0]), int(rows[server[0]]) if len(server) else -1, (int(ts[rows[0]]) + next_ts) // 2))
     packets = {**p, "tcp_flags": flags}
     if not inserts:
-        return replace(records, packets=packets), ts
+        return replace(records, packets=packets), ts, np.arange(records.n_packets, dtype=np.int64)
     syn_rows = np.array([s for s, _, _ in inserts], np.int64)
     new = {k: v[syn_rows].copy() for k, v in packets.items()}
     new["direction"][:] = 1
@@ -210,4 +212,5 @@ def conform_handshakes(records: FieldRecords, ts: np.ndarray, counts: dict[str, 
     at = syn_rows + 1  # each right after its SYN, so that record order stays time order in a flow
     merged = {k: np.insert(v, at, new[k]) for k, v in packets.items()}
     raw = {k: np.insert(v, at, np.zeros(len(inserts), v.dtype)) for k, v in records.raw_derived.items()}
-    return replace(records, packets=merged, raw_derived=raw), np.insert(ts, at, new["ts_ns"])
+    origin = np.insert(np.arange(records.n_packets, dtype=np.int64), at, syn_rows)
+    return replace(records, packets=merged, raw_derived=raw), np.insert(ts, at, new["ts_ns"]), origin
