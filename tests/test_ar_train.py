@@ -109,19 +109,17 @@ def test_generated_pcaps_read_back_with_the_requested_classes(finetuned, tmp_pat
         labels = [row["class"] for row in csv.DictReader(fh)]
     assert len(labels) == len(read_back) and set(labels) == {"mqtt_bruteforce", "nmap_version_scan"}
     assert len(pytrafgen.read_pcap(tmp_path / "raw.pcap")) == len(pytrafgen.read_pcap(tmp_path / "both.pcap"))
-    # one class per file: the flows read back are exactly the ones asked for. MQTT brute force
-    # is learned first (its flows dominate fine-tuning): mostly port 1883. CoAP is UDP only, which
-    # the per-class header restriction guarantees.
+    # one class per file: the flows read back are exactly the ones asked for, on the transport
+    # their class has in training (the per-class header restriction guarantees it): MQTT brute
+    # force TCP, CoAP UDP. (Ports are not asserted: decoding is total, so this few-step model's
+    # flows are all kept, not only those whose messages happened to decode.)
     for name, n in (("mqtt_bruteforce", 4), ("benign_coap", 3)):
         out = tmp_path / f"{name}.pcap"
         single = _cli("generate", str(fine), "--class", name, "-n", str(n), "--out", str(out), "--seed", "2")
         assert single["flows"] == {name: n}
         flows = pytrafgen.assemble_flows(pytrafgen.read_pcap(out))
         assert len(flows) == n
-        if name == "mqtt_bruteforce":
-            assert np.mean(flows.server_port == 1883) >= 0.5, flows.server_port
-        else:
-            assert (flows.proto == 17).all()
+        assert (flows.proto == (6 if name == "mqtt_bruteforce" else 17)).all(), flows.proto
 
 
 def test_lora_finetuning_trains_only_the_adapters(finetuned, dataset_dir, tmp_path):
