@@ -1,8 +1,8 @@
 """Checkpoint directories, class resolution and torch-state conversion for the baselines.
 
 A checkpoint directory holds ``config.json`` (``{"generator": name, ...}``), the dataset's
-``vocab.json`` / ``address_plan.json`` where the training dataset had them (so ``generate``
-builds with the training data's address plan), and ``weights.safetensors`` (numpy arrays via
+``vocab.json`` / ``address_plan.json`` / ``payload_fill.json`` where the training dataset had
+them (so ``generate`` builds with the training data's address plan and payload fill), and ``weights.safetensors`` (numpy arrays via
 :mod:`pytrafgen.safetensors_io`; never pickle).
 """
 
@@ -23,7 +23,7 @@ from pytrafgen.safetensors_io import load_file, save_file
 
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
-DATASET_SIDE_FILES = ("vocab.json", "address_plan.json")
+DATASET_SIDE_FILES = ("vocab.json", "address_plan.json", "payload_fill.json")
 
 
 def dataset_dir(dataset: Any) -> Path | None:
