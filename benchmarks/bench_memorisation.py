@@ -153,7 +153,10 @@ def markdown(report: dict[str, Any], classes: list[str]) -> str:
              "flow's; every exact copy (same direction, TCP flags, lengths and payload bytes per packet) is a "
              "near copy. Lower is better, down to the floor, not to zero. The generated sets hold the same number "
              "of flows per class, the recordings do not (syn_flood and udp_flood hold most of their flows), so "
-             "compare the per-class rows and their mean over classes, not the all-flows row.", ""]
+             "compare the per-class rows and their mean over classes, not the all-flows row. Generated payload "
+             "bytes past the 16th come from each checkpoint's payload fill (`payload_fill.json`): where a class's "
+             "real payload is one repeated byte (udp_flood: 64 x 'X'), generated flows that reproduce it are exact "
+             "copies, as the real flood's flows are (floor 100 %).", ""]
     for side, fig in report["figures"].items():
         floor, gens = fig["floor"], fig["generated"]
         names = list(gens)

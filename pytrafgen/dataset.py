@@ -6,6 +6,8 @@ Layout (docs/architecture.md §4)::
                          settings, seed, sources
     vocab.json           the Vocabulary (its hash is checked against the manifest on open)
     address_plan.json    AddressPlan learned from the training split
+    payload_fill.json    PayloadFill: bytes past the payload cap, learned per class from the
+                         training split (``pytrafgen.payload_fill``)
     {split}.tokens.u16   raw uint16 tokens of every flow of the split, concatenated
     {split}.offsets.npy  int64 (F + 1): flow k is tokens[offsets[k]:offsets[k+1]]
     {split}.labels.npy   int16 (F): class index per flow
@@ -30,9 +32,11 @@ from pytrafgen.tokenizer.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from pytrafgen.address_plan import AddressPlan
+    from pytrafgen.payload_fill import PayloadFill
     from pytrafgen.protocol_spec import ProtocolSpec
     from pytrafgen.records import FieldRecords
 
+PAYLOAD_FILL_FILE = "payload_fill.json"  # pytrafgen.payload_fill.FILE_NAME
 DATASET_FORMAT = "pytrafgen-dataset"
 DATASET_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -69,7 +73,8 @@ def split_flows(labels: np.ndarray, seed: int, fractions: Sequence[float] = DEFA
 
 def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offsets: np.ndarray,
                   labels: np.ndarray, *, class_kinds: Mapping[str, str], seed: int,
-                  address_plan: AddressPlan | None = None, settings: Mapping[str, Any] | None = None,
+                  address_plan: AddressPlan | None = None, payload_fill: PayloadFill | None = None,
+                  settings: Mapping[str, Any] | None = None,
                   sources: Sequence[Mapping[str, Any]] = (), fractions: Sequence[float] = DEFAULT_FRACTIONS,
                   split: np.ndarray | None = None) -> dict[str, Any]:
     """Write flows (``tokens[offsets[k]:offsets[k+1]]``, class ``labels[k]``) as a dataset, atomically.
@@ -111,6 +116,8 @@ def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offse
         vocab.save(tmp / "vocab.json")
         if address_plan is not None:
             address_plan.save(tmp / "address_plan.json")
+        if payload_fill is not None:
+            payload_fill.save(tmp / PAYLOAD_FILL_FILE)
         manifest = {
             "format": DATASET_FORMAT,
             "version": DATASET_VERSION,

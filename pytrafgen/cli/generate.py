@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
         from pytrafgen.atomic import check_output_file
         from pytrafgen.build import CAPTURE_FORMATS, write_records
         from pytrafgen.generators import load_generator
+        from pytrafgen.payload_fill import fill_payloads
         from pytrafgen.plugins import get_registry
 
         if file_format not in CAPTURE_FORMATS:
@@ -89,6 +90,9 @@ def register(app: typer.Typer) -> None:
             gen.on_progress = report
             records = gen.sample(counts, seed=seed)
         plan = AddressPlan.load(checkpoint / "address_plan.json")
+        records, fill_note = fill_payloads(records, checkpoint, seed)
+        if fill_note and not as_json:
+            typer.echo(fill_note, err=True)
         written = write_records(out, records, plan, seed, file_format=file_format, protocols=registry.protocols)
         labels_csv = written["flow_labels"]  # what `pytrafgen evaluate` reads
         if raw_out is not None:

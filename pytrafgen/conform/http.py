@@ -71,7 +71,7 @@ def _http_head(data: bytes, direction: int, host: bytes, counts: dict[str, int])
     return b"\r\n".join([new_start, *headers]) + (b"\r\n\r\n" + rest if closed else trailing)
 
 
-def _http_flows(records: FieldRecords, spec: Any, first: dict[tuple[int, int], bytes]) -> set[int]:
+def _http_flows(records: FieldRecords, spec: ProtocolSpec, first: dict[tuple[int, int], bytes]) -> set[int]:
     """The TCP flows a reader takes for HTTP: on one of the protocol's ports (a dissector goes by
     the port), or recognised by the HTTP plugin; ``first``: each side's first payload bytes."""
     fl = records.flows

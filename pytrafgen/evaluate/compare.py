@@ -67,6 +67,7 @@ def generate_set(name: str, ds: Any, checkpoint: Path | None, out: Path, fit_set
     and return its EvalSet (with the raw, unrepaired set where the generator emits one)."""
     from pytrafgen.build import write_records
     from pytrafgen.evaluate.from_records import evalset_from_records
+    from pytrafgen.payload_fill import fill_payloads
 
     gen, info = obtain_generator(name, ds, checkpoint, out / "checkpoints" / name, fit_settings, registry)
     gen.set_sampling(device=device)
@@ -75,6 +76,8 @@ def generate_set(name: str, ds: Any, checkpoint: Path | None, out: Path, fit_set
         gen.on_progress = report
         records = gen.sample(counts, seed=seed)
     info["sample_seconds"] = round(time.perf_counter() - t0, 1)
+    records, note = fill_payloads(records, checkpoint if checkpoint is not None else ds.path, seed)
+    info["payload_fill"] = note or "bytes past the generated ones drawn from the per-class model (payload_fill.json)"
     pcap = out / f"{name}.pcap"
     protocols = registry.protocols
     write_records(pcap, records, plan, seed, protocols=protocols)  # and <pcap>.flows.csv

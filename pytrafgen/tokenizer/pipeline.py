@@ -102,10 +102,12 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_timeout_s: float,
                   max_flow_packets: int, max_app_tokens: int,
                   protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
-    """One capture → its flows' tokens and what the address plan needs (runs in a worker, which
-    gets the parent's app protocol specs pickled: it sees the same plugins as the parent)."""
+    """One capture → its flows' tokens and what the address plan and the payload fill need (runs
+    in a worker, which gets the parent's app protocol specs pickled: it sees the same plugins as
+    the parent)."""
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
+    from pytrafgen.payload_fill import flow_payload_samples
     from pytrafgen.tokenizer.encode import encode_flows
 
     vocab = Vocabulary.from_json(vocab_json)
@@ -119,6 +121,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
     kept = enc.encoded_flows
     lengths = np.diff(enc.offsets)[kept]
     first = np.asarray(flows.first_packet, np.int64)[kept]
+    tails, heads = flow_payload_samples(table, flows, kept, vocab.payload_cap)
     return {
         "path": path,
         "tokens": enc.tokens,
@@ -134,6 +137,9 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
         "client_addr": np.asarray(flows.client_addr)[kept],
         "server_addr": np.asarray(flows.server_addr)[kept],
         "first_direction": np.asarray(flows.direction)[first],
+        # what PayloadFill.learn reads: each kept flow's payload bytes past the cap and within it
+        "payload_tails": tails,
+        "payload_heads": heads,
     }
 
 
@@ -205,6 +211,7 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     app protocols among ``protocols`` (name -> spec; None: the loaded plugins', resolved here:
     an edge, see docs/architecture.md)."""
     from pytrafgen.dataset import split_flows, write_dataset
+    from pytrafgen.payload_fill import PayloadFill
     from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.encode import app_protocols_for
 
@@ -244,7 +251,12 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     if len(labels) == 0:
         raise DatasetError("no flow could be tokenized from " + ", ".join(str(f) for f in files))
     split = split_flows(labels, seed)
-    plan = _learn_plan(ordered, labels, np.flatnonzero(split == 0), classes)
+    train = np.flatnonzero(split == 0)
+    plan = _learn_plan(ordered, labels, train, classes)
+    tails = [t for r in ordered for t in r["payload_tails"]]
+    heads = [h for r in ordered for h in r["payload_heads"]]
+    fill = PayloadFill.learn([tails[i] for i in train], [heads[i] for i in train], labels[train], classes,
+                             payload_cap)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
                 "skipped": r["skipped"], "app_packets": r["app_packets"]}
@@ -253,6 +265,7 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
                 "max_flow_packets": max_flow_packets, "max_app_tokens": max_app_tokens,
                 "app_protocols": [p.name for p in vocab.app_protocols]}
     return write_dataset(out, vocab, tokens, offsets, labels, class_kinds=kinds, seed=seed, address_plan=plan,
+                         payload_fill=fill,
                          settings=settings, sources=sources, split=split)
 
 

@@ -1,7 +1,8 @@
 """``ARGenerator``: the autoregressive transformer behind the ``Generator`` interface.
 
 A checkpoint directory holds ``config.json`` (generator name, model shape, classes, vocabulary
-hash, finished stages), ``vocab.json``, ``address_plan.json``, ``weights.safetensors`` (the best
+hash, finished stages), ``vocab.json``, ``address_plan.json``, ``payload_fill.json`` (where the
+training dataset had one), ``weights.safetensors`` (the best
 weights, LoRA merged) and, to resume training, ``train_state.safetensors`` (current weights,
 optimizer moments, RNG state) with ``train_state.json`` (step, early-stopping counters,
 settings). Nothing is unpickled on load.
@@ -59,6 +60,7 @@ class ARGenerator(Generator):
         self.weights: dict[str, torch.Tensor] | None = None
         self.vocab_json: dict[str, Any] | None = None
         self.address_plan_json: dict[str, Any] | None = None
+        self.payload_fill_text: str | None = None  # payload_fill.json of the training dataset, where it had one
         self.classes: list[str] = []
         # per class, the flow-header tokens its training flows used (see tokens.header_tokens)
         self.header: dict[str, list[list[int]]] = {}
@@ -116,6 +118,8 @@ class ARGenerator(Generator):
         self._vocab = None
         self.protocols = dataset.protocols
         self.address_plan_json = tok.address_plan_json(dataset)
+        fill = Path(dataset.path) / "payload_fill.json"
+        self.payload_fill_text = fill.read_text() if fill.is_file() else None
         self.classes = list(dataset.classes)
         seen = tok.header_tokens(dataset.tokens("train"), dataset.offsets("train"), dataset.labels("train"),
                                  self.classes)
@@ -361,6 +365,8 @@ class ARGenerator(Generator):
             (tmp / "config.json").write_text(json.dumps(self.config_json(), indent=2))
             (tmp / "vocab.json").write_text(json.dumps(self.vocab_json))
             (tmp / "address_plan.json").write_text(json.dumps(self.address_plan_json))
+            if self.payload_fill_text is not None:
+                (tmp / "payload_fill.json").write_text(self.payload_fill_text)
             save_torch(self.weights, tmp / "weights.safetensors", {"generator": self.name})
             if self.snapshot is not None:
                 assert self.snapshot_model is not None and self.snapshot_train is not None
@@ -390,6 +396,8 @@ class ARGenerator(Generator):
             gen.header = dict(config.get("header_tokens", {}))
             gen.vocab_json = json.loads((path / "vocab.json").read_text())
             gen.address_plan_json = json.loads((path / "address_plan.json").read_text())
+            fill = path / "payload_fill.json"
+            gen.payload_fill_text = fill.read_text() if fill.is_file() else None
         except (KeyError, TypeError, OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path}: incomplete checkpoint ({type(exc).__name__}: {exc})") from None
         if not (path / "weights.safetensors").is_file():
