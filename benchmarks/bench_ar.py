@@ -34,6 +34,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -219,10 +220,14 @@ def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str 
                 "--out", str(out), "--seed", "0", "--json"]
         tokens_file = work / "tokens.json"
         load = round(os.getloadavg()[0], 2)
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run([sys.executable, str(Path(__file__).with_name("ar_generate_child.py")), code,
                                str(tokens_file), *argv], env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
+        # CPU seconds of the child: on a shared machine wall time mostly says how busy it was
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
         if done.returncode != 0:
             sys.exit(f"{label}: generate failed:\n{done.stderr[-3000:]}")
         summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -231,12 +236,13 @@ def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str 
         row = {"code": label, "package": child["package"], "flows": sum(summary["flows"].values()),
                "packets": packets, "tokens": child["tokens"], "redrawn": summary["sampling"].get("redrawn"),
                "wall_s": seconds, "packets_per_s": packets / seconds, "tokens_per_s": child["tokens"] / seconds,
+               "cpu_s": cpu_s, "packets_per_cpu_s": packets / cpu_s,
                "load_average_start": load, "load_average_end": round(os.getloadavg()[0], 2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
     shutil.rmtree(work, ignore_errors=True)
     if previous:
-        for key in ("packets_per_s", "tokens_per_s"):
+        for key in ("packets_per_s", "tokens_per_s", "packets_per_cpu_s"):
             rows[1][f"speedup_{key}"] = rows[1][key] / rows[0][key]
     return rows
 
@@ -247,6 +253,17 @@ def dataset_tokens_per_packet(path: Path) -> float:
     ds = TrafficDataset(path)
     tokens = ds.tokens("train")
     return len(tokens) / max(int(np.count_nonzero(tokens == ds.vocab.special("PKT"))), 1)
+
+
+def _pipeline_table(rows: list[dict]) -> list[str]:
+    lines = ["| code | flows | packets | tokens | redrawn | wall s | packets/s | tokens/s | CPU s | packets/CPU s | "
+             "load avg (start → end) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cpu = (f"{r['cpu_s']:.1f} | {r['packets_per_cpu_s']:,.1f}" if "cpu_s" in r else "- | -")
+        lines.append(f"| {r['code']} | {r['flows']} | {r['packets']:,} | {r['tokens']:,} | {r['redrawn']} | "
+                     f"{r['wall_s']:.1f} | {r['packets_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | {cpu} | "
+                     f"{r['load_average_start']} → {r['load_average_end']} |")
+    return lines
 
 
 def to_markdown(report: dict) -> str:
@@ -279,27 +296,18 @@ def to_markdown(report: dict) -> str:
                   f"{pipe['classes']} classes to a pcap (`generate --json`, seed 0); wall time of the whole "
                   f"process (start-up, model load, sampling, decoding, building the pcap); tokens = sampled "
                   f"tokens of the flows kept. Threads: {pipe['threads']}.", "",
-                  "| code | flows | packets | tokens | redrawn | wall s | packets/s | tokens/s | load avg (start → end) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in pipe["rows"]:
-            lines.append(f"| {r['code']} | {r['flows']} | {r['packets']:,} | {r['tokens']:,} | {r['redrawn']} | "
-                         f"{r['wall_s']:.1f} | {r['packets_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
-                         f"{r['load_average_start']} → {r['load_average_end']} |")
+                  *_pipeline_table(pipe["rows"])]
         new = pipe["rows"][1]
-        lines += ["", f"This tree / previous, same run: **{new['speedup_packets_per_s']:.0f}x packets/s, "
-                  f"{new['speedup_tokens_per_s']:.0f}x tokens/s** (the two runs drew different flows: tokens per "
-                  "packet differ)."]
+        lines += ["", f"This tree / previous, same run: **{new['speedup_packets_per_s']:.2f}x packets/s, "
+                  f"{new['speedup_tokens_per_s']:.2f}x tokens/s** (wall)"
+                  + (f", {new['speedup_packets_per_cpu_s']:.2f}x packets per CPU second"
+                     if "speedup_packets_per_cpu_s" in new else "")
+                  + " (the two runs drew different flows: tokens per packet differ)."]
         scale = report.get("pipeline_scale")
         if scale:
             lines += ["", f"### This tree alone, {scale['flows_per_class']} flows per class", "",
                       f"Date: {scale['date']}  ", f"Command: `{scale['command']}`  ",
-                      "The previous code was not run at this size (at its pace above it would take hours).", "",
-                      "| code | flows | packets | tokens | redrawn | wall s | packets/s | tokens/s | "
-                      "load avg (start → end) |", "|---|---|---|---|---|---|---|---|---|"]
-            for r in scale["rows"]:
-                lines.append(f"| {r['code']} | {r['flows']} | {r['packets']:,} | {r['tokens']:,} | {r['redrawn']} | "
-                             f"{r['wall_s']:.1f} | {r['packets_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
-                             f"{r['load_average_start']} → {r['load_average_end']} |")
+                      "The previous code was not run at this size.", "", *_pipeline_table(scale["rows"])]
     if report.get("note"):
         lines += ["", report["note"]]
     return "\n".join(lines) + "\n"
@@ -364,7 +372,8 @@ def main() -> None:
         # only the pipeline was measured: keep the other sections of the last full run
         kept = json.loads(args.out.with_suffix(".json").read_text())
         kept["pipeline"] = pipeline or kept.get("pipeline")
-        kept["pipeline_scale"] = scale or kept.get("pipeline_scale")
+        # a scale run belongs to the code of the pipeline run beside it: a new pipeline drops it
+        kept["pipeline_scale"] = scale or (None if pipeline else kept.get("pipeline_scale"))
         write_results(args.out, kept, to_markdown(kept))
         return
     report = {

@@ -213,10 +213,12 @@ class ARGenerator(Generator):
 
     def set_sampling(self, temperature: float | None = None, top_k: int | None = None,
                      top_p: float | None = None, batch_size: int | None = None, device: str | None = None,
-                     show_progress: bool | None = None, compile: bool | None = None) -> None:
-        """Sampling options for later ``sample`` calls (None keeps the current value)."""
+                     show_progress: bool | None = None, compile: bool | None = None,
+                     half_cache: bool | None = None) -> None:
+        """Sampling options for later ``sample`` calls (None keeps the current value);
+        ``half_cache`` False keeps a CPU's key/value cache float32 (see ``SamplingSettings``)."""
         given: dict[str, Any] = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "batch_size": batch_size,
-                 "compile": compile}
+                 "compile": compile, "half_cache": half_cache}
         self.sampling = replace(self.sampling, **{k: v for k, v in given.items() if v is not None})
         if device is not None and device != self.device:
             self.device, self._sampling_model = device, None

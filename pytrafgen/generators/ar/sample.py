@@ -228,7 +228,8 @@ def sample_stream(
     ``settings.batch_size`` rows, refilled as flows end. ``on_flow(i, tokens)`` gets flow i's
     ``BOS CLASS … EOS`` tokens (int64) when it is done, or None when it reached the context
     without any position where EOS was legal; it may append flows to ``flows`` (and
-    ``flow_header``) to have them drawn in the same pool. ``header_allowed`` (M, H, V) bool with
+    ``flow_header``) to have them drawn in the same pool, before the flows still waiting. On a
+    CPU the cache is float16 where ``settings.half_cache`` and the kernel allow it. ``header_allowed`` (M, H, V) bool with
     ``flow_header[i]`` the mask index of flow i restricts its first H sampled tokens. ``head``
     None computes the full head (masked), else only the allowed logits (same distribution)."""
     if not flows:
