@@ -18,13 +18,15 @@ code and once with the code of ``--previous`` (a git revision: its ``pytrafgen``
 on this build's C++ core) in the same run; packets/s and sampled tokens/s side by side. With
 ``--train-sizes "" --sample-sizes ""`` only that section is measured and the other sections of
 ``--out``.json are kept. ``--scale N`` times this tree alone on N flows per class (the
-previous code takes hours at sizes where throughput, not start-up, dominates). The committed
-figures:
+previous code takes hours at sizes where throughput, not start-up, dominates). The previous
+code runs on this build's C++ core unless ``--previous-core`` gives the previous revision's
+own, built from it (``git archive REV | tar -x -C /tmp/prev && pip wheel --no-build-isolation
+--no-deps /tmp/prev -w /tmp/wheel``, then the ``pytrafgen/_core*.so`` inside the wheel). The
+committed figures:
 
-    python benchmarks/bench_ar.py --pipeline 1 --previous 3121e6c --scale 20 --train-sizes "" \
-        --sample-sizes "" --out benchmarks/results/ar_cpu
-    python benchmarks/bench_ar.py --pipeline 0 --scale 40 --train-sizes "" --sample-sizes "" \
-        --out benchmarks/results/ar_cpu
+    python benchmarks/bench_ar.py --pipeline 40 --previous 9cebd06 \
+        --previous-core /tmp/core-9cebd06/_core.cpython-311-x86_64-linux-gnu.so \
+        --train-sizes "" --sample-sizes "" --out benchmarks/results/ar_cpu
 """
 
 from __future__ import annotations
@@ -197,9 +199,11 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "pytrafgen" / "data" / "default_model"
 
 
-def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str | None) -> list[dict[str, object]]:
+def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str | None,
+                   previous_core: Path | None = None) -> list[dict[str, object]]:
     """``pytrafgen generate`` of the bundled default, previous code (unless None) then this
-    tree's, each in a fresh process; wall time of the whole command."""
+    tree's, each in a fresh process; wall time of the whole command. ``previous_core``: the
+    previous revision's built ``_core*.so`` (else the previous code runs on this build's)."""
     classes = json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
     work = Path(tempfile.mkdtemp(prefix="bench_ar_"))
     runs = [("this tree", "current")]
@@ -209,6 +213,8 @@ def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str 
         archive = subprocess.run(["git", "-C", str(REPO), "archive", previous, "pytrafgen"], check=True,
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
+        if previous_core:
+            shutil.copy(previous_core, old_tree / "pytrafgen" / previous_core.name)
         runs.insert(0, (f"previous ({previous})", str(old_tree)))
     rows = []
     env = dict(os.environ)
@@ -295,7 +301,8 @@ def to_markdown(report: dict) -> str:
                   f"Each run: {pipe['flows_per_class']} flows of each of the model's "
                   f"{pipe['classes']} classes to a pcap (`generate --json`, seed 0); wall time of the whole "
                   f"process (start-up, model load, sampling, decoding, building the pcap); tokens = sampled "
-                  f"tokens of the flows kept. Threads: {pipe['threads']}.", "",
+                  f"tokens of the flows kept. Threads: {pipe['threads']}. The previous code's C++ core: "
+                  f"{pipe.get('previous_core', 'this build' + chr(39) + 's')}.", "",
                   *_pipeline_table(pipe["rows"])]
         new = pipe["rows"][1]
         lines += ["", f"This tree / previous, same run: **{new['speedup_packets_per_s']:.2f}x packets/s, "
@@ -332,6 +339,9 @@ def main() -> None:
     parser.add_argument("--pipeline", type=int, default=0, metavar="N",
                         help="also time `pytrafgen generate` of N flows per class, previous code vs this tree")
     parser.add_argument("--previous", default="HEAD", help="git revision of the previous code (--pipeline)")
+    parser.add_argument("--previous-core", type=Path,
+                        help="the previous revision's built _core*.so (default: this build's, so a change "
+                             "in the C++ core counts for both)")
     parser.add_argument("--scale", type=int, default=0, metavar="N",
                         help="also time this tree alone on N flows per class (kept beside the last --pipeline)")
     args = parser.parse_args()
@@ -357,11 +367,15 @@ def main() -> None:
         print(json.dumps(r), flush=True)
     pipeline = None
     if args.pipeline:
-        rows = bench_pipeline(args.pipeline, args.previous, os.environ.get("OMP_NUM_THREADS"))
+        if args.previous_core and not args.previous_core.name.startswith("_core"):
+            sys.exit(f"--previous-core {args.previous_core}: expected a built _core*.so")
+        rows = bench_pipeline(args.pipeline, args.previous, os.environ.get("OMP_NUM_THREADS"), args.previous_core)
         classes = len(json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"])
         pipeline = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "command": " ".join([Path(sys.executable).name, *sys.argv]), "flows_per_class": args.pipeline,
                     "classes": classes, "rows": rows,
+                    "previous_core": ("the previous revision's own, built from it" if args.previous_core
+                                      else "this build's (only the Python code differs)"),
                     "threads": os.environ.get("OMP_NUM_THREADS") or "torch default (previous) / sized to idle cores"}
     scale = None
     if args.scale:
