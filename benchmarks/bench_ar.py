@@ -376,7 +376,7 @@ def main() -> None:
                     "classes": classes, "rows": rows,
                     "previous_core": ("the previous revision's own, built from it" if args.previous_core
                                       else "this build's (only the Python code differs)"),
-                    "threads": os.environ.get("OMP_NUM_THREADS") or "torch default (previous) / sized to idle cores"}
+                    "threads": os.environ.get("OMP_NUM_THREADS") or "as each code sets them (this tree: sized to the idle cores)"}
     scale = None
     if args.scale:
         scale = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
