@@ -19,10 +19,12 @@ from typing import Any
 def main() -> None:
     code, tokens_out, argv = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     if code != "current":
-        # this build's C++ core beside the previous Python code; the editable install's import
-        # hook (which maps pytrafgen to this tree) is bypassed
-        for core in Path(sysconfig.get_paths()["platlib"]).glob("pytrafgen/_core*.so"):
-            shutil.copy(core, Path(code) / "pytrafgen" / core.name)
+        # the previous Python code on the previous revision's C++ core where bench_ar.py put one
+        # there (--previous-core), else on this build's; the editable install's import hook
+        # (which maps pytrafgen to this tree) is bypassed
+        if not any((Path(code) / "pytrafgen").glob("_core*.so")):
+            for core in Path(sysconfig.get_paths()["platlib"]).glob("pytrafgen/_core*.so"):
+                shutil.copy(core, Path(code) / "pytrafgen" / core.name)
         sys.meta_path[:] = [f for f in sys.meta_path if type(f).__module__ != "_editable_skbc_pytrafgen"]
         sys.path.insert(0, code)
     import pytrafgen.generators.ar.sample as sample_module

@@ -18,13 +18,15 @@ code and once with the code of ``--previous`` (a git revision: its ``pytrafgen``
 on this build's C++ core) in the same run; packets/s and sampled tokens/s side by side. With
 ``--train-sizes "" --sample-sizes ""`` only that section is measured and the other sections of
 ``--out``.json are kept. ``--scale N`` times this tree alone on N flows per class (the
-previous code takes hours at sizes where throughput, not start-up, dominates). The committed
-figures:
+previous code takes hours at sizes where throughput, not start-up, dominates). The previous
+code runs on this build's C++ core unless ``--previous-core`` gives the previous revision's
+own, built from it (``git archive REV | tar -x -C /tmp/prev && pip wheel --no-build-isolation
+--no-deps /tmp/prev -w /tmp/wheel``, then the ``pytrafgen/_core*.so`` inside the wheel). The
+committed figures:
 
-    python benchmarks/bench_ar.py --pipeline 1 --previous 3121e6c --scale 20 --train-sizes "" \
-        --sample-sizes "" --out benchmarks/results/ar_cpu
-    python benchmarks/bench_ar.py --pipeline 0 --scale 40 --train-sizes "" --sample-sizes "" \
-        --out benchmarks/results/ar_cpu
+    python benchmarks/bench_ar.py --pipeline 40 --previous 9cebd06 \
+        --previous-core /tmp/core-9cebd06/_core.cpython-311-x86_64-linux-gnu.so \
+        --train-sizes "" --sample-sizes "" --out benchmarks/results/ar_cpu
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -196,9 +199,11 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "pytrafgen" / "data" / "default_model"
 
 
-def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str | None) -> list[dict[str, object]]:
+def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str | None,
+                   previous_core: Path | None = None) -> list[dict[str, object]]:
     """``pytrafgen generate`` of the bundled default, previous code (unless None) then this
-    tree's, each in a fresh process; wall time of the whole command."""
+    tree's, each in a fresh process; wall time of the whole command. ``previous_core``: the
+    previous revision's built ``_core*.so`` (else the previous code runs on this build's)."""
     classes = json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
     work = Path(tempfile.mkdtemp(prefix="bench_ar_"))
     runs = [("this tree", "current")]
@@ -208,6 +213,8 @@ def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str 
         archive = subprocess.run(["git", "-C", str(REPO), "archive", previous, "pytrafgen"], check=True,
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
+        if previous_core:
+            shutil.copy(previous_core, old_tree / "pytrafgen" / previous_core.name)
         runs.insert(0, (f"previous ({previous})", str(old_tree)))
     rows = []
     env = dict(os.environ)
@@ -219,10 +226,14 @@ def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str 
                 "--out", str(out), "--seed", "0", "--json"]
         tokens_file = work / "tokens.json"
         load = round(os.getloadavg()[0], 2)
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run([sys.executable, str(Path(__file__).with_name("ar_generate_child.py")), code,
                                str(tokens_file), *argv], env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
+        # CPU seconds of the child: on a shared machine wall time mostly says how busy it was
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
         if done.returncode != 0:
             sys.exit(f"{label}: generate failed:\n{done.stderr[-3000:]}")
         summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -231,12 +242,13 @@ def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str 
         row = {"code": label, "package": child["package"], "flows": sum(summary["flows"].values()),
                "packets": packets, "tokens": child["tokens"], "redrawn": summary["sampling"].get("redrawn"),
                "wall_s": seconds, "packets_per_s": packets / seconds, "tokens_per_s": child["tokens"] / seconds,
+               "cpu_s": cpu_s, "packets_per_cpu_s": packets / cpu_s,
                "load_average_start": load, "load_average_end": round(os.getloadavg()[0], 2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
     shutil.rmtree(work, ignore_errors=True)
     if previous:
-        for key in ("packets_per_s", "tokens_per_s"):
+        for key in ("packets_per_s", "tokens_per_s", "packets_per_cpu_s"):
             rows[1][f"speedup_{key}"] = rows[1][key] / rows[0][key]
     return rows
 
@@ -247,6 +259,17 @@ def dataset_tokens_per_packet(path: Path) -> float:
     ds = TrafficDataset(path)
     tokens = ds.tokens("train")
     return len(tokens) / max(int(np.count_nonzero(tokens == ds.vocab.special("PKT"))), 1)
+
+
+def _pipeline_table(rows: list[dict]) -> list[str]:
+    lines = ["| code | flows | packets | tokens | redrawn | wall s | packets/s | tokens/s | CPU s | packets/CPU s | "
+             "load avg (start → end) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cpu = (f"{r['cpu_s']:.1f} | {r['packets_per_cpu_s']:,.1f}" if "cpu_s" in r else "- | -")
+        lines.append(f"| {r['code']} | {r['flows']} | {r['packets']:,} | {r['tokens']:,} | {r['redrawn']} | "
+                     f"{r['wall_s']:.1f} | {r['packets_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | {cpu} | "
+                     f"{r['load_average_start']} → {r['load_average_end']} |")
+    return lines
 
 
 def to_markdown(report: dict) -> str:
@@ -278,28 +301,20 @@ def to_markdown(report: dict) -> str:
                   f"Each run: {pipe['flows_per_class']} flows of each of the model's "
                   f"{pipe['classes']} classes to a pcap (`generate --json`, seed 0); wall time of the whole "
                   f"process (start-up, model load, sampling, decoding, building the pcap); tokens = sampled "
-                  f"tokens of the flows kept. Threads: {pipe['threads']}.", "",
-                  "| code | flows | packets | tokens | redrawn | wall s | packets/s | tokens/s | load avg (start → end) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in pipe["rows"]:
-            lines.append(f"| {r['code']} | {r['flows']} | {r['packets']:,} | {r['tokens']:,} | {r['redrawn']} | "
-                         f"{r['wall_s']:.1f} | {r['packets_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
-                         f"{r['load_average_start']} → {r['load_average_end']} |")
+                  f"tokens of the flows kept. Threads: {pipe['threads']}. The previous code's C++ core: "
+                  f"{pipe.get('previous_core', 'this build' + chr(39) + 's')}.", "",
+                  *_pipeline_table(pipe["rows"])]
         new = pipe["rows"][1]
-        lines += ["", f"This tree / previous, same run: **{new['speedup_packets_per_s']:.0f}x packets/s, "
-                  f"{new['speedup_tokens_per_s']:.0f}x tokens/s** (the two runs drew different flows: tokens per "
-                  "packet differ)."]
+        lines += ["", f"This tree / previous, same run: **{new['speedup_packets_per_s']:.2f}x packets/s, "
+                  f"{new['speedup_tokens_per_s']:.2f}x tokens/s** (wall)"
+                  + (f", {new['speedup_packets_per_cpu_s']:.2f}x packets per CPU second"
+                     if "speedup_packets_per_cpu_s" in new else "")
+                  + " (the two runs drew different flows: tokens per packet differ)."]
         scale = report.get("pipeline_scale")
         if scale:
             lines += ["", f"### This tree alone, {scale['flows_per_class']} flows per class", "",
                       f"Date: {scale['date']}  ", f"Command: `{scale['command']}`  ",
-                      "The previous code was not run at this size (at its pace above it would take hours).", "",
-                      "| code | flows | packets | tokens | redrawn | wall s | packets/s | tokens/s | "
-                      "load avg (start → end) |", "|---|---|---|---|---|---|---|---|---|"]
-            for r in scale["rows"]:
-                lines.append(f"| {r['code']} | {r['flows']} | {r['packets']:,} | {r['tokens']:,} | {r['redrawn']} | "
-                             f"{r['wall_s']:.1f} | {r['packets_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
-                             f"{r['load_average_start']} → {r['load_average_end']} |")
+                      "The previous code was not run at this size.", "", *_pipeline_table(scale["rows"])]
     if report.get("note"):
         lines += ["", report["note"]]
     return "\n".join(lines) + "\n"
@@ -324,6 +339,9 @@ def main() -> None:
     parser.add_argument("--pipeline", type=int, default=0, metavar="N",
                         help="also time `pytrafgen generate` of N flows per class, previous code vs this tree")
     parser.add_argument("--previous", default="HEAD", help="git revision of the previous code (--pipeline)")
+    parser.add_argument("--previous-core", type=Path,
+                        help="the previous revision's built _core*.so (default: this build's, so a change "
+                             "in the C++ core counts for both)")
     parser.add_argument("--scale", type=int, default=0, metavar="N",
                         help="also time this tree alone on N flows per class (kept beside the last --pipeline)")
     args = parser.parse_args()
@@ -350,12 +368,16 @@ def main() -> None:
         print(json.dumps(r), flush=True)
     pipeline = None
     if args.pipeline:
-        rows = bench_pipeline(args.pipeline, args.previous, os.environ.get("OMP_NUM_THREADS"))
+        if args.previous_core and not args.previous_core.name.startswith("_core"):
+            sys.exit(f"--previous-core {args.previous_core}: expected a built _core*.so")
+        rows = bench_pipeline(args.pipeline, args.previous, os.environ.get("OMP_NUM_THREADS"), args.previous_core)
         classes = len(json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"])
         pipeline = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "command": " ".join([Path(sys.executable).name, *sys.argv]), "flows_per_class": args.pipeline,
                     "classes": classes, "rows": rows,
-                    "threads": os.environ.get("OMP_NUM_THREADS") or "torch default (previous) / sized to idle cores"}
+                    "previous_core": ("the previous revision's own, built from it" if args.previous_core
+                                      else "this build's (only the Python code differs)"),
+                    "threads": os.environ.get("OMP_NUM_THREADS") or "as each code sets them (this tree: sized to the idle cores)"}
     scale = None
     if args.scale:
         scale = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -365,7 +387,8 @@ def main() -> None:
         # only the pipeline was measured: keep the other sections of the last full run
         kept = json.loads(args.out.with_suffix(".json").read_text())
         kept["pipeline"] = pipeline or kept.get("pipeline")
-        kept["pipeline_scale"] = scale or kept.get("pipeline_scale")
+        # a scale run belongs to the code of the pipeline run beside it: a new pipeline drops it
+        kept["pipeline_scale"] = scale or (None if pipeline else kept.get("pipeline_scale"))
         write_results(args.out, kept, to_markdown(kept))
         return
     report = {

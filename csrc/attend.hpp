@@ -91,6 +91,19 @@ PYTRAFGEN_AVX512 inline __m512 exp_nonpositive16(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
+constexpr size_t kAhead = 16;  // slots to prefetch ahead of the one read
+
+// Every cache line of one slot (prefetching past the end of an array never faults).
+template <typename Store>
+PYTRAFGEN_AVX512 inline void prefetch_slot(const Store* slot, size_t dim, int hint) {
+    const char* p = reinterpret_cast<const char*>(slot);
+    for (size_t offset = 0; offset < dim * sizeof(Store); offset += 64) {
+        if (hint == _MM_HINT_T0)
+            _mm_prefetch(p + offset, _MM_HINT_T0);
+        else
+            _mm_prefetch(p + offset, _MM_HINT_T1);
+    }
+}
 constexpr size_t kMaxVectors = 8;  // the AVX-512 path holds a head's query in registers: dim <= 128
 
 // 16 keys' or values' elements as float32, from float32 or float16 (raw bits) storage.
@@ -119,9 +132,17 @@ PYTRAFGEN_AVX512 inline void attend_rows_range_avx512(const float* q, const Stor
             const Store* vb = v + (b * heads + h) * slots * dim;
             __m512 qr[kMaxVectors];
             for (size_t c = 0; c < vectors; ++c) qr[c] = _mm512_loadu_ps(q + qh + 16 * c);
+            for (size_t j = 0; j < kAhead && j < n; ++j) {
+                prefetch_slot(kb + j * dim, dim, _MM_HINT_T0);
+                prefetch_slot(vb + j * dim, dim, _MM_HINT_T1);
+            }
             float best = -INFINITY;
             for (size_t j = 0; j < n; ++j) {
                 const Store* kj = kb + j * dim;
+                // keys and values kAhead slots ahead: a head's prefix is a short stream, over
+                // before the hardware prefetcher has ramped up, and reading waits on memory
+                prefetch_slot(kj + kAhead * dim, dim, _MM_HINT_T0);
+                prefetch_slot(vb + (j + kAhead) * dim, dim, _MM_HINT_T1);  // read after the softmax
                 __m512 acc = _mm512_mul_ps(load16(kj), qr[0]);
                 for (size_t c = 1; c < vectors; ++c) acc = _mm512_fmadd_ps(load16(kj + 16 * c), qr[c], acc);
                 const float s = _mm512_reduce_add_ps(acc) * scale;

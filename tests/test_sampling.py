@@ -217,6 +217,26 @@ def test_a_rejected_flow_is_drawn_again_in_the_same_pool(setup):
     assert len(fewer) == sum(1 for n in seen[-12:] if n % 2 == 0)
 
 
+def test_a_redrawn_flow_starts_before_the_flows_still_waiting(setup):
+    """With one row, flows run one after another: a rejected udp_flood flow is drawn again
+    before any syn_flood flow starts (not in a tail after the whole queue)."""
+    vocab, model, grammar = setup
+    special = tok.special_tokens(vocab)
+    finished = []
+
+    def accept(seq):
+        finished.append(int(seq[1]))
+        return len(seq) % 2 == 0
+
+    sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab),
+                   {"udp_flood": 4, "syn_flood": 2}, SamplingSettings(batch_size=1), 0, torch.device("cpu"),
+                   accept=accept, max_redraws=50)
+    udp, syn = vocab.class_token("udp_flood"), vocab.class_token("syn_flood")
+    assert finished.count(udp) > 4  # some were redrawn
+    first_syn = finished.index(syn)
+    assert set(finished[:first_syn]) == {udp} and udp not in finished[first_syn:]
+
+
 @pytest.mark.parametrize("strategy", ["stream", "batch"])
 def test_the_per_class_header_restriction_holds(setup, strategy):
     vocab, model, grammar = setup

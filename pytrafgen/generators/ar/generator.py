@@ -43,7 +43,8 @@ class ARGenerator(Generator):
         "GPT decoder over static-tokenizer tokens: pre-trained on benign flows, fine-tuned per "
         "attack class, grammar-constrained sampling"
     )
-    sampling_options: ClassVar[frozenset[str]] = frozenset({"temperature", "top_k", "top_p", "batch_size", "compile"})
+    sampling_options: ClassVar[frozenset[str]] = frozenset({"temperature", "top_k", "top_p", "batch_size", "compile",
+                                                                   "half_cache"})
     checkpoints_during_fit: ClassVar[bool] = True
     draws_fit_progress: ClassVar[bool] = True
 
@@ -222,7 +223,8 @@ class ARGenerator(Generator):
     def set_sampling(self, *, device: str | None = None, show_progress: bool | None = None,
                      **options: Any) -> None:
         """Sampling options for later ``sample`` calls (None keeps the current value):
-        ``temperature``, ``top_k``, ``top_p``, ``batch_size``, ``compile``, ``device``."""
+        ``temperature``, ``top_k``, ``top_p``, ``batch_size``, ``compile``, ``half_cache`` (False keeps a
+        CPU's key/value cache float32, see ``SamplingSettings``), ``device``."""
         self.check_sampling_options(options)
         self.sampling = replace(self.sampling, **{k: v for k, v in options.items() if v is not None})
         if device is not None and device != self.device:

@@ -65,6 +65,17 @@ class KVCache:
         return cls(make(shape, device=device, dtype=dtype), make(shape, device=device, dtype=dtype))
 
 
+def cache_slots(layer_cache: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(B * heads,) index of row b head h's slot ``positions[b]`` in the (B * heads * slots,
+    head_dim) view of one layer's contiguous cache (B, heads, slots, head_dim): the write of a
+    step's keys is then one ``index_copy_``, not an advanced-index assignment (Python-heavy)."""
+    _, heads, slots, _ = layer_cache.shape
+    rows = positions.size(0)
+    device = positions.device
+    return ((torch.arange(rows, device=device)[:, None] * heads + torch.arange(heads, device=device)) * slots
+            + positions[:, None]).reshape(-1)
+
+
 def half_cache_supported(head_dim: int) -> bool:
     """Whether the per-row kernel reads a float16 cache here (a CPU with AVX-512, heads a
     multiple of 16 wide)."""
@@ -108,21 +119,17 @@ class CausalSelfAttention(nn.Module):
         return self.c_proj(y)
 
     def forward_rows(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor,
-                     attend_len: int, row_kernel: bool) -> torch.Tensor:
+                     attend_len: int, row_kernel: bool, flat: torch.Tensor) -> torch.Tensor:
         """One token per row, each at its own position (``positions`` (B,)): writes row b's key
         and value into cache slot ``positions[b]`` and attends over slots ``0..positions[b]``
         (slots past a row's position hold another flow's values). ``row_kernel``: the C++
         kernel that reads each row's own prefix (CPU, float32 or float16 cache); else SDPA over
-        the first ``attend_len`` slots under a mask."""
+        the first ``attend_len`` slots under a mask. ``flat`` (B * heads,): ``cache_slots``."""
         B, _, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, self.n_head, C // self.n_head) for t in (q, k, v))  # T = 1
         k_cache, v_cache = cache
-        _, heads, slots, dim = k_cache.shape
-        # row b head h's slot positions[b], as one index into the (B * heads * slots, dim) view
-        # of the cache: one index_copy_ instead of advanced-index assignment (a Python-heavy op)
-        flat = ((torch.arange(B, device=x.device)[:, None] * heads + torch.arange(heads, device=x.device)) * slots
-                + positions[:, None]).reshape(-1)
+        dim = k_cache.size(-1)
         k_cache.view(-1, dim).index_copy_(0, flat, k.reshape(-1, dim).to(k_cache.dtype))
         v_cache.view(-1, dim).index_copy_(0, flat, v.reshape(-1, dim).to(v_cache.dtype))
         if row_kernel:
@@ -170,8 +177,8 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
     def forward_rows(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor,
-                     attend_len: int, row_kernel: bool) -> torch.Tensor:
-        x = x + self.attn.forward_rows(self.ln_1(x), cache, positions, attend_len, row_kernel)
+                     attend_len: int, row_kernel: bool, flat: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn.forward_rows(self.ln_1(x), cache, positions, attend_len, row_kernel, flat)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -288,9 +295,11 @@ class GPT(nn.Module):
         if self.config.class_conditioning and class_token is not None:
             flow_class = torch.where(positions == 0, self.config.bos_token, class_token)[:, None]
         x = self._embed(idx[:, None], positions[:, None], flow_class)
+        flat = cache_slots(cache.k[0], positions)
         for i, block in enumerate(self.blocks):
             # ModuleList items are typed nn.Module; every item of self.blocks is a Block
-            x = cast(Block, block).forward_rows(x, (cache.k[i], cache.v[i]), positions, attend_len, row_kernel)
+            x = cast(Block, block).forward_rows(x, (cache.k[i], cache.v[i]), positions, attend_len, row_kernel,
+                                                flat)
         return self.ln_f(x[:, 0, :])
 
     def head_weight(self) -> torch.Tensor:

@@ -24,6 +24,7 @@ Two strategies draw from that same distribution:
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -227,7 +228,8 @@ def sample_stream(
     ``settings.batch_size`` rows, refilled as flows end. ``on_flow(i, tokens)`` gets flow i's
     ``BOS CLASS … EOS`` tokens (int64) when it is done, or None when it reached the context
     without any position where EOS was legal; it may append flows to ``flows`` (and
-    ``flow_header``) to have them drawn in the same pool. ``header_allowed`` (M, H, V) bool with
+    ``flow_header``) to have them drawn in the same pool, before the flows still waiting. On a
+    CPU the cache is float16 where ``settings.half_cache`` and the kernel allow it. ``header_allowed`` (M, H, V) bool with
     ``flow_header[i]`` the mask index of flow i restricts its first H sampled tokens. ``head``
     None computes the full head (masked), else only the allowed logits (same distribution)."""
     if not flows:
@@ -261,19 +263,20 @@ def sample_stream(
     state = torch.zeros(rows, dtype=torch.long, device=device)  # DFA state after ``feed``
     last_eos_ok = torch.zeros(rows, dtype=torch.long, device=device)
     out = torch.full((rows, max_len), eos, dtype=torch.long, device=device)
-    next_flow = 0
+    # flows not started yet, next first; a flow ``on_flow`` appends (a redraw) goes to the front:
+    # started at once it ends with the pool, not in a tail of its own where rows sit idle
+    waiting = deque(range(len(flows)))
 
     def start(slots: torch.Tensor) -> None:
         """Put the next flows into rows ``slots``: BOS's cache entry, then the class token to feed."""
-        nonlocal next_flow
-        first, next_flow = next_flow, next_flow + len(slots)
-        classes = torch.tensor(flows[first:next_flow], dtype=torch.long, device=device)
+        chosen = [waiting.popleft() for _ in range(len(slots))]
+        classes = torch.tensor([flows[i] for i in chosen], dtype=torch.long, device=device)
         states = grammar.next_state[after_bos, classes]
         if bool((states < 0).any()):
             raise PytrafgenError("sampling prompt (BOS, class token) is not accepted by the grammar")
         if flow_header is not None:
-            row_header[slots] = torch.tensor(flow_header[first:next_flow], dtype=torch.long, device=device)
-        flow[slots] = torch.arange(first, next_flow, device=device)
+            row_header[slots] = torch.tensor([flow_header[i] for i in chosen], dtype=torch.long, device=device)
+        flow[slots] = torch.tensor(chosen, dtype=torch.long, device=device)
         row_class[slots], pos[slots], feed[slots], state[slots], last_eos_ok[slots] = classes, 1, classes, states, 0
         out[slots, 0], out[slots, 1] = bos, classes
         cache.k[:, slots, :, :1], cache.v[:, slots, :, :1] = bos_k[:, None, :, None], bos_v[:, None, :, None]
@@ -312,6 +315,7 @@ def sample_stream(
         ended = (token == eos) | (target == max_len - 1)
         if not bool(ended.any()):
             continue
+        known = len(flows)
         for r in torch.nonzero(ended, as_tuple=True)[0].tolist():
             length = int(target[r]) + 1
             if int(token[r]) != eos:  # out of room: close it where EOS was last legal
@@ -322,8 +326,9 @@ def sample_stream(
                     seq = out[r, :length].cpu().numpy().copy()
                     seq[-1] = eos
                 on_flow(int(flow[r]), seq)
+        waiting.extendleft(reversed(range(known, len(flows))))  # redraws first, in the order asked
         done = torch.nonzero(ended, as_tuple=True)[0]
-        refill = done[: max(0, len(flows) - next_flow)]
+        refill = done[: len(waiting)]
         if len(refill):
             start(refill)
         # rows left without a flow: move the last unfinished rows into them so rows 0..active-1
