@@ -100,6 +100,22 @@ def best_of(repeats: int, fn) -> float:
     return min(timings(repeats, fn)[0])
 
 
+def previous_build(records: FieldRecords, plan: AddressPlan, repeats: int) -> float:
+    """Best wall time of ``build_frames`` with the per-flow Python preparation it had before the
+    bulk C++ one (kept verbatim in tests/build_reference.py): the same bytes, the old cost."""
+    import pytrafgen.build as build
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import build_reference
+
+    saved = build._distinct_five_tuples, build._timestamps
+    build._distinct_five_tuples, build._timestamps = build_reference._distinct_five_tuples, build_reference._timestamps
+    try:
+        return best_of(repeats, lambda: build_frames(records, plan, seed=0))
+    finally:
+        build._distinct_five_tuples, build._timestamps = saved
+
+
 def bench_scapy(frames: list[bytes]) -> float:
     from scapy.layers.l2 import Ether
 
@@ -157,6 +173,7 @@ def main() -> None:
     out_bytes = len(built.data)
 
     api_times, api_cpu = timings(args.repeats, lambda: build_frames(records, plan, seed=0))
+    previous = previous_build(records, plan, args.repeats)
     t_api = min(api_times)
     isn = np.zeros((records.n_flows, 2), np.uint32)
     ends = plan.assign(records, np.random.default_rng(0))
@@ -174,6 +191,7 @@ def main() -> None:
     rate = {
         "pytrafgen_build_frames": records.n_packets / t_api,
         "pytrafgen_core_only": records.n_packets / t_core,
+        "previous_python_preparation": records.n_packets / previous,
         "scapy": len(scapy_frames) / t_scapy,
         "dpkt": len(dpkt_frames) / t_dpkt,
     }
@@ -187,7 +205,8 @@ def main() -> None:
                  "flows": records.n_flows, "output_bytes": out_bytes,
                  "mean_frame_bytes": out_bytes / records.n_packets},
         "packets": {"pytrafgen": records.n_packets, "scapy": len(scapy_frames), "dpkt": len(dpkt_frames)},
-        "seconds": {"pytrafgen_build_frames": t_api, "pytrafgen_core_only": t_core, "scapy": t_scapy, "dpkt": t_dpkt},
+        "seconds": {"pytrafgen_build_frames": t_api, "pytrafgen_core_only": t_core, "previous_python_preparation": previous,
+                    "scapy": t_scapy, "dpkt": t_dpkt},
         "pytrafgen_build_frames_all_runs_s": api_times,
         "pytrafgen_build_frames_median_packets_per_s": records.n_packets / float(np.median(api_times)),
         "pytrafgen_build_frames_cpu_s": api_cpu,
@@ -213,6 +232,7 @@ def main() -> None:
     ]
     for name, key in (("pytrafgen build_frames (Python API)", "pytrafgen_build_frames"),
                       ("pytrafgen _core.build_frames only", "pytrafgen_core_only"),
+                      ("build_frames with the previous per-flow Python preparation", "previous_python_preparation"),
                       ("scapy (del chksum/len, bytes())", "scapy"), ("dpkt (sum=0, bytes())", "dpkt")):
         n = result["packets"].get(key.split("_")[0], records.n_packets)
         ratio = rate["pytrafgen_build_frames"] / rate[key]

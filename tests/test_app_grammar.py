@@ -145,3 +145,45 @@ def test_encode_flows_same_with_and_without_grammars(capture: Path, monkeypatch:
     assert np.array_equal(fast.offsets, reference.offsets)
     assert fast.app_packets == reference.app_packets
     assert fast.skipped == reference.skipped
+
+
+class _BrokenGrammar(pytrafgen_http.HttpProtocol):
+    """A grammar naming token ids outside the protocol's local vocabulary."""
+
+    def token_grammar(self):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        good = super().token_grammar()
+        return replace(good, tokens={role: 10_000 + i for i, role in enumerate(good.tokens)})
+
+
+class _RaisingGrammar(pytrafgen_http.HttpProtocol):
+    def token_grammar(self):  # type: ignore[no-untyped-def]
+        from pytrafgen.app_grammar import TextGrammar
+
+        return TextGrammar(tokens={}, methods={}, versions={}, statuses={}, standard_reasons={}, header_names={})
+
+
+@pytest.mark.parametrize("spec", [_BrokenGrammar(), _RaisingGrammar()], ids=["ids_out_of_range", "roles_missing"])
+def test_a_broken_grammar_costs_its_payloads_their_app_tokens_not_the_run(spec: ProtocolSpec) -> None:
+    from pytrafgen.flows import assemble_flows
+    from pytrafgen.records_from_packets import records_from_packets
+    from pytrafgen.testing import TcpConversation
+    from pytrafgen.tokenizer import AppProtocol, Vocabulary, decode, encode_flows
+
+    conv = TcpConversation()
+    conv.handshake()
+    conv.send(0, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    conv.send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    table = conv.table()
+    flows = assemble_flows(table)
+    vocab = Vocabulary(["c"], [AppProtocol(spec.name, spec.transport, tuple(spec.token_names))], 256)
+    enc = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab, protocols={"http": spec})
+    assert enc.app_packets.get("http_errors", 0) >= 1 and "http" not in enc.app_packets
+    records = decode(enc.tokens, enc.offsets, vocab, protocols={"http": spec}, strict=True)
+    original = records_from_packets(table, flows, np.zeros(len(flows), np.int16), ["c"])
+    got = [records.blob[o:o + n].tobytes() for o, n in zip(records.packets["payload_off"],
+                                                          records.packets["payload_stored"], strict=True)]
+    want = [original.blob[o:o + n].tobytes() for o, n in zip(original.packets["payload_off"],
+                                                           original.packets["payload_stored"], strict=True)]
+    assert got == want and b"hi" in b"".join(got)

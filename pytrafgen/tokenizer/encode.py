@@ -5,7 +5,9 @@ Flows that an application protocol plugin recognises (``ProtocolSpec.recognise``
 server port and the first payload each side sent) have each payload offered to the plugin's
 ``encode``; a payload it encodes — and decodes back to exactly the same bytes — is written as
 ``app.<name>`` begin token, its local tokens, ``APP_END`` instead of length + bytes. Any other
-payload stays bytes, so every packet round-trips whatever the plugin does.
+payload stays bytes, so every packet round-trips whatever the plugin does. A plugin that
+declares its grammar (``ProtocolSpec.token_grammar``, ``pytrafgen.app_grammar``) has all its
+payloads tokenized in C++ in one call instead, with the same tokens as its ``encode``.
 """
 
 from __future__ import annotations
