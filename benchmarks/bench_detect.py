@@ -53,6 +53,13 @@ def _load(captures: Path, settings: Any) -> Any:
     return load_labeled(sorted(captures.glob("*.pcap")), read_manifest(captures / "manifest.csv"), settings)
 
 
+def _confused(m: dict[str, Any], classes: list[str]) -> list[list[Any]]:
+    """Off-diagonal cells of a confusion matrix: [true class, predicted class, flows], most first."""
+    cells = [[classes[i], classes[j], int(v)] for i, row in enumerate(m["confusion"]) for j, v in enumerate(row)
+             if i != j and v]
+    return sorted(cells, key=lambda c: -c[2])
+
+
 def _score(det: Any, flows: Any, select: np.ndarray | None, cap: int, seed: int) -> dict[str, Any]:
     """Metrics of ``det`` on ``flows`` (only ``select``, if given), at most ``cap`` per class."""
     from pytrafgen.detect.metrics import classification_metrics
@@ -65,6 +72,7 @@ def _score(det: Any, flows: Any, select: np.ndarray | None, cap: int, seed: int)
     x = np.concatenate([det.encode(c.packets, c.flows) for c in flows.captures])[rows]
     m = classification_metrics(y[rows], det.predict_proba(x).argmax(axis=1), det.header.classes)
     return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "flows": m["flows"],
+            "confused": _confused(m, det.header.classes),
             "f1": {c: v["f1"] for c, v in m["per_class"].items() if v["support"]},
             "support": {c: v["support"] for c, v in m["per_class"].items() if v["support"]}}
 
@@ -93,6 +101,7 @@ def part_ab(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str,
             within_seeds = {"seeds": list(range(args.seed, args.seed + 5)), "macro_f1": scores}
         per_class = result.validation["per_class"]
         entry = {"within": {"macro_f1": result.validation["macro_f1"], "flows": result.validation["flows"],
+                            "confused": _confused(result.validation, det.header.classes),
                             "f1": {c: v["f1"] for c, v in per_class.items() if v["support"]},
                             "support": {c: v["support"] for c, v in per_class.items() if v["support"]}},
                  "train_cpu_s": det.header.training["train_cpu_s"],
@@ -293,8 +302,17 @@ def markdown(report: dict[str, Any]) -> str:
         seeds = ab.get("forest", {}).get("within_seeds")
         if seeds:
             lines += ["", f"(a) forest over split seeds {seeds['seeds']}: macro-F1 "
-                      f"{np.mean(seeds['macro_f1']):.4f} mean (min {min(seeds['macro_f1']):.4f}, "
-                      f"max {max(seeds['macro_f1']):.4f})."]
+                      f"{np.mean(seeds['macro_f1']):.4f} ± {np.std(seeds['macro_f1'], ddof=1):.4f} (mean ± sd; "
+                      f"min {min(seeds['macro_f1']):.4f}, max {max(seeds['macro_f1']):.4f}; each: "
+                      + ", ".join(f"{v:.4f}" for v in seeds['macro_f1']) + ")."]
+        lines += ["", "Confusions (true class → predicted class: flows; the off-diagonal cells of each "
+                  "confusion matrix, (a) split seed "
+                  f"{ab.get('forest', {}).get('within_seeds', {}).get('seeds', [0])[0]}):", "",
+                  "| detector | (a) held-out shared flows | (b) SEED=3 recording |", "|---|---|---|"]
+        for kind, e in ab.items():
+            cells = ["; ".join(f"{t} → {p}: {n}" for t, p, n in part.get("confused", [])) or "none"
+                     if "confused" in part else "not recorded" for part in (e["within"], e.get("cross", {}))]
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
         classes = list(next(iter(ab.values()))["within"]["f1"])
         first = next(iter(ab.values()))
         lines += ["", "Per-class F1 (a → b), with the number of test flows of each class (a / b):", "",

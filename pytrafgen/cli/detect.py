@@ -54,7 +54,7 @@ def train(
     max_flows_per_class: Annotated[int, typer.Option(
         "--max-flows-per-class", help="Training flows per class at most, real and generated each (0: all).")] = 5000,
     steps: Annotated[int | None, typer.Option(
-        "--steps", help="transformer: fine-tuning steps (default 400, a few CPU minutes).")] = None,
+        "--steps", help="transformer: fine-tuning steps (default 700, a few CPU minutes).")] = None,
     idle_timeout: IdleTimeout = 120.0,
     max_flow_packets: MaxFlowPackets = 100,
     seed: Seed = 0,

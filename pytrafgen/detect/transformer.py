@@ -35,7 +35,7 @@ WEIGHTS_FILE = "weights.safetensors"
 VOCAB_FILE = "vocab.json"
 BACKBONE_FILE = "backbone.json"
 MAX_TOKENS = 128
-TRAIN_STEPS = 400
+TRAIN_STEPS = 700  # 400 left the rare classes under-fitted (within macro-F1 0.979 → 0.998, seed 0)
 # Token fields left out of the detector's view: values that differ between any two recordings
 # of the same traffic (ephemeral client ports, IP ids, raw sequence numbers, TCP option bytes
 # such as timestamps, IPv6 flow labels) and the class token itself. Without them the first
