@@ -555,7 +555,8 @@ def test_an_added_syn_ack_keeps_the_labels_and_statuses_of_the_callers_packets(t
     """The SYN-ACK conform adds is a frame of its own, named by its flow's SYN: the labels file
     still gives every flow its class, and ``status`` has one entry per packet the caller gave."""
     records = tcp_flow([(0, 0x02, 0, 0, 0), (0, 0x18, 1, 1, 5)], payloads={1: b"hello"}, server_port=5000)
-    built = build_frames(records, PLAN, seed=0, conform=True, time_order=True)
+    built = build_frames(records, PLAN, seed=0, conform=True, time_order=True,
+                         protocols=get_registry().protocols)
     assert len(built) == 3 and built.packet.tolist() == [0, 0, 1] and len(built.status) == 2
     pcap = tmp_path / "g.pcap"
     write_records(pcap, records, PLAN, seed=0)
