@@ -134,6 +134,9 @@ CASE_BOUNDS = {
 }
 
 
+NOISY_REPEAT = {"udp_flood": 3}
+
+
 # -- end to end --------------------------------------------------------------------------
 
 @pytest.mark.netns
@@ -165,7 +168,9 @@ def test_scenario_reproduces_real_and_rejects_degraded(name: str, tmp_path: Path
     inputs = {"real": real, "generated": second_half(real, tmp_path / "generated.pcap"),
               "control": CAPTURES / control_file}
     bounds = CASE_BOUNDS.get(name, BOUNDS)
-    result = report.run_replay(scenario, inputs, bounds)
+    # a flood's effect on the CoAP server moves with this machine's load from run to run (the
+    # two halves of one real flood measured 0.32 and 0.15 once): the median of three stands
+    result = report.run_replay(scenario, inputs, bounds, repeat=NOISY_REPEAT.get(name, 1))
     runs = result["runs"]
     assert result["verdict"] == report.REPRODUCES, json.dumps(runs, indent=1)
     assert result["reproduces"] is True

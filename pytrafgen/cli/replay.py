@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         max_rate: Annotated[float, typer.Option("--max-rate", help="Most packets per second.")] = 20000.0,
         max_sessions: Annotated[int, typer.Option("--max-sessions", help="Most TCP sessions per input.")] = 400,
         hold: Annotated[float, typer.Option("--hold", help="Longest a session is held open, seconds.")] = 3.0,
+        repeat: Annotated[int, typer.Option("--repeat", help="Measurements per input, each in fresh namespaces; "
+                                            "the median stands (flood effects vary with the machine's load).")] = 1,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Write replay_<scenario>.json/.md here.")] = None,
         force: Force = False,
         quiet: Quiet = False,
@@ -46,6 +48,8 @@ def register(app: typer.Typer) -> None:
         from pytrafgen.replay.senders import Bounds
 
         chosen = get_scenario(scenario)
+        if repeat < 1:
+            raise ReplayError(f"--repeat must be at least 1, got {repeat}")
         if out is not None:
             check_output_dir(out, force)
         inputs = {"real": real, "generated": generated, "control": control}
@@ -62,7 +66,7 @@ def register(app: typer.Typer) -> None:
         with Progress(*columns, transient=True, disable=quiet or as_json) as progress:
             task = progress.add_task(f"{chosen.name}: starting", total=None)
             report = run_replay(chosen, given, bounds, on_step=lambda role: progress.update(
-                task, description=f"{chosen.name}: replaying the {role} input at the target"))
+                task, description=f"{chosen.name}: replaying the {role} input at the target"), repeat=repeat)
         if out is not None:
             write_report(report, open_output_dir(out))
         if as_json:

@@ -431,7 +431,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "peak concurrent sessions the broker accepted (CONNACK 0)", 0.3, True, measure_mqtt_connect_flood, MOSQUITTO),
     Scenario("udp_flood", "UDP flood at a CoAP server (libcoap coap-server) while a legitimate client asks GET /time",
              f"share of the legitimate client's requests lost or answered later than {COAP_SLOW_S * 1000:g} ms",
-             0.3, False, measure_udp_flood, (("coap-server", targets.COAP_PACKAGE),), proto=UDP),
+             0.5, True, measure_udp_flood, (("coap-server", targets.COAP_PACKAGE),), proto=UDP, at_least=True),
     Scenario("slowloris", f"slowloris at nginx holding at most {SLOWLORIS_WORKER_CONNECTIONS} connections",
              "connection occupancy (peak connections held open / worker_connections)", 0.25, False,
              measure_slowloris, (NGINX,)),
