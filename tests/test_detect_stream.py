@@ -85,9 +85,6 @@ CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
 def _write(path: Path, packets: list[Any]) -> Path:
     from scapy.utils import wrpcap
 
-    for i, packet in enumerate(packets):
-        if packet.time is None or packet.time == 0:
-            packet.time = 1_700_000_000 + i * 0.01
     wrpcap(str(path), packets)
     return path
 
@@ -96,6 +93,7 @@ def _udp(sender_is_client: bool, t: float, sport: int = 40000, dport: int = 5683
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
+    packet: Any
     if sender_is_client:
         packet = Ether() / IP(src=CLIENT, dst=SERVER) / UDP(sport=sport, dport=dport) / b"req"
     else:
@@ -108,6 +106,7 @@ def _tcp(sender_is_client: bool, flags: str, t: float, cport: int, sport: int, p
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
+    packet: Any
     if sender_is_client:
         packet = Ether() / IP(src=CLIENT, dst=SERVER) / TCP(sport=cport, dport=sport, flags=flags) / payload
     else:

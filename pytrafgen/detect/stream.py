@@ -8,7 +8,16 @@ end of the capture. Memory is bounded by the chunk plus the packets of the flows
 the last idle timeout, each at most ``max_flow_packets`` long.
 
 The flows are those ``assemble_flows`` finds on the whole capture read at once, as long as
-timestamps do not go backwards by more than the idle timeout.
+timestamps do not go backwards by more than the idle timeout. Two things make that so:
+
+- a flow continuing a connection (cut by the length limit or the idle timeout, no SYN) keeps
+  the client and server of the flow before it on the same 5-tuple, as the whole-capture
+  assembler decides, even when that flow was emitted in an earlier chunk: the roles of the
+  last emitted flow of each 5-tuple are remembered (a few dozen bytes per distinct 5-tuple);
+- the flows of a 5-tuple are carried from its first flow still open on: a flow finished
+  behind it (a connection reopened on the same 5-tuple and cut at the length limit while the
+  closed one before it waits for its idle timeout) is carried too, so the reassembly cuts
+  the 5-tuple where the whole capture does, but it is emitted once only.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
     clock = np.iinfo(np.int64).min  # newest timestamp read so far
     next_row = 0
     newest = np.iinfo(np.int64).min
+    roles: dict[bytes, bool] = {}  # per 5-tuple: is the client the lower endpoint in its last dropped flow
+    emitted_rows = np.zeros(0, np.int64)  # first rows of carried flows already emitted
     chunks = iter_pcap(path, chunk_packets=chunk_packets)
     chunk = next(chunks, None)
     while chunk is not None:
@@ -65,6 +76,7 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
         if len(chunk):
             newest = max(newest, int(np.asarray(chunk.ts_ns).max()))
         flows = settings.assemble(table)
+        keys, client_low = _keep_roles(table, flows, roles)
         if following is None:
             done = np.ones(len(flows), bool)
         else:
@@ -75,15 +87,112 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
                 done |= np.asarray(flows.packets) >= settings.max_flow_packets
         first_packet = np.asarray(flows.first_packet, np.int64)
         first_row = global_rows[first_packet]
-        yield FlowBatch(table, flows, done, first_row, dict(chunk.skipped), packet_clock[first_packet],
-                        first_row >= rows[0] if len(rows) else np.zeros(len(flows), bool))
+        carried = _carried(keys, done)
+        emitted_before = np.isin(first_row, emitted_rows)
+        yield FlowBatch(table, flows, done & ~emitted_before, first_row, dict(chunk.skipped),
+                        packet_clock[first_packet], first_row >= rows[0] if len(rows) else np.zeros(len(flows), bool))
+        emitted_rows = first_row[carried & done]
+        _remember_roles(roles, keys, client_low, carried)
         flow_id = np.asarray(flows.flow_id)
-        open_flow = np.r_[~done, False]  # flow_id −1 (not in a flow) picks the trailing False
+        open_flow = np.r_[carried, False]  # flow_id −1 (not in a flow) picks the trailing False
         keep = np.flatnonzero(open_flow[flow_id])
         carry = table.take(keep) if len(keep) else None
         carry_rows = global_rows[keep]
         carry_clock = packet_clock[keep]
         chunk = following
+
+
+def _endpoints(addr: Any, port: Any) -> np.ndarray:
+    """(F, 18) bytes per flow endpoint: address, then port big-endian."""
+    port_bytes = np.asarray(port).astype(">u2").view(np.uint8).reshape(-1, 2)
+    return np.ascontiguousarray(np.concatenate([np.asarray(addr, np.uint8).reshape(-1, 16), port_bytes], axis=1))
+
+
+@dataclass
+class _Keys:
+    """The 5-tuple of each flow of a chunk: ``text`` (bytes per flow, hashable), ``group``
+    (index of the flow's distinct 5-tuple), ``first`` (each 5-tuple's first flow), ``order``
+    (flows grouped by 5-tuple, in first-packet order within one) and ``group_start`` (where
+    each 5-tuple begins in ``order``)."""
+
+    text: np.ndarray
+    group: np.ndarray
+    first: np.ndarray
+    order: np.ndarray
+    group_start: np.ndarray
+
+    def before_in_group(self, mark: np.ndarray) -> np.ndarray:
+        """Per flow: how many flows of its 5-tuple up to and including it are marked."""
+        running = np.cumsum(mark[self.order])
+        at_start = running[self.group_start] - mark[self.order][self.group_start]
+        count = np.empty(len(mark), np.int64)
+        count[self.order] = running - at_start[self.group[self.order]]
+        return count
+
+
+def _keep_roles(table: Any, flows: Any, roles: dict[bytes, bool]) -> tuple[_Keys, np.ndarray]:
+    """Give the flows continuing a 5-tuple whose earlier flows were dropped (emitted in an
+    earlier chunk) the roles the whole-capture assembler gives them: those of the flow before
+    (``roles``), where the chunk's assembly, not seeing that flow, chose from the first packet
+    or the ports. Swaps client and server of those flows in place; returns the flows' 5-tuples
+    and whether each flow's client is its 5-tuple's lower endpoint (after the swap)."""
+    client = _endpoints(flows.client_addr, flows.client_port)
+    server = _endpoints(flows.server_addr, flows.server_port)
+    client_s, server_s = client.view("S18").ravel(), server.view("S18").ravel()
+    client_low = client_s < server_s
+    low = np.where(client_low[:, None], client, server)
+    high = np.where(client_low[:, None], server, client)
+    head = np.stack([np.asarray(flows.proto, np.uint8), np.asarray(flows.l3, np.uint8)], axis=1)
+    # fixed-width bytes: numpy drops trailing NULs, the same way for every flow, so equal keys stay equal
+    text = np.ascontiguousarray(np.concatenate([head, low, high], axis=1)).view("S38").ravel()
+    order = np.argsort(text, kind="stable")  # one sort groups the 5-tuples, first-packet order kept within
+    in_order = text[order]
+    new_key = np.r_[True, in_order[1:] != in_order[:-1]][:len(text)]
+    group_start = np.flatnonzero(new_key)
+    group = np.empty(len(text), np.int64)
+    group[order] = np.cumsum(new_key) - 1
+    first = order[group_start]
+    keys = _Keys(text, group, first, order, group_start)
+    first_packet = np.asarray(flows.first_packet, np.int64)
+    syn = (np.asarray(flows.proto) == 6) & ((np.asarray(table.tcp_flags)[first_packet] & 2) != 0)
+    # a 5-tuple's first flow in the chunk continues the dropped flow before it unless a SYN
+    # decides its roles; the flows after it continue it in turn up to the next SYN
+    swap_key = np.zeros(len(first), bool)
+    if roles:
+        for g, f in enumerate(first.tolist()):
+            if not syn[f]:
+                before = roles.get(text[f])
+                swap_key[g] = before is not None and before != bool(client_low[f])
+    flip = swap_key[group] & (keys.before_in_group(syn) == 0)
+    flip &= client_s != server_s  # a flow from an endpoint to itself has no roles to swap
+    if flip.any():
+        column = flip[:, None]
+        flows.client_addr, flows.server_addr = (np.where(column, flows.server_addr, flows.client_addr),
+                                                np.where(column, flows.client_addr, flows.server_addr))
+        for a, b in (("client_port", "server_port"), ("packets_c2s", "packets_s2c"), ("bytes_c2s", "bytes_s2c")):
+            old_a, old_b = getattr(flows, a), getattr(flows, b)
+            setattr(flows, a, np.where(flip, old_b, old_a))
+            setattr(flows, b, np.where(flip, old_a, old_b))
+        direction = np.asarray(flows.direction)
+        swapped_packet = np.r_[flip, False][np.asarray(flows.flow_id)]  # flow_id −1 picks False
+        flows.direction = np.where(swapped_packet, 1 - direction, direction).astype(direction.dtype)
+        client_low = client_low ^ flip
+    return keys, client_low
+
+
+def _carried(keys: _Keys, done: np.ndarray) -> np.ndarray:
+    """Flows to carry into the next chunk: every flow of a 5-tuple from its first open one on."""
+    return keys.before_in_group(~done) > 0
+
+
+def _remember_roles(roles: dict[bytes, bool], keys: _Keys, client_low: np.ndarray, carried: np.ndarray) -> None:
+    """Remember, per 5-tuple, the roles of its last flow dropped from the carry (the flow the
+    next carried or new flow of that 5-tuple continues)."""
+    dropped = ~carried
+    last_dropped = dropped & (keys.before_in_group(dropped) == np.bincount(keys.group[dropped],
+                                                                            minlength=len(keys.first))[keys.group])
+    for f in np.flatnonzero(last_dropped).tolist():
+        roles[keys.text[f]] = bool(client_low[f])
 
 
 __all__ = ["DEFAULT_CHUNK_PACKETS", "FlowBatch", "iter_flow_batches"]
