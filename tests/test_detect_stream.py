@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import ALL_SHARED, needs_full_captures, shared_ids
 from typer.testing import CliRunner
 
 import pytrafgen
@@ -75,6 +76,18 @@ def test_corpus_with_default_settings_and_idle_splits() -> None:
     for name in ("benign_coap", "benign_mqtt", "slowloris"):
         _assert_same_flows(CORPUS / f"{name}.pcap", FlowSettings())
         _assert_same_flows(CORPUS / f"{name}.pcap", FlowSettings(idle_timeout_s=0.5, max_flow_packets=7))
+
+
+@pytest.mark.slow
+@needs_full_captures
+@pytest.mark.parametrize("capture", ALL_SHARED, ids=shared_ids(ALL_SHARED))
+def test_shared_captures_streamed_flows_equal_the_whole_capture(capture: Path) -> None:
+    _assert_same_flows(capture, FlowSettings(max_flow_packets=10), (97, 4096))
+    ts = np.asarray(pytrafgen.read_pcap(capture).ts_ns, np.int64)
+    if len(ts) and (np.maximum.accumulate(ts) - ts).max() <= 1e9:
+        _assert_same_flows(capture, FlowSettings(idle_timeout_s=1.0), (97,))
+    else:  # timestamps go back past the idle timeout: no promise of the same flows, but each once
+        _streamed(capture, FlowSettings(idle_timeout_s=1.0), 97)
 
 
 # --- crafted captures ---------------------------------------------------------------------

@@ -91,7 +91,9 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
         emitted_before = np.isin(first_row, emitted_rows)
         yield FlowBatch(table, flows, done & ~emitted_before, first_row, dict(chunk.skipped),
                         packet_clock[first_packet], first_row >= rows[0] if len(rows) else np.zeros(len(flows), bool))
-        emitted_rows = first_row[carried & done]
+        # a carried flow emitted once stays emitted (it can look unfinished again when late
+        # packets, timestamps going backwards, join it)
+        emitted_rows = first_row[carried & (done | emitted_before)]
         _remember_roles(roles, keys, client_low, carried)
         flow_id = np.asarray(flows.flow_id)
         open_flow = np.r_[carried, False]  # flow_id −1 (not in a flow) picks the trailing False
