@@ -183,6 +183,32 @@ def test_reused_five_tuple_while_earlier_flows_are_open(tmp_path: Path) -> None:
     _assert_same_flows(path, settings, (1, 2, 3, 5, 7, 11, 23, 64))
 
 
+def test_replayed_exchange_going_back_in_time_emits_each_flow_once(tmp_path: Path) -> None:
+    """FTP logins, other traffic 2 s later, then the same logins again with their old
+    timestamps (a capture replayed into itself; seen in a public capture): time goes back past
+    the 1 s idle timeout, so the flows need not be the whole capture's, but none is emitted twice."""
+    t = 1_700_000_000.0
+    packets: list[Any] = []
+    for k in range(3):
+        start, cport = t + 0.9 * k, 40000 + k
+        packets += [_tcp(True, "S", start, cport, 21), _tcp(False, "SA", start + 0.01, cport, 21),
+                    _tcp(True, "A", start + 0.02, cport, 21)]
+        packets += [_tcp(i % 2 == 0, "PA", start + 0.1 + 0.05 * i, cport, 21, b"USER x\r\n") for i in range(8)]
+        packets += [_tcp(True, "FA", start + 0.6, cport, 21), _tcp(False, "FA", start + 0.7, cport, 21),
+                    _tcp(True, "A", start + 0.78, cport, 21)]
+    later = [_udp(True, t + 2.0 + 0.1 * i, sport=50000 + i) for i in range(10)]
+    replayed = []
+    for packet in packets:
+        copy = packet.copy()
+        copy.time = packet.time
+        replayed.append(copy)
+    path = _write(tmp_path / "replayed.pcap", packets + later + replayed)
+    settings = FlowSettings(idle_timeout_s=1.0)
+    for chunk in (1, 3, 7, 23):
+        streamed = _streamed(path, settings, chunk)  # asserts each flow comes once
+        assert sum(flow[5] + flow[6] for flow in streamed.values()) == len(packets) * 2 + len(later)
+
+
 # --- verdicts -----------------------------------------------------------------------------
 
 

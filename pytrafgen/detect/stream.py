@@ -3,8 +3,8 @@
 The capture is read in chunks (``iter_pcap``); the packets of flows still open are carried
 into the next chunk and assembled again with it. A flow is finished, and emitted, once the
 newest timestamp seen is more than the idle timeout past its last packet, or once it holds
-``max_flow_packets`` packets (its key's next packet starts a new flow either way), or at the
-end of the capture. Memory is bounded by the chunk plus the packets of the flows active within
+``max_flow_packets`` packets (its key's next packet starts a new flow either way), or once
+a later flow started on its 5-tuple, or at the end of the capture. Memory is bounded by the chunk plus the packets of the flows active within
 the last idle timeout, each at most ``max_flow_packets`` long.
 
 The flows are those ``assemble_flows`` finds on the whole capture read at once, as long as
@@ -14,10 +14,10 @@ timestamps do not go backwards by more than the idle timeout. Two things make th
   the client and server of the flow before it on the same 5-tuple, as the whole-capture
   assembler decides, even when that flow was emitted in an earlier chunk: the roles of the
   last emitted flow of each 5-tuple are remembered (a few dozen bytes per distinct 5-tuple);
-- the flows of a 5-tuple are carried from its first flow still open on: a flow finished
-  behind it (a connection reopened on the same 5-tuple and cut at the length limit while the
-  closed one before it waits for its idle timeout) is carried too, so the reassembly cuts
-  the 5-tuple where the whole capture does, but it is emitted once only.
+- a flow followed by another on the same 5-tuple is finished (no packet can join it any
+  more), even before its idle timeout: only the newest flow of a 5-tuple is carried, so the
+  reassembly cannot merge a continuation into an older, closed flow of the same 5-tuple (a
+  connection reopened on it and cut at the length limit while the closed one waits).
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
     next_row = 0
     newest = np.iinfo(np.int64).min
     roles: dict[bytes, bool] = {}  # per 5-tuple: is the client the lower endpoint in its last dropped flow
-    emitted_rows = np.zeros(0, np.int64)  # first rows of carried flows already emitted
     chunks = iter_pcap(path, chunk_packets=chunk_packets)
     chunk = next(chunks, None)
     while chunk is not None:
@@ -80,23 +79,18 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
         if following is None:
             done = np.ones(len(flows), bool)
         else:
-            done = np.zeros(len(flows), bool)
+            done = ~keys.newest()
             if idle_ns is not None:
                 done |= np.asarray(flows.end_ns, np.int64) + idle_ns < newest
             if settings.max_flow_packets:
                 done |= np.asarray(flows.packets) >= settings.max_flow_packets
         first_packet = np.asarray(flows.first_packet, np.int64)
         first_row = global_rows[first_packet]
-        carried = _carried(keys, done)
-        emitted_before = np.isin(first_row, emitted_rows)
-        yield FlowBatch(table, flows, done & ~emitted_before, first_row, dict(chunk.skipped),
-                        packet_clock[first_packet], first_row >= rows[0] if len(rows) else np.zeros(len(flows), bool))
-        # a carried flow emitted once stays emitted (it can look unfinished again when late
-        # packets, timestamps going backwards, join it)
-        emitted_rows = first_row[carried & (done | emitted_before)]
-        _remember_roles(roles, keys, client_low, carried)
+        yield FlowBatch(table, flows, done, first_row, dict(chunk.skipped), packet_clock[first_packet],
+                        first_row >= rows[0] if len(rows) else np.zeros(len(flows), bool))
+        _remember_roles(roles, keys, client_low, done)
         flow_id = np.asarray(flows.flow_id)
-        open_flow = np.r_[carried, False]  # flow_id −1 (not in a flow) picks the trailing False
+        open_flow = np.r_[~done, False]  # flow_id −1 (not in a flow) picks the trailing False
         keep = np.flatnonzero(open_flow[flow_id])
         carry = table.take(keep) if len(keep) else None
         carry_rows = global_rows[keep]
@@ -130,6 +124,11 @@ class _Keys:
         count = np.empty(len(mark), np.int64)
         count[self.order] = running - at_start[self.group[self.order]]
         return count
+
+    def newest(self) -> np.ndarray:
+        """Per flow: is it its 5-tuple's last flow (the only one later packets can join)."""
+        sizes = np.bincount(self.group, minlength=len(self.first))
+        return self.before_in_group(np.ones(len(self.group), bool)) == sizes[self.group]
 
 
 def _keep_roles(table: Any, flows: Any, roles: dict[bytes, bool]) -> tuple[_Keys, np.ndarray]:
@@ -182,15 +181,9 @@ def _keep_roles(table: Any, flows: Any, roles: dict[bytes, bool]) -> tuple[_Keys
     return keys, client_low
 
 
-def _carried(keys: _Keys, done: np.ndarray) -> np.ndarray:
-    """Flows to carry into the next chunk: every flow of a 5-tuple from its first open one on."""
-    return keys.before_in_group(~done) > 0
-
-
-def _remember_roles(roles: dict[bytes, bool], keys: _Keys, client_low: np.ndarray, carried: np.ndarray) -> None:
+def _remember_roles(roles: dict[bytes, bool], keys: _Keys, client_low: np.ndarray, dropped: np.ndarray) -> None:
     """Remember, per 5-tuple, the roles of its last flow dropped from the carry (the flow the
     next carried or new flow of that 5-tuple continues)."""
-    dropped = ~carried
     last_dropped = dropped & (keys.before_in_group(dropped) == np.bincount(keys.group[dropped],
                                                                             minlength=len(keys.first))[keys.group])
     for f in np.flatnonzero(last_dropped).tolist():
