@@ -209,6 +209,20 @@ def test_replayed_exchange_going_back_in_time_emits_each_flow_once(tmp_path: Pat
         assert sum(flow[5] + flow[6] for flow in streamed.values()) == len(packets) * 2 + len(later)
 
 
+def test_role_memory_keeps_the_last_role_per_five_tuple() -> None:
+    from pytrafgen.detect.stream import RoleMemory, _hash_rows
+
+    rows = np.random.default_rng(0).integers(0, 256, size=(1000, 38), dtype=np.uint8)
+    hashes = _hash_rows(rows)
+    assert len(np.unique(hashes)) == 1000 and np.array_equal(_hash_rows(rows.copy()), hashes)
+    memory = RoleMemory()
+    memory.update(hashes[:600], np.ones(600, bool))
+    memory.update(np.r_[hashes[400:], hashes[:1]], np.r_[np.zeros(600, bool), False])  # the last of equal ones wins
+    known, low = memory.lookup(np.r_[hashes, _hash_rows(rows[:3] ^ 1)])
+    assert len(memory) == 1000 and known[:1000].all() and not known[1000:].any()
+    assert not low[0] and low[1:400].all() and not low[400:1000].any()
+
+
 # --- verdicts -----------------------------------------------------------------------------
 
 
