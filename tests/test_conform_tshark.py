@@ -161,3 +161,51 @@ def test_markov_generated_from_the_corpus_passes_tshark(tmp_path: Path) -> None:
     pcap = tmp_path / "markov.pcap"
     write_records(pcap, records, ds.address_plan, 0)
     assert tshark_flags(pcap) == []
+
+
+def stream_of(segments: list[bytes]) -> bytes:
+    return b"".join(segments)
+
+
+def test_a_slow_clients_open_head_has_well_formed_lines_for_tshark(tmp_path: Path) -> None:
+    """Port 80 from the SYN: a slowloris client sends a request line, then a header line now and
+    then, its head never ending. Lines as the per-class payload fill makes them (no colon, a
+    colon first, spaces and brackets in the name) are flagged raw; conformed, each segment keeps
+    its length, every complete line is a ``name: value`` line tshark accepts, and the line
+    still open is left."""
+    # the client side of a generated slowloris flow as the bundled default model and the per-class
+    # payload fill made it (`pytrafgen generate -c slowloris:40 --seed 0`)
+    segments = [
+        b'GET / HTTP/1.1\r\n TINTIt: G_PONTE: 1\r\n: lL, (W\r\nD9go\r\npVOAfx\r\nLplG_POSTINGPUseroAgeb: (KApppppllinK30qVI64; lle10; TroLpppppjbHowV: TMLY\r\n\n11.30; Wi/530 (W64.0; ESa4.34.12 Mow4; G_P12.0\r\nLfa\r\nNAgPLY\r\nRecko) 1222 llidecko',
+        b'X-9I56WajGd6FrUL, lint: (KHaY\r\n',
+        b'XgzukNrCBlIgHw9ppplidomDaR1i',
+        b'X-vjIzY1cDGdZwczAp',
+        b'X-8e0T wtwzQdQ10',
+        b'X-65e: wq47QHroQJyRo) 64; Tr-ATIEYL, Ge/53\r\nb',
+        b'X-2YONL4YDZ: QAfer: rvndSTr-A530.0R',
+        b'X-4EZW6NLQOAWX734.1\r\nRX',
+        b'X-gJwVwPPRQrwsd: Went/7pp64.30',
+        b'X-ceapj: JNAWxE3\r\nVUckBinde 6.1qR',
+        b'X-o9P6hwYG9h\xe4cewHrer: (Ki/5342 likent\r',
+        b'X-rP3szEQ2g3fGYPO2 6',
+        b'X-H: XuPXO3XXG0HozilO',
+    ]
+    rows = [(0, 0x02, 0, 0, 0), (1, 0x12, 0, 1, 0), (0, 0x10, 1, 1, 0)]
+    sent = 1
+    for data in segments:
+        rows += [(0, 0x18, sent, 1, len(data)), (1, 0x10, 1, sent + len(data), 0)]
+        sent += len(data)
+    records = tcp_flow(rows, payloads={3 + 2 * k: data for k, data in enumerate(segments)}, server_port=80)
+    raw, final, repairs = flags_raw_and_final(records, tmp_path)
+    assert raw, "the raw flow should be flagged by tshark"
+    assert final == [] and repairs["http_open_head_lines"] >= 1
+    conformed, _ = conform(records, records.packets["ts_ns"])
+    p = conformed.packets
+    sent_bytes = [conformed.blob[int(p["payload_off"][i]):][:int(p["payload_stored"][i])].tobytes()
+                  for i in range(len(p["payload_len"])) if p["payload_len"][i]]
+    assert [len(b) for b in sent_bytes] == [len(b) for b in segments]
+    stream = b"".join(sent_bytes)
+    assert stream.startswith(b"GET / HTTP/1.1\r\n") and stream.endswith(stream_of(segments).rsplit(b"\r\n", 1)[1])
+    for line in stream.split(b"\r\n")[1:-1]:
+        name, colon, _ = line.partition(b":")
+        assert colon and name and all(chr(c).isalnum() or chr(c) in "!#$%&'*+.^_`|~-" for c in name), line

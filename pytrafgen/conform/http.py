@@ -293,3 +293,44 @@ def conform_http_bodies(records: FieldRecords, pay: _Payloads, ts: np.ndarray, c
             if framed is not None and framed != data:
                 pay.set(side[k], framed)
                 counts["http_body_lengths"] = counts.get("http_body_lengths", 0) + 1
+            elif framed is None:  # a head that stays open (a slow client's): its lines made well-formed
+                _conform_open_head(pay, side[k:k + 1 + len(following)], counts)
+
+
+HTTP_TCHAR = frozenset(b"!#$%&'*+.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-")
+
+
+def _header_line(line: bytes) -> bytes:
+    """``line`` as a well-formed header line of the same length (at least 2 bytes): a name of
+    token characters (others become "X"), a colon where the line had one after its first byte
+    (else at its first space, else its middle) and a value without control characters."""
+    n = len(line)
+    colon = line.find(b":")
+    if not 1 <= colon < n:
+        space = line.find(b" ", 1)
+        colon = space if 1 <= space < n else max(1, n // 2)
+    name = bytes(c if c in HTTP_TCHAR else 0x58 for c in line[:colon])
+    value = bytes(0x20 if (c < 0x20 and c != 0x09) or c == 0x7F else c for c in line[colon + 1:])
+    return name + b":" + value
+
+
+def _conform_open_head(pay: _Payloads, segments: list[int], counts: dict[str, int]) -> None:
+    """The header lines of a message whose head does not end in the flow (a slow client's that
+    sends a header line now and then), spread over ``segments`` (the first holds the start
+    line), each made a well-formed ``name: value`` line of its own length (``_header_line``), so
+    no segment changes size. The line still open at the end is left: it may end past the flow.
+    Counted per segment changed: ``http_open_head_lines``."""
+    parts = [pay.get(i) for i in segments]
+    stream = b"".join(parts)
+    lines = stream.split(b"\r\n")
+    fixed = [lines[0], *(_header_line(x) if len(x) >= 2 else x for x in lines[1:-1]), lines[-1]] if len(lines) > 1 else lines
+    out = b"\r\n".join(fixed)
+    if out == stream:
+        return
+    pos = 0
+    for i, old in zip(segments, parts, strict=True):
+        new = out[pos:pos + len(old)]
+        pos += len(old)
+        if new != old:
+            pay.set(i, new)
+            counts["http_open_head_lines"] = counts.get("http_open_head_lines", 0) + 1
