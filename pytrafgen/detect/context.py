@@ -46,11 +46,10 @@ def start_clock(packets: Any, flows: Any) -> np.ndarray:
     return np.maximum.accumulate(ts)[np.asarray(flows.first_packet, np.int64)]
 
 
-def _window_counts(keys: list[np.ndarray], order: np.ndarray, rank: np.ndarray, low_rank: np.ndarray) -> np.ndarray:
-    """Per row: rows with the same ``keys`` values, ``order`` ≤ its own and clock rank ≥ its
-    ``low_rank`` (ranks must not decrease with ``order``)."""
-    n = len(order)
-    sort = np.lexsort((order, *keys))  # by group, then capture order
+def _group_ids(keys: list[np.ndarray], sort: np.ndarray) -> np.ndarray:
+    """Per row, the number of its group (rows with equal ``keys`` values), numbered in the
+    order of ``sort`` (a sort by the keys)."""
+    n = len(sort)
     change = np.zeros(n, bool)
     change[0] = True
     for key in keys:
@@ -58,6 +57,15 @@ def _window_counts(keys: list[np.ndarray], order: np.ndarray, rank: np.ndarray, 
         change[1:] |= k[1:] != k[:-1]
     group = np.empty(n, np.int64)
     group[sort] = np.cumsum(change) - 1
+    return group
+
+
+def _window_counts(keys: list[np.ndarray], order: np.ndarray, rank: np.ndarray, low_rank: np.ndarray) -> np.ndarray:
+    """Per row: rows with the same ``keys`` values, ``order`` ≤ its own and clock rank ≥ its
+    ``low_rank`` (ranks must not decrease with ``order``)."""
+    n = len(order)
+    sort = np.lexsort((order, *keys))  # by group, then capture order
+    group = _group_ids(keys, sort)
     scale = n + 1
     sorted_key = (group * scale + rank)[sort]  # nondecreasing: groups, then ranks within one
     position = np.empty(n, np.int64)
@@ -69,13 +77,7 @@ def _around_counts(keys: list[np.ndarray], rank: np.ndarray, low_rank: np.ndarra
     """Per row: rows with the same ``keys`` values whose clock rank is in [low_rank, high_rank)."""
     n = len(rank)
     sort = np.lexsort((rank, *keys))
-    change = np.zeros(n, bool)
-    change[0] = True
-    for key in keys:
-        k = key[sort]
-        change[1:] |= k[1:] != k[:-1]
-    group = np.empty(n, np.int64)
-    group[sort] = np.cumsum(change) - 1
+    group = _group_ids(keys, sort)
     scale = n + 1
     sorted_key = (group * scale + rank)[sort]
     return (np.searchsorted(sorted_key, group * scale + high_rank, side="left")
