@@ -56,23 +56,8 @@ def load(folder: Path) -> tuple[FieldRecords, AddressPlan, list[bytes]]:
         plans.append(AddressPlan.learn(table, flows, labels, classes))
         frames += [table.frame(int(r)) for r in origin.rows if table.linktype[r] == LINKTYPE_ETHERNET]
     plan = AddressPlan(classes={k: v for p in plans for k, v in p.classes.items() if k != "*"})
-    return concat(parts, classes), plan, frames
+    return FieldRecords.concat(parts), plan, frames
 
-
-def concat(parts: list[FieldRecords], classes: list[str]) -> FieldRecords:
-    """One FieldRecords of several (flow indices and blob offsets shifted)."""
-    flow_base = np.cumsum([0] + [p.n_flows for p in parts[:-1]])
-    blob_base = np.cumsum([0] + [len(p.blob) for p in parts[:-1]]).astype(np.uint64)
-    packets = {}
-    for name in parts[0].packets:
-        cols = [p.packets[name] for p in parts]
-        if name == "flow":
-            cols = [c + np.int32(b) for c, b in zip(cols, flow_base, strict=True)]
-        elif name.endswith("_off"):
-            cols = [c + b for c, b in zip(cols, blob_base, strict=True)]
-        packets[name] = np.concatenate(cols)
-    flows = {name: np.concatenate([p.flows[name] for p in parts]) for name in parts[0].flows}
-    return FieldRecords(packets, flows, np.concatenate([p.blob for p in parts]), classes)
 
 
 def tile(records: FieldRecords, n_packets: int) -> FieldRecords:

@@ -21,21 +21,6 @@ from pytrafgen.records import FieldRecords
 from pytrafgen.records_from_packets import records_and_origin
 
 
-def _concat(parts: list[FieldRecords], classes: list[str]) -> FieldRecords:
-    flow_base = np.cumsum([0] + [p.n_flows for p in parts[:-1]])
-    blob_base = np.cumsum([0] + [len(p.blob) for p in parts[:-1]]).astype(np.uint64)
-    packets = {}
-    for name in parts[0].packets:
-        cols = [p.packets[name] for p in parts]
-        if name == "flow":
-            cols = [c + np.int32(b) for c, b in zip(cols, flow_base, strict=True)]
-        elif name.endswith("_off"):
-            cols = [c + b for c, b in zip(cols, blob_base, strict=True)]
-        packets[name] = np.concatenate(cols)
-    flows = {name: np.concatenate([p.flows[name] for p in parts]) for name in parts[0].flows}
-    return FieldRecords(packets, flows, np.concatenate([p.blob for p in parts]), classes)
-
-
 @pytest.fixture(scope="module")
 def corpus() -> tuple[FieldRecords, AddressPlan]:
     with (BUNDLED_CORPUS / "manifest.csv").open(newline="") as fh:
@@ -49,11 +34,11 @@ def corpus() -> tuple[FieldRecords, AddressPlan]:
         parts.append(records_and_origin(table, flows, labels, classes)[0])
         plans.append(AddressPlan.learn(table, flows, labels, classes))
     plan = AddressPlan(classes={k: v for p in plans for k, v in p.classes.items() if k != "*"})
-    return _concat(parts, classes), plan
+    return FieldRecords.concat(parts), plan
 
 
 def _tiled(records: FieldRecords, reps: int) -> FieldRecords:
-    return _concat([records] * reps, records.classes)
+    return FieldRecords.concat([records] * reps)
 
 
 def _from_time_zero(records: FieldRecords) -> FieldRecords:
