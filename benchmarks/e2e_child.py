@@ -33,7 +33,7 @@ def tokenize(capture: Path) -> dict[str, Any]:
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
     from pytrafgen.tokenizer import Vocabulary, encode_flows
-    from pytrafgen.tokenizer.encode import PACKET_FIELDS, codec_spec
+    from pytrafgen.tokenizer.encode import codec_spec, core_columns
 
     vocab = Vocabulary.from_registry(["mixed"])
     t0, c0 = time.perf_counter(), time.process_time()  # wall; CPU (C++ runs in this thread)
@@ -41,9 +41,7 @@ def tokenize(capture: Path) -> dict[str, Any]:
     flows = assemble_flows(table)
     enc = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab)
     api, api_cpu = time.perf_counter() - t0, time.process_time() - c0
-    packets = {name: getattr(table, name) for name in PACKET_FIELDS}
-    packets.update(flow_id=flows.flow_id, direction=flows.direction)
-    cols = {"l3": flows.l3, "proto": flows.proto, "client_port": flows.client_port, "server_port": flows.server_port}
+    packets, cols = core_columns(table, flows)
     labels = np.zeros(len(flows), np.int32)
     empty = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.uint16))
     t0, c0 = time.perf_counter(), time.process_time()  # wall; CPU (C++ runs in this thread)

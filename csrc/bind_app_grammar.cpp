@@ -9,19 +9,13 @@
 #include <vector>
 
 #include "app_grammar.hpp"
+#include "bind_numpy.hpp"
 #include "bindings.hpp"
 
 namespace py = pybind11;
 
 namespace pytrafgen {
 namespace {
-
-template <class T>
-py::array_t<T> owned_vector(std::vector<T>&& v) {
-    auto* heap = new std::vector<T>(std::move(v));
-    py::capsule owner(heap, [](void* ptr) { delete static_cast<std::vector<T>*>(ptr); });
-    return py::array_t<T>({heap->size()}, {sizeof(T)}, heap->data(), owner);
-}
 
 int32_t token(const py::dict& tokens, const char* name) {
     if (!tokens.contains(name)) throw py::value_error(std::string("app grammar: token '") + name + "' missing");
@@ -175,8 +169,8 @@ py::tuple app_grammar_encode(const py::dict& grammar, const py::array_t<uint8_t,
             offsets[i + 1] = int64_t(tokens.size());
         }
     }
-    return py::make_tuple(owned_vector(std::move(status)), owned_vector(std::move(offsets)),
-                          owned_vector(std::move(tokens)));
+    return py::make_tuple(owned_array(std::move(status)), owned_array(std::move(offsets)),
+                          owned_array(std::move(tokens)));
 }
 
 py::array_t<uint64_t> payload_digests(const py::array_t<uint8_t, py::array::c_style>& data,

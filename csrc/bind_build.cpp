@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "bind_numpy.hpp"
 #include "bindings.hpp"
 #include "build.hpp"
 #include "build_prep.hpp"
@@ -20,10 +21,9 @@ namespace {
 
 // A numpy array over `n` items of `buf`, which it then owns (no copy).
 template <class T>
-py::array_t<T> owned_array(build::Buffer&& buf, size_t n) {
-    auto* heap = new build::Buffer(std::move(buf));
-    py::capsule owner(heap, [](void* ptr) { delete static_cast<build::Buffer*>(ptr); });
-    return py::array_t<T>({n}, {sizeof(T)}, heap->as<T>(), owner);
+py::array buffer_array(build::Buffer&& buf, size_t n) {
+    const T* first = buf.as<T>();
+    return owning_array(std::move(buf), first, {py::ssize_t(n)});
 }
 
 // Borrow a column: exact dtype, expected length (and row width), C-contiguous (copied if not).
@@ -53,6 +53,12 @@ const T* packet_column(const py::dict& d, const char* name, size_t n, std::vecto
 }
 
 template <class T>
+const T* flow_column(const py::dict& d, const char* name, size_t n, std::vector<py::array>& keep) {
+    if (!d.contains(name)) throw py::key_error(std::string("build: missing flow column '") + name + "'");
+    return borrow<T>(d[name], name, n, 0, keep);
+}
+
+template <class T>
 const T* optional_column(const py::dict& d, const char* name, size_t n, std::vector<py::array>& keep) {
     return d.contains(name) ? borrow<T>(d[name], std::string("raw_derived.") + name, n, 0, keep) : nullptr;
 }
@@ -69,40 +75,17 @@ py::dict build_frames(const py::dict& packets, const py::dict& flows, const py::
 
     build::PacketColumns p;
     p.n = n;
-    p.flow = packet_column<int32_t>(packets, "flow", n, keep);
-    p.direction = packet_column<uint8_t>(packets, "direction", n, keep);
-    p.ttl = packet_column<uint8_t>(packets, "ttl", n, keep);
-    p.tos = packet_column<uint8_t>(packets, "tos", n, keep);
-    p.ip_id = packet_column<uint32_t>(packets, "ip_id", n, keep);
-    p.ip_flags = packet_column<uint8_t>(packets, "ip_flags", n, keep);
-    p.frag_offset = packet_column<uint16_t>(packets, "frag_offset", n, keep);
-    p.flow_label = packet_column<uint32_t>(packets, "flow_label", n, keep);
-    p.ip_opt_off = packet_column<uint64_t>(packets, "ip_opt_off", n, keep);
-    p.ip_opt_len = packet_column<uint32_t>(packets, "ip_opt_len", n, keep);
-    p.tcp_flags = packet_column<uint16_t>(packets, "tcp_flags", n, keep);
-    p.seq = packet_column<uint32_t>(packets, "seq", n, keep);
-    p.ack = packet_column<uint32_t>(packets, "ack", n, keep);
-    p.window = packet_column<uint16_t>(packets, "window", n, keep);
-    p.urgent = packet_column<uint16_t>(packets, "urgent", n, keep);
-    p.icmp_type = packet_column<uint8_t>(packets, "icmp_type", n, keep);
-    p.icmp_code = packet_column<uint8_t>(packets, "icmp_code", n, keep);
-    p.icmp_rest = packet_column<uint32_t>(packets, "icmp_rest", n, keep);
-    p.l4_opt_off = packet_column<uint64_t>(packets, "l4_opt_off", n, keep);
-    p.l4_opt_len = packet_column<uint32_t>(packets, "l4_opt_len", n, keep);
-    p.payload_off = packet_column<uint64_t>(packets, "payload_off", n, keep);
-    p.payload_stored = packet_column<uint32_t>(packets, "payload_stored", n, keep);
-    p.payload_len = packet_column<uint32_t>(packets, "payload_len", n, keep);
+#define PYTRAFGEN_BORROW(name, type, width) p.name = packet_column<type>(packets, #name, n, keep);
+    PYTRAFGEN_RECORD_PACKET_COLUMNS(PYTRAFGEN_BORROW)
+#undef PYTRAFGEN_BORROW
 
     if (!flows.contains("ip_version")) throw py::key_error("build: missing flow column 'ip_version'");
     const size_t nf = static_cast<size_t>(py::len(flows["ip_version"]));
     build::FlowColumns f;
     f.n = nf;
-    f.ip_version = borrow<uint8_t>(flows["ip_version"], "ip_version", nf, 0, keep);
-    if (!flows.contains("proto") || !flows.contains("client_port") || !flows.contains("server_port"))
-        throw py::key_error("build: flow columns need proto, client_port, server_port");
-    f.proto = borrow<uint8_t>(flows["proto"], "proto", nf, 0, keep);
-    f.client_port = borrow<uint16_t>(flows["client_port"], "client_port", nf, 0, keep);
-    f.server_port = borrow<uint16_t>(flows["server_port"], "server_port", nf, 0, keep);
+#define PYTRAFGEN_BORROW(name, type, width) f.name = flow_column<type>(flows, #name, nf, keep);
+    PYTRAFGEN_RECORD_FLOW_COLUMNS(PYTRAFGEN_BORROW)
+#undef PYTRAFGEN_BORROW
     f.client_addr = borrow<uint8_t>(client_addr, "client_addr", nf, 16, keep);
     f.server_addr = borrow<uint8_t>(server_addr, "server_addr", nf, 16, keep);
     f.client_mac = borrow<uint8_t>(client_mac, "client_mac", nf, 6, keep);
@@ -140,11 +123,11 @@ py::dict build_frames(const py::dict& packets, const py::dict& flows, const py::
         r = build::build(p, f, blob_ptr, blob_len, raw, opt);
     }
     py::dict out;
-    out["data"] = owned_array<uint8_t>(std::move(r.data), r.data_len);
-    out["frame_off"] = owned_array<uint64_t>(std::move(r.frame_off), r.n_frames);
-    out["frame_len"] = owned_array<uint32_t>(std::move(r.frame_len), r.n_frames);
-    out["packet"] = owned_array<int64_t>(std::move(r.packet), r.n_frames);
-    out["status"] = owned_array<uint8_t>(std::move(r.status), n);
+    out["data"] = buffer_array<uint8_t>(std::move(r.data), r.data_len);
+    out["frame_off"] = buffer_array<uint64_t>(std::move(r.frame_off), r.n_frames);
+    out["frame_len"] = buffer_array<uint32_t>(std::move(r.frame_len), r.n_frames);
+    out["packet"] = buffer_array<int64_t>(std::move(r.packet), r.n_frames);
+    out["status"] = buffer_array<uint8_t>(std::move(r.status), n);
     return out;
 }
 
@@ -227,6 +210,8 @@ py::buffer_info contiguous_bytes(const py::buffer& b, const char* what) {
 }  // namespace
 
 void bind_build(py::module_& m) {
+    m.attr("RECORD_PACKET_COLUMNS") = column_list(kRecordPacketColumns);
+    m.attr("RECORD_FLOW_COLUMNS") = column_list(kRecordFlowColumns);
     m.def(
         "internet_checksum",
         [](const py::buffer& data) {

@@ -25,6 +25,8 @@ const T* column(const CArray<T>& a, size_t n, size_t width, const char* name) {
 }  // namespace
 
 void bind_flows(py::module_& m) {
+    m.attr("FLOW_PACKET_COLUMNS") = column_list(kFlowPacketColumns);
+    m.attr("FLOW_COLUMNS") = column_list(kFlowColumns);
     m.def(
         "assemble_flows",
         [](const CArray<uint8_t>& status, const CArray<uint8_t>& l3, const CArray<uint8_t>& proto,
@@ -48,24 +50,14 @@ void bind_flows(py::module_& m) {
                 py::gil_scoped_release nogil;
                 assemble_flows(in, idle_timeout_ns, max_flow_packets, out);
             }
-            const auto n = py::ssize_t(in.n);
-            const auto f = py::ssize_t(out.proto.size());
+            const size_t f = out.proto.size();
             py::dict d;
-            d["flow_id"] = owned_array(std::move(out.flow_id), {n});
-            d["direction"] = owned_array(std::move(out.direction), {n});
-            d["proto"] = owned_array(std::move(out.proto), {f});
-            d["l3"] = owned_array(std::move(out.l3), {f});
-            d["client_addr"] = owned_array(std::move(out.client_addr), {f, 16});
-            d["server_addr"] = owned_array(std::move(out.server_addr), {f, 16});
-            d["client_port"] = owned_array(std::move(out.client_port), {f});
-            d["server_port"] = owned_array(std::move(out.server_port), {f});
-            d["start_ns"] = owned_array(std::move(out.start_ns), {f});
-            d["end_ns"] = owned_array(std::move(out.end_ns), {f});
-            d["packets_c2s"] = owned_array(std::move(out.packets_c2s), {f});
-            d["packets_s2c"] = owned_array(std::move(out.packets_s2c), {f});
-            d["bytes_c2s"] = owned_array(std::move(out.bytes_c2s), {f});
-            d["bytes_s2c"] = owned_array(std::move(out.bytes_s2c), {f});
-            d["first_packet"] = owned_array(std::move(out.first_packet), {f});
+#define PYTRAFGEN_EXPORT_PACKET(name, type, width) d[#name] = owned_array(std::move(out.name), column_shape(in.n, width));
+#define PYTRAFGEN_EXPORT_FLOW(name, type, width) d[#name] = owned_array(std::move(out.name), column_shape(f, width));
+            PYTRAFGEN_FLOW_PACKET_COLUMNS(PYTRAFGEN_EXPORT_PACKET)
+            PYTRAFGEN_FLOW_COLUMNS(PYTRAFGEN_EXPORT_FLOW)
+#undef PYTRAFGEN_EXPORT_PACKET
+#undef PYTRAFGEN_EXPORT_FLOW
             return d;
         },
         py::arg("status"), py::arg("l3"), py::arg("proto"), py::arg("src"), py::arg("dst"), py::arg("sport"),

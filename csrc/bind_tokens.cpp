@@ -4,10 +4,12 @@
 #include <pybind11/stl.h>
 
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "bind_numpy.hpp"
 #include "bindings.hpp"
 #include "tokenize.hpp"
 
@@ -16,30 +18,29 @@ namespace py = pybind11;
 namespace pytrafgen {
 namespace {
 
-template <class T>
-py::array_t<T> owned(std::vector<T>&& v) {
-    auto* heap = new std::vector<T>(std::move(v));
-    py::capsule owner(heap, [](void* ptr) { delete static_cast<std::vector<T>*>(ptr); });
-    return py::array_t<T>({heap->size()}, {sizeof(T)}, heap->data(), owner);
-}
-
 using Keep = std::vector<py::array>;
 
-// A 1-D column converted to T (copied only when its dtype or layout differs), length-checked.
+// A column converted to T (copied only when its dtype or layout differs), length-checked:
+// 1-D, or (n, width) when width > 1.
 template <class T>
-const T* column(const py::object& obj, const std::string& name, py::ssize_t n, Keep& keep) {
+const T* column(const py::object& obj, const std::string& name, py::ssize_t n, Keep& keep, int width = 1) {
     auto arr = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(obj);
     if (!arr) throw py::type_error("tokenize: column '" + name + "' is not array-like");
-    if (arr.ndim() != 1 || (n >= 0 && arr.shape(0) != n))
-        throw py::value_error("tokenize: column '" + name + "' must be 1-D of length " + std::to_string(n));
+    const bool shape_ok = width == 1 ? arr.ndim() == 1 : arr.ndim() == 2 && arr.shape(1) == width;
+    if (!shape_ok || (n >= 0 && arr.shape(0) != n))
+        throw py::value_error("tokenize: column '" + name + "' must be " +
+                              (width == 1 ? std::string("1-D") : "(n, " + std::to_string(width) + ")") +
+                              " of length " + std::to_string(n));
     keep.push_back(arr);
     return arr.data();
 }
 
+// Column `name` of a dict, as the C++ column type T (an address: (n, 16) uint8).
 template <class T>
-const T* dict_column(const py::dict& d, const char* name, py::ssize_t n, Keep& keep) {
+const T* dict_column(const py::dict& d, const char* name, py::ssize_t n, Keep& keep, int width = 1) {
     if (!d.contains(name)) throw py::key_error(std::string("tokenize: missing column '") + name + "'");
-    return column<T>(d[name], name, n, keep);
+    using E = typename ColumnElem<T>::type;
+    return reinterpret_cast<const T*>(column<E>(d[name], name, n, keep, width));
 }
 
 tok::Layout make_layout(const py::dict& spec, Keep& keep) {
@@ -78,42 +79,17 @@ py::tuple encode_flows(const py::dict& packets, const py::array& data, const py:
     keep.push_back(data_arr);
     p.data = data_arr.data();
     p.data_len = size_t(data_arr.shape(0));
-    p.frame_off = dict_column<uint64_t>(packets, "frame_off", n, keep);
-    p.caplen = dict_column<uint32_t>(packets, "caplen", n, keep);
-    p.ts_ns = dict_column<int64_t>(packets, "ts_ns", n, keep);
-    p.status = dict_column<uint8_t>(packets, "status", n, keep);
-    p.l3 = dict_column<uint8_t>(packets, "l3", n, keep);
-    p.proto = dict_column<uint8_t>(packets, "proto", n, keep);
-    p.ttl = dict_column<uint8_t>(packets, "ttl", n, keep);
-    p.tos = dict_column<uint8_t>(packets, "tos", n, keep);
-    p.ip_flags = dict_column<uint8_t>(packets, "ip_flags", n, keep);
-    p.icmp_type = dict_column<uint8_t>(packets, "icmp_type", n, keep);
-    p.icmp_code = dict_column<uint8_t>(packets, "icmp_code", n, keep);
-    p.l3_off = dict_column<uint16_t>(packets, "l3_off", n, keep);
-    p.ip_hdr_len = dict_column<uint16_t>(packets, "ip_hdr_len", n, keep);
-    p.frag_offset = dict_column<uint16_t>(packets, "frag_offset", n, keep);
-    p.l4_off = dict_column<uint16_t>(packets, "l4_off", n, keep);
-    p.l4_hdr_len = dict_column<uint16_t>(packets, "l4_hdr_len", n, keep);
-    p.tcp_flags = dict_column<uint16_t>(packets, "tcp_flags", n, keep);
-    p.window = dict_column<uint16_t>(packets, "window", n, keep);
-    p.urgent = dict_column<uint16_t>(packets, "urgent", n, keep);
-    p.ip_id = dict_column<uint32_t>(packets, "ip_id", n, keep);
-    p.flow_label = dict_column<uint32_t>(packets, "flow_label", n, keep);
-    p.seq = dict_column<uint32_t>(packets, "seq", n, keep);
-    p.ack = dict_column<uint32_t>(packets, "ack", n, keep);
-    p.payload_off = dict_column<uint32_t>(packets, "payload_off", n, keep);
-    p.payload_len = dict_column<uint32_t>(packets, "payload_len", n, keep);
-    p.payload_wirelen = dict_column<uint32_t>(packets, "payload_wirelen", n, keep);
-    p.flow_id = dict_column<int64_t>(packets, "flow_id", n, keep);
-    p.direction = dict_column<uint8_t>(packets, "direction", n, keep);
+#define PYTRAFGEN_BORROW(name, type, width) p.name = dict_column<type>(packets, #name, n, keep, width);
+    PYTRAFGEN_PACKET_COLUMNS(PYTRAFGEN_BORROW)
+    PYTRAFGEN_FLOW_PACKET_COLUMNS(PYTRAFGEN_BORROW)
+#undef PYTRAFGEN_BORROW
 
     tok::Flows f;
     const py::ssize_t nf = py::len(flows["proto"]);
     f.n = size_t(nf);
-    f.l3 = dict_column<uint8_t>(flows, "l3", nf, keep);
-    f.proto = dict_column<uint8_t>(flows, "proto", nf, keep);
-    f.client_port = dict_column<uint16_t>(flows, "client_port", nf, keep);
-    f.server_port = dict_column<uint16_t>(flows, "server_port", nf, keep);
+#define PYTRAFGEN_BORROW(name, type, width) f.name = dict_column<type>(flows, #name, nf, keep, width);
+    PYTRAFGEN_FLOW_COLUMNS(PYTRAFGEN_BORROW)
+#undef PYTRAFGEN_BORROW
     f.label = column<int32_t>(labels, "labels", nf, keep);
 
     tok::AppOverride app;
@@ -132,9 +108,9 @@ py::tuple encode_flows(const py::dict& packets, const py::array& data, const py:
     for (int s = 0; s < tok::SKIP_COUNT; ++s) skipped[tok::encode_skip_name(s)] = out.skipped[s];
     const size_t n_tokens = out.tokens.size;
     uint16_t* token_data = out.tokens.release();
-    py::capsule token_owner(token_data, [](void* ptr) { std::free(ptr); });
-    py::array_t<uint16_t> tokens({n_tokens}, {sizeof(uint16_t)}, token_data, token_owner);
-    return py::make_tuple(tokens, owned(std::move(out.offsets)), out.packets_encoded, skipped);
+    std::unique_ptr<uint16_t, void (*)(void*)> token_block(token_data, std::free);
+    py::array tokens = owning_array(std::move(token_block), token_data, {py::ssize_t(n_tokens)});
+    return py::make_tuple(tokens, owned_array(std::move(out.offsets)), out.packets_encoded, skipped);
 }
 
 py::dict decode_tokens(const py::array& tokens, const py::array& offsets, const py::dict& spec, bool strict,
@@ -174,45 +150,20 @@ py::dict decode_tokens(const py::array& tokens, const py::array& offsets, const 
         py::gil_scoped_release release;
         tok::decode(t, n_tokens, off, n_off - 1, lay, strict, fn, out);
     }
-    auto& pk = out.pk;
-    py::dict packets;
-    packets["flow"] = owned(std::move(pk.flow));
-    packets["direction"] = owned(std::move(pk.direction));
-    packets["ts_ns"] = owned(std::move(pk.ts_ns));
-    packets["ttl"] = owned(std::move(pk.ttl));
-    packets["tos"] = owned(std::move(pk.tos));
-    packets["ip_id"] = owned(std::move(pk.ip_id));
-    packets["ip_flags"] = owned(std::move(pk.ip_flags));
-    packets["frag_offset"] = owned(std::move(pk.frag_offset));
-    packets["flow_label"] = owned(std::move(pk.flow_label));
-    packets["ip_opt_off"] = owned(std::move(pk.ip_opt_off));
-    packets["ip_opt_len"] = owned(std::move(pk.ip_opt_len));
-    packets["tcp_flags"] = owned(std::move(pk.tcp_flags));
-    packets["seq"] = owned(std::move(pk.seq));
-    packets["ack"] = owned(std::move(pk.ack));
-    packets["window"] = owned(std::move(pk.window));
-    packets["urgent"] = owned(std::move(pk.urgent));
-    packets["icmp_type"] = owned(std::move(pk.icmp_type));
-    packets["icmp_code"] = owned(std::move(pk.icmp_code));
-    packets["icmp_rest"] = owned(std::move(pk.icmp_rest));
-    packets["l4_opt_off"] = owned(std::move(pk.l4_opt_off));
-    packets["l4_opt_len"] = owned(std::move(pk.l4_opt_len));
-    packets["payload_off"] = owned(std::move(pk.payload_off));
-    packets["payload_stored"] = owned(std::move(pk.payload_stored));
-    packets["payload_len"] = owned(std::move(pk.payload_len));
-    py::dict flows;
-    flows["label"] = owned(std::move(out.label));
-    flows["ip_version"] = owned(std::move(out.ip_version));
-    flows["proto"] = owned(std::move(out.proto));
-    flows["client_port"] = owned(std::move(out.client_port));
-    flows["server_port"] = owned(std::move(out.server_port));
+    py::dict packets, flows;
+#define PYTRAFGEN_EXPORT(name, type, width) packets[#name] = owned_array(std::move(out.pk.name));
+    PYTRAFGEN_RECORD_PACKET_COLUMNS(PYTRAFGEN_EXPORT)
+#undef PYTRAFGEN_EXPORT
+#define PYTRAFGEN_EXPORT(name, type, width) flows[#name] = owned_array(std::move(out.name));
+    PYTRAFGEN_RECORD_FLOW_COLUMNS(PYTRAFGEN_EXPORT)
+#undef PYTRAFGEN_EXPORT
     py::dict errors;
     for (int e = 1; e < tok::DEC_COUNT; ++e) errors[tok::decode_error_name(e)] = out.errors[e];
     py::dict res;
     res["packets"] = packets;
     res["flows"] = flows;
-    res["blob"] = owned(std::move(out.blob));
-    res["source_flow"] = owned(std::move(out.source_flow));
+    res["blob"] = owned_array(std::move(out.blob));
+    res["source_flow"] = owned_array(std::move(out.source_flow));
     res["errors"] = errors;
     res["decoded"] = out.errors[tok::DEC_OK];
     res["first_error"] = out.first_error ? py::object(py::str(tok::decode_error_name(out.first_error))) : py::none();

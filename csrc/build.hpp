@@ -19,6 +19,7 @@
 #endif
 
 #include "checksum.hpp"
+#include "columns.hpp"
 
 namespace pytrafgen::build {
 
@@ -47,41 +48,14 @@ constexpr uint16_t LINKTYPE_ETHERNET = 1;
 constexpr uint16_t LINKTYPE_RAW = 101;
 constexpr uint16_t TCP_ACK = 16;
 
-// Per-packet columns of FieldRecords (pytrafgen/records.py), borrowed.
-struct PacketColumns {
+// Per-packet columns of FieldRecords (pytrafgen/records.py, columns.hpp), borrowed.
+struct PacketColumns : RecordPacketView {
     size_t n = 0;
-    const int32_t* flow = nullptr;
-    const uint8_t* direction = nullptr;
-    const uint8_t* ttl = nullptr;
-    const uint8_t* tos = nullptr;
-    const uint32_t* ip_id = nullptr;
-    const uint8_t* ip_flags = nullptr;
-    const uint16_t* frag_offset = nullptr;
-    const uint32_t* flow_label = nullptr;
-    const uint64_t* ip_opt_off = nullptr;
-    const uint32_t* ip_opt_len = nullptr;
-    const uint16_t* tcp_flags = nullptr;
-    const uint32_t* seq = nullptr;
-    const uint32_t* ack = nullptr;
-    const uint16_t* window = nullptr;
-    const uint16_t* urgent = nullptr;
-    const uint8_t* icmp_type = nullptr;
-    const uint8_t* icmp_code = nullptr;
-    const uint32_t* icmp_rest = nullptr;
-    const uint64_t* l4_opt_off = nullptr;
-    const uint32_t* l4_opt_len = nullptr;
-    const uint64_t* payload_off = nullptr;
-    const uint32_t* payload_stored = nullptr;
-    const uint32_t* payload_len = nullptr;
 };
 
 // Per-flow columns plus what the address plan and ISN draw decided, borrowed.
-struct FlowColumns {
+struct FlowColumns : RecordFlowView {  // `label` is not read
     size_t n = 0;
-    const uint8_t* ip_version = nullptr;
-    const uint8_t* proto = nullptr;
-    const uint16_t* client_port = nullptr;
-    const uint16_t* server_port = nullptr;
     const uint8_t* client_addr = nullptr;  // (n,16), IPv4 as IPv4-mapped IPv6
     const uint8_t* server_addr = nullptr;
     const uint8_t* client_mac = nullptr;   // (n,6); only read for Ethernet

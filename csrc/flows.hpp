@@ -16,6 +16,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "columns.hpp"
+
 namespace pytrafgen {
 
 struct FlowInput {
@@ -32,16 +34,11 @@ struct FlowInput {
     const uint32_t* wirelen = nullptr;
 };
 
+// The FlowTable's columns (columns.hpp): per packet flow_id (-1: not in a flow) and
+// direction (0 client→server, 1 server→client); per flow the rest (addresses F × 16).
 struct FlowOutput {
-    std::vector<int64_t> flow_id;   // per packet, -1: not in a flow
-    std::vector<uint8_t> direction; // per packet, 0 client→server, 1 server→client
-    // per flow
-    std::vector<uint8_t> proto, l3;
-    std::vector<uint8_t> client_addr, server_addr;  // F × 16
-    std::vector<uint16_t> client_port, server_port;
-    std::vector<int64_t> start_ns, end_ns;
-    std::vector<uint64_t> packets_c2s, packets_s2c, bytes_c2s, bytes_s2c;
-    std::vector<int64_t> first_packet;
+    PYTRAFGEN_FLOW_PACKET_COLUMNS(PYTRAFGEN_COLUMN_VECTOR)
+    PYTRAFGEN_FLOW_COLUMNS(PYTRAFGEN_COLUMN_VECTOR)
 };
 
 namespace detail {

@@ -1,6 +1,7 @@
 // Columnar packet table filled in one pass: walk records, dissect each frame straight into
-// preallocated column arrays (no per-packet allocation). The binding hands the buffers to
-// numpy without a copy (a capsule unmaps them).
+// preallocated column arrays (no per-packet allocation). The columns are listed in
+// columns.hpp (PYTRAFGEN_PACKET_COLUMNS). The binding hands the buffers to numpy without a
+// copy (a capsule owns each one's PageMapping).
 #pragma once
 
 #include <sys/mman.h>
@@ -10,54 +11,11 @@
 #include <cstring>
 #include <new>
 
+#include "columns.hpp"
 #include "dissect.hpp"
 #include "pcap.hpp"
 
 namespace pytrafgen {
-
-struct Addr16 {
-    uint8_t b[16];
-};
-
-// X(name, C++ type, numpy width): every per-packet column except the shared `data` buffer,
-// in the order of docs/architecture.md §1.
-#define PYTRAFGEN_PACKET_COLUMNS(X)        \
-    X(frame_off, uint64_t, 1)              \
-    X(caplen, uint32_t, 1)                 \
-    X(wirelen, uint32_t, 1)                \
-    X(ts_ns, int64_t, 1)                   \
-    X(linktype, uint16_t, 1)               \
-    X(iface, uint16_t, 1)                  \
-    X(status, uint8_t, 1)                  \
-    X(l3, uint8_t, 1)                      \
-    X(l3_off, uint16_t, 1)                 \
-    X(ip_hdr_len, uint16_t, 1)             \
-    X(ip_total_len, uint16_t, 1)           \
-    X(src, Addr16, 16)                     \
-    X(dst, Addr16, 16)                     \
-    X(proto, uint8_t, 1)                   \
-    X(ttl, uint8_t, 1)                     \
-    X(tos, uint8_t, 1)                     \
-    X(ip_id, uint32_t, 1)                  \
-    X(ip_flags, uint8_t, 1)                \
-    X(frag_offset, uint16_t, 1)            \
-    X(flow_label, uint32_t, 1)             \
-    X(ip_csum, uint16_t, 1)                \
-    X(l4_off, uint16_t, 1)                 \
-    X(l4_hdr_len, uint16_t, 1)             \
-    X(sport, uint16_t, 1)                  \
-    X(dport, uint16_t, 1)                  \
-    X(tcp_flags, uint16_t, 1)              \
-    X(seq, uint32_t, 1)                    \
-    X(ack, uint32_t, 1)                    \
-    X(window, uint16_t, 1)                 \
-    X(urgent, uint16_t, 1)                 \
-    X(icmp_type, uint8_t, 1)               \
-    X(icmp_code, uint8_t, 1)               \
-    X(l4_csum, uint16_t, 1)                \
-    X(payload_off, uint32_t, 1)            \
-    X(payload_len, uint32_t, 1)            \
-    X(payload_wirelen, uint32_t, 1)
 
 // Column buffers are anonymous mappings advised to use transparent huge pages: with 4 KiB
 // pages, first-touch page faults cost more than the dissection itself. They grow and shrink
@@ -93,6 +51,21 @@ inline void page_free(void* p, size_t bytes) {
 }
 #endif
 
+// Owns one mapping of a released PageBuffer; unmaps it when destroyed (movable, not copyable).
+class PageMapping {
+public:
+    PageMapping(void* base, size_t bytes) : base_(base), bytes_(bytes) {}
+    PageMapping(PageMapping&& o) noexcept : base_(o.base_), bytes_(o.bytes_) { o.base_ = nullptr; }
+    PageMapping(const PageMapping&) = delete;
+    PageMapping& operator=(const PageMapping&) = delete;
+    PageMapping& operator=(PageMapping&&) = delete;
+    ~PageMapping() { page_free(base_, bytes_); }
+
+private:
+    void* base_;
+    size_t bytes_;
+};
+
 template <class T>
 struct PageBuffer {
     T* p = nullptr;      // base + shift
@@ -110,13 +83,13 @@ struct PageBuffer {
         p = reinterpret_cast<T*>(static_cast<uint8_t*>(base) + shift);
         cap = n;
     }
-    // Hands the mapping over: the caller must page_free(mapping, mapping_bytes) it.
-    void release(void*& mapping, size_t& mapping_bytes) {
-        mapping = base;
-        mapping_bytes = bytes();
+    // Hands the mapping over to the returned owner (p then points into it).
+    PageMapping release() {
+        PageMapping m(base, bytes());
         base = nullptr;
         p = nullptr;
         cap = 0;
+        return m;
     }
 };
 

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "columns.hpp"
+
 namespace pytrafgen::tok {
 
 enum Range : int {

@@ -31,31 +31,14 @@ inline const char* decode_error_name(int e) {
     return names[e];
 }
 
-struct DecodedPackets {
-    std::vector<int32_t> flow;
-    std::vector<uint8_t> direction, ttl, tos, ip_flags, icmp_type, icmp_code;
-    std::vector<int64_t> ts_ns;
-    std::vector<uint32_t> ip_id, flow_label, seq, ack, icmp_rest, ip_opt_len, l4_opt_len, payload_stored,
-        payload_len;
-    std::vector<uint16_t> frag_offset, tcp_flags, window, urgent;
-    std::vector<uint64_t> ip_opt_off, l4_opt_off, payload_off;
-    size_t size() const { return flow.size(); }
-    void truncate(size_t n) {
-        flow.resize(n); direction.resize(n); ttl.resize(n); tos.resize(n); ip_flags.resize(n);
-        icmp_type.resize(n); icmp_code.resize(n); ts_ns.resize(n); ip_id.resize(n); flow_label.resize(n);
-        seq.resize(n); ack.resize(n); icmp_rest.resize(n); ip_opt_len.resize(n); l4_opt_len.resize(n);
-        payload_stored.resize(n); payload_len.resize(n); frag_offset.resize(n); tcp_flags.resize(n);
-        window.resize(n); urgent.resize(n); ip_opt_off.resize(n); l4_opt_off.resize(n); payload_off.resize(n);
-    }
-};
+// FieldRecords per-packet columns (columns.hpp), owned.
+using DecodedPackets = RecordPacketVectors;
 
-struct DecodeResult {
+// Per decoded flow: the FieldRecords flow columns (inherited) and source_flow.
+struct DecodeResult : RecordFlowVectors {
     DecodedPackets pk;
     std::vector<uint8_t> blob;
     // per decoded flow
-    std::vector<int16_t> label;
-    std::vector<uint8_t> ip_version, proto;
-    std::vector<uint16_t> client_port, server_port;
     std::vector<int64_t> source_flow;  // index of the input span each decoded flow came from
     int64_t errors[DEC_COUNT] = {};
     // strict mode: the first error

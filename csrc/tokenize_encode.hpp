@@ -16,29 +16,16 @@
 
 namespace pytrafgen::tok {
 
-// PacketTable columns (docs/architecture.md §1), borrowed.
-struct Packets {
+// The PacketTable's columns and each packet's flow and direction (columns.hpp), borrowed.
+struct Packets : PacketTableView, FlowPacketView {
     size_t n = 0;
     const uint8_t* data = nullptr;
     size_t data_len = 0;
-    const uint64_t* frame_off = nullptr;
-    const uint32_t* caplen = nullptr;
-    const int64_t* ts_ns = nullptr;
-    const uint8_t *status = nullptr, *l3 = nullptr, *proto = nullptr, *ttl = nullptr, *tos = nullptr;
-    const uint8_t *ip_flags = nullptr, *icmp_type = nullptr, *icmp_code = nullptr;
-    const uint16_t *l3_off = nullptr, *ip_hdr_len = nullptr, *frag_offset = nullptr;
-    const uint16_t *l4_off = nullptr, *l4_hdr_len = nullptr, *tcp_flags = nullptr;
-    const uint16_t *window = nullptr, *urgent = nullptr;
-    const uint32_t *ip_id = nullptr, *flow_label = nullptr, *seq = nullptr, *ack = nullptr;
-    const uint32_t *payload_off = nullptr, *payload_len = nullptr, *payload_wirelen = nullptr;
-    const int64_t* flow_id = nullptr;
-    const uint8_t* direction = nullptr;
 };
 
-struct Flows {
+// The FlowTable's columns, borrowed, and each flow's class.
+struct Flows : FlowTableView {
     size_t n = 0;
-    const uint8_t *l3 = nullptr, *proto = nullptr;
-    const uint16_t *client_port = nullptr, *server_port = nullptr;
     const int32_t* label = nullptr;  // index into the class range; < 0: do not encode the flow
 };
 

@@ -37,47 +37,17 @@ LINKTYPE_NAMES: dict[int, str] = {
     276: "linux_sll2",
 }
 
-# column name → dtype, in the order of docs/architecture.md §1 (src/dst are (N, 16))
-PACKET_COLUMNS: dict[str, np.dtype] = {
-    "data": np.dtype(np.uint8),
-    "frame_off": np.dtype(np.uint64),
-    "caplen": np.dtype(np.uint32),
-    "wirelen": np.dtype(np.uint32),
-    "ts_ns": np.dtype(np.int64),
-    "linktype": np.dtype(np.uint16),
-    "iface": np.dtype(np.uint16),
-    "status": np.dtype(np.uint8),
-    "l3": np.dtype(np.uint8),
-    "l3_off": np.dtype(np.uint16),
-    "ip_hdr_len": np.dtype(np.uint16),
-    "ip_total_len": np.dtype(np.uint16),
-    "src": np.dtype(np.uint8),
-    "dst": np.dtype(np.uint8),
-    "proto": np.dtype(np.uint8),
-    "ttl": np.dtype(np.uint8),
-    "tos": np.dtype(np.uint8),
-    "ip_id": np.dtype(np.uint32),
-    "ip_flags": np.dtype(np.uint8),
-    "frag_offset": np.dtype(np.uint16),
-    "flow_label": np.dtype(np.uint32),
-    "ip_csum": np.dtype(np.uint16),
-    "l4_off": np.dtype(np.uint16),
-    "l4_hdr_len": np.dtype(np.uint16),
-    "sport": np.dtype(np.uint16),
-    "dport": np.dtype(np.uint16),
-    "tcp_flags": np.dtype(np.uint16),
-    "seq": np.dtype(np.uint32),
-    "ack": np.dtype(np.uint32),
-    "window": np.dtype(np.uint16),
-    "urgent": np.dtype(np.uint16),
-    "icmp_type": np.dtype(np.uint8),
-    "icmp_code": np.dtype(np.uint8),
-    "l4_csum": np.dtype(np.uint16),
-    "payload_off": np.dtype(np.uint32),
-    "payload_len": np.dtype(np.uint32),
-    "payload_wirelen": np.dtype(np.uint32),
-}
-_ROW_COLUMNS = tuple(name for name in PACKET_COLUMNS if name != "data")
+# column name → dtype in the order of docs/architecture.md §1, as the C++ reader writes them
+# (csrc/columns.hpp): ``data`` (all frames back to back), then one row per packet
+_ROW_WIDTHS: dict[str, int] = {name: width for name, _, width in _core.PACKET_COLUMNS}  # src/dst: (N, 16)
+PACKET_COLUMNS: dict[str, np.dtype] = {"data": np.dtype(np.uint8),
+                                       **{name: np.dtype(dtype) for name, dtype, _ in _core.PACKET_COLUMNS}}
+_ROW_COLUMNS = tuple(_ROW_WIDTHS)
+
+
+def _row_shape(name: str, n: int) -> tuple[int, ...]:
+    width = _ROW_WIDTHS[name]
+    return (n,) if width == 1 else (n, width)
 
 
 @dataclass(eq=False)
@@ -130,7 +100,7 @@ class PacketTable:
         n = len(self.caplen)
         for name in _ROW_COLUMNS:
             col = getattr(self, name)
-            want = (n, 16) if name in ("src", "dst") else (n,)
+            want = _row_shape(name, n)
             if col.shape != want:
                 raise PytrafgenError(f"PacketTable column {name!r} has shape {col.shape}, expected {want}")
         if self.data.ndim != 1:
@@ -165,9 +135,8 @@ class PacketTable:
 
     @classmethod
     def empty(cls) -> PacketTable:
-        cols = {name: np.zeros((0, 16) if name in ("src", "dst") else 0, dtype)
-                for name, dtype in PACKET_COLUMNS.items()}
-        return cls(skipped={}, **cols)
+        cols = {name: np.zeros(_row_shape(name, 0), PACKET_COLUMNS[name]) for name in _ROW_COLUMNS}
+        return cls(data=np.zeros(0, np.uint8), skipped={}, **cols)
 
     @classmethod
     def concat(cls, tables: Iterable[PacketTable]) -> PacketTable:
@@ -191,6 +160,11 @@ class PacketTable:
         """Dissect in-memory frames (e.g. built packets) into a table."""
         blob = pcap_bytes(frames, ts_ns=ts_ns, wirelen=wirelen, linktype=linktype)
         return _table_from_reader(_core.CaptureFile.from_bytes(blob, "<frames>"), 0)
+
+
+# the dataclass spells the columns out for type checkers; a stale _core would disagree
+if [f.name for f in fields(PacketTable) if f.name != "skipped"] != list(PACKET_COLUMNS):
+    raise ImportError("pytrafgen._core's packet columns differ from capture.PacketTable; rebuild _core")
 
 
 def _gather(data: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ non-well-known one, registered against ephemeral).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -23,6 +23,11 @@ from pytrafgen.errors import PytrafgenError
 
 CLIENT_TO_SERVER = 0
 SERVER_TO_CLIENT = 1
+
+# column name → dtype, as the C++ assembler writes them (csrc/columns.hpp; docs/architecture.md
+# §2): per packet, then per flow (client_addr/server_addr are (F, 16))
+FLOW_PACKET_COLUMNS: dict[str, np.dtype] = {name: np.dtype(d) for name, d, _ in _core.FLOW_PACKET_COLUMNS}
+FLOW_COLUMNS: dict[str, np.dtype] = {name: np.dtype(d) for name, d, _ in _core.FLOW_COLUMNS}
 
 
 @dataclass(eq=False)
@@ -64,6 +69,15 @@ class FlowTable:
     def packet_rows(self, flow: int) -> np.ndarray:
         """Rows of the PacketTable that belong to ``flow``, in capture order."""
         return np.flatnonzero(self.flow_id == flow)
+
+    def flow_columns(self) -> dict[str, np.ndarray]:
+        """The per-flow columns by name (``FLOW_COLUMNS``)."""
+        return {name: getattr(self, name) for name in FLOW_COLUMNS}
+
+
+# the dataclass spells the columns out for type checkers; a stale _core would disagree
+if [f.name for f in fields(FlowTable)] != [*FLOW_PACKET_COLUMNS, *FLOW_COLUMNS]:
+    raise ImportError("pytrafgen._core's flow columns differ from flows.FlowTable; rebuild _core")
 
 
 def assemble_flows(table: PacketTable, idle_timeout_s: float = 120.0, max_flow_packets: int = 0) -> FlowTable:

@@ -9,7 +9,8 @@ bytes (IPv4 options, L4 options, payload) live in one ``blob`` buffer addressed 
 (offset, length) pairs. Addresses are per flow and per *role* (client = the flow's
 initiator, server = the responder); ``direction`` says which role sent a packet.
 Sequence/acknowledgement numbers are relative to the sender's / the peer's initial
-sequence number; the builder draws fresh initial numbers.
+sequence number; the builder draws fresh initial numbers. Every column is listed with its
+dtype and meaning in docs/architecture.md §3.
 """
 
 from __future__ import annotations
@@ -18,45 +19,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pytrafgen import _core
+
 CLIENT_TO_SERVER = 0
 SERVER_TO_CLIENT = 1
 
-# dtype of every per-packet column, in a fixed order
-PACKET_COLUMNS: dict[str, np.dtype] = {
-    "flow": np.dtype(np.int32),  # index into the per-flow columns
-    "direction": np.dtype(np.uint8),  # CLIENT_TO_SERVER or SERVER_TO_CLIENT
-    "ts_ns": np.dtype(np.int64),  # absolute timestamp, ns
-    "ttl": np.dtype(np.uint8),  # IPv4 TTL / IPv6 hop limit
-    "tos": np.dtype(np.uint8),  # IPv4 TOS / IPv6 traffic class
-    "ip_id": np.dtype(np.uint32),  # IPv4 identification (IPv6: fragment id, 0 if none)
-    "ip_flags": np.dtype(np.uint8),  # bit0 MF, bit1 DF, bit2 reserved
-    "frag_offset": np.dtype(np.uint16),  # in 8-byte units
-    "flow_label": np.dtype(np.uint32),  # IPv6 flow label (0 for IPv4)
-    "ip_opt_off": np.dtype(np.uint64),  # IPv4 options / IPv6 extension headers in blob
-    "ip_opt_len": np.dtype(np.uint32),
-    "tcp_flags": np.dtype(np.uint16),  # FIN=1 SYN=2 RST=4 PSH=8 ACK=16 URG=32 ECE=64 CWR=128 NS=256
-    "seq": np.dtype(np.uint32),  # relative to the sender's initial sequence number
-    "ack": np.dtype(np.uint32),  # relative to the peer's initial sequence number
-    "window": np.dtype(np.uint16),
-    "urgent": np.dtype(np.uint16),
-    "icmp_type": np.dtype(np.uint8),
-    "icmp_code": np.dtype(np.uint8),
-    "icmp_rest": np.dtype(np.uint32),  # the 4 bytes after the ICMP checksum (id/seq, mtu, unused)
-    "l4_opt_off": np.dtype(np.uint64),  # TCP options in blob
-    "l4_opt_len": np.dtype(np.uint32),
-    "payload_off": np.dtype(np.uint64),  # stored payload bytes in blob
-    "payload_stored": np.dtype(np.uint32),  # bytes of payload present in blob (≤ cap)
-    "payload_len": np.dtype(np.uint32),  # true payload length; the builder pads stored → len with zeros
-}
-
-# dtype of every per-flow column
-FLOW_COLUMNS: dict[str, np.dtype] = {
-    "label": np.dtype(np.int16),  # index into ``classes``
-    "ip_version": np.dtype(np.uint8),  # 4 or 6
-    "proto": np.dtype(np.uint8),  # 6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6
-    "client_port": np.dtype(np.uint16),
-    "server_port": np.dtype(np.uint16),
-}
+# column name → dtype, per packet and per flow, in a fixed order: the columns the C++ decoder
+# writes and the builder reads (csrc/columns.hpp). docs/architecture.md §3 says what each holds.
+PACKET_COLUMNS: dict[str, np.dtype] = {name: np.dtype(d) for name, d, _ in _core.RECORD_PACKET_COLUMNS}
+FLOW_COLUMNS: dict[str, np.dtype] = {name: np.dtype(d) for name, d, _ in _core.RECORD_FLOW_COLUMNS}
 
 
 @dataclass

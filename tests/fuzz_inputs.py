@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS
 from pytrafgen.tokenizer.vocab import AppProtocol, Vocabulary
 
 
@@ -92,14 +93,6 @@ def decode_args(data: bytes) -> tuple[np.ndarray, np.ndarray, bool]:
     return tokens, np.array([*starts, len(tokens)], np.int64), strict
 
 
-_PACKET_FIELDS = (
-    ("flow", np.int32), ("direction", np.uint8), ("ttl", np.uint8), ("tos", np.uint8), ("ip_id", np.uint32),
-    ("ip_flags", np.uint8), ("frag_offset", np.uint16), ("flow_label", np.uint32), ("ip_opt_off", np.uint64),
-    ("ip_opt_len", np.uint32), ("tcp_flags", np.uint16), ("seq", np.uint32), ("ack", np.uint32),
-    ("window", np.uint16), ("urgent", np.uint16), ("icmp_type", np.uint8), ("icmp_code", np.uint8),
-    ("icmp_rest", np.uint32), ("l4_opt_off", np.uint64), ("l4_opt_len", np.uint32), ("payload_off", np.uint64),
-    ("payload_len", np.uint32), ("payload_stored", np.uint32),
-)
 _RAW_FIELDS = ("ip_hdr_len", "ip_total_len", "l4_hdr_len", "udp_len", "ip_csum", "l4_csum")
 
 
@@ -108,8 +101,7 @@ def build_args(data: bytes) -> dict[str, Any]:
     r = ByteReader(data)
     opts = r.u8()
     n, nf = r.u8() % 33, 1 + r.u8() % 4
-    flows = {"ip_version": np.zeros(nf, np.uint8), "proto": np.zeros(nf, np.uint8),
-             "client_port": np.zeros(nf, np.uint16), "server_port": np.zeros(nf, np.uint16)}
+    flows = {name: np.zeros(nf, dt) for name, dt in FLOW_COLUMNS.items()}
     caddr, saddr = np.zeros((nf, 16), np.uint8), np.zeros((nf, 16), np.uint8)
     isn = np.zeros((nf, 2), np.uint32)
     for f in range(nf):
@@ -121,7 +113,7 @@ def build_args(data: bytes) -> dict[str, Any]:
         caddr[f, 15], saddr[f, 15] = 1, 2
         flows["client_port"][f], flows["server_port"][f] = r.u16(), r.u16()
         isn[f, 0] = r.u32()
-    p: dict[str, np.ndarray] = {name: np.zeros(n, dt) for name, dt in _PACKET_FIELDS}
+    p: dict[str, np.ndarray] = {name: np.zeros(n, dt) for name, dt in PACKET_COLUMNS.items()}
     raw = {name: np.zeros(n, np.uint16) for name in _RAW_FIELDS}
     for i in range(n):
         sel, sel2 = r.u8(), r.u8()

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from pytrafgen import _core
+from pytrafgen.capture import PACKET_COLUMNS
 from pytrafgen.errors import PluginError, PytrafgenError
+from pytrafgen.flows import FLOW_COLUMNS, FLOW_PACKET_COLUMNS
 from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.tokenizer.vocab import CORE_RANGE_NAMES, Vocabulary
 
@@ -27,10 +29,7 @@ if tuple(_core.tokenizer_range_names()) != CORE_RANGE_NAMES:  # a stale build wo
     raise ImportError("pytrafgen._core's token layout differs from pytrafgen.tokenizer.vocab; rebuild _core")
 
 DEFAULT_MAX_APP_TOKENS = 512
-PACKET_FIELDS = ("frame_off", "caplen", "ts_ns", "status", "l3", "proto", "ttl", "tos", "ip_flags", "icmp_type",
-                 "icmp_code", "l3_off", "ip_hdr_len", "frag_offset", "l4_off", "l4_hdr_len", "tcp_flags",
-                 "window", "urgent", "ip_id", "flow_label", "seq", "ack", "payload_off", "payload_len",
-                 "payload_wirelen")
+_ROW_COLUMNS = tuple(name for name in PACKET_COLUMNS if name != "data")  # ``data`` is passed on its own
 
 
 def codec_spec(vocab: Vocabulary) -> dict[str, Any]:
@@ -277,6 +276,14 @@ def _python_spans(table: Any, rows: np.ndarray, direction: np.ndarray, spec: Pro
     return _Spans(np.asarray(packet_idx, np.int64), offsets, tokens)
 
 
+def core_columns(table: Any, flows: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The column dicts ``_core.encode_flows`` borrows (no copies): every PacketTable row column
+    plus each packet's ``flow_id`` and ``direction``, and the FlowTable's per-flow columns."""
+    packets = {name: getattr(table, name) for name in _ROW_COLUMNS}
+    packets.update({name: getattr(flows, name) for name in FLOW_PACKET_COLUMNS})
+    return packets, {name: getattr(flows, name) for name in FLOW_COLUMNS}
+
+
 def encode_flows(table: Any, flows: Any, flow_labels: Sequence[int] | np.ndarray, vocab: Vocabulary,
                  protocols: Mapping[str, ProtocolSpec] | None = None,
                  max_app_tokens: int = DEFAULT_MAX_APP_TOKENS) -> EncodedFlows:
@@ -293,14 +300,10 @@ def encode_flows(table: Any, flows: Any, flow_labels: Sequence[int] | np.ndarray
     protocols = app_protocols_for(vocab, protocols)
     app_packet, app_offsets, app_tokens, app_counts = _app_spans(table, flows, vocab, labels, protocols,
                                                                   max_app_tokens)
-    packets = {name: getattr(table, name) for name in PACKET_FIELDS}
-    packets["flow_id"] = flows.flow_id
-    packets["direction"] = flows.direction
-    flow_cols = {"l3": flows.l3, "proto": flows.proto, "client_port": flows.client_port,
-                 "server_port": flows.server_port}
+    packets, flow_cols = core_columns(table, flows)
     tokens, offsets, n_packets, skipped = _core.encode_flows(
         packets, table.data, flow_cols, labels, codec_spec(vocab), app_packet, app_offsets, app_tokens)
     return EncodedFlows(tokens, offsets, int(n_packets), {k: int(v) for k, v in skipped.items() if v}, app_counts)
 
 
-__all__ = ["EncodedFlows", "app_protocols_for", "codec_spec", "encode_flows"]
+__all__ = ["EncodedFlows", "app_protocols_for", "codec_spec", "core_columns", "encode_flows"]
