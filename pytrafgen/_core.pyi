@@ -10,6 +10,14 @@ import numpy as np
 sanitized: bool
 abi_version: int
 
+# --- columns (csrc/columns.hpp): (name, numpy dtype name, row width) of each table's columns --
+
+PACKET_COLUMNS: tuple[tuple[str, str, int], ...]
+FLOW_PACKET_COLUMNS: tuple[tuple[str, str, int], ...]
+FLOW_COLUMNS: tuple[tuple[str, str, int], ...]
+RECORD_PACKET_COLUMNS: tuple[tuple[str, str, int], ...]
+RECORD_FLOW_COLUMNS: tuple[tuple[str, str, int], ...]
+
 # --- capture: pcap/pcapng reader and L2–L4 dissector (csrc/pcap.hpp, dissect.hpp) ---------
 
 STATUS_NAMES: list[str]
