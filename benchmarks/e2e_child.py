@@ -33,7 +33,7 @@ def tokenize(capture: Path) -> dict[str, Any]:
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
     from pytrafgen.tokenizer import Vocabulary, encode_flows
-    from pytrafgen.tokenizer.encode import codec_spec, core_columns
+    from pytrafgen.tokenizer.encode import core_columns
 
     vocab = Vocabulary.from_registry(["mixed"])
     t0, c0 = time.perf_counter(), time.process_time()  # wall; CPU (C++ runs in this thread)
@@ -45,7 +45,7 @@ def tokenize(capture: Path) -> dict[str, Any]:
     labels = np.zeros(len(flows), np.int32)
     empty = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.uint16))
     t0, c0 = time.perf_counter(), time.process_time()  # wall; CPU (C++ runs in this thread)
-    _core.encode_flows(packets, table.data, cols, labels, codec_spec(vocab), *empty)
+    _core.encode_flows(packets, table.data, cols, labels, vocab.codec_layout.to_core(), *empty)
     core, core_cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"packets": len(table), "api_s": api, "api_cpu_s": api_cpu, "core_s": core, "core_cpu_s": core_cpu, "app_packets": enc.app_packets,
             "core_what": "_core.encode_flows (L3/L4 fields and payload bytes, no app spans)"}
@@ -86,7 +86,6 @@ def decode(capture: Path, with_apps: bool) -> dict[str, Any]:
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
     from pytrafgen.tokenizer import Vocabulary, decode, encode_flows
-    from pytrafgen.tokenizer.encode import codec_spec
 
     vocab = Vocabulary.from_registry(["mixed"]) if with_apps else Vocabulary(["mixed"], [])
     table = read_pcap(capture)
@@ -96,7 +95,7 @@ def decode(capture: Path, with_apps: bool) -> dict[str, Any]:
     records = decode(enc.tokens, enc.offsets, vocab)
     api, api_cpu = time.perf_counter() - t0, time.process_time() - c0
     t0, c0 = time.perf_counter(), time.process_time()  # wall; CPU (C++ runs in this thread)
-    _core.decode_tokens(enc.tokens, enc.offsets, codec_spec(vocab), False, None)
+    _core.decode_tokens(enc.tokens, enc.offsets, vocab.codec_layout.to_core(), False, None)
     core, core_cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"packets": records.n_packets, "api_s": api, "api_cpu_s": api_cpu, "core_s": core, "core_cpu_s": core_cpu, "app_packets": enc.app_packets,
             "core_what": "_core.decode_tokens without app decoding"}

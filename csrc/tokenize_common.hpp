@@ -50,7 +50,7 @@ struct Layout {
     int32_t start[R_COUNT];
     int32_t class_start = 0, n_classes = 0;
     int32_t vocab_size = 0;
-    uint32_t payload_cap = 64;
+    uint32_t payload_cap = 0;  // always set from pytrafgen.tokenizer.layout.CodecLayout
     int64_t iat_edges[kIatBuckets - 1];   // bucket k: edges[k-1] <= gap < edges[k]
     int64_t iat_values[kIatBuckets];      // the gap a decoded bucket stands for
     // application protocols: begin token id, number of local tokens, transport (0/6/17)

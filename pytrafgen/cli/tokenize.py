@@ -15,7 +15,7 @@ from rich.console import Console
 from pytrafgen.cli.options import Force, JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import DatasetError
 from pytrafgen.progress import progress_bar
-from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP
+from pytrafgen.tokenizer.layout import DEFAULT_PAYLOAD_CAP
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the vocabulary: every field's token range, width and encoding."""
         from pytrafgen.dataset import TrafficDataset
-        from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP, Vocabulary
+        from pytrafgen.tokenizer.layout import DEFAULT_PAYLOAD_CAP
+        from pytrafgen.tokenizer.vocab import Vocabulary
 
         if dataset is not None:
             v = TrafficDataset(dataset, protocols={}).vocab  # only its vocabulary is shown

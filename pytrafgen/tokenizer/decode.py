@@ -18,7 +18,7 @@ from pytrafgen import _core
 from pytrafgen.errors import TokenError
 from pytrafgen.protocol_spec import ProtocolSpec
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
-from pytrafgen.tokenizer.encode import app_protocols_for, codec_spec
+from pytrafgen.tokenizer.encode import app_protocols_for
 from pytrafgen.tokenizer.vocab import Vocabulary
 
 DECODE_SKIP_REASONS = ("truncated", "out_of_range", "class_mid_flow", "wrong_order", "after_eos",
@@ -78,7 +78,7 @@ def decode(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, *, strict
             len(offsets) and (offsets[0] < 0 or offsets[-1] > len(tokens))):
         raise TokenError("offsets must be non-decreasing positions within the token array")
     protocols = app_protocols_for(vocab, protocols)
-    res = _core.decode_tokens(tokens, offsets, codec_spec(vocab), strict,
+    res = _core.decode_tokens(tokens, offsets, vocab.codec_layout.to_core(), strict,
                               _app_decoder(vocab, protocols))
     if res["first_error"] is not None:
         flow = int(res["error_flow"])

@@ -32,21 +32,6 @@ DEFAULT_MAX_APP_TOKENS = 512
 _ROW_COLUMNS = tuple(name for name in PACKET_COLUMNS if name != "data")  # ``data`` is passed on its own
 
 
-def codec_spec(vocab: Vocabulary) -> dict[str, Any]:
-    """The vocabulary layout as the C++ codec takes it."""
-    classes = vocab.ranges["class"]
-    return {
-        "layout": vocab.core_layout(),
-        "class_start": classes.start,
-        "n_classes": classes.size,
-        "vocab_size": vocab.size,
-        "payload_cap": vocab.payload_cap,
-        "iat_edges": vocab.iat_edges_ns,
-        "iat_values": vocab.iat_values_ns,
-        "apps": vocab.app_table(),
-    }
-
-
 def app_protocols_for(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec] | None) -> dict[str, ProtocolSpec]:
     """The specs of the vocabulary's app protocols among ``protocols`` (name -> spec; missing
     ones are left out: their payloads stay bytes, their flows do not decode), in the order of
@@ -302,8 +287,8 @@ def encode_flows(table: Any, flows: Any, flow_labels: Sequence[int] | np.ndarray
                                                                   max_app_tokens)
     packets, flow_cols = core_columns(table, flows)
     tokens, offsets, n_packets, skipped = _core.encode_flows(
-        packets, table.data, flow_cols, labels, codec_spec(vocab), app_packet, app_offsets, app_tokens)
+        packets, table.data, flow_cols, labels, vocab.codec_layout.to_core(), app_packet, app_offsets, app_tokens)
     return EncodedFlows(tokens, offsets, int(n_packets), {k: int(v) for k, v in skipped.items() if v}, app_counts)
 
 
-__all__ = ["EncodedFlows", "app_protocols_for", "codec_spec", "core_columns", "encode_flows"]
+__all__ = ["EncodedFlows", "app_protocols_for", "core_columns", "encode_flows"]

@@ -27,7 +27,8 @@ import numpy as np
 
 from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.tokenizer.encode import DEFAULT_MAX_APP_TOKENS
-from pytrafgen.tokenizer.vocab import DEFAULT_PAYLOAD_CAP, Vocabulary
+from pytrafgen.tokenizer.layout import DEFAULT_PAYLOAD_CAP
+from pytrafgen.tokenizer.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from pytrafgen.protocol_spec import ProtocolSpec

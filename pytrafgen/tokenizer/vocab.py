@@ -27,6 +27,13 @@ import numpy as np
 
 from pytrafgen.atomic import atomic_file
 from pytrafgen.errors import DatasetError
+from pytrafgen.tokenizer.layout import (
+    DEFAULT_PAYLOAD_CAP,
+    IAT_BUCKETS,
+    TRANSPORT_NUMBERS,
+    AppRange,
+    CodecLayout,
+)
 
 if TYPE_CHECKING:
     from pytrafgen.protocol_spec import ProtocolSpec
@@ -34,9 +41,6 @@ if TYPE_CHECKING:
 
 VOCAB_FORMAT = "pytrafgen-vocab"
 VOCAB_VERSION = 1
-DEFAULT_PAYLOAD_CAP = 64
-MAX_PAYLOAD_CAP = 1024
-IAT_BUCKETS = 64
 IAT_MIN_NS = 1_000  # bucket 0 holds gaps below 1 µs (including 0)
 IAT_MAX_NS = 1_000_000_000_000  # the last bucket holds gaps of 1000 s and more
 
@@ -135,13 +139,10 @@ class Vocabulary:
         app_protocols: Iterable[AppProtocol] = (),
         payload_cap: int = DEFAULT_PAYLOAD_CAP,
     ) -> None:
-        if not 0 <= payload_cap <= MAX_PAYLOAD_CAP:
-            raise DatasetError(f"payload cap must be between 0 and {MAX_PAYLOAD_CAP}, got {payload_cap}")
         if len(set(classes)) != len(classes):
             raise DatasetError(f"duplicate class names in {list(classes)}")
         self.classes: list[str] = list(classes)
         self.app_protocols: list[AppProtocol] = sorted(app_protocols, key=lambda p: p.name)
-        self.payload_cap = int(payload_cap)
         ranges: list[FieldRange] = []
         start = 0
         for name, size, width, encoding, description in CORE_FIELDS:
@@ -163,6 +164,18 @@ class Vocabulary:
             raise DatasetError(f"vocabulary of {start} tokens does not fit uint16 ({len(self.classes)} classes)")
         self.ranges: dict[str, FieldRange] = {r.name: r for r in ranges}
         self.size = start
+        self.codec_layout = CodecLayout(
+            range_starts=tuple(self.ranges[n].start for n in CORE_RANGE_NAMES),
+            class_start=self.ranges["class"].start, n_classes=len(self.classes), vocab_size=self.size,
+            iat_edges_ns=tuple(self.iat_edges_ns.tolist()), iat_values_ns=tuple(self.iat_values_ns.tolist()),
+            apps=tuple(AppRange(self.app_begin(p.name), len(p.token_names), TRANSPORT_NUMBERS[p.transport])
+                       for p in self.app_protocols),
+            payload_cap=int(payload_cap))
+
+    @property
+    def payload_cap(self) -> int:
+        """Bytes of each packet's payload kept as tokens (``codec_layout.payload_cap``)."""
+        return self.codec_layout.payload_cap
 
     # --- lookups -------------------------------------------------------------------------
     def id(self, range_name: str, value: int = 0) -> int:
@@ -202,15 +215,7 @@ class Vocabulary:
 
     def core_layout(self) -> np.ndarray:
         """Start id of each core range, in ``CORE_RANGE_NAMES`` order (what the C++ codec takes)."""
-        return np.array([self.ranges[n].start for n in CORE_RANGE_NAMES], dtype=np.int32)
-
-    def app_table(self) -> np.ndarray:
-        """(A, 4) int32: begin id, number of local tokens, transport (0 any, 6 tcp, 17 udp), 0."""
-        rows = [
-            (self.app_begin(p.name), len(p.token_names), {"": 0, "tcp": 6, "udp": 17}[p.transport], 0)
-            for p in self.app_protocols
-        ]
-        return np.array(rows, dtype=np.int32).reshape(len(rows), 4)
+        return np.array(self.codec_layout.range_starts, dtype=np.int32)
 
     # --- inter-arrival buckets -----------------------------------------------------------
     @cached_property
