@@ -120,6 +120,21 @@ def test_save_load_reproducible_and_pickle_free(fitted, tmp_path: Path) -> None:
         get_generator("markov").load(tmp_path / "missing")
 
 
+def test_checkpoint_of_before_the_setting_rename_loads(fitted, tmp_path: Path) -> None:
+    """``payload_prefix_bytes`` was ``payload_cap`` before issue 17: an old config.json still
+    loads, with the same samples; the old name is refused for new training, naming the new one."""
+    ckpt = tmp_path / "old"
+    fitted.save(ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["settings"]["payload_cap"] = config["settings"].pop("payload_prefix_bytes")
+    (ckpt / "config.json").write_text(json.dumps(config))
+    loaded = load_generator(ckpt)
+    assert loaded.settings["payload_prefix_bytes"] == 512 and "payload_cap" not in loaded.settings
+    np.testing.assert_array_equal(loaded.sample(COUNTS, seed=7).blob, fitted.sample(COUNTS, seed=7).blob)
+    with pytest.raises(PytrafgenError, match=r"no setting payload_cap; accepted: .*payload_prefix_bytes"):
+        MarkovGenerator.check_settings({"payload_cap": 64})
+
+
 def test_unknown_class_is_a_user_error(fitted) -> None:
     with pytest.raises(PytrafgenError, match="unknown class"):
         fitted.sample({"no_such_class": 3})

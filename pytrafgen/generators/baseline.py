@@ -12,7 +12,7 @@ A subclass provides:
 
 * ``name``, ``description``; ``SIZES`` (size name -> shape settings, e.g. ``{"tiny": {...}}``)
   and ``DEFAULTS`` (every other ``fit`` setting; it must hold ``size``, ``seed``, ``device``,
-  ``payload_cap``, ``payload_per_key``, ``quiet`` and ``sample_batch``);
+  ``payload_prefix_bytes``, ``payload_per_key``, ``quiet`` and ``sample_batch``);
 * ``network_prefix``: the tensor-name prefix of the network's weights in the checkpoint;
 * ``shape()``: a dataclass the network is built from (saved in ``config.json``), and
   ``build_network(shape)``: a new (untrained) ``torch.nn.Module`` of that shape;
@@ -54,6 +54,7 @@ from pytrafgen.generators.baseline_data import (
     TrainingSet,
     assemble_records,
     iat_bucket,
+    renamed_settings,
 )
 from pytrafgen.interfaces import Generator
 
@@ -70,7 +71,7 @@ class BaselineGenerator(Generator):
     sampling_options: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        given = dict(settings or {})
+        given = renamed_settings(settings)  # a checkpoint of before issue 17 says payload_cap
         self.settings: dict[str, Any] = {**self.DEFAULTS, **self.size(given.get("size", self.DEFAULTS["size"])),
                                          **given}
         self.classes: list[str] = []

@@ -42,6 +42,22 @@ GENERATED_EPOCH_NS = 1_767_225_600 * 10**9
 MODELLED_PACKET_FIELDS = ("direction", "iat_ns", "ttl", "tos", "ip_flags", "tcp_flags", "window",
                           "payload_len", "icmp_type", "icmp_code")
 
+#: The setting for the bytes of each real payload a baseline keeps in its payload library. It was
+#: called ``payload_cap`` before issue 17, a name that means the tokenizer's per-packet cap
+#: (``CodecLayout.payload_cap``); ``renamed_settings`` reads old checkpoints and settings.
+PAYLOAD_PREFIX_SETTING = "payload_prefix_bytes"
+_RENAMED_SETTINGS = {"payload_cap": PAYLOAD_PREFIX_SETTING}
+
+
+def renamed_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``settings`` with the names of before issue 17 replaced by today's (a value given under
+    the new name wins)."""
+    out = dict(settings or {})
+    for old, new in _RENAMED_SETTINGS.items():
+        if old in out:
+            out.setdefault(new, out.pop(old))
+    return out
+
 
 def length_bucket(length: np.ndarray) -> np.ndarray:
     """0 for empty, else 1 + floor(log2(length)), capped at 17 (log-spaced payload sizes)."""
@@ -205,7 +221,7 @@ class EmpiricalParts:
     client_port_label: np.ndarray
 
     @classmethod
-    def fit(cls, records: FieldRecords, flows: FlowSet, seed: int, payload_cap: int = 512,
+    def fit(cls, records: FieldRecords, flows: FlowSet, seed: int, payload_prefix_bytes: int = 512,
             per_key: int = 256) -> EmpiricalParts:
         rng = np.random.default_rng(seed)
         pk = records.packets
@@ -216,7 +232,7 @@ class EmpiricalParts:
         sel = rows[has_payload]
         payloads = ByteLibrary.collect(payload_key(label[has_payload], direction[has_payload]),
                                        pk["payload_len"][sel], pk["payload_off"][sel], pk["payload_stored"][sel],
-                                       records.blob, per_key, payload_cap, rng)
+                                       records.blob, per_key, payload_prefix_bytes, rng)
         # Every TCP segment is a candidate, option-less ones too, so option presence keeps its share.
         has_opt = records.flows["proto"][pk["flow"][rows]] == PROTO_TCP
         sel = rows[has_opt]
@@ -301,13 +317,13 @@ class TrainingSet:
 
     @classmethod
     def from_dataset(cls, generator: str, dataset: Any, settings: Mapping[str, Any]) -> TrainingSet:
-        """From a dataset's train split; ``settings`` gives seed, payload_cap and payload_per_key."""
+        """From a dataset's train split; ``settings`` gives seed, payload_prefix_bytes and payload_per_key."""
         records: FieldRecords = dataset.records("train")
         if records.n_flows == 0:
             raise DatasetError(f"{generator}: the training split has no flows")
         classes, kinds = dataset_classes(dataset, records.classes)
         flows = FlowSet.from_records(records)
-        parts = EmpiricalParts.fit(records, flows, int(settings["seed"]), int(settings["payload_cap"]),
+        parts = EmpiricalParts.fit(records, flows, int(settings["seed"]), int(settings[PAYLOAD_PREFIX_SETTING]),
                                    int(settings["payload_per_key"]))
         return cls(records, flows, classes, kinds, dataset_dir(dataset), parts)
 

@@ -38,6 +38,7 @@ from pytrafgen.generators.baseline_data import (
     assemble_records,
     iat_bucket,
     length_bucket,
+    renamed_settings,
 )
 from pytrafgen.hookspecs import hookimpl
 from pytrafgen.interfaces import Generator
@@ -45,7 +46,7 @@ from pytrafgen.records import FieldRecords
 
 EMITTED_FIELDS = ("iat_ns", "ttl", "tos", "ip_flags", "window", "payload_len", "icmp_type", "icmp_code")
 DEFAULTS: dict[str, Any] = {"seed": 0, "emission_rows": 64, "max_flows_per_class": 20000,
-                            "payload_cap": 512, "payload_per_key": 256}
+                            "payload_prefix_bytes": 512, "payload_per_key": 256}
 
 
 def _state_keys(flows: FlowSet) -> np.ndarray:
@@ -69,7 +70,7 @@ class MarkovGenerator(Generator):
         return frozenset(DEFAULTS) | {"device", "quiet"}  # device/quiet: every CLI fit passes them
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        self.settings = {**DEFAULTS, **dict(settings or {})}
+        self.settings = {**DEFAULTS, **renamed_settings(settings)}  # old checkpoints say payload_cap
         self.classes: list[str] = []
         self.class_kinds: list[str] = []
         self.tensors: dict[str, np.ndarray] = {}

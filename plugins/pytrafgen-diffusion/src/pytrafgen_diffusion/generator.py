@@ -30,7 +30,7 @@ SIZES: dict[str, dict[str, int]] = {
              "batch_size": 128},
 }
 DEFAULTS: dict[str, Any] = {"size": "small", "seed": 0, "lr": 3e-4, "drop_label": 0.1, "guidance": 2.0,
-                            "repair": True, "device": "auto", "payload_cap": 512, "payload_per_key": 256, "quiet": True,
+                            "repair": True, "device": "auto", "payload_prefix_bytes": 512, "payload_per_key": 256, "quiet": True,
                             "sample_batch": 512}
 
 

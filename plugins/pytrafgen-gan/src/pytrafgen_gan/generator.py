@@ -29,7 +29,7 @@ SIZES: dict[str, dict[str, int]] = {
              "iterations": 20000, "batch_size": 256},
 }
 DEFAULTS: dict[str, Any] = {"size": "small", "seed": 0, "lr": 1e-3, "gp_weight": 10.0, "aux_weight": 1.0,
-                            "n_ports": 32, "device": "auto", "payload_cap": 512, "payload_per_key": 256, "quiet": True,
+                            "n_ports": 32, "device": "auto", "payload_prefix_bytes": 512, "payload_per_key": 256, "quiet": True,
                             "sample_batch": 4096}
 
 
