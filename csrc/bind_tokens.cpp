@@ -185,10 +185,11 @@ void bind_tokens(py::module_& m) {
           R"pbdoc(
         Encode flows into one token sequence each (GIL released).
 
-        packets: dict of PacketTable columns plus 'flow_id' (int64) and 'direction' (uint8);
-        data: the shared frame buffer; flows: dict with l3, proto, client_port, server_port;
-        labels: int32 class index per flow (< 0: skip the flow); spec: the vocabulary layout
-        (pytrafgen.tokenizer.encode.codec_spec); app_*: sorted packet indices whose payload
+        packets: dict of every PacketTable row column plus 'flow_id' (int64) and 'direction'
+        (uint8); data: the shared frame buffer; flows: dict of the FlowTable's per-flow columns
+        (pytrafgen.tokenizer.encode.core_columns builds both); labels: int32 class index per
+        flow (< 0: skip the flow); spec: the token layout (CodecLayout.to_core(),
+        pytrafgen/tokenizer/layout.py); app_*: sorted packet indices whose payload
         tokens are replaced by the given spans. Returns (tokens uint16, offsets int64 [F+1],
         packets_encoded, skipped counts by reason). A flow that is not encoded has an empty span.
     )pbdoc");
