@@ -120,7 +120,7 @@ PYTRAFGEN_AVX512 inline __m512 exp_nonpositive16(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-constexpr size_t kAhead = 16;  // slots to prefetch ahead of the one read
+constexpr size_t kAhead = 48;  // slots to prefetch ahead of the one read
 
 // Every cache line of one slot (prefetching past the end of an array never faults).
 template <typename Store>

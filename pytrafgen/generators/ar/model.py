@@ -127,7 +127,7 @@ class CausalSelfAttention(nn.Module):
         (CPU, float32 or float16 cache); else a scatter into the cache and SDPA over the first
         ``attend_len`` slots under a mask. ``flat`` (B * heads,): ``cache_slots``, for SDPA."""
         B, _, C = x.shape
-        qkv = self.c_attn(x)
+        qkv = self.c_attn.forward(x)
         k_cache, v_cache = cache
         dim = k_cache.size(-1)
         if row_kernel:
@@ -142,7 +142,7 @@ class CausalSelfAttention(nn.Module):
                                       lengths, scale, y.numpy(), threads)
             else:
                 _core.attend_qkv(qkv_np, k_cache.numpy(), v_cache.numpy(), lengths, scale, y.numpy(), threads)
-            return self.c_proj(y.reshape(B, 1, C))
+            return self.c_proj.forward(y.reshape(B, 1, C))
         assert flat is not None
         q, k, v = (t.view(B, self.n_head, dim) for t in qkv.split(C, dim=2))  # T = 1
         k_cache.view(-1, dim).index_copy_(0, flat, k.reshape(-1, dim).to(k_cache.dtype))
@@ -180,8 +180,11 @@ class Block(nn.Module):
 
     def forward_rows(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor,
                      attend_len: int, row_kernel: bool, flat: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn.forward_rows(self.ln_1(x), cache, positions, attend_len, row_kernel, flat)
-        return x + self.mlp(self.ln_2(x))
+        # the layers' forward called directly: a module call's hook handling costs as much as a
+        # small step's arithmetic, and sampling runs in eval mode (dropout is the identity)
+        x = x + self.attn.forward_rows(self.ln_1.forward(x), cache, positions, attend_len, row_kernel, flat)
+        mlp = self.mlp
+        return x + mlp.c_proj.forward(F.gelu(mlp.c_fc.forward(self.ln_2.forward(x))))
 
 
 class GPT(nn.Module):
