@@ -2,13 +2,17 @@
 command runs it, with this tree's package or the one extracted at CODE (a previous revision's
 ``pytrafgen`` folder, run on this build's C++ core); writes the number of sampled tokens of the
 flows kept to TOKENS_JSON. Imports nothing of pytrafgen before choosing which one to load.
+``PYTRAFGEN_BENCH_SAMPLING`` (a JSON object, e.g. ``{"bf16_linears": true}``) overrides
+sampling settings the command has no option for.
 
     python benchmarks/ar_generate_child.py {current|CODE} TOKENS_JSON generate ...
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import sys
 import sysconfig
@@ -32,7 +36,11 @@ def main() -> None:
     original = sample_module.sample_classes
     tokens = [0]
 
+    overrides = json.loads(os.environ.get("PYTRAFGEN_BENCH_SAMPLING") or "{}")
+
     def counting(*args: Any, **kwargs: Any) -> Any:
+        if overrides:  # settings: sample_classes' 7th argument
+            args = (*args[:6], dataclasses.replace(args[6], **overrides), *args[7:])
         sequences, names = original(*args, **kwargs)
         tokens[0] += sum(len(seq) for seq in sequences)
         return sequences, names

@@ -200,13 +200,16 @@ DEFAULT_MODEL = REPO / "pytrafgen" / "data" / "default_model"
 
 
 def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str | None,
-                   previous_core: Path | None = None) -> list[dict[str, object]]:
+                   previous_core: Path | None = None, bf16_row: bool = False) -> list[dict[str, object]]:
     """``pytrafgen generate`` of the bundled default, previous code (unless None) then this
     tree's, each in a fresh process; wall time of the whole command. ``previous_core``: the
-    previous revision's built ``_core*.so`` (else the previous code runs on this build's)."""
+    previous revision's built ``_core*.so`` (else the previous code runs on this build's).
+    ``bf16_row``: a third run, this tree with ``bf16_linears`` on (opt-in, not the default)."""
     classes = json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
     work = Path(tempfile.mkdtemp(prefix="bench_ar_"))
-    runs = [("this tree", "current")]
+    runs: list[tuple[str, str, dict[str, object]]] = [("this tree", "current", {})]
+    if bf16_row:
+        runs.append(("this tree, bf16_linears", "current", {"bf16_linears": True}))
     if previous:
         old_tree = work / "previous"
         old_tree.mkdir()
@@ -215,12 +218,13 @@ def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str 
         subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
         if previous_core:
             shutil.copy(previous_core, old_tree / "pytrafgen" / previous_core.name)
-        runs.insert(0, (f"previous ({previous})", str(old_tree)))
+        runs.insert(0, (f"previous ({previous})", str(old_tree), {}))
     rows = []
     env = dict(os.environ)
     if threads_env:
         env["OMP_NUM_THREADS"] = threads_env
-    for label, code in runs:
+    for label, code, sampling in runs:
+        env["PYTRAFGEN_BENCH_SAMPLING"] = json.dumps(sampling)  # read by ar_generate_child.py
         out = work / f"{'old' if code != 'current' else 'new'}.pcap"
         argv = ["generate", str(DEFAULT_MODEL), *[a for c in classes for a in ("--class", f"{c}:{flows_per_class}")],
                 "--out", str(out), "--seed", "0", "--json"]
@@ -248,8 +252,9 @@ def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str 
         rows.append(row)
     shutil.rmtree(work, ignore_errors=True)
     if previous:
-        for key in ("packets_per_s", "tokens_per_s", "packets_per_cpu_s"):
-            rows[1][f"speedup_{key}"] = rows[1][key] / rows[0][key]
+        for row in rows[1:]:
+            for key in ("packets_per_s", "tokens_per_s", "packets_per_cpu_s"):
+                row[f"speedup_{key}"] = row[key] / rows[0][key]
     return rows
 
 
@@ -310,6 +315,10 @@ def to_markdown(report: dict) -> str:
                   + (f", {new['speedup_packets_per_cpu_s']:.2f}x packets per CPU second"
                      if "speedup_packets_per_cpu_s" in new else "")
                   + " (the two runs drew different flows: tokens per packet differ)."]
+        for extra in pipe["rows"][2:]:
+            lines += ["", f"{extra['code']} / previous, same run: {extra['speedup_packets_per_s']:.2f}x packets/s, "
+                      f"{extra['speedup_tokens_per_s']:.2f}x tokens/s (wall), "
+                      f"{extra['speedup_packets_per_cpu_s']:.2f}x packets per CPU second."]
         scale = report.get("pipeline_scale")
         if scale:
             lines += ["", f"### This tree alone, {scale['flows_per_class']} flows per class", "",
@@ -342,6 +351,8 @@ def main() -> None:
     parser.add_argument("--previous-core", type=Path,
                         help="the previous revision's built _core*.so (default: this build's, so a change "
                              "in the C++ core counts for both)")
+    parser.add_argument("--bf16-row", action="store_true",
+                        help="--pipeline: also run this tree with the opt-in bf16_linears sampling setting")
     parser.add_argument("--scale", type=int, default=0, metavar="N",
                         help="also time this tree alone on N flows per class (kept beside the last --pipeline)")
     args = parser.parse_args()
@@ -370,7 +381,8 @@ def main() -> None:
     if args.pipeline:
         if args.previous_core and not args.previous_core.name.startswith("_core"):
             sys.exit(f"--previous-core {args.previous_core}: expected a built _core*.so")
-        rows = bench_pipeline(args.pipeline, args.previous, os.environ.get("OMP_NUM_THREADS"), args.previous_core)
+        rows = bench_pipeline(args.pipeline, args.previous, os.environ.get("OMP_NUM_THREADS"), args.previous_core,
+                              args.bf16_row)
         classes = len(json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"])
         pipeline = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "command": " ".join([Path(sys.executable).name, *sys.argv]), "flows_per_class": args.pipeline,

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pytrafgen.generators.ar.generator import ARGenerator
+from pytrafgen.plugins import get_registry
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "pytrafgen" / "data" / "default_model"
 
@@ -21,6 +22,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "pytrafgen" / "data" / "de
 def main() -> None:
     flows_per_class = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     gen = ARGenerator.load(DEFAULT_MODEL)
+    gen.protocols = get_registry().protocols  # the application protocols the vocabulary uses
     gen.set_sampling(show_progress=False)
     profile = cProfile.Profile(time.process_time)
     wall = time.perf_counter()

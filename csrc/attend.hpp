@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -28,20 +29,48 @@ namespace pytrafgen {
 #define PYTRAFGEN_CLONES
 #endif
 
-// q, out: (rows, heads, dim); k, v: (rows, heads, slots, dim), all C-contiguous float32.
-// Row b attends over slots 0..lengths[b]-1 (1 <= lengths[b] <= slots).
-PYTRAFGEN_CLONES inline void attend_rows_range(const float* q, const float* k, const float* v, const int64_t* lengths,
-                              size_t row_begin, size_t row_end, size_t heads, size_t slots, size_t dim,
-                              float scale, float* out) {
+// What one call attends: row b's query, head h, is q[b * q_stride + h * dim ..] (q_stride is
+// heads * dim for a (rows, heads, dim) array, 3 * heads * dim for the rows of a fused
+// query/key/value projection); k, v: (rows, heads, slots, dim), C-contiguous; out (rows, heads,
+// dim) float32. Row b attends over slots 0..lengths[b]-1 (1 <= lengths[b] <= slots). With
+// k_new / v_new (same row stride as q), row b's new key and value are first stored into slot
+// lengths[b]-1: the step's cache write in the same pass, not a separate scatter.
+template <typename Store>
+struct RowsView {
+    const float* q;
+    size_t q_stride;
+    const float* k_new;  // nullptr: the cache already holds every slot read
+    const float* v_new;
+    Store* k;
+    Store* v;
+    const int64_t* lengths;
+    size_t heads, slots, dim;
+    float scale;
+    float* out;
+};
+
+// The generic kernel stores float32 only (a float16 cache needs the AVX-512 kernel).
+inline void store_slot(const float* src, float* dst, size_t dim) {
+    for (size_t d = 0; d < dim; ++d) dst[d] = src[d];
+}
+
+PYTRAFGEN_CLONES inline void attend_rows_range(const RowsView<float>& a, size_t row_begin, size_t row_end) {
+    const size_t heads = a.heads, slots = a.slots, dim = a.dim;
+    const float scale = a.scale;
+    float* out = a.out;
     std::vector<float> scores(slots);
     constexpr size_t kLanes = 8;  // independent partial sums: the compiler vectorizes them
     for (size_t b = row_begin; b < row_end; ++b) {
-        const size_t n = size_t(lengths[b]);
+        const size_t n = size_t(a.lengths[b]);
         for (size_t h = 0; h < heads; ++h) {
             const size_t qh = (b * heads + h) * dim;
-            const float* qv = q + qh;
-            const float* kb = k + (b * heads + h) * slots * dim;
-            const float* vb = v + (b * heads + h) * slots * dim;
+            const float* qv = a.q + b * a.q_stride + h * dim;
+            float* kb = a.k + (b * heads + h) * slots * dim;
+            float* vb = a.v + (b * heads + h) * slots * dim;
+            if (a.k_new != nullptr) {
+                store_slot(a.k_new + b * a.q_stride + h * dim, kb + (n - 1) * dim, dim);
+                store_slot(a.v_new + b * a.q_stride + h * dim, vb + (n - 1) * dim, dim);
+            }
             float best = -INFINITY;
             for (size_t j = 0; j < n; ++j) {
                 const float* kj = kb + j * dim;
@@ -91,7 +120,7 @@ PYTRAFGEN_AVX512 inline __m512 exp_nonpositive16(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-constexpr size_t kAhead = 16;  // slots to prefetch ahead of the one read
+constexpr size_t kAhead = 48;  // slots to prefetch ahead of the one read
 
 // Every cache line of one slot (prefetching past the end of an array never faults).
 template <typename Store>
@@ -112,49 +141,90 @@ PYTRAFGEN_AVX512 inline __m512 load16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-// attend_rows_range for dim a multiple of 16 (<= 128) on a CPU with AVX-512: a score is
-// dim / 16 fused 16-wide steps per key, the softmax's exps 16 at a time, the weighted sum of
-// values with two sets of accumulators (independent chains of fused steps). Keys and values
-// are float32 or float16 (`Store` uint16_t: half the bytes to read, and reading them is what
-// this kernel waits on once the pool's cache outgrows the CPU's caches); sums are float32.
-template <typename Store>
-PYTRAFGEN_AVX512 inline void attend_rows_range_avx512(const float* q, const Store* k, const Store* v,
-                                                      const int64_t* lengths, size_t row_begin, size_t row_end,
-                                                      size_t heads, size_t slots, size_t dim, float scale,
-                                                      float* out) {
-    std::vector<float> scores(slots);
-    const size_t vectors = dim / 16;
+// 16 keys' or values' elements from float32, or to float16 storage (round to nearest even,
+// as torch's conversion).
+PYTRAFGEN_AVX512 inline void store_slot(const float* src, uint16_t* dst, size_t dim) {
+    for (size_t d = 0; d < dim; d += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + d),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+// The 16 lane sums of a[0..15] as one vector (lane j: the sum of a[j]'s lanes): a transpose
+// by unpacks and 128-bit shuffles interleaved with the adds, about 3 instructions per key
+// instead of a horizontal reduction's 8 in one dependent chain.
+PYTRAFGEN_AVX512 inline __m512 sum_lanes16(const __m512* a) {
+    __m512 b[8], c[4], d[2];
+    for (int i = 0; i < 8; ++i)  // per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3]
+        b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 4; ++i) {  // per 128-bit lane: the four keys 4i..4i+3, partial sums
+        const __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(b[2 * i]), _mm512_castps_pd(b[2 * i + 1]));
+        const __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(b[2 * i]), _mm512_castps_pd(b[2 * i + 1]));
+        c[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+    }
+    for (int i = 0; i < 2; ++i)  // 128-bit lanes (0+1, 2+3) of c[2i], then of c[2i+1]
+        d[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0xDD));
+    // 128-bit lane k: keys 4k..4k+3, whole sums
+    return _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], 0x88), _mm512_shuffle_f32x4(d[0], d[1], 0xDD));
+}
+
+// attend_rows_range for dim a multiple of 16 (<= 128) on a CPU with AVX-512: the scores of 16
+// keys at a time (dim / 16 fused 16-wide steps per key, then one transposing sum), the
+// softmax's exps 16 at a time, the weighted sum of values with two sets of accumulators
+// (independent chains of fused steps). Keys and values are float32 or float16 (`Store`
+// uint16_t: half the bytes to read, and reading them is what this kernel waits on once the
+// pool's cache outgrows the CPU's caches); sums are float32.
+// `Vectors` (dim / 16) is a template argument: with it fixed, a block's 16 partial sums and
+// the head's query stay in registers.
+template <size_t Vectors, typename Store>
+PYTRAFGEN_AVX512 inline void attend_rows_range_avx512(const RowsView<Store>& a, size_t row_begin, size_t row_end) {
+    const size_t heads = a.heads, slots = a.slots;
+    constexpr size_t dim = 16 * Vectors, vectors = Vectors;
+    std::vector<float> scores(slots + 16);
+    const __m512 scale = _mm512_set1_ps(a.scale);
     for (size_t b = row_begin; b < row_end; ++b) {
-        const size_t n = size_t(lengths[b]);
+        const size_t n = size_t(a.lengths[b]);
         for (size_t h = 0; h < heads; ++h) {
             const size_t qh = (b * heads + h) * dim;
-            const Store* kb = k + (b * heads + h) * slots * dim;
-            const Store* vb = v + (b * heads + h) * slots * dim;
+            const float* qv = a.q + b * a.q_stride + h * dim;
+            Store* kb = a.k + (b * heads + h) * slots * dim;
+            Store* vb = a.v + (b * heads + h) * slots * dim;
+            if (a.k_new != nullptr) {
+                store_slot(a.k_new + b * a.q_stride + h * dim, kb + (n - 1) * dim, dim);
+                store_slot(a.v_new + b * a.q_stride + h * dim, vb + (n - 1) * dim, dim);
+            }
             __m512 qr[kMaxVectors];
-            for (size_t c = 0; c < vectors; ++c) qr[c] = _mm512_loadu_ps(q + qh + 16 * c);
+            for (size_t c = 0; c < vectors; ++c) qr[c] = _mm512_loadu_ps(qv + 16 * c);
             for (size_t j = 0; j < kAhead && j < n; ++j) {
                 prefetch_slot(kb + j * dim, dim, _MM_HINT_T0);
                 prefetch_slot(vb + j * dim, dim, _MM_HINT_T1);
             }
-            float best = -INFINITY;
-            for (size_t j = 0; j < n; ++j) {
-                const Store* kj = kb + j * dim;
-                // keys and values kAhead slots ahead: a head's prefix is a short stream, over
-                // before the hardware prefetcher has ramped up, and reading waits on memory
-                prefetch_slot(kj + kAhead * dim, dim, _MM_HINT_T0);
-                prefetch_slot(vb + (j + kAhead) * dim, dim, _MM_HINT_T1);  // read after the softmax
-                __m512 acc = _mm512_mul_ps(load16(kj), qr[0]);
-                for (size_t c = 1; c < vectors; ++c) acc = _mm512_fmadd_ps(load16(kj + 16 * c), qr[c], acc);
-                const float s = _mm512_reduce_add_ps(acc) * scale;
-                scores[j] = s;
-                best = s > best ? s : best;
+            __m512 top = _mm512_set1_ps(-INFINITY);
+            for (size_t j = 0; j < n; j += 16) {
+                const size_t count = n - j >= 16 ? 16 : n - j;
+                __m512 acc[16];
+                for (size_t u = 0; u < 16; ++u) {
+                    // past the prefix: a slot that was never written (or another flow's) is
+                    // read into a lane masked off below, never into a sum
+                    const Store* kj = kb + (j + (u < count ? u : 0)) * dim;
+                    // keys and values kAhead slots ahead: a head's prefix is a short stream, over
+                    // before the hardware prefetcher has ramped up, and reading waits on memory
+                    prefetch_slot(kj + kAhead * dim, dim, _MM_HINT_T0);
+                    prefetch_slot(vb + (j + u + kAhead) * dim, dim, _MM_HINT_T1);  // read after the softmax
+                    acc[u] = _mm512_mul_ps(load16(kj), qr[0]);
+                    for (size_t c = 1; c < vectors; ++c) acc[u] = _mm512_fmadd_ps(load16(kj + 16 * c), qr[c], acc[u]);
+                }
+                const __mmask16 live = count == 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+                const __m512 s = _mm512_mul_ps(sum_lanes16(acc), scale);
+                _mm512_storeu_ps(&scores[j], s);
+                top = _mm512_mask_max_ps(top, live, top, s);
             }
-            const __m512 top = _mm512_set1_ps(best);
+            const __m512 best = _mm512_set1_ps(_mm512_reduce_max_ps(top));
             __m512 sum = _mm512_setzero_ps();
             for (size_t j = 0; j < n; j += 16) {
                 const __mmask16 live = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
                 const __m512 p = _mm512_maskz_mov_ps(
-                    live, exp_nonpositive16(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, &scores[j]), top)));
+                    live, exp_nonpositive16(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, &scores[j]), best)));
                 _mm512_mask_storeu_ps(&scores[j], live, p);
                 sum = _mm512_add_ps(sum, p);
             }
@@ -176,8 +246,23 @@ PYTRAFGEN_AVX512 inline void attend_rows_range_avx512(const float* q, const Stor
             }
             const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
             for (size_t c = 0; c < vectors; ++c)
-                _mm512_storeu_ps(out + qh + 16 * c, _mm512_mul_ps(_mm512_add_ps(even[c], odd[c]), inv));
+                _mm512_storeu_ps(a.out + qh + 16 * c, _mm512_mul_ps(_mm512_add_ps(even[c], odd[c]), inv));
         }
+    }
+}
+
+// The kernel for this head size (avx512_path(dim) holds).
+template <typename Store>
+inline void attend_rows_avx512(const RowsView<Store>& a, size_t row_begin, size_t row_end) {
+    switch (a.dim / 16) {
+        case 1: return attend_rows_range_avx512<1>(a, row_begin, row_end);
+        case 2: return attend_rows_range_avx512<2>(a, row_begin, row_end);
+        case 3: return attend_rows_range_avx512<3>(a, row_begin, row_end);
+        case 4: return attend_rows_range_avx512<4>(a, row_begin, row_end);
+        case 5: return attend_rows_range_avx512<5>(a, row_begin, row_end);
+        case 6: return attend_rows_range_avx512<6>(a, row_begin, row_end);
+        case 7: return attend_rows_range_avx512<7>(a, row_begin, row_end);
+        default: return attend_rows_range_avx512<8>(a, row_begin, row_end);
     }
 }
 
@@ -193,58 +278,50 @@ inline bool avx512_path(size_t) { return false; }
 inline bool half_cache_supported(size_t dim) { return avx512_path(dim); }
 
 // One range of rows through the fastest kernel this CPU and head size allow.
-inline void attend_rows_part(const float* q, const float* k, const float* v, const int64_t* lengths,
-                             size_t row_begin, size_t row_end, size_t heads, size_t slots, size_t dim, float scale,
-                             float* out) {
+inline void attend_rows_part(const RowsView<float>& a, size_t row_begin, size_t row_end) {
 #ifdef PYTRAFGEN_HAVE_AVX512
-    if (avx512_path(dim)) {
-        attend_rows_range_avx512(q, k, v, lengths, row_begin, row_end, heads, slots, dim, scale, out);
+    if (avx512_path(a.dim)) {
+        attend_rows_avx512(a, row_begin, row_end);
         return;
     }
 #endif
-    attend_rows_range(q, k, v, lengths, row_begin, row_end, heads, slots, dim, scale, out);
+    attend_rows_range(a, row_begin, row_end);
 }
 
 // float16 keys and values: only where half_cache_supported(dim) (the caller checks).
-inline void attend_rows_part(const float* q, const uint16_t* k, const uint16_t* v, const int64_t* lengths,
-                             size_t row_begin, size_t row_end, size_t heads, size_t slots, size_t dim, float scale,
-                             float* out) {
+inline void attend_rows_part(const RowsView<uint16_t>& a, size_t row_begin, size_t row_end) {
 #ifdef PYTRAFGEN_HAVE_AVX512
-    attend_rows_range_avx512(q, k, v, lengths, row_begin, row_end, heads, slots, dim, scale, out);
+    attend_rows_avx512(a, row_begin, row_end);
 #else
-    (void)q, (void)k, (void)v, (void)lengths, (void)row_begin, (void)row_end, (void)heads, (void)slots, (void)dim,
-        (void)scale, (void)out;
+    (void)a, (void)row_begin, (void)row_end;
 #endif
 }
 
-// The same over all rows, split across `threads` threads (rows are independent).
+// The same over `rows` rows, split across `threads` threads (rows are independent).
 template <typename Store>
-void attend_rows(const float* q, const Store* k, const Store* v, const int64_t* lengths, size_t rows,
-                 size_t heads, size_t slots, size_t dim, float scale, float* out, size_t threads) {
-    void (*part)(const float*, const Store*, const Store*, const int64_t*, size_t, size_t, size_t, size_t, size_t,
-                 float, float*) = attend_rows_part;
+void attend_rows(const RowsView<Store>& a, size_t rows, size_t threads) {
+    void (*part)(const RowsView<Store>&, size_t, size_t) = attend_rows_part;
     if (threads <= 1 || rows < 2 * threads) {
-        part(q, k, v, lengths, 0, rows, heads, slots, dim, scale, out);
+        part(a, 0, rows);
         return;
     }
     // split by work (the sum of lengths), not by row count
     uint64_t total = 0;
-    for (size_t b = 0; b < rows; ++b) total += uint64_t(lengths[b]);
+    for (size_t b = 0; b < rows; ++b) total += uint64_t(a.lengths[b]);
     std::vector<std::pair<size_t, size_t>> parts;
     size_t begin = 0;
     uint64_t acc = 0;
     for (size_t t = 0; t < threads; ++t) {
         const uint64_t goal = total * (t + 1) / threads;
         size_t end = begin;
-        while (end < rows && acc < goal) acc += uint64_t(lengths[end++]);
+        while (end < rows && acc < goal) acc += uint64_t(a.lengths[end++]);
         if (t + 1 == threads) end = rows;
         if (end > begin) parts.emplace_back(begin, end);
         begin = end;
     }
     std::vector<std::thread> pool;
-    for (size_t i = 1; i < parts.size(); ++i)
-        pool.emplace_back(part, q, k, v, lengths, parts[i].first, parts[i].second, heads, slots, dim, scale, out);
-    part(q, k, v, lengths, parts[0].first, parts[0].second, heads, slots, dim, scale, out);
+    for (size_t i = 1; i < parts.size(); ++i) pool.emplace_back(part, std::cref(a), parts[i].first, parts[i].second);
+    part(a, parts[0].first, parts[0].second);
     for (auto& th : pool) th.join();
 }
 

@@ -144,6 +144,14 @@ def attend_rows_half(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, scale: float, out: np.ndarray,
     threads: int = 1,
 ) -> None: ...
+def attend_qkv(
+    qkv: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, scale: float, out: np.ndarray,
+    threads: int = 1,
+) -> None: ...
+def attend_qkv_half(
+    qkv: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, scale: float, out: np.ndarray,
+    threads: int = 1,
+) -> None: ...
 def half_cache_supported(dim: int) -> bool: ...
 
 # --- app-protocol grammars (csrc/app_grammar.hpp) -----------------------------------------------

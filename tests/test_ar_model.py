@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from pytrafgen.errors import CheckpointError
 from pytrafgen.generators.ar.config import GPTConfig, size_config
-from pytrafgen.generators.ar.model import GPT, KVCache, half_cache_supported
+from pytrafgen.generators.ar.model import GPT, KVCache, bf16_linear_copy, half_cache_supported
 from pytrafgen.generators.ar.sample import filter_logits
 from pytrafgen.safetensors_io import load_file, load_torch, save_file, save_torch
 
@@ -312,3 +312,65 @@ def test_attend_rows_half_reads_float16_keys_and_values_exactly():
         _core.attend_rows_half(q[:, :, :20].contiguous().numpy(), k[..., :20].contiguous().numpy().view(np.uint16),
                                v[..., :20].contiguous().numpy().view(np.uint16), lengths.numpy(), 1.0,
                                torch.empty(rows, heads, 20).numpy())
+
+
+@pytest.mark.parametrize("half", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not half_cache_supported(48), reason="the float16 cache kernel needs a CPU with AVX-512"))])
+def test_attend_qkv_stores_the_new_key_and_value_then_attends(half):
+    """The fused call of a decoding step: row b's key and value (the middle and last thirds of
+    its qkv row) land in slot lengths[b]-1, float16 rounded as torch rounds (to nearest even),
+    no other slot changes, and the query (first third) attends as SDPA does over the updated
+    cache. Lengths 1..40 cover a block of 16 keys and its masked tail."""
+    from pytrafgen import _core
+
+    torch.manual_seed(3)
+    rows, heads, slots, dim = 6, 4, 40, 48
+    width = heads * dim
+    qkv = torch.randn(rows, 3 * width)
+    store = torch.float16 if half else torch.float32
+    k, v = torch.randn(rows, heads, slots, dim).to(store), torch.randn(rows, heads, slots, dim).to(store)
+    lengths = torch.tensor([1, 16, 17, 40, 33, 2])
+    expected_k, expected_v = k.clone(), v.clone()
+    at = lengths - 1
+    expected_k[torch.arange(rows), :, at] = qkv[:, width:2 * width].reshape(rows, heads, dim).to(store)
+    expected_v[torch.arange(rows), :, at] = qkv[:, 2 * width:].reshape(rows, heads, dim).to(store)
+    mask = torch.arange(slots)[None, :] < lengths[:, None]
+    q = qkv[:, :width].reshape(rows, heads, dim)
+    expected = F.scaled_dot_product_attention(q[:, :, None], expected_k.float(), expected_v.float(),
+                                              attn_mask=mask[:, None, None, :])[:, :, 0]
+    attend = _core.attend_qkv_half if half else _core.attend_qkv
+
+    def raw(t: torch.Tensor) -> np.ndarray:
+        return t.numpy().view(np.uint16) if half else t.numpy()
+
+    for threads in (1, 2):
+        kc, vc, out = k.clone(), v.clone(), torch.empty(rows, heads, dim)
+        attend(qkv.numpy(), raw(kc), raw(vc), lengths.numpy(), dim ** -0.5, out.numpy(), threads)
+        assert torch.equal(kc, expected_k) and torch.equal(vc, expected_v)
+        assert torch.allclose(out, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="qkv"):
+        attend(qkv[:, :-1].contiguous().numpy(), raw(k), raw(v), lengths.numpy(), 1.0,
+               torch.empty(rows, heads, dim).numpy())
+
+
+def test_a_bf16_linear_copy_rounds_only_the_projections_and_leaves_the_model_alone():
+    """The sampling copy's projections hold bfloat16 weights and give float32 activations back;
+    its logits stay within bfloat16 rounding of the float32 model's (next-token KL < 1e-3 for
+    this random model), and the model it was copied from keeps its float32 weights."""
+    torch.manual_seed(4)
+    model = GPT(COND).eval()
+    idx = torch.randint(2, COND.vocab_size, (3, 12))
+    idx[:, 0] = 1
+    copy = bf16_linear_copy(model)
+    assert copy.blocks[0].attn.c_attn.weight.dtype == torch.bfloat16
+    assert model.blocks[0].attn.c_attn.weight.dtype == torch.float32
+    assert copy.wte.weight.dtype == torch.float32  # the head (tied embedding) stays float32
+    with torch.inference_mode():
+        expected, _ = model(idx)
+        got, _ = copy(idx)
+    assert got.dtype == torch.float32
+    assert not torch.equal(got, expected)  # rounded: the copy does multiply in bfloat16
+    kl = F.kl_div(F.log_softmax(got, -1), F.log_softmax(expected, -1), log_target=True, reduction="none").sum(-1)
+    assert float(kl.max()) < 1e-3
+    with pytest.raises(ValueError, match="LoRA"):
+        bf16_linear_copy(GPT(GPTConfig(**{**COND.to_dict(), "lora_rank": 2})))

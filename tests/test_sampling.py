@@ -17,6 +17,7 @@ from pytrafgen.generators.ar.sample import (
     SamplingSettings,
     SubVocabHead,
     draw,
+    native_bf16,
     sample_batch,
     sample_classes,
 )
@@ -193,6 +194,27 @@ def test_stream_and_batch_strategies_draw_from_the_same_distribution(setup, sett
     lengths = [np.bincount([len(f) for f in draws[k]], minlength=25) for k in ("stream", "batch")]
     table = np.array(lengths)[:, (lengths[0] + lengths[1]) >= 10]
     assert chi2_contingency(table).pvalue > 1e-4
+
+
+@pytest.mark.skipif(not native_bf16(), reason="bf16_linears applies only on a CPU with native bfloat16")
+def test_bf16_projections_keep_the_grammar_and_the_distribution(setup):
+    """``bf16_linears`` (bfloat16 projections): every flow is still legal, and per position its
+    tokens pass the same chi-squared test against the float32 ``batch`` strategy."""
+    from scipy.stats import chi2_contingency
+
+    grammar = setup[0].grammar()
+    n = 1500
+    fast, _ = _sample(setup, {"syn_flood": n}, seed=1, batch_size=256, max_len=24, bf16_linears=True)
+    reference, _ = _sample(setup, {"syn_flood": n}, seed=2, strategy="batch", batch_size=256, max_len=24)
+    assert all(grammar.accepts(seq) for seq in fast)
+    for position in range(2, 10):
+        a = [int(f[position]) for f in fast if len(f) > position]
+        b = [int(f[position]) for f in reference if len(f) > position]
+        tokens = sorted(set(a) | set(b))
+        table = np.array([[a.count(t) for t in tokens], [b.count(t) for t in tokens]])
+        table = table[:, table.sum(0) >= 10]
+        if table.shape[1] >= 2:
+            assert chi2_contingency(table).pvalue > 1e-4, position
 
 
 def test_a_rejected_flow_is_drawn_again_in_the_same_pool(setup):

@@ -116,3 +116,9 @@ class SamplingSettings:
     # them (half the bytes a step reads; logits within ~1e-2, next-token KL ~1e-8 of float32
     # for the bundled default); False keeps them float32
     half_cache: bool = True
+    # stream strategy on a CPU with native bfloat16 dot products (AVX512-BF16 or AMX; ignored
+    # elsewhere): the attention and MLP projections multiply in bfloat16 (``bf16_linear_copy``),
+    # a decoding step's matrix products three to four times as fast, at the price of rounding
+    # their inputs and results to 8 significant bits (next-token KL ~1e-5 per token of float32
+    # for the bundled default, see docs/training.md); False keeps them float32
+    bf16_linears: bool = False

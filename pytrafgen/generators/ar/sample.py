@@ -34,7 +34,7 @@ import torch
 
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators.ar.config import SamplingSettings
-from pytrafgen.generators.ar.model import GPT, KVCache, half_cache_supported
+from pytrafgen.generators.ar.model import GPT, KVCache, bf16_linear_copy, half_cache_supported
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,17 @@ def cpu_threads(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16, from Linux's
+    /proc/cpuinfo): elsewhere oneDNN emulates it, slower than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line.split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _pick(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator) -> torch.Tensor:
@@ -399,6 +410,8 @@ def _sample_stream_classes(
     device = grammar.allowed.device
     # the head over allowed tokens pays on a CPU; a GPU computes the whole head as fast
     head = SubVocabHead(model.head_weight(), grammar.allowed) if device.type == "cpu" else None
+    if device.type == "cpu" and settings.bf16_linears and native_bf16():
+        model = bf16_linear_copy(model)
     header = None
     header_index: dict[str, int] = {}
     if header_allowed:
@@ -478,5 +491,5 @@ def _sample_fixed_batches(
     return sequences, names
 
 
-__all__ = ["GrammarTables", "SamplingSettings", "SubVocabHead", "cpu_threads", "draw", "filter_logits", "sample_batch",
-           "sample_classes", "sample_stream"]
+__all__ = ["GrammarTables", "SamplingSettings", "SubVocabHead", "cpu_threads", "draw", "filter_logits", "native_bf16",
+           "sample_batch", "sample_classes", "sample_stream"]
