@@ -177,13 +177,15 @@ class TransformerDetector(Detector):
 
     # --- training and inference ---------------------------------------------------------------
 
-    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int, sample_weight: np.ndarray | None = None) -> None:
         torch = _torch()
         steps = self.steps
         assert self.classifier is not None
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        # within a class, a flow is drawn with probability proportional to its weight
+        draw = None if sample_weight is None else [sample_weight[rows] / sample_weight[rows].sum() for rows in by_class]
         model = self.classifier.modules
         model.train()
         # the head and the context embeddings are new: they learn at the higher rate
@@ -197,7 +199,7 @@ class TransformerDetector(Detector):
         for _ in range(steps):
             # class-balanced batch: a class, then a flow of it
             picks = rng.integers(0, len(by_class), BATCH)
-            rows = np.array([rng.choice(by_class[c]) for c in picks])
+            rows = np.array([rng.choice(by_class[c], p=None if draw is None else draw[c]) for c in picks])
             tokens, mask, context = self._batch(inputs[rows])
             loss = torch.nn.functional.cross_entropy(self.classifier.forward(tokens, mask, context),
                                                      torch.from_numpy(labels[rows]))
