@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PYTRAFGEN_SHARED_DATA", REPO.parent / "shared" / "data")) / "captures"
 WORK = Path("/tmp/pytrafgen-bench/detect")
 RESULTS = REPO / "benchmarks" / "results" / "detect"
-KINDS = ("forest", "boosting", "transformer")
+KINDS = ("forest", "boosting", "transformer", "logreg", "knn", "mlp")
 SEEDED_KINDS = ("forest", "transformer")  # part a: measured over --within-seeds split seeds
 REPEATS = 3  # part d: runs of each step; the least CPU time counts
 CROSS_NOTE = "lab recording SEED=3, capture.sh, 2026-12-03"
@@ -140,22 +140,50 @@ def generate_markov(args: argparse.Namespace) -> Path:
     return pcap
 
 
+def _variants(args: argparse.Namespace, kind: str) -> list[tuple[str, str, float]]:
+    """(row name, generated source, weight) of part c's augmented runs for ``kind``: markov at
+    weight 1 (the headline), markov at the other --generated-weights (not knn: it has no
+    sample weights), and every --extra-generated source at weight 1."""
+    rows = [("real_plus_generated", "markov", 1.0)]
+    if kind != "knn":
+        rows += [(f"markov_weight_{w:g}", "markov", w) for w in args.generated_weights if w != 1.0]
+    return rows + [(name, name, 1.0) for name in args.extra_generated]
+
+
+def _delta(base: list[dict[str, Any]], aug: list[dict[str, Any]], where: str) -> dict[str, Any] | None:
+    """Mean macro-F1 of the real-only and augmented runs and the delta, per seed too."""
+    if not all(where in r for r in [*base, *aug]):
+        return None
+    deltas = [a[where] - b[where] for a, b in zip(aug, base, strict=True)]
+    return {"real_only": float(np.mean([r[where] for r in base])),
+            "real_plus_generated": float(np.mean([r[where] for r in aug])),
+            "delta": float(np.mean(deltas)), "deltas": deltas}
+
+
 def part_c(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, Any]) -> dict[str, Any]:
     from pytrafgen.detect.data import load_labeled
 
-    pcap = generate_markov(args)
-    generated = load_labeled([pcap], None, real.settings, generated=True)
-    out: dict[str, Any] = {"generated": {"pcap": str(pcap), "flows": generated.n_flows,
+    pcaps = {"markov": generate_markov(args)}
+    for name, path in args.extra_generated.items():
+        if not Path(str(path) + ".flows.csv").exists():
+            sys.exit(f"--extra-generated {name}: {path}.flows.csv is missing")
+        pcaps[name] = Path(path)
+    sources = {name: load_labeled([p], None, real.settings, generated=True) for name, p in pcaps.items()}
+    out: dict[str, Any] = {"generated": {"pcap": str(pcaps["markov"]), "flows": sources["markov"].n_flows,
                                          "per_class": args.generated_per_class},
+                           "sources": {**previous.get("sources", {}),
+                                       **{n: {"pcap": str(p), "flows": sources[n].n_flows} for n, p in pcaps.items()}},
                            "train_fraction": args.fraction, "detectors": dict(previous.get("detectors", {}))}
     for kind in args.kinds.split(","):
         seeds = [args.seed] if kind == "transformer" else [args.seed + i for i in range(args.scarce_seeds)]
-        rows: dict[str, list[dict[str, Any]]] = {"real_only": [], "real_plus_generated": []}
+        variants = _variants(args, kind)
+        rows: dict[str, list[dict[str, Any]]] = {"real_only": [], **{name: [] for name, _, _ in variants}}
         for seed in seeds:
-            for name, gen in (("real_only", None), ("real_plus_generated", generated)):
+            for name, source, weight in [("real_only", "", 1.0), *variants]:
                 print(f"(c) {kind} seed {seed} {name} …", flush=True)
-                result = _train(kind, real, gen, seed=seed, train_fraction=args.fraction,
-                                max_val_flows_per_class=args.max_test_flows)
+                result = _train(kind, real, sources[source] if source else None, seed=seed,
+                                train_fraction=args.fraction, max_val_flows_per_class=args.max_test_flows,
+                                generated_weight=weight)
                 entry = {"within": result.validation["macro_f1"],
                          "real_flows_train": result.detector.header.training["real_flows_train"],
                          "generated_flows": result.detector.header.training["generated_flows"]}
@@ -164,10 +192,12 @@ def part_c(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, 
                 rows[name].append(entry)
         summary: dict[str, Any] = {"seeds": seeds, "runs": rows}
         for where in ("cross", "within"):
-            if all(where in r for r in rows["real_only"]):
-                base = float(np.mean([r[where] for r in rows["real_only"]]))
-                aug = float(np.mean([r[where] for r in rows["real_plus_generated"]]))
-                summary[where] = {"real_only": base, "real_plus_generated": aug, "delta": aug - base}
+            headline = _delta(rows["real_only"], rows["real_plus_generated"], where)
+            if headline is not None:
+                summary[where] = headline
+        summary["variants"] = {name: {where: d for where in ("cross", "within")
+                                      if (d := _delta(rows["real_only"], rows[name], where)) is not None}
+                               for name, _, _ in variants if name != "real_plus_generated"}
         out["detectors"][kind] = summary
         print(f"    {kind}: {summary.get('cross') or summary.get('within')}", flush=True)
     return out
@@ -334,22 +364,40 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     c = report.get("c")
     if c:
-        lines += ["## (c) scarce real data: real only vs real + markov-generated", "",
+        lines += ["## (c) scarce real data: real only vs real + generated", "",
                   f"Each detector trained on {c['train_fraction']:.0%} of the real training flows per class "
                   f"(at least one), alone and with {c['generated']['flows']} markov-generated flows "
-                  f"({c['generated']['per_class']} per class). Forest and boosting: mean over seeds "
-                  f"{next(iter(c['detectors'].values()))['seeds']}; transformer: one seed. The markov model was "
-                  "trained on the tokenized shared captures' train split, which overlaps the held-out shared "
-                  "flows: the SEED=3 column is the clean comparison.", "",
-                  "| detector | SEED=3: real only | real + generated | delta | held-out shared: real only | "
-                  "real + generated | delta |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  f"({c['generated']['per_class']} per class; `pytrafgen tokenize` → `train --generator markov` "
+                  "→ `generate` on the shared captures), each generated flow weighing as much as a real one. "
+                  "The markov model was trained on the tokenized shared captures' train split, which overlaps "
+                  "the held-out shared flows: the SEED=3 column is the clean comparison. Delta: real + generated "
+                  "minus real only, mean over the split seeds, and each seed's.", "",
+                  "| detector | split seeds | SEED=3: real only | real + generated | delta | delta per seed | "
+                  "held-out shared: real only | real + generated | delta |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
         for kind, e in c["detectors"].items():
-            cells = []
+            cells = [", ".join(map(str, e["seeds"]))]
             for where in ("cross", "within"):
-                s = e.get(where)
-                cells += (["", "", ""] if s is None else
-                          [f"{s['real_only']:.4f}", f"{s['real_plus_generated']:.4f}", f"{s['delta']:+.4f}"])
+                m = e.get(where)
+                cells += (["", "", ""] if m is None else
+                          [f"{m['real_only']:.4f}", f"{m['real_plus_generated']:.4f}", f"**{m['delta']:+.4f}**"])
+                if where == "cross":
+                    cells.append(", ".join(f"{v:+.3f}" for v in (m or {}).get("deltas", [])))
             lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+        variants = [(kind, name, v) for kind, e in c["detectors"].items() for name, v in e.get("variants", {}).items()]
+        if variants:
+            lines += ["", "Other generated sets and weights (`--generated-weight W`: a generated flow's training "
+                      "weight next to a real flow's 1), against the same real-only runs:", "",
+                      "| detector | generated flows | SEED=3: real + generated | delta | delta per seed | "
+                      "held-out shared: delta |", "|---|---|---:|---:|---|---:|"]
+            sources = c.get("sources", {})
+            for kind, name, v in variants:
+                what = (f"markov, weight {name.rsplit('_', 1)[1]}" if name.startswith("markov_weight_") else
+                        f"{name} ({sources.get(name, {}).get('flows', '?')} flows)")
+                x, w = v.get("cross"), v.get("within")
+                lines.append(f"| {kind} | {what} | "
+                             + (f"{x['real_plus_generated']:.4f} | {x['delta']:+.4f} | "
+                                + ", ".join(f"{d:+.3f}" for d in x["deltas"]) if x else " | | ")
+                             + f" | {'' if w is None else format(w['delta'], '+.4f')} |")
         lines.append("")
     d = report.get("d")
     if d:
@@ -480,6 +528,10 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--generated-per-class", type=int, default=200)
     parser.add_argument("--scarce-seeds", type=int, default=3)
+    parser.add_argument("--generated-weights", type=lambda v: [float(w) for w in v.split(",")], default=[1.0],
+                        help="part c: the generated flows' training weights to measure (comma-separated; 1 always)")
+    parser.add_argument("--extra-generated", type=lambda v: dict([v.split("=", 1)]), default={},
+                        help="part c: NAME=PCAP, another generated capture (with PCAP.flows.csv) to add instead")
     parser.add_argument("--packets", type=int, default=1_000_000)
     parser.add_argument("--gb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)

@@ -102,3 +102,18 @@ def test_generated_weight_bad_values(tmp_path: Path, fails: object) -> None:  # 
     fails([*base, "--generated-weight", "0"], "weight must be positive")  # type: ignore[operator]
     fails([*base, "--generated-weight", "0.5", "--model", "knn"], "knn cannot weight")  # type: ignore[operator]
     assert not (tmp_path / "d").exists()
+
+
+def test_transformer_draws_generated_flows_by_weight() -> None:
+    from pytrafgen.detect.transformer import BalancedDraw
+
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    weights = np.array([1.0, 1.0, 8.0, 1.0, 1.0, 0.5])
+    rows = BalancedDraw(labels, weights, np.random.default_rng(0))(30_000)
+    share = np.bincount(rows, minlength=6) / len(rows)
+    # a class a third of the time whatever its size and weights; within class 0, row 2 8 of 10
+    np.testing.assert_allclose(share, [1 / 30, 1 / 30, 8 / 30, 1 / 6, 1 / 6, 1 / 3], atol=0.012)
+    # without weights: a class, then a flow of it uniformly, as numpy draws them
+    rng = np.random.default_rng(5)
+    expected = [rng.choice(np.flatnonzero(labels == c)) for c in rng.integers(0, 3, 50)]
+    assert BalancedDraw(labels, None, np.random.default_rng(5))(50).tolist() == expected
