@@ -140,14 +140,29 @@ def generate_markov(args: argparse.Namespace) -> Path:
     return pcap
 
 
+def generate_ar(args: argparse.Namespace) -> Path:
+    """Flows of every class from the bundled default AR model (`pytrafgen generate` with the
+    model directory itself, as a user without a trained model runs it)."""
+    pcap = WORK / f"ar{args.ar_per_class}.pcap"
+    if pcap.exists() and Path(str(pcap) + ".flows.csv").exists():
+        return pcap
+    from pytrafgen.detect.transformer import DEFAULT_BACKBONE
+
+    classes = json.loads((DEFAULT_BACKBONE / "config.json").read_text())["classes"]
+    class_args = [a for c in classes for a in ("--class", f"{c}:{args.ar_per_class}")]
+    subprocess.run([sys.executable, "-m", "pytrafgen", "generate", str(DEFAULT_BACKBONE), *class_args, "--out",
+                    str(pcap), "--seed", str(args.seed), "--quiet"], check=True)
+    return pcap
+
+
 def _variants(args: argparse.Namespace, kind: str) -> list[tuple[str, str, float]]:
     """(row name, generated source, weight) of part c's augmented runs for ``kind``: markov at
     weight 1 (the headline), markov at the other --generated-weights (not knn: it has no
-    sample weights), and every --extra-generated source at weight 1."""
+    sample weights), and the bundled AR model's flows (--ar-per-class) at weight 1."""
     rows = [("real_plus_generated", "markov", 1.0)]
     if kind != "knn":
         rows += [(f"markov_weight_{w:g}", "markov", w) for w in args.generated_weights if w != 1.0]
-    return rows + [(name, name, 1.0) for name in args.extra_generated]
+    return rows + ([("ar", "ar", 1.0)] if args.ar_per_class else [])
 
 
 def _delta(base: list[dict[str, Any]], aug: list[dict[str, Any]], where: str) -> dict[str, Any] | None:
@@ -164,10 +179,8 @@ def part_c(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, 
     from pytrafgen.detect.data import load_labeled
 
     pcaps = {"markov": generate_markov(args)}
-    for name, path in args.extra_generated.items():
-        if not Path(str(path) + ".flows.csv").exists():
-            sys.exit(f"--extra-generated {name}: {path}.flows.csv is missing")
-        pcaps[name] = Path(path)
+    if args.ar_per_class:
+        pcaps["ar"] = generate_ar(args)
     sources = {name: load_labeled([p], None, real.settings, generated=True) for name, p in pcaps.items()}
     out: dict[str, Any] = {"generated": {"pcap": str(pcaps["markov"]), "flows": sources["markov"].n_flows,
                                          "per_class": args.generated_per_class},
@@ -188,7 +201,8 @@ def part_c(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, 
                          "real_flows_train": result.detector.header.training["real_flows_train"],
                          "generated_flows": result.detector.header.training["generated_flows"]}
                 if cross is not None:
-                    entry["cross"] = _score(result.detector, cross, None, args.max_test_flows, seed)["macro_f1"]
+                    score = _score(result.detector, cross, None, args.max_test_flows, seed)
+                    entry["cross"], entry["cross_f1"] = score["macro_f1"], score["f1"]
                 rows[name].append(entry)
         summary: dict[str, Any] = {"seeds": seeds, "runs": rows}
         for where in ("cross", "within"):
@@ -383,6 +397,21 @@ def markdown(report: dict[str, Any]) -> str:
                 if where == "cross":
                     cells.append(", ".join(f"{v:+.3f}" for v in (m or {}).get("deltas", [])))
             lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+        per_class = {kind: e for kind, e in c["detectors"].items()
+                     if all("cross_f1" in r for r in e["runs"]["real_only"] + e["runs"]["real_plus_generated"])}
+        if per_class:
+            classes = sorted({k for e in per_class.values() for k in e["runs"]["real_only"][0]["cross_f1"]})
+            lines += ["", "Per-class F1 on the SEED=3 recording, real only → real + markov-generated (mean over the "
+                      "split seeds; classes whose F1 moves by more than 0.01 in bold):", "",
+                      "| class | " + " | ".join(per_class) + " |", "|---|" + "---|" * len(per_class)]
+            for cls in classes:
+                cells = []
+                for e in per_class.values():
+                    base = float(np.mean([r["cross_f1"].get(cls, 0.0) for r in e["runs"]["real_only"]]))
+                    aug = float(np.mean([r["cross_f1"].get(cls, 0.0) for r in e["runs"]["real_plus_generated"]]))
+                    cell = f"{base:.3f} → {aug:.3f}"
+                    cells.append(f"**{cell}**" if abs(aug - base) > 0.01 else cell)
+                lines.append(f"| {cls} | " + " | ".join(cells) + " |")
         variants = [(kind, name, v) for kind, e in c["detectors"].items() for name, v in e.get("variants", {}).items()]
         if variants:
             lines += ["", "Other generated sets and weights (`--generated-weight W`: a generated flow's training "
@@ -392,7 +421,7 @@ def markdown(report: dict[str, Any]) -> str:
             sources = c.get("sources", {})
             for kind, name, v in variants:
                 what = (f"markov, weight {name.rsplit('_', 1)[1]}" if name.startswith("markov_weight_") else
-                        f"{name} ({sources.get(name, {}).get('flows', '?')} flows)")
+                        f"bundled default AR model, {sources.get(name, {}).get('flows', '?')} flows")
                 x, w = v.get("cross"), v.get("within")
                 lines.append(f"| {kind} | {what} | "
                              + (f"{x['real_plus_generated']:.4f} | {x['delta']:+.4f} | "
@@ -530,8 +559,8 @@ def main() -> None:
     parser.add_argument("--scarce-seeds", type=int, default=3)
     parser.add_argument("--generated-weights", type=lambda v: [float(w) for w in v.split(",")], default=[1.0],
                         help="part c: the generated flows' training weights to measure (comma-separated; 1 always)")
-    parser.add_argument("--extra-generated", type=lambda v: dict([v.split("=", 1)]), default={},
-                        help="part c: NAME=PCAP, another generated capture (with PCAP.flows.csv) to add instead")
+    parser.add_argument("--ar-per-class", type=int, default=0,
+                        help="part c: also add this many flows per class from the bundled default AR model (0: not)")
     parser.add_argument("--packets", type=int, default=1_000_000)
     parser.add_argument("--gb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
