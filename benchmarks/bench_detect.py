@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PYTRAFGEN_SHARED_DATA", REPO.parent / "shared" / "data")) / "captures"
 WORK = Path("/tmp/pytrafgen-bench/detect")
 RESULTS = REPO / "benchmarks" / "results" / "detect"
-KINDS = ("forest", "boosting", "transformer")
+KINDS = ("forest", "boosting", "transformer", "logreg", "knn", "mlp")
+SEEDED_KINDS = ("forest", "transformer")  # part a: measured over --within-seeds split seeds
 REPEATS = 3  # part d: runs of each step; the least CPU time counts
 CROSS_NOTE = "lab recording SEED=3, capture.sh, 2026-12-03"
 
@@ -94,11 +95,15 @@ def part_ab(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str,
         det = result.detector
         if kind == "forest":
             det.save(WORK / "det-forest")
+        within_seeds = None
+        if kind in SEEDED_KINDS and args.within_seeds > 1:
+            # one held-out flow moves the macro-F1 by up to 0.02 here: the mean over split seeds says more
             scores = [result.validation["macro_f1"]]
-            for seed in range(args.seed + 1, args.seed + 5):
+            for seed in range(args.seed + 1, args.seed + args.within_seeds):
+                print(f"(a) {kind} split seed {seed} …", flush=True)
                 scores.append(_train(kind, real, seed=seed, max_val_flows_per_class=args.max_test_flows)
                               .validation["macro_f1"])
-            within_seeds = {"seeds": list(range(args.seed, args.seed + 5)), "macro_f1": scores}
+            within_seeds = {"seeds": list(range(args.seed, args.seed + args.within_seeds)), "macro_f1": scores}
         per_class = result.validation["per_class"]
         entry = {"within": {"macro_f1": result.validation["macro_f1"], "flows": result.validation["flows"],
                             "confused": _confused(result.validation, det.header.classes),
@@ -108,7 +113,7 @@ def part_ab(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str,
                  "real_flows_train": det.header.training["real_flows_train"]}
         if cross is not None:
             entry["cross"] = _score(det, cross, None, args.max_test_flows, args.seed)
-        if kind == "forest":
+        if within_seeds is not None:
             entry["within_seeds"] = within_seeds
         out[kind] = entry
         print(f"    within {entry['within']['macro_f1']:.4f}"
@@ -135,34 +140,78 @@ def generate_markov(args: argparse.Namespace) -> Path:
     return pcap
 
 
+def generate_ar(args: argparse.Namespace) -> Path:
+    """Flows of every class from the bundled default AR model (`pytrafgen generate` with the
+    model directory itself, as a user without a trained model runs it)."""
+    pcap = WORK / f"ar{args.ar_per_class}.pcap"
+    if pcap.exists() and Path(str(pcap) + ".flows.csv").exists():
+        return pcap
+    from pytrafgen.detect.transformer import DEFAULT_BACKBONE
+
+    classes = json.loads((DEFAULT_BACKBONE / "config.json").read_text())["classes"]
+    class_args = [a for c in classes for a in ("--class", f"{c}:{args.ar_per_class}")]
+    subprocess.run([sys.executable, "-m", "pytrafgen", "generate", str(DEFAULT_BACKBONE), *class_args, "--out",
+                    str(pcap), "--seed", str(args.seed), "--quiet"], check=True)
+    return pcap
+
+
+def _variants(args: argparse.Namespace, kind: str) -> list[tuple[str, str, float]]:
+    """(row name, generated source, weight) of part c's augmented runs for ``kind``: markov at
+    weight 1 (the headline), markov at the other --generated-weights (not knn: it has no
+    sample weights), and the bundled AR model's flows (--ar-per-class) at weight 1."""
+    rows = [("real_plus_generated", "markov", 1.0)]
+    if kind != "knn":
+        rows += [(f"markov_weight_{w:g}", "markov", w) for w in args.generated_weights if w != 1.0]
+    return rows + ([("ar", "ar", 1.0)] if args.ar_per_class else [])
+
+
+def _delta(base: list[dict[str, Any]], aug: list[dict[str, Any]], where: str) -> dict[str, Any] | None:
+    """Mean macro-F1 of the real-only and augmented runs and the delta, per seed too."""
+    if not all(where in r for r in [*base, *aug]):
+        return None
+    deltas = [a[where] - b[where] for a, b in zip(aug, base, strict=True)]
+    return {"real_only": float(np.mean([r[where] for r in base])),
+            "real_plus_generated": float(np.mean([r[where] for r in aug])),
+            "delta": float(np.mean(deltas)), "deltas": deltas}
+
+
 def part_c(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, Any]) -> dict[str, Any]:
     from pytrafgen.detect.data import load_labeled
 
-    pcap = generate_markov(args)
-    generated = load_labeled([pcap], None, real.settings, generated=True)
-    out: dict[str, Any] = {"generated": {"pcap": str(pcap), "flows": generated.n_flows,
+    pcaps = {"markov": generate_markov(args)}
+    if args.ar_per_class:
+        pcaps["ar"] = generate_ar(args)
+    sources = {name: load_labeled([p], None, real.settings, generated=True) for name, p in pcaps.items()}
+    out: dict[str, Any] = {"generated": {"pcap": str(pcaps["markov"]), "flows": sources["markov"].n_flows,
                                          "per_class": args.generated_per_class},
+                           "sources": {**previous.get("sources", {}),
+                                       **{n: {"pcap": str(p), "flows": sources[n].n_flows} for n, p in pcaps.items()}},
                            "train_fraction": args.fraction, "detectors": dict(previous.get("detectors", {}))}
     for kind in args.kinds.split(","):
         seeds = [args.seed] if kind == "transformer" else [args.seed + i for i in range(args.scarce_seeds)]
-        rows: dict[str, list[dict[str, Any]]] = {"real_only": [], "real_plus_generated": []}
+        variants = _variants(args, kind)
+        rows: dict[str, list[dict[str, Any]]] = {"real_only": [], **{name: [] for name, _, _ in variants}}
         for seed in seeds:
-            for name, gen in (("real_only", None), ("real_plus_generated", generated)):
+            for name, source, weight in [("real_only", "", 1.0), *variants]:
                 print(f"(c) {kind} seed {seed} {name} …", flush=True)
-                result = _train(kind, real, gen, seed=seed, train_fraction=args.fraction,
-                                max_val_flows_per_class=args.max_test_flows)
+                result = _train(kind, real, sources[source] if source else None, seed=seed,
+                                train_fraction=args.fraction, max_val_flows_per_class=args.max_test_flows,
+                                generated_weight=weight)
                 entry = {"within": result.validation["macro_f1"],
                          "real_flows_train": result.detector.header.training["real_flows_train"],
                          "generated_flows": result.detector.header.training["generated_flows"]}
                 if cross is not None:
-                    entry["cross"] = _score(result.detector, cross, None, args.max_test_flows, seed)["macro_f1"]
+                    score = _score(result.detector, cross, None, args.max_test_flows, seed)
+                    entry["cross"], entry["cross_f1"] = score["macro_f1"], score["f1"]
                 rows[name].append(entry)
         summary: dict[str, Any] = {"seeds": seeds, "runs": rows}
         for where in ("cross", "within"):
-            if all(where in r for r in rows["real_only"]):
-                base = float(np.mean([r[where] for r in rows["real_only"]]))
-                aug = float(np.mean([r[where] for r in rows["real_plus_generated"]]))
-                summary[where] = {"real_only": base, "real_plus_generated": aug, "delta": aug - base}
+            headline = _delta(rows["real_only"], rows["real_plus_generated"], where)
+            if headline is not None:
+                summary[where] = headline
+        summary["variants"] = {name: {where: d for where in ("cross", "within")
+                                      if (d := _delta(rows["real_only"], rows[name], where)) is not None}
+                               for name, _, _ in variants if name != "real_plus_generated"}
         out["detectors"][kind] = summary
         print(f"    {kind}: {summary.get('cross') or summary.get('within')}", flush=True)
     return out
@@ -299,12 +348,13 @@ def markdown(report: dict[str, Any]) -> str:
             cross = e.get("cross", {}).get("macro_f1")
             lines.append(f"| {kind} | {e['within']['macro_f1']:.4f} | "
                          f"{'' if cross is None else f'{cross:.4f}'} | {e['train_cpu_s']} |")
-        seeds = ab.get("forest", {}).get("within_seeds")
-        if seeds:
-            lines += ["", f"(a) forest over split seeds {seeds['seeds']}: macro-F1 "
-                      f"{np.mean(seeds['macro_f1']):.4f} ± {np.std(seeds['macro_f1'], ddof=1):.4f} (mean ± sd; "
-                      f"min {min(seeds['macro_f1']):.4f}, max {max(seeds['macro_f1']):.4f}; each: "
-                      + ", ".join(f"{v:.4f}" for v in seeds['macro_f1']) + ")."]
+        for kind, e in ab.items():
+            seeds = e.get("within_seeds")
+            if seeds:
+                lines += ["", f"(a) {kind} over split seeds {seeds['seeds']}: macro-F1 "
+                          f"{np.mean(seeds['macro_f1']):.4f} ± {np.std(seeds['macro_f1'], ddof=1):.4f} (mean ± sd; "
+                          f"min {min(seeds['macro_f1']):.4f}, max {max(seeds['macro_f1']):.4f}; each: "
+                          + ", ".join(f"{v:.4f}" for v in seeds['macro_f1']) + ")."]
         lines += ["", "Confusions (true class → predicted class: flows; the off-diagonal cells of each "
                   "confusion matrix, (a) split seed "
                   f"{ab.get('forest', {}).get('within_seeds', {}).get('seeds', [0])[0]}):", "",
@@ -328,22 +378,55 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     c = report.get("c")
     if c:
-        lines += ["## (c) scarce real data: real only vs real + markov-generated", "",
+        lines += ["## (c) scarce real data: real only vs real + generated", "",
                   f"Each detector trained on {c['train_fraction']:.0%} of the real training flows per class "
                   f"(at least one), alone and with {c['generated']['flows']} markov-generated flows "
-                  f"({c['generated']['per_class']} per class). Forest and boosting: mean over seeds "
-                  f"{next(iter(c['detectors'].values()))['seeds']}; transformer: one seed. The markov model was "
-                  "trained on the tokenized shared captures' train split, which overlaps the held-out shared "
-                  "flows: the SEED=3 column is the clean comparison.", "",
-                  "| detector | SEED=3: real only | real + generated | delta | held-out shared: real only | "
-                  "real + generated | delta |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  f"({c['generated']['per_class']} per class; `pytrafgen tokenize` → `train --generator markov` "
+                  "→ `generate` on the shared captures), each generated flow weighing as much as a real one. "
+                  "The markov model was trained on the tokenized shared captures' train split, which overlaps "
+                  "the held-out shared flows: the SEED=3 column is the clean comparison. Delta: real + generated "
+                  "minus real only, mean over the split seeds, and each seed's.", "",
+                  "| detector | split seeds | SEED=3: real only | real + generated | delta | delta per seed | "
+                  "held-out shared: real only | real + generated | delta |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
         for kind, e in c["detectors"].items():
-            cells = []
+            cells = [", ".join(map(str, e["seeds"]))]
             for where in ("cross", "within"):
-                s = e.get(where)
-                cells += (["", "", ""] if s is None else
-                          [f"{s['real_only']:.4f}", f"{s['real_plus_generated']:.4f}", f"{s['delta']:+.4f}"])
+                m = e.get(where)
+                cells += (["", "", ""] if m is None else
+                          [f"{m['real_only']:.4f}", f"{m['real_plus_generated']:.4f}", f"**{m['delta']:+.4f}**"])
+                if where == "cross":
+                    cells.append(", ".join(f"{v:+.3f}" for v in (m or {}).get("deltas", [])))
             lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+        per_class = {kind: e for kind, e in c["detectors"].items()
+                     if all("cross_f1" in r for r in e["runs"]["real_only"] + e["runs"]["real_plus_generated"])}
+        if per_class:
+            classes = sorted({k for e in per_class.values() for k in e["runs"]["real_only"][0]["cross_f1"]})
+            lines += ["", "Per-class F1 on the SEED=3 recording, real only → real + markov-generated (mean over the "
+                      "split seeds; classes whose F1 moves by more than 0.01 in bold):", "",
+                      "| class | " + " | ".join(per_class) + " |", "|---|" + "---|" * len(per_class)]
+            for cls in classes:
+                cells = []
+                for e in per_class.values():
+                    base = float(np.mean([r["cross_f1"].get(cls, 0.0) for r in e["runs"]["real_only"]]))
+                    aug = float(np.mean([r["cross_f1"].get(cls, 0.0) for r in e["runs"]["real_plus_generated"]]))
+                    cell = f"{base:.3f} → {aug:.3f}"
+                    cells.append(f"**{cell}**" if abs(aug - base) > 0.01 else cell)
+                lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+        variants = [(kind, name, v) for kind, e in c["detectors"].items() for name, v in e.get("variants", {}).items()]
+        if variants:
+            lines += ["", "Other generated sets and weights (`--generated-weight W`: a generated flow's training "
+                      "weight next to a real flow's 1), against the same real-only runs:", "",
+                      "| detector | generated flows | SEED=3: real + generated | delta | delta per seed | "
+                      "held-out shared: delta |", "|---|---|---:|---:|---|---:|"]
+            sources = c.get("sources", {})
+            for kind, name, v in variants:
+                what = (f"markov, weight {name.rsplit('_', 1)[1]}" if name.startswith("markov_weight_") else
+                        f"bundled default AR model, {sources.get(name, {}).get('flows', '?')} flows")
+                x, w = v.get("cross"), v.get("within")
+                lines.append(f"| {kind} | {what} | "
+                             + (f"{x['real_plus_generated']:.4f} | {x['delta']:+.4f} | "
+                                + ", ".join(f"{d:+.3f}" for d in x["deltas"]) if x else " | | ")
+                             + f" | {'' if w is None else format(w['delta'], '+.4f')} |")
         lines.append("")
     d = report.get("d")
     if d:
@@ -474,9 +557,15 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--generated-per-class", type=int, default=200)
     parser.add_argument("--scarce-seeds", type=int, default=3)
+    parser.add_argument("--generated-weights", type=lambda v: [float(w) for w in v.split(",")], default=[1.0],
+                        help="part c: the generated flows' training weights to measure (comma-separated; 1 always)")
+    parser.add_argument("--ar-per-class", type=int, default=0,
+                        help="part c: also add this many flows per class from the bundled default AR model (0: not)")
     parser.add_argument("--packets", type=int, default=1_000_000)
     parser.add_argument("--gb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--within-seeds", type=int, default=5,
+                        help="part a: split seeds for forest and transformer (from --seed on)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="detectors to measure (comma-separated)")
     args = parser.parse_args()
 

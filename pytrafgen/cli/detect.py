@@ -48,11 +48,14 @@ def train(
     generated: Annotated[list[Path] | None, typer.Option(
         "--generated", "-g", help="Generated pcap to add to the training flows (labels from <pcap>.flows.csv, "
                                   "else a pcapng's class=NAME packet comments); repeatable.")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="forest, boosting or transformer.")] = "forest",
+    model: Annotated[str, typer.Option("--model", "-m", help="forest, boosting, transformer, logreg, knn or mlp.")] = "forest",
     val_share: Annotated[float, typer.Option("--val-share", help="Share of real flows held out for validation.")]
     = 0.2,
     max_flows_per_class: Annotated[int, typer.Option(
         "--max-flows-per-class", help="Training flows per class at most, real and generated each (0: all).")] = 5000,
+    generated_weight: Annotated[float, typer.Option(
+        "--generated-weight", help="Training weight of a generated flow next to a real flow's 1 (forest, boosting, "
+                                   "logreg, mlp: sample weight; transformer: how often it is drawn).")] = 1.0,
     steps: Annotated[int | None, typer.Option(
         "--steps", help="transformer: fine-tuning steps (default 700, a few CPU minutes).")] = None,
     idle_timeout: IdleTimeout = 120.0,
@@ -72,7 +75,7 @@ def train(
     real = load_labeled(captures, _manifest(labels), settings)
     gen = load_labeled(generated, None, settings, generated=True) if generated else None
     result = train_detector(model, real, gen, val_share=val_share, seed=seed, max_flows_per_class=max_flows_per_class,
-                            transformer_steps=steps)
+                            transformer_steps=steps, generated_weight=generated_weight)
     result.detector.save(out)
     if as_json:
         typer.echo(json.dumps({"detector": str(out), "training": result.detector.header.training,

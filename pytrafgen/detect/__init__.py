@@ -1,5 +1,5 @@
 """Malicious-traffic detectors trained on real (and generated) flows: flow features, models
-(forest, boosting, transformer), training with a held-out real split, streaming runs over
+(forest, boosting, transformer, logreg, knn, mlp), training with a held-out real split, streaming runs over
 captures, and evaluation. See docs/detect.md; the CLI is ``pytrafgen detect``."""
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ benign/malicious kind, the input it expects (feature names, or the vocabulary ha
 transformer), the flow settings it was trained with, and what it was trained on. Loading
 checks all of it against this pytrafgen and refuses anything else with one clear error.
 
-scikit-learn models (``forest``, ``boosting``) are stored with skops (``model.skops``), which
-rebuilds objects from a declared schema instead of unpickling; a file that names any type
-outside the few tree types these models consist of is refused before anything is built.
+scikit-learn models (``forest``, ``boosting``, ``logreg``, ``knn``, ``mlp``) are stored with skops
+(``model.skops``), which rebuilds objects from a declared schema instead of unpickling; a file
+that names any type outside the few types its kind consists of is refused before anything is
+built.
 The transformer is stored as safetensors (see :mod:`pytrafgen.detect.transformer`).
 """
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 HEADER_FILE = "detector.json"
-KINDS = ("forest", "boosting", "transformer")
+KINDS = ("forest", "boosting", "transformer", "logreg", "knn", "mlp")
 
 
 class DetectorError(PytrafgenError):
@@ -101,8 +102,10 @@ class Detector(ABC):
         return inputs
 
     @abstractmethod
-    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
-        """Train on rows of ``encode`` output with class indices into ``header.classes``."""
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int, sample_weight: np.ndarray | None = None) -> None:
+        """Train on rows of ``encode`` output with class indices into ``header.classes``;
+        ``sample_weight``: a weight per row (None: all 1), relative within a class (the
+        detectors balance the classes themselves)."""
 
     @abstractmethod
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
@@ -127,10 +130,15 @@ class Detector(ABC):
 MODEL_FILE = "model.skops"
 # The only types a forest / boosting file may name beyond what skops trusts by default
 # (scikit-learn estimators, numpy arrays and builtins).
-TRUSTED_TYPES: dict[str, tuple[str, str]] = {
+TRUSTED_TYPES: dict[str, tuple[str, ...]] = {
     "forest": ("sklearn.ensemble._forest.RandomForestClassifier", "sklearn.tree._tree.Tree"),
     "boosting": ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
                  "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"),
+    # scaled-feature kinds: a Pipeline (StandardScaler, the classifier); skops trusts those itself,
+    # the MLP's fitted optimiser state is the one extra type
+    "logreg": ("sklearn.pipeline.Pipeline",),
+    "knn": ("sklearn.pipeline.Pipeline",),
+    "mlp": ("sklearn.pipeline.Pipeline", "sklearn.neural_network._stochastic_optimizers.AdamOptimizer"),
 }
 
 
@@ -219,6 +227,11 @@ class SklearnDetector(Detector):
         expected = allowed[0].rsplit(".", 1)[1]
         if type(model).__name__ != expected:
             raise DetectorError(f"{path}: holds a {type(model).__name__}, not a {expected}")
+        if header.kind in SCALED_CLASSIFIERS:
+            steps = [type(step).__name__ for _, step in getattr(model, "steps", [])]
+            if steps != ["StandardScaler", SCALED_CLASSIFIERS[header.kind]]:
+                raise DetectorError(f"{path}: holds the steps {steps}, not StandardScaler → "
+                                    f"{SCALED_CLASSIFIERS[header.kind]}")
         n_features = getattr(model, "n_features_in_", None)
         classes = np.asarray(getattr(model, "classes_", []))
         if n_features != len(FEATURE_NAMES) or classes.size == 0 or classes.min() < 0 \
@@ -228,6 +241,8 @@ class SklearnDetector(Detector):
 
     @classmethod
     def from_kind(cls, header: DetectorHeader, model: Any = None) -> SklearnDetector:
+        if header.kind in SCALED_CLASSIFIERS:
+            return ScaledDetector(header, model)
         return {"forest": ForestDetector, "boosting": BoostingDetector}[header.kind](header, model)
 
 
@@ -262,12 +277,12 @@ PREDICT_BLOCK_ROWS = 4096  # rows × classes × 8 bytes stays within a core's L2
 class ForestDetector(SklearnDetector):
     kind = "forest"
 
-    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int, sample_weight: np.ndarray | None = None) -> None:
         from sklearn.ensemble import RandomForestClassifier
 
         self.model = RandomForestClassifier(n_estimators=FOREST_TREES, class_weight="balanced_subsample",
                                             n_jobs=1, random_state=seed)
-        self.model.fit(inputs, labels)
+        self.model.fit(inputs, labels, sample_weight=sample_weight)
         self._leaf_tables = None
 
     _leaf_tables: list[np.ndarray] | None = None
@@ -304,12 +319,56 @@ class ForestDetector(SklearnDetector):
 class BoostingDetector(SklearnDetector):
     kind = "boosting"
 
-    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int, sample_weight: np.ndarray | None = None) -> None:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         self.model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, class_weight="balanced",
                                                     early_stopping=False, random_state=seed)
-        self.model.fit(inputs, labels)
+        self.model.fit(inputs, labels, sample_weight=sample_weight)
+
+
+# The seed paper's other flow classifiers, as scikit-learn ships them: each kind is a Pipeline of
+# a StandardScaler (the features span bytes, seconds and ⌊log2⌋ counts) and this classifier.
+SCALED_CLASSIFIERS = {"logreg": "LogisticRegression", "knn": "KNeighborsClassifier", "mlp": "MLPClassifier"}
+
+
+class ScaledDetector(SklearnDetector):
+    """``logreg``: multinomial logistic regression, balanced class weights; ``knn``: 5 nearest
+    neighbours (Euclidean, brute force: no tree types in the file); ``mlp``: one hidden layer
+    of 64 ReLU units, Adam, at most 300 epochs. All on standardised flow features."""
+
+    kind = "scaled"  # the header names which of SCALED_CLASSIFIERS
+
+    def _classifier(self, seed: int) -> Any:
+        if self.header.kind == "logreg":
+            from sklearn.linear_model import LogisticRegression
+
+            return LogisticRegression(max_iter=2000, class_weight="balanced")
+        if self.header.kind == "knn":
+            from sklearn.neighbors import KNeighborsClassifier
+
+            return KNeighborsClassifier(5, algorithm="brute")
+        from sklearn.neural_network import MLPClassifier
+
+        return MLPClassifier((64,), max_iter=300, random_state=seed)
+
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int, sample_weight: np.ndarray | None = None) -> None:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        weights: dict[str, Any] = {}
+        if sample_weight is not None:
+            if self.header.kind == "knn":
+                raise PytrafgenError("knn cannot weight training flows: leave --generated-weight at 1")
+            weights = {"model__sample_weight": sample_weight}
+        self.model = Pipeline([("scale", StandardScaler()), ("model", self._classifier(seed))])
+        with warnings.catch_warnings():
+            # the MLP may stop at max_iter before its tolerance; the fitted model is what is measured
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.model.fit(inputs, labels, **weights)
 
 
 def _transformer_protocols(protocols: Mapping[str, ProtocolSpec] | None) -> Mapping[str, ProtocolSpec]:

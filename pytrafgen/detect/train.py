@@ -44,17 +44,20 @@ def cap_per_class(labels: np.ndarray, limit: int, rng: np.random.Generator) -> n
 def train_detector(kind: str, real: LabeledFlows, generated: LabeledFlows | None = None, *,
                    val_share: float = 0.2, seed: int = 0, max_flows_per_class: int = 5000,
                    train_fraction: float = 1.0, transformer_steps: int | None = None,
-                   max_val_flows_per_class: int = 0) -> TrainResult:
+                   max_val_flows_per_class: int = 0, generated_weight: float = 1.0) -> TrainResult:
     """Fit a ``kind`` detector on the training part of ``real`` plus every flow of
     ``generated``; validate on the held-out real flows. ``train_fraction`` < 1 keeps that share
     of the real training flows per class (the scarce-data experiment), at least one each;
     ``transformer_steps`` sets a transformer's fine-tuning steps; ``max_val_flows_per_class``
     (0: all) validates on a seeded subset per class (the transformer predicts a few hundred
-    flows per CPU-second)."""
+    flows per CPU-second); ``generated_weight`` is the training weight of a generated flow
+    next to a real flow's 1."""
     from pytrafgen.evaluate.evalset import stratified_split
 
     if not 0 < val_share < 1:
         raise PytrafgenError(f"the validation share must be between 0 and 1, got {val_share}")
+    if not 0 < generated_weight <= 1e6:
+        raise PytrafgenError(f"the generated flows' weight must be positive, got {generated_weight}")
     real_labels = real.labels()
     gen_labels = generated.labels() if generated is not None else []
     classes = list(dict.fromkeys(c for c in [*real_labels, *gen_labels] if c is not None))
@@ -90,8 +93,11 @@ def train_detector(kind: str, real: LabeledFlows, generated: LabeledFlows | None
         x_parts.append(_encode(detector, generated)[sel])
         y_parts.append(y_gen[sel])
         n_generated = len(sel)
+    weights = None
+    if n_generated and generated_weight != 1.0:
+        weights = np.r_[np.ones(len(train_idx)), np.full(n_generated, generated_weight)]
     started = time.perf_counter()
-    detector.fit(np.concatenate(x_parts), np.concatenate(y_parts), seed)
+    detector.fit(np.concatenate(x_parts), np.concatenate(y_parts), seed, weights)
     fit_s = time.perf_counter() - started
 
     proba = detector.predict_proba(x_real[val_idx])
@@ -99,7 +105,7 @@ def train_detector(kind: str, real: LabeledFlows, generated: LabeledFlows | None
                                         np.zeros(0, np.int64), classes)
     header.training = {
         "real_flows_train": len(train_idx), "real_flows_validation": len(val_idx),
-        "generated_flows": n_generated, "validation_share": val_share, "train_fraction": train_fraction,
+        "generated_flows": n_generated, "generated_weight": generated_weight, "validation_share": val_share, "train_fraction": train_fraction,
         "max_flows_per_class": max_flows_per_class, "seed": seed, "fit_seconds": round(fit_s, 2),
         "real_sources": [str(c.path) for c in real.captures],
         "generated_sources": [str(c.path) for c in generated.captures] if generated is not None else [],

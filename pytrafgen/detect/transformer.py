@@ -93,6 +93,22 @@ class FlowClassifier:
         return self.modules.state_dict()
 
 
+class BalancedDraw:
+    """Training batches drawn class-balanced: a class uniformly, then a flow of it, uniformly
+    or, with ``sample_weight``, with probability proportional to its weight (how
+    ``--generated-weight`` reaches the transformer)."""
+
+    def __init__(self, labels: np.ndarray, sample_weight: np.ndarray | None, rng: np.random.Generator) -> None:
+        self.by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        self.p = None if sample_weight is None else [sample_weight[rows] / sample_weight[rows].sum()
+                                                     for rows in self.by_class]
+        self.rng = rng
+
+    def __call__(self, size: int) -> np.ndarray:
+        picks = self.rng.integers(0, len(self.by_class), size)
+        return np.array([self.rng.choice(self.by_class[c], p=None if self.p is None else self.p[c]) for c in picks])
+
+
 class TransformerDetector(Detector):
     kind = "transformer"
 
@@ -177,13 +193,13 @@ class TransformerDetector(Detector):
 
     # --- training and inference ---------------------------------------------------------------
 
-    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int) -> None:
+    def fit(self, inputs: np.ndarray, labels: np.ndarray, seed: int, sample_weight: np.ndarray | None = None) -> None:
         torch = _torch()
         steps = self.steps
         assert self.classifier is not None
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        draw_batch = BalancedDraw(labels, sample_weight, rng)
         model = self.classifier.modules
         model.train()
         # the head and the context embeddings are new: they learn at the higher rate
@@ -196,8 +212,7 @@ class TransformerDetector(Detector):
         started = time.perf_counter()
         for _ in range(steps):
             # class-balanced batch: a class, then a flow of it
-            picks = rng.integers(0, len(by_class), BATCH)
-            rows = np.array([rng.choice(by_class[c]) for c in picks])
+            rows = draw_batch(BATCH)
             tokens, mask, context = self._batch(inputs[rows])
             loss = torch.nn.functional.cross_entropy(self.classifier.forward(tokens, mask, context),
                                                      torch.from_numpy(labels[rows]))
