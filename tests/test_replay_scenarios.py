@@ -456,6 +456,28 @@ def test_a_looped_flood_keeps_its_rate_and_sends_new_flows() -> None:
     assert all(int.from_bytes(p.l4_header[0:2], "big") == p.sport for _, p in out)
 
 
+def test_a_flow_with_a_late_packet_does_not_slow_a_looped_flood() -> None:
+    """A generated UDP flood whose 800 flows arrive within 0.135 s but one of which sends a
+    second datagram 1 s later was looped at one repetition per 1.19 s (680 datagrams/s
+    against the flood's 5,900/s). Repetitions follow the flows' arrivals: the late datagram
+    keeps its offset, in time order among the next repetitions' packets."""
+    from pytrafgen.replay.senders import looped
+
+    header = bytes(8)
+    timeline = [(i, TracePacket(ts_ns=i * 1000, flags=0, sport=5000 + i, dport=40000, l4_header=header,
+                                payload=b"X", proto=17)) for i in range(10)]
+    timeline.append((3, TracePacket(ts_ns=1_000_000, flags=0, sport=5003, dport=40000, l4_header=header,
+                                    payload=b"late", proto=17)))
+    out = looped(timeline, Bounds(max_packets=1000, max_rate_pps=200_000))
+    times = [p.ts_ns for _, p in out]
+    assert times == sorted(times) and len(out) == 1000
+    # 14 µs per repetition of 10 flows (9 µs of arrivals and the rate cap's 5 µs): 71 rounds and 6 flows
+    # before the first late datagram (one round per 1.005 ms before)
+    assert sum(t < 1_000_000 for t in times) == 716
+    late = [(i, p.ts_ns) for i, p in out if p.payload == b"late"]
+    assert late[0] == (3, 1_000_000) and [t - 1_000_000 for _, t in late[:3]] == [0, 14_000, 28_000]
+
+
 def _as_ipv6(path: Path, out: Path, limit: int) -> Path:
     """The first ``limit`` packets of an IPv4 capture re-addressed to IPv6 (fd99::<IPv4>),
     transport headers and payloads kept, checksums recomputed by scapy."""
