@@ -243,7 +243,10 @@ def plan_sessions(flows: list[TraceFlow], bounds: Bounds) -> list[Session]:
         if not messages or len(messages) > budget or start_s > bounds.timeout_s:
             continue
         budget -= len(messages)
-        close_s = min(max(flow.last_client_ns / 1e9, messages[-1][0]), bounds.hold_cap_s)
+        # A connection the client never closes in view stays open as long as the bounds allow:
+        # closing it at its last packet would send a FIN the traffic does not hold.
+        close_s = min(max(flow.last_client_ns / 1e9, messages[-1][0]), bounds.hold_cap_s) if flow.client_closed \
+            else bounds.hold_cap_s
         sessions.append(Session(start_s=start_s, messages=messages, close_s=close_s, port=flow.server_port))
         if len(sessions) >= bounds.max_sessions or budget == 0:
             break
