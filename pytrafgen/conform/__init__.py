@@ -45,7 +45,8 @@ first byte).
 HTTP heads the HTTP rules would reject, in segments that start a message, are rebuilt from the
 fields they spell: the start line (a registered method, an origin-form target or "/", HTTP/1.0 or
 1.1; a status code in 100-599 and its reason phrase), header lines that are ``name: value``, one
-Host on an HTTP/1.1 request (the value the generated requests use most); a message with no method
+Host on an HTTP/1.1 request (the value the generated requests use most), the first line of a
+field that is one value and not a list (Authorization, User-Agent, ...) where it repeats; a message with no method
 or status code to keep is not sent, nor, in a flow whose client opened with a request, a
 client's status line or a server's request. A flow in view from the client's SYN to a well-known TCP
 service port whose client still opens with bytes of no such service sends its client segments
@@ -53,7 +54,7 @@ without data.
 
 Every change is counted per field (``mqtt_invalid_packets``, ``mqtt_remaining_length``,
 ``mqtt_flags``, ``mqtt_connack_codes``, ``mqtt_connect_added``, ``http_start_lines``,
-``http_header_lines``, ``http_host``, ``http_undecodable_messages``,
+``http_header_lines``, ``http_host``, ``http_singleton_fields``, ``http_undecodable_messages``,
 ``unmatched_service_payloads``, ...); on the real captures of the lab recording SEED=3 the MQTT
 and HTTP counts are 0, whole and cut at 16 packets.
 
