@@ -206,6 +206,25 @@ def mqtt_rule_failures(records: FieldRecords, tmp_path: Path) -> dict[str, int]:
     return {k: v["violating"] for k, v in per_rule.items() if k.startswith("MQTT") and v.get("violating")}
 
 
+def test_a_client_disconnect_before_more_packets_is_a_pingreq() -> None:
+    """markov's publish flood sampled DISCONNECTs among its 2,000 PUBLISHes: mosquitto ends the
+    session at the first, so almost nothing was delivered. A client's DISCONNECT followed by
+    more of its packets (in its segment or a later one) is sent as a PINGREQ of the same size;
+    the client's last packet stays a DISCONNECT, and a server's bytes are not read for it."""
+    pub = bytes([0x30, 5, 0, 1]) + b"t" + b"xy"
+    records = mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 0, 0])), (0, pub + b"\xe0\x00" + pub),
+                         (0, b"\xe0\x00"), (0, pub), (0, pub + b"\xe0\x00")])
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["mqtt_early_disconnects"] == 2
+
+    def sent(k: int) -> bytes:
+        i = len(HANDSHAKE) + k
+        off, n = int(out.packets["payload_off"][i]), int(out.packets["payload_len"][i])
+        return out.blob[off:off + n].tobytes()
+
+    assert [sent(k) for k in (2, 3, 4, 5)] == [pub + b"\xc0\x00" + pub, b"\xc0\x00", pub, pub + b"\xe0\x00"]
+
+
 def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
     """A PUBACK announcing 5 bytes (3.1.1: always 2) is sent with 2 and its stray bytes dropped;
     zero padding after a PINGREQ (reserved type 0) becomes a PUBLISH of the same size on the

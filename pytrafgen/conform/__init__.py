@@ -39,7 +39,8 @@ PINGRESP, DISCONNECT) whose remaining length disagrees with its layout is sent w
 fixed-header flags are the type's required ones; a CONNACK's return code is a defined one; a
 packet type only the other side sends ends the segment. A
 client that opens a session in view (its SYN in the flow) with anything but CONNECT sends a
-CONNECT first. A side not in view is framed only where the rules judge it (it frames from its
+CONNECT first. A client's DISCONNECT followed by more of its packets is sent as a PINGREQ (the
+client must send nothing after a DISCONNECT; the broker ends the session there). A side not in view is framed only where the rules judge it (it frames from its
 first byte).
 
 HTTP heads the HTTP rules would reject, in segments that start a message, are rebuilt from the
@@ -55,7 +56,7 @@ without data.
 Every change is counted per field (``mqtt_invalid_packets``, ``mqtt_remaining_length``,
 ``mqtt_flags``, ``mqtt_connack_codes``, ``mqtt_connect_added``, ``http_start_lines``,
 ``http_header_lines``, ``http_host``, ``http_singleton_fields``, ``http_undecodable_messages``,
-``unmatched_service_payloads``, ...); on the real captures of the lab recording SEED=3 the MQTT
+``unmatched_service_payloads``, ``mqtt_early_disconnects``, ...); on the real captures of the lab recording SEED=3 the MQTT
 and HTTP counts are 0, whole and cut at 16 packets.
 
 MQTT over TCP (port 1883): an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
@@ -83,6 +84,7 @@ from pytrafgen.conform.mqtt import (
     _mqtt_packet_end,
     _mqtt_packets,
     _publish_cover,
+    conform_mqtt_disconnects,
     conform_mqtt_framing,
     conform_mqtt_ids,
 )
@@ -234,6 +236,7 @@ def conform_with_origin(records: FieldRecords, ts: np.ndarray,
     counts["mqtt_packet_ids"] = conform_mqtt_ids(records, blob, ts, at_packet)
     pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
     conform_app_messages(records, pay, ts, counts, at_packet, topic)
+    conform_mqtt_disconnects(records, pay, ts, counts, at_packet)
     conform_http_bodies(records, pay, ts, counts, protocols.get("http"))  # after the messages not sent: bodies follow what is
     blob, payload_off, payload_len, payload_stored = pay.new_blob(), pay.off, pay.length, pay.stored
     coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)
