@@ -318,10 +318,10 @@ def conform_mqtt_disconnects(records: FieldRecords, pay: _Payloads, ts: np.ndarr
     rows = np.flatnonzero(at_packet & (p["direction"] == 0) & (pay.length > 0))
     rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
     client_rows = np.flatnonzero((p["direction"] == 0) & (pay.length > 0))
-    last_ts = {}  # each flow's last client segment with data
+    last_ts: dict[int, int] = {}  # each flow's last client segment with data
     for i in client_rows.tolist():
         f = int(p["flow"][i])
-        last_ts[f] = max(last_ts.get(f, ts[i]), ts[i])
+        last_ts[f] = max(last_ts.get(f, int(ts[i])), int(ts[i]))
     for i in rows.tolist():
         payload = pay.get(i)
         at, changed = 0, bytearray(payload)
