@@ -4,6 +4,7 @@ field, and judged by the compliance rules and tshark before (raw) and after (fin
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -205,6 +206,25 @@ def mqtt_rule_failures(records: FieldRecords, tmp_path: Path) -> dict[str, int]:
     return {k: v["violating"] for k, v in per_rule.items() if k.startswith("MQTT") and v.get("violating")}
 
 
+def test_a_client_disconnect_before_more_packets_is_a_pingreq() -> None:
+    """markov's publish flood sampled DISCONNECTs among its 2,000 PUBLISHes: mosquitto ends the
+    session at the first, so almost nothing was delivered. A client's DISCONNECT followed by
+    more of its packets (in its segment or a later one) is sent as a PINGREQ of the same size;
+    the client's last packet stays a DISCONNECT, and a server's bytes are not read for it."""
+    pub = bytes([0x30, 5, 0, 1]) + b"t" + b"xy"
+    records = mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 0, 0])), (0, pub + b"\xe0\x00" + pub),
+                         (0, b"\xe0\x00"), (0, pub), (0, pub + b"\xe0\x00")])
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["mqtt_early_disconnects"] == 2
+
+    def sent(k: int) -> bytes:
+        i = len(HANDSHAKE) + k
+        off, n = int(out.packets["payload_off"][i]), int(out.packets["payload_len"][i])
+        return out.blob[off:off + n].tobytes()
+
+    assert [sent(k) for k in (2, 3, 4, 5)] == [pub + b"\xc0\x00" + pub, b"\xc0\x00", pub, pub + b"\xe0\x00"]
+
+
 def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
     """A PUBACK announcing 5 bytes (3.1.1: always 2) is sent with 2 and its stray bytes dropped;
     zero padding after a PINGREQ (reserved type 0) becomes a PUBLISH of the same size on the
@@ -343,6 +363,56 @@ def test_http_start_lines_are_rebuilt_from_their_fields(tmp_path: Path) -> None:
     assert built.frame(5).endswith(b"GET / HTTP/1.1\r\nHost: h.example\r\nUser-Agent: x\r\n\r\n")
     assert built.frame(6).endswith(b"HTTP/1.1 404 Not Found\r\n\r\n")
     assert http_rule_failures(out, tmp_path) == {}
+
+
+def test_a_repeated_singleton_field_keeps_its_first_line() -> None:
+    """A request repeating Authorization and User-Agent (fields that are one value, not a list:
+    RFC 9110 §5.3; nginx answers such a request 400) keeps the first line of each; list fields
+    (Accept) may repeat and stay, and an open head (it may go on past the flow) is left."""
+    dup = (b"GET /admin/ HTTP/1.1\r\nHost: a\r\nAuthorization: Base\r\nUser-Agent: x\r\n"
+           b"Authorization: Basic YWRtaW46eA==\r\nAccept: a\r\nAccept: b\r\nuser-agent: y\r\n\r\n")
+    records = http_flow([(0, dup)])
+    out, counts = conform(records, records.packets["ts_ns"])
+    assert counts["http_singleton_fields"] == 2
+    i = len(HANDSHAKE)
+    off, n = int(out.packets["payload_off"][i]), int(out.packets["payload_len"][i])
+    assert out.blob[off:off + n].tobytes() == (b"GET /admin/ HTTP/1.1\r\nHost: a\r\nAuthorization: Base\r\n"
+                                               b"User-Agent: x\r\nAccept: a\r\nAccept: b\r\n\r\n")
+    single = http_flow([(0, b"GET / HTTP/1.1\r\nHost: a\r\nAccept: a\r\nAccept: b\r\n\r\n")])
+    assert "http_singleton_fields" not in conform(single, single.packets["ts_ns"])[1]
+    still_open = http_flow([(0, b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\nUser-Agent: y\r\n")])
+    assert "http_singleton_fields" not in conform(still_open, still_open.packets["ts_ns"])[1]
+
+
+def _nginx_in_namespaces_unavailable() -> str:
+    if os.geteuid() != 0:
+        return "replay needs root (network namespaces)"
+    if shutil.which("ip") is None or shutil.which("nginx") is None:
+        return "iproute2 and nginx are needed (apt-get install iproute2 nginx)"
+    return ""
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(bool(_nginx_in_namespaces_unavailable()), reason=_nginx_in_namespaces_unavailable() or "ok")
+def test_a_repeated_authorization_is_refused_by_nginx_and_conformed_is_judged(tmp_path: Path) -> None:
+    """The real server: a generated brute-force guess repeating Authorization (as the bundled
+    AR model's did: 12 of its 14 requests nginx answered 400) gets 400 from nginx; conformed, the
+    same guess is judged (401), as the real attack's guesses are."""
+    from pytrafgen.replay import scenarios
+    from pytrafgen.replay.senders import Bounds
+    from pytrafgen.replay.trace import load_trace
+
+    guess = (b"GET /admin/ HTTP/1.1\r\nHost: 10.99.0.1\r\nConnection: close\r\nAuthorization: Base\r\n"
+             b"Authorization: Basic YWRtaW46eA==\r\nUser-Agent: Mozilla/4.0 (Hydra)\r\n\r\n")
+    records = http_flow([(0, guess)])
+    statuses = {}
+    for stage, conformed in (("raw", False), ("final", True)):
+        pcap = tmp_path / f"{stage}.pcap"
+        write_records(pcap, records, PLAN, seed=0, conform=conformed, protocols=get_registry().protocols)
+        effect = scenarios.measure(scenarios.get_scenario("http_bruteforce"), load_trace(pcap),
+                                  Bounds(max_sessions=5, timeout_s=1.0, hold_cap_s=1.0))
+        statuses[stage] = (effect.figures["status_401"], effect.figures["status_other"])
+    assert statuses == {"raw": (0, {"400": 1}), "final": (1, {})}
 
 
 def test_http_messages_without_a_code_or_method_are_not_sent_and_open_heads_stay_open() -> None:

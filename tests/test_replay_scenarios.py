@@ -384,6 +384,20 @@ def test_session_plan_obeys_the_bounds() -> None:
         Bounds(timeout_s=86400)
 
 
+def test_a_connection_the_client_never_closes_is_held_to_the_cap() -> None:
+    """A generated MQTT CONNECT flood flow stops after its CONNECT and a PINGREQ (20 ms) with no
+    FIN: the connection stays open, so its session is held to the hold cap, where one ending
+    with the client's FIN (or RST) closes at that packet."""
+    open_flow = _flow(0, 2)
+    closed_flow = _flow(0, 2)
+    fin = bytearray(closed_flow.packets[-1].l4_header)
+    fin[13] = 0x11
+    closed_flow.packets.append(TracePacket(20_000_000, 0x11, 1000, 80, bytes(fin), b""))
+    assert not open_flow.client_closed and closed_flow.client_closed
+    plan = plan_sessions([open_flow, closed_flow], Bounds(hold_cap_s=3.0))
+    assert [s.close_s for s in plan] == [3.0, 0.02]
+
+
 def test_peak_overlap_counts_simultaneous_sessions() -> None:
     assert peak_overlap([(0, 2), (1, 3), (2.5, 4), (5, 6)]) == 2
     assert peak_overlap([(0, 10)] * 4) == 4
@@ -454,6 +468,41 @@ def test_a_looped_flood_keeps_its_rate_and_sends_new_flows() -> None:
     assert set(gaps[:9]) == {1000} and gaps[9] == 5000 and set(gaps) == {1000, 5000}
     assert len({(i, p.sport) for i, p in out}) == 35 and len({i for i, _ in out}) == 35
     assert all(int.from_bytes(p.l4_header[0:2], "big") == p.sport for _, p in out)
+
+
+def test_a_floods_rate_is_its_bulks_and_a_straggler_does_not_set_it() -> None:
+    """The bundled AR model's HTTP flood: 199 responses within 24 ms and one request sent 0.39 s
+    late were timed first to last (496/s against the real flood's 4,762/s); the flood's middle
+    90 % is timed. Below 20 events nothing is left out (a benign session's 3 responses over
+    3.3 s stay 0.9/s), and a burst is timed as at least 20 ms."""
+    burst = [i * 0.024 / 198 for i in range(199)] + [0.39]
+    rate, span = scenarios.bulk_rate(burst)
+    assert span == pytest.approx(0.024 * 179 / 198) and rate == pytest.approx(180 / span)
+    assert scenarios.bulk_rate([0.0, 1.65, 3.3]) == (pytest.approx(3 / 3.3), 3.3)
+    assert scenarios.bulk_rate([1.0, 1.001]) == (pytest.approx(2 / 0.02), 0.02)
+    assert scenarios.bulk_rate([1.0]) == (0.0, 0.0)
+
+
+def test_a_flow_with_a_late_packet_does_not_slow_a_looped_flood() -> None:
+    """A generated UDP flood whose 800 flows arrive within 0.135 s but one of which sends a
+    second datagram 1 s later was looped at one repetition per 1.19 s (680 datagrams/s
+    against the flood's 5,900/s). Repetitions follow the flows' arrivals: the late datagram
+    keeps its offset, in time order among the next repetitions' packets."""
+    from pytrafgen.replay.senders import looped
+
+    header = bytes(8)
+    timeline = [(i, TracePacket(ts_ns=i * 1000, flags=0, sport=5000 + i, dport=40000, l4_header=header,
+                                payload=b"X", proto=17)) for i in range(10)]
+    timeline.append((3, TracePacket(ts_ns=1_000_000, flags=0, sport=5003, dport=40000, l4_header=header,
+                                    payload=b"late", proto=17)))
+    out = looped(timeline, Bounds(max_packets=1000, max_rate_pps=200_000))
+    times = [p.ts_ns for _, p in out]
+    assert times == sorted(times) and len(out) == 1000
+    # 14 µs per repetition of 10 flows (9 µs of arrivals and the rate cap's 5 µs): 71 rounds and 6 flows
+    # before the first late datagram (one round per 1.005 ms before)
+    assert sum(t < 1_000_000 for t in times) == 716
+    late = [(i, p.ts_ns) for i, p in out if p.payload == b"late"]
+    assert late[0] == (3, 1_000_000) and [t - 1_000_000 for _, t in late[:3]] == [0, 14_000, 28_000]
 
 
 def _as_ipv6(path: Path, out: Path, limit: int) -> Path:

@@ -39,13 +39,15 @@ PINGRESP, DISCONNECT) whose remaining length disagrees with its layout is sent w
 fixed-header flags are the type's required ones; a CONNACK's return code is a defined one; a
 packet type only the other side sends ends the segment. A
 client that opens a session in view (its SYN in the flow) with anything but CONNECT sends a
-CONNECT first. A side not in view is framed only where the rules judge it (it frames from its
+CONNECT first. A client's DISCONNECT followed by more of its packets is sent as a PINGREQ (the
+client must send nothing after a DISCONNECT; the broker ends the session there). A side not in view is framed only where the rules judge it (it frames from its
 first byte).
 
 HTTP heads the HTTP rules would reject, in segments that start a message, are rebuilt from the
 fields they spell: the start line (a registered method, an origin-form target or "/", HTTP/1.0 or
 1.1; a status code in 100-599 and its reason phrase), header lines that are ``name: value``, one
-Host on an HTTP/1.1 request (the value the generated requests use most); a message with no method
+Host on an HTTP/1.1 request (the value the generated requests use most), the first line of a
+field that is one value and not a list (Authorization, User-Agent, ...) where it repeats; a message with no method
 or status code to keep is not sent, nor, in a flow whose client opened with a request, a
 client's status line or a server's request. A flow in view from the client's SYN to a well-known TCP
 service port whose client still opens with bytes of no such service sends its client segments
@@ -53,8 +55,8 @@ without data.
 
 Every change is counted per field (``mqtt_invalid_packets``, ``mqtt_remaining_length``,
 ``mqtt_flags``, ``mqtt_connack_codes``, ``mqtt_connect_added``, ``http_start_lines``,
-``http_header_lines``, ``http_host``, ``http_undecodable_messages``,
-``unmatched_service_payloads``, ...); on the real captures of the lab recording SEED=3 the MQTT
+``http_header_lines``, ``http_host``, ``http_singleton_fields``, ``http_undecodable_messages``,
+``unmatched_service_payloads``, ``mqtt_early_disconnects``, ...); on the real captures of the lab recording SEED=3 the MQTT
 and HTTP counts are 0, whole and cut at 16 packets.
 
 MQTT over TCP (port 1883): an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
@@ -82,6 +84,7 @@ from pytrafgen.conform.mqtt import (
     _mqtt_packet_end,
     _mqtt_packets,
     _publish_cover,
+    conform_mqtt_disconnects,
     conform_mqtt_framing,
     conform_mqtt_ids,
 )
@@ -233,6 +236,7 @@ def conform_with_origin(records: FieldRecords, ts: np.ndarray,
     counts["mqtt_packet_ids"] = conform_mqtt_ids(records, blob, ts, at_packet)
     pay = _Payloads(blob, p["payload_off"], p["payload_len"], p["payload_stored"])
     conform_app_messages(records, pay, ts, counts, at_packet, topic)
+    conform_mqtt_disconnects(records, pay, ts, counts, at_packet)
     conform_http_bodies(records, pay, ts, counts, protocols.get("http"))  # after the messages not sent: bodies follow what is
     blob, payload_off, payload_len, payload_stored = pay.new_blob(), pay.off, pay.length, pay.stored
     coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)

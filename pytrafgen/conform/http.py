@@ -19,6 +19,20 @@ HTTP_METHOD_NAMES = frozenset(m.strip() for m in HTTP_METHODS)
 HTTP_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 HTTP_TARGET = re.compile(rb"/[!-~]*\Z")
 HTTP_STATUS_LINE = re.compile(rb"HTTP/[0-9]\.[0-9] [0-9]{3}(?: [^\r\n]*)?\Z")
+# Fields whose value is one item, not a comma-separated list (RFC 9110 §5.3: a sender must not
+# repeat them in a message); servers refuse a repeat (nginx answers 400 "client sent duplicate
+# header line" to a second Authorization). Host and Content-Length have steps of their own.
+HTTP_SINGLETON_FIELDS = frozenset((
+    b"authorization", b"proxy-authorization", b"content-type", b"content-location", b"user-agent", b"referer",
+    b"from", b"date", b"expires", b"last-modified", b"location", b"retry-after", b"etag", b"age", b"server",
+    b"max-forwards", b"range", b"content-range", b"if-modified-since", b"if-unmodified-since", b"if-range",
+))
+
+
+def _repeats_singleton(names: list[bytes]) -> bool:
+    """Whether a message's header names (any case) repeat a singleton field."""
+    seen = [n.strip().lower() for n in names if n.strip().lower() in HTTP_SINGLETON_FIELDS]
+    return len(seen) != len(set(seen))
 
 
 def _http_head(data: bytes, direction: int, host: bytes, counts: dict[str, int]) -> bytes | None:
@@ -61,6 +75,17 @@ def _http_head(data: bytes, direction: int, host: bytes, counts: dict[str, int])
             headers.append(line)
     if len(headers) != len(lines) - 1:
         counts["http_header_lines"] = counts.get("http_header_lines", 0) + len(lines) - 1 - len(headers)
+    if closed:  # a repeated singleton field: its first line stands (an open head may go on: left)
+        seen: set[bytes] = set()
+        kept = []
+        for line in headers:
+            name = line.split(b":", 1)[0].lower()
+            if name in HTTP_SINGLETON_FIELDS and name in seen:
+                counts["http_singleton_fields"] = counts.get("http_singleton_fields", 0) + 1
+                continue
+            seen.add(name)
+            kept.append(line)
+        headers = kept
     if direction == 0 and version == b"HTTP/1.1" and closed:
         hosts = [h for h in headers if h.split(b":", 1)[0].lower() == b"host"]
         if len(hosts) != 1:
@@ -124,7 +149,9 @@ def conform_http_heads(records: FieldRecords, pay: _Payloads, ts: np.ndarray, co
         msgs = spec.parse(data, d)
         ok = bool(msgs) and msgs[0].get("kind") != "invalid" and (
             d == 1 or msgs[0]["version"] != "HTTP/1.1"
-            or sum(n.lower() == "host" for n, _ in msgs[0]["headers"]) == 1)
+            or sum(n.lower() == "host" for n, _ in msgs[0]["headers"]) == 1) and (
+            msgs[0].get("error") == "incomplete"
+            or not _repeats_singleton([n.encode("latin-1") for n, _ in msgs[0].get("headers", [])]))
         # a head that does not end in the segment: a request still open (a slow client) is not
         # judged, nor a response whose start line is one
         start = data.split(b"\r\n", 1)[0].split(b"\x00", 1)[0].rstrip(b"\r")

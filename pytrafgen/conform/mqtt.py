@@ -301,3 +301,36 @@ def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
             pay.set(i, data[:skip] + framed)
         at_packet[i] = pending == 0 and bool(framed)
     return at_packet, topic
+
+
+MQTT_DISCONNECT = b"\xe0\x00"
+MQTT_PINGREQ = b"\xc0\x00"
+
+
+def conform_mqtt_disconnects(records: FieldRecords, pay: _Payloads, ts: np.ndarray, counts: dict[str, int],
+                             at_packet: np.ndarray) -> None:
+    """A client's DISCONNECT followed by more of its packets in the connection is sent as a
+    PINGREQ of the same size: after a DISCONNECT the client must close the connection and send
+    no more packets (MQTT 3.1.1 §3.14.4), and a broker ends the session there, dropping
+    everything the generated client sends after it. Read in the segments that start a packet
+    (``at_packet``); counted per packet as ``mqtt_early_disconnects``."""
+    p = records.packets
+    rows = np.flatnonzero(at_packet & (p["direction"] == 0) & (pay.length > 0))
+    rows = rows[np.lexsort((rows, ts[rows], p["flow"][rows]))]
+    client_rows = np.flatnonzero((p["direction"] == 0) & (pay.length > 0))
+    last_ts: dict[int, int] = {}  # each flow's last client segment with data
+    for i in client_rows.tolist():
+        f = int(p["flow"][i])
+        last_ts[f] = max(last_ts.get(f, int(ts[i])), int(ts[i]))
+    for i in rows.tolist():
+        payload = pay.get(i)
+        at, changed = 0, bytearray(payload)
+        while at + 2 <= len(payload):
+            end = _mqtt_packet_end(payload, at)
+            more = end < len(payload) or ts[i] < last_ts[int(p["flow"][i])]
+            if payload[at:at + 2] == MQTT_DISCONNECT and end == at + 2 and more:
+                changed[at:at + 2] = MQTT_PINGREQ
+                counts["mqtt_early_disconnects"] = counts.get("mqtt_early_disconnects", 0) + 1
+            at = end
+        if bytes(changed) != payload:
+            pay.set(i, bytes(changed))

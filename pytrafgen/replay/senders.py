@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import ipaddress
 import os
 import random
@@ -118,24 +119,41 @@ def raw_socket(pair: NamespacePair, family: int) -> socket.socket:
 
 
 def looped(timeline: list[tuple[int, TracePacket]], bounds: Bounds) -> list[tuple[int, TracePacket]]:
-    """``timeline`` repeated back to back up to ``bounds.max_packets`` packets. Every repetition
-    is made of *new* flows (flow index and source port shifted per round), as a flood's later
-    packets are in a capture: a target that keeps per-peer state (libcoap opens a session per
-    address and port) must meet a stream of new peers, not the same few again."""
-    if not timeline:
+    """``timeline`` repeated at the flood's flow arrival rate up to ``bounds.max_packets``
+    packets. A repetition starts one flow-start span (first to last flow start, plus the rate
+    cap's gap) after the previous one, so new flows keep arriving at the capture's rate; a
+    flow's later packets keep their offsets and may fall among the next repetition's (one
+    flow with a late packet, as a generated flood can hold, does not stretch the period and
+    slow the flood). Every repetition is made of *new* flows (flow index and source port
+    shifted per round), as a flood's later packets are in a capture: a target that keeps
+    per-peer state (libcoap opens a session per address and port) must meet a stream of new
+    peers, not the same few again. In time order."""
+    if not timeline or bounds.max_packets == 0:
         return []
     n_flows = max(i for i, _ in timeline) + 1
-    span_ns = timeline[-1][1].ts_ns - timeline[0][1].ts_ns + int(1e9 / bounds.max_rate_pps)
+    starts: dict[int, int] = {}
+    for index, pkt in timeline:
+        starts.setdefault(index, pkt.ts_ns)
+    period_ns = max(starts.values()) - min(starts.values()) + int(1e9 / bounds.max_rate_pps)
+
+    def shifted(rnd: int, index: int, pkt: TracePacket) -> tuple[int, TracePacket]:
+        header = bytearray(pkt.l4_header)
+        header[0:2] = (1024 + (pkt.sport - 1024 + rnd * n_flows) % 64512).to_bytes(2, "big")
+        return (index + rnd * n_flows, replace(pkt, ts_ns=pkt.ts_ns + rnd * period_ns,
+                                               sport=int.from_bytes(header[0:2], "big"), l4_header=bytes(header)))
+
+    # A lazy merge of the repetitions in time order: repetition k+1 joins when k's first packet
+    # is taken (nothing of it can come earlier), so only the repetitions in flight are held.
+    heap: list[tuple[int, int, int]] = [(timeline[0][1].ts_ns, 0, 0)]  # (ts, round, position)
     out: list[tuple[int, TracePacket]] = []
-    for rnd in range(bounds.max_packets // len(timeline) + 1):
-        for index, pkt in timeline:
-            if len(out) == bounds.max_packets:
-                return out
-            header = bytearray(pkt.l4_header)
-            header[0:2] = (1024 + (pkt.sport - 1024 + rnd * n_flows) % 64512).to_bytes(2, "big")
-            out.append((index + rnd * n_flows, replace(pkt, ts_ns=pkt.ts_ns + rnd * span_ns,
-                                                       sport=int.from_bytes(header[0:2], "big"),
-                                                       l4_header=bytes(header))))
+    while len(out) < bounds.max_packets:
+        _, rnd, pos = heapq.heappop(heap)
+        index, pkt = timeline[pos]
+        out.append(shifted(rnd, index, pkt))
+        if pos == 0:
+            heapq.heappush(heap, (timeline[0][1].ts_ns + (rnd + 1) * period_ns, rnd + 1, 0))
+        if pos + 1 < len(timeline):
+            heapq.heappush(heap, (timeline[pos + 1][1].ts_ns + rnd * period_ns, rnd, pos + 1))
     return out
 
 
@@ -225,7 +243,10 @@ def plan_sessions(flows: list[TraceFlow], bounds: Bounds) -> list[Session]:
         if not messages or len(messages) > budget or start_s > bounds.timeout_s:
             continue
         budget -= len(messages)
-        close_s = min(max(flow.last_client_ns / 1e9, messages[-1][0]), bounds.hold_cap_s)
+        # A connection the client never closes in view stays open as long as the bounds allow:
+        # closing it at its last packet would send a FIN the traffic does not hold.
+        close_s = min(max(flow.last_client_ns / 1e9, messages[-1][0]), bounds.hold_cap_s) if flow.client_closed \
+            else bounds.hold_cap_s
         sessions.append(Session(start_s=start_s, messages=messages, close_s=close_s, port=flow.server_port))
         if len(sessions) >= bounds.max_sessions or budget == 0:
             break

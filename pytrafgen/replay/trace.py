@@ -63,6 +63,12 @@ class TraceFlow:
         return out
 
     @property
+    def client_closed(self) -> bool:
+        """Whether the client ends the connection in view (a FIN or RST of its own); a flow the
+        capture shows no end of (a generated flow stops at its last sampled packet) is still open."""
+        return any(p.proto == TCP and p.flags & (FIN | RST) for p in self.packets)
+
+    @property
     def last_client_ns(self) -> int:
         """When the client's last packet (often its FIN or RST) left, after the flow's start."""
         return (self.packets[-1].ts_ns - self.start_ns) if self.packets else 0
