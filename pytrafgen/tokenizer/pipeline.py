@@ -211,7 +211,7 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     app protocols among ``protocols`` (name -> spec; None: the loaded plugins', resolved here:
     an edge, see docs/architecture.md)."""
     from pytrafgen.dataset import split_flows, write_dataset
-    from pytrafgen.payload_fill import PayloadFill
+    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
     from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.encode import app_protocols_for
 
@@ -253,10 +253,9 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     split = split_flows(labels, seed)
     train = np.flatnonzero(split == 0)
     plan = _learn_plan(ordered, labels, train, classes)
-    tails = [t for r in ordered for t in r["payload_tails"]]
-    heads = [h for r in ordered for h in r["payload_heads"]]
-    fill = PayloadFill.learn([tails[i] for i in train], [heads[i] for i in train], labels[train], classes,
-                             payload_cap)
+    tails = FlowByteSamples.concat([r["payload_tails"] for r in ordered]).take(train)
+    heads = FlowByteSamples.concat([r["payload_heads"] for r in ordered]).take(train)
+    fill = PayloadFill.learn_samples(tails, heads, labels[train], classes, payload_cap)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
                 "skipped": r["skipped"], "app_packets": r["app_packets"]}
