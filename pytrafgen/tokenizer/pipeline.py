@@ -132,7 +132,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
         "skipped": {**{f"read_{k}": int(v) for k, v in table.skipped.items()}, **enc.skipped},
         "app_packets": enc.app_packets,
         # what AddressPlan.learn reads: each kept flow's first packet and its roles' addresses
-        "first_packets": table.take(first),
+        "first_packets": _first_packet_heads(table, first),
         "l3": np.asarray(flows.l3)[kept],
         "client_addr": np.asarray(flows.client_addr)[kept],
         "server_addr": np.asarray(flows.server_addr)[kept],
@@ -143,11 +143,31 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
     }
 
 
+FRAME_HEAD = 12  # the Ethernet addresses: all AddressPlan.learn reads of a frame
+
+
+def _first_packet_heads(table: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """What AddressPlan.learn reads of the packets ``rows``: time, link type, L3 offset and the
+    first FRAME_HEAD bytes of the frame (zeros past a shorter one), in bulk rather than a copy
+    of the whole rows."""
+    from pytrafgen import _core
+
+    lens = np.minimum(np.asarray(table.caplen)[rows], FRAME_HEAD).astype(np.uint32)
+    got, _ = _core.gather_frames(table.data, np.asarray(table.frame_off, np.uint64)[rows], lens)
+    heads = np.zeros((len(rows), FRAME_HEAD), np.uint8)
+    heads[np.arange(FRAME_HEAD) < lens[:, None]] = got  # row-major: each frame's bytes, then zeros
+    return {"ts_ns": np.asarray(table.ts_ns)[rows], "linktype": np.asarray(table.linktype)[rows],
+            "l3_off": np.asarray(table.l3_off)[rows], "heads": heads}
+
+
 def _learn_plan(results: list[dict[str, Any]], labels: np.ndarray, train: np.ndarray, classes: list[str]) -> Any:
     from pytrafgen.address_plan import AddressPlan
-    from pytrafgen.capture import PacketTable
 
-    table = PacketTable.concat([r["first_packets"] for r in results]).take(train)
+    firsts = {key: np.concatenate([r["first_packets"][key] for r in results])[train]
+              for key in ("ts_ns", "linktype", "l3_off", "heads")}
+    table = SimpleNamespace(ts_ns=firsts["ts_ns"], linktype=firsts["linktype"], l3_off=firsts["l3_off"],
+                            data=firsts["heads"].reshape(-1),
+                            frame_off=np.arange(len(train), dtype=np.int64) * FRAME_HEAD)
     flows = SimpleNamespace(
         l3=np.concatenate([r["l3"] for r in results])[train],
         client_addr=np.concatenate([r["client_addr"] for r in results])[train],
