@@ -72,8 +72,9 @@ class ByteModel:
         return ByteModel(self.unigram.copy(), bigram, self.rest + self.bigram.sum(axis=1) - bigram.sum(axis=1))
 
     def to_json(self) -> dict[str, Any]:
-        rows = {str(prev): [[int(n), int(self.bigram[prev, n])] for n in np.flatnonzero(self.bigram[prev])]
-                for prev in np.flatnonzero(self.bigram.sum(axis=1))}
+        rows = {str(prev): np.column_stack([nz, self.bigram[prev, nz]]).tolist()  # [[next, count], ...]
+                for prev in np.flatnonzero(self.bigram.sum(axis=1)).tolist()
+                for nz in (np.flatnonzero(self.bigram[prev]),)}
         rest = {str(prev): int(self.rest[prev]) for prev in np.flatnonzero(self.rest)}
         return {"unigram": [int(v) for v in self.unigram], "bigram": rows, "rest": rest}
 
