@@ -134,3 +134,26 @@ def test_token_decoder_gives_the_same_records_with_the_cxx_detokenizer(capture: 
     for part in ("packets", "flows"):
         for column, values in python_only[part].items():
             assert np.array_equal(with_cxx[part][column], values), column
+
+
+def test_sampled_tokens_decode_to_the_same_records_with_the_cxx_detokenizer() -> None:
+    """What the bundled AR model sampled (benchmarks/results/ar_tokens.npz, slips included)."""
+    from pytrafgen.generators import load_generator
+    from pytrafgen.tokenizer.encode import app_protocols_for
+
+    repo = Path(__file__).resolve().parents[1]
+    gen = load_generator(repo / "pytrafgen" / "data" / "default_model")
+    vocab = gen.vocabulary()  # type: ignore[attr-defined]  (the AR generator's)
+    protocols = app_protocols_for(vocab, gen.protocols)
+    sampled = np.load(repo / "benchmarks" / "results" / "ar_tokens.npz")
+    args = (np.ascontiguousarray(sampled["tokens"], np.uint16), np.ascontiguousarray(sampled["offsets"], np.int64),
+            codec_spec(vocab), False, _app_decoder(vocab, protocols))
+    python_only = _core.decode_tokens(*args, None)
+    grammars = _app_grammars(vocab, protocols)
+    assert grammars is not None and all(g is not None for g in grammars)
+    with_cxx = _core.decode_tokens(*args, grammars)
+    assert len(python_only["packets"]["flow"]) > 1000
+    assert bytes(with_cxx["blob"]) == bytes(python_only["blob"])
+    for part in ("packets", "flows"):
+        for column, values in python_only[part].items():
+            assert np.array_equal(with_cxx[part][column], values), column
