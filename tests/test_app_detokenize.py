@@ -143,7 +143,8 @@ def test_sampled_tokens_decode_to_the_same_records_with_the_cxx_detokenizer() ->
 
     repo = Path(__file__).resolve().parents[1]
     gen = load_generator(repo / "pytrafgen" / "data" / "default_model")
-    vocab = gen.vocabulary()  # type: ignore[attr-defined]  (the AR generator's)
+    # the AR generator's own vocabulary (not part of the Generator contract)
+    vocab = gen.vocabulary()  # type: ignore[attr-defined]
     protocols = app_protocols_for(vocab, gen.protocols)
     sampled = np.load(repo / "benchmarks" / "results" / "ar_tokens.npz")
     args = (np.ascontiguousarray(sampled["tokens"], np.uint16), np.ascontiguousarray(sampled["offsets"], np.int64),
