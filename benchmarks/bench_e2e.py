@@ -7,6 +7,10 @@ scans), repeated ``--copies`` times, each copy an hour after the last (so flows 
 and, for ``-j``, the 13 captures as separate files.
 
     python benchmarks/bench_e2e.py --out benchmarks/results/e2e
+    python benchmarks/bench_e2e.py --previous /tmp/prev --previous-label "main 5e59e02"   # side by side
+
+``--previous FOLDER`` times the pytrafgen in FOLDER (see ``previous_code.py``) with the same
+commands and calls in the same run.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from typing import Any
 
 import numpy as np
 from bench_common import cpu_model, write_results
+from previous_code import ENV as PREVIOUS_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CAPTURES = Path(os.environ.get("PYTRAFGEN_SHARED_DATA", REPO.parent / "shared" / "data")) / "captures"
 CHILD = Path(__file__).with_name("e2e_child.py")
+PREVIOUS_CLI = Path(__file__).with_name("previous_code.py")
 HOUR_NS = 3600 * 10**9
 
 
@@ -49,11 +55,14 @@ def make_mixed(captures: list[Path], copies: int, out: Path) -> int:
     return len(frames) * copies
 
 
-def timed(cmd: list[str], cwd: Path) -> dict[str, Any]:
+CHILD_ENV: dict[str, str] = {}  # set in main: how every timed process runs
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``cmd`` in a fresh process: wall seconds, CPU seconds (user + system), its stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, env={**CHILD_ENV, **(env or {})})
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -62,23 +71,26 @@ def timed(cmd: list[str], cwd: Path) -> dict[str, Any]:
     return {"wall_s": wall, "cpu_s": cpu, "stdout": done.stdout}
 
 
-def best(cmd: list[str], cwd: Path, repeats: int, before_each: Any = None) -> dict[str, Any]:
+def best(cmd: list[str], cwd: Path, repeats: int, before_each: Any = None,
+         env: dict[str, str] | None = None) -> dict[str, Any]:
     runs = []
     for _ in range(repeats):
         if before_each is not None:
             before_each()
-        runs.append(timed(cmd, cwd))
+        runs.append(timed(cmd, cwd, env))
     out = min(runs, key=lambda r: r["wall_s"])
     out["all_wall_s"] = [r["wall_s"] for r in runs]
     out["min_cpu_s"] = min(r["cpu_s"] for r in runs)
     return out
 
 
-def child(mode: str, capture: Path, cwd: Path, repeats: int, limit: int = 0) -> dict[str, Any]:
-    """An API measurement in fresh processes (best of ``repeats`` by the API call's CPU time)."""
+def child(mode: str, capture: Path, cwd: Path, repeats: int, limit: int = 0, code: Path | None = None) -> dict[str, Any]:
+    """An API measurement in fresh processes (best of ``repeats`` by the API call's CPU time),
+    of this checkout or of the pytrafgen in ``code``."""
     runs = []
     for _ in range(repeats):
-        r = timed([sys.executable, str(CHILD), mode, str(capture), str(limit)], cwd)
+        r = timed([sys.executable, str(CHILD), mode, str(capture), str(limit)], cwd,
+                  {PREVIOUS_ENV: str(code)} if code else None)
         runs.append({**json.loads(r["stdout"].strip().splitlines()[-1]), "process_wall_s": r["wall_s"]})
     out = min(runs, key=lambda r: r["api_cpu_s"])  # the run least disturbed by other processes
     out["all_api_s"] = [r["api_s"] for r in runs]
@@ -95,8 +107,11 @@ def main() -> None:
     ap.add_argument("--captures", type=Path, default=DEFAULT_CAPTURES)
     ap.add_argument("--copies", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--big-files", type=int, default=4, help="copies of the mixed capture for the -j runs")
+    ap.add_argument("--big-files", type=int, default=2, help="copies of the mixed capture for the -j runs (0: none)")
     ap.add_argument("--peer-packets", type=int, default=20000, help="packets dpkt and scapy read")
+    ap.add_argument("--previous", type=Path, help="a folder with the previous code's pytrafgen (previous_code.py), "
+                                                   "timed side by side")
+    ap.add_argument("--previous-label", default="previous code")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "e2e")
     args = ap.parse_args()
 
@@ -106,6 +121,9 @@ def main() -> None:
     exe = shutil.which("pytrafgen") or "pytrafgen"
     with tempfile.TemporaryDirectory(prefix="pytrafgen-e2e-") as tmp_name:
         tmp = Path(tmp_name)
+        # as an installed package runs: its modules' bytecode cached (a developer shell may forbid it)
+        CHILD_ENV.update({k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+        CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
         mixed = tmp / "mixed.pcap"
         n_mixed = make_mixed(captures, args.copies, mixed)
         (tmp / "mixed.csv").write_text("file,class,label\nmixed.pcap,mixed,benign\n")
@@ -126,17 +144,30 @@ def main() -> None:
         def clear(path: Path) -> Any:
             return lambda: shutil.rmtree(path, ignore_errors=True)
 
-        startup = best([exe, "--help"], tmp, args.repeats)
-        cli_mixed = best([exe, "tokenize", str(mixed), "--labels", str(tmp / "mixed.csv"), "--out", str(tmp / "ds"),
-                          "-j", "1"], tmp, args.repeats, clear(tmp / "ds"))
+        codes: dict[str, Path | None] = {"this": None}
+        if args.previous:
+            codes["previous"] = args.previous.resolve()
+        runs: dict[str, dict[str, Any]] = {}
+        for name, code in codes.items():
+            cli = [exe] if code is None else [sys.executable, str(PREVIOUS_CLI), str(code)]
+            timed([*cli, "--help"], tmp)  # writes the bytecode cache
+            startup = best([*cli, "--help"], tmp, args.repeats)
+            cli_mixed = best([*cli, "tokenize", str(mixed), "--labels", str(tmp / "mixed.csv"), "--out",
+                              str(tmp / "ds"), "-j", "1", "-q"], tmp, args.repeats, clear(tmp / "ds"))
+            # the same without the CoAP plugin (Python encode: no declared grammar), HTTP and MQTT in C++
+            cli_no_coap = best([*cli, "tokenize", str(mixed), "--labels", str(tmp / "mixed.csv"), "--out",
+                                str(tmp / "ds"), "-j", "1", "-q"], tmp, args.repeats, clear(tmp / "ds"),
+                               {"PYTRAFGEN_BLOCK_PLUGINS": "coap"})
+            api = {mode: child(mode, mixed, tmp, args.repeats, code=code)
+                   for mode in ("tokenize", "decode", "decode_l4", "build", "write", "write_conform")}
+            runs[name] = {"startup": startup, "cli_tokenize_mixed": cli_mixed, "cli_tokenize_mixed_no_coap": cli_no_coap,
+                          "api": api}
         cli_j = {j: best([exe, "tokenize", str(files), "--labels", str(files / "manifest.csv"), "--out",
-                          str(tmp / f"ds{j}"), "-j", str(j)], tmp, args.repeats, clear(tmp / f"ds{j}"))
+                          str(tmp / f"ds{j}"), "-j", str(j), "-q"], tmp, args.repeats, clear(tmp / f"ds{j}"))
                  for j in (1, 2)}
         cli_big = {j: best([exe, "tokenize", str(big), "--labels", str(big / "manifest.csv"), "--out",
-                            str(tmp / f"big{j}"), "-j", str(j)], tmp, 1, clear(tmp / f"big{j}"))
-                   for j in (1, 2)}
-        api = {mode: child(mode, mixed, tmp, args.repeats)
-               for mode in ("tokenize", "decode", "decode_l4", "build", "write", "write_conform")}
+                            str(tmp / f"big{j}"), "-j", str(j), "-q"], tmp, 1, clear(tmp / f"big{j}"))
+                   for j in (1, 2)} if args.big_files else {}
         peers = {mode: child(mode, mixed, tmp, 1, args.peer_packets) for mode in ("dpkt", "scapy")}
 
     result: dict[str, Any] = {
@@ -147,50 +178,77 @@ def main() -> None:
         "load_average_after": list(os.getloadavg()),
         "data": {"captures": str(args.captures), "mixed_packets": n_mixed, "copies": args.copies,
                  "files": len(captures), "files_packets": n_files},
-        "startup": startup, "cli_tokenize_mixed": cli_mixed, "cli_tokenize_files": cli_j, "cli_tokenize_big_files": cli_big, "api": api, "peers": peers,
+        "previous": {"label": args.previous_label, "folder": str(args.previous)} if args.previous else None,
+        "runs": runs, "cli_tokenize_files": cli_j, "cli_tokenize_big_files": cli_big, "peers": peers,
     }
-    for r in (startup, cli_mixed, *cli_j.values(), *cli_big.values()):
+    for r in (*(v for run in runs.values() for v in (run["startup"], run["cli_tokenize_mixed"],
+                                                      run["cli_tokenize_mixed_no_coap"])), *cli_j.values(),
+              *cli_big.values()):
         r.pop("stdout", None)
+    result_md = _markdown(result, args, captures, runs, cli_j, cli_big, peers)
+    write_results(args.out, result, result_md, indent=1)
+
+
+def _markdown(result: dict[str, Any], args: Any, captures: list[Path], runs: dict[str, dict[str, Any]],
+              cli_j: dict[int, Any], cli_big: dict[int, Any], peers: dict[str, Any]) -> str:
+    n_mixed = result["data"]["mixed_packets"]
+    prev = runs.get("previous")
+    label = args.previous_label
     md = [
         "# End-to-end throughput (fresh processes, wall time)",
         "",
         f"`{result['command']}` — {result['date']} — {result['machine']['cpu']}, nproc "
         f"{result['machine']['nproc']}; load average after the run "
         f"{', '.join(f'{x:.1f}' for x in result['load_average_after'])} (a shared machine: wall times drift, "
-        "the CPU column is what the process itself used).",
+        "the CPU columns are what the process itself used, user + system).",
         "",
         f"Input: the {len(captures)} shared captures ({args.captures}) interleaved into one capture with HTTP, "
-        f"MQTT, CoAP, floods and scans, repeated {args.copies}× = {n_mixed:,} packets. Best of {args.repeats}.",
+        f"MQTT, CoAP, floods and scans, repeated {args.copies}× = {n_mixed:,} packets. Best of {args.repeats}"
+        + (f"; beside each figure the same command or call with the {label} in the same run." if prev else "."),
         "",
-        "| what a user runs | packets | wall s | packets/s (wall) | CPU s | packets/s (CPU) | C++ core alone |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| what a user runs | packets | wall s | CPU s | packets/s (CPU) | "
+        + (f"{label}: CPU s | {label}: packets/s (CPU) | × faster (CPU) | " if prev else "")
+        + "C++ core alone (CPU / wall) |",
+        "|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if prev else "") + "---:|",
     ]
 
-    def line(name: str, packets: int, wall: float, cpu: float | None, core: str = "") -> None:
-        cpu_cells = f"{cpu:.3f} | {rate(packets, cpu):,.0f}" if cpu is not None else "— | —"
-        md.append(f"| {name} | {packets:,} | {wall:.3f} | {rate(packets, wall):,.0f} | {cpu_cells} | {core} |")
+    def line(name: str, packets: int, wall: float, cpu: float, old_cpu: float | None = None, core: str = "") -> None:
+        cells = f"| {name} | {packets:,} | {wall:.3f} | {cpu:.3f} | {rate(packets, cpu):,.0f} |"
+        if prev:
+            cells += (f" {old_cpu:.3f} | {rate(packets, old_cpu):,.0f} | {old_cpu / cpu:.2f}× |" if old_cpu is not None
+                      else " | | |")
+        md.append(cells + f" {core} |")
 
     def core(r: dict[str, Any], what: str = "") -> str:
-        return (f"{rate(r['packets'], r['core_cpu_s']):,.0f} CPU / {rate(r['packets'], r['core_s']):,.0f} wall"
-                f"{what}")
+        return f"{rate(r['packets'], r['core_cpu_s']):,.0f} / {rate(r['packets'], r['core_s']):,.0f}{what}"
 
+    this = runs["this"]
+    cli, start = this["cli_tokenize_mixed"], this["startup"]
+    old_cli = prev["cli_tokenize_mixed"]["min_cpu_s"] if prev else None
+    old_start = prev["startup"]["min_cpu_s"] if prev else None
+    nc = this["cli_tokenize_mixed_no_coap"]
+    line("same, CoAP plugin not loaded (`PYTRAFGEN_BLOCK_PLUGINS=coap`: HTTP and MQTT only, both in C++)", n_mixed,
+         nc["wall_s"], nc["min_cpu_s"], prev["cli_tokenize_mixed_no_coap"]["min_cpu_s"] if prev else None)
+    line("… less interpreter start and imports", n_mixed, nc["wall_s"] - start["wall_s"],
+         nc["min_cpu_s"] - start["min_cpu_s"],
+         None if not prev or old_start is None else prev["cli_tokenize_mixed_no_coap"]["min_cpu_s"] - old_start)
+    api = this["api"]
     tok = api["tokenize"]
-    line("`pytrafgen tokenize mixed.pcap -j 1` (whole command)", n_mixed, cli_mixed["wall_s"], cli_mixed["min_cpu_s"],
+    line("`pytrafgen tokenize mixed.pcap -j 1` (whole command)", n_mixed, cli["wall_s"], cli["min_cpu_s"], old_cli,
          core(tok, " (L3/L4 encoder)"))
-    line("… less interpreter start and imports (`pytrafgen --help`)", n_mixed,
-         cli_mixed["wall_s"] - startup["wall_s"], cli_mixed["min_cpu_s"] - startup["min_cpu_s"])
-    line("API: read_pcap + assemble_flows + encode_flows (HTTP, MQTT plugins)", tok["packets"], tok["api_s"],
-         tok["api_cpu_s"], core(tok))
-    for mode, name in (("decode", "API: decode (vocabulary with HTTP, MQTT: their spans decoded by the plugins)"),
-                       ("decode_l4", "API: decode (vocabulary without app protocols)")):
-        d = api[mode]
-        line(name, d["packets"], d["api_s"], d["api_cpu_s"], core(d, " (no app spans)"))
-    b = api["build"]
-    line("API: build_frames (addresses, ISNs, lengths, checksums)", b["packets"], b["api_s"], b["api_cpu_s"], core(b))
-    for mode, name in (("write", "API: write_records(conform=False) (build, flow labels, pcap file)"),
-                       ("write_conform", "API: write_records() (default: conform first)")):
-        w = api[mode]
-        line(name, w["packets"], w["api_s"], w["api_cpu_s"])
+    line("… less interpreter start and imports (`pytrafgen --help`)", n_mixed, cli["wall_s"] - start["wall_s"],
+         cli["min_cpu_s"] - start["min_cpu_s"],
+         None if old_cli is None or old_start is None else old_cli - old_start)
+    rows = (("tokenize", "API: read_pcap + assemble_flows + encode_flows (HTTP, MQTT, CoAP plugins)", ""),
+            ("decode", "API: decode (vocabulary with HTTP, MQTT, CoAP)", " (no app spans)"),
+            ("decode_l4", "API: decode (vocabulary without app protocols)", " (no app spans)"),
+            ("build", "API: build_frames (addresses, ISNs, lengths, checksums)", ""),
+            ("write", "API: write_records(conform=False) (build, flow labels, pcap file)", None),
+            ("write_conform", "API: write_records() (default: conform first)", None))
+    for mode, name, what in rows:
+        r = api[mode]
+        line(name, r["packets"], r["api_s"], r["api_cpu_s"], prev["api"][mode]["api_cpu_s"] if prev else None,
+             core(r, what) if what is not None else "")
     for mode, name in (("dpkt", "dpkt: read + dissect (+ HTTP on port 80)"), ("scapy", "scapy: read + dissect")):
         p = peers[mode]
         line(name, p["packets"], p["api_s"], p["api_cpu_s"])
@@ -198,17 +256,23 @@ def main() -> None:
            "| -j | wall s | CPU s | speed-up (wall) |", "|---:|---:|---:|---:|"]
     for j, r in cli_j.items():
         md.append(f"| {j} | {r['wall_s']:.3f} | {r['min_cpu_s']:.3f} | {cli_j[1]['wall_s'] / r['wall_s']:.2f}× |")
-    md += ["", f"Many large files: {args.big_files} copies of the mixed capture "
-           f"({args.big_files * n_mixed:,} packets), one run each:", "",
-           "| -j | wall s | CPU s | packets/s (wall) | speed-up (wall) |", "|---:|---:|---:|---:|---:|"]
-    for j, r in cli_big.items():
-        md.append(f"| {j} | {r['wall_s']:.3f} | {r['min_cpu_s']:.3f} | {rate(args.big_files * n_mixed, r['wall_s']):,.0f} "
-                  f"| {cli_big[1]['wall_s'] / r['wall_s']:.2f}× |")
-    md += ["", f"Interpreter start and imports (`pytrafgen --help`): {startup['wall_s']:.3f} s wall. "
+    if cli_big:
+        md += ["", f"Many large files: {args.big_files} copies of the mixed capture "
+               f"({args.big_files * n_mixed:,} packets), one run each:", "",
+               "| -j | wall s | CPU s | packets/s (wall) | packets/s (CPU) | speed-up (wall) |",
+               "|---:|---:|---:|---:|---:|---:|"]
+        for j, r in cli_big.items():
+            md.append(f"| {j} | {r['wall_s']:.3f} | {r['min_cpu_s']:.3f} | "
+                      f"{rate(args.big_files * n_mixed, r['wall_s']):,.0f} | "
+                      f"{rate(args.big_files * n_mixed, r['min_cpu_s']):,.0f} | {cli_big[1]['wall_s'] / r['wall_s']:.2f}× |")
+    md += ["", f"Interpreter start and imports (`pytrafgen --help`): {start['wall_s']:.3f} s wall, "
+           f"{start['min_cpu_s']:.3f} s CPU"
+           + (f" ({label}: {prev['startup']['min_cpu_s']:.3f} s CPU)" if prev else "") + ". "
+           "Every process runs with its bytecode cached, as an installed package does. "
            "API rows time the call inside a fresh process (the process's own start not included), "
            "wall and this process's CPU time (the C++ loops run in the calling thread); "
            "peers run once on the first packets of the same capture."]
-    write_results(args.out, result, "\n".join(md) + "\n", indent=1)
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """One public-API measurement in a fresh process, for ``bench_e2e.py``: prints one JSON line
-with the API call's wall time, the bare C++ call's beside it, and the packets.
+with the API call's wall time, the bare C++ call's beside it, and the packets. With
+``PYTRAFGEN_BENCH_CODE=FOLDER`` it times the pytrafgen in FOLDER (``previous_code.py``).
 
     python benchmarks/e2e_child.py tokenize|build|write|write_conform|decode|decode_l4|dpkt|scapy CAPTURE [N]
 """
@@ -7,12 +8,23 @@ with the API call's wall time, the bare C++ call's beside it, and the packets.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from previous_code import ENV, use_code_from
+
+if os.environ.get(ENV):  # time another copy of the code (bench_e2e.py --previous)
+    use_code_from(os.environ[ENV])
+
+
+def _protocols() -> dict[str, Any]:
+    from pytrafgen.plugins import get_registry
+
+    return dict(get_registry().protocols)
 
 
 def _records(capture: Path) -> tuple[Any, Any]:
@@ -35,11 +47,12 @@ def tokenize(capture: Path) -> dict[str, Any]:
     from pytrafgen.tokenizer import Vocabulary, encode_flows
     from pytrafgen.tokenizer.encode import core_columns
 
-    vocab = Vocabulary.from_registry(["mixed"])
+    protocols = _protocols()
+    vocab = Vocabulary.for_protocols(protocols.values(), ["mixed"])
     t0, c0 = time.perf_counter(), time.process_time()  # wall; CPU (C++ runs in this thread)
     table = read_pcap(capture)
     flows = assemble_flows(table)
-    enc = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab)
+    enc = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab, protocols)
     api, api_cpu = time.perf_counter() - t0, time.process_time() - c0
     packets, cols = core_columns(table, flows)
     labels = np.zeros(len(flows), np.int32)
@@ -87,12 +100,13 @@ def decode(capture: Path, with_apps: bool) -> dict[str, Any]:
     from pytrafgen.flows import assemble_flows
     from pytrafgen.tokenizer import Vocabulary, decode, encode_flows
 
-    vocab = Vocabulary.from_registry(["mixed"]) if with_apps else Vocabulary(["mixed"], [])
+    protocols = _protocols() if with_apps else {}
+    vocab = Vocabulary.for_protocols(protocols.values(), ["mixed"])
     table = read_pcap(capture)
     flows = assemble_flows(table)
-    enc = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab)
+    enc = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab, protocols)
     t0, c0 = time.perf_counter(), time.process_time()  # wall; CPU (C++ runs in this thread)
-    records = decode(enc.tokens, enc.offsets, vocab)
+    records = decode(enc.tokens, enc.offsets, vocab, protocols=protocols)
     api, api_cpu = time.perf_counter() - t0, time.process_time() - c0
     t0, c0 = time.perf_counter(), time.process_time()  # wall; CPU (C++ runs in this thread)
     _core.decode_tokens(enc.tokens, enc.offsets, vocab.codec_layout.to_core(), False, None)

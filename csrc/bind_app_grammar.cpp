@@ -8,7 +8,9 @@
 #include <variant>
 #include <vector>
 
+#include "app_detokenize.hpp"
 #include "app_grammar.hpp"
+#include "bind_app_grammar.hpp"
 #include "bind_numpy.hpp"
 #include "bindings.hpp"
 
@@ -173,6 +175,31 @@ py::tuple app_grammar_encode(const py::dict& grammar, const py::array_t<uint8_t,
                           owned_array(std::move(tokens)));
 }
 
+py::tuple app_grammar_decode(const py::dict& grammar, int32_t n_local,
+                             const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
+                             const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& offsets) {
+    const app::Detokenizer detok = make_detokenizer(grammar, n_local);
+    if (offsets.ndim() != 1 || offsets.size() < 1 || tokens.ndim() != 1)
+        throw py::value_error("app grammar: tokens must be 1-D and offsets 1-D with at least one entry");
+    const size_t n = size_t(offsets.size() - 1), n_tokens = size_t(tokens.size());
+    const int64_t* o = offsets.data();
+    for (size_t i = 0; i < n; ++i)
+        if (o[i] < 0 || o[i] > o[i + 1] || uint64_t(o[i + 1]) > n_tokens)
+            throw py::value_error("app grammar: offsets must be non-decreasing positions within tokens");
+    std::vector<uint8_t> ok(n, 0), data;
+    std::vector<int64_t> data_off(n + 1, 0);
+    {
+        py::gil_scoped_release release;
+        app::Bytes one;
+        for (size_t i = 0; i < n; ++i) {
+            ok[i] = detok.decode(tokens.data() + o[i], size_t(o[i + 1] - o[i]), one) ? 1 : 0;
+            data.insert(data.end(), one.begin(), one.end());
+            data_off[i + 1] = int64_t(data.size());
+        }
+    }
+    return py::make_tuple(owned_array(std::move(ok)), owned_array(std::move(data_off)), owned_array(std::move(data)));
+}
+
 py::array_t<uint64_t> payload_digests(const py::array_t<uint8_t, py::array::c_style>& data,
                                       const py::array_t<int64_t, py::array::c_style>& off,
                                       const py::array_t<int64_t, py::array::c_style>& len) {
@@ -199,6 +226,14 @@ py::array_t<uint64_t> payload_digests(const py::array_t<uint8_t, py::array::c_st
 
 }  // namespace
 
+app::Detokenizer make_detokenizer(const py::dict& grammar, int32_t n_local) {
+    const std::string family = grammar["family"].cast<std::string>();
+    if (n_local < 0) throw py::value_error("app grammar: n_local must be >= 0");
+    if (family == "text") return app::Detokenizer(text_grammar(grammar), n_local);
+    if (family == "binary") return app::Detokenizer(binary_grammar(grammar), n_local);
+    throw py::value_error("app grammar: unknown family '" + family + "'");
+}
+
 void bind_app_grammar(py::module_& m) {
     m.def("app_grammar_encode", &app_grammar_encode, py::arg("grammar"), py::arg("data"), py::arg("off"),
           py::arg("len"),
@@ -208,6 +243,14 @@ void bind_app_grammar(py::module_& m) {
             without the GIL. Returns ``(status, offsets, tokens)``: status int8 per payload (1
             encoded, 0 kept as bytes, -1 kept as bytes because a length in it is malformed),
             payload i's local token ids are ``tokens[offsets[i]:offsets[i+1]]`` (int32).
+          )pbdoc");
+    m.def("app_grammar_decode", &app_grammar_decode, py::arg("grammar"), py::arg("n_local"), py::arg("tokens"),
+          py::arg("offsets"),
+          R"pbdoc(
+            Detokenize with a declared app-protocol grammar: span i = ``tokens[offsets[i]:offsets[i+1]]``
+            (local ids < ``n_local``) back to bytes, without the GIL. Returns ``(ok, data_offsets, data)``:
+            ok uint8 per span (1: a sequence the encoder writes, its bytes are
+            ``data[data_offsets[i]:data_offsets[i+1]]``; 0: refused, the plugin's Python decoder decides).
           )pbdoc");
     m.def("payload_digests", &payload_digests, py::arg("data"), py::arg("off"), py::arg("len"),
           R"pbdoc(

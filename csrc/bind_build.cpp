@@ -144,7 +144,7 @@ py::object distinct_client_ports(const py::array& proto, const py::array& client
     f.client_port = borrow<uint16_t>(client_port, "client_port", f.n, 0, keep);
     f.server_addr = borrow<uint8_t>(server_addr, "server_addr", f.n, 16, keep);
     f.server_port = borrow<uint16_t>(server_port, "server_port", f.n, 0, keep);
-    build_prep::KeySet taken;
+    build_prep::TakenKeys taken;
     std::vector<int64_t> again;
     {
         py::gil_scoped_release release;

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "bind_app_grammar.hpp"
 #include "bind_numpy.hpp"
 #include "bindings.hpp"
 #include "tokenize.hpp"
@@ -114,7 +115,7 @@ py::tuple encode_flows(const py::dict& packets, const py::array& data, const py:
 }
 
 py::dict decode_tokens(const py::array& tokens, const py::array& offsets, const py::dict& spec, bool strict,
-                       const py::object& app_decode) {
+                       const py::object& app_decode, const py::object& app_grammars) {
     Keep keep;
     tok::Layout lay = make_layout(spec, keep);
     const uint16_t* t = column<uint16_t>(tokens, "tokens", -1, keep);
@@ -125,10 +126,27 @@ py::dict decode_tokens(const py::array& tokens, const py::array& offsets, const 
     for (size_t k = 0; k + 1 < n_off; ++k)
         if (off[k] > off[k + 1]) throw py::value_error("decode: offsets must not decrease");
 
+    // per app: its declared grammar's C++ detokenizer (None: the plugin's Python decode only)
+    std::vector<std::shared_ptr<const app::Detokenizer>> detok;
+    if (!app_grammars.is_none()) {
+        for (auto item : py::reinterpret_borrow<py::list>(app_grammars)) {
+            if (item.is_none()) {
+                detok.push_back(nullptr);
+            } else {
+                auto pair = item.cast<py::tuple>();
+                detok.push_back(std::make_shared<const app::Detokenizer>(
+                    make_detokenizer(pair[0].cast<py::dict>(), pair[1].cast<int32_t>())));
+            }
+        }
+    }
     tok::AppDecodeFn fn;
-    if (!app_decode.is_none()) {
-        py::function py_fn = app_decode;
-        fn = [py_fn](int app, const int32_t* local, size_t n, int direction, std::vector<uint8_t>& bytes) {
+    if (!app_decode.is_none() || !detok.empty()) {
+        py::object py_fn = app_decode;
+        fn = [py_fn, detok](int app, const int32_t* local, size_t n, int direction, std::vector<uint8_t>& bytes) {
+            // a sequence the encoder writes: C++, no GIL; anything else: the plugin decides
+            if (size_t(app) < detok.size() && detok[size_t(app)] && detok[size_t(app)]->decode(local, n, bytes))
+                return true;
+            if (py_fn.is_none()) return false;
             py::gil_scoped_acquire gil;
             try {
                 py::list ids(n);
@@ -194,12 +212,14 @@ void bind_tokens(py::module_& m) {
         packets_encoded, skipped counts by reason). A flow that is not encoded has an empty span.
     )pbdoc");
     m.def("decode_tokens", &decode_tokens, py::arg("tokens"), py::arg("offsets"), py::arg("spec"),
-          py::arg("strict"), py::arg("app_decode"),
+          py::arg("strict"), py::arg("app_decode"), py::arg("app_grammars") = py::none(),
           R"pbdoc(
         Decode token spans (one flow each) into field-record columns (GIL released).
 
         app_decode(app_index, local_ids, direction) -> bytes | None is called for application
-        protocol spans (None: no application protocols). Returns a dict: packets, flows, blob,
+        protocol spans (None: no application protocols); app_grammars (optional): per app index
+        None or (grammar dict, local token count): a declared grammar's C++ detokenizer decodes
+        the spans it accepts without Python, the others go to app_decode. Returns a dict: packets, flows, blob,
         source_flow, errors (counts by reason), decoded, and first_error / error_flow /
         error_pos (strict mode stops at the first malformed flow).
     )pbdoc");

@@ -11,4 +11,5 @@ void bind_build(pybind11::module_& m);
 void bind_tokens(pybind11::module_& m);
 void bind_attend(pybind11::module_& m);
 void bind_app_grammar(pybind11::module_& m);
+void bind_byte_counts(pybind11::module_& m);
 }  // namespace pytrafgen

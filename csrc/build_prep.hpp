@@ -3,12 +3,14 @@
 // that ran once per flow in Python and give the same results, draw for draw.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace pytrafgen::build_prep {
@@ -54,16 +56,39 @@ struct FlowEnds {
     const uint16_t* server_port = nullptr;
 };
 
-// Rows whose connection key is already an earlier row's (the first of a key keeps its port).
-// `taken` receives every distinct key.
-inline std::vector<int64_t> repeated_connections(const FlowEnds& f, KeySet& taken) {
-    std::vector<int64_t> again;
-    taken.reserve(f.n);
-    for (size_t i = 0; i < f.n; ++i) {
-        Key k = connection_key(f.proto[i], endpoint(f.client_addr + 16 * i, f.client_port[i]),
-                               endpoint(f.server_addr + 16 * i, f.server_port[i]));
-        if (!taken.insert(k).second) again.push_back(static_cast<int64_t>(i));
+// The connection keys in use: the flows' own keys as one sorted array (built in one sort, no
+// allocation per flow), plus the few keys resolve_ports adds.
+struct TakenKeys {
+    std::vector<Key> sorted;
+    KeySet added;
+    // Inserts k; false when it was already taken.
+    bool insert(const Key& k) {
+        if (std::binary_search(sorted.begin(), sorted.end(), k)) return false;
+        return added.insert(k).second;
     }
+};
+
+// Rows whose connection key is already an earlier row's (the first of a key keeps its port),
+// in row order. `taken` receives every distinct key.
+inline std::vector<int64_t> repeated_connections(const FlowEnds& f, TakenKeys& taken) {
+    std::vector<Key> keys(f.n);
+    for (size_t i = 0; i < f.n; ++i)
+        keys[i] = connection_key(f.proto[i], endpoint(f.client_addr + 16 * i, f.client_port[i]),
+                                 endpoint(f.server_addr + 16 * i, f.server_port[i]));
+    std::vector<uint32_t> order(f.n);
+    for (size_t i = 0; i < f.n; ++i) order[i] = static_cast<uint32_t>(i);
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return keys[a] < keys[b]; });
+    std::vector<int64_t> again;
+    taken.sorted.clear();
+    taken.sorted.reserve(f.n);
+    for (size_t k = 0; k < f.n; ++k) {
+        const Key& key = keys[order[k]];
+        if (k > 0 && key == keys[order[k - 1]])
+            again.push_back(static_cast<int64_t>(order[k]));  // the first row of a key sorts first
+        else
+            taken.sorted.push_back(key);
+    }
+    std::sort(again.begin(), again.end());
     return again;
 }
 
@@ -71,7 +96,7 @@ inline std::vector<int64_t> repeated_connections(const FlowEnds& f, KeySet& take
 // port takes the next row of candidates from `next_draws()` (`per_row` ports) and keeps the
 // first candidate whose key is free; rows of endpoints that ran out keep their port. `new_port`
 // starts as a copy of the client ports.
-inline void resolve_ports(const FlowEnds& f, const std::vector<int64_t>& again, KeySet& taken, size_t per_row,
+inline void resolve_ports(const FlowEnds& f, const std::vector<int64_t>& again, TakenKeys& taken, size_t per_row,
                           const std::function<const int64_t*()>& next_draws, uint16_t* new_port) {
     KeySet full;
     for (int64_t row : again) {
@@ -85,7 +110,7 @@ inline void resolve_ports(const FlowEnds& f, const std::vector<int64_t>& again, 
         for (size_t c = 0; c < per_row; ++c) {
             const uint16_t port = static_cast<uint16_t>(cand[c]);
             Key k = connection_key(f.proto[i], Endpoint{client0[0], client0[1], port}, server);
-            if (taken.insert(k).second) {
+            if (taken.insert(k)) {
                 new_port[i] = port;
                 found = true;
                 break;
@@ -112,16 +137,15 @@ inline bool flow_first_ts(const int32_t* flow, const int64_t* ts, size_t n, size
     return true;
 }
 
-// Whether two present flows of one class start at the same instant.
+// Whether two present flows of one class start at the same instant (one sort of the present
+// flows' (label, first time) pairs).
 inline bool piled_up(const int64_t* first, const uint8_t* present, const int16_t* label, size_t n_flows) {
-    KeySet seen;
-    seen.reserve(n_flows);
-    for (size_t f = 0; f < n_flows; ++f) {
-        if (!present[f]) continue;
-        Key k{static_cast<uint64_t>(static_cast<int64_t>(label[f])), static_cast<uint64_t>(first[f]), 0, 0, 0, 0, 0};
-        if (!seen.insert(k).second) return true;
-    }
-    return false;
+    std::vector<std::pair<int16_t, int64_t>> starts;
+    starts.reserve(n_flows);
+    for (size_t f = 0; f < n_flows; ++f)
+        if (present[f]) starts.emplace_back(label[f], first[f]);
+    std::sort(starts.begin(), starts.end());
+    return std::adjacent_find(starts.begin(), starts.end()) != starts.end();
 }
 
 }  // namespace pytrafgen::build_prep

@@ -14,4 +14,5 @@ PYBIND11_MODULE(_core, m) {
     pytrafgen::bind_tokens(m);
     pytrafgen::bind_attend(m);
     pytrafgen::bind_app_grammar(m);
+    pytrafgen::bind_byte_counts(m);
 }

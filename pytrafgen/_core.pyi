@@ -135,6 +135,7 @@ def decode_tokens(
     spec: dict[str, object],
     strict: bool,
     app_decode: Callable[[int, list[int], int], bytes | None] | None,
+    app_grammars: list[tuple[dict[str, object], int] | None] | None = None,
 ) -> DecodedTokens: ...
 def attend_rows(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, lengths: np.ndarray, scale: float, out: np.ndarray,
@@ -160,3 +161,9 @@ def app_grammar_encode(
     grammar: dict[str, object], data: np.ndarray, off: np.ndarray, len: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 def payload_digests(data: np.ndarray, off: np.ndarray, len: np.ndarray) -> np.ndarray: ...
+def count_bytes(
+    data: np.ndarray, offsets: np.ndarray, group: np.ndarray, first_group: int, n_groups: int
+) -> tuple[np.ndarray, np.ndarray]: ...
+def app_grammar_decode(
+    grammar: dict[str, object], n_local: int, tokens: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...

@@ -15,7 +15,10 @@ binary packets) a list of field operations per packet type. Two message families
 
 The plugin's Python ``encode`` stays the reference: the C++ path must give the same local
 tokens for every payload (``tests/test_app_grammar.py`` checks it on every shared capture).
-A grammar never decodes; ``ProtocolSpec.decode`` does.
+The C++ core also detokenizes with the grammar (``decode_payloads``; the token decoder uses it
+for app spans): the sequences the encoder writes decode there, any other sequence (a sampler's
+slip) goes to ``ProtocolSpec.decode``, which stays the reference
+(``tests/test_app_detokenize.py`` checks both, byte for byte, on every shared capture).
 """
 
 from __future__ import annotations
@@ -154,5 +157,25 @@ def encode_payloads(grammar: AppGrammar, data: np.ndarray, off: np.ndarray, leng
     return EncodedPayloads(status, offsets, tokens)
 
 
-__all__ = ["AppGrammar", "BinaryGrammar", "EncodedPayloads", "Field", "PacketType", "TextGrammar",
-           "encode_payloads"]
+@dataclass
+class DecodedPayloads:
+    """Bytes of many local token spans: span i's are ``data[offsets[i]:offsets[i+1]]`` where
+    ``ok[i]``; where not, the span is not a sequence the encoder writes and the plugin's
+    Python ``decode`` (the reference, lenient by design) decides what it becomes."""
+
+    ok: np.ndarray  # bool
+    offsets: np.ndarray  # int64, n + 1
+    data: np.ndarray  # uint8
+
+
+def decode_payloads(grammar: AppGrammar, n_local: int, tokens: np.ndarray, offsets: np.ndarray) -> DecodedPayloads:
+    """Detokenize span i = ``tokens[offsets[i]:offsets[i+1]]`` (local ids < ``n_local``) with
+    ``grammar`` in C++ (``csrc/app_detokenize.hpp``)."""
+    ok, data_off, data = _core.app_grammar_decode(grammar.to_core(), int(n_local),
+                                                  np.ascontiguousarray(tokens, np.int32),
+                                                  np.ascontiguousarray(offsets, np.int64))
+    return DecodedPayloads(ok.astype(bool), data_off, data)
+
+
+__all__ = ["AppGrammar", "BinaryGrammar", "DecodedPayloads", "EncodedPayloads", "Field", "PacketType",
+           "TextGrammar", "decode_payloads", "encode_payloads"]

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pytrafgen import _core
 from pytrafgen.atomic import atomic_file
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.records import FieldRecords
@@ -33,6 +34,7 @@ FILE_NAME = "payload_fill.json"
 SUCCESSORS_KEPT = 32
 TAIL_SAMPLE_BYTES = 2048  # per flow and direction: what tokenize hands over for learning
 DRAW_BATCH_BYTES = 1 << 24
+COUNT_BLOCK_GROUPS = 64  # groups counted per C++ call: 64 bigram tables of 512 KiB
 
 
 @dataclass
@@ -70,8 +72,9 @@ class ByteModel:
         return ByteModel(self.unigram.copy(), bigram, self.rest + self.bigram.sum(axis=1) - bigram.sum(axis=1))
 
     def to_json(self) -> dict[str, Any]:
-        rows = {str(prev): [[int(n), int(self.bigram[prev, n])] for n in np.flatnonzero(self.bigram[prev])]
-                for prev in np.flatnonzero(self.bigram.sum(axis=1))}
+        rows = {str(prev): np.column_stack([nz, self.bigram[prev, nz]]).tolist()  # [[next, count], ...]
+                for prev in np.flatnonzero(self.bigram.sum(axis=1)).tolist()
+                for nz in (np.flatnonzero(self.bigram[prev]),)}
         rest = {str(prev): int(self.rest[prev]) for prev in np.flatnonzero(self.rest)}
         return {"unigram": [int(v) for v in self.unigram], "bigram": rows, "rest": rest}
 
@@ -114,19 +117,23 @@ class PayloadFill:
               labels: np.ndarray, classes: Sequence[str], payload_cap: int) -> PayloadFill:
         """From each training flow's bytes past the cap (``tails``) and within it (``heads``),
         per direction, labelled by class index."""
-        tail = {(c, d): ByteModel.empty() for c in range(len(classes)) for d in (0, 1)}
-        head = {(c, d): ByteModel.empty() for c in range(len(classes)) for d in (0, 1)}
-        for (t0, t1), (h0, h1), label in zip(tails, heads, np.asarray(labels).tolist(), strict=True):
-            tail[label, 0].add(t0)
-            tail[label, 1].add(t1)
-            head[label, 0].add(h0)
-            head[label, 1].add(h1)
+        return cls.learn_samples(FlowByteSamples.from_pairs(tails), FlowByteSamples.from_pairs(heads),
+                                 labels, classes, payload_cap)
+
+    @classmethod
+    def learn_samples(cls, tails: FlowByteSamples, heads: FlowByteSamples, labels: np.ndarray,
+                      classes: Sequence[str], payload_cap: int) -> PayloadFill:
+        """``learn`` from the flows' samples in bulk: counted per class and direction in one
+        numpy pass each, not per flow."""
+        labels = np.asarray(labels, np.int64)
+        tail = tails.count_by_group(labels * 2, 2 * len(classes))
+        head = heads.count_by_group(labels * 2, 2 * len(classes))
         pooled = ByteModel.empty()
-        for m in tail.values():
+        for m in tail:
             pooled.unigram += m.unigram
             pooled.bigram += m.bigram
         if pooled.total == 0:
-            for m in head.values():
+            for m in head:
                 pooled.unigram += m.unigram
                 pooled.bigram += m.bigram
         models: dict[str, dict[int, ByteModel]] = {}
@@ -134,8 +141,8 @@ class PayloadFill:
         for c, name in enumerate(classes):
             models[name], sources[name] = {}, {}
             for d in (0, 1):
-                for source, model in (("tail", tail[c, d]), ("head", head[c, d]), ("other direction", tail[c, 1 - d]),
-                                      ("all classes", pooled)):
+                for source, model in (("tail", tail[2 * c + d]), ("head", head[2 * c + d]),
+                                      ("other direction", tail[2 * c + 1 - d]), ("all classes", pooled)):
                     if model.total:
                         models[name][d], sources[name][d] = model.pruned(), source
                         break
@@ -273,28 +280,90 @@ def _with_tails(records: FieldRecords, rows: np.ndarray, tails: dict[int, np.nda
     return replace(records, packets=packets, blob=blob)
 
 
+@dataclass
+class FlowByteSamples:
+    """Per flow and direction, a byte sample: flow ``k``'s direction ``d`` is
+    ``data[offsets[2k + d]:offsets[2k + d + 1]]`` (what ``PayloadFill.learn_samples`` reads)."""
+
+    data: np.ndarray  # uint8
+    offsets: np.ndarray  # int64, 2F + 1
+
+    @property
+    def n_flows(self) -> int:
+        return (len(self.offsets) - 1) // 2
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[tuple[bytes, bytes]]) -> FlowByteSamples:
+        chunks = [part for pair in pairs for part in pair]
+        offsets = np.zeros(len(chunks) + 1, np.int64)
+        offsets[1:] = np.cumsum([len(c) for c in chunks])
+        return cls(np.frombuffer(b"".join(chunks), np.uint8), offsets)
+
+    def pairs(self) -> list[tuple[bytes, bytes]]:
+        raw, o = self.data.tobytes(), self.offsets.tolist()
+        return [(raw[o[2 * k]:o[2 * k + 1]], raw[o[2 * k + 1]:o[2 * k + 2]]) for k in range(self.n_flows)]
+
+    @classmethod
+    def concat(cls, parts: Sequence[FlowByteSamples]) -> FlowByteSamples:
+        if not parts:
+            return cls(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        base = np.cumsum([0] + [len(p.data) for p in parts[:-1]])
+        offsets = np.concatenate([np.zeros(1, np.int64)] + [p.offsets[1:] + b for p, b in zip(parts, base, strict=True)])
+        return cls(np.concatenate([p.data for p in parts]), offsets)
+
+    def take(self, flows: np.ndarray) -> FlowByteSamples:
+        """The samples of ``flows`` (indices), in that order."""
+        seg = (2 * np.asarray(flows, np.int64)[:, None] + np.arange(2)).reshape(-1)
+        lens = (self.offsets[seg + 1] - self.offsets[seg]).astype(np.uint32)
+        data, _ = _core.gather_frames(self.data, self.offsets[seg].astype(np.uint64), lens)
+        offsets = np.zeros(len(seg) + 1, np.int64)
+        offsets[1:] = np.cumsum(lens)
+        return FlowByteSamples(data, offsets)
+
+    def count_by_group(self, flow_group: np.ndarray, n_groups: int) -> list[ByteModel]:
+        """Unigram and bigram counts of the samples, summed per group: flow k's direction d
+        counts in group ``flow_group[k] + d`` (bigrams stay within one sample; C++, in blocks of
+        groups so the bigram tables stay small)."""
+        seg_group = (np.asarray(flow_group, np.int64)[:, None] + np.arange(2)).reshape(-1)
+        models: list[ByteModel] = []
+        for first in range(0, n_groups, COUNT_BLOCK_GROUPS):
+            n = min(COUNT_BLOCK_GROUPS, n_groups - first)
+            uni, pair = _core.count_bytes(self.data, self.offsets, seg_group, first, n)
+            models += [ByteModel(uni[g], pair[g], np.zeros(256, np.int64)) for g in range(n)]
+        return models
+
+
 def flow_payload_samples(table: Any, flows: Any, flow_rows: np.ndarray, payload_cap: int
-                         ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
-    """Per flow of ``flow_rows``: its bytes past ``payload_cap`` and within it, per direction,
-    each at most TAIL_SAMPLE_BYTES (what ``PayloadFill.learn`` reads; payloads in capture order)."""
+                         ) -> tuple[FlowByteSamples, FlowByteSamples]:
+    """Per flow of ``flow_rows``: its bytes past ``payload_cap`` (tails) and within it (heads),
+    per direction, each the first TAIL_SAMPLE_BYTES of its payloads' parts glued in capture
+    order (what ``PayloadFill.learn_samples`` reads); in bulk, not per packet."""
     flow_id = np.asarray(flows.flow_id, np.int64)
-    direction = np.asarray(flows.direction, np.uint8)
     lengths = np.asarray(table.payload_len, np.int64)
-    index = {int(f): k for k, f in enumerate(np.asarray(flow_rows).tolist())}
-    tails = [[bytearray(), bytearray()] for _ in index]
-    heads = [[bytearray(), bytearray()] for _ in index]
-    for i in np.flatnonzero((flow_id >= 0) & (lengths > 0)).tolist():
-        k = index.get(int(flow_id[i]))
-        if k is None:
-            continue
-        d = int(direction[i])
-        tail, head = tails[k][d], heads[k][d]
-        if len(tail) >= TAIL_SAMPLE_BYTES and len(head) >= TAIL_SAMPLE_BYTES:
-            continue
-        payload = table.payload(i)
-        if len(head) < TAIL_SAMPLE_BYTES:
-            head += payload[:payload_cap]
-        if len(tail) < TAIL_SAMPLE_BYTES:
-            tail += payload[payload_cap:]
-    return ([(bytes(t[0][:TAIL_SAMPLE_BYTES]), bytes(t[1][:TAIL_SAMPLE_BYTES])) for t in tails],
-            [(bytes(h[0][:TAIL_SAMPLE_BYTES]), bytes(h[1][:TAIL_SAMPLE_BYTES])) for h in heads])
+    n_flows = len(flow_rows)
+    where = np.full(max(len(flows), 1), -1, np.int64)  # flow -> its position in flow_rows
+    where[np.asarray(flow_rows, np.int64)] = np.arange(n_flows)
+    rows = np.flatnonzero((flow_id >= 0) & (lengths > 0))
+    rows = rows[where[flow_id[rows]] >= 0]
+    seg = where[flow_id[rows]] * 2 + np.asarray(flows.direction, np.int64)[rows]
+    order = np.argsort(seg, kind="stable")  # by flow and direction, capture order within
+    rows, seg = rows[order], seg[order]
+    start = np.asarray(table.frame_off, np.int64)[rows] + np.asarray(table.payload_off, np.int64)[rows]
+    head_len = np.minimum(lengths[rows], payload_cap)
+    return (_capped_samples(table.data, start + head_len, lengths[rows] - head_len, seg, n_flows),
+            _capped_samples(table.data, start, head_len, seg, n_flows))
+
+
+def _capped_samples(data: np.ndarray, start: np.ndarray, length: np.ndarray, seg: np.ndarray,
+                    n_flows: int) -> FlowByteSamples:
+    """The byte ranges of each segment (``seg`` sorted) glued, cut at TAIL_SAMPLE_BYTES."""
+    cum = np.cumsum(length)
+    seg_first = np.searchsorted(seg, seg, side="left")  # first row of each row's segment
+    before = cum - length - np.where(seg_first > 0, cum[np.maximum(seg_first - 1, 0)], 0)
+    take = np.clip(TAIL_SAMPLE_BYTES - before, 0, length)
+    out, _ = _core.gather_frames(np.ascontiguousarray(data, np.uint8), start.astype(np.uint64),
+                                 take.astype(np.uint32))
+    per_seg = np.bincount(seg, weights=take, minlength=2 * n_flows).astype(np.int64)
+    offsets = np.zeros(2 * n_flows + 1, np.int64)
+    offsets[1:] = np.cumsum(per_seg)
+    return FlowByteSamples(out, offsets)

@@ -9,12 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_CAPTURES, shared_ids
 from typer.testing import CliRunner
 
 import pytrafgen
+from pytrafgen.capture import read_pcap
 from pytrafgen.cli.main import build_app
 from pytrafgen.evaluate.evalset import load_evalset, read_manifest
-from pytrafgen.payload_fill import FILE_NAME, PayloadFill
+from pytrafgen.flows import assemble_flows
+from pytrafgen.payload_fill import (
+    FILE_NAME,
+    TAIL_SAMPLE_BYTES,
+    FlowByteSamples,
+    PayloadFill,
+    flow_payload_samples,
+)
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
 
 CORPUS = Path(pytrafgen.__file__).parent / "data" / "corpus"
@@ -160,3 +169,44 @@ def test_ar_checkpoint_keeps_its_fill_model_when_saved_again(tmp_path: Path) -> 
     gen = ARGenerator.load(DEFAULT_MODEL)
     gen.save(tmp_path / "again")
     assert (tmp_path / "again" / FILE_NAME).read_text() == (DEFAULT_MODEL / FILE_NAME).read_text()
+
+
+def per_packet_samples(table: object, flows: object, kept: np.ndarray, cap: int) -> tuple[list, list]:
+    """The samples as the tokenizer once took them, one packet at a time (the reference)."""
+    tails = {int(f): [b"", b""] for f in kept}
+    heads = {int(f): [b"", b""] for f in kept}
+    for i in range(len(table)):  # type: ignore[arg-type]
+        f, d = int(flows.flow_id[i]), int(flows.direction[i])  # type: ignore[attr-defined]
+        if f in tails and table.payload_len[i] > 0:  # type: ignore[attr-defined]
+            payload = table.payload(i)  # type: ignore[attr-defined]
+            heads[f][d] += payload[:cap]
+            tails[f][d] += payload[cap:]
+    cut = TAIL_SAMPLE_BYTES
+    return ([(tails[int(f)][0][:cut], tails[int(f)][1][:cut]) for f in kept],
+            [(heads[int(f)][0][:cut], heads[int(f)][1][:cut]) for f in kept])
+
+
+@pytest.mark.parametrize("capture", SHARED_CAPTURES, ids=shared_ids(SHARED_CAPTURES))
+def test_bulk_samples_and_counts_match_the_per_packet_reference(capture: Path) -> None:
+    table = read_pcap(capture)
+    flows = assemble_flows(table)
+    rng = np.random.default_rng(0)
+    kept = np.sort(rng.choice(len(flows), size=max(1, len(flows) * 2 // 3), replace=False))
+    tails, heads = flow_payload_samples(table, flows, kept, 16)
+    ref_tails, ref_heads = per_packet_samples(table, flows, kept, 16)
+    assert tails.pairs() == ref_tails and heads.pairs() == ref_heads
+    labels = rng.integers(0, 2, len(kept))
+    for c in range(2):  # the C++ counts against numpy's, per class and direction
+        for d in range(2):
+            model = tails.count_by_group(labels * 2, 4)[2 * c + d]
+            seq = [np.frombuffer(t[d], np.uint8).astype(np.int64) for t, lab in zip(ref_tails, labels, strict=True)
+                   if lab == c]
+            uni = sum((np.bincount(x, minlength=256) for x in seq), np.zeros(256, np.int64))
+            bi = np.zeros((256, 256), np.int64)
+            for x in seq:
+                np.add.at(bi, (x[:-1], x[1:]), 1)
+            assert (model.unigram == uni).all() and (model.bigram == bi).all()
+    some = rng.choice(len(kept), 7)
+    assert tails.take(some).pairs() == [ref_tails[i] for i in some]
+    both = FlowByteSamples.concat([tails.take(some), heads])
+    assert both.pairs() == [ref_tails[i] for i in some] + ref_heads

@@ -1,4 +1,6 @@
-"""Token sequences → FieldRecords (the C++ decoder; app-protocol spans decoded by their plugins).
+"""Token sequences → FieldRecords (the C++ decoder; app-protocol spans detokenized in C++ by
+their plugin's declared grammar where it has one and the span is one the encoder writes, else by
+the plugin's ``decode``).
 
 A malformed flow — truncated before ``EOS``, a token id outside the vocabulary, a class
 token anywhere but right after ``BOS``, a field out of order, tokens other than ``PAD`` after
@@ -52,6 +54,28 @@ def _app_decoder(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec]) -> An
     return app_decode
 
 
+def _app_grammars(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec]) -> list[Any] | None:
+    """Per app of the vocabulary: (its declared grammar as the core takes it, its local token
+    count) for the C++ detokenizer, or None (no grammar: its Python decode only)."""
+    if not vocab.app_protocols:
+        return None
+    out: list[Any] = []
+    for p in vocab.app_protocols:
+        spec = protocols.get(p.name)
+        hook = getattr(spec, "token_grammar", None)  # optional: older plugins do not define it
+        try:
+            grammar = hook() if callable(hook) else None
+            if grammar is None or spec is None:
+                out.append(None)
+                continue
+            core = (grammar.to_core(), len(spec.token_names))
+            _core.app_grammar_decode(*core, np.zeros(0, np.int32), np.zeros(1, np.int64))  # raises if malformed
+            out.append(core)
+        except Exception:  # a broken grammar costs speed, never the decode: Python decodes
+            out.append(None)
+    return out
+
+
 def decode(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, *, strict: bool = False,
            skipped: dict[str, int] | None = None,
            protocols: Mapping[str, ProtocolSpec] | None = None) -> FieldRecords:
@@ -79,7 +103,7 @@ def decode(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, *, strict
         raise TokenError("offsets must be non-decreasing positions within the token array")
     protocols = app_protocols_for(vocab, protocols)
     res = _core.decode_tokens(tokens, offsets, vocab.codec_layout.to_core(), strict,
-                              _app_decoder(vocab, protocols))
+                              _app_decoder(vocab, protocols), _app_grammars(vocab, protocols))
     if res["first_error"] is not None:
         flow = int(res["error_flow"])
         pos = int(res["error_pos"])

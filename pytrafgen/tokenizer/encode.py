@@ -229,16 +229,25 @@ def _grammar_spans(table: Any, rows: np.ndarray, grammar: Any, n_local: int, max
 
 def _python_spans(table: Any, rows: np.ndarray, direction: np.ndarray, spec: ProtocolSpec, max_app_tokens: int,
                   counts: dict[str, int], name: str) -> _Spans:
-    """Local tokens of the payloads of ``rows`` from the plugin's Python ``encode``, one payload
-    at a time; only exact round trips are kept."""
-    packet_idx: list[int] = []
-    spans: list[np.ndarray] = []
+    """Local tokens of the payloads of ``rows`` from the plugin's Python ``encode``, once per
+    distinct payload and direction (``encode`` is a function of its arguments: a flood's or a
+    poll's repeated messages cost one call); only exact round trips are kept."""
+    data = np.ascontiguousarray(table.data, np.uint8)
+    start = np.asarray(table.frame_off, np.int64)[rows] + np.asarray(table.payload_off, np.int64)[rows]
+    length = np.asarray(table.payload_len, np.int64)[rows]
+    keys = np.column_stack([direction[rows].astype(np.uint64), length.astype(np.uint64),
+                            _core.payload_digests(data, start, length)])
+    _, first, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    group = np.asarray(group).reshape(-1)
     n_local = len(spec.token_names)
-    for i in rows.tolist():
-        payload = table.payload(i)
-        d = int(direction[i])
+    raw = data.data
+    spans: list[np.ndarray | None] = []
+    for k in first.tolist():
+        payload = bytes(raw[int(start[k]): int(start[k] + length[k])])
+        d = int(direction[rows[k]])
         local = _plugin_call(counts, name, spec.encode, payload, d)
         if local is None:
+            spans.append(None)
             continue
         local = np.asarray(local, np.int64)
         if local.ndim != 1:
@@ -248,17 +257,19 @@ def _python_spans(table: Any, rows: np.ndarray, direction: np.ndarray, spec: Pro
             bad = int(local[(local < 0) | (local >= n_local)][0])
             raise PluginError(f"protocol {name!r}: encode() returned local token id {bad}, outside its "
                               f"{n_local} token_names (ids 0..{n_local - 1})")
-        if len(local) > max_app_tokens:
-            continue
         # only exact round trips become app tokens
-        if _plugin_call(counts, name, spec.decode, local.tolist(), d) != payload:
-            continue
-        spans.append(local)
-        packet_idx.append(i)
-    offsets = np.zeros(len(spans) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(s) for s in spans])
-    tokens = np.concatenate(spans) if spans else np.zeros(0, np.int64)
-    return _Spans(np.asarray(packet_idx, np.int64), offsets, tokens)
+        ok = len(local) <= max_app_tokens and _plugin_call(counts, name, spec.decode, local.tolist(), d) == payload
+        spans.append(local if ok else None)
+    kept = np.array([s is not None for s in spans], bool)[group]
+    lens = np.array([0 if s is None else len(s) for s in spans], np.int64)
+    offsets = np.zeros(int(kept.sum()) + 1, np.int64)
+    offsets[1:] = np.cumsum(lens[group[kept]])
+    distinct = [s if s is not None else np.zeros(0, np.int64) for s in spans]
+    flat = np.concatenate(distinct) if distinct else np.zeros(0, np.int64)
+    flat_off = np.zeros(len(distinct) + 1, np.int64)
+    flat_off[1:] = np.cumsum(lens)
+    tokens = _gather(flat, flat_off[:-1][group[kept]], lens[group[kept]])
+    return _Spans(rows[kept].astype(np.int64), offsets, tokens)
 
 
 def core_columns(table: Any, flows: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -133,7 +133,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
         "skipped": {**{f"read_{k}": int(v) for k, v in table.skipped.items()}, **enc.skipped},
         "app_packets": enc.app_packets,
         # what AddressPlan.learn reads: each kept flow's first packet and its roles' addresses
-        "first_packets": table.take(first),
+        "first_packets": _first_packet_heads(table, first),
         "l3": np.asarray(flows.l3)[kept],
         "client_addr": np.asarray(flows.client_addr)[kept],
         "server_addr": np.asarray(flows.server_addr)[kept],
@@ -144,11 +144,31 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
     }
 
 
+FRAME_HEAD = 12  # the Ethernet addresses: all AddressPlan.learn reads of a frame
+
+
+def _first_packet_heads(table: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """What AddressPlan.learn reads of the packets ``rows``: time, link type, L3 offset and the
+    first FRAME_HEAD bytes of the frame (zeros past a shorter one), in bulk rather than a copy
+    of the whole rows."""
+    from pytrafgen import _core
+
+    lens = np.minimum(np.asarray(table.caplen)[rows], FRAME_HEAD).astype(np.uint32)
+    got, _ = _core.gather_frames(table.data, np.asarray(table.frame_off, np.uint64)[rows], lens)
+    heads = np.zeros((len(rows), FRAME_HEAD), np.uint8)
+    heads[np.arange(FRAME_HEAD) < lens[:, None]] = got  # row-major: each frame's bytes, then zeros
+    return {"ts_ns": np.asarray(table.ts_ns)[rows], "linktype": np.asarray(table.linktype)[rows],
+            "l3_off": np.asarray(table.l3_off)[rows], "heads": heads}
+
+
 def _learn_plan(results: list[dict[str, Any]], labels: np.ndarray, train: np.ndarray, classes: list[str]) -> Any:
     from pytrafgen.address_plan import AddressPlan
-    from pytrafgen.capture import PacketTable
 
-    table = PacketTable.concat([r["first_packets"] for r in results]).take(train)
+    firsts = {key: np.concatenate([r["first_packets"][key] for r in results])[train]
+              for key in ("ts_ns", "linktype", "l3_off", "heads")}
+    table = SimpleNamespace(ts_ns=firsts["ts_ns"], linktype=firsts["linktype"], l3_off=firsts["l3_off"],
+                            data=firsts["heads"].reshape(-1),
+                            frame_off=np.arange(len(train), dtype=np.int64) * FRAME_HEAD)
     flows = SimpleNamespace(
         l3=np.concatenate([r["l3"] for r in results])[train],
         client_addr=np.concatenate([r["client_addr"] for r in results])[train],
@@ -212,7 +232,7 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     app protocols among ``protocols`` (name -> spec; None: the loaded plugins', resolved here:
     an edge, see docs/architecture.md)."""
     from pytrafgen.dataset import split_flows, write_dataset
-    from pytrafgen.payload_fill import PayloadFill
+    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
     from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.encode import app_protocols_for
 
@@ -254,10 +274,9 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     split = split_flows(labels, seed)
     train = np.flatnonzero(split == 0)
     plan = _learn_plan(ordered, labels, train, classes)
-    tails = [t for r in ordered for t in r["payload_tails"]]
-    heads = [h for r in ordered for h in r["payload_heads"]]
-    fill = PayloadFill.learn([tails[i] for i in train], [heads[i] for i in train], labels[train], classes,
-                             payload_cap)
+    tails = FlowByteSamples.concat([r["payload_tails"] for r in ordered]).take(train)
+    heads = FlowByteSamples.concat([r["payload_heads"] for r in ordered]).take(train)
+    fill = PayloadFill.learn_samples(tails, heads, labels[train], classes, payload_cap)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
                 "skipped": r["skipped"], "app_packets": r["app_packets"]}
