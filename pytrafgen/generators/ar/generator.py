@@ -44,7 +44,7 @@ class ARGenerator(Generator):
         "attack class, grammar-constrained sampling"
     )
     sampling_options: ClassVar[frozenset[str]] = frozenset({"temperature", "top_k", "top_p", "batch_size", "compile",
-                                                                   "half_cache"})
+                                                                   "half_cache", "max_flow_packets"})
     checkpoints_during_fit: ClassVar[bool] = True
     draws_fit_progress: ClassVar[bool] = True
 
@@ -133,6 +133,7 @@ class ARGenerator(Generator):
         import torch
 
         from pytrafgen.generators.ar import tokens as tok
+        from pytrafgen.generators.ar.continuation import continuation_tokens
         from pytrafgen.generators.ar.data import FlowWindows, class_shares
         from pytrafgen.generators.ar.model import GPT
         from pytrafgen.generators.ar.train import train_stage
@@ -152,6 +153,9 @@ class ARGenerator(Generator):
         elif self.model_config is not None:  # continue from trained weights: keep their shape
             model_cfg = replace(self.model_config, lora_rank=int(overrides.get("lora_rank") or 0),
                                 dropout=overrides.get("dropout", self.model_config.dropout))
+        if resume is None and self.model_config is None and model_cfg.continuation_buckets > 0:
+            # a fresh model: CONT and the packet buckets come after the tokenizer's tokens
+            model_cfg = replace(model_cfg, vocab_size=tok.vocab_size(vocab) + 1 + model_cfg.continuation_buckets)
         special = tok.special_tokens(vocab)
         if model_cfg.class_conditioning and model_cfg.bos_token < 0:
             model_cfg = replace(model_cfg, bos_token=special.bos)
@@ -172,7 +176,7 @@ class ARGenerator(Generator):
             if len(offsets) < 2:
                 return None
             return FlowWindows(dataset.tokens(split), offsets, dataset.labels(split), model_cfg.block_size,
-                               special, seed=train_cfg.seed)
+                               special, seed=train_cfg.seed, continuation=continuation_tokens(model_cfg))
 
         train_w = windows("train")
         if train_w is None or not len(train_w):
@@ -201,7 +205,33 @@ class ARGenerator(Generator):
             "stage": stage, "steps": snapshot.state.step, "tokens": snapshot.state.tokens,
             "best_val_loss": snapshot.state.best_val, "stopped_early": snapshot.state.stopped_early,
             "dropped_flows": train_w.dropped, "truncated_flows": train_w.truncated,
+            "continued_flows": train_w.continued,
         }]
+
+    def add_continuation(self, buckets: int = 14, context_packets: int = 4) -> None:
+        """Give trained weights without continuation tokens (an older checkpoint) CONT and
+        ``buckets`` packet-bucket tokens, so that further training (a warm start) learns whole
+        flows: the embedding grows by their rows (drawn like the others: mean and spread of the
+        trained rows); every other weight is kept. The resumable training state is dropped (its
+        optimizer moments have the old shape)."""
+        import torch
+
+        if self.weights is None or self.model_config is None:
+            raise CheckpointError("the generator has no weights: fit or load it first")
+        if self.model_config.continuation_buckets > 0:
+            raise CheckpointError("the model already has continuation tokens")
+        if buckets <= 0:
+            raise PytrafgenError(f"buckets must be > 0, got {buckets}")
+        old = self.weights["wte.weight"].float()
+        gen = torch.Generator().manual_seed(0)
+        extra = old.mean(0) + old.std(0) * torch.randn((1 + buckets, old.size(1)), generator=gen)
+        weights = dict(self.weights)
+        weights["wte.weight"] = torch.cat([old, extra]).to(self.weights["wte.weight"].dtype)
+        self.weights = {k: (w.float() if w.is_floating_point() else w) for k, w in weights.items()}
+        self.model_config = replace(self.model_config, vocab_size=old.size(0) + 1 + buckets,
+                                    continuation_buckets=buckets, continuation_context=context_packets)
+        self.snapshot = self.snapshot_model = self.snapshot_train = None
+        self._sampling_model = None
 
     def _take(self, snapshot: Snapshot, model_cfg: GPTConfig) -> None:
         self.snapshot = snapshot
@@ -254,6 +284,7 @@ class ARGenerator(Generator):
         import numpy as np
 
         from pytrafgen.generators.ar import tokens as tok
+        from pytrafgen.generators.ar.continuation import continuation_tokens
         from pytrafgen.generators.ar.sample import cpu_threads, sample_classes
         from pytrafgen.tokenizer.encode import app_protocols_for
 
@@ -261,12 +292,15 @@ class ARGenerator(Generator):
         vocab = self.vocabulary()
         protocols = app_protocols_for(vocab, self.protocols)  # a clear error before any sampling
         special = tok.special_tokens(vocab)
-        grammar = tok.grammar_tables(vocab, device)
+        # a model with continuation tokens has more tokens than the grammar: never sampled
+        n_tokens = model.config.vocab_size
+        grammar = tok.grammar_tables(vocab, device, n_tokens)
+        continuation = continuation_tokens(model.config)
         class_tokens = tok.class_tokens(vocab)
         wanted = {name: int(n) for name, n in counts.items() if int(n) > 0}
-        header = tok.header_masks({c: self.header[c] for c in wanted if c in self.header}, vocab.size)
+        header = tok.header_masks({c: self.header[c] for c in wanted if c in self.header}, n_tokens)
         if header and len(header) < len(wanted):  # a class unseen in training: no restriction for it
-            full = np.ones((tok.HEADER_POSITIONS, vocab.size), dtype=bool)
+            full = np.ones((tok.HEADER_POSITIONS, n_tokens), dtype=bool)
             header = {c: header.get(c, full) for c in wanted}
         kept: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
         rejected: dict[str, int] = {}
@@ -291,7 +325,8 @@ class ARGenerator(Generator):
                     sequences, names = sample_classes(model, grammar, special.bos, special.eos, class_tokens,
                                                       missing, self.sampling, round_seed, device,
                                                       on_progress=on_batch, header_allowed=header or None,
-                                                      accept=accept, max_redraws=MAX_SAMPLING_ROUNDS)
+                                                      accept=accept, max_redraws=MAX_SAMPLING_ROUNDS,
+                                                      continuation=continuation, pkt=special.pkt)
                 for seq, name in zip(sequences, names, strict=True):
                     kept[name].append(seq)
                 report(sampled[0], total + sum(rejected.values()))  # redrawn flows add to the total
