@@ -218,3 +218,35 @@ def test_gptconfig_from_old_dict_has_no_continuation():
     assert GPTConfig.from_dict(old).continuation_buckets == 0
     assert continuation_tokens(replace(GPTConfig(), continuation_buckets=3, vocab_size=100)) == \
         ContinuationTokens(cont=96, buckets=3, context_packets=4)
+
+
+def test_warm_start_onto_a_vocabulary_with_another_protocol(dataset, tmp_path):
+    """A checkpoint tokenized without one application protocol (as the bundled default was
+    before CoAP) moves onto a dataset's vocabulary with it: shared ranges keep their rows."""
+    from pytrafgen.dataset import TrafficDataset
+    from pytrafgen.plugins import get_registry
+    from pytrafgen.tokenizer.pipeline import tokenize_captures
+
+    protocols = dict(get_registry().protocols)
+    if "coap" not in protocols:
+        pytest.skip("needs the CoAP plugin (plugins/pytrafgen-coap)")
+    fewer = {k: v for k, v in protocols.items() if k != "coap"}
+    out = tmp_path / "fewer"
+    tokenize_captures([CAPTURES / f for f in FILES], CAPTURES / "manifest.csv", out, payload_cap=8, workers=1,
+                      protocols=fewer)
+    small = TrafficDataset(out, fewer)
+    assert small.vocab.hash != dataset.vocab.hash
+    gen = ARGenerator("tiny")
+    gen.fit(small, {**FAST, "stage": "pretrain", "steps": 2, "continuation_buckets": 0})
+    old_rows = gen.weights["wte.weight"].clone()
+    old_class = small.vocab.class_token(small.classes[0])
+    gen.adopt_vocabulary(dataset.vocab.to_json())
+    new_class = dataset.vocab.class_token(dataset.classes[0])
+    assert new_class != old_class and torch.equal(gen.weights["wte.weight"][new_class], old_rows[old_class])
+    assert gen.model_config.vocab_size == dataset.vocab.size
+    special = tok.special_tokens(dataset.vocab)
+    assert gen.model_config.bos_token == special.bos
+    gen.add_continuation()
+    gen.fit(dataset, {**FAST, "stage": "pretrain", "steps": 2})
+    gen.set_sampling(device="cpu", show_progress=False, max_flow_packets=20)
+    assert gen.sample({dataset.classes[0]: 2}, seed=0).n_flows == 2

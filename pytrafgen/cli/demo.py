@@ -143,6 +143,8 @@ def train_default(
     if warm_start is not None:
         gen = ARGenerator.load(warm_start)
         gen.snapshot = None  # start the stages afresh from its weights, not from its training state
+        if gen.vocab_json is not None and gen.vocab_json["hash"] != ds.vocab.hash:
+            gen.adopt_vocabulary(ds.vocab.to_json())  # e.g. the corpus now also has CoAP tokens
         if gen.model_config is not None and gen.model_config.continuation_buckets == 0:
             gen.add_continuation()
         gen.completed = []

@@ -208,6 +208,48 @@ class ARGenerator(Generator):
             "continued_flows": train_w.continued,
         }]
 
+    def adopt_vocabulary(self, vocab_json: dict[str, Any]) -> None:
+        """Move trained weights to another vocabulary (a warm start on a dataset tokenized with
+        more application protocols, e.g. CoAP added): a token keeps its embedding row when its
+        range (same name) exists in both, at the same offset; tokens of new ranges get rows drawn
+        like the others (mean and spread of the trained rows). Token ids held elsewhere (the
+        BOS of class conditioning, the per-class header tokens) move with them. Only for a
+        model without continuation tokens (add those after)."""
+        import numpy as np
+        import torch
+
+        if self.weights is None or self.model_config is None or self.vocab_json is None:
+            raise CheckpointError("the generator has no weights: fit or load it first")
+        if self.model_config.continuation_buckets > 0:
+            raise CheckpointError("adopt the vocabulary before adding continuation tokens")
+        if list(vocab_json.get("classes", [])) != list(self.vocab_json.get("classes", [])):
+            raise DatasetError("the new vocabulary has other classes than the checkpoint's; train afresh")
+        old_ranges = {r["name"]: r for r in self.vocab_json["ranges"]}
+        size = int(vocab_json["size"])
+        old_of_new = np.full(size, -1, dtype=np.int64)
+        for r in vocab_json["ranges"]:
+            was = old_ranges.get(r["name"])
+            if was is not None:
+                n = min(int(r["size"]), int(was["size"]))
+                old_of_new[r["start"]: r["start"] + n] = np.arange(was["start"], was["start"] + n)
+        new_of_old = {int(o): i for i, o in enumerate(old_of_new) if o >= 0}
+        old = self.weights["wte.weight"].float()
+        gen = torch.Generator().manual_seed(0)
+        rows = old.mean(0) + old.std(0) * torch.randn((size, old.size(1)), generator=gen)
+        kept = torch.from_numpy(np.flatnonzero(old_of_new >= 0))
+        rows[kept] = old[torch.from_numpy(old_of_new[old_of_new >= 0])]
+        self.weights = {k: (w.float() if w.is_floating_point() else w) for k, w in self.weights.items()}
+        self.weights["wte.weight"] = rows
+        bos = self.model_config.bos_token
+        self.model_config = replace(self.model_config, vocab_size=size,
+                                    bos_token=new_of_old.get(bos, -1) if bos >= 0 else bos)
+        self.header = {c: [[new_of_old[t] for t in ids if t in new_of_old] for ids in positions]
+                       for c, positions in self.header.items()}
+        self.vocab_json = vocab_json
+        self._vocab = None
+        self.snapshot = self.snapshot_model = self.snapshot_train = None
+        self._sampling_model = None
+
     def add_continuation(self, buckets: int = 14, context_packets: int = 4) -> None:
         """Give trained weights without continuation tokens (an older checkpoint) CONT and
         ``buckets`` packet-bucket tokens, so that further training (a warm start) learns whole
