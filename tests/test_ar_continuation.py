@@ -250,3 +250,18 @@ def test_warm_start_onto_a_vocabulary_with_another_protocol(dataset, tmp_path):
     gen.fit(dataset, {**FAST, "stage": "pretrain", "steps": 2})
     gen.set_sampling(device="cpu", show_progress=False, max_flow_packets=20)
     assert gen.sample({dataset.classes[0]: 2}, seed=0).n_flows == 2
+
+
+def test_continued_flows_close_at_twice_the_longest_training_flow(trained, dataset):
+    special = tok.special_tokens(dataset.vocab)
+    longest = tok.longest_flows(dataset.tokens("train"), dataset.offsets("train"), dataset.labels("train"),
+                                dataset.classes, special.pkt)
+    assert trained.longest_flow == longest and max(longest.values()) > 100
+    saved = dict(trained.longest_flow)
+    try:
+        trained.longest_flow = {c: 5 for c in saved}  # caps of 10 packets, checked at segment ends
+        trained.set_sampling(device="cpu", show_progress=False, max_flow_packets=0)
+        records = trained.sample({c: 6 for c in dataset.classes}, seed=3)
+        assert np.bincount(records.packets["flow"]).max() <= 10 + BLOCK // 10
+    finally:
+        trained.longest_flow = saved

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 STAGES = ("pretrain", "finetune")
 MAX_SAMPLING_ROUNDS = 20
+LONGEST_FLOW_FACTOR = 2  # continued flows: closed at this many times the class's longest training flow
 # fit() settings that are not model or TrainConfig fields
 _RUN_SETTINGS = {"stage", "size", "device", "checkpoint_dir", "resume", "quiet"}
 
@@ -65,6 +66,9 @@ class ARGenerator(Generator):
         self.classes: list[str] = []
         # per class, the flow-header tokens its training flows used (see tokens.header_tokens)
         self.header: dict[str, list[list[int]]] = {}
+        # per class, the most packets one of its training flows had: with continuation, a
+        # sampled flow is closed at LONGEST_FLOW_FACTOR times that at the latest
+        self.longest_flow: dict[str, int] = {}
         self.completed: list[dict[str, Any]] = []  # finished stages: name, steps, best val loss
         self.snapshot: Snapshot | None = None  # training state of the latest stage (resume)
         self.snapshot_model: GPTConfig | None = None  # model shape the snapshot was trained with
@@ -127,6 +131,9 @@ class ARGenerator(Generator):
         for name, positions in seen.items():  # union with what earlier stages saw
             old = self.header.get(name, [[] for _ in positions])
             self.header[name] = [sorted(set(a) | set(b)) for a, b in zip(old, positions, strict=True)]
+        for name, n in tok.longest_flows(dataset.tokens("train"), dataset.offsets("train"), dataset.labels("train"),
+                                         self.classes, tok.special_tokens(dataset.vocab).pkt).items():
+            self.longest_flow[name] = max(n, self.longest_flow.get(name, 0))
 
     def _fit_stage(self, dataset: TrafficDataset, stage: str, s: dict[str, Any], device: torch.device,
                    ctx: Any) -> None:
@@ -344,6 +351,7 @@ class ARGenerator(Generator):
         if header and len(header) < len(wanted):  # a class unseen in training: no restriction for it
             full = np.ones((tok.HEADER_POSITIONS, n_tokens), dtype=bool)
             header = {c: header.get(c, full) for c in wanted}
+        caps = {class_tokens[c]: LONGEST_FLOW_FACTOR * self.longest_flow[c] for c in wanted if c in self.longest_flow}
         kept: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
         rejected: dict[str, int] = {}
         total = sum(wanted.values())
@@ -368,7 +376,8 @@ class ARGenerator(Generator):
                                                       missing, self.sampling, round_seed, device,
                                                       on_progress=on_batch, header_allowed=header or None,
                                                       accept=accept, max_redraws=MAX_SAMPLING_ROUNDS,
-                                                      continuation=continuation, pkt=special.pkt)
+                                                      continuation=continuation, pkt=special.pkt,
+                                                      class_caps=caps)
                 for seq, name in zip(sequences, names, strict=True):
                     kept[name].append(seq)
                 report(sampled[0], total + sum(rejected.values()))  # redrawn flows add to the total
@@ -433,6 +442,7 @@ class ARGenerator(Generator):
             "vocab_hash": tok.vocab_hash(self.vocab_json),
             "stages": self.completed,
             "header_tokens": self.header,
+            "longest_flow_packets": self.longest_flow,
         }
 
     def save(self, path: Path) -> None:
@@ -473,6 +483,7 @@ class ARGenerator(Generator):
             gen.classes = list(config["classes"])
             gen.completed = list(config.get("stages", []))
             gen.header = dict(config.get("header_tokens", {}))
+            gen.longest_flow = {str(k): int(v) for k, v in config.get("longest_flow_packets", {}).items()}
             gen.vocab_json = json.loads((path / "vocab.json").read_text())
             gen.address_plan_json = json.loads((path / "address_plan.json").read_text())
             fill = path / "payload_fill.json"

@@ -222,9 +222,10 @@ class Continuing:
 
     def __init__(self, model: GPT, grammar: GrammarTables, tokens: ContinuationTokens, pkt: int, eos: int,
                  max_packets: int, rows: int, max_len: int, device: torch.device,
-                 autocast: torch.autocast) -> None:
+                 autocast: torch.autocast, class_caps: Mapping[int, int] | None = None) -> None:
         self.model, self.tokens, self.pkt, self.eos = model, tokens, pkt, eos
         self.max_packets, self.max_len = max_packets, max_len
+        self.class_caps = dict(class_caps or {})
         self.device, self.autocast = device, autocast
         self.next_state = grammar.next_state.cpu().numpy()
         self.start_state = grammar.start_state
@@ -251,7 +252,8 @@ class Continuing:
         self.count[flow] = self.count.get(flow, 0) + len(packets)
         context = (self.recent.get(flow, []) + packets)[-self.tokens.context_packets:]
         self.recent[flow] = context
-        if self.max_packets and self.count[flow] >= self.max_packets:
+        caps = [c for c in (self.max_packets, self.class_caps.get(int(seg[1]), 0)) if c > 0]
+        if caps and self.count[flow] >= min(caps):
             return False, self._stitch(flow, [np.array([self.eos])])
         prompt = continuation_prompt(self.header[flow], context, self.count[flow], self.tokens)
         while len(prompt) > self.max_len // 2 and context:  # room for new packets, as in training
@@ -309,6 +311,7 @@ def sample_stream(
     head: SubVocabHead | None = None,
     continuation: ContinuationTokens | None = None,
     pkt: int = -1,
+    class_caps: Mapping[int, int] | None = None,
 ) -> None:
     """Sample one flow per entry of ``flows`` (each a class token) through a pool of at most
     ``settings.batch_size`` rows, refilled as flows end. ``on_flow(i, tokens)`` gets flow i's
@@ -320,7 +323,8 @@ def sample_stream(
     None computes the full head (masked), else only the allowed logits (same distribution).
     ``continuation`` (a model with continuation tokens; ``pkt`` the PKT token): a flow that
     reaches the context goes on in the same row from a continuation prompt (``Continuing``)
-    until EOS or ``settings.max_flow_packets``; ``on_flow`` then gets the whole flow."""
+    until EOS or ``settings.max_flow_packets`` (or ``class_caps[its class token]``, if less);
+    ``on_flow`` then gets the whole flow."""
     if not flows:
         return
     device = grammar.allowed.device
@@ -358,7 +362,7 @@ def sample_stream(
     going_on = None
     if continuation is not None:
         going_on = Continuing(model, grammar, continuation, pkt, eos, settings.max_flow_packets, rows, max_len,
-                              device, autocast)
+                              device, autocast, class_caps)
 
     def start(slots: torch.Tensor) -> None:
         """Put the next flows into rows ``slots``: BOS's cache entry, then the class token to feed."""
@@ -476,6 +480,7 @@ def sample_classes(
     max_redraws: int = 0,
     continuation: ContinuationTokens | None = None,
     pkt: int = -1,
+    class_caps: Mapping[int, int] | None = None,
 ) -> tuple[list[np.ndarray], list[str]]:
     """``counts[class]`` token sequences per class (mixed in batches); returns the sequences
     (uint16, each ``BOS CLASS … EOS``) and the class of each, in request order.
@@ -497,7 +502,7 @@ def sample_classes(
     if settings.strategy == "stream" and not settings.compile:
         sequences, names = _sample_stream_classes(model, grammar, bos, eos, class_tokens, pending, settings,
                                                   generator, on_progress, header_allowed, accept, max_redraws,
-                                                  continuation, pkt)
+                                                  continuation, pkt, class_caps)
     else:
         sequences, names = _sample_fixed_batches(model, grammar, bos, eos, class_tokens, pending, settings,
                                                  generator, device, on_progress, header_allowed)
@@ -515,7 +520,7 @@ def _sample_stream_classes(
     model: GPT, grammar: GrammarTables, bos: int, eos: int, class_tokens: Mapping[str, int], pending: list[str],
     settings: SamplingSettings, generator: torch.Generator, on_progress: Callable[[int], None] | None,
     header_allowed: Mapping[str, np.ndarray] | None, accept: Callable[[np.ndarray], bool] | None,
-    max_redraws: int, continuation: ContinuationTokens | None, pkt: int,
+    max_redraws: int, continuation: ContinuationTokens | None, pkt: int, class_caps: Mapping[int, int] | None,
 ) -> tuple[list[np.ndarray], list[str]]:
     device = grammar.allowed.device
     # the head over allowed tokens pays on a CPU; a GPU computes the whole head as fast
@@ -560,7 +565,7 @@ def _sample_stream_classes(
             flow_header.append(flow_header[i])
 
     sample_stream(model, grammar, flows, bos, eos, settings, generator, header, flow_header, on_flow, head,
-                  continuation, pkt)
+                  continuation, pkt, class_caps)
     return sequences, names
 
 

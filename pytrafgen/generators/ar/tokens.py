@@ -92,6 +92,14 @@ def header_tokens(tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray, c
     return out
 
 
+def longest_flows(tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: Sequence[str], pkt: int
+                  ) -> dict[str, int]:
+    """Per class, the most packets (PKT tokens) one of its flows has."""
+    marks = np.flatnonzero(tokens == pkt)
+    per_flow = np.diff(np.searchsorted(marks, offsets.astype(np.int64)))
+    return {name: int(per_flow[labels == k].max()) for k, name in enumerate(classes) if (labels == k).any()}
+
+
 def header_masks(header: dict[str, list[list[int]]], vocab_size: int) -> dict[str, np.ndarray]:
     """(HEADER_POSITIONS, V) bool masks from ``header_tokens``."""
     masks = {}
@@ -156,6 +164,7 @@ __all__ = [
     "grammar_tables",
     "header_masks",
     "header_tokens",
+    "longest_flows",
     "special_tokens",
     "vocab_from_json",
     "vocab_hash",
