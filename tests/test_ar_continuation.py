@@ -265,3 +265,19 @@ def test_continued_flows_close_at_twice_the_longest_training_flow(trained, datas
         assert np.bincount(records.packets["flow"]).max() <= 10 + BLOCK // 10
     finally:
         trained.longest_flow = saved
+
+
+def test_python_api_sample_fills_payloads_past_the_cap(trained, tmp_path):
+    """gen.sample() gives the bytes `pytrafgen generate` writes: payloads past the token cap
+    are drawn from the checkpoint's payload_fill.json, so the CLI's fill has nothing left to do."""
+    from pytrafgen.payload_fill import fill_payloads
+
+    assert trained.payload_fill_text is not None
+    trained.set_sampling(device="cpu", show_progress=False, max_flow_packets=30)
+    records = trained.sample({"benign_mqtt": 4, "slowloris": 4}, seed=4)
+    p = records.packets
+    assert (p["payload_len"] > 8).any()  # payloads longer than the 8-byte token cap
+    assert (p["payload_stored"] == p["payload_len"]).all()
+    trained.save(tmp_path / "ckpt")
+    again, note = fill_payloads(records, tmp_path / "ckpt", seed=4)
+    assert note == "" and np.array_equal(again.blob, records.blob)

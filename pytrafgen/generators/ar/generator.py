@@ -325,7 +325,8 @@ class ARGenerator(Generator):
         return self._sampling_model[1], device
 
     def sample(self, counts: Mapping[str, int], seed: int = 0) -> FieldRecords:
-        """``counts[class]`` flows per class. The grammar guarantees structure but not the
+        """``counts[class]`` flows per class, their payloads filled past the token cap from the
+        checkpoint's ``payload_fill.json`` where it has one. The grammar guarantees structure but not the
         content of application messages (HTTP, MQTT), which the protocol plugin judges when
         decoding: a flow it rejects is drawn again (in the same pool of rows, up to
         ``MAX_SAMPLING_ROUNDS`` times, then in up to ``MAX_SAMPLING_ROUNDS`` further rounds);
@@ -387,7 +388,14 @@ class ARGenerator(Generator):
                 f"after {MAX_SAMPLING_ROUNDS} rounds the model still emits undecodable flows for "
                 f"{', '.join(f'{k} ({v} missing)' for k, v in short.items())}: {rejected}; train it longer")
         self.last_sample_stats = {"flows": total, "redrawn": sum(rejected.values()), "redrawn_reasons": rejected}
-        return tok.decode_sequences([seq for name in wanted for seq in kept[name]], vocab, protocols)
+        records = tok.decode_sequences([seq for name in wanted for seq in kept[name]], vocab, protocols)
+        if self.payload_fill_text is not None:
+            # payload bytes past the token cap drawn from the class's learned byte model, so
+            # gen.sample() + write_records() give the bytes `pytrafgen generate` writes
+            from pytrafgen.payload_fill import PayloadFill
+
+            records = PayloadFill.from_json(json.loads(self.payload_fill_text)).fill(records, seed)[0]
+        return records
 
     def _progress(self, total: int) -> Any:
         """``on_progress`` when the caller set one, else a bar of our own (``show_progress``)."""
