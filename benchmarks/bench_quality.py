@@ -6,6 +6,16 @@ generation F1 0.9483.
     python benchmarks/bench_quality.py [--captures DIR] [--generators ar,gan,diffusion,markov]
                                        [--max-per-class 12] [--quick]
 
+Against a held-out lab recording instead (``--recording``, e.g. /work/rec/seed3: whole real
+flows, never trained on): the AR checkpoint (default: the bundled one) and markov trained on
+the captures (tokenized as the default was) each generate ``--per-class`` flows per class with
+``pytrafgen generate``; ``pytrafgen evaluate`` judges both against the recording (training =
+the captures); and per class the KS statistic of packets, bytes and duration per flow and the
+zero-byte share of payloads are computed here. Writes quality_recording.{json,md}:
+
+    python benchmarks/bench_quality.py --recording /work/rec/seed3 [--ar-checkpoint DIR]
+                                       [--per-class 40] [--sample-max-flow-packets 1000]
+
 Writes benchmarks/results/quality.json and quality.md (plus the full report with its plots
 under benchmarks/results/quality_report/). Training budgets are CPU-sized and stated in the
 results; a generator that fails to train or load is reported as skipped, not fatal.
@@ -26,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from bench_common import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +142,200 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+RECORDING_TARGETS = (  # (summary key, target, higher is better) from issue 15
+    ("class_fidelity_f1", 0.95, True), ("coverage", 0.5, True), ("emd_mean", 0.01, False),
+    ("utility_tstr", 0.9, True),
+)
+
+
+def per_flow(es: Any) -> dict[str, np.ndarray]:
+    """Packets, wire bytes and duration (s) per flow of an EvalSet."""
+    fid = np.asarray(es.flow_id)
+    inside = fid >= 0
+    n = es.n_flows
+    packets = np.bincount(fid[inside], minlength=n)
+    wire = np.bincount(fid[inside], weights=np.asarray(es.packets.wirelen)[inside].astype(np.float64), minlength=n)
+    ts = np.asarray(es.packets.ts_ns)[inside].astype(np.float64)
+    first = np.full(n, np.inf)
+    last = np.full(n, -np.inf)
+    np.minimum.at(first, fid[inside], ts)
+    np.maximum.at(last, fid[inside], ts)
+    duration = np.where(packets > 0, (last - first) / 1e9, 0.0)
+    return {"packets": packets.astype(np.float64), "bytes": wire, "duration": duration}
+
+
+def zero_share(es: Any) -> dict[str, float]:
+    """Per class: zero bytes / payload bytes over whole payloads."""
+    fid = np.asarray(es.flow_id)
+    lengths = np.asarray(es.packets.payload_len)
+    acc: dict[str, list[int]] = {}
+    for i in np.flatnonzero((fid >= 0) & (lengths > 0)).tolist():
+        data = np.frombuffer(es.packets.payload(i), np.uint8)
+        a = acc.setdefault(es.classes[int(es.labels[fid[i]])], [0, 0])
+        a[0] += int(np.count_nonzero(data == 0))
+        a[1] += len(data)
+    return {c: z / t for c, (z, t) in acc.items() if t}
+
+
+def recording_figures(real: Any, generated: dict[str, Any]) -> dict[str, Any]:
+    """Per class: KS statistics (packets, bytes, duration per flow) and zero-byte shares."""
+    from scipy.stats import ks_2samp
+
+    real_flows = per_flow(real)
+    real_zero = zero_share(real)
+    out: dict[str, Any] = {"classes": {}}
+    gen_flows = {name: per_flow(es) for name, es in generated.items()}
+    gen_zero = {name: zero_share(es) for name, es in generated.items()}
+    for k, cls in enumerate(real.classes):
+        mine = real.labels == k
+        row: dict[str, Any] = {"real_flows": int(mine.sum()),
+                               "real_median": {m: float(np.median(v[mine])) if mine.any() else None
+                                               for m, v in real_flows.items()},
+                               "real_zero_share": real_zero.get(cls)}
+        for name, es in generated.items():
+            theirs = es.labels == es.classes.index(cls) if cls in es.classes else np.zeros(es.n_flows, bool)
+            g = gen_flows[name]
+            row[name] = {
+                "flows": int(theirs.sum()),
+                "median": {m: float(np.median(v[theirs])) if theirs.any() else None for m, v in g.items()},
+                "max_packets": int(g["packets"][theirs].max()) if theirs.any() else None,
+                "ks": {m: float(ks_2samp(real_flows[m][mine], g[m][theirs]).statistic)
+                       if theirs.any() and mine.any() else None for m in real_flows},
+                "zero_share": gen_zero[name].get(cls),
+            }
+        out["classes"][cls] = row
+    return out
+
+
+def run_recording(args: argparse.Namespace) -> None:
+    from pytrafgen.demo.default import TOKENIZE_SETTINGS, default_checkpoint
+    from pytrafgen.evaluate.evalset import load_evalset, read_manifest
+
+    rec = args.recording
+    if not (rec / "manifest.csv").is_file():
+        sys.exit(f"{rec}: no manifest.csv (a lab recording is needed)")
+    ar_ckpt = args.ar_checkpoint or default_checkpoint()
+    exe = [sys.executable, "-m", "pytrafgen.cli.main"]
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    mach = machine()
+    manifest = read_manifest(rec / "manifest.csv")
+    real_paths = sorted(rec / f for f in manifest)
+    train_manifest = read_manifest(args.captures / "manifest.csv")
+    train_paths = sorted(args.captures / f for f in train_manifest)
+    classes = sorted({c for c, _ in manifest.values()})
+    seconds: dict[str, float] = {}
+    commands: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="pytrafgen-quality-rec-") as tmp:
+        work = Path(tmp)
+
+        def timed(key: str, cmd: list[str]) -> None:
+            commands[key] = " ".join(["pytrafgen", *cmd[3:]]).replace(tmp, "$TMP")
+            seconds[key] = round(run(cmd), 1)
+
+        timed("tokenize", [*exe, "tokenize", str(args.captures), "--labels", str(args.captures / "manifest.csv"),
+                           "--out", str(work / "ds"), "--payload-cap", str(TOKENIZE_SETTINGS["payload_cap"]),
+                           "--max-flow-packets", str(TOKENIZE_SETTINGS["max_flow_packets"]),
+                           "--seed", str(TOKENIZE_SETTINGS["seed"]), "-j", "1", "-q"])
+        timed("train markov", [*exe, "train", str(work / "ds"), "--generator", "markov", "--out",
+                               str(work / "markov"), "--quiet"])
+        wanted = [a for c in classes for a in ("--class", f"{c}:{args.per_class}")]
+        pcaps = {}
+        for name, ckpt in (("ar", ar_ckpt), ("markov", work / "markov")):
+            pcaps[name] = work / f"{name}.pcap"
+            extra = ["--max-flow-packets", str(args.sample_max_flow_packets), "--device", "cpu"] if name == "ar" else []
+            timed(f"generate {name}", [*exe, "generate", str(ckpt), *wanted, "--out", str(pcaps[name]),
+                                       "--seed", str(args.seed), "--quiet", *extra])
+        ev_cmd = [*exe, "evaluate", *[x for p in real_paths for x in ("--real", str(p))],
+                  "--labels", str(rec / "manifest.csv"), *[x for p in train_paths for x in ("--train", str(p))],
+                  *[x for p in pcaps.values() for x in ("-g", str(p))], "--out", str(work / "eval"),
+                  "--no-plots", "--seed", str(args.seed), "-q", "--json"]
+        timed("evaluate", ev_cmd)
+        report = json.loads((work / "eval" / "report.json").read_text())
+        real = load_evalset(real_paths, "real", manifest)
+        generated = {name: load_evalset([p], name, None).relabel(real.classes) for name, p in pcaps.items()}
+        figures = recording_figures(real, generated)
+    summary = {Path(k).stem if k.endswith(".pcap") else k: v for k, v in report["summary"].items()}
+    doc = {
+        "benchmark": "quality against a held-out recording", "date": started, "machine": mach,
+        "recording": f"{rec} (lab recording SEED=3, capture.sh, 2026-12-03)" if "seed3" in str(rec) else str(rec),
+        "training": str(args.captures), "ar_checkpoint": str(ar_ckpt),
+        "settings": {"per_class": args.per_class, "seed": args.seed,
+                     "sample_max_flow_packets": args.sample_max_flow_packets, "tokenize": dict(TOKENIZE_SETTINGS)},
+        "commands": {"benchmark": " ".join(["python", *sys.argv]), **commands}, "seconds": seconds,
+        "summary": summary, "per_class": figures["classes"],
+        "load_average_at_end": list(os.getloadavg()),
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    from pytrafgen.atomic import atomic_file
+
+    with atomic_file(args.results / "quality_recording.json", "w") as fh:
+        json.dump(doc, fh, indent=1)
+    with atomic_file(args.results / "quality_recording.md", "w") as fh:
+        fh.write(recording_markdown(doc))
+    print(recording_markdown(doc))
+
+
+def recording_markdown(doc: dict[str, Any]) -> str:
+    names = list(doc["summary"])
+    lines = [
+        "# Generation quality against a held-out recording: ar vs markov", "",
+        f"- date: {doc['date']}; machine: {doc['machine']['nproc']} cores, {doc['machine']['cpu']}, shared "
+        f"(load average {doc['machine']['load_average_at_start'][0]:.1f} at the start, "
+        f"{doc['load_average_at_end'][0]:.1f} at the end)",
+        f"- real (test side): {doc['recording']}: whole flows, not cut, not padded",
+        f"- training: {doc['training']} (markov trained on it here; ar: {doc['ar_checkpoint']})",
+        f"- generated: {doc['settings']['per_class']} flows per class each, seed {doc['settings']['seed']}; "
+        f"ar sampled with --max-flow-packets {doc['settings']['sample_max_flow_packets']}",
+        f"- command: `{doc['commands']['benchmark']}`",
+        *[f"  - {k} ({doc['seconds'][k]} s): `{v}`" for k, v in doc["commands"].items() if k != "benchmark"],
+        "", "## Side by side (pytrafgen evaluate)", "",
+        "| metric | target | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    targets = {k: (t, hi) for k, t, hi in RECORDING_TARGETS}
+    keys = ["class_fidelity_f1", "coverage", "emd_mean", "utility_tstr", "exact_copy_share", "tshark_pass",
+            "compliance_packets_final", "compliance_flows_final"]
+    for key in keys:
+        t = targets.get(key)
+        target = "–" if t is None else (f"≥ {t[0]}" if t[1] else f"≤ {t[0]}")
+        cells = []
+        for n in names:
+            v = doc["summary"][n].get(key)
+            miss = ""
+            if t is not None and v is not None:
+                gap = (t[0] - v) if t[1] else (v - t[0])
+                miss = " (met)" if gap <= 0 else f" (short by {gap:.3f})"
+            cells.append("–" if v is None else f"{v:.4f}{miss}")
+        lines.append(f"| {key} | {target} | " + " | ".join(cells) + " |")
+    lines += ["", "## Per class: KS statistic per flow (target ≤ 0.1) and zero-byte share (target within 2× of real)",
+              "", "| class | real flows | real median packets / bytes / s | "
+              + " | ".join(f"{n}: KS packets / bytes / duration | {n}: median packets (max) | {n}: zero share"
+                           for n in names) + " | real zero share |",
+              "|---|---|---|" + "---|---|---|" * len(names) + "---|"]
+    for cls, row in doc["per_class"].items():
+        med = row["real_median"]
+        cells = [cls, str(row["real_flows"]),
+                 " / ".join("–" if med[m] is None else f"{med[m]:.3g}" for m in ("packets", "bytes", "duration"))]
+        for n in names:
+            g = row.get(n, {})
+            ks = g.get("ks", {})
+            cells.append(" / ".join("–" if ks.get(m) is None else f"{ks[m]:.2f}" for m in ("packets", "bytes",
+                                                                                               "duration")))
+            gm = g.get("median", {}).get("packets")
+            cells.append("–" if gm is None else f"{gm:.3g} ({g.get('max_packets')})")
+            z = g.get("zero_share")
+            cells.append("–" if z is None else f"{100 * z:.1f} %")
+        z = row.get("real_zero_share")
+        cells.append("–" if z is None else f"{100 * z:.1f} %")
+        lines.append("| " + " | ".join(cells) + " |")
+    for n in names:
+        ks_all = [row[n]["ks"][m] for row in doc["per_class"].values() if n in row
+                  for m in ("packets", "bytes", "duration") if row[n]["ks"].get(m) is not None]
+        met = sum(1 for v in ks_all if v <= 0.1)
+        lines.append("")
+        lines.append(f"{n}: {met} of {len(ks_all)} per-class KS statistics ≤ 0.1; mean KS "
+                     f"{np.mean(ks_all):.3f}." if ks_all else f"{n}: no KS figures.")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--captures", type=Path, default=DEFAULT_CAPTURES)
@@ -145,7 +350,15 @@ def main() -> None:
                     help="payload bytes kept as tokens (16 = the bundled default's data; default: the tokenizer's)")
     ap.add_argument("--max-flow-packets", type=int, default=0,
                     help="tokenize with flows cut after this many packets (16 = the bundled default's data)")
+    ap.add_argument("--recording", type=Path, help="held-out lab recording (pcaps + manifest.csv): see the doc")
+    ap.add_argument("--ar-checkpoint", type=Path, help="--recording: AR checkpoint (default: the bundled one)")
+    ap.add_argument("--per-class", type=int, default=40, help="--recording: generated flows per class")
+    ap.add_argument("--sample-max-flow-packets", type=int, default=1000,
+                    help="--recording: AR flows closed after this many packets at the latest")
     args = ap.parse_args()
+    if args.recording is not None:
+        run_recording(args)
+        return
     if not (args.captures / "manifest.csv").exists():
         sys.exit(f"no captures at {args.captures}")
     generators = [g for g in args.generators.split(",") if g]

@@ -108,15 +108,25 @@ def train_default(
     out: OutDir = Path("pytrafgen/data/default_model"),
     corpus: Annotated[Path | None, typer.Option("--corpus", help="Corpus folder (default: the bundled one).")] = None,
     work: Annotated[Path, typer.Option("--work", help="Scratch folder for the dataset.")] = Path("default-model-work"),
+    warm_start: Annotated[Path | None, typer.Option(
+        "--warm-start", help="Continue from this AR checkpoint (one without continuation tokens gets them) for "
+                             "WARM_START_STEPS instead of training from scratch.")] = None,
     device: Device = "auto",
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Train the default AR checkpoint on the corpus: pre-train on its benign flows, fine-tune on
-    its malicious flows (settings in pytrafgen/demo/default.py)."""
+    its malicious flows (settings in pytrafgen/demo/default.py); whole flows, continued past the
+    model's context (docs/training.md)."""
     from pytrafgen.atomic import check_output_dir
     from pytrafgen.dataset import TrafficDataset
-    from pytrafgen.demo.default import MODEL_SETTINGS, STAGE_STEPS, TOKENIZE_SETTINGS, corpus_dir
+    from pytrafgen.demo.default import (
+        MODEL_SETTINGS,
+        STAGE_STEPS,
+        TOKENIZE_SETTINGS,
+        WARM_START_STEPS,
+        corpus_dir,
+    )
     from pytrafgen.generators.ar.generator import ARGenerator
     from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.pipeline import tokenize_captures
@@ -129,8 +139,18 @@ def train_default(
                       protocols=protocols)
     ds = TrafficDataset(dataset, protocols)
     gen = ARGenerator()  # the bundled default is the built-in AR model, whatever a plugin registers
+    stage_steps = STAGE_STEPS
+    if warm_start is not None:
+        gen = ARGenerator.load(warm_start)
+        gen.snapshot = None  # start the stages afresh from its weights, not from its training state
+        if gen.vocab_json is not None and gen.vocab_json["hash"] != ds.vocab.hash:
+            gen.adopt_vocabulary(ds.vocab.to_json())  # e.g. the corpus now also has CoAP tokens
+        if gen.model_config is not None and gen.model_config.continuation_buckets == 0:
+            gen.add_continuation()
+        gen.completed = []
+        stage_steps = WARM_START_STEPS
     common = {**MODEL_SETTINGS, "device": device, "quiet": quiet, "checkpoint_dir": work / "checkpoint"}
-    for stage, steps in STAGE_STEPS.items():
+    for stage, steps in stage_steps.items():
         gen.fit(ds, {**common, "stage": stage, "steps": steps})
     gen.export(out)  # what ships: no resumable training state (that stays in --work)
     typer.echo(f"wrote {out}")

@@ -55,6 +55,9 @@ def register(app: typer.Typer) -> None:
         top_k: Annotated[int | None, typer.Option("--top-k", help="Sample among the k likeliest tokens.")] = None,
         top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass.")] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size", help="Flows sampled together.")] = None,
+        max_flow_packets: Annotated[int | None, typer.Option(
+            "--max-flow-packets", help="AR with continuation: close a flow after this many packets at the latest "
+                                       "(default 10000; 0: no cap).")] = None,
         generator: Annotated[str | None, typer.Option("--generator", "-g", help="Override the checkpoint's generator.")] = None,
         raw_out: Annotated[Path | None, typer.Option("--raw-out", help="Also write the packets unrepaired.")] = None,
         file_format: Annotated[str, typer.Option("--format", help="pcap, or pcapng with each packet's class and "
@@ -84,7 +87,8 @@ def register(app: typer.Typer) -> None:
         registry = get_registry()
         gen = load_generator(checkpoint, generator, registry)
         # Generator.set_sampling refuses options the generator does not take
-        tuned: dict[str, Any] = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "batch_size": batch_size}
+        tuned: dict[str, Any] = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "batch_size": batch_size,
+                                 "max_flow_packets": max_flow_packets}
         gen.set_sampling(device=device, **{k: v for k, v in tuned.items() if v is not None})
         with progress_bar("sampling", sum(counts.values()), enabled=not (quiet or as_json)) as report:
             gen.on_progress = report

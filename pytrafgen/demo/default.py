@@ -22,17 +22,22 @@ class TokenizeSettings(TypedDict):
     seed: int
 
 
-# Flows are cut into 16-packet flows (one MQTT publish-flood connection becomes many), so
-# every class has flows in every split and almost every flow fits the model's context.
-TOKENIZE_SETTINGS: TokenizeSettings = {"payload_cap": 16, "max_flow_packets": 16, "seed": 0}
+# Whole flows (no packet cap): the model learns flows past its context as continued segments
+# (docs/training.md), so a long MQTT session or a publish flood stays one flow. A class with
+# fewer than 3 flows (the corpus's one publish-flood connection) is all in the train split.
+TOKENIZE_SETTINGS: TokenizeSettings = {"payload_cap": 16, "max_flow_packets": 0, "seed": 0}
 
-# The default model: a `tiny`-based shape widened to 192 with a 1024-token context (a whole
-# 16-packet flow), class-conditioned at every position, trained on a 2-core CPU in about 40
-# minutes (about 1 s per step).
+# The default model: a `tiny`-based shape widened to 192 with a 1024-token context (≈ 16
+# packets per segment), class-conditioned at every position, with continuation tokens,
+# trained on a 2-core CPU in about 40 minutes (about 1 s per step).
 MODEL_SETTINGS = {"size": "tiny", "n_embd": 192, "n_layer": 4, "n_head": 4, "block_size": 1024,
                   "batch_size": 4, "warmup_steps": 50, "eval_every": 50, "eval_batches": 4,
-                  "checkpoint_every": 100, "seed": 0}
+                  "checkpoint_every": 100, "seed": 0,
+                  "continuation_buckets": 14}
 STAGE_STEPS = {"pretrain": 300, "finetune": 1800}
+# ``train-default --warm-start CKPT``: an earlier default without continuation tokens gets them
+# (embedding rows added) and trains on for these steps instead (pytrafgen/data/README.md)
+WARM_START_STEPS = {"pretrain": 100, "finetune": 400}
 
 
 def data_dir() -> Path:

@@ -1,6 +1,7 @@
 """Model and training settings of the AR generator, with the named sizes.
 
-``tiny`` is for tests (seconds on a CPU); ``small`` (~12M parameters with a 4k vocabulary)
+``tiny`` is for tests (seconds on a CPU; flows cut at the context unless
+``continuation_buckets`` is given); ``small`` (~12M parameters with a 4k vocabulary)
 fine-tunes on the shared captures on a 2-core CPU in minutes; ``base`` (~90M) is the GPU size.
 The vocabulary size always comes from the dataset's vocabulary at fit time.
 """
@@ -28,6 +29,12 @@ class GPTConfig:
     # checkpoints saved before it existed; the named sizes turn it on.
     class_conditioning: bool = False
     bos_token: int = -1  # set from the vocabulary at fit time; needed by class_conditioning
+    # Whole flows past the context (continuation.py): > 0 appends a CONT token and this many
+    # packets-so-far buckets after the tokenizer's vocabulary (vocab_size counts them), and
+    # flows longer than the context are trained and sampled as continued segments. 0 (every
+    # checkpoint saved before it existed): flows are cut at the context.
+    continuation_buckets: int = 0
+    continuation_context: int = 4  # packets of the previous segment a continuation repeats
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,12 +80,14 @@ SIZES: dict[str, tuple[GPTConfig, TrainConfig]] = {
                     checkpoint_every=0),
     ),
     "small": (
-        GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, class_conditioning=True),
+        GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, class_conditioning=True,
+                  continuation_buckets=14),
         TrainConfig(steps=300, batch_size=4, lr=1e-3, warmup_steps=20, eval_every=50, eval_batches=4,
                     checkpoint_every=100),
     ),
     "base": (
-        GPTConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, class_conditioning=True),
+        GPTConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, class_conditioning=True,
+                  continuation_buckets=14),
         TrainConfig(steps=20000, batch_size=32, lr=6e-4, warmup_steps=500, eval_every=500,
                     eval_batches=20, checkpoint_every=1000, compile=True),
     ),
@@ -122,3 +131,6 @@ class SamplingSettings:
     # their inputs and results to 8 significant bits (next-token KL ~1e-5 per token of float32
     # for the bundled default, see docs/training.md); False keeps them float32
     bf16_linears: bool = False
+    # a model with continuation tokens: a flow is closed after this many packets at the latest
+    # (it may end earlier, when the model emits EOS); 0: no cap
+    max_flow_packets: int = 10000

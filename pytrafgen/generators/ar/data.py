@@ -2,6 +2,9 @@
 
 How flows become fixed-length windows (also in docs/training.md):
 
+* **Continuation** (a model with continuation tokens, see ``continuation.py``): a flow longer
+  than the context is split into segments, each later one prompted by ``BOS CLASS CONT
+  BUCKET header`` and the last packets before it; nothing is cut. Otherwise:
 * **Truncation, not chunking.** A flow longer than the context (``block_size`` tokens) is cut
   at the last packet boundary that fits and closed with EOS, so every training flow is a
   complete, grammatical ``BOS CLASS … EOS`` sequence that starts at its class token. Sampling
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pytrafgen.errors import DatasetError
+from pytrafgen.generators.ar.continuation import ContinuationTokens, split_flows
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,15 @@ class FlowWindows:
     """Windows of ``block_size + 1`` tokens starting at the flows of one split (see module doc)."""
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray, block_size: int,
-                 special: SpecialTokens, seed: int = 0) -> None:
+                 special: SpecialTokens, seed: int = 0, continuation: ContinuationTokens | None = None) -> None:
         self.block_size = block_size
         self.special = special
+        self.truncated = 0  # flows cut at the context (without continuation)
+        self.continued = 0  # flows split into continuation segments (with it)
+        self.no_target: np.ndarray | None = None  # per stream position: its target is ignored
+        if continuation is not None:
+            self._segments(tokens, offsets, labels, seed, continuation)
+            return
         starts, kept, cut = truncate_flows(tokens, offsets, block_size, special)
         self.dropped = int(np.count_nonzero(kept == 0))
         self.truncated = int(np.count_nonzero(cut & (kept > 0)))
@@ -83,6 +93,27 @@ class FlowWindows:
         # wrap around so a window that starts near the end still has block_size + 1 tokens
         self.stream = np.concatenate([stream, np.resize(stream, block_size + 1)]) if total else stream
         self.n_tokens = total
+
+    def _segments(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray, seed: int,
+                  continuation: ContinuationTokens) -> None:
+        """Continuation segments instead of truncated flows; a window starts at a segment."""
+        segs = split_flows(tokens, offsets, self.block_size, self.special.pkt, self.special.eos, continuation)
+        self.dropped, self.continued = segs.dropped, segs.continued
+        order = np.random.default_rng(seed).permutation(len(segs.tokens))
+        flows = np.asarray(segs.flow, dtype=np.int64)
+        self.flow_ids = flows[order] if len(order) else flows
+        self.labels = labels[self.flow_ids].astype(np.int64)
+        lens = np.array([len(segs.tokens[i]) for i in order], dtype=np.int64)
+        ends = np.cumsum(lens)
+        self.flow_starts = ends - lens
+        self.n_tokens = int(ends[-1]) if len(ends) else 0
+        if not len(order):
+            self.stream, self.no_target = np.zeros(0, np.int64), np.zeros(0, bool)
+            return
+        stream = np.concatenate([segs.tokens[i] for i in order]).astype(np.int64)
+        no_target = np.concatenate([segs.no_target[i] for i in order])
+        self.stream = np.concatenate([stream, np.resize(stream, self.block_size + 1)])
+        self.no_target = np.concatenate([no_target, np.resize(no_target, self.block_size + 1)])
 
     def __len__(self) -> int:
         return len(self.flow_ids)
@@ -108,6 +139,8 @@ class FlowWindows:
         window = self.stream[idx]
         x, y = window[:, :-1], window[:, 1:].copy()
         y[x == self.special.bos] = -1
+        if self.no_target is not None:
+            y[self.no_target[idx[:, :-1]]] = -1
         return x, y
 
 

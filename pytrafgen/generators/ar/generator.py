@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 STAGES = ("pretrain", "finetune")
 MAX_SAMPLING_ROUNDS = 20
+LONGEST_FLOW_FACTOR = 2  # continued flows: closed at this many times the class's longest training flow
 # fit() settings that are not model or TrainConfig fields
 _RUN_SETTINGS = {"stage", "size", "device", "checkpoint_dir", "resume", "quiet"}
 
@@ -44,7 +45,7 @@ class ARGenerator(Generator):
         "attack class, grammar-constrained sampling"
     )
     sampling_options: ClassVar[frozenset[str]] = frozenset({"temperature", "top_k", "top_p", "batch_size", "compile",
-                                                                   "half_cache", "bf16_linears"})
+                                                                   "half_cache", "bf16_linears", "max_flow_packets"})
     checkpoints_during_fit: ClassVar[bool] = True
     draws_fit_progress: ClassVar[bool] = True
 
@@ -65,6 +66,9 @@ class ARGenerator(Generator):
         self.classes: list[str] = []
         # per class, the flow-header tokens its training flows used (see tokens.header_tokens)
         self.header: dict[str, list[list[int]]] = {}
+        # per class, the most packets one of its training flows had: with continuation, a
+        # sampled flow is closed at LONGEST_FLOW_FACTOR times that at the latest
+        self.longest_flow: dict[str, int] = {}
         self.completed: list[dict[str, Any]] = []  # finished stages: name, steps, best val loss
         self.snapshot: Snapshot | None = None  # training state of the latest stage (resume)
         self.snapshot_model: GPTConfig | None = None  # model shape the snapshot was trained with
@@ -127,12 +131,16 @@ class ARGenerator(Generator):
         for name, positions in seen.items():  # union with what earlier stages saw
             old = self.header.get(name, [[] for _ in positions])
             self.header[name] = [sorted(set(a) | set(b)) for a, b in zip(old, positions, strict=True)]
+        for name, n in tok.longest_flows(dataset.tokens("train"), dataset.offsets("train"), dataset.labels("train"),
+                                         self.classes, tok.special_tokens(dataset.vocab).pkt).items():
+            self.longest_flow[name] = max(n, self.longest_flow.get(name, 0))
 
     def _fit_stage(self, dataset: TrafficDataset, stage: str, s: dict[str, Any], device: torch.device,
                    ctx: Any) -> None:
         import torch
 
         from pytrafgen.generators.ar import tokens as tok
+        from pytrafgen.generators.ar.continuation import continuation_tokens
         from pytrafgen.generators.ar.data import FlowWindows, class_shares
         from pytrafgen.generators.ar.model import GPT
         from pytrafgen.generators.ar.train import train_stage
@@ -152,6 +160,9 @@ class ARGenerator(Generator):
         elif self.model_config is not None:  # continue from trained weights: keep their shape
             model_cfg = replace(self.model_config, lora_rank=int(overrides.get("lora_rank") or 0),
                                 dropout=overrides.get("dropout", self.model_config.dropout))
+        if resume is None and self.model_config is None and model_cfg.continuation_buckets > 0:
+            # a fresh model: CONT and the packet buckets come after the tokenizer's tokens
+            model_cfg = replace(model_cfg, vocab_size=tok.vocab_size(vocab) + 1 + model_cfg.continuation_buckets)
         special = tok.special_tokens(vocab)
         if model_cfg.class_conditioning and model_cfg.bos_token < 0:
             model_cfg = replace(model_cfg, bos_token=special.bos)
@@ -172,7 +183,7 @@ class ARGenerator(Generator):
             if len(offsets) < 2:
                 return None
             return FlowWindows(dataset.tokens(split), offsets, dataset.labels(split), model_cfg.block_size,
-                               special, seed=train_cfg.seed)
+                               special, seed=train_cfg.seed, continuation=continuation_tokens(model_cfg))
 
         train_w = windows("train")
         if train_w is None or not len(train_w):
@@ -201,7 +212,75 @@ class ARGenerator(Generator):
             "stage": stage, "steps": snapshot.state.step, "tokens": snapshot.state.tokens,
             "best_val_loss": snapshot.state.best_val, "stopped_early": snapshot.state.stopped_early,
             "dropped_flows": train_w.dropped, "truncated_flows": train_w.truncated,
+            "continued_flows": train_w.continued,
         }]
+
+    def adopt_vocabulary(self, vocab_json: dict[str, Any]) -> None:
+        """Move trained weights to another vocabulary (a warm start on a dataset tokenized with
+        more application protocols, e.g. CoAP added): a token keeps its embedding row when its
+        range (same name) exists in both, at the same offset; tokens of new ranges get rows drawn
+        like the others (mean and spread of the trained rows). Token ids held elsewhere (the
+        BOS of class conditioning, the per-class header tokens) move with them. Only for a
+        model without continuation tokens (add those after)."""
+        import numpy as np
+        import torch
+
+        if self.weights is None or self.model_config is None or self.vocab_json is None:
+            raise CheckpointError("the generator has no weights: fit or load it first")
+        if self.model_config.continuation_buckets > 0:
+            raise CheckpointError("adopt the vocabulary before adding continuation tokens")
+        if list(vocab_json.get("classes", [])) != list(self.vocab_json.get("classes", [])):
+            raise DatasetError("the new vocabulary has other classes than the checkpoint's; train afresh")
+        old_ranges = {r["name"]: r for r in self.vocab_json["ranges"]}
+        size = int(vocab_json["size"])
+        old_of_new = np.full(size, -1, dtype=np.int64)
+        for r in vocab_json["ranges"]:
+            was = old_ranges.get(r["name"])
+            if was is not None:
+                n = min(int(r["size"]), int(was["size"]))
+                old_of_new[r["start"]: r["start"] + n] = np.arange(was["start"], was["start"] + n)
+        new_of_old = {int(o): i for i, o in enumerate(old_of_new) if o >= 0}
+        old = self.weights["wte.weight"].float()
+        gen = torch.Generator().manual_seed(0)
+        rows = old.mean(0) + old.std(0) * torch.randn((size, old.size(1)), generator=gen)
+        kept = torch.from_numpy(np.flatnonzero(old_of_new >= 0))
+        rows[kept] = old[torch.from_numpy(old_of_new[old_of_new >= 0])]
+        self.weights = {k: (w.float() if w.is_floating_point() else w) for k, w in self.weights.items()}
+        self.weights["wte.weight"] = rows
+        bos = self.model_config.bos_token
+        self.model_config = replace(self.model_config, vocab_size=size,
+                                    bos_token=new_of_old.get(bos, -1) if bos >= 0 else bos)
+        self.header = {c: [[new_of_old[t] for t in ids if t in new_of_old] for ids in positions]
+                       for c, positions in self.header.items()}
+        self.vocab_json = vocab_json
+        self._vocab = None
+        self.snapshot = self.snapshot_model = self.snapshot_train = None
+        self._sampling_model = None
+
+    def add_continuation(self, buckets: int = 14, context_packets: int = 4) -> None:
+        """Give trained weights without continuation tokens (an older checkpoint) CONT and
+        ``buckets`` packet-bucket tokens, so that further training (a warm start) learns whole
+        flows: the embedding grows by their rows (drawn like the others: mean and spread of the
+        trained rows); every other weight is kept. The resumable training state is dropped (its
+        optimizer moments have the old shape)."""
+        import torch
+
+        if self.weights is None or self.model_config is None:
+            raise CheckpointError("the generator has no weights: fit or load it first")
+        if self.model_config.continuation_buckets > 0:
+            raise CheckpointError("the model already has continuation tokens")
+        if buckets <= 0:
+            raise PytrafgenError(f"buckets must be > 0, got {buckets}")
+        old = self.weights["wte.weight"].float()
+        gen = torch.Generator().manual_seed(0)
+        extra = old.mean(0) + old.std(0) * torch.randn((1 + buckets, old.size(1)), generator=gen)
+        weights = dict(self.weights)
+        weights["wte.weight"] = torch.cat([old, extra]).to(self.weights["wte.weight"].dtype)
+        self.weights = {k: (w.float() if w.is_floating_point() else w) for k, w in weights.items()}
+        self.model_config = replace(self.model_config, vocab_size=old.size(0) + 1 + buckets,
+                                    continuation_buckets=buckets, continuation_context=context_packets)
+        self.snapshot = self.snapshot_model = self.snapshot_train = None
+        self._sampling_model = None
 
     def _take(self, snapshot: Snapshot, model_cfg: GPTConfig) -> None:
         self.snapshot = snapshot
@@ -247,7 +326,8 @@ class ARGenerator(Generator):
         return self._sampling_model[1], device
 
     def sample(self, counts: Mapping[str, int], seed: int = 0) -> FieldRecords:
-        """``counts[class]`` flows per class. The grammar guarantees structure but not the
+        """``counts[class]`` flows per class, their payloads filled past the token cap from the
+        checkpoint's ``payload_fill.json`` where it has one. The grammar guarantees structure but not the
         content of application messages (HTTP, MQTT), which the protocol plugin judges when
         decoding: a flow it rejects is drawn again (in the same pool of rows, up to
         ``MAX_SAMPLING_ROUNDS`` times, then in up to ``MAX_SAMPLING_ROUNDS`` further rounds);
@@ -255,6 +335,7 @@ class ARGenerator(Generator):
         import numpy as np
 
         from pytrafgen.generators.ar import tokens as tok
+        from pytrafgen.generators.ar.continuation import continuation_tokens
         from pytrafgen.generators.ar.sample import cpu_threads, sample_classes
         from pytrafgen.tokenizer.encode import app_protocols_for
 
@@ -262,13 +343,17 @@ class ARGenerator(Generator):
         vocab = self.vocabulary()
         protocols = app_protocols_for(vocab, self.protocols)  # a clear error before any sampling
         special = tok.special_tokens(vocab)
-        grammar = tok.grammar_tables(vocab, device)
+        # a model with continuation tokens has more tokens than the grammar: never sampled
+        n_tokens = model.config.vocab_size
+        grammar = tok.grammar_tables(vocab, device, n_tokens)
+        continuation = continuation_tokens(model.config)
         class_tokens = tok.class_tokens(vocab)
         wanted = {name: int(n) for name, n in counts.items() if int(n) > 0}
-        header = tok.header_masks({c: self.header[c] for c in wanted if c in self.header}, vocab.size)
+        header = tok.header_masks({c: self.header[c] for c in wanted if c in self.header}, n_tokens)
         if header and len(header) < len(wanted):  # a class unseen in training: no restriction for it
-            full = np.ones((tok.HEADER_POSITIONS, vocab.size), dtype=bool)
+            full = np.ones((tok.HEADER_POSITIONS, n_tokens), dtype=bool)
             header = {c: header.get(c, full) for c in wanted}
+        caps = {class_tokens[c]: LONGEST_FLOW_FACTOR * self.longest_flow[c] for c in wanted if c in self.longest_flow}
         kept: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
         rejected: dict[str, int] = {}
         total = sum(wanted.values())
@@ -292,7 +377,9 @@ class ARGenerator(Generator):
                     sequences, names = sample_classes(model, grammar, special.bos, special.eos, class_tokens,
                                                       missing, self.sampling, round_seed, device,
                                                       on_progress=on_batch, header_allowed=header or None,
-                                                      accept=accept, max_redraws=MAX_SAMPLING_ROUNDS)
+                                                      accept=accept, max_redraws=MAX_SAMPLING_ROUNDS,
+                                                      continuation=continuation, pkt=special.pkt,
+                                                      class_caps=caps)
                 for seq, name in zip(sequences, names, strict=True):
                     kept[name].append(seq)
                 report(sampled[0], total + sum(rejected.values()))  # redrawn flows add to the total
@@ -302,7 +389,14 @@ class ARGenerator(Generator):
                 f"after {MAX_SAMPLING_ROUNDS} rounds the model still emits undecodable flows for "
                 f"{', '.join(f'{k} ({v} missing)' for k, v in short.items())}: {rejected}; train it longer")
         self.last_sample_stats = {"flows": total, "redrawn": sum(rejected.values()), "redrawn_reasons": rejected}
-        return tok.decode_sequences([seq for name in wanted for seq in kept[name]], vocab, protocols)
+        records = tok.decode_sequences([seq for name in wanted for seq in kept[name]], vocab, protocols)
+        if self.payload_fill_text is not None:
+            # payload bytes past the token cap drawn from the class's learned byte model, so
+            # gen.sample() + write_records() give the bytes `pytrafgen generate` writes
+            from pytrafgen.payload_fill import PayloadFill
+
+            records = PayloadFill.from_json(json.loads(self.payload_fill_text)).fill(records, seed)[0]
+        return records
 
     def _progress(self, total: int) -> Any:
         """``on_progress`` when the caller set one, else a bar of our own (``show_progress``)."""
@@ -357,6 +451,7 @@ class ARGenerator(Generator):
             "vocab_hash": tok.vocab_hash(self.vocab_json),
             "stages": self.completed,
             "header_tokens": self.header,
+            "longest_flow_packets": self.longest_flow,
         }
 
     def save(self, path: Path) -> None:
@@ -397,6 +492,7 @@ class ARGenerator(Generator):
             gen.classes = list(config["classes"])
             gen.completed = list(config.get("stages", []))
             gen.header = dict(config.get("header_tokens", {}))
+            gen.longest_flow = {str(k): int(v) for k, v in config.get("longest_flow_packets", {}).items()}
             gen.vocab_json = json.loads((path / "vocab.json").read_text())
             gen.address_plan_json = json.loads((path / "address_plan.json").read_text())
             fill = path / "payload_fill.json"

@@ -34,6 +34,7 @@ import torch
 
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators.ar.config import SamplingSettings
+from pytrafgen.generators.ar.continuation import ContinuationTokens, continuation_prompt
 from pytrafgen.generators.ar.model import GPT, KVCache, bf16_linear_copy, half_cache_supported
 
 
@@ -221,6 +222,91 @@ def _pick(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Gen
     return draw(filter_logits(logits / settings.temperature, settings.top_k, settings.top_p), generator)
 
 
+class Continuing:
+    """The flows of a stream pool that go on past the context (see continuation.py).
+
+    When a row's segment fills the context, ``cut`` keeps its whole packets (the packet being
+    sampled when the room ran out is dropped and drawn again) and returns the next prompt,
+    ``BOS CLASS CONT BUCKET header last-packets``, which ``prefill`` writes into the row's
+    cache; the flow then goes on in that row. ``whole`` stitches a flow's segments back into one
+    ``BOS CLASS header packet* EOS`` sequence."""
+
+    def __init__(self, model: GPT, grammar: GrammarTables, tokens: ContinuationTokens, pkt: int, eos: int,
+                 max_packets: int, rows: int, max_len: int, device: torch.device,
+                 autocast: torch.autocast, class_caps: Mapping[int, int] | None = None) -> None:
+        self.model, self.tokens, self.pkt, self.eos = model, tokens, pkt, eos
+        self.max_packets, self.max_len = max_packets, max_len
+        self.class_caps = dict(class_caps or {})
+        self.device, self.autocast = device, autocast
+        self.next_state = grammar.next_state.cpu().numpy()
+        self.start_state = grammar.start_state
+        self.prefix = np.full(rows, 2, dtype=np.int64)  # per row: where its segment's new tokens start
+        self.header: dict[int, np.ndarray] = {}  # flow -> BOS CLASS header
+        self.pieces: dict[int, list[np.ndarray]] = {}  # flow -> whole packets of its finished segments
+        self.recent: dict[int, list[np.ndarray]] = {}  # flow -> its last packets (the next context)
+        self.count: dict[int, int] = {}  # flow -> packets so far
+
+    def cut(self, flow: int, seg: np.ndarray, row: int) -> tuple[bool, np.ndarray | None]:
+        """(True, prompt) when the flow goes on; (False, the whole flow closed with EOS) when
+        it reached ``max_packets`` or its segment has no whole new packet; (False, None) for a
+        flow not continued before whose segment has none (closed as without continuation)."""
+        start = int(self.prefix[row])
+        marks = np.flatnonzero(seg == self.pkt)
+        marks = marks[marks >= start]
+        if len(marks) < 2:  # not one whole packet in a full context: no progress possible
+            return False, self._stitch(flow, [np.array([self.eos])]) if flow in self.pieces else None
+        if flow not in self.header:
+            self.header[flow] = seg[: marks[0]].astype(np.int64)
+        body = seg[marks[0]: marks[-1]].astype(np.int64)
+        self.pieces.setdefault(flow, []).append(body)
+        packets = np.split(body, marks[1:-1] - marks[0])
+        self.count[flow] = self.count.get(flow, 0) + len(packets)
+        context = (self.recent.get(flow, []) + packets)[-self.tokens.context_packets:]
+        self.recent[flow] = context
+        caps = [c for c in (self.max_packets, self.class_caps.get(int(seg[1]), 0)) if c > 0]
+        if caps and self.count[flow] >= min(caps):
+            return False, self._stitch(flow, [np.array([self.eos])])
+        prompt = continuation_prompt(self.header[flow], context, self.count[flow], self.tokens)
+        while len(prompt) > self.max_len // 2 and context:  # room for new packets, as in training
+            context = context[1:]
+            prompt = continuation_prompt(self.header[flow], context, self.count[flow], self.tokens)
+        self.prefix[row] = len(prompt)
+        return True, prompt
+
+    def whole(self, flow: int, seq: np.ndarray, row: int) -> np.ndarray:
+        """The whole flow of a segment that ended (``seq``: the row's tokens up to its EOS)."""
+        if flow not in self.pieces:
+            return seq
+        return self._stitch(flow, [seq[int(self.prefix[row]):]])
+
+    def _stitch(self, flow: int, tail: list[np.ndarray]) -> np.ndarray:
+        parts = [self.header.pop(flow), *self.pieces.pop(flow), *tail]
+        self.recent.pop(flow, None)
+        self.count.pop(flow, None)
+        return np.concatenate(parts).astype(np.int64)
+
+    def state_after(self, prompt: np.ndarray) -> int:
+        """The grammar's state after a continuation prompt (CONT and its bucket are not grammar
+        tokens: the state goes from the class token straight on to the header)."""
+        state = self.next_state[self.start_state, prompt[0]]
+        for token in (prompt[1], *prompt[4:]):
+            state = self.next_state[state, token]
+        if state < 0:
+            raise PytrafgenError("a continuation prompt is not accepted by the grammar")
+        return int(state)
+
+    def prefill(self, cache: KVCache, row: int, prompt: torch.Tensor, class_token: torch.Tensor) -> None:
+        """Write the keys and values of ``prompt`` (all but its last token, which the next step
+        feeds) into ``row`` of the pool's cache, in one forward pass."""
+        n = len(prompt) - 1
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        one = KVCache.allocate(self.model.config, 1, n, self.device, dtype)
+        with self.autocast:
+            self.model.decode(prompt[None, :n], torch.arange(n, device=self.device), one, n, class_token.view(1))
+        cache.k[:, row, :, :n] = one.k[:, 0].to(cache.k.dtype)
+        cache.v[:, row, :, :n] = one.v[:, 0].to(cache.v.dtype)
+
+
 @torch.inference_mode()
 def sample_stream(
     model: GPT,
@@ -234,6 +320,9 @@ def sample_stream(
     flow_header: list[int] | None = None,
     on_flow: Callable[[int, np.ndarray | None], None] | None = None,
     head: SubVocabHead | None = None,
+    continuation: ContinuationTokens | None = None,
+    pkt: int = -1,
+    class_caps: Mapping[int, int] | None = None,
 ) -> None:
     """Sample one flow per entry of ``flows`` (each a class token) through a pool of at most
     ``settings.batch_size`` rows, refilled as flows end. ``on_flow(i, tokens)`` gets flow i's
@@ -242,7 +331,11 @@ def sample_stream(
     ``flow_header``) to have them drawn in the same pool, before the flows still waiting. On a
     CPU the cache is float16 where ``settings.half_cache`` and the kernel allow it. ``header_allowed`` (M, H, V) bool with
     ``flow_header[i]`` the mask index of flow i restricts its first H sampled tokens. ``head``
-    None computes the full head (masked), else only the allowed logits (same distribution)."""
+    None computes the full head (masked), else only the allowed logits (same distribution).
+    ``continuation`` (a model with continuation tokens; ``pkt`` the PKT token): a flow that
+    reaches the context goes on in the same row from a continuation prompt (``Continuing``)
+    until EOS or ``settings.max_flow_packets`` (or ``class_caps[its class token]``, if less);
+    ``on_flow`` then gets the whole flow."""
     if not flows:
         return
     device = grammar.allowed.device
@@ -277,6 +370,10 @@ def sample_stream(
     # flows not started yet, next first; a flow ``on_flow`` appends (a redraw) goes to the front:
     # started at once it ends with the pool, not in a tail of its own where rows sit idle
     waiting = deque(range(len(flows)))
+    going_on = None
+    if continuation is not None:
+        going_on = Continuing(model, grammar, continuation, pkt, eos, settings.max_flow_packets, rows, max_len,
+                              device, autocast, class_caps)
 
     def start(slots: torch.Tensor) -> None:
         """Put the next flows into rows ``slots``: BOS's cache entry, then the class token to feed."""
@@ -290,6 +387,8 @@ def sample_stream(
         flow[slots] = torch.tensor(chosen, dtype=torch.long, device=device)
         row_class[slots], pos[slots], feed[slots], state[slots], last_eos_ok[slots] = classes, 1, classes, states, 0
         out[slots, 0], out[slots, 1] = bos, classes
+        if going_on is not None:
+            going_on.prefix[slots.cpu().numpy()] = 2
         cache.k[:, slots, :, :1], cache.v[:, slots, :, :1] = bos_k[:, None, :, None], bos_v[:, None, :, None]
 
     start(torch.arange(rows, device=device))
@@ -327,18 +426,37 @@ def sample_stream(
         if not bool(ended.any()):
             continue
         known = len(flows)
+        finished = []
         for r in torch.nonzero(ended, as_tuple=True)[0].tolist():
             length = int(target[r]) + 1
-            if int(token[r]) != eos:  # out of room: close it where EOS was last legal
-                length = int(last_eos_ok[r]) + 1 if int(last_eos_ok[r]) > 2 else 0
-            if on_flow is not None:
+            if int(token[r]) == eos:
+                seq = out[r, :length].cpu().numpy().copy()
+                if going_on is not None:
+                    seq = going_on.whole(int(flow[r]), seq, r)
+            else:
+                # out of room: go on from a continuation prompt, else close it where EOS was last legal
                 seq = None
-                if length:
-                    seq = out[r, :length].cpu().numpy().copy()
+                if going_on is not None:
+                    goes_on, tokens = going_on.cut(int(flow[r]), out[r, :length].cpu().numpy(), r)
+                    if goes_on:
+                        assert tokens is not None
+                        prompt = torch.from_numpy(tokens).to(device)
+                        going_on.prefill(cache, r, prompt, row_class[r])
+                        out[r, : len(prompt)] = prompt
+                        feed[r], pos[r] = prompt[-1], len(prompt) - 1
+                        state[r], last_eos_ok[r] = going_on.state_after(tokens), 0
+                        continue
+                    seq = tokens  # the whole flow closed (cap reached, no room to go on), or None
+                if seq is None and int(last_eos_ok[r]) > 2:
+                    seq = out[r, : int(last_eos_ok[r]) + 1].cpu().numpy().copy()
                     seq[-1] = eos
+            finished.append(r)
+            if on_flow is not None:
                 on_flow(int(flow[r]), seq)
         waiting.extendleft(reversed(range(known, len(flows))))  # redraws first, in the order asked
-        done = torch.nonzero(ended, as_tuple=True)[0]
+        if not finished:
+            continue
+        done = torch.tensor(finished, dtype=torch.long, device=device)
         refill = done[: len(waiting)]
         if len(refill):
             start(refill)
@@ -349,6 +467,8 @@ def sample_stream(
             if r != last:
                 for buf in (flow, row_class, row_header, pos, feed, state, last_eos_ok, out):
                     buf[r] = buf[last]
+                if going_on is not None:
+                    going_on.prefix[r] = going_on.prefix[last]
                 filled = int(pos[r])  # slots 0..pos-1 hold the moved flow; pos is fed next
                 cache.k[:, r, :, :filled] = cache.k[:, last, :, :filled]
                 cache.v[:, r, :, :filled] = cache.v[:, last, :, :filled]
@@ -369,13 +489,18 @@ def sample_classes(
     header_allowed: Mapping[str, np.ndarray] | None = None,
     accept: Callable[[np.ndarray], bool] | None = None,
     max_redraws: int = 0,
+    continuation: ContinuationTokens | None = None,
+    pkt: int = -1,
+    class_caps: Mapping[int, int] | None = None,
 ) -> tuple[list[np.ndarray], list[str]]:
     """``counts[class]`` token sequences per class (mixed in batches); returns the sequences
     (uint16, each ``BOS CLASS … EOS``) and the class of each, in request order.
     ``header_allowed[class]`` (H, V) bool restricts that class's first H sampled tokens.
     ``accept(tokens)`` False rejects a finished flow: the stream strategy draws it again in the
     same pool, up to ``max_redraws`` times, so a redraw costs no extra pass; flows still rejected
-    (and, with the batch strategy, all rejected flows) are left out for the caller to count."""
+    (and, with the batch strategy, all rejected flows) are left out for the caller to count.
+    ``continuation`` (with ``pkt``, the PKT token): flows go on past the context (stream
+    strategy only; the batch strategy cuts them at the context as before)."""
     unknown = [c for c in counts if c not in class_tokens]
     if unknown:
         raise PytrafgenError(f"unknown class {unknown[0]!r}; the model knows {', '.join(class_tokens)}")
@@ -387,7 +512,8 @@ def sample_classes(
     model.eval()
     if settings.strategy == "stream" and not settings.compile:
         sequences, names = _sample_stream_classes(model, grammar, bos, eos, class_tokens, pending, settings,
-                                                  generator, on_progress, header_allowed, accept, max_redraws)
+                                                  generator, on_progress, header_allowed, accept, max_redraws,
+                                                  continuation, pkt, class_caps)
     else:
         sequences, names = _sample_fixed_batches(model, grammar, bos, eos, class_tokens, pending, settings,
                                                  generator, device, on_progress, header_allowed)
@@ -405,7 +531,7 @@ def _sample_stream_classes(
     model: GPT, grammar: GrammarTables, bos: int, eos: int, class_tokens: Mapping[str, int], pending: list[str],
     settings: SamplingSettings, generator: torch.Generator, on_progress: Callable[[int], None] | None,
     header_allowed: Mapping[str, np.ndarray] | None, accept: Callable[[np.ndarray], bool] | None,
-    max_redraws: int,
+    max_redraws: int, continuation: ContinuationTokens | None, pkt: int, class_caps: Mapping[int, int] | None,
 ) -> tuple[list[np.ndarray], list[str]]:
     device = grammar.allowed.device
     # the head over allowed tokens pays on a CPU; a GPU computes the whole head as fast
@@ -451,7 +577,8 @@ def _sample_stream_classes(
         if flow_header is not None:
             flow_header.append(flow_header[i])
 
-    sample_stream(model, grammar, flows, bos, eos, settings, generator, header, flow_header, on_flow, head)
+    sample_stream(model, grammar, flows, bos, eos, settings, generator, header, flow_header, on_flow, head,
+                  continuation, pkt, class_caps)
     return sequences, names
 
 
@@ -491,5 +618,5 @@ def _sample_fixed_batches(
     return sequences, names
 
 
-__all__ = ["GrammarTables", "SamplingSettings", "SubVocabHead", "cpu_threads", "draw", "filter_logits", "native_bf16",
-           "sample_batch", "sample_classes", "sample_stream"]
+__all__ = ["Continuing", "GrammarTables", "SamplingSettings", "SubVocabHead", "cpu_threads", "draw", "filter_logits",
+           "native_bf16", "sample_batch", "sample_classes", "sample_stream"]

@@ -56,12 +56,21 @@ def class_tokens(vocab: Vocabulary) -> dict[str, int]:
     return {name: vocab.class_token(name) for name in vocab.classes}
 
 
-def grammar_tables(vocab: Vocabulary, device: torch.device) -> GrammarTables:
+def grammar_tables(vocab: Vocabulary, device: torch.device, n_tokens: int | None = None) -> GrammarTables:
+    """The grammar's tables; ``n_tokens`` > the vocabulary's size (a model with continuation
+    tokens) widens them with tokens that are never allowed and lead nowhere."""
+    import torch
+
     from pytrafgen.generators.ar.sample import GrammarTables
 
     grammar = vocab.grammar()
     allowed, next_state = grammar.torch_tables(device)
-    return GrammarTables(allowed.bool(), next_state.long(), int(grammar.start_state))
+    allowed, next_state = allowed.bool(), next_state.long()
+    extra = (n_tokens or allowed.size(1)) - allowed.size(1)
+    if extra > 0:
+        allowed = torch.cat([allowed, allowed.new_zeros((allowed.size(0), extra))], dim=1)
+        next_state = torch.cat([next_state, next_state.new_full((next_state.size(0), extra), -1)], dim=1)
+    return GrammarTables(allowed, next_state, int(grammar.start_state))
 
 
 # positions after BOS CLASS whose tokens are restricted per class at sampling: ip_version, proto
@@ -81,6 +90,14 @@ def header_tokens(tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray, c
         if len(mine):
             out[name] = [sorted(set(tokens[mine + 2 + j].astype(int).tolist())) for j in range(HEADER_POSITIONS)]
     return out
+
+
+def longest_flows(tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: Sequence[str], pkt: int
+                  ) -> dict[str, int]:
+    """Per class, the most packets (PKT tokens) one of its flows has."""
+    marks = np.flatnonzero(tokens == pkt)
+    per_flow = np.diff(np.searchsorted(marks, offsets.astype(np.int64)))
+    return {name: int(per_flow[labels == k].max()) for k, name in enumerate(classes) if (labels == k).any()}
 
 
 def header_masks(header: dict[str, list[list[int]]], vocab_size: int) -> dict[str, np.ndarray]:
@@ -147,6 +164,7 @@ __all__ = [
     "grammar_tables",
     "header_masks",
     "header_tokens",
+    "longest_flows",
     "special_tokens",
     "vocab_from_json",
     "vocab_hash",
