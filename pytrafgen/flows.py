@@ -70,11 +70,6 @@ class FlowTable:
         """Rows of the PacketTable that belong to ``flow``, in capture order."""
         return np.flatnonzero(self.flow_id == flow)
 
-    def flow_columns(self) -> dict[str, np.ndarray]:
-        """The per-flow columns by name (``FLOW_COLUMNS``)."""
-        return {name: getattr(self, name) for name in FLOW_COLUMNS}
-
-
 # the dataclass spells the columns out for type checkers; a stale _core would disagree
 if [f.name for f in fields(FlowTable)] != [*FLOW_PACKET_COLUMNS, *FLOW_COLUMNS]:
     raise ImportError("pytrafgen._core's flow columns differ from flows.FlowTable; rebuild _core")
