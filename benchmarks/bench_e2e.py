@@ -113,7 +113,18 @@ def main() -> None:
                                                    "timed side by side")
     ap.add_argument("--previous-label", default="previous code")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "e2e")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite OUT.md from OUT.json, measure nothing")
     args = ap.parse_args()
+    if args.markdown_only:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        saved_args = argparse.Namespace(**saved["args"])
+        saved_args.captures = Path(saved_args.captures)
+        caps = [Path(c) for c in saved["data"]["capture_files"]]
+        write_results(args.out, saved, _markdown(saved, saved_args, caps, saved["runs"],
+                                                 {int(k): v for k, v in saved["cli_tokenize_files"].items()},
+                                                 {int(k): v for k, v in saved["cli_tokenize_big_files"].items()},
+                                                 saved["peers"]), indent=1)
+        return
 
     with (args.captures / "manifest.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -177,7 +188,9 @@ def main() -> None:
         "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
         "load_average_after": list(os.getloadavg()),
         "data": {"captures": str(args.captures), "mixed_packets": n_mixed, "copies": args.copies,
-                 "files": len(captures), "files_packets": n_files},
+                 "files": len(captures), "files_packets": n_files, "capture_files": [str(c) for c in captures]},
+        "args": {"captures": str(args.captures), "copies": args.copies, "repeats": args.repeats,
+                 "big_files": args.big_files, "previous_label": args.previous_label},
         "previous": {"label": args.previous_label, "folder": str(args.previous)} if args.previous else None,
         "runs": runs, "cli_tokenize_files": cli_j, "cli_tokenize_big_files": cli_big, "peers": peers,
     }
@@ -226,12 +239,6 @@ def _markdown(result: dict[str, Any], args: Any, captures: list[Path], runs: dic
     cli, start = this["cli_tokenize_mixed"], this["startup"]
     old_cli = prev["cli_tokenize_mixed"]["min_cpu_s"] if prev else None
     old_start = prev["startup"]["min_cpu_s"] if prev else None
-    nc = this["cli_tokenize_mixed_no_coap"]
-    line("same, CoAP plugin not loaded (`PYTRAFGEN_BLOCK_PLUGINS=coap`: HTTP and MQTT only, both in C++)", n_mixed,
-         nc["wall_s"], nc["min_cpu_s"], prev["cli_tokenize_mixed_no_coap"]["min_cpu_s"] if prev else None)
-    line("… less interpreter start and imports", n_mixed, nc["wall_s"] - start["wall_s"],
-         nc["min_cpu_s"] - start["min_cpu_s"],
-         None if not prev or old_start is None else prev["cli_tokenize_mixed_no_coap"]["min_cpu_s"] - old_start)
     api = this["api"]
     tok = api["tokenize"]
     line("`pytrafgen tokenize mixed.pcap -j 1` (whole command)", n_mixed, cli["wall_s"], cli["min_cpu_s"], old_cli,
@@ -239,6 +246,12 @@ def _markdown(result: dict[str, Any], args: Any, captures: list[Path], runs: dic
     line("… less interpreter start and imports (`pytrafgen --help`)", n_mixed, cli["wall_s"] - start["wall_s"],
          cli["min_cpu_s"] - start["min_cpu_s"],
          None if old_cli is None or old_start is None else old_cli - old_start)
+    nc = this["cli_tokenize_mixed_no_coap"]
+    line("same, CoAP plugin not loaded (`PYTRAFGEN_BLOCK_PLUGINS=coap`: HTTP and MQTT only, both in C++)", n_mixed,
+         nc["wall_s"], nc["min_cpu_s"], prev["cli_tokenize_mixed_no_coap"]["min_cpu_s"] if prev else None)
+    line("… less interpreter start and imports", n_mixed, nc["wall_s"] - start["wall_s"],
+         nc["min_cpu_s"] - start["min_cpu_s"],
+         None if not prev or old_start is None else prev["cli_tokenize_mixed_no_coap"]["min_cpu_s"] - old_start)
     rows = (("tokenize", "API: read_pcap + assemble_flows + encode_flows (HTTP, MQTT, CoAP plugins)", ""),
             ("decode", "API: decode (vocabulary with HTTP, MQTT, CoAP)", " (no app spans)"),
             ("decode_l4", "API: decode (vocabulary without app protocols)", " (no app spans)"),
