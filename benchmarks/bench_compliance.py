@@ -75,7 +75,7 @@ def tshark_counts(pcap: Path) -> dict[str, Any]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     packets = malformed = errors = request_tag_only = 0
     messages: dict[str, int] = {}
-    for line in proc.stdout.splitlines():
+    for line in proc.stdout.split("\n"):  # not splitlines: it splits at SEP too
         parts = [*line.split("\t"), "", "", "", ""][:5]
         if not parts[0].isdigit():
             continue
