@@ -24,9 +24,9 @@ option 0), or a payload marker with nothing after it ends the message there: the
 its header, token and the options that fit, and is shortened to them. Then its type and code
 agree, in the same bytes: a reserved code class (1, 6, 7) becomes the nearest code of the
 sender's role (the client's a request, the server's a response), an Empty code on a message that
-carries a token, options or a payload the role's code (GET, 2.05), an Empty NON a CON, a RST
-carrying a code a CON (request) or an ACK (response), an ACK carrying a request a CON
-(``coap_codes``, ``coap_types``).
+carries a token, options or a payload the role's code (GET, 2.05), an Empty NON a CON; a
+client's RST or ACK carrying a request is a CON, a server's an ACK carrying a response, a RST
+carrying a response an ACK (``coap_codes``, ``coap_types``).
 
 A TCP flow's server port follows the service its client speaks (HTTP on 1883 moves to 80, an
 MQTT CONNECT on 80/8080 to 1883).

@@ -59,8 +59,9 @@ def conform_coap_header(dgram: bytes, client: bool) -> bytes:
     * an Empty code (0.00) on a message with a token, options or a payload becomes the role's
       code (GET / 2.05 Content): the bytes say it carries something;
     * an Empty NON (never valid) is a CON (a ping, valid on its own);
-    * a RST carrying a code is a CON (a request) or an ACK (a response); an ACK carrying a
-      request is a CON.
+    * a server's ACK or RST carrying a request is an ACK carrying the role's response (the
+      request's detail where registered in 2.xx, else 2.05); a client's is a CON;
+    * a RST carrying a response is an ACK.
 
     Anything else, and what is not a whole version-1 message, is returned unchanged."""
     if len(dgram) < 4 or dgram[0] >> 6 != 1 or (dgram[0] & 0x0F) > 8 or 4 + (dgram[0] & 0x0F) > len(dgram):
@@ -70,8 +71,11 @@ def conform_coap_header(dgram: bytes, client: bool) -> bytes:
         code = 0  # a bare acknowledgement or reset: Empty
     elif code >> 5 in RESERVED_CODE_CLASSES or (code == 0 and len(dgram) > 4):
         code = _role_code(code, client)
-    if code == 0:
+    request = code >> 5 == 0 and code != 0
+    if request and not client and mtype in (ACK, RST):
+        code, mtype = _role_code(code, client), ACK  # a server acknowledges with a response
+    elif code == 0:
         mtype = CON if mtype == NON else mtype
-    elif mtype == RST or (mtype == ACK and code >> 5 == 0):
-        mtype = CON if code >> 5 == 0 else ACK
+    elif mtype == RST or (mtype == ACK and request):
+        mtype = CON if request else ACK
     return bytes([dgram[0] & 0xCF | mtype << 4, code]) + dgram[2:]
