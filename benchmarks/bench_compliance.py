@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,11 @@ from bench_common import cpu_model, write_results
 CUT = 16
 TSHARK_PREFS = ("ip.check_checksum:TRUE", "tcp.check_checksum:TRUE", "udp.check_checksum:TRUE")
 SEVERITY_ERROR = 0x00800000
+GROUP_MALFORMED = 0x07000000
+SEP = "\x1e"  # between a field's occurrences (expert messages may hold commas)
+# tshark 4.0's CoAP dissector does not know option 292 (Request-Tag, RFC 9175, in the IANA
+# registry) and marks it malformed; the lab's CoAP client sends it in its block-wise PUTs
+UNKNOWN_REQUEST_TAG = "Invalid Option Number 292"
 
 
 def read_manifest(folder: Path) -> list[tuple[str, Path]]:
@@ -64,25 +70,29 @@ def tshark_counts(pcap: Path) -> dict[str, Any]:
     for pref in TSHARK_PREFS:
         cmd += ["-o", pref]
     cmd += ["-T", "fields", "-e", "frame.number", "-e", "_ws.expert.severity", "-e", "_ws.malformed",
-            "-e", "_ws.expert.message", "-E", "occurrence=a", "-E", "separator=\t"]
+            "-e", "_ws.expert.message", "-e", "_ws.expert.group", "-E", "occurrence=a", "-E", f"aggregator={SEP}",
+            "-E", "separator=\t"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    packets = malformed = errors = 0
+    packets = malformed = errors = request_tag_only = 0
     messages: dict[str, int] = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split("\t")
+    for line in proc.stdout.split("\n"):  # not splitlines: it splits at SEP too
+        parts = [*line.split("\t"), "", "", "", ""][:5]
         if not parts[0].isdigit():
             continue
         packets += 1
-        sev = [int(s) for s in parts[1].split(",") if s.strip().isdigit()] if len(parts) > 1 else []
-        bad_form = len(parts) > 2 and parts[2].strip() != ""
+        sev = [int(s) for s in parts[1].split(SEP) if s.strip().isdigit()]
+        bad_form = parts[2].strip() != ""
         malformed += bad_form
         is_error = max(sev, default=0) >= SEVERITY_ERROR
         errors += is_error
-        if (bad_form or is_error) and len(parts) > 3:
-            key = parts[3].split(",")[0][:80]
+        said = dict(zip(parts[3].split(SEP), parts[4].split(SEP), strict=False))  # message -> group
+        why = {m for m, g in said.items() if g.isdigit() and int(g) == GROUP_MALFORMED}
+        request_tag_only += bad_form and not is_error and why == {UNKNOWN_REQUEST_TAG}
+        if (bad_form or is_error) and parts[3]:
+            key = parts[3].split(SEP)[0][:80]
             messages[key] = messages.get(key, 0) + 1
-    return {"packets": packets, "malformed": malformed, "expert_errors": errors,
-            "top_messages": dict(sorted(messages.items(), key=lambda kv: -kv[1])[:8])}
+    return {"packets": packets, "malformed": malformed, "malformed_request_tag_only": request_tag_only,
+            "expert_errors": errors, "top_messages": dict(sorted(messages.items(), key=lambda kv: -kv[1])[:8])}
 
 
 def self_addressed(pcap: Path) -> int:
@@ -104,7 +114,7 @@ def real_figures(folder: Path) -> dict[str, Any]:
         out[name] = judge(es)
     out["real_whole"]["self_addressed"] = sum(self_addressed(p) for _, p in files)
     merged = Path(tempfile.mkdtemp(prefix="bench-compliance-")) / "real.pcap"
-    tsh = {"packets": 0, "malformed": 0, "expert_errors": 0}
+    tsh = {"packets": 0, "malformed": 0, "malformed_request_tag_only": 0, "expert_errors": 0}
     for _, p in files:
         t = tshark_counts(p)
         for k in tsh:
@@ -218,6 +228,14 @@ def handshake_figures(real: Path, out_dir: Path, generated: list[str]) -> dict[s
     return figures
 
 
+def plugin_set() -> list[str]:
+    """The third-party plugins that judged and generated (the CoAP plugin adds rules and a
+    token codec), as ``name distribution version``."""
+    from pytrafgen.plugins import get_registry
+
+    return [f"{p.name} {p.distribution} {p.version}" for p in get_registry().plugins if not p.builtin]
+
+
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f} %"
 
@@ -239,7 +257,10 @@ def markdown(doc: dict[str, Any]) -> str:
              f"Reference: {doc['settings']['reference']}. Training data: {doc['settings']['training']}. "
              f"Generated: {doc['settings']['per_class']} flows per class, every class; raw = records as sampled "
              "(lengths and checksums derived only), final = after the builder's repairs. "
-             f"CPU: {doc['settings']['cpu']}. Command: `{doc['settings']['command']}`.", "",
+             f"CPU: {doc['settings']['cpu']}, load average (1, 5, 15 min) {doc['settings']['load_before']} before, "
+             f"{doc['settings']['load_after']} after, {doc['settings']['seconds']} s. "
+             f"Plugins loaded: {', '.join(doc['settings']['plugins']) or 'none'}. "
+             f"Command: `{doc['settings']['command']}`.", "",
              "| figure | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
     lines.append("| packets | " + " | ".join(str(d["packets"]) for _, d in cols) + " |")
     lines.append("| flows | " + " | ".join(str(d["flows"]) for _, d in cols) + " |")
@@ -247,6 +268,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append("| flow compliance | " + " | ".join(pct(d["flow_pass_rate"]) for _, d in cols) + " |")
     lines.append("| tshark malformed | " + " | ".join(str(d.get("tshark", {}).get("malformed", "–")) for _, d in cols)
                  + " |")
+    lines.append("| of those, for option 292 alone (Request-Tag, unknown to tshark 4.0) | " + " | ".join(
+        str(d.get("tshark", {}).get("malformed_request_tag_only", "–")) for _, d in cols) + " |")
     lines.append("| tshark error-level expert items | " + " | ".join(
         str(d.get("tshark", {}).get("expert_errors", "–")) for _, d in cols) + " |")
     lines.append("| packets with source = destination | " + " | ".join(
@@ -292,12 +315,14 @@ def targets(doc: dict[str, Any]) -> list[str]:
         out.append(f"{g}: packet compliance {pct(f['packet_pass_rate'])} (target ≥ 99.9 %: "
                    f"{'met' if f['packet_pass_rate'] >= 0.999 else 'NOT met'}), flow compliance "
                    f"{pct(f['flow_pass_rate'])} (target ≥ 99 %: {'met' if f['flow_pass_rate'] >= 0.99 else 'NOT met'}), "
-                   f"tshark malformed {f['tshark'].get('malformed')}, expert errors {f['tshark'].get('expert_errors')}, "
+                   f"tshark malformed {f['tshark'].get('malformed')} ({f['tshark'].get('malformed_request_tag_only')} "
+                   f"of them for the Request-Tag option alone), expert errors {f['tshark'].get('expert_errors')}, "
                    f"source = destination {f['self_addressed']} (targets 0)"
                    + (f"; redraws {gd['stats']['undecodable_round0']} of {gd['stats']['sampled_round0']} "
                       "sampled flows (aim 0)" if gd.get("stats") else ""))
     real = doc["real"]["real_whole"]["tshark"]
-    out.append(f"real recording, whole: tshark malformed {real['malformed']} of {real['packets']} packets, "
+    out.append(f"real recording, whole: tshark malformed {real['malformed']} of {real['packets']} packets "
+               f"({real['malformed_request_tag_only']} of them for the Request-Tag option alone), "
                f"error-level items {real['expert_errors']} (the floor an independent dissector sets on real traffic)")
     return out
 
@@ -319,6 +344,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     classes = [c for c, _ in read_manifest(args.real)]
     work = Path(tempfile.mkdtemp(prefix="bench-compliance-"))
     out_dir = args.keep or work
@@ -334,7 +360,8 @@ def main() -> None:
     doc["settings"] = {"reference": f"{args.real} ({args.reference_name})", "training": str(args.train),
                        "per_class": args.per_class, "seed": args.seed, "cut": CUT, "cpu": cpu_model(),
                        "ar_checkpoint": str(args.checkpoint), "seconds": round(time.perf_counter() - t0, 1),
-                       "command": "python " + " ".join(sys.argv)}
+                       "command": "python " + " ".join(sys.argv), "plugins": plugin_set(),
+                       "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()]}
     doc["targets"] = targets(doc)
     write_results(args.results, doc, markdown(doc))
 

@@ -446,7 +446,7 @@ def test_client_bytes_of_no_service_are_not_sent(tmp_path: Path) -> None:
     assert "unmatched_service_payloads" not in counts
 
 
-APP_REPAIRS = ("mqtt_", "http_", "unmatched_service")
+APP_REPAIRS = ("mqtt_", "http_", "unmatched_service", "coap_codes", "coap_types")
 
 
 def app_repairs_on_real(path: Path, cut: int) -> dict[str, int]:

@@ -21,7 +21,12 @@ TCP, per connection in time order (a SYN after a FIN or RST opens a new one on t
 CoAP over UDP (RFC 7252): an option whose delta or length runs past the datagram, whose number
 is not a registered one (0 included: the zero padding of a payload stored only in part reads as
 option 0), or a payload marker with nothing after it ends the message there: the datagram keeps
-its header, token and the options that fit, and is shortened to them.
+its header, token and the options that fit, and is shortened to them. Then its type and code
+agree, in the same bytes: a reserved code class (1, 6, 7) becomes the nearest code of the
+sender's role (the client's a request, the server's a response), an Empty code on a message that
+carries a token, options or a payload the role's code (GET, 2.05), an Empty NON a CON; a
+client's RST or ACK carrying a request is a CON, a server's an ACK carrying a response, a RST
+carrying a response an ACK (``coap_codes``, ``coap_types``).
 
 A TCP flow's server port follows the service its client speaks (HTTP on 1883 moves to 80, an
 MQTT CONNECT on 80/8080 to 1883).
@@ -75,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrafgen.conform.coap import COAP_PORT, _coap_options_end
+from pytrafgen.conform.coap import COAP_PORT, _coap_options_end, conform_coap_header
 from pytrafgen.conform.http import HTTP_METHODS, conform_http_bodies, conform_http_heads
 from pytrafgen.conform.mqtt import (
     MQTT_ANSWERS,
@@ -196,6 +201,28 @@ def conform_app_messages(records: FieldRecords, pay: _Payloads, ts: np.ndarray, 
             st["responses"] += 1
 
 
+def conform_coap(records: FieldRecords, pay: _Payloads, counts: dict[str, int]) -> None:
+    """Each datagram of a UDP flow on CoAP's port ends where its well-formed part does
+    (``coap_options``), then its type and code are made to agree (``coap_codes``,
+    ``coap_types``; ``conform_coap_header``): the client (direction 0) sends requests, the
+    server responses."""
+    p, fl = records.packets, records.flows
+    coap = np.flatnonzero((fl["proto"][p["flow"]] == 17)
+                          & ((fl["server_port"][p["flow"]] == COAP_PORT) | (fl["client_port"][p["flow"]] == COAP_PORT))
+                          & (pay.length > 0))
+    for i in coap.tolist():
+        dgram = pay.get(i)  # as the builder pads it
+        end = _coap_options_end(dgram)
+        if end < len(dgram):
+            counts["coap_options"] = counts.get("coap_options", 0) + 1
+        fixed = conform_coap_header(dgram[:end], client=int(p["direction"][i]) == 0)
+        for name, at, mask in (("coap_types", 0, 0x30), ("coap_codes", 1, 0xFF)):
+            if len(fixed) > at and (fixed[at] ^ dgram[at]) & mask:
+                counts[name] = counts.get(name, 0) + 1
+        if fixed != dgram:
+            pay.set(i, fixed)
+
+
 def conform(records: FieldRecords, ts: np.ndarray,
             protocols: Mapping[str, ProtocolSpec]) -> tuple[FieldRecords, dict[str, int]]:
     """``records`` conformed (see the module doc) and the count of packets changed per field.
@@ -238,20 +265,9 @@ def conform_with_origin(records: FieldRecords, ts: np.ndarray,
     conform_app_messages(records, pay, ts, counts, at_packet, topic)
     conform_mqtt_disconnects(records, pay, ts, counts, at_packet)
     conform_http_bodies(records, pay, ts, counts, protocols.get("http"))  # after the messages not sent: bodies follow what is
-    blob, payload_off, payload_len, payload_stored = pay.new_blob(), pay.off, pay.length, pay.stored
-    coap = np.flatnonzero((records.flows["proto"][p["flow"]] == 17)
-                          & ((records.flows["server_port"][p["flow"]] == COAP_PORT)
-                             | (records.flows["client_port"][p["flow"]] == COAP_PORT)) & (payload_len > 0))
-    for i in coap.tolist():
-        off, stored, full = int(payload_off[i]), int(payload_stored[i]), int(payload_len[i])
-        dgram = blob[off:off + stored].tobytes() + bytes(full - stored)  # as the builder pads it
-        end = _coap_options_end(dgram)
-        if end < full:
-            payload_len[i] = end
-            payload_stored[i] = min(stored, end)
-            counts["coap_options"] = counts.get("coap_options", 0) + 1
-    staged = replace(records, packets={**p, "payload_off": payload_off, "payload_len": payload_len,
-                                       "payload_stored": payload_stored}, blob=blob)
+    conform_coap(records, pay, counts)
+    staged = replace(records, packets={**p, "payload_off": pay.off, "payload_len": pay.length,
+                                       "payload_stored": pay.stored}, blob=pay.new_blob())
     columns = conform_tcp_order(staged, ts, counts)  # numbers follow the payloads as sent
     out = replace(staged, packets={**staged.packets, **columns, "window": conform_syn_windows(staged, counts)})
     return out, {k: v for k, v in counts.items() if v}, origin
