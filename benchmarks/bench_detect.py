@@ -467,6 +467,13 @@ def targets(report: dict[str, Any]) -> list[str]:
     for kind in ("forest", "transformer"):
         if kind in ab:
             v = ab[kind]["within"]["macro_f1"]
+            seeds = ab[kind].get("within_seeds")
+            if seeds:  # one held-out flow moves a split's figure by up to 0.02: judged on the mean
+                mean = float(np.mean(seeds["macro_f1"]))
+                rows.append(f"| (a) {kind} macro-F1 within the shared captures, mean of {len(seeds['seeds'])} split "
+                            f"seeds | ≥ 0.99 | {mean:.4f} (split seed {seeds['seeds'][0]}: {v:.4f}) | "
+                            f"{'met' if mean >= 0.99 else f'missed by {0.99 - mean:.4f}'} |")
+                continue
             rows.append(f"| (a) {kind} macro-F1 within the shared captures | ≥ 0.99 | {v:.4f} | "
                         f"{'met' if v >= 0.99 else f'missed by {0.99 - v:.4f}'} |")
     for kind, e in ab.items():
@@ -516,16 +523,35 @@ WHY = [
     "on seeds 1 and 2 in a separate run; no target is set for it). The remaining misses "
     "across recordings are single flows (table above). The transformer's training CPU time "
     "rose from 143 s to 267 s with the steps.",
-    "Why (c): with the context columns the forest trained on 10 % of the real flows is better "
-    "alone (SEED=3 0.877 → 0.916) and worse with the markov-generated flows added (0.896, "
-    "−0.020; +0.018 before): the generated capture's host context is unlike the real one's. "
-    "Median ⌊log2⌋ of the client's flows in the past window, generated vs real: "
-    "nmap_version_scan 10 vs 3, syn_flood 9 vs 13, udp_flood 9 vs 13, nmap_syn_scan 7 vs 11 — "
-    "the generator's address plan and arrival times do not reproduce how many flows one client "
-    "opens, so generated rows teach the forest wrong context for those classes. Boosting "
-    "(+0.084) and the transformer (+0.040) still gain. So the (c) target (3 detectors) is "
-    "missed with the forest; making generated captures carry real per-client flow rates is "
-    "the fix, not done here.",
+    "Why (c): six detectors, each trained on 10 % of the real training flows (three split seeds; "
+    "the transformer one seed, not re-measured in this round: 267 CPU s per training), alone and "
+    "with 2,683 markov-generated flows. Four gain on the SEED=3 recording — kNN +0.091, boosting "
+    "+0.084, transformer +0.040, MLP +0.031 — and two lose: the forest −0.020 (every seed: −0.016, "
+    "−0.041, −0.003) and logistic regression −0.010 (−0.031, −0.005, +0.005). The gains go to the "
+    "detectors that are weakest on scarce real data (kNN 0.820 and boosting 0.849 real only: "
+    "classes with 1–3 real training flows), the losses to the two that already generalise from "
+    "10 % (logistic regression 0.937, forest 0.916). The per-class table shows where the forest "
+    "loses: benign_http 0.936 → 0.696 (its flows taken for nmap_version_scan and http_flood) and "
+    "http_flood 0.989 → 0.948 (taken for nmap_version_scan). The markov model's HTTP-family flows "
+    "(version-scan probes, floods, benign requests, slowloris) overlap one another where the real "
+    "ones do not, and its 200 nmap_version_scan flows (against one real training flow) carry a "
+    "host context unlike the real scan's (median ⌊log2⌋ of the client's flows in the past window "
+    "10 vs 3). Leaving out the generated flows of one class at a time (a separate exploration, "
+    "not in this benchmark) raised the forest by at most 0.012 (http_flood, mqtt_publish_flood, "
+    "benign_http, nmap_version_scan, slowloris: +0.007 to +0.012 each): no single class is to "
+    "blame; dropping the generated flows a real-only forest gives under 0.5 probability of their "
+    "class did not help either. Giving the generated flows less weight (`--generated-weight`, new "
+    "in this round) does not turn the forest's loss into a gain: weight 0.1 −0.027, 0.01 −0.003 "
+    "(about as good as leaving them out). Logistic regression gains at weight 0.1 (+0.010) and "
+    "0.01 (+0.007), so the weight is worth choosing on held-out real flows; kNN has no sample "
+    "weights. Flows of the bundled default AR model (50 per class, 652 flows, `--ar-per-class "
+    "50`) give the same picture with fewer flows: forest −0.022, boosting +0.074, logistic "
+    "regression +0.013, kNN +0.073, MLP +0.023. So generated flows help 4 of the 6 classifiers "
+    "at the default weight (5 with logistic regression at weight 0.1 or with the AR flows), never "
+    "the random forest; making the generators' HTTP-family flows and per-client flow rates match "
+    "the real ones is the fix, not done here. The held-out shared columns are not clean: the "
+    "markov model was trained on the tokenized shared captures' train split, which overlaps the "
+    "held-out flows.",
     "The `detect run` figures are CPU time on a shared 2-core machine (other sessions running); "
     "each step ran three times and the least counts, the other runs are in the last column. "
     "read_pcap alone moves most (0.1–0.5 s): its cost is mostly first-touch page faults of "
