@@ -2,13 +2,16 @@
 recordings and with scarce real data, and how fast `detect run` is.
 
 (a) within the shared lab captures (training = ../shared/data/captures): a flow-level,
-    stratified 80/20 split; macro-F1 of forest, boosting and transformer on the held-out flows.
+    stratified 80/20 split; macro-F1 of each detector kind on the held-out flows (forest and
+    transformer over --within-seeds split seeds).
 (b) across recordings: the same detectors on an independent lab recording (capture.sh,
     SEED=3; --cross): macro-F1 and the per-class F1 that drops.
 (c) scarce real data: each detector trained on 10 % of the real training flows, alone and
     with markov-generated flows (`pytrafgen tokenize` → `train --generator markov` →
     `generate`, all on the training captures), evaluated on the SEED=3 recording (no flow of
-    it was seen by the generator or the detector) and on the held-out shared flows.
+    it was seen by the generator or the detector) and on the held-out shared flows; also at
+    the generated flows' weights --generated-weights and with --ar-per-class flows of the
+    bundled default AR model.
 (d) `detect run` on one core: a ~1M-packet capture (the shared captures repeated, time-shifted,
     written with pytrafgen.write_pcap into /tmp), CPU time of read_pcap alone next to the whole
     run (streamed read, flows, features, forest predict) in one fresh process; then peak RSS
