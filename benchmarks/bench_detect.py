@@ -2,13 +2,16 @@
 recordings and with scarce real data, and how fast `detect run` is.
 
 (a) within the shared lab captures (training = ../shared/data/captures): a flow-level,
-    stratified 80/20 split; macro-F1 of forest, boosting and transformer on the held-out flows.
+    stratified 80/20 split; macro-F1 of each detector kind on the held-out flows (forest and
+    transformer over --within-seeds split seeds).
 (b) across recordings: the same detectors on an independent lab recording (capture.sh,
     SEED=3; --cross): macro-F1 and the per-class F1 that drops.
 (c) scarce real data: each detector trained on 10 % of the real training flows, alone and
     with markov-generated flows (`pytrafgen tokenize` → `train --generator markov` →
     `generate`, all on the training captures), evaluated on the SEED=3 recording (no flow of
-    it was seen by the generator or the detector) and on the held-out shared flows.
+    it was seen by the generator or the detector) and on the held-out shared flows; also at
+    the generated flows' weights --generated-weights and with --ar-per-class flows of the
+    bundled default AR model.
 (d) `detect run` on one core: a ~1M-packet capture (the shared captures repeated, time-shifted,
     written with pytrafgen.write_pcap into /tmp), CPU time of read_pcap alone next to the whole
     run (streamed read, flows, features, forest predict) in one fresh process; then peak RSS
@@ -175,6 +178,28 @@ def _delta(base: list[dict[str, Any]], aug: list[dict[str, Any]], where: str) ->
             "delta": float(np.mean(deltas)), "deltas": deltas}
 
 
+def _without_class(flows: Any, name: str) -> Any:
+    """``flows`` with the flows of class ``name`` unlabeled (training leaves them out)."""
+    from dataclasses import replace
+
+    return replace(flows, captures=[replace(c, classes=[None if k == name else k for k in c.classes])
+                                    for c in flows.captures])
+
+
+def leave_one_class_out(args: argparse.Namespace, real: Any, cross: Any, generated: Any) -> dict[str, Any]:
+    """The forest on 10 % of the real flows plus the markov flows of every class but one: which
+    generated class costs the forest on the SEED=3 recording."""
+    out: dict[str, Any] = {}
+    for name in sorted({c for c in generated.labels() if c is not None}):
+        print(f"(c) forest without the generated {name} flows …", flush=True)
+        scores = [_score(_train("forest", real, _without_class(generated, name), seed=seed,
+                                train_fraction=args.fraction, max_val_flows_per_class=args.max_test_flows).detector,
+                         cross, None, args.max_test_flows, seed)["macro_f1"]
+                  for seed in range(args.seed, args.seed + args.scarce_seeds)]
+        out[name] = {"cross": float(np.mean(scores)), "runs": scores}
+    return out
+
+
 def part_c(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, Any]) -> dict[str, Any]:
     from pytrafgen.detect.data import load_labeled
 
@@ -214,6 +239,10 @@ def part_c(args: argparse.Namespace, real: Any, cross: Any, previous: dict[str, 
                                for name, _, _ in variants if name != "real_plus_generated"}
         out["detectors"][kind] = summary
         print(f"    {kind}: {summary.get('cross') or summary.get('within')}", flush=True)
+    if previous.get("forest_leave_one_class_out"):
+        out["forest_leave_one_class_out"] = previous["forest_leave_one_class_out"]
+    if args.leave_one_class_out and cross is not None:
+        out["forest_leave_one_class_out"] = leave_one_class_out(args, real, cross, sources["markov"])
     return out
 
 
@@ -331,7 +360,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = ["# pytrafgen detect", "",
              f"Measured {report['date']} (last part) on {report['cpu']} (2 cores shared with other sessions; "
              "one thread, `OMP_NUM_THREADS=1`). Commands, one per part: "
-             + "; ".join(f"({p}) `{c}`" for p, c in sorted(report.get("commands", {}).items()))
+             + "; ".join(f"({p}) " + " + ".join(f"`{c}`" for c in (cs if isinstance(cs, list) else [cs]))
+                         for p, cs in sorted(report.get("commands", {}).items()))
              + ". Each part writes its own section of this file.", "",
              f"Training data: `{report['train_captures']}` (13 lab classes). Independent test recording: "
              f"`{report.get('cross_captures')}` ({CROSS_NOTE}). Test sets hold at most "
@@ -412,6 +442,17 @@ def markdown(report: dict[str, Any]) -> str:
                     cell = f"{base:.3f} → {aug:.3f}"
                     cells.append(f"**{cell}**" if abs(aug - base) > 0.01 else cell)
                 lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+        loo = c.get("forest_leave_one_class_out")
+        forest_c = c["detectors"].get("forest", {}).get("cross")
+        if loo and forest_c:
+            lines += ["", "The forest with the markov-generated flows of one class left out (all other classes' "
+                      f"generated flows kept; SEED=3, mean over the same split seeds; with every class: "
+                      f"{forest_c['real_plus_generated']:.4f}, real only: {forest_c['real_only']:.4f}):", "",
+                      "| generated class left out | SEED=3 macro-F1 | vs all generated | vs real only |",
+                      "|---|---:|---:|---:|"]
+            for name, v in sorted(loo.items(), key=lambda kv: -kv[1]["cross"]):
+                lines.append(f"| {name} | {v['cross']:.4f} | {v['cross'] - forest_c['real_plus_generated']:+.4f} | "
+                             f"{v['cross'] - forest_c['real_only']:+.4f} |")
         variants = [(kind, name, v) for kind, e in c["detectors"].items() for name, v in e.get("variants", {}).items()]
         if variants:
             lines += ["", "Other generated sets and weights (`--generated-weight W`: a generated flow's training "
@@ -467,6 +508,13 @@ def targets(report: dict[str, Any]) -> list[str]:
     for kind in ("forest", "transformer"):
         if kind in ab:
             v = ab[kind]["within"]["macro_f1"]
+            seeds = ab[kind].get("within_seeds")
+            if seeds:  # one held-out flow moves a split's figure by up to 0.02: judged on the mean
+                mean = float(np.mean(seeds["macro_f1"]))
+                rows.append(f"| (a) {kind} macro-F1 within the shared captures, mean of {len(seeds['seeds'])} split "
+                            f"seeds | ≥ 0.99 | {mean:.4f} (split seed {seeds['seeds'][0]}: {v:.4f}) | "
+                            f"{'met' if mean >= 0.99 else f'missed by {0.99 - mean:.4f}'} |")
+                continue
             rows.append(f"| (a) {kind} macro-F1 within the shared captures | ≥ 0.99 | {v:.4f} | "
                         f"{'met' if v >= 0.99 else f'missed by {0.99 - v:.4f}'} |")
     for kind, e in ab.items():
@@ -508,24 +556,56 @@ WHY = [
     "learned embeddings added to its pooled state, and 700 fine-tuning steps instead of 400. "
     "Before → now, (a) split seed 0 / (b) SEED=3: forest 0.987 / 0.958 → 0.998 / 0.996 "
     "(five split seeds: 0.953 mean, min 0.919 → 0.997 ± 0.005, min 0.989); boosting 0.982 / "
-    "0.964 → 0.979 / 0.997; transformer 0.912 / 0.969 → 0.987 / 0.994. Still missed: the "
-    "transformer within (0.987 < 0.99): one of the 4 held-out nmap_version_scan flows taken for "
-    "nmap_syn_scan and one udp_flood flow for benign_coap (a run of the same seed outside the "
-    "benchmark missed only the latter, 0.998: one flow decides it, and fine-tuning on CPU is not "
-    "bit-reproducible across processes here); boosting within is 0.979 on seed 0 (0.998 and 1.000 "
-    "on seeds 1 and 2 in a separate run; no target is set for it). The remaining misses "
-    "across recordings are single flows (table above). The transformer's training CPU time "
-    "rose from 143 s to 267 s with the steps.",
-    "Why (c): with the context columns the forest trained on 10 % of the real flows is better "
-    "alone (SEED=3 0.877 → 0.916) and worse with the markov-generated flows added (0.896, "
-    "−0.020; +0.018 before): the generated capture's host context is unlike the real one's. "
-    "Median ⌊log2⌋ of the client's flows in the past window, generated vs real: "
-    "nmap_version_scan 10 vs 3, syn_flood 9 vs 13, udp_flood 9 vs 13, nmap_syn_scan 7 vs 11 — "
-    "the generator's address plan and arrival times do not reproduce how many flows one client "
-    "opens, so generated rows teach the forest wrong context for those classes. Boosting "
-    "(+0.084) and the transformer (+0.040) still gain. So the (c) target (3 detectors) is "
-    "missed with the forest; making generated captures carry real per-client flow rates is "
-    "the fix, not done here.",
+    "0.964 → 0.979 / 0.997; transformer 0.912 / 0.969 → 0.987 / 0.994 (previous round). Still "
+    "missed: the transformer within, now measured over three split seeds like the forest: "
+    "0.980, 0.991, 0.991, mean 0.988 ± 0.006, so the target (judged on the mean) is missed by "
+    "0.002. Its misses are single flows of the smallest classes: split seed 0 took one of the 4 "
+    "held-out nmap_version_scan flows for nmap_syn_scan and one udp_flood flow for "
+    "mqtt_publish_flood (4 held-out flows: its F1 0.889); the previous round's run of the same "
+    "seed gave 0.987 with one other flow wrong (fine-tuning on CPU is not bit-reproducible "
+    "across processes here). Its recipe (700 steps of 16 class-balanced flows, learning rates "
+    "3e-4 / 3e-3 one-cycle, mean pooling over 128 tokens plus the 4 context embeddings) was not "
+    "changed in this round: one fine-tuning costs 237–267 CPU s, 15–20 minutes of wall time on "
+    "this shared machine, and that time went to the split seeds and part (c); no recipe change "
+    "was measured, so none is claimed. Boosting within is 0.979 on seed 0 (0.998 and 1.000 on "
+    "seeds 1 and 2 in a separate run; no target is set for it). logreg, knn and mlp (new in "
+    "this round, split seed 0): within 0.961 / 0.941 / 0.958, across 0.995 / 0.965 / 0.986 — "
+    "below the trees within the shared captures; no target is set for them. The remaining "
+    "misses across recordings are single flows (table above). The transformer's training CPU "
+    "time rose from 143 s to 267 s with the steps (237 s in this round's seed-0 run).",
+    "Why (c): six detectors, each trained on 10 % of the real training flows (three split seeds; "
+    "the transformer one seed, not re-measured in this round: 267 CPU s per training), alone and "
+    "with 2,683 markov-generated flows. Four gain on the SEED=3 recording — kNN +0.091, boosting "
+    "+0.084, transformer +0.040, MLP +0.031 — and two lose: the forest −0.020 (every seed: −0.016, "
+    "−0.041, −0.003) and logistic regression −0.010 (−0.031, −0.005, +0.005). The gains go to the "
+    "detectors that are weakest on scarce real data (kNN 0.820 and boosting 0.849 real only: "
+    "classes with 1–3 real training flows), the losses to the two that already generalise from "
+    "10 % (logistic regression 0.937, forest 0.916). The per-class table shows where the forest "
+    "loses: benign_http 0.936 → 0.696 (its flows taken for nmap_version_scan and http_flood) and "
+    "http_flood 0.989 → 0.948 (taken for nmap_version_scan). The markov model's HTTP-family flows "
+    "(version-scan probes, floods, benign requests, slowloris) overlap one another where the real "
+    "ones do not, and its 200 nmap_version_scan flows (against one real training flow) carry a "
+    "host context unlike the real scan's (median ⌊log2⌋ of the client's flows in the past window "
+    "10 vs 3). Leaving out the generated flows of one class at a time (`--leave-one-class-out`, "
+    "table above) raises the forest by at most 0.012 (http_flood, mqtt_publish_flood, benign_http, "
+    "slowloris, nmap_version_scan: +0.007 to +0.012 each), and leaving out others lowers it "
+    "(http_bruteforce −0.022, nmap_syn_scan −0.010, benign_mqtt −0.009: those generated flows "
+    "help): no single class is to "
+    "blame. Dropping the generated flows a real-only forest gives under 0.5 probability of their "
+    "class did not help either (a separate exploration, not in this benchmark: 0.890 against "
+    "0.896). Choosing per class whether to use its generated flows, on held-out real flows, is "
+    "the next thing to try; not done here. Giving the generated flows less weight (`--generated-weight`, new "
+    "in this round) does not turn the forest's loss into a gain: weight 0.1 −0.027, 0.01 −0.003 "
+    "(about as good as leaving them out). Logistic regression gains at weight 0.1 (+0.010) and "
+    "0.01 (+0.007), so the weight is worth choosing on held-out real flows; kNN has no sample "
+    "weights. Flows of the bundled default AR model (50 per class, 652 flows, `--ar-per-class "
+    "50`) give the same picture with fewer flows: forest −0.022, boosting +0.074, logistic "
+    "regression +0.013, kNN +0.073, MLP +0.023. So generated flows help 4 of the 6 classifiers "
+    "at the default weight (5 with logistic regression at weight 0.1 or with the AR flows), never "
+    "the random forest; making the generators' HTTP-family flows and per-client flow rates match "
+    "the real ones is the fix, not done here. The held-out shared columns are not clean: the "
+    "markov model was trained on the tokenized shared captures' train split, which overlaps the "
+    "held-out flows.",
     "The `detect run` figures are CPU time on a shared 2-core machine (other sessions running); "
     "each step ran three times and the least counts, the other runs are in the last column. "
     "read_pcap alone moves most (0.1–0.5 s): its cost is mostly first-touch page faults of "
@@ -559,6 +639,8 @@ def main() -> None:
     parser.add_argument("--scarce-seeds", type=int, default=3)
     parser.add_argument("--generated-weights", type=lambda v: [float(w) for w in v.split(",")], default=[1.0],
                         help="part c: the generated flows' training weights to measure (comma-separated; 1 always)")
+    parser.add_argument("--leave-one-class-out", action="store_true",
+                        help="part c: the forest with the markov flows of one class left out, each class in turn")
     parser.add_argument("--ar-per-class", type=int, default=0,
                         help="part c: also add this many flows per class from the bundled default AR model (0: not)")
     parser.add_argument("--packets", type=int, default=1_000_000)
@@ -592,8 +674,13 @@ def main() -> None:
         # parts measured by other runs since this one started stay as they are now on disk
         merged = json.loads(previous.read_text()) if previous.exists() else {}
         merged.update({k: report[k] for k in done if k in report})
-        merged["commands"] = {**merged.get("commands", {}),
-                              **{part: report["command"] for part in ("ab", "c", "d") if part in done}}
+        # a part measured by several runs (--kinds subsets) lists every run's command
+        commands = {p: c if isinstance(c, list) else [c] for p, c in merged.get("commands", {}).items()}
+        for part in ("ab", "c", "d"):
+            if part in done:
+                runs = commands.get(part, []) if args.kinds != ",".join(KINDS) else []
+                commands[part] = [c for c in runs if c != report["command"]] + [report["command"]]
+        merged["commands"] = commands
         write_results(RESULTS, merged, markdown(merged))
 
     if "a" in args.parts or "b" in args.parts:

@@ -48,7 +48,8 @@ def train(
     generated: Annotated[list[Path] | None, typer.Option(
         "--generated", "-g", help="Generated pcap to add to the training flows (labels from <pcap>.flows.csv, "
                                   "else a pcapng's class=NAME packet comments); repeatable.")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="forest, boosting, transformer, logreg, knn or mlp.")] = "forest",
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="forest, boosting, transformer, logreg, knn or mlp.")] = "forest",
     val_share: Annotated[float, typer.Option("--val-share", help="Share of real flows held out for validation.")]
     = 0.2,
     max_flows_per_class: Annotated[int, typer.Option(

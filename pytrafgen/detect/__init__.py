@@ -1,6 +1,6 @@
 """Malicious-traffic detectors trained on real (and generated) flows: flow features, models
-(forest, boosting, transformer, logreg, knn, mlp), training with a held-out real split, streaming runs over
-captures, and evaluation. See docs/detect.md; the CLI is ``pytrafgen detect``."""
+(forest, boosting, transformer, logreg, knn, mlp), training with a held-out real split,
+streaming runs over captures, and evaluation. See docs/detect.md; the CLI is ``pytrafgen detect``."""
 
 from __future__ import annotations
 

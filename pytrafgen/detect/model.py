@@ -128,8 +128,8 @@ class Detector(ABC):
 # --- scikit-learn detectors -------------------------------------------------------------------
 
 MODEL_FILE = "model.skops"
-# The only types a forest / boosting file may name beyond what skops trusts by default
-# (scikit-learn estimators, numpy arrays and builtins).
+# The only types a file of each kind may name beyond what skops trusts by default
+# (scikit-learn estimators, numpy arrays and builtins); the first is the object it must hold.
 TRUSTED_TYPES: dict[str, tuple[str, ...]] = {
     "forest": ("sklearn.ensemble._forest.RandomForestClassifier", "sklearn.tree._tree.Tree"),
     "boosting": ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",

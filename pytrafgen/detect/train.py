@@ -57,7 +57,7 @@ def train_detector(kind: str, real: LabeledFlows, generated: LabeledFlows | None
     if not 0 < val_share < 1:
         raise PytrafgenError(f"the validation share must be between 0 and 1, got {val_share}")
     if not 0 < generated_weight <= 1e6:
-        raise PytrafgenError(f"the generated flows' weight must be positive, got {generated_weight}")
+        raise PytrafgenError(f"the generated flows' weight must be positive (at most 1e6), got {generated_weight}")
     real_labels = real.labels()
     gen_labels = generated.labels() if generated is not None else []
     classes = list(dict.fromkeys(c for c in [*real_labels, *gen_labels] if c is not None))
@@ -105,7 +105,8 @@ def train_detector(kind: str, real: LabeledFlows, generated: LabeledFlows | None
                                         np.zeros(0, np.int64), classes)
     header.training = {
         "real_flows_train": len(train_idx), "real_flows_validation": len(val_idx),
-        "generated_flows": n_generated, "generated_weight": generated_weight, "validation_share": val_share, "train_fraction": train_fraction,
+        "generated_flows": n_generated, "generated_weight": generated_weight, "validation_share": val_share,
+        "train_fraction": train_fraction,
         "max_flows_per_class": max_flows_per_class, "seed": seed, "fit_seconds": round(fit_s, 2),
         "real_sources": [str(c.path) for c in real.captures],
         "generated_sources": [str(c.path) for c in generated.captures] if generated is not None else [],
