@@ -2,7 +2,7 @@
 command runs it, with this tree's package or the one extracted at CODE (a previous revision's
 ``pytrafgen`` folder, run on this build's C++ core); writes the number of sampled tokens of the
 flows kept to TOKENS_JSON. Imports nothing of pytrafgen before choosing which one to load.
-``PYTRAFGEN_BENCH_SAMPLING`` (a JSON object, e.g. ``{"bf16_linears": true}``) overrides
+``PYTRAFGEN_BENCH_SAMPLING`` (a JSON object, e.g. ``{"bf16_linears": false}``) overrides
 sampling settings the command has no option for.
 
     python benchmarks/ar_generate_child.py {current|CODE} TOKENS_JSON generate ...

@@ -200,16 +200,16 @@ DEFAULT_MODEL = REPO / "pytrafgen" / "data" / "default_model"
 
 
 def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str | None,
-                   previous_core: Path | None = None, bf16_row: bool = False) -> list[dict[str, object]]:
+                   previous_core: Path | None = None, float32_row: bool = False) -> list[dict[str, object]]:
     """``pytrafgen generate`` of the bundled default, previous code (unless None) then this
     tree's, each in a fresh process; wall time of the whole command. ``previous_core``: the
     previous revision's built ``_core*.so`` (else the previous code runs on this build's).
-    ``bf16_row``: a third run, this tree with ``bf16_linears`` on (opt-in, not the default)."""
+    ``float32_row``: a third run, this tree with ``bf16_linears`` off (float32 projections)."""
     classes = json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
     work = Path(tempfile.mkdtemp(prefix="bench_ar_"))
     runs: list[tuple[str, str, dict[str, object]]] = [("this tree", "current", {})]
-    if bf16_row:
-        runs.append(("this tree, bf16_linears", "current", {"bf16_linears": True}))
+    if float32_row:
+        runs.append(("this tree, float32 projections", "current", {"bf16_linears": False}))
     if previous:
         old_tree = work / "previous"
         old_tree.mkdir()
@@ -351,8 +351,8 @@ def main() -> None:
     parser.add_argument("--previous-core", type=Path,
                         help="the previous revision's built _core*.so (default: this build's, so a change "
                              "in the C++ core counts for both)")
-    parser.add_argument("--bf16-row", action="store_true",
-                        help="--pipeline: also run this tree with the opt-in bf16_linears sampling setting")
+    parser.add_argument("--float32-row", action="store_true",
+                        help="--pipeline: also run this tree with bf16_linears off (float32 projections)")
     parser.add_argument("--scale", type=int, default=0, metavar="N",
                         help="also time this tree alone on N flows per class (kept beside the last --pipeline)")
     args = parser.parse_args()
@@ -382,7 +382,7 @@ def main() -> None:
         if args.previous_core and not args.previous_core.name.startswith("_core"):
             sys.exit(f"--previous-core {args.previous_core}: expected a built _core*.so")
         rows = bench_pipeline(args.pipeline, args.previous, os.environ.get("OMP_NUM_THREADS"), args.previous_core,
-                              args.bf16_row)
+                              args.float32_row)
         classes = len(json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"])
         pipeline = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "command": " ".join([Path(sys.executable).name, *sys.argv]), "flows_per_class": args.pipeline,

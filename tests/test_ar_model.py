@@ -374,3 +374,20 @@ def test_a_bf16_linear_copy_rounds_only_the_projections_and_leaves_the_model_alo
     assert float(kl.max()) < 1e-3
     with pytest.raises(ValueError, match="LoRA"):
         bf16_linear_copy(GPT(GPTConfig(**{**COND.to_dict(), "lora_rank": 2})))
+
+
+def test_a_lora_layer_under_autocast_still_applies_its_adapter():
+    """bfloat16 activations through float32 weights (autocast training) keep the LoRA path; only
+    float32 activations through bfloat16 weights (a sampling copy) take the bfloat16 shortcut."""
+    from pytrafgen.generators.ar.model import LoRALinear
+
+    torch.manual_seed(5)
+    layer = LoRALinear(16, 8, rank=2)
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(x.bfloat16()).float()
+    with_adapter = F.linear(x, layer.merged_weight())
+    without = F.linear(x, layer.weight)
+    assert torch.allclose(got, with_adapter, rtol=0.02, atol=0.05)  # bfloat16 rounding
+    assert not torch.allclose(got, without, rtol=0.02, atol=0.05)

@@ -128,9 +128,9 @@ class SamplingSettings:
     # stream strategy on a CPU with native bfloat16 dot products (AVX512-BF16 or AMX; ignored
     # elsewhere): the attention and MLP projections multiply in bfloat16 (``bf16_linear_copy``),
     # a decoding step's matrix products three to four times as fast, at the price of rounding
-    # their inputs and results to 8 significant bits (next-token KL ~1e-5 per token of float32
-    # for the bundled default, see docs/training.md); False keeps them float32
-    bf16_linears: bool = False
+    # their inputs and results to 8 significant bits (next-token KL ~6e-6 per token of float32
+    # for the bundled default, benchmarks/results/ar_bf16_kl.md); False keeps them float32
+    bf16_linears: bool = True
     # a model with continuation tokens: a flow is closed after this many packets at the latest
     # (it may end earlier, when the model emits EOS); 0: no cap
     max_flow_packets: int = 10000

@@ -303,8 +303,8 @@ class ARGenerator(Generator):
                      **options: Any) -> None:
         """Sampling options for later ``sample`` calls (None keeps the current value):
         ``temperature``, ``top_k``, ``top_p``, ``batch_size``, ``compile``, ``half_cache`` (False keeps a
-        CPU's key/value cache float32), ``bf16_linears`` (True: bfloat16 projections on a CPU that
-        has them natively; see ``SamplingSettings``), ``device``."""
+        CPU's key/value cache float32), ``bf16_linears`` (False keeps a CPU's projections float32
+        where it would multiply them in bfloat16; see ``SamplingSettings``), ``device``."""
         self.check_sampling_options(options)
         self.sampling = replace(self.sampling, **{k: v for k, v in options.items() if v is not None})
         if device is not None and device != self.device:

@@ -37,8 +37,10 @@ class LoRALinear(nn.Linear):
             self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight.dtype != x.dtype:  # bfloat16 weights of a sampling copy (bf16_linear_copy)
-            return F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
+        # float32 activations through bfloat16 weights: only a sampling copy (bf16_linear_copy,
+        # no adapters); autocast (bfloat16 activations, float32 weights) takes the path below
+        if self.weight.dtype == torch.bfloat16 and x.dtype == torch.float32:
+            return F.linear(x.to(torch.bfloat16), self.weight).float()
         y = F.linear(x, self.weight)
         if self.rank:
             y = y + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
