@@ -225,6 +225,41 @@ def test_a_client_disconnect_before_more_packets_is_a_pingreq() -> None:
     assert [sent(k) for k in (2, 3, 4, 5)] == [pub + b"\xc0\x00" + pub, b"\xc0\x00", pub, pub + b"\xe0\x00"]
 
 
+def _mosquitto_in_namespaces_unavailable() -> str:
+    if os.geteuid() != 0:
+        return "replay needs root (network namespaces)"
+    if shutil.which("ip") is None or shutil.which("mosquitto") is None or shutil.which("mosquitto_passwd") is None:
+        return "iproute2 and mosquitto are needed (apt-get install iproute2 mosquitto)"
+    return ""
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(bool(_mosquitto_in_namespaces_unavailable()), reason=_mosquitto_in_namespaces_unavailable() or "ok")
+def test_mosquitto_delivers_the_publishes_after_a_conformed_disconnect(tmp_path: Path) -> None:
+    """The real broker, with a subscriber: a session publishing, DISCONNECTing and publishing
+    on delivers only what came before the DISCONNECT; conformed (a PINGREQ in its place) it
+    delivers every PUBLISH."""
+    from pytrafgen.replay import scenarios
+    from pytrafgen.replay.senders import Bounds
+    from pytrafgen.replay.targets import MQTT_PASSWORD, MQTT_USER
+    from pytrafgen.replay.trace import load_trace
+
+    user, password = MQTT_USER.encode(), MQTT_PASSWORD.encode()
+    body = b"\x00\x04MQTT\x04\xc2\x00\x3c\x00\x02id" + len(user).to_bytes(2, "big") + user \
+        + len(password).to_bytes(2, "big") + password
+    connect = bytes([0x10, len(body)]) + body
+    pub = bytes([0x30, 5, 0, 1]) + b"t" + b"xy"
+    records = mqtt_flow([(0, connect), (1, bytes([0x20, 2, 0, 0])), (0, pub * 3 + b"\xe0\x00" + pub * 4)])
+    delivered = {}
+    for stage, conformed in (("raw", False), ("final", True)):
+        pcap = tmp_path / f"{stage}.pcap"
+        write_records(pcap, records, PLAN, seed=0, conform=conformed, protocols=get_registry().protocols)
+        effect = scenarios.measure(scenarios.get_scenario("mqtt_publish_flood"), load_trace(pcap),
+                                  Bounds(max_sessions=5, timeout_s=1.0, hold_cap_s=1.0))
+        delivered[stage] = effect.figures["messages_delivered"]
+    assert delivered == {"raw": 3, "final": 7}
+
+
 def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
     """A PUBACK announcing 5 bytes (3.1.1: always 2) is sent with 2 and its stray bytes dropped;
     zero padding after a PINGREQ (reserved type 0) becomes a PUBLISH of the same size on the
