@@ -225,6 +225,67 @@ def test_a_client_disconnect_before_more_packets_is_a_pingreq() -> None:
     assert [sent(k) for k in (2, 3, 4, 5)] == [pub + b"\xc0\x00" + pub, b"\xc0\x00", pub, pub + b"\xe0\x00"]
 
 
+def test_topic_names_and_filters_a_broker_takes() -> None:
+    """markov's publish flood: a PUBLISH topic name of zero padding ("sensor" and NULs: U+0000
+    is forbidden, MQTT 3.1.1 §1.5.3) has its control characters written as "_", the length
+    kept; an UNSUBSCRIBE with no topic filter (§3.10.3: mosquitto closes the connection there)
+    and the rest of its segment become one PUBLISH of the same size."""
+    pub = bytes([0x30, 9, 0, 4]) + b"s\x00\x01\xff" + b"xyz"
+    records = mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 0, 0])), (0, pub), (0, b"\xa2\x02\x00\x05" + pub)])
+    out, counts = conform(records, records.packets["ts_ns"])
+
+    def sent(k: int) -> bytes:
+        i = len(HANDSHAKE) + k
+        off, n = int(out.packets["payload_off"][i]), int(out.packets["payload_len"][i])
+        return out.blob[off:off + n].tobytes()
+
+    assert sent(2) == bytes([0x30, 9, 0, 4]) + b"s___" + b"xyz"
+    assert counts["mqtt_topic_names"] >= 1 and counts["mqtt_invalid_packets"] == 1
+    assert len(sent(3)) == 4 + len(pub) and sent(3)[0] == 0x30
+
+
+def _mosquitto_in_namespaces_unavailable() -> str:
+    if os.geteuid() != 0:
+        return "replay needs root (network namespaces)"
+    if shutil.which("ip") is None or shutil.which("mosquitto") is None or shutil.which("mosquitto_passwd") is None:
+        return "iproute2 and mosquitto are needed (apt-get install iproute2 mosquitto)"
+    return ""
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(bool(_mosquitto_in_namespaces_unavailable()), reason=_mosquitto_in_namespaces_unavailable() or "ok")
+@pytest.mark.parametrize(("defect", "published"), [
+    (b"\xe0\x00", 0),  # a DISCONNECT, then more PUBLISHes
+    (bytes([0x30, 9, 0, 4]) + b"t\x00\x00\x00" + b"xyz", 1),  # a topic name of NULs (zero padding)
+    (b"\xa2\x02\x00\x05", 0),  # an UNSUBSCRIBE with no topic filter
+])
+def test_mosquitto_delivers_the_publishes_after_a_conformed_defect(defect: bytes, published: int,
+                                                                   tmp_path: Path) -> None:
+    """The real broker, with a subscriber: a session that publishes 3 messages, sends one of
+    markov's publish-flood defects and publishes 4 more has only the first 3 delivered (the
+    broker closes the session at the defect); conformed (a PINGREQ for the DISCONNECT, "_" for
+    the NULs, the UNSUBSCRIBE not sent: 4 bytes cannot be a PUBLISH) all of them are."""
+    from pytrafgen.replay import scenarios
+    from pytrafgen.replay.senders import Bounds
+    from pytrafgen.replay.targets import MQTT_PASSWORD, MQTT_USER
+    from pytrafgen.replay.trace import load_trace
+
+    user, password = MQTT_USER.encode(), MQTT_PASSWORD.encode()
+    body = b"\x00\x04MQTT\x04\xc2\x00\x3c\x00\x02id" + len(user).to_bytes(2, "big") + user \
+        + len(password).to_bytes(2, "big") + password
+    connect = bytes([0x10, len(body)]) + body
+    pub = bytes([0x30, 5, 0, 1]) + b"t" + b"xy"
+    records = mqtt_flow([(0, connect), (1, bytes([0x20, 2, 0, 0])), (0, pub * 3), (0, defect), (0, pub * 4)])
+    delivered = {}
+    for stage, conformed in (("raw", False), ("final", True)):
+        pcap = tmp_path / f"{stage}.pcap"
+        write_records(pcap, records, PLAN, seed=0, conform=conformed, protocols=get_registry().protocols)
+        effect = scenarios.measure(scenarios.get_scenario("mqtt_publish_flood"), load_trace(pcap),
+                                  Bounds(max_sessions=5, timeout_s=1.0, hold_cap_s=1.0))
+        delivered[stage] = effect.figures["messages_delivered"]
+    assert delivered == {"raw": 3, "final": 7 + published}
+
+
 def test_mqtt_remaining_length_follows_the_layout(tmp_path: Path) -> None:
     """A PUBACK announcing 5 bytes (3.1.1: always 2) is sent with 2 and its stray bytes dropped;
     zero padding after a PINGREQ (reserved type 0) becomes a PUBLISH of the same size on the

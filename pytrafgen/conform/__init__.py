@@ -37,8 +37,8 @@ segment of MQTT acknowledgements none of which answers a request of the peer and
 response beyond the requests made leave their segment without data.
 
 MQTT streams frame (flows the MQTT plugin recognises, as the evaluation does; each side in time
-order, packets carried across segments): a reserved packet type, a PUBLISH of QoS 3, an
-over-long remaining-length encoding or a packet whose fields do not parse ends its segment there
+order, packets carried across segments): a reserved packet type, a PUBLISH of QoS 3, a
+SUBSCRIBE/UNSUBSCRIBE with no topic filter, an over-long remaining-length encoding or a packet whose fields do not parse ends its segment there
 (the rest is not sent); a fixed-size 3.1.1 packet (CONNACK, PUBACK..PUBCOMP, UNSUBACK, PINGREQ,
 PINGRESP, DISCONNECT) whose remaining length disagrees with its layout is sent with the layout's;
 fixed-header flags are the type's required ones; a CONNACK's return code is a defined one; a

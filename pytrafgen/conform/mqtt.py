@@ -130,17 +130,31 @@ def _publish_cover(data: bytes, topic: bytes, direction: int) -> bytes | None:
     return bytes([0x30]) + encode_remaining_length(remaining) + body + data[header + len(body):]
 
 
+def _topic_name_bytes(name: bytes) -> bytes:
+    """A topic name's bytes a broker takes: wildcards, control characters (U+0000 is forbidden,
+    MQTT 3.1.1 §1.5.3; mosquitto refuses every control character) and, where the name is not
+    UTF-8, bytes above 127 written as "_", the length kept."""
+    out = bytes(0x5F if c in (0x2B, 0x23, 0x7F) or c < 0x20 else c for c in name)
+    try:
+        out.decode("utf-8")
+    except UnicodeDecodeError:
+        out = bytes(0x5F if c > 0x7F else c for c in out)
+    return out
+
+
 def _topic_without_wildcards(data: bytes, at: int, counts: dict[str, int]) -> bytes:
-    """``data`` with the wildcards of the PUBLISH topic name at ``at`` (its 2-byte length, then
-    the name; the part in ``data``) written as "_": a topic name carries none (MQTT-013)."""
+    """``data`` with the PUBLISH topic name at ``at`` (its 2-byte length, then the name; the
+    part in ``data``) as a broker takes it (``_topic_name_bytes``): a topic name carries no
+    wildcard (MQTT-013), no control character and is UTF-8."""
     if at + 2 > len(data):
         return data
     end = min(at + 2 + int.from_bytes(data[at:at + 2], "big"), len(data))
     name = data[at + 2:end]
-    if b"+" not in name and b"#" not in name:
+    fixed = _topic_name_bytes(name)
+    if fixed == name:
         return data
     counts["mqtt_topic_names"] = counts.get("mqtt_topic_names", 0) + 1
-    return data[:at + 2] + name.replace(b"+", b"_").replace(b"#", b"_") + data[end:]
+    return data[:at + 2] + fixed + data[end:]
 
 
 def _may_continue(body: bytes, ptype: int, remaining: int) -> bool:
@@ -183,6 +197,10 @@ def _mqtt_segment(data: bytes, parse: Any, direction: int, version: int,
             reason = "mqtt_invalid_packets"
         elif ptype in MQTT_SENT_BY[1 - direction]:
             reason = "mqtt_wrong_side_packets"
+        elif ptype in (8, 10) and m["complete"] and m["remaining_length"] <= 2 and version != 5:
+            # a SUBSCRIBE/UNSUBSCRIBE with no topic filter: a protocol violation (MQTT 3.1.1
+            # §3.8.3, §3.10.3) at which the broker closes the connection
+            reason = "mqtt_invalid_packets"
         elif not m["minimal_length"]:
             reason = "mqtt_remaining_length"
         if reason is not None:
