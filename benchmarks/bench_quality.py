@@ -263,7 +263,7 @@ def run_recording(args: argparse.Namespace) -> None:
                      "sample_max_flow_packets": args.sample_max_flow_packets, "tokenize": dict(TOKENIZE_SETTINGS)},
         "commands": {"benchmark": " ".join(["python", *sys.argv]), **commands}, "seconds": seconds,
         "summary": summary, "per_class": figures["classes"],
-        "load_average_at_end": list(os.getloadavg()),
+        "load_average_at_end": list(os.getloadavg()), "notes": args.note,
     }
     args.results.mkdir(parents=True, exist_ok=True)
     from pytrafgen.atomic import atomic_file
@@ -333,6 +333,9 @@ def recording_markdown(doc: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"{n}: {met} of {len(ks_all)} per-class KS statistics ≤ 0.1; mean KS "
                      f"{np.mean(ks_all):.3f}." if ks_all else f"{n}: no KS figures.")
+    if doc.get("notes"):
+        lines += ["", "## Notes: targets not met, by how much, and what limits them", ""]
+        lines += [f"- {note}" for note in doc["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -355,7 +358,21 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=40, help="--recording: generated flows per class")
     ap.add_argument("--sample-max-flow-packets", type=int, default=1000,
                     help="--recording: AR flows closed after this many packets at the latest")
+    ap.add_argument("--note", action="append", default=[],
+                    help="--recording: a line for the results' notes (what limits a figure); repeatable")
+    ap.add_argument("--rewrite-markdown", action="store_true",
+                    help="--recording: only write quality_recording.md again from its .json (with --note lines)")
     args = ap.parse_args()
+    if args.recording is not None and args.rewrite_markdown:
+        from pytrafgen.atomic import atomic_file
+
+        doc = json.loads((args.results / "quality_recording.json").read_text())
+        doc["notes"] = args.note or doc.get("notes", [])
+        with atomic_file(args.results / "quality_recording.json", "w") as fh:
+            json.dump(doc, fh, indent=1)
+        with atomic_file(args.results / "quality_recording.md", "w") as fh:
+            fh.write(recording_markdown(doc))
+        return
     if args.recording is not None:
         run_recording(args)
         return

@@ -31,6 +31,9 @@ def test_train_default_writes_the_shippable_checkpoint(tmp_path: Path, monkeypat
     config = json.loads((out / "config.json").read_text())
     assert [s["stage"] for s in config["stages"]] == ["pretrain", "finetune"]
     assert config["model"]["class_conditioning"] and config["model"]["bos_token"] >= 0
+    # whole flows: continuation tokens, and each class's longest flow kept for the sampling cap
+    assert config["model"]["continuation_buckets"] > 0
+    assert set(config["longest_flow_packets"]) == set(config["classes"])
     tensors, _ = load_file(out / "weights.safetensors")
     assert "class_proj.weight" in tensors
     assert {a.dtype for a in tensors.values() if a.dtype.kind == "f"} == {np.dtype(np.float16)}
@@ -42,3 +45,13 @@ def test_train_default_writes_the_shippable_checkpoint(tmp_path: Path, monkeypat
     gen.set_sampling(device="cpu", show_progress=False)
     records = gen.sample({"syn_flood": 2}, seed=0)
     assert records.n_flows == 2 and records.n_packets >= 2
+
+    # --warm-start: continues from that checkpoint for WARM_START_STEPS
+    monkeypatch.setattr(default, "WARM_START_STEPS", {"pretrain": 2, "finetune": 2})
+    again = tmp_path / "again"
+    result = CliRunner().invoke(build_app(), ["demo", "train-default", "--out", str(again), "--work",
+                                              str(tmp_path / "work2"), "--warm-start", str(out), "--device", "cpu",
+                                              "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    warm = json.loads((again / "config.json").read_text())
+    assert [s["steps"] for s in warm["stages"]] == [2, 2] and warm["model"] == config["model"]
