@@ -1,7 +1,8 @@
 """Captures + a labels manifest → a tokenized dataset (what ``pytrafgen tokenize`` runs).
 
-Each capture is read, its flows assembled and encoded in a worker process (files in
-parallel); every flow of a file gets the file's class. The flows of all files are then split
+Each capture is read in chunks, its flows assembled and encoded as they end
+(:mod:`pytrafgen.tokenizer.stream`: bounded memory, the same flows and tokens as reading it
+whole), in a worker process (files in parallel); every flow of a file gets the file's class. The flows of all files are then split
 (by flow, stratified by class, seeded), the address plan is learned from the training flows,
 and the dataset is written atomically.
 
@@ -28,6 +29,7 @@ import numpy as np
 from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.tokenizer.encode import DEFAULT_MAX_APP_TOKENS
 from pytrafgen.tokenizer.layout import DEFAULT_PAYLOAD_CAP
+from pytrafgen.tokenizer.stream import DEFAULT_CHUNK_PACKETS, tokenize_file_stream
 from pytrafgen.tokenizer.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -102,16 +104,24 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_timeout_s: float,
                   max_flow_packets: int, max_app_tokens: int,
-                  protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
+                  protocols: Mapping[str, ProtocolSpec] | None = None, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
+                  on_read: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """One capture → its flows' tokens and what the address plan and the payload fill need (runs
     in a worker, which gets the parent's app protocol specs pickled: it sees the same plugins as
-    the parent)."""
+    the parent). ``chunk_packets``: records read at a time (0: the whole capture at once);
+    ``on_read(offset, size)``: bytes of the file read so far, after each chunk."""
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
     from pytrafgen.payload_fill import flow_payload_samples
     from pytrafgen.tokenizer.encode import encode_flows
 
     vocab = Vocabulary.from_json(vocab_json)
+    if chunk_packets > 0:
+        try:
+            return tokenize_file_stream(path, class_index, vocab, idle_timeout_s, max_flow_packets, max_app_tokens,
+                                        protocols, chunk_packets, on_read)
+        except PytrafgenError as exc:  # one-argument error: it crosses the process boundary intact
+            raise DatasetError(str(exc)) from None
     try:
         table = read_pcap(path)
         flows = assemble_flows(table, idle_timeout_s=idle_timeout_s, max_flow_packets=max_flow_packets)
@@ -133,7 +143,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
         "skipped": {**{f"read_{k}": int(v) for k, v in table.skipped.items()}, **enc.skipped},
         "app_packets": enc.app_packets,
         # what AddressPlan.learn reads: each kept flow's first packet and its roles' addresses
-        "first_packets": _first_packet_heads(table, first),
+        "first_packets": first_packet_heads(table, first),
         "l3": np.asarray(flows.l3)[kept],
         "client_addr": np.asarray(flows.client_addr)[kept],
         "server_addr": np.asarray(flows.server_addr)[kept],
@@ -147,7 +157,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
 FRAME_HEAD = 12  # the Ethernet addresses: all AddressPlan.learn reads of a frame
 
 
-def _first_packet_heads(table: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
+def first_packet_heads(table: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
     """What AddressPlan.learn reads of the packets ``rows``: time, link type, L3 offset and the
     first FRAME_HEAD bytes of the frame (zeros past a shorter one), in bulk rather than a copy
     of the whole rows."""
@@ -226,9 +236,14 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
                       idle_timeout_s: float = 120.0, max_flow_packets: int = 0,
                       max_app_tokens: int = DEFAULT_MAX_APP_TOKENS,
                       on_file_done: Callable[[Path], None] | None = None,
-                      protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
+                      protocols: Mapping[str, ProtocolSpec] | None = None,
+                      chunk_packets: int = DEFAULT_CHUNK_PACKETS,
+                      on_bytes: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Tokenize ``inputs`` into a dataset at ``out``; returns its manifest. ``labels_csv``: one
-    labels manifest or several (each capture must be in one of them). The vocabulary gets the
+    labels manifest or several (each capture must be in one of them). ``chunk_packets``:
+    records read at a time per capture (0: each capture whole, in memory; the dataset is the
+    same). ``on_bytes(done, total)``: bytes of the captures read so far and their total size
+    (per chunk with one worker, per file with several). The vocabulary gets the
     app protocols among ``protocols`` (name -> spec; None: the loaded plugins', resolved here:
     an edge, see docs/architecture.md)."""
     from pytrafgen.dataset import split_flows, write_dataset
@@ -248,21 +263,34 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     vocab = Vocabulary.for_protocols(protocols.values(), classes, payload_cap)
     apps = app_protocols_for(vocab, protocols)
     args = [(str(f), classes.index(entries[f].class_name), vocab.to_json(), idle_timeout_s, max_flow_packets,
-             max_app_tokens, apps) for f in files]
+             max_app_tokens, apps, chunk_packets) for f in files]
+    sizes = [f.stat().st_size for f in files]
+    total_bytes, finished_bytes = sum(sizes), 0
     results: dict[str, dict[str, Any]] = {}
     if workers <= 1 or len(files) == 1:
-        for a in args:
-            results[a[0]] = tokenize_file(*a)
+        for a, size in zip(args, sizes, strict=True):
+            def read_so_far(offset: int, _size: int, before: int = finished_bytes) -> None:
+                if on_bytes:
+                    on_bytes(before + offset, total_bytes)
+
+            results[a[0]] = tokenize_file(*a, on_read=read_so_far)
+            finished_bytes += size
+            if on_bytes:
+                on_bytes(finished_bytes, total_bytes)
             if on_file_done:
                 on_file_done(Path(a[0]))
     else:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
         with ProcessPoolExecutor(max_workers=min(workers, len(files)), mp_context=ctx) as pool:
-            futures = {pool.submit(tokenize_file, *a): a[0] for a in args}
+            futures = {pool.submit(tokenize_file, *a): (a[0], size) for a, size in zip(args, sizes, strict=True)}
             for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
+                name, size = futures[fut]
+                results[name] = fut.result()
+                finished_bytes += size
+                if on_bytes:
+                    on_bytes(finished_bytes, total_bytes)
                 if on_file_done:
-                    on_file_done(Path(futures[fut]))
+                    on_file_done(Path(name))
     ordered = [results[a[0]] for a in args]  # file order, whatever order workers finished in
     tokens = np.concatenate([r["tokens"] for r in ordered]) if ordered else np.zeros(0, np.uint16)
     lengths = np.concatenate([r["lengths"] for r in ordered])
@@ -279,7 +307,8 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     fill = PayloadFill.learn_samples(tails, heads, labels[train], classes, payload_cap)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
-                "skipped": r["skipped"], "app_packets": r["app_packets"]}
+                # keys sorted: the counts of a capture read in chunks come in another order
+                "skipped": dict(sorted(r["skipped"].items())), "app_packets": dict(sorted(r["app_packets"].items()))}
                for r, a in zip(ordered, args, strict=True)]
     settings = {"payload_cap": payload_cap, "idle_timeout_s": idle_timeout_s,
                 "max_flow_packets": max_flow_packets, "max_app_tokens": max_app_tokens,
