@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ALL_SHARED, needs_full_captures, shared_ids
+from conftest import ALL_SHARED, PUBLIC, SHARED_CAPTURES, needs_full_captures, shared_ids
 from typer.testing import CliRunner
 
 import pytrafgen
@@ -78,7 +78,8 @@ def test_shared_capture_streamed_equals_whole(capture: Path, tmp_path: Path) -> 
     same flows when streamed (pytrafgen.detect.stream); none of the shared ones does."""
     ts = np.asarray(pytrafgen.read_pcap(capture).ts_ns, np.int64)
     assert not len(ts) or (np.maximum.accumulate(ts) - ts).max() <= 120e9
-    _assert_same_dataset([capture], capture.parent / "manifest.csv", tmp_path, (4096, 262_144))
+    labels = capture.parent / "manifest.csv" if capture in SHARED_CAPTURES else PUBLIC / "manifest.csv"
+    _assert_same_dataset([capture], labels, tmp_path, (4096, 262_144))
 
 
 # --- crafted: many interleaved connections, each straddling many chunks -----------------------
