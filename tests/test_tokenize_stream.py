@@ -41,6 +41,7 @@ def _assert_same_dataset(captures: list[Path], labels: Path, tmp: Path, chunks: 
     for chunk in chunks:
         tokenize_captures(captures, labels, tmp / f"chunk{chunk}", chunk_packets=chunk, **settings)
         got = _files(tmp / f"chunk{chunk}")
+        assert not list(tmp.glob(".*tokens-*")), "the spilled tokens' scratch folder is left behind"
         assert got.keys() == expected.keys(), chunk
         differ = [name for name in expected if got[name] != expected[name]]
         assert not differ, (chunk, differ)
@@ -67,6 +68,11 @@ def test_corpus_together_with_idle_splits_and_a_packet_limit(tmp_path: Path) -> 
     them), flows cut by a short idle timeout and a packet limit, in chunks of 3 records."""
     _assert_same_dataset(CORPUS_CAPTURES, CORPUS / "manifest.csv", tmp_path, (3,),
                          idle_timeout_s=0.5, max_flow_packets=7)
+
+
+def test_files_in_parallel_spill_in_their_workers(tmp_path: Path) -> None:
+    """Several captures tokenized by two worker processes, each spilling its tokens."""
+    _assert_same_dataset(CORPUS_CAPTURES[:4], CORPUS / "manifest.csv", tmp_path, (11,), workers=2)
 
 
 @pytest.mark.slow

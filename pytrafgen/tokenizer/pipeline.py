@@ -15,9 +15,12 @@ that name, so a manifest kept in another folder than its captures still labels t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import multiprocessing
-from collections.abc import Callable, Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,11 +108,12 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_timeout_s: float,
                   max_flow_packets: int, max_app_tokens: int,
                   protocols: Mapping[str, ProtocolSpec] | None = None, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
-                  on_read: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                  on_read: Callable[[int, int], None] | None = None, spill: str | None = None) -> dict[str, Any]:
     """One capture → its flows' tokens and what the address plan and the payload fill need (runs
     in a worker, which gets the parent's app protocol specs pickled: it sees the same plugins as
     the parent). ``chunk_packets``: records read at a time (0: the whole capture at once);
-    ``on_read(offset, size)``: bytes of the file read so far, after each chunk."""
+    ``on_read(offset, size)``: bytes of the file read so far, after each chunk; ``spill``: a
+    file the streamed tokens go to instead of memory (``tokenize_file_stream``)."""
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
     from pytrafgen.payload_fill import flow_payload_samples
@@ -119,7 +123,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
     if chunk_packets > 0:
         try:
             return tokenize_file_stream(path, class_index, vocab, idle_timeout_s, max_flow_packets, max_app_tokens,
-                                        protocols, chunk_packets, on_read)
+                                        protocols, chunk_packets, on_read, spill)
         except PytrafgenError as exc:  # one-argument error: it crosses the process boundary intact
             raise DatasetError(str(exc)) from None
     try:
@@ -246,8 +250,6 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     (per chunk with one worker, per file with several). The vocabulary gets the
     app protocols among ``protocols`` (name -> spec; None: the loaded plugins', resolved here:
     an edge, see docs/architecture.md)."""
-    from pytrafgen.dataset import split_flows, write_dataset
-    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
     from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.encode import app_protocols_for
 
@@ -262,18 +264,33 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
         protocols = get_registry().protocols
     vocab = Vocabulary.for_protocols(protocols.values(), classes, payload_cap)
     apps = app_protocols_for(vocab, protocols)
-    args = [(str(f), classes.index(entries[f].class_name), vocab.to_json(), idle_timeout_s, max_flow_packets,
-             max_app_tokens, apps, chunk_packets) for f in files]
+    with _spill_dir(out, chunk_packets > 0) as spill_dir:
+        spills = [str(spill_dir / f"{k}.tokens.u16") if spill_dir else None for k in range(len(files))]
+        args: list[FileArgs] = [(str(f), classes.index(entries[f].class_name), vocab.to_json(), idle_timeout_s, max_flow_packets,
+                 max_app_tokens, apps, chunk_packets) for f in files]
+        ordered = _tokenize_files(args, spills, files, workers, on_file_done, on_bytes)
+        return _write(ordered, args, spill_dir, out, vocab, classes, kinds, seed, payload_cap, idle_timeout_s,
+                      max_flow_packets, max_app_tokens)
+
+
+# tokenize_file's positional arguments for one capture
+FileArgs = tuple[str, int, dict[str, Any], float, int, int, "Mapping[str, ProtocolSpec] | None", int]
+
+
+def _tokenize_files(args: list[FileArgs], spills: list[str | None], files: list[Path], workers: int,
+                    on_file_done: Callable[[Path], None] | None,
+                    on_bytes: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    """Each capture's ``tokenize_file`` result, in file order (workers in parallel)."""
     sizes = [f.stat().st_size for f in files]
     total_bytes, finished_bytes = sum(sizes), 0
     results: dict[str, dict[str, Any]] = {}
     if workers <= 1 or len(files) == 1:
-        for a, size in zip(args, sizes, strict=True):
+        for a, size, spill in zip(args, sizes, spills, strict=True):
             def read_so_far(offset: int, _size: int, before: int = finished_bytes) -> None:
                 if on_bytes:
                     on_bytes(before + offset, total_bytes)
 
-            results[a[0]] = tokenize_file(*a, on_read=read_so_far)
+            results[a[0]] = tokenize_file(*a, on_read=read_so_far, spill=spill)
             finished_bytes += size
             if on_bytes:
                 on_bytes(finished_bytes, total_bytes)
@@ -282,7 +299,8 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     else:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
         with ProcessPoolExecutor(max_workers=min(workers, len(files)), mp_context=ctx) as pool:
-            futures = {pool.submit(tokenize_file, *a): (a[0], size) for a, size in zip(args, sizes, strict=True)}
+            futures = {pool.submit(tokenize_file, *a, spill=spill): (a[0], size)
+                       for a, size, spill in zip(args, sizes, spills, strict=True)}
             for fut in as_completed(futures):
                 name, size = futures[fut]
                 results[name] = fut.result()
@@ -291,8 +309,61 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
                     on_bytes(finished_bytes, total_bytes)
                 if on_file_done:
                     on_file_done(Path(name))
-    ordered = [results[a[0]] for a in args]  # file order, whatever order workers finished in
-    tokens = np.concatenate([r["tokens"] for r in ordered]) if ordered else np.zeros(0, np.uint16)
+    return [results[a[0]] for a in args]  # file order, whatever order workers finished in
+
+
+@contextlib.contextmanager
+def _spill_dir(out: str | Path, wanted: bool) -> Iterator[Path | None]:
+    """A scratch folder beside ``out`` for the streamed tokens (removed afterwards), or None."""
+    if not wanted:
+        yield None
+        return
+    parent = Path(out).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{Path(out).name}.tokens-", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _joined_tokens(ordered: list[dict[str, Any]], spill_dir: Path | None) -> np.ndarray:
+    """Every flow's tokens in dataset order: concatenated in memory, or, for spilled captures,
+    copied block by block from the spills (in the order the flows finished) into one file,
+    mapped read-only."""
+    from pytrafgen.dataset import gather_token_ranges
+
+    if spill_dir is None:
+        return np.concatenate([r["tokens"] for r in ordered]) if ordered else np.zeros(0, np.uint16)
+    joined = spill_dir / "dataset.tokens.u16"
+    with joined.open("wb") as fh:
+        for r in ordered:
+            if "spill" not in r:  # a capture without records, read whole
+                r["tokens"].tofile(fh)
+                continue
+            size = Path(r["spill"]).stat().st_size
+            spilled = np.memmap(r["spill"], np.uint16, "r") if size else np.zeros(0, np.uint16)
+            for lo in range(0, len(r["lengths"]), SPILL_COPY_FLOWS):
+                hi = lo + SPILL_COPY_FLOWS
+                gather_token_ranges(spilled, r["spill_starts"][lo:hi], r["lengths"][lo:hi]).tofile(fh)
+            del spilled
+            Path(r["spill"]).unlink()
+    total = joined.stat().st_size // 2
+    return np.memmap(joined, np.uint16, "r") if total else np.zeros(0, np.uint16)
+
+
+SPILL_COPY_FLOWS = 65_536  # flows copied from a spill at a time
+
+
+def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path | None, out: str | Path,
+           vocab: Vocabulary, classes: list[str], kinds: dict[str, str], seed: int, payload_cap: int,
+           idle_timeout_s: float, max_flow_packets: int, max_app_tokens: int) -> dict[str, Any]:
+    """Split the flows, learn the address plan and the payload fill, write the dataset."""
+    from pytrafgen.dataset import split_flows, write_dataset
+    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
+
+    files = [a[0] for a in args]
+    tokens = _joined_tokens(ordered, spill_dir)
     lengths = np.concatenate([r["lengths"] for r in ordered])
     offsets = np.zeros(len(lengths) + 1, np.int64)
     offsets[1:] = np.cumsum(lengths)

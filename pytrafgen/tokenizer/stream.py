@@ -18,7 +18,7 @@ timeout), and the per-flow results above — not the capture.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -36,85 +36,49 @@ def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_ti
                          max_flow_packets: int, max_app_tokens: int,
                          protocols: Mapping[str, ProtocolSpec] | None = None,
                          chunk_packets: int = DEFAULT_CHUNK_PACKETS,
-                         on_read: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                         on_read: Callable[[int, int], None] | None = None,
+                         spill: str | None = None) -> dict[str, Any]:
     """``tokenize_file``'s result for ``path``, read ``chunk_packets`` records at a time;
     ``on_read(offset, size)`` after each chunk: the byte offset reached in the file and its
-    size. A capture without any record is read whole (it is its header alone)."""
+    size. ``spill``: a file the tokens are appended to as flows finish (uint16, in the order
+    they finish), instead of being kept: the result then has ``spill`` and ``spill_starts``
+    (each flow's first token in it) in place of ``tokens``. A capture without any record is
+    read whole (it is its header alone)."""
     # the flow streaming of ``detect run`` (imported here: pytrafgen.detect loads its models)
     from pytrafgen.detect.data import FlowSettings
     from pytrafgen.detect.stream import iter_flow_batches
-    from pytrafgen.payload_fill import FlowByteSamples, flow_payload_samples
-    from pytrafgen.tokenizer.encode import encode_flows
-    from pytrafgen.tokenizer.pipeline import first_packet_heads
+    from pytrafgen.payload_fill import FlowByteSamples
 
     settings = FlowSettings(idle_timeout_s=idle_timeout_s, max_flow_packets=max_flow_packets)
-    parts: list[dict[str, Any]] = []
-    packets = flows_done = encoded_packets = 0
-    read_skipped: dict[str, int] = {}
-    encode_skipped: dict[str, int] = {}
-    app_packets: dict[str, int] = {}
-    for batch in iter_flow_batches(path, settings, chunk_packets, on_read=on_read):
-        for k, v in batch.skipped.items():
-            read_skipped[f"read_{k}"] = read_skipped.get(f"read_{k}", 0) + int(v)
-        packets += int(batch.new_packets)
-        done = np.flatnonzero(batch.done)
-        flows_done += len(done)
-        if not len(done) and parts:
-            continue  # the first batch always makes a part: the results' columns get their dtypes
-        table, flows = batch.packets, batch.flows
-        labels = np.full(len(flows), -1, np.int32)  # open flows wait for the batch that finishes them
-        labels[done] = class_index
-        enc = encode_flows(table, flows, labels, vocab, protocols, max_app_tokens=max_app_tokens)
-        encoded_packets += enc.packets
-        for counts, into in ((enc.skipped, encode_skipped), (enc.app_packets, app_packets)):
-            for k, v in counts.items():
-                into[k] = into.get(k, 0) + int(v)
-        # the encoder counts a flow left out (label −1) as unsupported: the open ones are not
-        encode_skipped["unsupported_flow"] = encode_skipped.get("unsupported_flow", 0) - (len(flows) - len(done))
-        if not encode_skipped["unsupported_flow"]:
-            del encode_skipped["unsupported_flow"]
-        kept = enc.encoded_flows
-        first = np.asarray(flows.first_packet, np.int64)[kept]
-        tails, heads = flow_payload_samples(table, flows, kept, vocab.payload_cap)
-        parts.append({
-            "first_row": batch.first_row[kept],
-            "tokens": enc.tokens,  # only the finished flows have tokens: in kept order
-            "lengths": np.diff(enc.offsets)[kept],
-            "first_packets": first_packet_heads(table, first),
-            "l3": np.asarray(flows.l3)[kept],
-            "client_addr": np.asarray(flows.client_addr)[kept],
-            "server_addr": np.asarray(flows.server_addr)[kept],
-            "first_direction": np.asarray(flows.direction)[first],
-            "payload_tails": tails,
-            "payload_heads": heads,
-        })
+    acc = _Accumulated()
+    spill_file = open(spill, "wb") if spill else None  # noqa: SIM115 (closed below, also on errors)
+    try:
+        for batch in iter_flow_batches(path, settings, chunk_packets, on_read=on_read):
+            acc.add(batch, class_index, vocab, protocols, max_app_tokens, spill_file)
+    finally:
+        if spill_file is not None:
+            spill_file.close()
+    parts = acc.parts
     if not parts:  # no record at all: nothing to stream
         from pytrafgen.tokenizer.pipeline import tokenize_file
 
         return tokenize_file(path, class_index, vocab.to_json(), idle_timeout_s, max_flow_packets, max_app_tokens,
                              protocols, chunk_packets=0)
-    first_row = np.concatenate([p["first_row"] for p in parts])
-    order = np.argsort(first_row, kind="stable")  # the in-memory path's flow order: by first packet
-    lengths = np.concatenate([p["lengths"] for p in parts])
-    tokens = np.concatenate([p["tokens"] for p in parts])
-    starts = np.zeros(len(lengths), np.int64)
-    starts[1:] = np.cumsum(lengths)[:-1]
-    sorted_lengths = lengths[order]
-    gather = np.arange(int(sorted_lengths.sum())) + np.repeat(
-        starts[order] - np.r_[0, np.cumsum(sorted_lengths)[:-1]].astype(np.int64), sorted_lengths)
+    order = np.argsort(np.concatenate([p["first_row"] for p in parts]), kind="stable")  # in-memory flow order
 
     def joined(key: str) -> np.ndarray:
         return np.concatenate([p[key] for p in parts])[order]
 
-    return {
+    lengths = joined("lengths")
+    starts = joined("starts")  # each flow's first token, in the spill or in the tokens kept
+    result: dict[str, Any] = {
         "path": path,
-        "tokens": tokens[gather],
-        "lengths": sorted_lengths,
-        "packets": packets,
-        "flows": flows_done,
-        "encoded_packets": encoded_packets,
-        "skipped": {**read_skipped, **encode_skipped},
-        "app_packets": app_packets,
+        "lengths": lengths,
+        "packets": acc.packets,
+        "flows": acc.flows,
+        "encoded_packets": acc.encoded_packets,
+        "skipped": {**acc.read_skipped, **acc.encode_skipped},
+        "app_packets": acc.app_packets,
         "first_packets": {key: np.concatenate([p["first_packets"][key] for p in parts])[order]
                           for key in _FIRST_KEYS},
         "l3": joined("l3"),
@@ -124,6 +88,75 @@ def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_ti
         "payload_tails": FlowByteSamples.concat([p["payload_tails"] for p in parts]).take(order),
         "payload_heads": FlowByteSamples.concat([p["payload_heads"] for p in parts]).take(order),
     }
+    if spill:
+        result.update(spill=spill, spill_starts=starts)
+    else:
+        from pytrafgen.dataset import gather_token_ranges
+
+        result["tokens"] = gather_token_ranges(np.concatenate(acc.tokens), starts, lengths)
+    return result
+
+
+class _Accumulated:
+    """What the batches of one capture add up to: per finished flow, what the dataset needs
+    (``parts``, one dict per batch), its tokens (spilled to a file, or kept in ``tokens``) and
+    the capture's counts."""
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+        self.tokens: list[np.ndarray] = []
+        self.token_count = 0
+        self.packets = self.flows = self.encoded_packets = 0
+        self.read_skipped: dict[str, int] = {}
+        self.encode_skipped: dict[str, int] = {}
+        self.app_packets: dict[str, int] = {}
+
+    def add(self, batch: Any, class_index: int, vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec] | None,
+            max_app_tokens: int, spill_file: BinaryIO | None) -> None:
+        from pytrafgen.payload_fill import flow_payload_samples
+        from pytrafgen.tokenizer.encode import encode_flows
+        from pytrafgen.tokenizer.pipeline import first_packet_heads
+
+        for k, v in batch.skipped.items():
+            self.read_skipped[f"read_{k}"] = self.read_skipped.get(f"read_{k}", 0) + int(v)
+        self.packets += int(batch.new_packets)
+        done = np.flatnonzero(batch.done)
+        self.flows += len(done)
+        if not len(done) and self.parts:
+            return  # the first batch always makes a part: the results' columns get their dtypes
+        table, flows = batch.packets, batch.flows
+        labels = np.full(len(flows), -1, np.int32)  # open flows wait for the batch that finishes them
+        labels[done] = class_index
+        enc = encode_flows(table, flows, labels, vocab, protocols, max_app_tokens=max_app_tokens)
+        self.encoded_packets += enc.packets
+        for counts, into in ((enc.skipped, self.encode_skipped), (enc.app_packets, self.app_packets)):
+            for k, v in counts.items():
+                into[k] = into.get(k, 0) + int(v)
+        # the encoder counts a flow left out (label −1) as unsupported: the open ones are not
+        unsupported = self.encode_skipped.pop("unsupported_flow", 0) - (len(flows) - len(done))
+        if unsupported:
+            self.encode_skipped["unsupported_flow"] = unsupported
+        kept = enc.encoded_flows
+        first = np.asarray(flows.first_packet, np.int64)[kept]
+        tails, heads = flow_payload_samples(table, flows, kept, vocab.payload_cap)
+        tokens = np.ascontiguousarray(enc.tokens, np.uint16)  # only the finished flows have tokens
+        if spill_file is not None:
+            tokens.tofile(spill_file)
+        else:
+            self.tokens.append(tokens)
+        self.parts.append({
+            "first_row": batch.first_row[kept],
+            "starts": self.token_count + enc.offsets[:-1][kept],
+            "lengths": np.diff(enc.offsets)[kept],
+            "first_packets": first_packet_heads(table, first),
+            "l3": np.asarray(flows.l3)[kept],
+            "client_addr": np.asarray(flows.client_addr)[kept],
+            "server_addr": np.asarray(flows.server_addr)[kept],
+            "first_direction": np.asarray(flows.direction)[first],
+            "payload_tails": tails,
+            "payload_heads": heads,
+        })
+        self.token_count += len(tokens)
 
 
 __all__ = ["DEFAULT_CHUNK_PACKETS", "tokenize_file_stream"]
