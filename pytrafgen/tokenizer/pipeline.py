@@ -373,8 +373,9 @@ def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path 
     split = split_flows(labels, seed)
     train = np.flatnonzero(split == 0)
     plan = _learn_plan(ordered, labels, train, classes)
-    tails = FlowByteSamples.concat([r["payload_tails"] for r in ordered]).take(train)
-    heads = FlowByteSamples.concat([r["payload_heads"] for r in ordered]).take(train)
+    # popped: each capture's samples are dropped once the training flows' are taken
+    tails = FlowByteSamples.concat([r.pop("payload_tails") for r in ordered]).take(train)
+    heads = FlowByteSamples.concat([r.pop("payload_heads") for r in ordered]).take(train)
     fill = PayloadFill.learn_samples(tails, heads, labels[train], classes, payload_cap)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],

@@ -64,10 +64,12 @@ def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_ti
 
         return tokenize_file(path, class_index, vocab.to_json(), idle_timeout_s, max_flow_packets, max_app_tokens,
                              protocols, chunk_packets=0)
-    order = np.argsort(np.concatenate([p["first_row"] for p in parts]), kind="stable")  # in-memory flow order
+    order = np.argsort(np.concatenate([p.pop("first_row") for p in parts]), kind="stable")  # in-memory order
 
     def joined(key: str) -> np.ndarray:
-        return np.concatenate([p[key] for p in parts])[order]
+        """One column in flow order; the batches' pieces are dropped as it is built, so at most
+        one column is held twice (the per-flow results are what grows with the capture)."""
+        return np.concatenate([p.pop(key) for p in parts])[order]
 
     lengths = joined("lengths")
     starts = joined("starts")  # each flow's first token, in the spill or in the tokens kept
@@ -79,15 +81,17 @@ def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_ti
         "encoded_packets": acc.encoded_packets,
         "skipped": {**acc.read_skipped, **acc.encode_skipped},
         "app_packets": acc.app_packets,
-        "first_packets": {key: np.concatenate([p["first_packets"][key] for p in parts])[order]
-                          for key in _FIRST_KEYS},
         "l3": joined("l3"),
         "client_addr": joined("client_addr"),
         "server_addr": joined("server_addr"),
         "first_direction": joined("first_direction"),
-        "payload_tails": FlowByteSamples.concat([p["payload_tails"] for p in parts]).take(order),
-        "payload_heads": FlowByteSamples.concat([p["payload_heads"] for p in parts]).take(order),
     }
+    firsts = [p.pop("first_packets") for p in parts]
+    result["first_packets"] = {}
+    for key in _FIRST_KEYS:
+        result["first_packets"][key] = np.concatenate([f.pop(key) for f in firsts])[order]
+    for key in ("payload_tails", "payload_heads"):
+        result[key] = FlowByteSamples.concat([p.pop(key) for p in parts]).take(order)
     if spill:
         result.update(spill=spill, spill_starts=starts)
     else:
