@@ -71,7 +71,7 @@ def run_tokenize(capture: Path, labels: Path, chunk_packets: int | None, timeout
 
 def markdown(report: dict[str, Any]) -> str:
     rows = report["runs"]
-    lines = ["", "## Captures larger than memory: `pytrafgen tokenize` streamed (bounded memory)", "",
+    lines = ["", "## Captures larger than memory: `pytrafgen tokenize` streamed (memory bounded in packets, not in flows)", "",
              f"`{report['command']}` — {report['date']} — {report['cpu']}, nproc {report['nproc']}; load average "
              f"before {report['load_before']}, after {report['load_after']} (a shared machine: wall times drift, "
              "the CPU column is what the process used, user + system).", "",
