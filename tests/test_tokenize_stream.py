@@ -165,3 +165,25 @@ def test_negative_chunk_size_is_a_clear_error(tmp_path: Path) -> None:
                                               str(CORPUS / "manifest.csv"), "--out", str(tmp_path / "o"),
                                               "--chunk-packets", "-5"])
     assert result.exit_code == 2 and "Invalid value for '--chunk-packets'" in result.output
+
+
+def test_truncated_capture_gives_the_same_dataset_and_counts(tmp_path: Path) -> None:
+    """A capture cut mid-record: the same flows and the same skipped-record count either way."""
+    capture = tmp_path / "cut.pcap"
+    capture.write_bytes((CORPUS / "benign_http.pcap").read_bytes()[:300_000])
+    labels = _labels_for([capture], tmp_path)
+    _assert_same_dataset([capture], labels, tmp_path, (50,))
+    manifest = json.loads((tmp_path / "chunk50" / "manifest.json").read_text())
+    assert manifest["sources"][0]["skipped"] == {"read_truncated_record": 1}
+
+
+def test_capture_without_records_is_the_same_clear_error(tmp_path: Path) -> None:
+    from pytrafgen.errors import DatasetError
+
+    capture = tmp_path / "empty.pcap"
+    capture.write_bytes((CORPUS / "benign_http.pcap").read_bytes()[:24])  # the file header alone
+    labels = _labels_for([capture], tmp_path)
+    for chunk in (0, 50):
+        with pytest.raises(DatasetError, match="no flow could be tokenized"):
+            tokenize_captures([capture], labels, tmp_path / f"out{chunk}", chunk_packets=chunk)
+    assert not list(tmp_path.glob(".*tokens-*"))
