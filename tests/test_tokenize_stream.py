@@ -108,7 +108,7 @@ def _interleaved_http(path: Path) -> Path:
         t += 0.01
         ip = IP(src=CLIENT, dst=SERVER) if from_client else IP(src=SERVER, dst=CLIENT)
         tcp = TCP(sport=cport, dport=80, flags=flags) if from_client else TCP(sport=80, dport=cport, flags=flags)
-        packet = Ether() / ip / tcp / payload
+        packet: Any = Ether() / ip / tcp / payload
         packet.time = t
         packets.append(packet)
 
