@@ -1,6 +1,6 @@
 """``pytrafgen tokenize PCAP_OR_DIR... --labels manifest.csv [--labels more.csv] --out DIR``:
 captures → a tokenized dataset (uint16 shards per split, manifest, vocabulary, address plan);
-files in parallel, each read in chunks (bounded memory), with progress by bytes read."""
+files in parallel, each read in chunks (memory does not grow with its packets), progress by bytes read."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         max_app_tokens: Annotated[int, typer.Option(
             "--max-app-tokens", help="A payload whose app-protocol encoding is longer stays bytes.")] = 512,
         chunk_packets: Annotated[int, typer.Option(
-            "--chunk-packets", min=0, help="Records read at a time per capture (bounded memory; 0: each capture whole).")]
+            "--chunk-packets", min=0, help="Records read at a time per capture (memory bounded in packets; 0: each capture whole).")]
         = DEFAULT_CHUNK_PACKETS,
         force: Force = False,
         quiet: Quiet = False,
