@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -209,16 +209,20 @@ def read_packet_comments(path: str | os.PathLike[str]) -> dict[int, str]:
     return {int(i): t.decode("utf-8", "replace") for i, t in zip(index.tolist(), texts, strict=True)}
 
 
-def iter_pcap(path: str | os.PathLike[str], chunk_packets: int = 1_000_000) -> Iterator[PacketTable]:
+def iter_pcap(path: str | os.PathLike[str], chunk_packets: int = 1_000_000,
+              on_read: Callable[[int, int], None] | None = None) -> Iterator[PacketTable]:
     """Yield the capture in tables of at most ``chunk_packets`` rows (bounded memory: the file
     is memory-mapped and each chunk holds only its own frames). Each chunk's ``skipped``
-    counts what was skipped while reading that chunk."""
+    counts what was skipped while reading that chunk. ``on_read(offset, size)`` after each
+    chunk is read: the byte offset reached in the file and its size (for a progress bar)."""
     if chunk_packets <= 0:
         raise PytrafgenError(f"chunk_packets must be positive, got {chunk_packets}")
     reader = _open(path)
     try:
         while not reader.done:
             table = _table_from_reader(reader, chunk_packets)
+            if on_read is not None:
+                on_read(reader.offset, reader.size)
             if len(table) or table.skipped:
                 yield table
             del table  # drop our reference before the next chunk is read: one chunk alive, not two

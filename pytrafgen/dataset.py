@@ -71,6 +71,29 @@ def split_flows(labels: np.ndarray, seed: int, fractions: Sequence[float] = DEFA
     return split
 
 
+WRITE_BLOCK_TOKENS = 1 << 24  # tokens gathered and written at a time (32 MB)
+
+
+def _token_blocks(split_offsets: np.ndarray) -> list[tuple[int, int]]:
+    """(first, end) flow ranges of about WRITE_BLOCK_TOKENS tokens each (a longer flow alone)."""
+    n = len(split_offsets) - 1
+    if n <= 0:
+        return []
+    ends = np.searchsorted(split_offsets, np.arange(1, int(split_offsets[-1]) // WRITE_BLOCK_TOKENS + 1)
+                           * WRITE_BLOCK_TOKENS, side="right") - 1
+    bounds = np.unique(np.r_[0, np.clip(ends, 1, n), n])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+def gather_token_ranges(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``tokens[starts[k]:starts[k]+lengths[k]]`` for every k, concatenated (C++, no per-token index)."""
+    from pytrafgen import _core
+
+    as_bytes = tokens.view(np.uint8)
+    got, _ = _core.gather_frames(as_bytes, np.asarray(starts, np.uint64) * 2, np.asarray(lengths, np.uint32) * 2)
+    return got.view(np.uint16)
+
+
 def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offsets: np.ndarray,
                   labels: np.ndarray, *, class_kinds: Mapping[str, str], seed: int,
                   address_plan: AddressPlan | None = None, payload_fill: PayloadFill | None = None,
@@ -81,20 +104,15 @@ def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offse
 
     ``split`` (0/1/2 per flow) defaults to ``split_flows(labels, seed, fractions)``. Returns the manifest.
     """
-    tokens = np.ascontiguousarray(tokens, np.uint16)
+    tokens = np.ascontiguousarray(tokens, np.uint16)  # a memory-mapped token file stays mapped
     offsets = np.asarray(offsets, np.int64)
     labels = np.asarray(labels, np.int16)
     if len(offsets) != len(labels) + 1:
         raise DatasetError(f"{len(labels)} labels for {len(offsets) - 1} flows")
     if split is None:
         split = split_flows(labels, seed, fractions)
-    # packets per flow from the PKT tokens' positions (no per-token index arrays)
-    first, last = int(offsets[0]), int(offsets[-1])
-    pkt_at = first + np.flatnonzero(tokens[first:last] == vocab.special("PKT"))
-    packets_per_flow = np.bincount(np.searchsorted(offsets, pkt_at, side="right") - 1,
-                                   minlength=len(labels))[: len(labels)]
-    # each token's split: the flows of a split keep their order, so a mask selects its tokens
-    token_split = np.repeat(np.asarray(split, np.uint8), np.diff(offsets))
+    packets_per_flow = np.zeros(len(labels), np.int64)  # from the PKT tokens, counted block by block
+    pkt = vocab.special("PKT")
     counts: dict[str, Any] = {}
     with atomic_dir(path) as tmp:
         for s, name in enumerate(SPLITS):
@@ -102,7 +120,16 @@ def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offse
             lengths = offsets[idx + 1] - offsets[idx]
             split_offsets = np.zeros(len(idx) + 1, np.int64)
             split_offsets[1:] = np.cumsum(lengths)
-            tokens[first:last][token_split == s].tofile(tmp / f"{name}.tokens.u16")
+            # the split's flows in blocks of about WRITE_BLOCK_TOKENS tokens: memory does not grow
+            # with the dataset (its tokens may be a file mapped from disk)
+            with (tmp / f"{name}.tokens.u16").open("wb") as fh:
+                for lo, hi in _token_blocks(split_offsets):
+                    block = gather_token_ranges(tokens, offsets[idx[lo:hi]], lengths[lo:hi])
+                    block.tofile(fh)
+                    pkt_at = np.flatnonzero(block == pkt)
+                    local = split_offsets[lo:hi + 1] - split_offsets[lo]
+                    packets_per_flow[idx[lo:hi]] = np.bincount(np.searchsorted(local, pkt_at, side="right") - 1,
+                                                               minlength=hi - lo)[:hi - lo]
             np.save(tmp / f"{name}.offsets.npy", split_offsets)
             np.save(tmp / f"{name}.labels.npy", labels[idx])
             per_class = np.bincount(labels[idx], minlength=len(vocab.classes)) if len(idx) else np.zeros(

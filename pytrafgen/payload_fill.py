@@ -307,6 +307,8 @@ class FlowByteSamples:
     def concat(cls, parts: Sequence[FlowByteSamples]) -> FlowByteSamples:
         if not parts:
             return cls(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        if len(parts) == 1:  # no copy: a large capture's samples are held once
+            return parts[0]
         base = np.cumsum([0] + [len(p.data) for p in parts[:-1]])
         offsets = np.concatenate([np.zeros(1, np.int64)] + [p.offsets[1:] + b for p, b in zip(parts, base, strict=True)])
         return cls(np.concatenate([p.data for p in parts]), offsets)

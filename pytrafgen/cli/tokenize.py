@@ -1,6 +1,6 @@
 """``pytrafgen tokenize PCAP_OR_DIR... --labels manifest.csv [--labels more.csv] --out DIR``:
 captures → a tokenized dataset (uint16 shards per split, manifest, vocabulary, address plan);
-files in parallel."""
+files in parallel, each read in chunks (memory does not grow with its packets), progress by bytes read."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from pytrafgen.cli.options import Force, JsonOutput, OutDir, Quiet, Seed
 from pytrafgen.errors import DatasetError
 from pytrafgen.progress import progress_bar
 from pytrafgen.tokenizer.layout import DEFAULT_PAYLOAD_CAP
+from pytrafgen.tokenizer.stream import DEFAULT_CHUNK_PACKETS
+
+MB = 1_000_000  # progress is counted in MB read: a capture's size in bytes overflows a readable bar
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +38,9 @@ def register(app: typer.Typer) -> None:
                                                       help="Split flows after this many packets (0: never).")] = 0,
         max_app_tokens: Annotated[int, typer.Option(
             "--max-app-tokens", help="A payload whose app-protocol encoding is longer stays bytes.")] = 512,
+        chunk_packets: Annotated[int, typer.Option(
+            "--chunk-packets", min=0, help="Records read at a time per capture (memory bounded in packets; 0: each capture whole).")]
+        = DEFAULT_CHUNK_PACKETS,
         force: Force = False,
         quiet: Quiet = False,
         as_json: JsonOutput = False,
@@ -55,16 +61,15 @@ def register(app: typer.Typer) -> None:
         files = expand_inputs(inputs)
         match_labels(files, read_label_files(labels), labels)  # a labelling mistake ends here, before any progress
         n_workers = workers if workers > 0 else (os.cpu_count() or 1)
-        done = [0]
-        with progress_bar("tokenizing", len(files), unit="files", enabled=not (quiet or as_json)) as report:
-            def file_done(_path: Path) -> None:
-                done[0] += 1
-                report(done[0])
+        total_mb = -(-sum(f.stat().st_size for f in files) // MB)  # rounded up: a small capture shows 1 MB
+        with progress_bar("tokenizing", total_mb, unit="MB", enabled=not (quiet or as_json)) as report:
+            def read_so_far(done: int, _total: int) -> None:
+                report(-(-done // MB))
 
             manifest = tokenize_captures(
                 files, labels, out, payload_cap=payload_cap, seed=seed, workers=n_workers,
                 idle_timeout_s=idle_timeout, max_flow_packets=max_flow_packets, max_app_tokens=max_app_tokens,
-                on_file_done=file_done, protocols=get_registry().protocols)
+                protocols=get_registry().protocols, chunk_packets=chunk_packets, on_bytes=read_so_far)
         if as_json:
             typer.echo(json.dumps(manifest, indent=2))
             return

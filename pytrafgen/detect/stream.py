@@ -23,7 +23,7 @@ timestamps do not go backwards by more than the idle timeout. Two things make th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +47,13 @@ class FlowBatch:
     skipped: dict[str, int]
     start_clock: np.ndarray  # int64 per flow: newest timestamp read up to its first packet
     new: np.ndarray  # bool per flow: its first packet is in this batch's chunk (not carried)
+    new_packets: int  # packets of this batch's chunk (the rest are carried)
 
 
 def iter_flow_batches(path: str | Path, settings: FlowSettings,
-                      chunk_packets: int = DEFAULT_CHUNK_PACKETS) -> Iterator[FlowBatch]:
+                      chunk_packets: int = DEFAULT_CHUNK_PACKETS,
+                      on_read: Callable[[int, int], None] | None = None) -> Iterator[FlowBatch]:
+    """Batches of ``path``'s flows (module docstring); ``on_read``: passed to ``iter_pcap``."""
     from pytrafgen.capture import PacketTable, iter_pcap
 
     idle_ns = round(settings.idle_timeout_s * 1e9) if np.isfinite(settings.idle_timeout_s) \
@@ -62,7 +65,7 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
     next_row = 0
     newest = np.iinfo(np.int64).min
     roles = RoleMemory()
-    chunks = iter_pcap(path, chunk_packets=chunk_packets)
+    chunks = iter_pcap(path, chunk_packets=chunk_packets, on_read=on_read)
     chunk = next(chunks, None)
     while chunk is not None:
         following = next(chunks, None)  # one chunk ahead, to know when this one is the last
@@ -88,7 +91,7 @@ def iter_flow_batches(path: str | Path, settings: FlowSettings,
         first_packet = np.asarray(flows.first_packet, np.int64)
         first_row = global_rows[first_packet]
         yield FlowBatch(table, flows, done, first_row, dict(chunk.skipped), packet_clock[first_packet],
-                        first_row >= rows[0] if len(rows) else np.zeros(len(flows), bool))
+                        first_row >= rows[0] if len(rows) else np.zeros(len(flows), bool), len(chunk))
         _remember_roles(roles, keys, client_low, done)
         flow_id = np.asarray(flows.flow_id)
         open_flow = np.r_[~done, False]  # flow_id −1 (not in a flow) picks the trailing False

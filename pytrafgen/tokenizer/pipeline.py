@@ -1,7 +1,8 @@
 """Captures + a labels manifest → a tokenized dataset (what ``pytrafgen tokenize`` runs).
 
-Each capture is read, its flows assembled and encoded in a worker process (files in
-parallel); every flow of a file gets the file's class. The flows of all files are then split
+Each capture is read in chunks, its flows assembled and encoded as they end
+(:mod:`pytrafgen.tokenizer.stream`: bounded memory, the same flows and tokens as reading it
+whole), in a worker process (files in parallel); every flow of a file gets the file's class. The flows of all files are then split
 (by flow, stratified by class, seeded), the address plan is learned from the training flows,
 and the dataset is written atomically.
 
@@ -14,9 +15,12 @@ that name, so a manifest kept in another folder than its captures still labels t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import multiprocessing
-from collections.abc import Callable, Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,7 @@ import numpy as np
 from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.tokenizer.encode import DEFAULT_MAX_APP_TOKENS
 from pytrafgen.tokenizer.layout import DEFAULT_PAYLOAD_CAP
+from pytrafgen.tokenizer.stream import DEFAULT_CHUNK_PACKETS, tokenize_file_stream
 from pytrafgen.tokenizer.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -102,16 +107,25 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_timeout_s: float,
                   max_flow_packets: int, max_app_tokens: int,
-                  protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
+                  protocols: Mapping[str, ProtocolSpec] | None = None, chunk_packets: int = DEFAULT_CHUNK_PACKETS,
+                  on_read: Callable[[int, int], None] | None = None, spill: str | None = None) -> dict[str, Any]:
     """One capture → its flows' tokens and what the address plan and the payload fill need (runs
     in a worker, which gets the parent's app protocol specs pickled: it sees the same plugins as
-    the parent)."""
+    the parent). ``chunk_packets``: records read at a time (0: the whole capture at once);
+    ``on_read(offset, size)``: bytes of the file read so far, after each chunk; ``spill``: a
+    file the streamed tokens go to instead of memory (``tokenize_file_stream``)."""
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
     from pytrafgen.payload_fill import flow_payload_samples
     from pytrafgen.tokenizer.encode import encode_flows
 
     vocab = Vocabulary.from_json(vocab_json)
+    if chunk_packets > 0:
+        try:
+            return tokenize_file_stream(path, class_index, vocab, idle_timeout_s, max_flow_packets, max_app_tokens,
+                                        protocols, chunk_packets, on_read, spill)
+        except PytrafgenError as exc:  # one-argument error: it crosses the process boundary intact
+            raise DatasetError(str(exc)) from None
     try:
         table = read_pcap(path)
         flows = assemble_flows(table, idle_timeout_s=idle_timeout_s, max_flow_packets=max_flow_packets)
@@ -133,7 +147,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
         "skipped": {**{f"read_{k}": int(v) for k, v in table.skipped.items()}, **enc.skipped},
         "app_packets": enc.app_packets,
         # what AddressPlan.learn reads: each kept flow's first packet and its roles' addresses
-        "first_packets": _first_packet_heads(table, first),
+        "first_packets": first_packet_heads(table, first),
         "l3": np.asarray(flows.l3)[kept],
         "client_addr": np.asarray(flows.client_addr)[kept],
         "server_addr": np.asarray(flows.server_addr)[kept],
@@ -147,7 +161,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
 FRAME_HEAD = 12  # the Ethernet addresses: all AddressPlan.learn reads of a frame
 
 
-def _first_packet_heads(table: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
+def first_packet_heads(table: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
     """What AddressPlan.learn reads of the packets ``rows``: time, link type, L3 offset and the
     first FRAME_HEAD bytes of the frame (zeros past a shorter one), in bulk rather than a copy
     of the whole rows."""
@@ -226,13 +240,16 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
                       idle_timeout_s: float = 120.0, max_flow_packets: int = 0,
                       max_app_tokens: int = DEFAULT_MAX_APP_TOKENS,
                       on_file_done: Callable[[Path], None] | None = None,
-                      protocols: Mapping[str, ProtocolSpec] | None = None) -> dict[str, Any]:
+                      protocols: Mapping[str, ProtocolSpec] | None = None,
+                      chunk_packets: int = DEFAULT_CHUNK_PACKETS,
+                      on_bytes: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Tokenize ``inputs`` into a dataset at ``out``; returns its manifest. ``labels_csv``: one
-    labels manifest or several (each capture must be in one of them). The vocabulary gets the
+    labels manifest or several (each capture must be in one of them). ``chunk_packets``:
+    records read at a time per capture (0: each capture whole, in memory; the dataset is the
+    same). ``on_bytes(done, total)``: bytes of the captures read so far and their total size
+    (per chunk with one worker, per file with several). The vocabulary gets the
     app protocols among ``protocols`` (name -> spec; None: the loaded plugins', resolved here:
     an edge, see docs/architecture.md)."""
-    from pytrafgen.dataset import split_flows, write_dataset
-    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
     from pytrafgen.plugins import get_registry
     from pytrafgen.tokenizer.encode import app_protocols_for
 
@@ -247,24 +264,106 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
         protocols = get_registry().protocols
     vocab = Vocabulary.for_protocols(protocols.values(), classes, payload_cap)
     apps = app_protocols_for(vocab, protocols)
-    args = [(str(f), classes.index(entries[f].class_name), vocab.to_json(), idle_timeout_s, max_flow_packets,
-             max_app_tokens, apps) for f in files]
+    with _spill_dir(out, chunk_packets > 0) as spill_dir:
+        spills = [str(spill_dir / f"{k}.tokens.u16") if spill_dir else None for k in range(len(files))]
+        args: list[FileArgs] = [(str(f), classes.index(entries[f].class_name), vocab.to_json(), idle_timeout_s, max_flow_packets,
+                 max_app_tokens, apps, chunk_packets) for f in files]
+        ordered = _tokenize_files(args, spills, files, workers, on_file_done, on_bytes)
+        return _write(ordered, args, spill_dir, out, vocab, classes, kinds, seed, payload_cap, idle_timeout_s,
+                      max_flow_packets, max_app_tokens)
+
+
+# tokenize_file's positional arguments for one capture
+FileArgs = tuple[str, int, dict[str, Any], float, int, int, "Mapping[str, ProtocolSpec] | None", int]
+
+
+def _tokenize_files(args: list[FileArgs], spills: list[str | None], files: list[Path], workers: int,
+                    on_file_done: Callable[[Path], None] | None,
+                    on_bytes: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    """Each capture's ``tokenize_file`` result, in file order (workers in parallel)."""
+    sizes = [f.stat().st_size for f in files]
+    total_bytes, finished_bytes = sum(sizes), 0
     results: dict[str, dict[str, Any]] = {}
     if workers <= 1 or len(files) == 1:
-        for a in args:
-            results[a[0]] = tokenize_file(*a)
+        for a, size, spill in zip(args, sizes, spills, strict=True):
+            def read_so_far(offset: int, _size: int, before: int = finished_bytes) -> None:
+                if on_bytes:
+                    on_bytes(before + offset, total_bytes)
+
+            results[a[0]] = tokenize_file(*a, on_read=read_so_far, spill=spill)
+            finished_bytes += size
+            if on_bytes:
+                on_bytes(finished_bytes, total_bytes)
             if on_file_done:
                 on_file_done(Path(a[0]))
     else:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
         with ProcessPoolExecutor(max_workers=min(workers, len(files)), mp_context=ctx) as pool:
-            futures = {pool.submit(tokenize_file, *a): a[0] for a in args}
+            futures = {pool.submit(tokenize_file, *a, spill=spill): (a[0], size)
+                       for a, size, spill in zip(args, sizes, spills, strict=True)}
             for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
+                name, size = futures[fut]
+                results[name] = fut.result()
+                finished_bytes += size
+                if on_bytes:
+                    on_bytes(finished_bytes, total_bytes)
                 if on_file_done:
-                    on_file_done(Path(futures[fut]))
-    ordered = [results[a[0]] for a in args]  # file order, whatever order workers finished in
-    tokens = np.concatenate([r["tokens"] for r in ordered]) if ordered else np.zeros(0, np.uint16)
+                    on_file_done(Path(name))
+    return [results[a[0]] for a in args]  # file order, whatever order workers finished in
+
+
+@contextlib.contextmanager
+def _spill_dir(out: str | Path, wanted: bool) -> Iterator[Path | None]:
+    """A scratch folder beside ``out`` for the streamed tokens (removed afterwards), or None."""
+    if not wanted:
+        yield None
+        return
+    parent = Path(out).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{Path(out).name}.tokens-", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _joined_tokens(ordered: list[dict[str, Any]], spill_dir: Path | None) -> np.ndarray:
+    """Every flow's tokens in dataset order: concatenated in memory, or, for spilled captures,
+    copied block by block from the spills (in the order the flows finished) into one file,
+    mapped read-only."""
+    from pytrafgen.dataset import gather_token_ranges
+
+    if spill_dir is None:
+        return np.concatenate([r["tokens"] for r in ordered]) if ordered else np.zeros(0, np.uint16)
+    joined = spill_dir / "dataset.tokens.u16"
+    with joined.open("wb") as fh:
+        for r in ordered:
+            if "spill" not in r:  # a capture without records, read whole
+                r["tokens"].tofile(fh)
+                continue
+            size = Path(r["spill"]).stat().st_size
+            spilled = np.memmap(r["spill"], np.uint16, "r") if size else np.zeros(0, np.uint16)
+            for lo in range(0, len(r["lengths"]), SPILL_COPY_FLOWS):
+                hi = lo + SPILL_COPY_FLOWS
+                gather_token_ranges(spilled, r["spill_starts"][lo:hi], r["lengths"][lo:hi]).tofile(fh)
+            del spilled
+            Path(r["spill"]).unlink()
+    total = joined.stat().st_size // 2
+    return np.memmap(joined, np.uint16, "r") if total else np.zeros(0, np.uint16)
+
+
+SPILL_COPY_FLOWS = 65_536  # flows copied from a spill at a time
+
+
+def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path | None, out: str | Path,
+           vocab: Vocabulary, classes: list[str], kinds: dict[str, str], seed: int, payload_cap: int,
+           idle_timeout_s: float, max_flow_packets: int, max_app_tokens: int) -> dict[str, Any]:
+    """Split the flows, learn the address plan and the payload fill, write the dataset."""
+    from pytrafgen.dataset import split_flows, write_dataset
+    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
+
+    files = [a[0] for a in args]
+    tokens = _joined_tokens(ordered, spill_dir)
     lengths = np.concatenate([r["lengths"] for r in ordered])
     offsets = np.zeros(len(lengths) + 1, np.int64)
     offsets[1:] = np.cumsum(lengths)
@@ -274,12 +373,14 @@ def tokenize_captures(inputs: Sequence[str | Path], labels_csv: str | Path | Seq
     split = split_flows(labels, seed)
     train = np.flatnonzero(split == 0)
     plan = _learn_plan(ordered, labels, train, classes)
-    tails = FlowByteSamples.concat([r["payload_tails"] for r in ordered]).take(train)
-    heads = FlowByteSamples.concat([r["payload_heads"] for r in ordered]).take(train)
+    # popped: each capture's samples are dropped once the training flows' are taken
+    tails = FlowByteSamples.concat([r.pop("payload_tails") for r in ordered]).take(train)
+    heads = FlowByteSamples.concat([r.pop("payload_heads") for r in ordered]).take(train)
     fill = PayloadFill.learn_samples(tails, heads, labels[train], classes, payload_cap)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
-                "skipped": r["skipped"], "app_packets": r["app_packets"]}
+                # keys sorted: the counts of a capture read in chunks come in another order
+                "skipped": dict(sorted(r["skipped"].items())), "app_packets": dict(sorted(r["app_packets"].items()))}
                for r, a in zip(ordered, args, strict=True)]
     settings = {"payload_cap": payload_cap, "idle_timeout_s": idle_timeout_s,
                 "max_flow_packets": max_flow_packets, "max_app_tokens": max_app_tokens,
