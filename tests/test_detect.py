@@ -361,6 +361,29 @@ def test_transformer_refuses_other_flow_size_features(tmp_path: Path) -> None:
         load_detector(out)
 
 
+def test_transformer_without_flow_sizes_loads_as_trained(tmp_path: Path) -> None:
+    """A detector saved without flow-size columns (as before they existed) loads with none and
+    gives the probabilities it gave when saved."""
+    from pytrafgen.detect.model import DetectorHeader
+    from pytrafgen.detect.transformer import TransformerDetector
+    from pytrafgen.plugins import get_registry
+
+    files = [CORPUS / "nmap_version_scan.pcap", CORPUS / "benign_mqtt.pcap"]
+    settings = FlowSettings()
+    real = load_labeled(files, read_manifest(MANIFEST), settings)
+    classes = ["nmap_version_scan", "benign_mqtt"]
+    header = DetectorHeader(kind="transformer", classes=classes, class_kinds=dict(real.class_kinds), settings=settings)
+    det = TransformerDetector.untrained(header, steps=2, protocols=get_registry().protocols, flow_size_names=())
+    cap = real.captures[0]
+    inputs = det.encode(cap.packets, cap.flows)
+    assert inputs.shape[1] == det.max_tokens + len(CONTEXT_NAMES)
+    det.fit(inputs, np.zeros(len(inputs), np.int64) + np.arange(len(inputs)) % 2, seed=0)
+    det.save(tmp_path / "old")
+    loaded = load_detector(tmp_path / "old")
+    assert loaded.flow_size_names == ()  # type: ignore[attr-defined]
+    assert np.allclose(loaded.predict_proba(loaded.encode(cap.packets, cap.flows)), det.predict_proba(inputs))
+
+
 # --- detector files: refusals ----------------------------------------------------------------
 
 
