@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 import pytrafgen
 from pytrafgen.cli.main import build_app
 from pytrafgen.demo.default import corpus_dir
-from pytrafgen.detect.context import CONTEXT_NAMES
 from pytrafgen.detect.data import FlowSettings, load_labeled
 from pytrafgen.detect.model import HEADER_FILE, DetectorError, load_detector
 from pytrafgen.detect.run import VERDICT_COLUMNS, run_detector
@@ -323,65 +322,6 @@ def test_transformer_file_checks(tmp_path: Path) -> None:
     (out / HEADER_FILE).write_text(json.dumps(header))
     with pytest.raises(DetectorError, match="tensors disagree"):
         load_detector(out)
-
-
-def test_transformer_flow_sizes_match_a_per_flow_count(tmp_path: Path) -> None:
-    """The flow-size columns after the tokens are ⌊log2(1 + v)⌋ of each flow's packets, bytes
-    and duration counted here packet by packet, and a streamed run's context replacement
-    leaves them as they are."""
-    from pytrafgen.detect.transformer import FLOW_SIZE_NAMES, flow_size_values
-
-    det = load_detector(_transformer_stub(tmp_path))
-    table = pytrafgen.read_pcap(CORPUS / "nmap_version_scan.pcap")
-    flows = det.header.settings.assemble(table)
-    wirelen, ts = np.asarray(table.wirelen), np.asarray(table.ts_ns).astype(np.int64)
-    expected = []
-    for f in range(len(flows)):
-        rows = flows.packet_rows(f)
-        c2s = rows[np.asarray(flows.direction)[rows] == 0]
-        s2c = rows[np.asarray(flows.direction)[rows] == 1]
-        counts = [len(c2s), len(s2c), int(wirelen[c2s].sum()), int(wirelen[s2c].sum()),
-                  (int(ts[rows].max()) - int(ts[rows].min())) // 1000]
-        expected.append([min(int(np.floor(np.log2(1 + v))), 31) for v in counts])
-    assert np.array_equal(flow_size_values(flows), np.array(expected))
-    inputs = det.encode(table, flows)
-    start = det.max_tokens  # type: ignore[attr-defined]
-    assert np.array_equal(inputs[:, start : start + len(FLOW_SIZE_NAMES)], np.array(expected))
-    replaced = det.with_context(inputs, np.full((len(flows), len(CONTEXT_NAMES)), 7))
-    assert np.array_equal(replaced[:, : start + len(FLOW_SIZE_NAMES)], inputs[:, : start + len(FLOW_SIZE_NAMES)])
-    assert (replaced[:, start + len(FLOW_SIZE_NAMES):] == 7).all()
-
-
-def test_transformer_refuses_other_flow_size_features(tmp_path: Path) -> None:
-    out = _transformer_stub(tmp_path)
-    shape = json.loads((out / "backbone.json").read_text())
-    shape["flow_size_features"] = ["flow_packets_c2s", "flow_iat_mean"]
-    (out / "backbone.json").write_text(json.dumps(shape))
-    with pytest.raises(DetectorError, match="flow-size features"):
-        load_detector(out)
-
-
-def test_transformer_without_flow_sizes_loads_as_trained(tmp_path: Path) -> None:
-    """A detector saved without flow-size columns (as before they existed) loads with none and
-    gives the probabilities it gave when saved."""
-    from pytrafgen.detect.model import DetectorHeader
-    from pytrafgen.detect.transformer import TransformerDetector
-    from pytrafgen.plugins import get_registry
-
-    files = [CORPUS / "nmap_version_scan.pcap", CORPUS / "benign_mqtt.pcap"]
-    settings = FlowSettings()
-    real = load_labeled(files, read_manifest(MANIFEST), settings)
-    classes = ["nmap_version_scan", "benign_mqtt"]
-    header = DetectorHeader(kind="transformer", classes=classes, class_kinds=dict(real.class_kinds), settings=settings)
-    det = TransformerDetector.untrained(header, steps=2, protocols=get_registry().protocols, flow_size_names=())
-    cap = real.captures[0]
-    inputs = det.encode(cap.packets, cap.flows)
-    assert inputs.shape[1] == det.max_tokens + len(CONTEXT_NAMES)
-    det.fit(inputs, np.zeros(len(inputs), np.int64) + np.arange(len(inputs)) % 2, seed=0)
-    det.save(tmp_path / "old")
-    loaded = load_detector(tmp_path / "old")
-    assert loaded.flow_size_names == ()  # type: ignore[attr-defined]
-    assert np.allclose(loaded.predict_proba(loaded.encode(cap.packets, cap.flows)), det.predict_proba(inputs))
 
 
 # --- detector files: refusals ----------------------------------------------------------------

@@ -5,9 +5,8 @@ the bundled default model), without the class token — the class is what the de
 find — and without the fields in ``DROPPED_FIELDS``. The first ``max_tokens`` tokens go through the
 GPT's embeddings and blocks (:class:`pytrafgen.generators.ar.model.GPT`, imported, not
 changed); the final hidden states are averaged over the flow's tokens, a learned embedding of
-each flow-size value (``FLOW_SIZE_NAMES``: packets, bytes and duration of the whole flow, which
-the first ``max_tokens`` tokens may not reach) and of each host-context value (:mod:`.context`,
-the same columns the flow-feature detectors get) is added, and a linear head gives the class. Fine-tuning updates the whole backbone, the context
+each host-context value (:mod:`.context`, the same columns the flow-feature detectors get) is
+added, and a linear head gives the class. Fine-tuning updates the whole backbone, the context
 embeddings and the head, with class-balanced batches.
 
 Saved as ``weights.safetensors`` (backbone + head), ``vocab.json`` and ``backbone.json`` (the
@@ -47,18 +46,6 @@ DROPPED_FIELDS = ("class", "client_port.b1", "client_port.b0", "ip_id.delta", "i
 BATCH = 16
 PREDICT_BATCH = 64
 CONTEXT_VALUES = 32  # a context value is ⌊log2 count⌋ of flows: 0..31 covers any capture
-# Whole-flow sizes, each as ⌊log2(1 + value)⌋ (0..31; duration in µs: up to 35 minutes apart).
-FLOW_SIZE_NAMES: tuple[str, ...] = ("flow_packets_c2s", "flow_packets_s2c", "flow_bytes_c2s", "flow_bytes_s2c",
-                                    "flow_duration_us")
-
-
-def flow_size_values(flows: Any) -> np.ndarray:
-    """(F, len(FLOW_SIZE_NAMES)) int32 ⌊log2(1 + value)⌋ of each flow's sizes."""
-    duration_us = (np.asarray(flows.end_ns).astype(np.int64) - np.asarray(flows.start_ns).astype(np.int64)) // 1000
-    columns = [np.asarray(flows.packets_c2s), np.asarray(flows.packets_s2c), np.asarray(flows.bytes_c2s),
-               np.asarray(flows.bytes_s2c), np.maximum(duration_us, 0)]
-    values = np.floor(np.log2(1.0 + np.stack(columns, axis=1).astype(np.float64)))
-    return np.clip(values, 0, CONTEXT_VALUES - 1).astype(np.int32)
 
 
 def _torch() -> Any:
@@ -68,8 +55,7 @@ def _torch() -> Any:
 
 
 class FlowClassifier:
-    """GPT backbone + mean-pooled linear head (a thin wrapper: the GPT module is unchanged).
-    ``n_context``: the embedded value columns after the tokens (flow sizes, then host context)."""
+    """GPT backbone + mean-pooled linear head (a thin wrapper: the GPT module is unchanged)."""
 
     def __init__(self, gpt_config: dict[str, Any], n_classes: int, n_context: int = 0) -> None:
         torch = _torch()
@@ -89,7 +75,7 @@ class FlowClassifier:
 
     def forward(self, tokens: Any, mask: Any, context: Any = None) -> Any:
         """Logits (B, C) of (B, T) token ids with a (B, T) mask of real (non-pad) tokens and
-        (B, n_context) embedded values (flow sizes, host context)."""
+        (B, n_context) host-context values."""
         torch = _torch()
         gpt = self.gpt
         positions = torch.arange(tokens.size(1), device=tokens.device)
@@ -130,8 +116,7 @@ class TransformerDetector(Detector):
                  classifier: FlowClassifier | None = None, max_tokens: int = MAX_TOKENS,
                  steps: int = TRAIN_STEPS, dropped_fields: tuple[str, ...] = DROPPED_FIELDS,
                  protocols: Mapping[str, ProtocolSpec] | None = None,
-                 context_names: tuple[str, ...] = CONTEXT_NAMES,
-                 flow_size_names: tuple[str, ...] = FLOW_SIZE_NAMES) -> None:
+                 context_names: tuple[str, ...] = CONTEXT_NAMES) -> None:
         super().__init__(header)
         from pytrafgen.tokenizer.encode import app_protocols_for
         from pytrafgen.tokenizer.vocab import Vocabulary
@@ -144,8 +129,7 @@ class TransformerDetector(Detector):
         self.classifier = classifier
         self.max_tokens = max_tokens
         self.steps = steps
-        self.flow_size_names = tuple(flow_size_names)  # flow-size columns after the tokens
-        self.context_names = tuple(context_names)  # host-context columns after those
+        self.context_names = tuple(context_names)  # host-context columns after the tokens
         self.pad = self.vocab.special("PAD")
         unknown = [f for f in dropped_fields if f not in self.vocab.ranges]
         if unknown:
@@ -158,8 +142,8 @@ class TransformerDetector(Detector):
 
     @classmethod
     def untrained(cls, header: DetectorHeader, backbone: Path = DEFAULT_BACKBONE,
-                  steps: int = TRAIN_STEPS, protocols: Mapping[str, ProtocolSpec] | None = None,
-                  flow_size_names: tuple[str, ...] = FLOW_SIZE_NAMES) -> TransformerDetector:
+                  steps: int = TRAIN_STEPS, protocols: Mapping[str, ProtocolSpec] | None = None
+                  ) -> TransformerDetector:
         """Starts from the generator checkpoint ``backbone`` (default: the bundled model)."""
         from pytrafgen.safetensors_io import load_torch
 
@@ -170,32 +154,24 @@ class TransformerDetector(Detector):
             raise DetectorError(f"{backbone}: cannot read the backbone checkpoint ({exc})") from None
         header.vocab_hash = str(vocab_json["hash"])
         header.training["backbone"] = str(backbone)
-        det = cls(header, vocab_json, dict(config["model"]), steps=steps, protocols=protocols,
-                  flow_size_names=flow_size_names)
-        classifier = FlowClassifier(det.gpt_config, len(header.classes), det.n_embedded)
+        det = cls(header, vocab_json, dict(config["model"]), steps=steps, protocols=protocols)
+        classifier = FlowClassifier(det.gpt_config, len(header.classes), len(det.context_names))
         classifier.gpt.load_state_dict(load_torch(backbone / "weights.safetensors"))
         det.classifier = classifier
         return det
 
-    @property
-    def n_embedded(self) -> int:
-        return len(self.flow_size_names) + len(self.context_names)
-
     # --- inputs -------------------------------------------------------------------------------
 
     def encode(self, packets: Any, flows: Any) -> np.ndarray:
-        """(F, max_tokens + flow-size + context columns) int32: each flow's first kept tokens
-        (see DROPPED_FIELDS), PAD after, then its sizes (``flow_size_values``), then its host
-        context (whole-capture values)."""
+        """(F, max_tokens + context columns) int32: each flow's first kept tokens (see
+        DROPPED_FIELDS), PAD after, then its host context (whole-capture values)."""
         from pytrafgen.detect.context import whole_capture_context
         from pytrafgen.tokenizer.encode import encode_flows
 
         n = len(flows)
-        out = np.full((n, self.max_tokens + self.n_embedded), self.pad, np.int32)
+        out = np.full((n, self.max_tokens + len(self.context_names)), self.pad, np.int32)
         if n == 0:
             return out
-        if self.flow_size_names:
-            out[:, self.max_tokens : self.max_tokens + len(self.flow_size_names)] = flow_size_values(flows)
         if self.context_names:
             out = self.with_context(out, whole_capture_context(packets, flows))
         encoded = encode_flows(packets, flows, np.zeros(n, np.int32), self.vocab, self.protocols)
@@ -212,7 +188,7 @@ class TransformerDetector(Detector):
         if not self.context_names:
             return inputs
         out = np.array(inputs, copy=True)
-        out[:, self.max_tokens + len(self.flow_size_names):] = np.clip(np.asarray(context), 0, CONTEXT_VALUES - 1)
+        out[:, self.max_tokens:] = np.clip(np.asarray(context), 0, CONTEXT_VALUES - 1)
         return out
 
     # --- training and inference ---------------------------------------------------------------
@@ -250,7 +226,7 @@ class TransformerDetector(Detector):
                                      "fine_tune_seconds": round(time.perf_counter() - started, 1)})
 
     def _batch(self, rows: np.ndarray) -> tuple[Any, Any, Any]:
-        """Tensors of a batch (tokens, mask, embedded values), cut to its longest flow (fewer padded
+        """Tensors of a batch (tokens, mask, context), cut to its longest flow (fewer padded
         positions to compute)."""
         torch = _torch()
         tokens, context = rows[:, :self.max_tokens], rows[:, self.max_tokens:]
@@ -283,7 +259,7 @@ class TransformerDetector(Detector):
         (directory / VOCAB_FILE).write_text(json.dumps(self.vocab_json))
         (directory / BACKBONE_FILE).write_text(json.dumps(
             {"model": self.gpt_config, "max_tokens": self.max_tokens, "dropped_fields": list(self.dropped_fields),
-             "context_features": list(self.context_names), "flow_size_features": list(self.flow_size_names)},
+             "context_features": list(self.context_names)},
             indent=2))
 
     @classmethod
@@ -300,10 +276,6 @@ class TransformerDetector(Detector):
             if context_names and context_names != CONTEXT_NAMES:
                 raise ValueError(f"host-context features {list(context_names)}, this pytrafgen computes "
                                  f"{list(CONTEXT_NAMES)}")
-            flow_size_names = tuple(str(f) for f in shape.get("flow_size_features", []))  # none before them
-            if flow_size_names and flow_size_names != FLOW_SIZE_NAMES:
-                raise ValueError(f"flow-size features {list(flow_size_names)}, this pytrafgen computes "
-                                 f"{list(FLOW_SIZE_NAMES)}")
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise DetectorError(f"{directory}: incomplete transformer detector ({type(exc).__name__}: {exc})") from None
         if str(vocab_json.get("hash")) != header.vocab_hash:
@@ -311,9 +283,8 @@ class TransformerDetector(Detector):
                                 f"the detector was trained with ({header.vocab_hash})")
         try:
             det = cls(header, vocab_json, gpt_config, max_tokens=max_tokens, dropped_fields=dropped_fields,
-                      protocols=protocols if protocols is not None else {}, context_names=context_names,
-                      flow_size_names=flow_size_names)
-            classifier = FlowClassifier(gpt_config, len(header.classes), det.n_embedded)
+                      protocols=protocols if protocols is not None else {}, context_names=context_names)
+            classifier = FlowClassifier(gpt_config, len(header.classes), len(context_names))
         except Exception as exc:  # a vocabulary or shape this pytrafgen cannot build
             raise DetectorError(f"{directory}: cannot build the model ({type(exc).__name__}: {exc})") from None
         missing = [p.name for p in det.vocab.app_protocols if p.name not in det.protocols]
