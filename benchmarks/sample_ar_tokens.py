@@ -26,21 +26,32 @@ def main() -> None:
     ap.add_argument("--spare", type=int, default=10, help="extra flows per class, drawn in a second round")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-flow-packets", type=int, default=0,
+                    help="close a continued flow after this many packets (0: the generator's own cap)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from pytrafgen.generators import load_generator
     from pytrafgen.generators.ar import tokens as tok
+    from pytrafgen.generators.ar.continuation import continuation_tokens
+    from pytrafgen.generators.ar.generator import LONGEST_FLOW_FACTOR
     from pytrafgen.generators.ar.sample import sample_classes
 
     gen = load_generator(args.checkpoint)
+    if args.max_flow_packets:
+        gen.set_sampling(max_flow_packets=args.max_flow_packets)
     model, device = gen._model_on_device()
     vocab = gen.vocabulary()
     special = tok.special_tokens(vocab)
-    grammar = tok.grammar_tables(vocab, device)
+    # as ARGenerator.sample: the model's continuation tokens are never sampled, continued flows
+    # stop at EOS, the sampling cap or twice the class's longest training flow
+    n_tokens = model.config.vocab_size
+    grammar = tok.grammar_tables(vocab, device, n_tokens)
     classes = list(gen.classes)
-    header = tok.header_masks({c: gen.header[c] for c in classes if c in gen.header}, vocab.size)
+    header = tok.header_masks({c: gen.header[c] for c in classes if c in gen.header}, n_tokens)
+    class_tokens = tok.class_tokens(vocab)
+    caps = {class_tokens[c]: LONGEST_FLOW_FACTOR * gen.longest_flow[c] for c in classes if c in gen.longest_flow}
     sequences: list[np.ndarray] = []
     names: list[str] = []
     rounds: list[int] = []
@@ -50,9 +61,10 @@ def main() -> None:
             continue
         # the same per-round seeds as ArGenerator.sample
         round_seed = int(np.random.SeedSequence([args.seed, round_]).generate_state(1)[0])
-        seqs, got = sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab),
+        seqs, got = sample_classes(model, grammar, special.bos, special.eos, class_tokens,
                                    dict.fromkeys(classes, n), gen.sampling, round_seed, device,
-                                   header_allowed=header or None)
+                                   header_allowed=header or None, continuation=continuation_tokens(model.config),
+                                   pkt=special.pkt, class_caps=caps)
         sequences += seqs
         names += got
         rounds += [round_] * len(seqs)
@@ -61,7 +73,7 @@ def main() -> None:
     np.savez_compressed(args.out, tokens=np.concatenate(sequences).astype(np.uint16),
                         offsets=np.r_[0, np.cumsum(lengths)], names=np.array(names), rounds=np.array(rounds))
     meta = {"checkpoint": str(args.checkpoint), "per_class": args.per_class, "spare": args.spare,
-            "seed": args.seed, "threads": args.threads, "sample_seconds": round(time.perf_counter() - t0, 1),
+            "seed": args.seed, "threads": args.threads, "max_flow_packets": args.max_flow_packets, "sample_seconds": round(time.perf_counter() - t0, 1),
             "sampling": {k: v for k, v in vars(gen.sampling).items()} if hasattr(gen.sampling, "__dict__") else {},
             "flows": len(sequences), "tokens": int(lengths.sum())}
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
