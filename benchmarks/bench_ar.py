@@ -24,9 +24,12 @@ own, built from it (``git archive REV | tar -x -C /tmp/prev && pip wheel --no-bu
 --no-deps /tmp/prev -w /tmp/wheel``, then the ``pytrafgen/_core*.so`` inside the wheel). The
 committed figures:
 
-    python benchmarks/bench_ar.py --pipeline 40 --previous 9cebd06 \
-        --previous-core /tmp/core-9cebd06/_core.cpython-311-x86_64-linux-gnu.so \
-        --train-sizes "" --sample-sizes "" --out benchmarks/results/ar_cpu
+    cd benchmarks && python bench_ar.py --pipeline 40 --previous 9bc6374 \
+        --previous-core /tmp/j14/build/_core.cpython-311-x86_64-linux-gnu.so \
+        --variant 'float16 cache={"int8_cache": false}' \
+        --train-sizes "" --sample-sizes "" --out results/ar_cpu
+
+``--variant LABEL=JSON`` adds a run of this tree with those sampling settings.
 """
 
 from __future__ import annotations
