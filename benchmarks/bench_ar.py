@@ -24,9 +24,12 @@ own, built from it (``git archive REV | tar -x -C /tmp/prev && pip wheel --no-bu
 --no-deps /tmp/prev -w /tmp/wheel``, then the ``pytrafgen/_core*.so`` inside the wheel). The
 committed figures:
 
-    python benchmarks/bench_ar.py --pipeline 40 --previous 9cebd06 \
-        --previous-core /tmp/core-9cebd06/_core.cpython-311-x86_64-linux-gnu.so \
-        --train-sizes "" --sample-sizes "" --out benchmarks/results/ar_cpu
+    cd benchmarks && python bench_ar.py --pipeline 40 --previous 9bc6374 \
+        --previous-core /tmp/j14/build/_core.cpython-311-x86_64-linux-gnu.so \
+        --variant 'float16 cache={"int8_cache": false}' \
+        --train-sizes "" --sample-sizes "" --out results/ar_cpu
+
+``--variant LABEL=JSON`` adds a run of this tree with those sampling settings.
 """
 
 from __future__ import annotations
@@ -200,16 +203,20 @@ DEFAULT_MODEL = REPO / "pytrafgen" / "data" / "default_model"
 
 
 def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str | None,
-                   previous_core: Path | None = None, float32_row: bool = False) -> list[dict[str, object]]:
+                   previous_core: Path | None = None, float32_row: bool = False,
+                   variants: dict[str, dict[str, object]] | None = None) -> list[dict[str, object]]:
     """``pytrafgen generate`` of the bundled default, previous code (unless None) then this
     tree's, each in a fresh process; wall time of the whole command. ``previous_core``: the
     previous revision's built ``_core*.so`` (else the previous code runs on this build's).
-    ``float32_row``: a third run, this tree with ``bf16_linears`` off (float32 projections)."""
+    ``float32_row``: a further run, this tree with ``bf16_linears`` off (float32 projections).
+    ``variants``: further runs of this tree, label → sampling settings."""
     classes = json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
     work = Path(tempfile.mkdtemp(prefix="bench_ar_"))
     runs: list[tuple[str, str, dict[str, object]]] = [("this tree", "current", {})]
     if float32_row:
         runs.append(("this tree, float32 projections", "current", {"bf16_linears": False}))
+    for label, sampling in (variants or {}).items():
+        runs.append((f"this tree, {label}", "current", sampling))
     if previous:
         old_tree = work / "previous"
         old_tree.mkdir()
@@ -256,6 +263,21 @@ def bench_pipeline(flows_per_class: int, previous: str | None, threads_env: str 
             for key in ("packets_per_s", "tokens_per_s", "packets_per_cpu_s"):
                 row[f"speedup_{key}"] = row[key] / rows[0][key]
     return rows
+
+
+def parse_variants(specs: list[str]) -> dict[str, dict[str, object]]:
+    """``LABEL=JSON`` items of ``--variant`` → label → sampling settings (exit on a bad one)."""
+    variants = {}
+    for spec in specs:
+        label, _, settings = spec.partition("=")
+        try:
+            parsed = json.loads(settings)
+        except json.JSONDecodeError as err:
+            sys.exit(f"--variant {spec!r}: expected LABEL=JSON settings ({err})")
+        if not label or not isinstance(parsed, dict):
+            sys.exit(f"--variant {spec!r}: expected LABEL=JSON settings, e.g. 'float16 cache={{\"int8_cache\": false}}'")
+        variants[label] = parsed
+    return variants
 
 
 def dataset_tokens_per_packet(path: Path) -> float:
@@ -353,6 +375,9 @@ def main() -> None:
                              "in the C++ core counts for both)")
     parser.add_argument("--float32-row", action="store_true",
                         help="--pipeline: also run this tree with bf16_linears off (float32 projections)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
+                        help="--pipeline: also run this tree with these sampling settings, e.g. "
+                             "'float16 cache={\"int8_cache\": false}' (repeatable)")
     parser.add_argument("--scale", type=int, default=0, metavar="N",
                         help="also time this tree alone on N flows per class (kept beside the last --pipeline)")
     args = parser.parse_args()
@@ -382,7 +407,7 @@ def main() -> None:
         if args.previous_core and not args.previous_core.name.startswith("_core"):
             sys.exit(f"--previous-core {args.previous_core}: expected a built _core*.so")
         rows = bench_pipeline(args.pipeline, args.previous, os.environ.get("OMP_NUM_THREADS"), args.previous_core,
-                              args.float32_row)
+                              args.float32_row, parse_variants(args.variant))
         classes = len(json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"])
         pipeline = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "command": " ".join([Path(sys.executable).name, *sys.argv]), "flows_per_class": args.pipeline,

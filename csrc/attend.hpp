@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <thread>
 #include <utility>
@@ -266,6 +267,142 @@ inline void attend_rows_avx512(const RowsView<Store>& a, size_t row_begin, size_
     }
 }
 
+// An int8 cache: a slot is one head's dim keys (or values) as int8 and, after them, their scale
+// (float32, 4 bytes): element d is int8[d] * scale, scale = max |x| / 127 over the slot, values
+// rounded to nearest (even). dim + 4 bytes instead of float16's 2 * dim: for 48-wide heads 52
+// bytes instead of 96, and this kernel's time with a full pool is reading them.
+constexpr size_t kScaleBytes = sizeof(float);
+
+inline float slot_scale(const int8_t* slot, size_t dim) {
+    float s;
+    std::memcpy(&s, slot + dim, sizeof s);
+    return s;
+}
+
+PYTRAFGEN_AVX512 inline __m512 load16(const int8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// One slot from float32: the scale from the largest magnitude, then each element times 127 / it.
+PYTRAFGEN_AVX512 inline void store_slot_int8(const float* src, int8_t* dst, size_t dim) {
+    __m512 top = _mm512_setzero_ps();
+    for (size_t d = 0; d < dim; d += 16) top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_loadu_ps(src + d)));
+    const float absmax = _mm512_reduce_max_ps(top);
+    const float scale = absmax / 127.0f;
+    const __m512 inv = _mm512_set1_ps(absmax > 0 ? 127.0f / absmax : 0.0f);
+    for (size_t d = 0; d < dim; d += 16) {
+        const __m512i n = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(src + d), inv),
+                                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + d), _mm512_cvtepi32_epi8(n));
+    }
+    std::memcpy(dst + dim, &scale, sizeof scale);
+}
+
+// Both cache lines a slot may straddle.
+PYTRAFGEN_AVX512 inline void prefetch_bytes(const int8_t* p, size_t bytes, int hint) {
+    const char* c = reinterpret_cast<const char*>(p);
+    if (hint == _MM_HINT_T0) {
+        _mm_prefetch(c, _MM_HINT_T0);
+        _mm_prefetch(c + bytes - 1, _MM_HINT_T0);
+    } else {
+        _mm_prefetch(c, _MM_HINT_T1);
+        _mm_prefetch(c + bytes - 1, _MM_HINT_T1);
+    }
+}
+
+// attend_rows_range_avx512 over an int8 cache (slots dim + kScaleBytes apart): a key's score is
+// its int8 dot product with the query times the slot's scale, a value's weight its softmax
+// probability times the value slot's scale; sums in float32 as there.
+template <size_t Vectors>
+PYTRAFGEN_AVX512 inline void attend_rows_range_int8(const RowsView<int8_t>& a, size_t row_begin, size_t row_end) {
+    const size_t heads = a.heads, slots = a.slots;
+    constexpr size_t dim = 16 * Vectors, vectors = Vectors, stride = dim + kScaleBytes;
+    std::vector<float> scores(slots + 16);
+    const __m512 scale = _mm512_set1_ps(a.scale);
+    for (size_t b = row_begin; b < row_end; ++b) {
+        const size_t n = size_t(a.lengths[b]);
+        for (size_t h = 0; h < heads; ++h) {
+            const size_t qh = (b * heads + h) * dim;
+            const float* qv = a.q + b * a.q_stride + h * dim;
+            int8_t* kb = a.k + (b * heads + h) * slots * stride;
+            int8_t* vb = a.v + (b * heads + h) * slots * stride;
+            if (a.k_new != nullptr) {
+                store_slot_int8(a.k_new + b * a.q_stride + h * dim, kb + (n - 1) * stride, dim);
+                store_slot_int8(a.v_new + b * a.q_stride + h * dim, vb + (n - 1) * stride, dim);
+            }
+            __m512 qr[kMaxVectors];
+            for (size_t c = 0; c < vectors; ++c) qr[c] = _mm512_loadu_ps(qv + 16 * c);
+            for (size_t j = 0; j < kAhead && j < n; ++j) {
+                prefetch_bytes(kb + j * stride, stride, _MM_HINT_T0);
+                prefetch_bytes(vb + j * stride, stride, _MM_HINT_T1);
+            }
+            __m512 top = _mm512_set1_ps(-INFINITY);
+            alignas(64) float key_scales[16];
+            for (size_t j = 0; j < n; j += 16) {
+                const size_t count = n - j >= 16 ? 16 : n - j;
+                __m512 acc[16];
+                for (size_t u = 0; u < 16; ++u) {
+                    // past the prefix: lane u repeats slot j, masked off below (an unwritten
+                    // slot's scale may be anything, NaN included)
+                    const int8_t* kj = kb + (j + (u < count ? u : 0)) * stride;
+                    prefetch_bytes(kj + kAhead * stride, stride, _MM_HINT_T0);
+                    prefetch_bytes(vb + (j + u + kAhead) * stride, stride, _MM_HINT_T1);
+                    key_scales[u] = slot_scale(kj, dim);
+                    acc[u] = _mm512_mul_ps(load16(kj), qr[0]);
+                    for (size_t c = 1; c < vectors; ++c) acc[u] = _mm512_fmadd_ps(load16(kj + 16 * c), qr[c], acc[u]);
+                }
+                const __mmask16 live = count == 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+                const __m512 s = _mm512_mul_ps(_mm512_mul_ps(sum_lanes16(acc), _mm512_load_ps(key_scales)), scale);
+                _mm512_storeu_ps(&scores[j], s);
+                top = _mm512_mask_max_ps(top, live, top, s);
+            }
+            const __m512 best = _mm512_set1_ps(_mm512_reduce_max_ps(top));
+            __m512 sum = _mm512_setzero_ps();
+            for (size_t j = 0; j < n; j += 16) {
+                const __mmask16 live = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+                const __m512 p = _mm512_maskz_mov_ps(
+                    live, exp_nonpositive16(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, &scores[j]), best)));
+                _mm512_mask_storeu_ps(&scores[j], live, p);
+                sum = _mm512_add_ps(sum, p);
+            }
+            __m512 even[kMaxVectors], odd[kMaxVectors];
+            for (size_t c = 0; c < vectors; ++c) even[c] = odd[c] = _mm512_setzero_ps();
+            size_t j = 0;
+            for (; j + 2 <= n; j += 2) {
+                const int8_t* v0 = vb + j * stride;
+                const int8_t* v1 = v0 + stride;
+                const __m512 p0 = _mm512_set1_ps(scores[j] * slot_scale(v0, dim));
+                const __m512 p1 = _mm512_set1_ps(scores[j + 1] * slot_scale(v1, dim));
+                for (size_t c = 0; c < vectors; ++c) {
+                    even[c] = _mm512_fmadd_ps(p0, load16(v0 + 16 * c), even[c]);
+                    odd[c] = _mm512_fmadd_ps(p1, load16(v1 + 16 * c), odd[c]);
+                }
+            }
+            if (j < n) {
+                const int8_t* v0 = vb + j * stride;
+                const __m512 p0 = _mm512_set1_ps(scores[j] * slot_scale(v0, dim));
+                for (size_t c = 0; c < vectors; ++c) even[c] = _mm512_fmadd_ps(p0, load16(v0 + 16 * c), even[c]);
+            }
+            const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+            for (size_t c = 0; c < vectors; ++c)
+                _mm512_storeu_ps(a.out + qh + 16 * c, _mm512_mul_ps(_mm512_add_ps(even[c], odd[c]), inv));
+        }
+    }
+}
+
+inline void attend_rows_int8(const RowsView<int8_t>& a, size_t row_begin, size_t row_end) {
+    switch (a.dim / 16) {
+        case 1: return attend_rows_range_int8<1>(a, row_begin, row_end);
+        case 2: return attend_rows_range_int8<2>(a, row_begin, row_end);
+        case 3: return attend_rows_range_int8<3>(a, row_begin, row_end);
+        case 4: return attend_rows_range_int8<4>(a, row_begin, row_end);
+        case 5: return attend_rows_range_int8<5>(a, row_begin, row_end);
+        case 6: return attend_rows_range_int8<6>(a, row_begin, row_end);
+        case 7: return attend_rows_range_int8<7>(a, row_begin, row_end);
+        default: return attend_rows_range_int8<8>(a, row_begin, row_end);
+    }
+}
+
 inline bool avx512_path(size_t dim) {
     static const bool cpu_has_it = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
     return cpu_has_it && dim % 16 == 0 && dim / 16 <= kMaxVectors;
@@ -276,6 +413,9 @@ inline bool avx512_path(size_t) { return false; }
 
 // Whether float16 keys and values can be read (by the AVX-512 kernel) for heads of `dim`.
 inline bool half_cache_supported(size_t dim) { return avx512_path(dim); }
+
+// An int8 cache (dim + 4 bytes a slot) likewise: only where avx512_path(dim) holds.
+inline bool int8_cache_supported(size_t dim) { return avx512_path(dim); }
 
 // One range of rows through the fastest kernel this CPU and head size allow.
 inline void attend_rows_part(const RowsView<float>& a, size_t row_begin, size_t row_end) {
@@ -292,6 +432,15 @@ inline void attend_rows_part(const RowsView<float>& a, size_t row_begin, size_t 
 inline void attend_rows_part(const RowsView<uint16_t>& a, size_t row_begin, size_t row_end) {
 #ifdef PYTRAFGEN_HAVE_AVX512
     attend_rows_avx512(a, row_begin, row_end);
+#else
+    (void)a, (void)row_begin, (void)row_end;
+#endif
+}
+
+// int8 keys and values: only where int8_cache_supported(dim) (the caller checks).
+inline void attend_rows_part(const RowsView<int8_t>& a, size_t row_begin, size_t row_end) {
+#ifdef PYTRAFGEN_HAVE_AVX512
+    attend_rows_int8(a, row_begin, row_end);
 #else
     (void)a, (void)row_begin, (void)row_end;
 #endif

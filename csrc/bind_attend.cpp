@@ -2,6 +2,7 @@
 #include <pybind11/numpy.h>
 
 #include <string>
+#include <type_traits>
 
 #include "attend.hpp"
 #include "bindings.hpp"
@@ -14,12 +15,14 @@ namespace {
 using F32 = py::array_t<float, py::array::c_style>;
 using I64 = py::array_t<int64_t, py::array::c_style>;
 using U16 = py::array_t<uint16_t, py::array::c_style>;
+using I8 = py::array_t<int8_t, py::array::c_style>;
 
 void check(bool ok, const char* what) {
     if (!ok) throw py::value_error(std::string("attend_rows: ") + what);
 }
 
-// Shapes common to both calls: k/v (rows, heads, slots, dim), out (rows, heads, dim), lengths (rows,).
+// Shapes common to both calls: k/v (rows, heads, slots, dim; dim + 4 for an int8 cache: the
+// slot's scale as the float32 bytes after its values), out (rows, heads, dim), lengths (rows,).
 template <typename Store>
 RowsView<Store> cache_view(py::array_t<Store, py::array::c_style>& k, py::array_t<Store, py::array::c_style>& v,
                            const I64& lengths, float scale, F32& out) {
@@ -29,7 +32,8 @@ RowsView<Store> cache_view(py::array_t<Store, py::array::c_style>& k, py::array_
     for (int a = 0; a < 4; ++a) check(k.shape(a) == v.shape(a), "k and v differ in shape");
     const size_t rows = size_t(out.shape(0)), heads = size_t(out.shape(1)), dim = size_t(out.shape(2));
     const size_t slots = size_t(k.shape(2));
-    check(size_t(k.shape(0)) == rows && size_t(k.shape(1)) == heads && size_t(k.shape(3)) == dim,
+    const size_t width = std::is_same_v<Store, int8_t> ? dim + sizeof(float) : dim;
+    check(size_t(k.shape(0)) == rows && size_t(k.shape(1)) == heads && size_t(k.shape(3)) == width,
           "k does not match the query");
     check(size_t(lengths.shape(0)) == rows, "one length per row");
     const int64_t* len = lengths.data();
@@ -70,6 +74,12 @@ void check_half(size_t dim) {
     check(half_cache_supported(dim),
           "float16 keys/values need a CPU with AVX-512 and a head size that is a multiple of 16 "
           "(see half_cache_supported)");
+}
+
+void check_int8(size_t dim) {
+    check(int8_cache_supported(dim),
+          "int8 keys/values need a CPU with AVX-512 and a head size that is a multiple of 16 "
+          "(see int8_cache_supported)");
 }
 
 }  // namespace
@@ -113,6 +123,30 @@ void bind_attend(py::module_& m) {
         py::arg("threads") = 1,
         "attend_qkv with a float16 cache (raw bits, uint16 arrays): keys and values are rounded to "
         "float16 (to nearest even) as they are stored.");
+    m.def(
+        "attend_rows_int8",
+        [](F32 q, I8 k, I8 v, I64 lengths, float scale, F32 out, size_t threads) {
+            check(q.ndim() == 3, "q/out (rows, heads, dim)");
+            check_int8(size_t(q.shape(2)));
+            run<int8_t>(q, k, v, lengths, scale, out, threads);
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("lengths"), py::arg("scale"), py::arg("out"),
+        py::arg("threads") = 1,
+        "attend_rows with an int8 cache: k/v (rows, heads, slots, dim + 4) int8, a slot's dim values "
+        "then its scale (float32 bytes); element d is value[d] * scale.");
+    m.def(
+        "attend_qkv_int8",
+        [](F32 qkv, I8 k, I8 v, I64 lengths, float scale, F32 out, size_t threads) {
+            check(out.ndim() == 3, "out (rows, heads, dim)");
+            check_int8(size_t(out.shape(2)));
+            run_qkv<int8_t>(qkv, k, v, lengths, scale, out, threads);
+        },
+        py::arg("qkv"), py::arg("k"), py::arg("v"), py::arg("lengths"), py::arg("scale"), py::arg("out"),
+        py::arg("threads") = 1,
+        "attend_qkv with an int8 cache (see attend_rows_int8): the new key and value are quantized "
+        "as they are stored, scale = max |x| / 127, values rounded to nearest even.");
+    m.def("int8_cache_supported", [](size_t dim) { return int8_cache_supported(dim); }, py::arg("dim"),
+          "Whether attend_rows_int8 runs here for heads of size dim (AVX-512, dim a multiple of 16 up to 128).");
     m.def("half_cache_supported", [](size_t dim) { return half_cache_supported(dim); }, py::arg("dim"),
           "Whether attend_rows_half runs here for heads of size dim (AVX-512, dim a multiple of 16 up to 128).");
 }

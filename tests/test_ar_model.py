@@ -14,7 +14,15 @@ import torch.nn.functional as F
 
 from pytrafgen.errors import CheckpointError
 from pytrafgen.generators.ar.config import GPTConfig, size_config
-from pytrafgen.generators.ar.model import GPT, KVCache, bf16_linear_copy, half_cache_supported
+from pytrafgen.generators.ar.model import (
+    GPT,
+    KVCache,
+    bf16_linear_copy,
+    dequantize_slots,
+    half_cache_supported,
+    int8_cache_supported,
+    quantize_slots,
+)
 from pytrafgen.generators.ar.sample import filter_logits
 from pytrafgen.safetensors_io import load_file, load_torch, save_file, save_torch
 
@@ -228,19 +236,23 @@ def test_filter_logits_top_k_and_top_p():
 
 
 HALF_KERNEL = half_cache_supported(COND.n_embd // COND.n_head)
+INT8_KERNEL = int8_cache_supported(COND.n_embd // COND.n_head)
 
 
 @pytest.mark.parametrize(("row_kernel", "dtype"), [
     (True, torch.float32), (False, torch.float32), (False, torch.float16),
     pytest.param(True, torch.float16, marks=pytest.mark.skipif(
         not HALF_KERNEL, reason="the float16 cache kernel needs a CPU with AVX-512")),
+    pytest.param(True, torch.int8, marks=pytest.mark.skipif(
+        not INT8_KERNEL, reason="the int8 cache kernel needs a CPU with AVX-512")),
 ])
 def test_per_row_decoding_with_staggered_starts_matches_the_full_forward(row_kernel, dtype):
     """Rows of one cache at unrelated positions (a flow starts in a row whenever the one
     before it ends, sample_stream): each row's logits equal the full forward's at its position,
     through the C++ per-row kernel and through SDPA under a mask alike. Stale values a
     previous flow left in a row's later slots must not leak in. A float16 cache (keys and
-    values rounded to float16, sums in float32) stays within 1e-2 of the float32 logits."""
+    values rounded to float16, sums in float32) stays within 1e-2 of the float32 logits, an int8
+    one (a scale per slot; stale slots hold random bytes, NaN scales included) within 5e-2."""
     torch.manual_seed(0)
     model = GPT(COND).eval()
     torch.nn.init.normal_(model.class_proj.weight, std=0.5)
@@ -250,8 +262,12 @@ def test_per_row_decoding_with_staggered_starts_matches_the_full_forward(row_ker
     full, _ = model(idx)
     expected = full  # (rows, length, V)
     cache = KVCache.allocate(COND, rows, COND.block_size, torch.device("cpu"), dtype)
-    cache.k.normal_()  # stale values of earlier flows
-    cache.v.normal_()
+    if dtype == torch.int8:  # stale slots of earlier flows: any bytes
+        cache.k.copy_(torch.randint(-128, 128, cache.k.shape, dtype=torch.int8))
+        cache.v.copy_(torch.randint(-128, 128, cache.v.shape, dtype=torch.int8))
+    else:  # stale values of earlier flows
+        cache.k.normal_()
+        cache.v.normal_()
     start = torch.tensor([0, 3, 5, 9])  # the step at which each row's flow starts
     got = torch.zeros_like(expected)
     with torch.inference_mode():
@@ -263,7 +279,7 @@ def test_per_row_decoding_with_staggered_starts_matches_the_full_forward(row_ker
             logits = hidden @ model.head_weight().T
             got[live, pos[live]] = logits[live]
             # a row not started yet or already done keeps writing its last slot: harmless
-    assert torch.allclose(got, expected, atol=1e-4 if dtype == torch.float32 else 1e-2)
+    assert torch.allclose(got, expected, atol={torch.float32: 1e-4, torch.float16: 1e-2, torch.int8: 5e-2}[dtype])
 
 
 # 20: the generic kernel's tail (not a multiple of its 8 lanes); 48 and 64: the AVX-512
@@ -351,6 +367,70 @@ def test_attend_qkv_stores_the_new_key_and_value_then_attends(half):
     with pytest.raises(ValueError, match="qkv"):
         attend(qkv[:, :-1].contiguous().numpy(), raw(k), raw(v), lengths.numpy(), 1.0,
                torch.empty(rows, heads, dim).numpy())
+
+
+def test_quantize_slots_keeps_each_value_within_half_a_step_of_its_slot():
+    """An int8 slot: max |x| maps to ±127, every value comes back within half a step (max |x| /
+    254) of itself, and an all-zero slot stays zero (scale 0, no division by it)."""
+    torch.manual_seed(5)
+    x = torch.randn(3, 7, 48) * torch.logspace(-3, 3, 7)[None, :, None]
+    x[0, 0] = 0
+    slots = quantize_slots(x)
+    assert slots.dtype == torch.int8 and slots.shape == (3, 7, 52)
+    back = dequantize_slots(slots)
+    step = x.abs().amax(-1, keepdim=True) / 127
+    assert ((back - x).abs() <= step / 2 * (1 + 1e-5)).all()
+    assert slots[..., :48].abs().amax(-1)[1:].eq(127).all()
+    assert torch.equal(back[0, 0], torch.zeros(48))
+
+
+@pytest.mark.skipif(not int8_cache_supported(48), reason="the int8 cache kernel needs a CPU with AVX-512")
+def test_attend_qkv_int8_stores_quantized_slots_then_attends_over_them():
+    """The int8 cache's decoding step: row b's key and value land in slot lengths[b]-1 exactly
+    as ``quantize_slots`` quantizes them (values and scale bytes), no other slot changes, and the
+    query attends as SDPA does over the dequantized cache; ``attend_rows_int8`` (no store) the
+    same. Lengths 1..40 cover a block of 16 keys and its masked tail."""
+    from pytrafgen import _core
+
+    torch.manual_seed(6)
+    rows, heads, slots, dim = 6, 4, 40, 48
+    width = heads * dim
+    qkv = torch.randn(rows, 3 * width) * 3
+    k, v = quantize_slots(torch.randn(rows, heads, slots, dim)), quantize_slots(torch.randn(rows, heads, slots, dim))
+    lengths = torch.tensor([1, 16, 17, 40, 33, 2])
+    expected_k, expected_v = k.clone(), v.clone()
+    at = lengths - 1
+    expected_k[torch.arange(rows), :, at] = quantize_slots(qkv[:, width:2 * width].reshape(rows, heads, dim))
+    expected_v[torch.arange(rows), :, at] = quantize_slots(qkv[:, 2 * width:].reshape(rows, heads, dim))
+    mask = torch.arange(slots)[None, :] < lengths[:, None]
+    q = qkv[:, :width].reshape(rows, heads, dim)
+    expected = F.scaled_dot_product_attention(q[:, :, None], dequantize_slots(expected_k),
+                                              dequantize_slots(expected_v), attn_mask=mask[:, None, None, :])[:, :, 0]
+    for threads in (1, 2):
+        kc, vc, out = k.clone(), v.clone(), torch.empty(rows, heads, dim)
+        _core.attend_qkv_int8(qkv.numpy(), kc.numpy(), vc.numpy(), lengths.numpy(), dim ** -0.5, out.numpy(), threads)
+        assert torch.equal(kc, expected_k) and torch.equal(vc, expected_v)
+        assert torch.allclose(out, expected, atol=1e-5)
+        out = torch.empty(rows, heads, dim)
+        _core.attend_rows_int8(q.contiguous().numpy(), kc.numpy(), vc.numpy(), lengths.numpy(), dim ** -0.5,
+                               out.numpy(), threads)
+        assert torch.allclose(out, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="k does not match"):  # slots without their scale bytes
+        _core.attend_qkv_int8(qkv.numpy(), k[..., :dim].contiguous().numpy(), v[..., :dim].contiguous().numpy(),
+                              lengths.numpy(), 1.0, torch.empty(rows, heads, dim).numpy())
+    with pytest.raises(ValueError, match="AVX-512"):
+        _core.attend_rows_int8(q[:, :, :20].contiguous().numpy(), k[..., :24].contiguous().numpy(),
+                               v[..., :24].contiguous().numpy(), lengths.numpy(), 1.0,
+                               torch.empty(rows, heads, 20).numpy())
+
+
+def test_an_int8_cache_outside_the_per_row_kernel_is_refused():
+    model = GPT(COND).eval()
+    cache = KVCache.allocate(COND, 2, COND.block_size, torch.device("cpu"), torch.int8)
+    assert cache.k.shape[-1] == COND.n_embd // COND.n_head + 4
+    with torch.inference_mode(), pytest.raises(ValueError, match="int8 key/value cache"):
+        model.decode_rows(torch.ones(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), cache, 1,
+                          row_kernel=False)
 
 
 def test_a_bf16_linear_copy_rounds_only_the_projections_and_leaves_the_model_alone():

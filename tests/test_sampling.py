@@ -164,8 +164,10 @@ def test_a_float16_cache_emits_the_same_greedy_flows_as_a_float32_one(setup):
     """The stream strategy's float16 keys and values (a CPU with AVX-512) move logits by far
     less than the gaps between a greedy step's best two tokens: the same flows come out."""
     counts = {"udp_flood": 6, "benign_http": 5, "syn_flood": 4}
-    half, _ = _sample(setup, counts, temperature=0, batch_size=4, half_cache=True, bf16_linears=False)
-    full, _ = _sample(setup, counts, temperature=0, batch_size=4, half_cache=False, bf16_linears=False)
+    half, _ = _sample(setup, counts, temperature=0, batch_size=4, half_cache=True, int8_cache=False,
+                      bf16_linears=False)
+    full, _ = _sample(setup, counts, temperature=0, batch_size=4, half_cache=False, int8_cache=False,
+                      bf16_linears=False)
     assert all(np.array_equal(a, b) for a, b in zip(half, full, strict=True))
 
 
@@ -173,7 +175,7 @@ def test_a_float16_cache_emits_the_same_greedy_flows_as_a_float32_one(setup):
 def test_stream_and_batch_strategies_draw_from_the_same_distribution(setup, settings):
     """Per position, the tokens of many flows drawn by the two strategies (different seeds)
     pass a chi-squared test of homogeneity; so do the flow lengths. The stream strategy runs
-    as a user's CPU runs it (its float16 cache where the CPU has AVX-512, bfloat16 projections
+    as a user's CPU runs it (its int8 cache where the CPU has AVX-512, bfloat16 projections
     where it multiplies bfloat16 natively: bf16_linears), the batch strategy is the plain
     float32 reference."""
     from scipy.stats import chi2_contingency

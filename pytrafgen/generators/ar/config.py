@@ -125,6 +125,11 @@ class SamplingSettings:
     # them (half the bytes a step reads; logits within ~1e-2, next-token KL ~1e-8 of float32
     # for the bundled default); False keeps them float32
     half_cache: bool = True
+    # stream strategy on a CPU with AVX-512: keys and values kept as int8 with a scale per slot
+    # (quantize_slots; 52 bytes a 48-wide slot instead of float16's 96), ahead of half_cache;
+    # next-token KL ~5e-6 per token of a float32 cache for the bundled default
+    # (benchmarks/results/ar_cache_kl.md); False: float16 (half_cache) or float32
+    int8_cache: bool = True
     # stream strategy on a CPU with native bfloat16 dot products (AVX512-BF16 or AMX; ignored
     # elsewhere): the attention and MLP projections multiply in bfloat16 (``bf16_linear_copy``),
     # a decoding step's matrix products three to four times as fast, at the price of rounding

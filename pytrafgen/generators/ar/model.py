@@ -65,7 +65,10 @@ class KVCache:
         """``zeroed`` False leaves the slots unset: only for a reader that never looks past what
         was written (the per-row kernel); masked attention would still multiply them by 0, and
         an unset NaN times 0 is NaN. Unset, the pages a pool never reaches are never touched."""
-        shape = (config.n_layer, batch, config.n_head, max_len, config.n_embd // config.n_head)
+        width = config.n_embd // config.n_head
+        if dtype == torch.int8:  # a slot's int8 values, then its scale's 4 bytes (quantize_slots)
+            width += SCALE_BYTES
+        shape = (config.n_layer, batch, config.n_head, max_len, width)
         make = torch.zeros if zeroed else torch.empty
         return cls(make(shape, device=device, dtype=dtype), make(shape, device=device, dtype=dtype))
 
@@ -87,6 +90,34 @@ def half_cache_supported(head_dim: int) -> bool:
     from pytrafgen import _core
 
     return bool(_core.half_cache_supported(head_dim))
+
+
+def int8_cache_supported(head_dim: int) -> bool:
+    """Whether the per-row kernel reads an int8 cache here (as ``half_cache_supported``)."""
+    from pytrafgen import _core
+
+    return bool(_core.int8_cache_supported(head_dim))
+
+
+SCALE_BYTES = 4  # an int8 cache slot's scale: float32, after its values
+
+
+def quantize_slots(x: torch.Tensor) -> torch.Tensor:
+    """(..., dim) float → (..., dim + 4) int8 cache slots as the C++ kernel stores them: scale =
+    max |x| / 127 over the slot, x * (127 / max |x|) rounded to nearest even, the scale's
+    float32 bytes last (an all-zero slot: scale 0)."""
+    x = x.float()
+    absmax = x.abs().amax(-1, keepdim=True)
+    inv = torch.where(absmax > 0, 127.0 / absmax, torch.zeros_like(absmax))
+    values = torch.round(x * inv).to(torch.int8)
+    scale = (absmax / 127.0).contiguous().view(torch.int8)  # (..., 4): the float32's bytes
+    return torch.cat([values, scale], -1)
+
+
+def dequantize_slots(slots: torch.Tensor) -> torch.Tensor:
+    """The float32 values int8 cache slots (..., dim + 4) stand for."""
+    scale = slots[..., -SCALE_BYTES:].contiguous().view(torch.float32)
+    return slots[..., :-SCALE_BYTES].float() * scale
 
 
 def bf16_linear_copy(model: GPT) -> GPT:
@@ -150,7 +181,7 @@ class CausalSelfAttention(nn.Module):
         B, _, C = x.shape
         qkv = self.c_attn.forward(x)
         k_cache, v_cache = cache
-        dim = k_cache.size(-1)
+        dim = C // self.n_head
         if row_kernel:
             from pytrafgen import _core
 
@@ -161,6 +192,8 @@ class CausalSelfAttention(nn.Module):
             if k_cache.dtype == torch.float16:  # raw bits: numpy has no float16 the kernel binds
                 _core.attend_qkv_half(qkv_np, k_cache.numpy().view(np.uint16), v_cache.numpy().view(np.uint16),
                                       lengths, scale, y.numpy(), threads)
+            elif k_cache.dtype == torch.int8:
+                _core.attend_qkv_int8(qkv_np, k_cache.numpy(), v_cache.numpy(), lengths, scale, y.numpy(), threads)
             else:
                 _core.attend_qkv(qkv_np, k_cache.numpy(), v_cache.numpy(), lengths, scale, y.numpy(), threads)
             return self.c_proj.forward(y.reshape(B, 1, C))
@@ -309,14 +342,21 @@ class GPT(nn.Module):
         the largest position + 1). Returns the final hidden states (B, C): the logits of the next
         token are ``hidden @ head_weight().T``, which a caller may compute for only the tokens it
         can emit. Rows are independent, so each may hold a flow started at another step.
-        ``row_kernel`` (None: where it applies, a float32 or float16 cache on a CPU outside
-        autograd, float16 only where ``half_cache_supported``) attends each row over its own
-        prefix in C++ instead of SDPA over ``attend_len``."""
+        ``row_kernel`` (None: where it applies, a float32, float16 or int8 cache on a CPU outside
+        autograd, float16 only where ``half_cache_supported``, int8 only where
+        ``int8_cache_supported``) attends each row over its own prefix in C++ instead of SDPA over
+        ``attend_len``. An int8 cache (``quantize_slots``' layout) is read by the C++ kernel only."""
         if row_kernel is None:
-            row_kernel = (cache.k.device.type == "cpu" and cache.k.dtype in (torch.float32, torch.float16)
+            row_kernel = (cache.k.device.type == "cpu"
+                          and cache.k.dtype in (torch.float32, torch.float16, torch.int8)
                           and self.wte.weight.dtype == torch.float32 and not torch.is_grad_enabled())
             if row_kernel and cache.k.dtype == torch.float16:
                 row_kernel = half_cache_supported(self.config.n_embd // self.config.n_head)
+            if row_kernel and cache.k.dtype == torch.int8:
+                row_kernel = int8_cache_supported(self.config.n_embd // self.config.n_head)
+        if cache.k.dtype == torch.int8 and not row_kernel:
+            raise ValueError("an int8 key/value cache needs the per-row kernel (a CPU with AVX-512, see "
+                             "int8_cache_supported)")
         flow_class = None
         if self.config.class_conditioning and class_token is not None:
             flow_class = torch.where(positions == 0, self.config.bos_token, class_token)[:, None]
@@ -349,4 +389,5 @@ class GPT(nn.Module):
         return state
 
 
-__all__ = ["GPT", "KVCache", "LoRALinear", "bf16_linear_copy", "half_cache_supported"]
+__all__ = ["GPT", "KVCache", "LoRALinear", "bf16_linear_copy", "dequantize_slots", "half_cache_supported",
+           "int8_cache_supported", "quantize_slots"]

@@ -35,7 +35,14 @@ import torch
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators.ar.config import SamplingSettings
 from pytrafgen.generators.ar.continuation import ContinuationTokens, continuation_prompt
-from pytrafgen.generators.ar.model import GPT, KVCache, bf16_linear_copy, half_cache_supported
+from pytrafgen.generators.ar.model import (
+    GPT,
+    KVCache,
+    bf16_linear_copy,
+    half_cache_supported,
+    int8_cache_supported,
+    quantize_slots,
+)
 
 
 @dataclass(frozen=True)
@@ -303,8 +310,9 @@ class Continuing:
         one = KVCache.allocate(self.model.config, 1, n, self.device, dtype)
         with self.autocast:
             self.model.decode(prompt[None, :n], torch.arange(n, device=self.device), one, n, class_token.view(1))
-        cache.k[:, row, :, :n] = one.k[:, 0].to(cache.k.dtype)
-        cache.v[:, row, :, :n] = one.v[:, 0].to(cache.v.dtype)
+        store = quantize_slots if cache.k.dtype == torch.int8 else (lambda t: t.to(cache.k.dtype))
+        cache.k[:, row, :, :n] = store(one.k[:, 0])
+        cache.v[:, row, :, :n] = store(one.v[:, 0])
 
 
 @torch.inference_mode()
@@ -329,7 +337,8 @@ def sample_stream(
     ``BOS CLASS … EOS`` tokens (int64) when it is done, or None when it reached the context
     without any position where EOS was legal; it may append flows to ``flows`` (and
     ``flow_header``) to have them drawn in the same pool, before the flows still waiting. On a
-    CPU the cache is float16 where ``settings.half_cache`` and the kernel allow it. ``header_allowed`` (M, H, V) bool with
+    CPU the cache is int8 where ``settings.int8_cache`` and the kernel allow it, else float16
+    where ``settings.half_cache`` does. ``header_allowed`` (M, H, V) bool with
     ``flow_header[i]`` the mask index of flow i restricts its first H sampled tokens. ``head``
     None computes the full head (masked), else only the allowed logits (same distribution).
     ``continuation`` (a model with continuation tokens; ``pkt`` the PKT token): a flow that
@@ -343,8 +352,11 @@ def sample_stream(
     rows = min(settings.batch_size, len(flows))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     row_kernel = device.type == "cpu" and model.head_weight().dtype == torch.float32
-    if row_kernel and settings.half_cache and half_cache_supported(model.config.n_embd // model.config.n_head):
-        dtype = torch.float16  # reading the cache is most of a CPU step: half the bytes
+    head_dim = model.config.n_embd // model.config.n_head
+    if row_kernel and settings.int8_cache and int8_cache_supported(head_dim):
+        dtype = torch.int8  # reading the cache is most of a CPU step: about a quarter of float32's bytes
+    elif row_kernel and settings.half_cache and half_cache_supported(head_dim):
+        dtype = torch.float16  # half the bytes
     # the per-row kernel reads only the slots a row wrote: no need to zero (and fault in) a
     # cache of rows x context slots, most of which a pool never reaches
     cache = KVCache.allocate(model.config, rows, max_len, device, dtype, zeroed=not row_kernel)
