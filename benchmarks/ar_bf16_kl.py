@@ -15,15 +15,12 @@ import datetime
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_common import default_model_flows
 
-from pytrafgen.generators.ar import tokens as tok
-from pytrafgen.generators.ar.generator import ARGenerator
 from pytrafgen.generators.ar.model import bf16_linear_copy
-from pytrafgen.generators.ar.sample import native_bf16, sample_classes
-from pytrafgen.plugins import get_registry
+from pytrafgen.generators.ar.sample import native_bf16
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "pytrafgen" / "data" / "default_model"
 CONTEXT = 256
@@ -33,17 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    gen = ARGenerator.load(DEFAULT_MODEL)
-    gen.protocols = get_registry().protocols
-    model, device = gen._model_on_device()
-    vocab = gen.vocabulary()
-    special = tok.special_tokens(vocab)
-    grammar = tok.grammar_tables(vocab, device)
-    flows, _ = sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab),
-                              {c: 2 for c in gen.classes}, gen.sampling, 0, device)
-    idx = torch.tensor(np.stack([np.pad(f[:CONTEXT].astype(np.int64), (0, max(0, CONTEXT - len(f))),
-                                        constant_values=special.eos) for f in flows]))
+    model, special, idx = default_model_flows(DEFAULT_MODEL, 2, CONTEXT)
+    context = idx.size(1)
     real = idx != special.eos  # positions of the flows, not the padding
     with torch.inference_mode():
         exact = model(idx)[0].float()
@@ -55,8 +43,8 @@ def main() -> None:
              f"Date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}  ",
              f"Command: `python benchmarks/ar_bf16_kl.py --out {args.out}`  ",
              f"CPU multiplies bfloat16 natively here: {native_bf16()} (load average {os.getloadavg()[0]:.1f})", "",
-             f"{len(flows)} flows sampled from the model (2 per class, seed 0), {int(real.sum()):,} positions "
-             f"(first {CONTEXT} tokens of each), scored by the float32 model and by `bf16_linear_copy` of it.", "",
+             f"{idx.size(0)} flows sampled from the model (2 per class, seed 0), {int(real.sum()):,} positions "
+             f"(first {context} tokens of each), scored by the float32 model and by `bf16_linear_copy` of it.", "",
              "| KL(float32 ‖ bf16) per token: mean | median | 99th percentile | max | largest logit change |",
              "|---|---|---|---|---|",
              f"| {float(kl.mean()):.1e} | {float(kl.median()):.1e} | {float(torch.quantile(kl, 0.99)):.1e} | "

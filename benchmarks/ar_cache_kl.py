@@ -15,15 +15,11 @@ import datetime
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_common import default_model_flows
 
-from pytrafgen.generators.ar import tokens as tok
-from pytrafgen.generators.ar.generator import ARGenerator
 from pytrafgen.generators.ar.model import GPT, KVCache, half_cache_supported, int8_cache_supported
-from pytrafgen.generators.ar.sample import sample_classes
-from pytrafgen.plugins import get_registry
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "pytrafgen" / "data" / "default_model"
 CONTEXT = 512
@@ -45,18 +41,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    gen = ARGenerator.load(DEFAULT_MODEL)
-    gen.protocols = get_registry().protocols
-    model, device = gen._model_on_device()
-    vocab = gen.vocabulary()
-    special = tok.special_tokens(vocab)
-    grammar = tok.grammar_tables(vocab, device)
-    flows, _ = sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab),
-                              {c: 2 for c in gen.classes}, gen.sampling, 0, device)
-    context = min(CONTEXT, model.config.block_size)
-    idx = torch.tensor(np.stack([np.pad(f[:context].astype(np.int64), (0, max(0, context - len(f))),
-                                        constant_values=special.eos) for f in flows]))
+    model, special, idx = default_model_flows(DEFAULT_MODEL, 2, CONTEXT)
+    context = idx.size(1)
     real = idx != special.eos  # positions of the flows, not the padding
     head_dim = model.config.n_embd // model.config.n_head
     stores = [(name, dtype) for name, dtype, ok in (("float16", torch.float16, half_cache_supported(head_dim)),
@@ -77,7 +63,7 @@ def main() -> None:
              f"Command: `python benchmarks/ar_cache_kl.py --out {args.out}`  ",
              f"Load average {os.getloadavg()[0]:.1f}; stores this CPU's kernel reads: "
              f"{', '.join(n for n, _ in stores) or 'none (no AVX-512)'}", "",
-             f"{len(flows)} flows sampled from the model (2 per class, seed 0), {int(real.sum()):,} positions "
+             f"{idx.size(0)} flows sampled from the model (2 per class, seed 0), {int(real.sum()):,} positions "
              f"(first {context} tokens of each), fed token by token through `decode_rows` (the C++ per-row "
              "kernel) with a float32 cache and with each store below; projections float32 in all.", "",
              "| cache | KL(float32 cache ‖ this) per token: mean | median | 99th percentile | max | "
