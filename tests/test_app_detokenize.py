@@ -150,7 +150,8 @@ def test_sampled_tokens_decode_to_the_same_records_with_the_cxx_detokenizer() ->
             vocab.codec_layout.to_core(), False, _app_decoder(vocab, protocols))
     python_only = _core.decode_tokens(*args, None)
     grammars = _app_grammars(vocab, protocols)
-    assert grammars is not None and all(g is not None for g in grammars)
+    # HTTP and MQTT declare grammars; CoAP (in the default's vocabulary) decodes in Python either way
+    assert grammars is not None and sum(g is not None for g in grammars) >= 2
     with_cxx = _core.decode_tokens(*args, grammars)
     assert len(python_only["packets"]["flow"]) > 1000
     assert bytes(with_cxx["blob"]) == bytes(python_only["blob"])
