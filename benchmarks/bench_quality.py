@@ -15,6 +15,10 @@ zero-byte share of payloads are computed here. Writes quality_recording.{json,md
 
     python benchmarks/bench_quality.py --recording /work/rec/seed3 [--ar-checkpoint DIR]
                                        [--per-class 40] [--sample-max-flow-packets 1000]
+                                       [--baselines gan,diffusion]
+
+(``--baselines``: gan and diffusion also trained on the captures, with FIT_SETTINGS' budgets,
+and judged in the same run.)
 
 Writes benchmarks/results/quality.json and quality.md (plus the full report with its plots
 under benchmarks/results/quality_report/). Training budgets are CPU-sized and stated in the
@@ -236,13 +240,18 @@ def run_recording(args: argparse.Namespace) -> None:
                            "--out", str(work / "ds"), "--payload-cap", str(TOKENIZE_SETTINGS["payload_cap"]),
                            "--max-flow-packets", str(TOKENIZE_SETTINGS["max_flow_packets"]),
                            "--seed", str(TOKENIZE_SETTINGS["seed"]), "-j", "1", "-q"])
-        timed("train markov", [*exe, "train", str(work / "ds"), "--generator", "markov", "--out",
-                               str(work / "markov"), "--quiet"])
+        trained = ["markov", *[b for b in args.baselines.split(",") if b]]
+        for name in trained:  # the baselines on the same whole-flow dataset, CPU budgets of FIT_SETTINGS
+            timed(f"train {name}", [*exe, "train", str(work / "ds"), "--generator", name, "--out",
+                                    str(work / name), "--device", "cpu", "--quiet",
+                                    *[x for s in FIT_SETTINGS.get(name, [])  # compare's "gan.size=..." is train's "size=..."
+                                      for x in ("--set", s.removeprefix(f"{name}."))]])
         wanted = [a for c in classes for a in ("--class", f"{c}:{args.per_class}")]
         pcaps = {}
-        for name, ckpt in (("ar", ar_ckpt), ("markov", work / "markov")):
+        for name, ckpt in (("ar", ar_ckpt), *((n, work / n) for n in trained)):
             pcaps[name] = work / f"{name}.pcap"
-            extra = ["--max-flow-packets", str(args.sample_max_flow_packets), "--device", "cpu"] if name == "ar" else []
+            extra = (["--max-flow-packets", str(args.sample_max_flow_packets)] if name == "ar" else []) + (
+                ["--device", "cpu"] if name != "markov" else [])
             timed(f"generate {name}", [*exe, "generate", str(ckpt), *wanted, "--out", str(pcaps[name]),
                                        "--seed", str(args.seed), "--quiet", *extra])
         ev_cmd = [*exe, "evaluate", *[x for p in real_paths for x in ("--real", str(p))],
@@ -260,7 +269,8 @@ def run_recording(args: argparse.Namespace) -> None:
         "recording": f"{rec} (lab recording SEED=3, capture.sh, 2026-12-03)" if "seed3" in str(rec) else str(rec),
         "training": str(args.captures), "ar_checkpoint": str(ar_ckpt),
         "settings": {"per_class": args.per_class, "seed": args.seed,
-                     "sample_max_flow_packets": args.sample_max_flow_packets, "tokenize": dict(TOKENIZE_SETTINGS)},
+                     "sample_max_flow_packets": args.sample_max_flow_packets, "tokenize": dict(TOKENIZE_SETTINGS),
+                     "baseline_fit_settings": {n: FIT_SETTINGS.get(n, []) for n in trained}},
         "commands": {"benchmark": " ".join(["python", *sys.argv]), **commands}, "seconds": seconds,
         "summary": summary, "per_class": figures["classes"],
         "load_average_at_end": list(os.getloadavg()), "notes": args.note,
@@ -278,12 +288,13 @@ def run_recording(args: argparse.Namespace) -> None:
 def recording_markdown(doc: dict[str, Any]) -> str:
     names = list(doc["summary"])
     lines = [
-        "# Generation quality against a held-out recording: ar vs markov", "",
+        "# Generation quality against a held-out recording: " + " vs ".join(names), "",
         f"- date: {doc['date']}; machine: {doc['machine']['nproc']} cores, {doc['machine']['cpu']}, shared "
         f"(load average {doc['machine']['load_average_at_start'][0]:.1f} at the start, "
         f"{doc['load_average_at_end'][0]:.1f} at the end)",
         f"- real (test side): {doc['recording']}: whole flows, not cut, not padded",
-        f"- training: {doc['training']} (markov trained on it here; ar: {doc['ar_checkpoint']})",
+        f"- training: {doc['training']} ({', '.join(n for n in names if n != 'ar')} trained on it here, budgets "
+        f"{doc['settings'].get('baseline_fit_settings', {})}; ar: {doc['ar_checkpoint']})",
         f"- generated: {doc['settings']['per_class']} flows per class each, seed {doc['settings']['seed']}; "
         f"ar sampled with --max-flow-packets {doc['settings']['sample_max_flow_packets']}",
         f"- command: `{doc['commands']['benchmark']}`",
@@ -358,6 +369,9 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=40, help="--recording: generated flows per class")
     ap.add_argument("--sample-max-flow-packets", type=int, default=1000,
                     help="--recording: AR flows closed after this many packets at the latest")
+    ap.add_argument("--baselines", default="",
+                    help="--recording: also train these on the captures and generate beside ar and markov, "
+                         "e.g. gan,diffusion (budgets of FIT_SETTINGS)")
     ap.add_argument("--note", action="append", default=[],
                     help="--recording: a line for the results' notes (what limits a figure); repeatable")
     ap.add_argument("--rewrite-markdown", action="store_true",

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pytrafgen.cli.main import build_app
+from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators import load_generator
 from pytrafgen.safetensors_io import load_file
 
@@ -55,3 +56,20 @@ def test_train_default_writes_the_shippable_checkpoint(tmp_path: Path, monkeypat
     assert result.exit_code == 0, result.output + repr(result.exception)
     warm = json.loads((again / "config.json").read_text())
     assert [s["steps"] for s in warm["stages"]] == [2, 2] and warm["model"] == config["model"]
+
+    # --steps STAGE=N overrides one stage of the schedule, the other keeps its default
+    longer = tmp_path / "longer"
+    result = CliRunner().invoke(build_app(), ["demo", "train-default", "--out", str(longer), "--work",
+                                              str(tmp_path / "work3"), "--warm-start", str(out), "--steps",
+                                              "finetune=3", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert [s["steps"] for s in json.loads((longer / "config.json").read_text())["stages"]] == [2, 3]
+
+
+@pytest.mark.parametrize("pair", ["finetune", "finetune=0", "finetune=x", "sft=3"])
+def test_train_default_rejects_bad_steps(tmp_path: Path, pair: str) -> None:
+    result = CliRunner().invoke(build_app(), ["demo", "train-default", "--out", str(tmp_path / "m"), "--work",
+                                              str(tmp_path / "w"), "--steps", pair])
+    # the CLI's run() prints PytrafgenError as one line with exit code 2
+    assert isinstance(result.exception, PytrafgenError) and "--steps expects STAGE=N" in str(result.exception)
+    assert not (tmp_path / "w").exists()  # refused before any work

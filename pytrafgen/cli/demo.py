@@ -111,6 +111,9 @@ def train_default(
     warm_start: Annotated[Path | None, typer.Option(
         "--warm-start", help="Continue from this AR checkpoint (one without continuation tokens gets them) for "
                              "WARM_START_STEPS instead of training from scratch.")] = None,
+    steps: Annotated[list[str] | None, typer.Option(
+        "--steps", help="STAGE=N: train this stage (pretrain, finetune) for N steps instead of the default "
+                        "(STAGE_STEPS, or WARM_START_STEPS with --warm-start); repeatable.")] = None,
     device: Device = "auto",
     force: Force = False,
     quiet: Quiet = False,
@@ -132,6 +135,8 @@ def train_default(
     from pytrafgen.tokenizer.pipeline import tokenize_captures
 
     check_output_dir(out, force)
+    stage_steps = dict(WARM_START_STEPS if warm_start is not None else STAGE_STEPS)
+    stage_steps.update(_stage_steps(steps or [], stage_steps))
     protocols = get_registry().protocols
     corpus = corpus or corpus_dir()
     dataset = work / "dataset"
@@ -139,7 +144,6 @@ def train_default(
                       protocols=protocols)
     ds = TrafficDataset(dataset, protocols)
     gen = ARGenerator()  # the bundled default is the built-in AR model, whatever a plugin registers
-    stage_steps = STAGE_STEPS
     if warm_start is not None:
         gen = ARGenerator.load(warm_start)
         gen.snapshot = None  # start the stages afresh from its weights, not from its training state
@@ -148,12 +152,25 @@ def train_default(
         if gen.model_config is not None and gen.model_config.continuation_buckets == 0:
             gen.add_continuation()
         gen.completed = []
-        stage_steps = WARM_START_STEPS
     common = {**MODEL_SETTINGS, "device": device, "quiet": quiet, "checkpoint_dir": work / "checkpoint"}
     for stage, steps in stage_steps.items():
         gen.fit(ds, {**common, "stage": stage, "steps": steps})
     gen.export(out)  # what ships: no resumable training state (that stays in --work)
     typer.echo(f"wrote {out}")
+
+
+def _stage_steps(pairs: list[str], stages: dict[str, int]) -> dict[str, int]:
+    """``--steps pretrain=150``: a stage of the default's schedule and its step count (≥ 1)."""
+    from pytrafgen.errors import PytrafgenError
+
+    out: dict[str, int] = {}
+    for pair in pairs:
+        stage, _, count = pair.partition("=")
+        if stage not in stages or not count.isdigit() or int(count) < 1:
+            raise PytrafgenError(f"--steps expects STAGE=N with STAGE one of {', '.join(stages)} and N ≥ 1, "
+                                 f"got {pair!r}")
+        out[stage] = int(count)
+    return out
 
 
 def register(app: typer.Typer) -> None:
