@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytrafgen.dataset import TokenParts
 from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.tokenizer.encode import DEFAULT_MAX_APP_TOKENS
 from pytrafgen.tokenizer.layout import DEFAULT_PAYLOAD_CAP
@@ -327,32 +328,24 @@ def _spill_dir(out: str | Path, wanted: bool) -> Iterator[Path | None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _joined_tokens(ordered: list[dict[str, Any]], spill_dir: Path | None) -> np.ndarray:
+def _flow_tokens(ordered: list[dict[str, Any]], spill_dir: Path | None) -> np.ndarray | TokenParts:
     """Every flow's tokens in dataset order: concatenated in memory, or, for spilled captures,
-    copied block by block from the spills (in the order the flows finished) into one file,
-    mapped read-only."""
-    from pytrafgen.dataset import gather_token_ranges
-
+    read where they lie (each spill mapped read-only, its flows in the order they finished):
+    the dataset's split files are gathered from them directly, with no copy of every token."""
     if spill_dir is None:
         return np.concatenate([r["tokens"] for r in ordered]) if ordered else np.zeros(0, np.uint16)
-    joined = spill_dir / "dataset.tokens.u16"
-    with joined.open("wb") as fh:
-        for r in ordered:
-            if "spill" not in r:  # a capture without records, read whole
-                r["tokens"].tofile(fh)
-                continue
-            size = Path(r["spill"]).stat().st_size
-            spilled = np.memmap(r["spill"], np.uint16, "r") if size else np.zeros(0, np.uint16)
-            for lo in range(0, len(r["lengths"]), SPILL_COPY_FLOWS):
-                hi = lo + SPILL_COPY_FLOWS
-                gather_token_ranges(spilled, r["spill_starts"][lo:hi], r["lengths"][lo:hi]).tofile(fh)
-            del spilled
-            Path(r["spill"]).unlink()
-    total = joined.stat().st_size // 2
-    return np.memmap(joined, np.uint16, "r") if total else np.zeros(0, np.uint16)
-
-
-SPILL_COPY_FLOWS = 65_536  # flows copied from a spill at a time
+    parts: list[np.ndarray] = []
+    starts: list[np.ndarray] = []
+    for r in ordered:
+        if "spill" not in r:  # a capture without records, read whole: its tokens are in memory
+            parts.append(r["tokens"])
+            starts.append(np.cumsum(r["lengths"]) - r["lengths"])
+            continue
+        size = Path(r["spill"]).stat().st_size
+        parts.append(np.memmap(r["spill"], np.uint16, "r") if size else np.zeros(0, np.uint16))
+        starts.append(r["spill_starts"])
+    part = np.repeat(np.arange(len(ordered)), [len(r["lengths"]) for r in ordered])
+    return TokenParts(parts, part, np.concatenate(starts) if starts else np.zeros(0, np.int64))
 
 
 def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path | None, out: str | Path,
@@ -363,7 +356,7 @@ def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path 
     from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
 
     files = [a[0] for a in args]
-    tokens = _joined_tokens(ordered, spill_dir)
+    tokens = _flow_tokens(ordered, spill_dir)
     lengths = np.concatenate([r["lengths"] for r in ordered])
     offsets = np.zeros(len(lengths) + 1, np.int64)
     offsets[1:] = np.cumsum(lengths)
