@@ -348,12 +348,48 @@ def _flow_tokens(ordered: list[dict[str, Any]], spill_dir: Path | None) -> np.nd
     return TokenParts(parts, part, np.concatenate(starts) if starts else np.zeros(0, np.int64))
 
 
+SAMPLE_BLOCK_BYTES = 1 << 26  # payload sample bytes read back from a spill at a time (64 MB)
+
+
+def _learn_fill(ordered: list[dict[str, Any]], labels: np.ndarray, train: np.ndarray, classes: list[str],
+                payload_cap: int) -> Any:
+    """The payload fill learned from the training flows' samples (``train``: a mask over the
+    flows in dataset order), counted capture by capture and, for a spilled capture, a block of
+    flows at a time read back from its sample spill: memory does not grow with the samples."""
+    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill, SampleCounts, count_samples
+
+    counts: SampleCounts | None = None
+    base = 0
+    for r in ordered:
+        n = len(r["lengths"])
+        mine = np.flatnonzero(train[base:base + n])
+        mine_labels = labels[base:base + n][mine]
+        base += n
+        if "sample_spill" not in r:  # popped: a capture's samples are dropped once counted
+            tails, heads = r.pop("payload_tails").take(mine), r.pop("payload_heads").take(mine)
+            counts = count_samples(tails, heads, mine_labels, len(classes), counts)
+            continue
+        size = Path(r["sample_spill"]).stat().st_size
+        data = np.memmap(r["sample_spill"], np.uint8, "r") if size else np.zeros(0, np.uint8)
+        sizes = np.cumsum(r["sample_lens"][mine].sum(axis=1, dtype=np.int64))
+        cuts = np.unique(np.r_[0, np.searchsorted(sizes, np.arange(1, int(sizes[-1]) // SAMPLE_BLOCK_BYTES + 1)
+                                                  * SAMPLE_BLOCK_BYTES) if len(sizes) else [], len(mine)]).astype(np.int64)
+        for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            flows = mine[lo:hi]
+            tails, heads = FlowByteSamples.from_per_flow(data, r["sample_starts"][flows], r["sample_lens"][flows])
+            counts = count_samples(tails, heads, mine_labels[lo:hi], len(classes), counts)
+        del data
+    if counts is None:  # no capture at all: the empty counts
+        empty = FlowByteSamples(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        counts = count_samples(empty, empty, np.zeros(0, np.int64), len(classes))
+    return PayloadFill.from_counts(counts, classes, payload_cap)
+
+
 def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path | None, out: str | Path,
            vocab: Vocabulary, classes: list[str], kinds: dict[str, str], seed: int, payload_cap: int,
            idle_timeout_s: float, max_flow_packets: int, max_app_tokens: int) -> dict[str, Any]:
     """Split the flows, learn the address plan and the payload fill, write the dataset."""
     from pytrafgen.dataset import split_flows, write_dataset
-    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
 
     files = [a[0] for a in args]
     tokens = _flow_tokens(ordered, spill_dir)
@@ -366,10 +402,7 @@ def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path 
     split = split_flows(labels, seed)
     train = np.flatnonzero(split == 0)
     plan = _learn_plan(ordered, labels, train, classes)
-    # popped: each capture's samples are dropped once the training flows' are taken
-    tails = FlowByteSamples.concat([r.pop("payload_tails") for r in ordered]).take(train)
-    heads = FlowByteSamples.concat([r.pop("payload_heads") for r in ordered]).take(train)
-    fill = PayloadFill.learn_samples(tails, heads, labels[train], classes, payload_cap)
+    fill = _learn_fill(ordered, labels, split == 0, classes, payload_cap)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
                 # keys sorted: the counts of a capture read in chunks come in another order
