@@ -18,6 +18,7 @@ Splits are by flow, stratified by class and reproducible by seed (``split_flows`
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
@@ -94,12 +95,31 @@ def gather_token_ranges(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndar
     return got.view(np.uint16)
 
 
+class MappedFile:
+    """A file mapped read-only as a numpy array (``array``) whose pages are handed back after
+    each use (``release``: madvise DONTNEED; a clean file page touched again is read back from
+    the page cache), so reading a large spill file through does not keep it resident."""
+
+    def __init__(self, path: str | Path, dtype: Any) -> None:
+        self._map: mmap.mmap | None = None
+        if Path(path).stat().st_size == 0:  # an empty file cannot be mapped
+            self.array = np.zeros(0, dtype)
+            return
+        with open(path, "rb") as fh:
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self.array = np.frombuffer(self._map, dtype)
+
+    def release(self) -> None:
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+
 class TokenParts:
     """Flows' tokens held in several arrays (each capture's, e.g. its spill file mapped from
     disk), read where they lie rather than copied into one array first: flow k is
     ``parts[part[k]][start[k]:start[k] + length]``."""
 
-    def __init__(self, parts: Sequence[np.ndarray], part: np.ndarray, start: np.ndarray) -> None:
+    def __init__(self, parts: Sequence[np.ndarray | MappedFile], part: np.ndarray, start: np.ndarray) -> None:
         self.parts = list(parts)
         self.part = np.asarray(part, np.int64)
         self.start = np.asarray(start, np.int64)
@@ -109,8 +129,15 @@ class TokenParts:
         per run of flows in the same part (flows in dataset order come in few runs)."""
         part = self.part[flows]
         cuts = np.r_[0, np.flatnonzero(part[1:] != part[:-1]) + 1, len(flows)]
-        pieces = [gather_token_ranges(self.parts[int(part[a])], self.start[flows[a:b]], lengths[a:b])
-                  for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True) if b > a]
+        pieces = []
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            if b == a:
+                continue
+            source = self.parts[int(part[a])]
+            array = source.array if isinstance(source, MappedFile) else source
+            pieces.append(gather_token_ranges(array, self.start[flows[a:b]], lengths[a:b]))
+            if isinstance(source, MappedFile):
+                source.release()
         if len(pieces) == 1:
             return pieces[0]
         return np.concatenate(pieces) if pieces else np.zeros(0, np.uint16)
@@ -289,4 +316,4 @@ class TrafficDataset:
         return f"TrafficDataset({self.path}, classes={self.classes}, flows={counts}, vocab={self.vocab.hash})"
 
 
-__all__ = ["DATASET_FORMAT", "SPLITS", "TokenParts", "TrafficDataset", "split_flows", "write_dataset"]
+__all__ = ["DATASET_FORMAT", "SPLITS", "MappedFile", "TokenParts", "TrafficDataset", "split_flows", "write_dataset"]

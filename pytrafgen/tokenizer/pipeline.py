@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pytrafgen.dataset import TokenParts
+from pytrafgen.dataset import MappedFile, TokenParts
 from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.tokenizer.encode import DEFAULT_MAX_APP_TOKENS
 from pytrafgen.tokenizer.layout import DEFAULT_PAYLOAD_CAP
@@ -334,15 +334,14 @@ def _flow_tokens(ordered: list[dict[str, Any]], spill_dir: Path | None) -> np.nd
     the dataset's split files are gathered from them directly, with no copy of every token."""
     if spill_dir is None:
         return np.concatenate([r["tokens"] for r in ordered]) if ordered else np.zeros(0, np.uint16)
-    parts: list[np.ndarray] = []
+    parts: list[np.ndarray | MappedFile] = []
     starts: list[np.ndarray] = []
     for r in ordered:
         if "spill" not in r:  # a capture without records, read whole: its tokens are in memory
             parts.append(r["tokens"])
             starts.append(np.cumsum(r["lengths"]) - r["lengths"])
             continue
-        size = Path(r["spill"]).stat().st_size
-        parts.append(np.memmap(r["spill"], np.uint16, "r") if size else np.zeros(0, np.uint16))
+        parts.append(MappedFile(r["spill"], np.uint16))
         starts.append(r["spill_starts"])
     part = np.repeat(np.arange(len(ordered)), [len(r["lengths"]) for r in ordered])
     return TokenParts(parts, part, np.concatenate(starts) if starts else np.zeros(0, np.int64))
@@ -369,16 +368,16 @@ def _learn_fill(ordered: list[dict[str, Any]], labels: np.ndarray, train: np.nda
             tails, heads = r.pop("payload_tails").take(mine), r.pop("payload_heads").take(mine)
             counts = count_samples(tails, heads, mine_labels, len(classes), counts)
             continue
-        size = Path(r["sample_spill"]).stat().st_size
-        data = np.memmap(r["sample_spill"], np.uint8, "r") if size else np.zeros(0, np.uint8)
+        spilled = MappedFile(r["sample_spill"], np.uint8)
         sizes = np.cumsum(r["sample_lens"][mine].sum(axis=1, dtype=np.int64))
         cuts = np.unique(np.r_[0, np.searchsorted(sizes, np.arange(1, int(sizes[-1]) // SAMPLE_BLOCK_BYTES + 1)
                                                   * SAMPLE_BLOCK_BYTES) if len(sizes) else [], len(mine)]).astype(np.int64)
         for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
             flows = mine[lo:hi]
-            tails, heads = FlowByteSamples.from_per_flow(data, r["sample_starts"][flows], r["sample_lens"][flows])
+            tails, heads = FlowByteSamples.from_per_flow(spilled.array, r["sample_starts"][flows],
+                                                         r["sample_lens"][flows])
+            spilled.release()
             counts = count_samples(tails, heads, mine_labels[lo:hi], len(classes), counts)
-        del data
     if counts is None:  # no capture at all: the empty counts
         empty = FlowByteSamples(np.zeros(0, np.uint8), np.zeros(1, np.int64))
         counts = count_samples(empty, empty, np.zeros(0, np.int64), len(classes))
