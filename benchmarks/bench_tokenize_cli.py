@@ -11,7 +11,9 @@ hour after the last (``bench_e2e.make_mixed``: HTTP, MQTT, CoAP, floods, scans);
     python benchmarks/bench_tokenize_cli.py --identical-only --previous /tmp/prev   # the byte check alone
 
 ``--previous FOLDER``: the previous code's pytrafgen package with its own built ``_core``
-(``previous_code.py`` says how to make one). The identity check covers each shared capture
+(``previous_code.py`` says how to make one), and beside it the previous version of any plugin
+package the change touched (``FOLDER/pytrafgen_coap``: FOLDER comes first on ``sys.path``, so
+it is imported instead of the installed plugin). The identity check covers each shared capture
 alone, the 13 together (``-j 1``) and the large capture.
 """
 
@@ -33,6 +35,7 @@ from typing import Any
 
 from bench_common import cpu_model, write_results
 from bench_e2e import DEFAULT_CAPTURES, make_mixed
+from previous_code import ENV as PREVIOUS_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 PREVIOUS_CLI = Path(__file__).with_name("previous_code.py")
@@ -100,6 +103,23 @@ def identical(previous: Path, captures: list[Path], labels: Path, big: Path, big
     return rows
 
 
+def profile(code: Path | None, capture: Path, labels: Path, out: Path, timeout_s: int, repeats: int) -> dict[str, Any]:
+    """``profile_tokenize.py`` on ``capture`` (``-j 1``): CPU seconds per stage, of the run with
+    the least CPU time of ``repeats``."""
+    runs = []
+    for _ in range(repeats):
+        cmd = ["timeout", str(timeout_s), sys.executable, str(Path(__file__).with_name("profile_tokenize.py")),
+               "tokenize", str(capture), "--labels", str(labels), "--out", str(out), "--force", "-q", "-j", "1"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **({PREVIOUS_ENV: str(code)} if code else {})}
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        got["load_1min"] = os.getloadavg()[0]
+        runs.append(got)
+    return min(runs, key=lambda r: r["user_s"] + r["sys_s"])
+
+
 def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the least CPU time (the one other jobs disturbed least), with every run's figures."""
     out = dict(min(runs, key=lambda r: r["cpu_s"]))
@@ -144,6 +164,8 @@ def main() -> None:
                     runs[key].append(run_tokenize(code, [big], big_labels, work / "ds", 1, args.timeout_s))
                     print(key, runs[key][-1], flush=True)
             report["one_file"] = {k: best(v) for k, v in runs.items()}
+            report["stages"] = {key: profile(code, big, big_labels, work / "dsp", args.timeout_s, args.repeats)
+                                for key, code in (("previous", args.previous), ("this", None))}
             copies = [work / n for n in names[1:]]
             for c in copies:
                 os.link(big, c)
@@ -195,7 +217,25 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{rate(packets, x['wall_s'])} | {x['peak_rss_mb']:.0f} | "
                      f"{', '.join(map(str, x['loads']))} |")
     lines += ["", f"Ratio (CPU): {one['previous']['cpu_s'] / one['this']['cpu_s']:.2f}×; "
-              f"(wall): {one['previous']['wall_s'] / one['this']['wall_s']:.2f}×.", "",
+              f"(wall): {one['previous']['wall_s'] / one['this']['wall_s']:.2f}×.", ""]
+    st = r["stages"]
+    lines += ["Where the CPU seconds go (`benchmarks/profile_tokenize.py`, the same command with a process-CPU "
+              "timer around each stage; stages nest, a row includes the rows indented under it; best of the repeats "
+              "by total CPU):", "",
+              f"| stage | what | {r['previous_label']} CPU s | this branch CPU s |", "|---|---|---:|---:|"]
+    for code in ("previous", "this"):
+        st[code]["total"] = st[code]["user_s"] + st[code]["sys_s"]
+    lines.append(f"| whole process (user + system) | | {st['previous']['total']:.2f} | {st['this']['total']:.2f} |")
+    lines.append(f"| of it system time (page faults, file writes) | | {st['previous']['sys_s']:.2f} | {st['this']['sys_s']:.2f} |")
+    lines.append(f"| before the command runs (imports of the CLI; interpreter start not included) | | "
+                 f"{st['previous']['before_command_s']:.2f} | {st['this']['before_command_s']:.2f} |")
+    names = list(dict.fromkeys([*st["previous"]["stages"], *st["this"]["stages"]]))
+    for name in names:
+        row = [st[c]["stages"].get(name) for c in ("previous", "this")]
+        what = next(x["what"] for x in row if x)
+        cells = [f"{x['cpu_s']:.2f}" if x and x["calls"] else "–" for x in row]
+        lines.append(f"| `{name}` | {what} | {cells[0]} | {cells[1]} |")
+    lines += ["",
               f"Many files: {many['files']} copies of the large capture as separate files "
               f"({many['packets']:,} packets), this branch:", "",
               "| workers | CPU s | wall s | packets / s wall | load (1 min) at the runs |", "|---|---:|---:|---:|---|"]
