@@ -48,7 +48,7 @@ STAGES = [
 ]
 
 
-def _wrap(module: str, qualname: str, seconds: Counter[str], calls: Counter[str]) -> bool:
+def _wrap(module: str, qualname: str, seconds: dict[str, float], calls: Counter[str]) -> bool:
     """Time ``module.qualname`` (a function or a class's method or classmethod) in place."""
     try:
         owner: Any = importlib.import_module(module)
@@ -68,7 +68,7 @@ def _wrap(module: str, qualname: str, seconds: Counter[str], calls: Counter[str]
         try:
             return fn(*args, **kwargs)
         finally:
-            seconds[key] += time.process_time() - t0
+            seconds[key] = seconds.get(key, 0.0) + time.process_time() - t0
             calls[key] += 1
 
     setattr(owner, name, classmethod(timed) if is_classmethod else timed)
@@ -82,7 +82,7 @@ def main() -> None:
     sys.argv = ["pytrafgen", *sys.argv[1:]]
     from pytrafgen.cli.main import run
 
-    seconds: Counter[str] = Counter()
+    seconds: dict[str, float] = {}
     calls: Counter[str] = Counter()
     found = {f"{m.rsplit('.', 1)[-1]}.{q}": what for m, q, what in STAGES if _wrap(m, q, seconds, calls)}
     before = time.process_time() - started
@@ -94,7 +94,7 @@ def main() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"user_s": usage.ru_utime, "sys_s": usage.ru_stime, "before_command_s": before,
                       "peak_rss_mb": usage.ru_maxrss / 1024,
-                      "stages": {k: {"cpu_s": round(seconds[k], 4), "calls": calls[k], "what": what}
+                      "stages": {k: {"cpu_s": round(seconds.get(k, 0.0), 4), "calls": calls[k], "what": what}
                                  for k, what in found.items()}}))
 
 
