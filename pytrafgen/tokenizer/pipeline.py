@@ -37,6 +37,7 @@ from pytrafgen.tokenizer.stream import DEFAULT_CHUNK_PACKETS, tokenize_file_stre
 from pytrafgen.tokenizer.vocab import Vocabulary
 
 if TYPE_CHECKING:
+    from pytrafgen.payload_fill import PayloadFill
     from pytrafgen.protocol_spec import ProtocolSpec
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
@@ -351,7 +352,7 @@ SAMPLE_BLOCK_BYTES = 1 << 26  # payload sample bytes read back from a spill at a
 
 
 def _learn_fill(ordered: list[dict[str, Any]], labels: np.ndarray, train: np.ndarray, classes: list[str],
-                payload_cap: int) -> Any:
+                payload_cap: int) -> PayloadFill:
     """The payload fill learned from the training flows' samples (``train``: a mask over the
     flows in dataset order), counted capture by capture and, for a spilled capture, a block of
     flows at a time read back from its sample spill: memory does not grow with the samples."""
