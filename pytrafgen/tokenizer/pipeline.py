@@ -178,18 +178,24 @@ def first_packet_heads(table: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _learn_plan(results: list[dict[str, Any]], labels: np.ndarray, train: np.ndarray, classes: list[str]) -> Any:
+    """The address plan from the training flows' first packets and addresses; each column is
+    popped from the results as it is taken (nothing reads them after), so the training copy
+    replaces the whole one in memory rather than adding to it."""
     from pytrafgen.address_plan import AddressPlan
 
-    firsts = {key: np.concatenate([r["first_packets"][key] for r in results])[train]
-              for key in ("ts_ns", "linktype", "l3_off", "heads")}
-    table = SimpleNamespace(ts_ns=firsts["ts_ns"], linktype=firsts["linktype"], l3_off=firsts["l3_off"],
-                            data=firsts["heads"].reshape(-1),
+    def taken(pieces: list[np.ndarray]) -> np.ndarray:
+        return pieces[0][train] if len(pieces) == 1 else np.concatenate(pieces)[train]
+
+    firsts = [r.pop("first_packets") for r in results]
+    heads = {key: taken([f.pop(key) for f in firsts]) for key in ("ts_ns", "linktype", "l3_off", "heads")}
+    table = SimpleNamespace(ts_ns=heads["ts_ns"], linktype=heads["linktype"], l3_off=heads["l3_off"],
+                            data=heads["heads"].reshape(-1),
                             frame_off=np.arange(len(train), dtype=np.int64) * FRAME_HEAD)
     flows = SimpleNamespace(
-        l3=np.concatenate([r["l3"] for r in results])[train],
-        client_addr=np.concatenate([r["client_addr"] for r in results])[train],
-        server_addr=np.concatenate([r["server_addr"] for r in results])[train],
-        direction=np.concatenate([r["first_direction"] for r in results])[train],
+        l3=taken([r.pop("l3") for r in results]),
+        client_addr=taken([r.pop("client_addr") for r in results]),
+        server_addr=taken([r.pop("server_addr") for r in results]),
+        direction=taken([r.pop("first_direction") for r in results]),
         first_packet=np.arange(len(train), dtype=np.int64),
     )
     return AddressPlan.learn(table, flows, labels[train], classes)
