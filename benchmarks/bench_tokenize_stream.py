@@ -6,8 +6,8 @@ in a fresh process (the whole command, as a user runs it, one worker).
 The captures are the shared lab captures in time order, repeated with each copy shifted past
 the last (the `detect run` benchmark's builder, ``bench_detect.build_capture``), written to
 /tmp and deleted afterwards. Peak RSS is the child's ru_maxrss (RUSAGE_CHILDREN of a wrapper
-process that runs only it). Appends a section to benchmarks/results/e2e.md and writes
-benchmarks/results/tokenize_stream.json.
+process that runs only it). Writes benchmarks/results/tokenize_stream.md and .json.
+``--previous FOLDER`` also runs the big capture with the previous code (``previous_code.py``).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_tokenize_stream.py [--big-gb 2] [--small-mb 256]
 """
@@ -48,13 +48,17 @@ print(json.dumps({"wall_s": time.perf_counter() - started, "cpu_s": usage.ru_uti
 """
 
 
-def run_tokenize(capture: Path, labels: Path, chunk_packets: int | None, timeout_s: int) -> dict[str, Any]:
+def run_tokenize(capture: Path, labels: Path, chunk_packets: int | None, timeout_s: int,
+                 code: Path | None = None) -> dict[str, Any]:
+    """One run in a fresh process; ``code``: the previous code's folder (``previous_code.py``)."""
     out = WORK / "dataset"
-    command = [sys.executable, "-m", "pytrafgen", "tokenize", str(capture), "--labels", str(labels), "--out", str(out),
+    pytrafgen = [sys.executable, "-m", "pytrafgen"] if code is None else [
+        sys.executable, str(Path(__file__).with_name("previous_code.py")), str(code)]
+    command = [*pytrafgen, "tokenize", str(capture), "--labels", str(labels), "--out", str(out),
                "--force", "-j", "1", "--json"]
     if chunk_packets is not None:
         command += ["--chunk-packets", str(chunk_packets)]
-    print("running", " ".join(command[2:]), flush=True)
+    print("running", " ".join(command[1:]), flush=True)
     proc = subprocess.run([sys.executable, "-c", RSS_CHILD, *command], capture_output=True, text=True,
                           timeout=timeout_s)
     if proc.returncode:
@@ -71,7 +75,7 @@ def run_tokenize(capture: Path, labels: Path, chunk_packets: int | None, timeout
 
 def markdown(report: dict[str, Any]) -> str:
     rows = report["runs"]
-    lines = ["", "## Captures larger than memory: `pytrafgen tokenize` streamed (memory bounded in packets, not in flows)", "",
+    lines = ["", "## Captures larger than memory: `pytrafgen tokenize` streamed", "",
              f"`{report['command']}` — {report['date']} — {report['cpu']}, nproc {report['nproc']}; load average "
              f"before {report['load_before']}, after {report['load_after']} (a shared machine: wall times drift, "
              "the CPU column is what the process used, user + system).", "",
@@ -98,6 +102,9 @@ def main() -> None:
     parser.add_argument("--small-mb", type=float, default=256.0)
     parser.add_argument("--timeout-s", type=int, default=900, help="per tokenize run")
     parser.add_argument("--no-write", action="store_true", help="print, do not write the results files")
+    parser.add_argument("--previous", type=Path, help="also run the big capture with the previous code in FOLDER "
+                        "(previous_code.py), in the same run")
+    parser.add_argument("--previous-label", default="previous code")
     args = parser.parse_args()
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     WORK.mkdir(parents=True, exist_ok=True)
@@ -107,12 +114,16 @@ def main() -> None:
         small = build_capture(int(args.small_mb * 1e6 / PACKET_BYTES), WORK / "small.pcap")
         big = build_capture(int(args.big_gb * 1e9 / PACKET_BYTES), WORK / "big.pcap")
         labels.write_text("file,class,label\nsmall.pcap,lab_mix,benign\nbig.pcap,lab_mix,benign\n")
-        for label, capture, chunk in (("small", small, 0), ("small", small, None), ("big", big, None)):
-            figures = run_tokenize(Path(capture["path"]), labels, chunk, args.timeout_s)
-            runs.append({"label": label, **figures})
+        cases: list[tuple[str, Any, int | None, Path | None]] = [
+            ("small", small, 0, None), ("small", small, None, None), ("big", big, None, None)]
+        if args.previous:
+            cases.append((f"big, {args.previous_label}", big, None, args.previous))
+        for label, capture, chunk, code in cases:
+            figures = run_tokenize(Path(capture["path"]), labels, chunk, args.timeout_s, code)
+            runs.append({"label": label, **figures, "load_1min_after": round(os.getloadavg()[0], 2)})
     finally:
         shutil.rmtree(WORK, ignore_errors=True)  # the multi-GB captures are never kept
-    small_mem, small_stream, big_stream = runs
+    small_mem, small_stream, big_stream = runs[:3]
     notes = [
         f"- peak RSS, streamed, {big_stream['file_mb'] / 1e3:.1f} GB vs {small_stream['file_mb']:.0f} MB capture: "
         f"{big_stream['peak_rss_mb'] / small_stream['peak_rss_mb']:.2f}× for "
@@ -124,13 +135,18 @@ def main() -> None:
         f"{big_stream['file_mb'] / 1e3:.1f} GB vs {small_stream['file_mb']:.0f} MB: "
         f"{big_stream['packets_per_s_cpu'] / small_stream['packets_per_s_cpu']:.2f}×",
         "- what still grows with the capture is per flow of the dataset, not per packet: each flow's token "
-        "offsets, addresses and first-frame bytes (for the address plan) and its payload samples (for the payload "
-        "fill: on average about 130 B per flow on these captures, at most 2 × 2 × 2 KiB), held until the flows are "
-        "split; the packets are read in chunks and the tokens are spilled to a scratch file beside the output "
-        "(docs/tokenizer.md, \"Captures larger than memory\"). Per million flows that is about 0.2 GB held "
-        f"(measured: {(big_stream['peak_rss_mb'] - small_stream['peak_rss_mb']) / (big_stream['flows'] - small_stream['flows']) * 1e6 / 1e3:.2f} GB "
-        "of peak RSS per million more flows between the two streamed runs, allocator slack included).",
+        "offset and length, addresses and first-frame bytes (for the address plan), about 100 B, held until the "
+        "flows are split; the packets are read in chunks, and the tokens and the payload samples (for the payload "
+        "fill: at most 2 × 2 × 2 KiB per flow) are spilled to scratch files beside the output and read back a "
+        "block at a time (docs/tokenizer.md, \"Captures larger than memory\"): "
+        f"{(big_stream['peak_rss_mb'] - small_stream['peak_rss_mb']) / (big_stream['flows'] - small_stream['flows']) * 1e6 / 1e3:.2f} GB "
+        "of peak RSS per million more flows between the two streamed runs, allocator slack included.",
     ]
+    for prev in runs[3:]:
+        notes.append(f"- {prev['label']} on the same {prev['file_mb'] / 1e3:.1f} GB capture in the same run: peak RSS "
+                     f"{prev['peak_rss_mb']:,.0f} MB vs {big_stream['peak_rss_mb']:,.0f} MB "
+                     f"({prev['peak_rss_mb'] / big_stream['peak_rss_mb']:.2f}×), CPU {prev['cpu_s']:.1f} s vs "
+                     f"{big_stream['cpu_s']:.1f} s ({prev['cpu_s'] / big_stream['cpu_s']:.2f}×)")
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(),
               "nproc": os.cpu_count(), "load_before": load_before,
               "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
@@ -140,8 +156,7 @@ def main() -> None:
     print(text)
     if not args.no_write:
         (RESULTS / "tokenize_stream.json").write_text(json.dumps(report, indent=1) + "\n")
-        with (RESULTS / "e2e.md").open("a") as fh:
-            fh.write(text)
+        (RESULTS / "tokenize_stream.md").write_text(text.lstrip("\n"))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Splits are by flow, stratified by class and reproducible by seed (``split_flows`
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
@@ -94,7 +95,55 @@ def gather_token_ranges(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndar
     return got.view(np.uint16)
 
 
-def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offsets: np.ndarray,
+class MappedFile:
+    """A file mapped read-only as a numpy array (``array``) whose pages are handed back after
+    each use (``release``: madvise DONTNEED; a clean file page touched again is read back from
+    the page cache), so reading a large spill file through does not keep it resident."""
+
+    def __init__(self, path: str | Path, dtype: Any) -> None:
+        self._map: mmap.mmap | None = None
+        if Path(path).stat().st_size == 0:  # an empty file cannot be mapped
+            self.array = np.zeros(0, dtype)
+            return
+        with open(path, "rb") as fh:
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self.array = np.frombuffer(self._map, dtype)
+
+    def release(self) -> None:
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+
+class TokenParts:
+    """Flows' tokens held in several arrays (each capture's, e.g. its spill file mapped from
+    disk), read where they lie rather than copied into one array first: flow k is
+    ``parts[part[k]][start[k]:start[k] + length]``."""
+
+    def __init__(self, parts: Sequence[np.ndarray | MappedFile], part: np.ndarray, start: np.ndarray) -> None:
+        self.parts = list(parts)
+        self.part = np.asarray(part, np.int64)
+        self.start = np.asarray(start, np.int64)
+
+    def gather(self, flows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The tokens of ``flows`` (of ``lengths`` tokens each), concatenated; one C++ gather
+        per run of flows in the same part (flows in dataset order come in few runs)."""
+        part = self.part[flows]
+        cuts = np.r_[0, np.flatnonzero(part[1:] != part[:-1]) + 1, len(flows)]
+        pieces = []
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            if b == a:
+                continue
+            source = self.parts[int(part[a])]
+            array = source.array if isinstance(source, MappedFile) else source
+            pieces.append(gather_token_ranges(array, self.start[flows[a:b]], lengths[a:b]))
+            if isinstance(source, MappedFile):
+                source.release()
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.uint16)
+
+
+def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray | TokenParts, offsets: np.ndarray,
                   labels: np.ndarray, *, class_kinds: Mapping[str, str], seed: int,
                   address_plan: AddressPlan | None = None, payload_fill: PayloadFill | None = None,
                   settings: Mapping[str, Any] | None = None,
@@ -102,9 +151,12 @@ def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offse
                   split: np.ndarray | None = None) -> dict[str, Any]:
     """Write flows (``tokens[offsets[k]:offsets[k+1]]``, class ``labels[k]``) as a dataset, atomically.
 
-    ``split`` (0/1/2 per flow) defaults to ``split_flows(labels, seed, fractions)``. Returns the manifest.
+    ``tokens`` may be a ``TokenParts`` (each flow's tokens where they lie; ``offsets`` then
+    only gives their lengths). ``split`` (0/1/2 per flow) defaults to ``split_flows(labels,
+    seed, fractions)``. Returns the manifest.
     """
-    tokens = np.ascontiguousarray(tokens, np.uint16)  # a memory-mapped token file stays mapped
+    if not isinstance(tokens, TokenParts):
+        tokens = np.ascontiguousarray(tokens, np.uint16)  # a memory-mapped token file stays mapped
     offsets = np.asarray(offsets, np.int64)
     labels = np.asarray(labels, np.int16)
     if len(offsets) != len(labels) + 1:
@@ -124,7 +176,8 @@ def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray, offse
             # with the dataset (its tokens may be a file mapped from disk)
             with (tmp / f"{name}.tokens.u16").open("wb") as fh:
                 for lo, hi in _token_blocks(split_offsets):
-                    block = gather_token_ranges(tokens, offsets[idx[lo:hi]], lengths[lo:hi])
+                    block = tokens.gather(idx[lo:hi], lengths[lo:hi]) if isinstance(tokens, TokenParts) \
+                        else gather_token_ranges(tokens, offsets[idx[lo:hi]], lengths[lo:hi])
                     block.tofile(fh)
                     pkt_at = np.flatnonzero(block == pkt)
                     local = split_offsets[lo:hi + 1] - split_offsets[lo]
@@ -263,4 +316,4 @@ class TrafficDataset:
         return f"TrafficDataset({self.path}, classes={self.classes}, flows={counts}, vocab={self.vocab.hash})"
 
 
-__all__ = ["DATASET_FORMAT", "SPLITS", "TrafficDataset", "split_flows", "write_dataset"]
+__all__ = ["DATASET_FORMAT", "SPLITS", "MappedFile", "TokenParts", "TrafficDataset", "split_flows", "write_dataset"]

@@ -125,9 +125,13 @@ class PayloadFill:
                       classes: Sequence[str], payload_cap: int) -> PayloadFill:
         """``learn`` from the flows' samples in bulk: counted per class and direction in one
         numpy pass each, not per flow."""
-        labels = np.asarray(labels, np.int64)
-        tail = tails.count_by_group(labels * 2, 2 * len(classes))
-        head = heads.count_by_group(labels * 2, 2 * len(classes))
+        return cls.from_counts(count_samples(tails, heads, labels, len(classes)), classes, payload_cap)
+
+    @classmethod
+    def from_counts(cls, counts: SampleCounts, classes: Sequence[str], payload_cap: int) -> PayloadFill:
+        """The model from the byte counts of the training flows' samples (``count_samples``,
+        summed over as many batches of flows as were counted)."""
+        tail, head = counts
         pooled = ByteModel.empty()
         for m in tail:
             pooled.unigram += m.unigram
@@ -280,6 +284,25 @@ def _with_tails(records: FieldRecords, rows: np.ndarray, tails: dict[int, np.nda
     return replace(records, packets=packets, blob=blob)
 
 
+# per class and direction (group 2 * class + direction): the counts of the tails, then of the heads
+SampleCounts = tuple[list[ByteModel], list[ByteModel]]
+
+
+def count_samples(tails: FlowByteSamples, heads: FlowByteSamples, labels: np.ndarray, n_classes: int,
+                  into: SampleCounts | None = None) -> SampleCounts:
+    """The unigram and bigram counts of the flows' samples per class and direction, added to
+    ``into`` when given (counts are sums: flows counted in batches give the same model)."""
+    labels = np.asarray(labels, np.int64)
+    got = (tails.count_by_group(labels * 2, 2 * n_classes), heads.count_by_group(labels * 2, 2 * n_classes))
+    if into is None:
+        return got
+    for mine, more in zip(into, got, strict=True):
+        for m, extra in zip(mine, more, strict=True):
+            m.unigram += extra.unigram
+            m.bigram += extra.bigram
+    return into
+
+
 @dataclass
 class FlowByteSamples:
     """Per flow and direction, a byte sample: flow ``k``'s direction ``d`` is
@@ -321,6 +344,34 @@ class FlowByteSamples:
         offsets = np.zeros(len(seg) + 1, np.int64)
         offsets[1:] = np.cumsum(lens)
         return FlowByteSamples(data, offsets)
+
+    def per_flow(self, other: FlowByteSamples) -> tuple[np.ndarray, np.ndarray]:
+        """This and ``other``'s samples of the same flows as one byte string, flow after flow
+        (this's two directions, then other's), and each flow's four sample lengths (F, 4): how
+        a capture's samples are spilled to disk (``from_per_flow`` reads them back)."""
+        n = self.n_flows
+        starts = np.stack([self.offsets[0:2 * n:2], self.offsets[1:2 * n:2],
+                           other.offsets[0:2 * n:2] + len(self.data), other.offsets[1:2 * n:2] + len(self.data)], axis=1)
+        lens = np.stack([np.diff(self.offsets)[0::2], np.diff(self.offsets)[1::2],
+                         np.diff(other.offsets)[0::2], np.diff(other.offsets)[1::2]], axis=1)
+        data, _ = _core.gather_frames(np.concatenate([self.data, other.data]), starts.reshape(-1).astype(np.uint64),
+                                      lens.reshape(-1).astype(np.uint32))
+        return data, lens.astype(np.uint16 if TAIL_SAMPLE_BYTES < 1 << 16 else np.uint32)  # ≤ TAIL_SAMPLE_BYTES each
+
+    @staticmethod
+    def from_per_flow(data: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> tuple[FlowByteSamples, FlowByteSamples]:
+        """The two samples (``per_flow``'s) of the flows that start at ``starts`` in ``data``
+        with lengths ``lens`` (F, 4)."""
+        lens = np.asarray(lens, np.int64)
+        seg_starts = np.asarray(starts, np.int64)[:, None] + np.cumsum(lens, axis=1) - lens
+        out = []
+        for cols in (slice(0, 2), slice(2, 4)):
+            got, _ = _core.gather_frames(np.asarray(data, np.uint8), seg_starts[:, cols].reshape(-1).astype(np.uint64),
+                                         lens[:, cols].reshape(-1).astype(np.uint32))
+            offsets = np.zeros(2 * len(lens) + 1, np.int64)
+            offsets[1:] = np.cumsum(lens[:, cols].reshape(-1))
+            out.append(FlowByteSamples(got, offsets))
+        return out[0], out[1]
 
     def count_by_group(self, flow_group: np.ndarray, n_groups: int) -> list[ByteModel]:
         """Unigram and bigram counts of the samples, summed per group: flow k's direction d

@@ -260,3 +260,43 @@ def test_plugin_is_registered_through_its_entry_point() -> None:
     registry = plugins.load_plugins()[1]
     assert "coap" in registry.protocols and registry.protocols["coap"].transport == "udp"
     assert {r.id for r in registry.protocols["coap"].rules()} == {f"COAP-00{n}" for n in range(1, 7)}
+
+
+def _decoded_or_error(decode: object, tokens: list[int]) -> bytes | str:
+    try:
+        return decode(tokens)  # type: ignore[operator, no-any-return]
+    except TokenError as exc:
+        return f"TokenError: {exc}"
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=shared_ids(CAPTURES))
+def test_sliced_decode_is_the_token_at_a_time_reader(path: Path) -> None:
+    """``decode_payload`` decodes what the encoder writes by slices and hands anything else to
+    the token-at-a-time reader (``_decode_checked``): the two give the same bytes, or the same
+    error, on every real message's tokens and on seeded mutations of them (tokens dropped,
+    replaced by any local id, duplicated, cut short)."""
+    from pytrafgen_coap.tokens import _decode_checked
+
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    rng = np.random.default_rng(7)
+    sequences = [t for raw in _coap_datagrams(path) if (t := encode_payload(raw)) is not None]
+    assert sequences, "no CoAP message encoded"
+    tried = 0
+    for tokens in sequences[:400]:
+        variants = [tokens, tokens[:rng.integers(0, len(tokens) + 1)]]
+        for _ in range(6):
+            mutated = list(tokens)
+            at = int(rng.integers(0, len(mutated)))
+            kind = rng.integers(0, 3)
+            if kind == 0:
+                del mutated[at]
+            elif kind == 1:
+                mutated[at] = int(rng.integers(-1, len(TOKEN_NAMES) + 1))
+            else:
+                mutated.insert(at, mutated[at])
+            variants.append(mutated)
+        for v in variants:
+            assert _decoded_or_error(decode_payload, v) == _decoded_or_error(_decode_checked, v), v
+            tried += 1
+    assert tried >= 8 * min(len(sequences), 400)

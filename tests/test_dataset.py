@@ -10,7 +10,7 @@ from tokenize_support import synthetic_frames
 from typer.testing import CliRunner
 
 from pytrafgen.capture import PacketTable, write_pcap
-from pytrafgen.dataset import SPLITS, TrafficDataset, split_flows, write_dataset
+from pytrafgen.dataset import SPLITS, MappedFile, TokenParts, TrafficDataset, split_flows, write_dataset
 from pytrafgen.errors import DatasetError
 from pytrafgen.flows import assemble_flows
 from pytrafgen.tokenizer import Vocabulary, encode_flows
@@ -62,6 +62,32 @@ def test_write_and_read_back(tmp_path, encoded):
             assert np.array_equal(ds.flow(name, k), tokens[offsets[f]:offsets[f + 1]])
         assert ds.records(name).n_flows == len(idx)
     assert ds.tokens("train").dtype == np.uint16
+
+
+def test_tokens_gathered_where_they_lie_write_the_same_dataset(tmp_path, encoded):
+    """``write_dataset`` with a ``TokenParts`` (flows spread over a mapped spill file, written in
+    another order, and an in-memory array, as ``tokenize`` hands them) writes the same files as
+    with every token in one array."""
+    vocab, tokens, offsets, labels = encoded
+    split = np.array([0, 0, 1, 2, 0])
+    lengths = np.diff(offsets)
+    spilled = [3, 1, 0]  # flows 0, 1, 3 live in the spill file, written in the order 3, 1, 0
+    with (tmp_path / "spill.u16").open("wb") as fh:
+        for f in spilled:
+            tokens[offsets[f]:offsets[f + 1]].tofile(fh)
+    spill_start = dict(zip(spilled, np.cumsum([0, *lengths[spilled]])[:-1].tolist(), strict=True))
+    in_memory = np.concatenate([tokens[offsets[f]:offsets[f + 1]] for f in (2, 4)])
+    part = np.array([0, 0, 1, 0, 1])
+    start = np.array([spill_start[0], spill_start[1], 0, spill_start[3], lengths[2]])
+    parts = TokenParts([MappedFile(tmp_path / "spill.u16", np.uint16), in_memory], part, start)
+    write_dataset(tmp_path / "whole", vocab, tokens, offsets, labels, class_kinds={}, seed=3, split=split)
+    write_dataset(tmp_path / "parts", vocab, parts, offsets, labels, class_kinds={}, seed=3, split=split)
+    for f in sorted((tmp_path / "whole").iterdir()):
+        got = (tmp_path / "parts" / f.name).read_bytes()
+        if f.name == "manifest.json":  # the creation time may differ by a second
+            assert {**json.loads(got), "created_utc": 0} == {**json.loads(f.read_bytes()), "created_utc": 0}
+        else:
+            assert got == f.read_bytes(), f.name
 
 
 def test_broken_datasets_are_clear_errors(tmp_path, encoded):

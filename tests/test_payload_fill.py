@@ -22,6 +22,7 @@ from pytrafgen.payload_fill import (
     TAIL_SAMPLE_BYTES,
     FlowByteSamples,
     PayloadFill,
+    count_samples,
     flow_payload_samples,
 )
 from pytrafgen.records import FLOW_COLUMNS, PACKET_COLUMNS, FieldRecords
@@ -210,3 +211,20 @@ def test_bulk_samples_and_counts_match_the_per_packet_reference(capture: Path) -
     assert tails.take(some).pairs() == [ref_tails[i] for i in some]
     both = FlowByteSamples.concat([tails.take(some), heads])
     assert both.pairs() == [ref_tails[i] for i in some] + ref_heads
+    # spilled flow by flow (how tokenize keeps a streamed capture's samples) and read back
+    data, lens = tails.per_flow(heads)
+    totals = lens.sum(axis=1, dtype=np.int64)
+    starts = np.cumsum(totals) - totals
+    assert lens.tolist() == [[len(t[0]), len(t[1]), len(h[0]), len(h[1])] for t, h in zip(ref_tails, ref_heads, strict=True)]
+    back_tails, back_heads = FlowByteSamples.from_per_flow(data, starts[some], lens[some])
+    assert back_tails.pairs() == [ref_tails[i] for i in some] and back_heads.pairs() == [ref_heads[i] for i in some]
+    # counted in two batches, the counts are those of all the flows at once
+    half = len(kept) // 2
+    whole = count_samples(tails, heads, labels, 2)
+    first_tails, first_heads = FlowByteSamples.from_per_flow(data, starts[:half], lens[:half])
+    rest_tails, rest_heads = FlowByteSamples.from_per_flow(data, starts[half:], lens[half:])
+    batched = count_samples(rest_tails, rest_heads, labels[half:], 2,
+                            count_samples(first_tails, first_heads, labels[:half], 2))
+    for one, other in zip(whole, batched, strict=True):
+        for a, b in zip(one, other, strict=True):
+            assert (a.unigram == b.unigram).all() and (a.bigram == b.bigram).all()

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytrafgen.dataset import MappedFile, TokenParts
 from pytrafgen.errors import DatasetError, PytrafgenError
 from pytrafgen.tokenizer.encode import DEFAULT_MAX_APP_TOKENS
 from pytrafgen.tokenizer.layout import DEFAULT_PAYLOAD_CAP
@@ -36,6 +37,7 @@ from pytrafgen.tokenizer.stream import DEFAULT_CHUNK_PACKETS, tokenize_file_stre
 from pytrafgen.tokenizer.vocab import Vocabulary
 
 if TYPE_CHECKING:
+    from pytrafgen.payload_fill import PayloadFill
     from pytrafgen.protocol_spec import ProtocolSpec
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
@@ -176,18 +178,24 @@ def first_packet_heads(table: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _learn_plan(results: list[dict[str, Any]], labels: np.ndarray, train: np.ndarray, classes: list[str]) -> Any:
+    """The address plan from the training flows' first packets and addresses; each column is
+    popped from the results as it is taken (nothing reads them after), so the training copy
+    replaces the whole one in memory rather than adding to it."""
     from pytrafgen.address_plan import AddressPlan
 
-    firsts = {key: np.concatenate([r["first_packets"][key] for r in results])[train]
-              for key in ("ts_ns", "linktype", "l3_off", "heads")}
-    table = SimpleNamespace(ts_ns=firsts["ts_ns"], linktype=firsts["linktype"], l3_off=firsts["l3_off"],
-                            data=firsts["heads"].reshape(-1),
+    def taken(pieces: list[np.ndarray]) -> np.ndarray:
+        return pieces[0][train] if len(pieces) == 1 else np.concatenate(pieces)[train]
+
+    firsts = [r.pop("first_packets") for r in results]
+    heads = {key: taken([f.pop(key) for f in firsts]) for key in ("ts_ns", "linktype", "l3_off", "heads")}
+    table = SimpleNamespace(ts_ns=heads["ts_ns"], linktype=heads["linktype"], l3_off=heads["l3_off"],
+                            data=heads["heads"].reshape(-1),
                             frame_off=np.arange(len(train), dtype=np.int64) * FRAME_HEAD)
     flows = SimpleNamespace(
-        l3=np.concatenate([r["l3"] for r in results])[train],
-        client_addr=np.concatenate([r["client_addr"] for r in results])[train],
-        server_addr=np.concatenate([r["server_addr"] for r in results])[train],
-        direction=np.concatenate([r["first_direction"] for r in results])[train],
+        l3=taken([r.pop("l3") for r in results]),
+        client_addr=taken([r.pop("client_addr") for r in results]),
+        server_addr=taken([r.pop("server_addr") for r in results]),
+        direction=taken([r.pop("first_direction") for r in results]),
         first_packet=np.arange(len(train), dtype=np.int64),
     )
     return AddressPlan.learn(table, flows, labels[train], classes)
@@ -327,32 +335,60 @@ def _spill_dir(out: str | Path, wanted: bool) -> Iterator[Path | None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _joined_tokens(ordered: list[dict[str, Any]], spill_dir: Path | None) -> np.ndarray:
+def _flow_tokens(ordered: list[dict[str, Any]], spill_dir: Path | None) -> np.ndarray | TokenParts:
     """Every flow's tokens in dataset order: concatenated in memory, or, for spilled captures,
-    copied block by block from the spills (in the order the flows finished) into one file,
-    mapped read-only."""
-    from pytrafgen.dataset import gather_token_ranges
-
+    read where they lie (each spill mapped read-only, its flows in the order they finished):
+    the dataset's split files are gathered from them directly, with no copy of every token."""
     if spill_dir is None:
         return np.concatenate([r["tokens"] for r in ordered]) if ordered else np.zeros(0, np.uint16)
-    joined = spill_dir / "dataset.tokens.u16"
-    with joined.open("wb") as fh:
-        for r in ordered:
-            if "spill" not in r:  # a capture without records, read whole
-                r["tokens"].tofile(fh)
-                continue
-            size = Path(r["spill"]).stat().st_size
-            spilled = np.memmap(r["spill"], np.uint16, "r") if size else np.zeros(0, np.uint16)
-            for lo in range(0, len(r["lengths"]), SPILL_COPY_FLOWS):
-                hi = lo + SPILL_COPY_FLOWS
-                gather_token_ranges(spilled, r["spill_starts"][lo:hi], r["lengths"][lo:hi]).tofile(fh)
-            del spilled
-            Path(r["spill"]).unlink()
-    total = joined.stat().st_size // 2
-    return np.memmap(joined, np.uint16, "r") if total else np.zeros(0, np.uint16)
+    parts: list[np.ndarray | MappedFile] = []
+    starts: list[np.ndarray] = []
+    for r in ordered:
+        if "spill" not in r:  # a capture without records, read whole: its tokens are in memory
+            parts.append(r["tokens"])
+            starts.append(np.cumsum(r["lengths"]) - r["lengths"])
+            continue
+        parts.append(MappedFile(r["spill"], np.uint16))
+        starts.append(r["spill_starts"])
+    part = np.repeat(np.arange(len(ordered)), [len(r["lengths"]) for r in ordered])
+    return TokenParts(parts, part, np.concatenate(starts) if starts else np.zeros(0, np.int64))
 
 
-SPILL_COPY_FLOWS = 65_536  # flows copied from a spill at a time
+SAMPLE_BLOCK_BYTES = 1 << 26  # payload sample bytes read back from a spill at a time (64 MB)
+
+
+def _learn_fill(ordered: list[dict[str, Any]], labels: np.ndarray, train: np.ndarray, classes: list[str],
+                payload_cap: int) -> PayloadFill:
+    """The payload fill learned from the training flows' samples (``train``: a mask over the
+    flows in dataset order), counted capture by capture and, for a spilled capture, a block of
+    flows at a time read back from its sample spill: memory does not grow with the samples."""
+    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill, SampleCounts, count_samples
+
+    counts: SampleCounts | None = None
+    base = 0
+    for r in ordered:
+        n = len(r["lengths"])
+        mine = np.flatnonzero(train[base:base + n])
+        mine_labels = labels[base:base + n][mine]
+        base += n
+        if "sample_spill" not in r:  # popped: a capture's samples are dropped once counted
+            tails, heads = r.pop("payload_tails").take(mine), r.pop("payload_heads").take(mine)
+            counts = count_samples(tails, heads, mine_labels, len(classes), counts)
+            continue
+        spilled = MappedFile(r["sample_spill"], np.uint8)
+        sizes = np.cumsum(r["sample_lens"][mine].sum(axis=1, dtype=np.int64))
+        cuts = np.unique(np.r_[0, np.searchsorted(sizes, np.arange(1, int(sizes[-1]) // SAMPLE_BLOCK_BYTES + 1)
+                                                  * SAMPLE_BLOCK_BYTES) if len(sizes) else [], len(mine)]).astype(np.int64)
+        for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            flows = mine[lo:hi]
+            tails, heads = FlowByteSamples.from_per_flow(spilled.array, r["sample_starts"][flows],
+                                                         r["sample_lens"][flows])
+            spilled.release()
+            counts = count_samples(tails, heads, mine_labels[lo:hi], len(classes), counts)
+    if counts is None:  # no capture at all: the empty counts
+        empty = FlowByteSamples(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        counts = count_samples(empty, empty, np.zeros(0, np.int64), len(classes))
+    return PayloadFill.from_counts(counts, classes, payload_cap)
 
 
 def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path | None, out: str | Path,
@@ -360,10 +396,9 @@ def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path 
            idle_timeout_s: float, max_flow_packets: int, max_app_tokens: int) -> dict[str, Any]:
     """Split the flows, learn the address plan and the payload fill, write the dataset."""
     from pytrafgen.dataset import split_flows, write_dataset
-    from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
 
     files = [a[0] for a in args]
-    tokens = _joined_tokens(ordered, spill_dir)
+    tokens = _flow_tokens(ordered, spill_dir)
     lengths = np.concatenate([r["lengths"] for r in ordered])
     offsets = np.zeros(len(lengths) + 1, np.int64)
     offsets[1:] = np.cumsum(lengths)
@@ -373,10 +408,7 @@ def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path 
     split = split_flows(labels, seed)
     train = np.flatnonzero(split == 0)
     plan = _learn_plan(ordered, labels, train, classes)
-    # popped: each capture's samples are dropped once the training flows' are taken
-    tails = FlowByteSamples.concat([r.pop("payload_tails") for r in ordered]).take(train)
-    heads = FlowByteSamples.concat([r.pop("payload_heads") for r in ordered]).take(train)
-    fill = PayloadFill.learn_samples(tails, heads, labels[train], classes, payload_cap)
+    fill = _learn_fill(ordered, labels, split == 0, classes, payload_cap)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
                 # keys sorted: the counts of a capture read in chunks come in another order

@@ -12,7 +12,10 @@ on the data. Flows come out in the order the in-memory path gives them (first pa
 the dataset is byte for byte the same.
 
 Memory: the chunk, the packets of the flows still open (those active within the idle
-timeout), and the per-flow results above — not the capture.
+timeout), and the per-flow results above — not the capture. With a spill file (what
+``pytrafgen tokenize`` uses) the tokens and the payload samples go to disk as flows finish,
+and what stays in memory per flow is a few fixed-size columns (about 100 bytes: lengths,
+offsets, addresses, the first frame's head).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 # chunk costs little, small enough that a chunk's frames stay within a few hundred MB
 DEFAULT_CHUNK_PACKETS = 262_144
 _FIRST_KEYS = ("ts_ns", "linktype", "l3_off", "heads")
+SAMPLES_SUFFIX = ".samples"  # beside a capture's token spill: its flows' payload samples
 
 
 def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_timeout_s: float,
@@ -42,8 +46,10 @@ def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_ti
     ``on_read(offset, size)`` after each chunk: the byte offset reached in the file and its
     size. ``spill``: a file the tokens are appended to as flows finish (uint16, in the order
     they finish), instead of being kept: the result then has ``spill`` and ``spill_starts``
-    (each flow's first token in it) in place of ``tokens``. A capture without any record is
-    read whole (it is its header alone)."""
+    (each flow's first token in it) in place of ``tokens``; and the payload samples go to
+    ``spill + SAMPLES_SUFFIX`` (``FlowByteSamples.per_flow``): ``sample_spill``,
+    ``sample_starts`` and ``sample_lens`` in place of ``payload_tails`` and ``payload_heads``.
+    A capture without any record is read whole (it is its header alone)."""
     # the flow streaming of ``detect run`` (imported here: pytrafgen.detect loads its models)
     from pytrafgen.detect.data import FlowSettings
     from pytrafgen.detect.stream import iter_flow_batches
@@ -52,12 +58,14 @@ def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_ti
     settings = FlowSettings(idle_timeout_s=idle_timeout_s, max_flow_packets=max_flow_packets)
     acc = _Accumulated()
     spill_file = open(spill, "wb") if spill else None  # noqa: SIM115 (closed below, also on errors)
+    sample_file = open(spill + SAMPLES_SUFFIX, "wb") if spill else None  # noqa: SIM115 (the same)
     try:
         for batch in iter_flow_batches(path, settings, chunk_packets, on_read=on_read):
-            acc.add(batch, class_index, vocab, protocols, max_app_tokens, spill_file)
+            acc.add(batch, class_index, vocab, protocols, max_app_tokens, spill_file, sample_file)
     finally:
-        if spill_file is not None:
-            spill_file.close()
+        for f in (spill_file, sample_file):
+            if f is not None:
+                f.close()
     parts = acc.parts
     if not parts:  # no record at all: nothing to stream
         from pytrafgen.tokenizer.pipeline import tokenize_file
@@ -90,13 +98,14 @@ def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_ti
     result["first_packets"] = {}
     for key in _FIRST_KEYS:
         result["first_packets"][key] = np.concatenate([f.pop(key) for f in firsts])[order]
-    for key in ("payload_tails", "payload_heads"):
-        result[key] = FlowByteSamples.concat([p.pop(key) for p in parts]).take(order)
     if spill:
-        result.update(spill=spill, spill_starts=starts)
+        result.update(spill=spill, spill_starts=starts, sample_spill=spill + SAMPLES_SUFFIX,
+                      sample_starts=joined("sample_starts"), sample_lens=joined("sample_lens"))
     else:
         from pytrafgen.dataset import gather_token_ranges
 
+        for key in ("payload_tails", "payload_heads"):
+            result[key] = FlowByteSamples.concat([p.pop(key) for p in parts]).take(order)
         result["tokens"] = gather_token_ranges(np.concatenate(acc.tokens), starts, lengths)
     return result
 
@@ -110,13 +119,14 @@ class _Accumulated:
         self.parts: list[dict[str, Any]] = []
         self.tokens: list[np.ndarray] = []
         self.token_count = 0
+        self.sample_count = 0
         self.packets = self.flows = self.encoded_packets = 0
         self.read_skipped: dict[str, int] = {}
         self.encode_skipped: dict[str, int] = {}
         self.app_packets: dict[str, int] = {}
 
     def add(self, batch: Any, class_index: int, vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec] | None,
-            max_app_tokens: int, spill_file: BinaryIO | None) -> None:
+            max_app_tokens: int, spill_file: BinaryIO | None, sample_file: BinaryIO | None) -> None:
         from pytrafgen.payload_fill import flow_payload_samples
         from pytrafgen.tokenizer.encode import encode_flows
         from pytrafgen.tokenizer.pipeline import first_packet_heads
@@ -148,7 +158,17 @@ class _Accumulated:
             tokens.tofile(spill_file)
         else:
             self.tokens.append(tokens)
+        if sample_file is not None:  # spilled: a flow's samples are the largest thing kept of it
+            data, lens = tails.per_flow(heads)
+            data.tofile(sample_file)
+            totals = lens.sum(axis=1, dtype=np.int64)
+            samples: dict[str, Any] = {"sample_starts": self.sample_count + np.cumsum(totals) - totals,
+                                       "sample_lens": lens}
+            self.sample_count += len(data)
+        else:
+            samples = {"payload_tails": tails, "payload_heads": heads}
         self.parts.append({
+            **samples,
             "first_row": batch.first_row[kept],
             "starts": self.token_count + enc.offsets[:-1][kept],
             "lengths": np.diff(enc.offsets)[kept],
@@ -157,10 +177,8 @@ class _Accumulated:
             "client_addr": np.asarray(flows.client_addr)[kept],
             "server_addr": np.asarray(flows.server_addr)[kept],
             "first_direction": np.asarray(flows.direction)[first],
-            "payload_tails": tails,
-            "payload_heads": heads,
         })
         self.token_count += len(tokens)
 
 
-__all__ = ["DEFAULT_CHUNK_PACKETS", "tokenize_file_stream"]
+__all__ = ["DEFAULT_CHUNK_PACKETS", "SAMPLES_SUFFIX", "tokenize_file_stream"]
