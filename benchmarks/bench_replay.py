@@ -185,7 +185,7 @@ _KEY_FIGURES = {
     "slowloris": ("sessions", "peak_connections_held", "legit_refused_or_failed_share"),
     "http_flood": ("sessions", "responses_served", "served_span_s", "status_counts", "legit_http_median_ms"),
     "mqtt_publish_flood": ("sessions_accepted", "publish_packets_sent", "messages_delivered", "delivery_span_s"),
-    "nmap_version_scan": ("sessions", "ports_probed", "services_identified"),
+    "nmap_version_scan": ("sessions", "probes_per_port", "services_identified"),
 }
 
 
