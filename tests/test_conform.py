@@ -429,6 +429,31 @@ def test_an_added_connect_carries_the_login_its_class_uses_most() -> None:
     assert any(built.frame(i).endswith(MQTT_CONNECT + pub) for i in range(len(built.to_table())))
 
 
+@pytest.mark.parametrize("opening", [
+    bytes([0x40, 2, 0, 9]),  # a PUBACK that answers no PUBLISH of the broker: covered
+    CONNECT,  # a second CONNECT: a PINGREQ
+])
+def test_a_publish_running_on_is_kept_when_its_segment_is_repaired(opening: bytes) -> None:
+    """A segment whose start is repaired (an unanswerable acknowledgement covered, a repeated
+    CONNECT sent as a PINGREQ) keeps the PUBLISH that starts in it and runs on into the next
+    segment: the next segment's bytes are that PUBLISH's body, and the client stream parses as
+    whole, well-formed packets to its end (AR's publish flood lost 160 segments to a PUBLISH
+    header dropped so: mosquitto read its body as packets)."""
+    parse = get_registry().protocols["mqtt"].parse
+    publish = bytes([0x30, 30, 0, 3]) + b"a/b" + b"p" * 25
+    last = bytes([0x30, 7, 0, 1]) + b"t" + b"last"
+    records = mqtt_flow([(0, CONNECT), (1, bytes([0x20, 2, 0, 0])), (0, opening + publish[:12]),
+                         (0, publish[12:] + last)])
+    built = build_frames(records, PLAN, seed=0, conform=True, protocols=get_registry().protocols)
+    table = built.to_table()
+    client = b"".join(built.frame(i)[len(built.frame(i)) - int(table.payload_len[i]):]
+                      for i in range(len(table)) if int(table.dport[i]) == 1883 and int(table.payload_len[i]))
+    msgs = parse(client, 0)
+    assert all(m["complete"] and "malformed" not in m for m in msgs), msgs
+    assert sum(m["length"] for m in msgs) == len(client) and client.endswith(publish + last)
+    assert [m["type_name"] for m in msgs][-2:] == ["PUBLISH", "PUBLISH"]
+
+
 def test_mqtt_packets_across_segments_are_left_alone() -> None:
     """A PUBLISH split over two segments, and a fixed header split over two, are valid framing:
     nothing is counted or changed."""

@@ -64,6 +64,27 @@ def _mqtt_packet_end(payload: bytes, start: int) -> int:
     return min(j + remaining, len(payload))
 
 
+def _run_on_start(payload: bytes) -> int | None:
+    """Where the packet that starts in ``payload`` and runs on into the next segment (its fixed
+    header or its body not ended here) begins; None when every packet ends in ``payload``."""
+    i = 0
+    while i < len(payload):
+        remaining, j = 0, i + 1
+        for k in range(4):
+            if j >= len(payload):
+                return i
+            remaining += (payload[j] & 0x7F) << (7 * k)
+            j += 1
+            if not payload[j - 1] & 0x80:
+                break
+        else:
+            return None  # an over-long length encoding: framing ended the segment before it
+        if j + remaining > len(payload):
+            return i
+        i = j + remaining
+    return None
+
+
 def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray, at_packet: np.ndarray) -> int:
     """Acknowledgements carry the identifier of the peer request they answer (see the module
     doc), read from the segments that start an MQTT packet (``at_packet``); ``blob`` is changed
