@@ -209,6 +209,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Generated sets: {'; '.join(f'{k}: {v}' for k, v in result.get('stamps', {}).items()) or 'as found'}. "
         f"Load average (1 min) at the start and end of the run: {result.get('load_average', 'not recorded')}.",
         "",
+        "The cause column is an analysis of the generated sets of the run it names "
+        "(`benchmarks/results/replay_causes.json`); after a new default model, re-check it against the key "
+        "figures and input profiles below.",
+        "",
         "| scenario | effect | tolerance | real | AR | markov | control | verdict AR | verdict markov | cause of a "
         f"generated miss ({causes.get('analysed', 'no analysis')}) |",
         "|---|---|---|---|---|---|---|---|---|---|",
