@@ -34,7 +34,8 @@ MQTT CONNECT on 80/8080 to 1883).
 In flows in view from their start (opening with the client's SYN), messages the peer could not
 have asked for are not sent: a repeated MQTT CONNECT in one connection becomes a PINGREQ, a
 segment of MQTT acknowledgements none of which answers a request of the peer and an HTTP final
-response beyond the requests made leave their segment without data.
+response beyond the requests made leave their segment without data (a PUBLISH that starts in
+such a segment and runs on into the next is kept).
 
 MQTT streams frame (flows the MQTT plugin recognises, as the evaluation does; each side in time
 order, packets carried across segments): a reserved packet type, a PUBLISH of QoS 3, a
@@ -44,7 +45,8 @@ PINGRESP, DISCONNECT) whose remaining length disagrees with its layout is sent w
 fixed-header flags are the type's required ones; a CONNACK's return code is a defined one; a
 packet type only the other side sends ends the segment. A
 client that opens a session in view (its SYN in the flow) with anything but CONNECT sends a
-CONNECT first. A client's DISCONNECT followed by more of its packets is sent as a PINGREQ (the
+CONNECT first, with the login its class's generated CONNECTs carry most (a broker that requires
+a login refuses an anonymous one). A client's DISCONNECT followed by more of its packets is sent as a PINGREQ (the
 client must send nothing after a DISCONNECT; the broker ends the session there). A side not in view is framed only where the rules judge it (it frames from its
 first byte).
 
