@@ -185,7 +185,7 @@ _KEY_FIGURES = {
     "slowloris": ("sessions", "peak_connections_held", "legit_refused_or_failed_share"),
     "http_flood": ("sessions", "responses_served", "served_span_s", "status_counts", "legit_http_median_ms"),
     "mqtt_publish_flood": ("sessions_accepted", "publish_packets_sent", "messages_delivered", "delivery_span_s"),
-    "nmap_version_scan": ("sessions", "ports_probed", "services_identified"),
+    "nmap_version_scan": ("sessions", "probes_per_port", "services_identified"),
 }
 
 
@@ -208,6 +208,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Effects are the median of {result['repeat']} measurements per input (all of them in brackets). "
         f"Generated sets: {'; '.join(f'{k}: {v}' for k, v in result.get('stamps', {}).items()) or 'as found'}. "
         f"Load average (1 min) at the start and end of the run: {result.get('load_average', 'not recorded')}.",
+        "",
+        "The cause column is an analysis of the generated sets of the run it names "
+        "(`benchmarks/results/replay_causes.json`); after a new default model, re-check it against the key "
+        "figures and input profiles below.",
         "",
         "| scenario | effect | tolerance | real | AR | markov | control | verdict AR | verdict markov | cause of a "
         f"generated miss ({causes.get('analysed', 'no analysis')}) |",

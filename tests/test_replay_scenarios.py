@@ -222,6 +222,9 @@ def test_scenario_reproduces_real_and_rejects_degraded(name: str, tmp_path: Path
         assert real_fig["messages_delivered"] >= 0.9 * real_fig["publish_packets_sent"] > 1000
     elif name == "nmap_version_scan":
         assert real_fig["services_identified"] == ["http", "mqtt"]
+        # nmap's probes to nginx and its MQTT CONNECT to mosquitto, every session counted once
+        # (the two that wait 6 s for a banner are past this test's 1 s hold cap)
+        assert real_fig["probes_per_port"] == {80: 7, 1883: 1} and real_fig["sessions"] == 8
         assert broken.figures["services_identified"] == ["http"]
 
 

@@ -34,7 +34,8 @@ MQTT CONNECT on 80/8080 to 1883).
 In flows in view from their start (opening with the client's SYN), messages the peer could not
 have asked for are not sent: a repeated MQTT CONNECT in one connection becomes a PINGREQ, a
 segment of MQTT acknowledgements none of which answers a request of the peer and an HTTP final
-response beyond the requests made leave their segment without data.
+response beyond the requests made leave their segment without data (a PUBLISH that starts in
+such a segment and runs on into the next is kept).
 
 MQTT streams frame (flows the MQTT plugin recognises, as the evaluation does; each side in time
 order, packets carried across segments): a reserved packet type, a PUBLISH of QoS 3, a
@@ -44,7 +45,8 @@ PINGRESP, DISCONNECT) whose remaining length disagrees with its layout is sent w
 fixed-header flags are the type's required ones; a CONNACK's return code is a defined one; a
 packet type only the other side sends ends the segment. A
 client that opens a session in view (its SYN in the flow) with anything but CONNECT sends a
-CONNECT first. A client's DISCONNECT followed by more of its packets is sent as a PINGREQ (the
+CONNECT first, with the login its class's generated CONNECTs carry most (a broker that requires
+a login refuses an anonymous one). A client's DISCONNECT followed by more of its packets is sent as a PINGREQ (the
 client must send nothing after a DISCONNECT; the broker ends the session there). A side not in view is framed only where the rules judge it (it frames from its
 first byte).
 
@@ -89,6 +91,7 @@ from pytrafgen.conform.mqtt import (
     _mqtt_packet_end,
     _mqtt_packets,
     _publish_cover,
+    _run_on_start,
     conform_mqtt_disconnects,
     conform_mqtt_framing,
     conform_mqtt_ids,
@@ -154,7 +157,8 @@ def conform_app_messages(records: FieldRecords, pay: _Payloads, ts: np.ndarray, 
     MQTT CONNECT in one connection is sent as a PINGREQ; an MQTT acknowledgement that answers no
     request of the peer, and an HTTP final response beyond the requests made, are not sent (a
     segment of acknowledgements only carries no data; otherwise the rest of the segment from
-    that acknowledgement is one PUBLISH of ``topic`` of the same size, cut where under 5 bytes)."""
+    that acknowledgement is one PUBLISH of ``topic`` of the same size, cut where under 5 bytes).
+    A PUBLISH that starts in the segment and runs on into the next is kept in either case."""
     p, fl = records.packets, records.flows
     in_view = _opens_with_client_syn(records, ts)
     rows = np.flatnonzero(in_view[p["flow"]] & (pay.length > 0))
@@ -169,9 +173,13 @@ def conform_app_messages(records: FieldRecords, pay: _Payloads, ts: np.ndarray, 
             if not mqtt_at_packet[i]:  # the middle of a packet, or not MQTT the rules judge
                 continue
             packets = _mqtt_packets(payload)
+            # a PUBLISH the next segments continue is kept: dropping its start would leave its
+            # rest to be read as packets (framing skipped those bytes as its body)
+            run_on = _run_on_start(payload)
+            kept = payload[run_on:] if run_on else b""
             if d == 0 and payload[:1] == b"\x10" and len(payload) >= 2:
                 if st["connect"]:
-                    pay.set(i, b"\xc0\x00")
+                    pay.set(i, b"\xc0\x00" + kept)
                     counts["mqtt_repeated_connect"] = counts.get("mqtt_repeated_connect", 0) + 1
                     continue
                 st["connect"] = True
@@ -184,8 +192,9 @@ def conform_app_messages(records: FieldRecords, pay: _Payloads, ts: np.ndarray, 
                     if match is None:  # answers nothing: not sent
                         counts["mqtt_unanswerable_acks"] = counts.get("mqtt_unanswerable_acks", 0) + 1
                         acks_only = all(t in MQTT_ANSWERS for t, _, _ in packets)
+                        end = len(payload) - len(kept)
                         pay.set(i, b"" if acks_only and not offset else
-                                payload[:offset] + (_publish_cover(payload[offset:], topic, d) or b""))
+                                payload[:offset] + (_publish_cover(payload[offset:end], topic, d) or b"") + kept)
                         break
                     st["pending"][1 - d].pop(match)
                 if ptype in MQTT_REQUESTS and (ptype != 3 or qos):

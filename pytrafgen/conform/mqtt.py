@@ -64,6 +64,27 @@ def _mqtt_packet_end(payload: bytes, start: int) -> int:
     return min(j + remaining, len(payload))
 
 
+def _run_on_start(payload: bytes) -> int | None:
+    """Where the packet that starts in ``payload`` and runs on into the next segment (its fixed
+    header or its body not ended here) begins; None when every packet ends in ``payload``."""
+    i = 0
+    while i < len(payload):
+        remaining, j = 0, i + 1
+        for k in range(4):
+            if j >= len(payload):
+                return i
+            remaining += (payload[j] & 0x7F) << (7 * k)
+            j += 1
+            if not payload[j - 1] & 0x80:
+                break
+        else:
+            return None  # an over-long length encoding: framing ended the segment before it
+        if j + remaining > len(payload):
+            return i
+        i = j + remaining
+    return None
+
+
 def conform_mqtt_ids(records: FieldRecords, blob: np.ndarray, ts: np.ndarray, at_packet: np.ndarray) -> int:
     """Acknowledgements carry the identifier of the peer request they answer (see the module
     doc), read from the segments that start an MQTT packet (``at_packet``); ``blob`` is changed
@@ -110,6 +131,37 @@ MQTT_REQUIRED_FLAGS = {t: (2 if t in (6, 8, 10) else 0) for t in range(16)}
 MQTT_SENT_BY = (frozenset((1, 8, 10, 12)), frozenset((2, 9, 11, 13)))
 # a CONNECT (3.1.1, clean session, keep-alive 60 s, empty client id) for a session that has none
 MQTT_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+
+
+def connect_with_login(username: bytes, password: bytes | None) -> bytes:
+    """``MQTT_CONNECT`` carrying a login: the username (and password) flags set, the fields after
+    the empty client id (MQTT 3.1.1 §3.1.3)."""
+    flags = 0x82 | (0x40 if password is not None else 0)
+    body = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x3c\x00\x00" + len(username).to_bytes(2, "big") + username
+    if password is not None:
+        body += len(password).to_bytes(2, "big") + password
+    return b"\x10" + encode_remaining_length(len(body)) + body
+
+
+def _class_connects(records: FieldRecords, first: dict[tuple[int, int], bytes], flows: set[int],
+                    parse: Any) -> dict[int, bytes]:
+    """Per class, the CONNECT a client session of it gets when it opens without one: the login
+    (username, password) its generated sessions' well-formed CONNECTs carry most, in
+    ``MQTT_CONNECT`` (``connect_with_login``). A broker that requires a login (the lab's
+    mosquitto) refuses the anonymous CONNECT, so a repaired publish-flood session published
+    nothing; the class's own login opens it as its sessions do. Classes whose CONNECTs carry
+    no login are left out (the anonymous ``MQTT_CONNECT``)."""
+    logins: dict[int, dict[tuple[bytes, bytes | None], int]] = {}
+    for f in sorted(flows):
+        head = first.get((f, 0), b"")
+        msgs = parse(head, 0)[:1] if head[:1] == b"\x10" else []
+        m = msgs[0] if msgs else {}
+        if m.get("type_name") != "CONNECT" or not m.get("complete") or "malformed" in m or not m.get("username"):
+            continue
+        login = (str(m["username"]).encode(), bytes(m["password"]) if m.get("password_flag") else None)
+        seen = logins.setdefault(int(records.flows["label"][f]), {})
+        seen[login] = seen.get(login, 0) + 1
+    return {label: connect_with_login(*max(seen, key=lambda k: seen[k])) for label, seen in logins.items()}
 
 
 def _publish_cover(data: bytes, topic: bytes, direction: int) -> bytes | None:
@@ -268,7 +320,7 @@ def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
     MQTT rules judge (the plugin recognises them) and in every TCP flow on port 1883 (a
     dissector reads those as MQTT). Each side is framed from its first byte, as a reader that
     starts there frames it, in view (its SYN in the flow) or not; a client that opens a
-    session in view without CONNECT sends one first. Returns, per packet, whether its payload
+    session in view without CONNECT sends one first (with its class's login: ``_class_connects``). Returns, per packet, whether its payload
     starts an MQTT packet of such a flow (the segments whose packets the later steps may read),
     and the topic that bytes which do not frame are published on (``_common_topic``). ``spec``:
     the MQTT plugin's protocol (its parser is the one its rules judge with), None: not
@@ -288,6 +340,7 @@ def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
             or spec.recognise(int(fl["server_port"][f]), first.get((f, 0), b""), first.get((f, 1), b""))}
     rows = rows[np.isin(p["flow"][rows], np.fromiter(mqtt, np.int64, len(mqtt)))]
     topic = _common_topic(records, pay, rows, parse)
+    connects = _class_connects(records, first, mqtt, parse)
     syn = np.flatnonzero((p["tcp_flags"] & SYN) != 0)
     syn_sides = set(zip(p["flow"][syn].tolist(), p["direction"][syn].tolist(), strict=True))
     # side -> bytes of a packet still to come, or a fixed header begun
@@ -298,7 +351,7 @@ def conform_mqtt_framing(records: FieldRecords, pay: _Payloads, ts: np.ndarray,
         data = pay.get(i)
         if (f, d) not in state:
             if d == 0 and (f, d) in syn_sides and data[:1] != b"\x10":
-                data = MQTT_CONNECT + data
+                data = connects.get(int(fl["label"][f]), MQTT_CONNECT) + data
                 counts["mqtt_connect_added"] = counts.get("mqtt_connect_added", 0) + 1
             state[(f, d)] = 0
             head = parse(data, d)[:1]

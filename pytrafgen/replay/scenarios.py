@@ -428,6 +428,8 @@ def measure_nmap_version_scan(trace: Trace, bounds: Bounds, workdir: Path) -> Ef
         "services_at_target": list(VERSION_SCAN_SERVICES.values()),
         "probes_identifying_service": {VERSION_SCAN_SERVICES[p]: n for p, n in sorted(identified.items())},
         "ports_probed": sorted({s.port for s in sessions}), "probes_answered": sum(answered.values()),
+        # which services the input's probes go to (a generated scan may leave one out)
+        "probes_per_port": dict(sorted(Counter(s.port for s in sessions).items())),
         **_session_figures(sessions, seconds),
     })
 
