@@ -1,0 +1,183 @@
+"""App spans sampled under the protocols' token automata (``ProtocolSpec.token_automaton``):
+what the sampling grammar allows decodes, what the encoder writes is allowed, and the spans the
+bundled default sampled that CoAP's decoder refused (each one a whole flow drawn again) are
+out of the grammar now."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BUNDLED_CORPUS
+
+import pytrafgen
+from pytrafgen.app_grammar import AutomatonBuilder, TokenAutomaton
+from pytrafgen.errors import TokenError
+from pytrafgen.flows import assemble_flows
+from pytrafgen.tokenizer import AppProtocol, Vocabulary, encode_flows
+from pytrafgen.tokenizer.grammar import app_automata, sampling_grammar
+
+pytrafgen_coap = pytest.importorskip("pytrafgen_coap", reason="pytrafgen-coap is not installed")
+from pytrafgen_coap.messages import build_message, parse_message  # noqa: E402
+from pytrafgen_coap.tokens import TOKEN_ID, TOKEN_NAMES, decode_payload, encode_payload  # noqa: E402
+
+COAP = pytrafgen_coap.CoapProtocol()
+AUTOMATON = COAP.token_automaton()
+
+# Spans the bundled default sampled for benign_coap (seed 0, before the automaton) that
+# ``decode_payload`` refused, one per kind of failure seen (benchmarks/results/decode_redraws.md).
+REFUSED_SPANS = {
+    "app_end_inside_an_option": "VER:1 TYPE:CON CODE:0.04 0xf7 0x7d 0x01 TOKEN_END OPT:11 0x73 0x65 0x6e",
+    "empty_span": "",
+    "opt_end_closes_the_token": "VER:1 TYPE:ACK CODE:2.05 0x67 0x65 OPT_END",
+    "code_twice": "VER:1 TYPE:ACK CODE:2.05 CODE:2.05 0xf1 0x59 0x01 TOKEN_END",
+    "token_end_closes_an_option": "VER:1 TYPE:ACK CODE:2.04 0x22 0x22 0x2c 0x01 TOKEN_END OPT:11 0x74 0x63 TOKEN_END",
+    "code_inside_the_token": "VER:1 TYPE:CON CODE:2.05 0x4e 0x47 0x58 CODE:2.05 0x01 TOKEN_END",
+    "type_as_message_id": "VER:1 TYPE:CON CODE:0.01 TYPE:NON 0x46 0x01 TOKEN_END",
+    "type_inside_an_option": "VER:1 TYPE:CON CODE:0.01 0xb5 0x03 0x01 TOKEN_END OPT:60 0x02 0x37 TYPE:NON",
+    "byte_for_the_code": "VER:1 TYPE:NON 0xab 0xf1 0x02 CODE:2.02 0x8a OPT_END",
+    "option_inside_the_token": "VER:1 TYPE:ACK CODE:2.04 0x31 0x30 OPT:60 0x02 0x32",
+    "opt_end_inside_the_payload": "VER:1 TYPE:CON CODE:0.01 0xb5 0x63 0x01 TOKEN_END PAYLOAD 0x69 0x74 OPT_END",
+    "version_as_message_id": "VER:1 TYPE:CON CODE:0.01 VER:1 TYPE:NON 0x01 TOKEN_END",
+    "header_only": "VER:1 TYPE:CON CODE:0.01 0x12",
+}
+
+
+def ids(names: str) -> list[int]:
+    return [TOKEN_ID[n] for n in names.split()]
+
+
+def walk(automaton: TokenAutomaton, rng: np.random.Generator, stop: float = 0.15) -> list[int]:
+    """A random span through the automaton: a uniform edge each step, ending at an accepting
+    state with probability ``stop``."""
+    out_edges: dict[int, list[tuple[int, int, int]]] = {}
+    for state, first, stop_id, target in automaton.edges:
+        out_edges.setdefault(state, []).append((first, stop_id, target))
+    state, span = 0, []
+    while not (state in automaton.accepting and (rng.random() < stop or len(span) > 400)):
+        first, stop_id, target = out_edges[state][rng.integers(len(out_edges[state]))]
+        span.append(int(rng.integers(first, stop_id)))
+        state = target
+    return span
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_SPANS))
+def test_spans_the_decoder_refuses_are_outside_the_automaton(name: str) -> None:
+    span = ids(REFUSED_SPANS[name])
+    with pytest.raises(TokenError):
+        decode_payload(span)
+    assert not AUTOMATON.accepts(span)
+
+
+def test_every_span_the_automaton_accepts_decodes() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        span = walk(AUTOMATON, rng)
+        msg = parse_message(decode_payload(span))
+        assert msg is not None and msg.error is None, [TOKEN_NAMES[t] for t in span]
+        assert msg.version == span[0] - TOKEN_ID["VER:0"]
+
+
+def test_the_automaton_accepts_what_the_encoder_writes() -> None:
+    messages = [
+        build_message({"type_name": "CON", "code_name": "0.01", "message_id": 0x1234, "token": b"\xab" * 8,
+                       "options": [(11, "sensors"), (11, "temp"), (15, "unit=c"), (2000, b"\x01")]}),
+        build_message({"type_name": "ACK", "code_name": "2.05", "message_id": 1, "token": b"",
+                       "options": [(12, b"\x32")], "payload": b'{"t": 21.5}'}),
+        build_message({"type_name": "ACK", "code": 0, "message_id": 7}),
+        build_message({"type_name": "RST", "code": 0, "message_id": 9, "payload": b"x"}),
+    ]
+    for raw in messages:
+        tokens = encode_payload(raw)
+        assert tokens is not None and AUTOMATON.accepts(tokens), raw
+
+
+def test_a_token_longer_than_8_bytes_is_not_sampled() -> None:
+    span = ids("VER:1 TYPE:CON CODE:0.01 0x00 0x01 " + "0x41 " * 9 + "TOKEN_END")
+    assert decode_payload(span)  # the decoder would absorb it (keeping 8 bytes) ...
+    assert not AUTOMATON.accepts(span)  # ... but the encoder never writes one: not sampled
+
+
+def _coap_vocab_and_flows() -> tuple[Vocabulary, list[np.ndarray]]:
+    path = BUNDLED_CORPUS / "benign_coap.pcap"
+    table = pytrafgen.read_pcap(path)
+    flows = assemble_flows(table)
+    vocab = Vocabulary(["benign_coap"], [AppProtocol("coap", "udp", COAP.token_names)], 16)
+    enc = encode_flows(table, flows, np.zeros(len(flows), np.int32), vocab, protocols={"coap": COAP},
+                       max_app_tokens=2048)
+    assert enc.app_packets.get("coap", 0) > 0
+    return vocab, [enc.tokens[a:b] for a, b in zip(enc.offsets[:-1], enc.offsets[1:], strict=True) if b > a]
+
+
+def test_sampling_grammar_accepts_every_real_coap_flow_and_refuses_the_slips() -> None:
+    vocab, flows = _coap_vocab_and_flows()
+    strict = sampling_grammar(vocab, {"coap": COAP})
+    assert strict.n_states > vocab.grammar().n_states
+    assert all(strict.accepts(f) for f in flows)  # what the encoder writes stays sampleable
+    begin, end = vocab.app_begin("coap"), vocab.special("APP_END")
+    flow = next(f for f in flows if (f == begin).any())
+    at = int(np.flatnonzero(flow == begin)[0])
+    close = at + int(np.flatnonzero(flow[at:] == end)[0])
+    for name, names in REFUSED_SPANS.items():
+        local = np.array(ids(names), dtype=np.int64) + begin + 1
+        seq = np.concatenate([flow[:at + 1], local, flow[close:]])
+        assert vocab.grammar().accepts(seq), name  # the structure alone allowed it
+        assert strict.first_error(seq) == at + 1 + _refused_at(ids(names)), name
+
+
+def _refused_at(span: Sequence[int]) -> int:
+    """Where in ``span`` + APP_END the automaton stops: the first token it cannot read, or
+    ``len(span)`` (the APP_END) where the span stops short of a whole message."""
+    step = {(s, t): tgt for s, a, b, tgt in AUTOMATON.edges for t in range(a, b)}
+    state = 0
+    for k, tok in enumerate(span):
+        if (state, tok) not in step:
+            return k
+        state = step[state, tok]
+    assert state not in AUTOMATON.accepting
+    return len(span)
+
+
+class _Broken(pytrafgen_coap.CoapProtocol):
+    def token_automaton(self) -> TokenAutomaton:
+        a = AutomatonBuilder()
+        s = a.state("s")
+        a.edge(s, 0, 10, s)
+        a.edge(s, 5, 6, s)  # not deterministic
+        return a.build([s])
+
+
+class _Raising(pytrafgen_coap.CoapProtocol):
+    def token_automaton(self) -> TokenAutomaton:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("spec", [_Broken(), _Raising()], ids=["not_deterministic", "raises"])
+def test_a_broken_automaton_leaves_the_span_unconstrained(spec: pytrafgen_coap.CoapProtocol) -> None:
+    vocab = Vocabulary(["benign_coap"], [AppProtocol("coap", "udp", COAP.token_names)], 16)
+    assert app_automata(vocab, {"coap": spec}) == {}
+    assert sampling_grammar(vocab, {"coap": spec}) is vocab.grammar()
+
+
+def test_automaton_check_names_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        TokenAutomaton(("s",), ((0, 0, 11, 0),), frozenset({0})).check(10)
+    with pytest.raises(ValueError, match="no states"):
+        TokenAutomaton(("s",), (), frozenset()).check(10)
+    TokenAutomaton(("s",), ((0, 0, 10, 0),), frozenset({0})).check(10)
+
+
+@pytest.mark.slow
+def test_bundled_default_samples_every_class_without_app_redraws() -> None:
+    from pytrafgen.generators import load_generator
+    from pytrafgen.plugins import get_registry
+
+    gen = load_generator(Path(pytrafgen.__file__).parent / "data" / "default_model", None, get_registry())
+    gen.set_sampling(max_flow_packets=64)
+    gen.show_progress = False
+    counts = {name: 2 for name in gen.vocabulary().classes} | {"benign_coap": 8}
+    records = gen.sample(counts, seed=0)
+    assert records.n_flows == sum(counts.values())
+    assert "app_decode_failed" not in gen.last_sample_stats["redrawn_reasons"], gen.last_sample_stats
