@@ -5,15 +5,17 @@ out of the grammar now."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import BUNDLED_CORPUS
+from conftest import BUNDLED_CORPUS, captures_with, shared_ids
 
 import pytrafgen
-from pytrafgen.app_grammar import AutomatonBuilder, TokenAutomaton
+from pytrafgen.app_grammar import AutomatonBuilder, TokenAutomaton, decode_payloads
 from pytrafgen.errors import TokenError
 from pytrafgen.flows import assemble_flows
 from pytrafgen.tokenizer import AppProtocol, Vocabulary, encode_flows
@@ -138,6 +140,81 @@ def _refused_at(span: Sequence[int]) -> int:
         state = step[state, tok]
     assert state not in AUTOMATON.accepting
     return len(span)
+
+
+# -- HTTP and MQTT: their decoders take any tokens (filling in what is missing); sampled under
+# their automata, what they decode is a sequence the encoder writes, so nothing is filled in
+APPS = ("coap", "http", "mqtt")
+
+
+def _spec(name: str) -> Any:
+    return pytest.importorskip(f"pytrafgen_{name}", reason=f"pytrafgen-{name} is not installed").__dict__[
+        f"{name.capitalize() if name != 'coap' else 'Coap'}Protocol"]()
+
+
+@pytest.mark.parametrize("name", ["http", "mqtt"])
+def test_sampled_spans_are_sequences_the_encoder_writes(name: str) -> None:
+    spec = _spec(name)
+    automaton = spec.token_automaton()
+    automaton.check(len(spec.token_names))
+    rng = np.random.default_rng(7)
+    spans = [walk(automaton, rng, 0.1) for _ in range(1500)]
+    tokens = np.concatenate([np.array(s, np.int32) for s in spans])
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in spans])]).astype(np.int64)
+    # the C++ detokenizer takes only what the encoder writes: every sampled span is one
+    detok = decode_payloads(spec.token_grammar(), len(spec.token_names), tokens, offsets)
+    assert detok.ok.all(), f"{int((~detok.ok).sum())} sampled spans are not sequences the encoder writes"
+    strict = importlib.import_module(f"pytrafgen_{name}.tokens").decode_payload
+    for k, span in enumerate(spans):
+        assert strict(span) == detok.data[detok.offsets[k]:detok.offsets[k + 1]].tobytes() == spec.decode(span, 0)
+
+
+def test_sampled_mqtt_packets_have_the_flags_their_type_requires() -> None:
+    from pytrafgen_mqtt.packets import plausible, split_packets
+    from pytrafgen_mqtt.tokens import TOKEN_ID as MQTT_ID
+
+    spec = _spec("mqtt")
+    automaton = spec.token_automaton()
+    assert not automaton.accepts([MQTT_ID[n] for n in ("TYPE:PUBACK", "FLAGS:1", "RL_DERIVED", "RAW", "0x00", "0x01",
+                                                       "PKT_END")])
+    assert not automaton.accepts([MQTT_ID[n] for n in ("TYPE:PUBACK", "FLAGS:0", "RL_DERIVED", "RAW", "PKT_END")])
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        span = walk(automaton, rng, 0.5)
+        if MQTT_ID["RL_EXPLICIT"] in span:
+            continue  # a length given as bytes may announce more than follows (a packet cut short)
+        data = spec.decode(span, 0)
+        packets, consumed, error = split_packets(data)
+        assert error is None and consumed == len(data) and plausible(packets)
+
+
+def _real_spans(name: str, path: Path) -> list[list[int]]:
+    spec = _spec(name)
+    table = pytrafgen.read_pcap(path)
+    flows = assemble_flows(table)
+    out = []
+    for i in np.flatnonzero((np.asarray(flows.flow_id) >= 0) & (np.asarray(table.payload_len) > 0)).tolist():
+        tokens = spec.encode(table.payload(i), int(flows.direction[int(flows.flow_id[i])]))
+        if tokens is not None:
+            out.append(tokens)
+    return out
+
+
+REAL = [(name, path) for name in APPS
+        for path in sorted({*captures_with(name), *BUNDLED_CORPUS.glob(f"*{name}*.pcap")})]
+
+
+@pytest.mark.parametrize(("name", "path"), REAL, ids=[f"{n}-{i}" for (n, _), i in zip(
+    REAL, shared_ids([p for _, p in REAL]), strict=True)])
+def test_every_real_span_is_one_the_automaton_accepts(name: str, path: Path) -> None:
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    automaton = _spec(name).token_automaton()
+    spans = _real_spans(name, path)
+    if not spans:
+        pytest.skip(f"{path.name}: no {name} message the encoder tokenizes")
+    refused = [s for s in spans if not automaton.accepts(s)]
+    assert not refused, f"{len(refused)} of {len(spans)} spans refused"
 
 
 class _Broken(pytrafgen_coap.CoapProtocol):
