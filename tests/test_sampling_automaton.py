@@ -22,10 +22,11 @@ from pytrafgen.tokenizer import AppProtocol, Vocabulary, encode_flows
 from pytrafgen.tokenizer.grammar import app_automata, sampling_grammar
 
 pytrafgen_coap = pytest.importorskip("pytrafgen_coap", reason="pytrafgen-coap is not installed")
+from pytrafgen_coap import CoapProtocol  # noqa: E402
 from pytrafgen_coap.messages import build_message, parse_message  # noqa: E402
 from pytrafgen_coap.tokens import TOKEN_ID, TOKEN_NAMES, decode_payload, encode_payload  # noqa: E402
 
-COAP = pytrafgen_coap.CoapProtocol()
+COAP = CoapProtocol()
 AUTOMATON = COAP.token_automaton()
 
 # Spans the bundled default sampled for benign_coap (seed 0, before the automaton) that
@@ -57,7 +58,7 @@ def walk(automaton: TokenAutomaton, rng: np.random.Generator, stop: float = 0.15
     out_edges: dict[int, list[tuple[int, int, int]]] = {}
     for state, first, stop_id, target in automaton.edges:
         out_edges.setdefault(state, []).append((first, stop_id, target))
-    state, span = 0, []
+    state, span = 0, list[int]()
     while not (state in automaton.accepting and (rng.random() < stop or len(span) > 400)):
         first, stop_id, target = out_edges[state][rng.integers(len(out_edges[state]))]
         span.append(int(rng.integers(first, stop_id)))
@@ -217,7 +218,7 @@ def test_every_real_span_is_one_the_automaton_accepts(name: str, path: Path) -> 
     assert not refused, f"{len(refused)} of {len(spans)} spans refused"
 
 
-class _Broken(pytrafgen_coap.CoapProtocol):
+class _Broken(CoapProtocol):
     def token_automaton(self) -> TokenAutomaton:
         a = AutomatonBuilder()
         s = a.state("s")
@@ -226,13 +227,13 @@ class _Broken(pytrafgen_coap.CoapProtocol):
         return a.build([s])
 
 
-class _Raising(pytrafgen_coap.CoapProtocol):
+class _Raising(CoapProtocol):
     def token_automaton(self) -> TokenAutomaton:
         raise RuntimeError("boom")
 
 
 @pytest.mark.parametrize("spec", [_Broken(), _Raising()], ids=["not_deterministic", "raises"])
-def test_a_broken_automaton_leaves_the_span_unconstrained(spec: pytrafgen_coap.CoapProtocol) -> None:
+def test_a_broken_automaton_leaves_the_span_unconstrained(spec: Any) -> None:
     vocab = Vocabulary(["benign_coap"], [AppProtocol("coap", "udp", COAP.token_names)], 16)
     assert app_automata(vocab, {"coap": spec}) == {}
     assert sampling_grammar(vocab, {"coap": spec}) is vocab.grammar()
@@ -249,9 +250,11 @@ def test_automaton_check_names_what_is_wrong() -> None:
 @pytest.mark.slow
 def test_bundled_default_samples_every_class_without_app_redraws() -> None:
     from pytrafgen.generators import load_generator
+    from pytrafgen.generators.ar.generator import ARGenerator
     from pytrafgen.plugins import get_registry
 
     gen = load_generator(Path(pytrafgen.__file__).parent / "data" / "default_model", None, get_registry())
+    assert isinstance(gen, ARGenerator)
     gen.set_sampling(max_flow_packets=64)
     gen.show_progress = False
     counts = {name: 2 for name in gen.vocabulary().classes} | {"benign_coap": 8}
