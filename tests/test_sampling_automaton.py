@@ -218,6 +218,24 @@ def test_every_real_span_is_one_the_automaton_accepts(name: str, path: Path) -> 
     assert not refused, f"{len(refused)} of {len(spans)} spans refused"
 
 
+def test_outside_app_spans_the_sampling_grammar_is_the_grammar() -> None:
+    """Every state outside an app span allows the same tokens and leads to the same state (by
+    name): a flow without app spans is drawn from the same masked distribution as before."""
+    specs = {name: _spec(name) for name in APPS}
+    vocab = Vocabulary(["a", "b"], [AppProtocol(n, s.transport, s.token_names) for n, s in specs.items()], 16)
+    plain, strict = vocab.grammar(), sampling_grammar(vocab, specs)
+    assert strict.n_states > plain.n_states
+    index = {name: k for k, name in enumerate(strict.state_names)}
+    for k, name in enumerate(plain.state_names):
+        if ":app." in name:
+            continue
+        mine = index[name]
+        assert np.array_equal(plain.allowed[k], strict.allowed[mine]), name
+        for tok in np.flatnonzero(plain.allowed[k]):
+            before, after = plain.state_names[plain.next_state[k, tok]], strict.state_names[strict.next_state[mine, tok]]
+            assert after == before or (":app." in before and after.startswith(before + ":")), (name, tok)
+
+
 class _Broken(CoapProtocol):
     def token_automaton(self) -> TokenAutomaton:
         a = AutomatonBuilder()
