@@ -54,7 +54,7 @@ def default_model_flows(model_dir: Path, per_class: int, context: int) -> tuple[
     model, device = gen._model_on_device()
     vocab = gen.vocabulary()
     special = tok.special_tokens(vocab)
-    grammar = tok.grammar_tables(vocab, device, model.config.vocab_size)
+    grammar = tok.grammar_tables(vocab, device, model.config.vocab_size, gen.protocols)
     flows, _ = sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab),
                               dict.fromkeys(gen.classes, per_class), gen.sampling, 0, device)
     context = min(context, model.config.block_size)

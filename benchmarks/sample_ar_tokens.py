@@ -47,7 +47,7 @@ def main() -> None:
     # as ARGenerator.sample: the model's continuation tokens are never sampled, continued flows
     # stop at EOS, the sampling cap or twice the class's longest training flow
     n_tokens = model.config.vocab_size
-    grammar = tok.grammar_tables(vocab, device, n_tokens)
+    grammar = tok.grammar_tables(vocab, device, n_tokens, gen.protocols)
     classes = list(gen.classes)
     header = tok.header_masks({c: gen.header[c] for c in classes if c in gen.header}, n_tokens)
     class_tokens = tok.class_tokens(vocab)

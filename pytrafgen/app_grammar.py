@@ -138,6 +138,70 @@ class BinaryGrammar:
 AppGrammar = TextGrammar | BinaryGrammar
 
 
+@dataclass(frozen=True)
+class TokenAutomaton:
+    """Which local token sequences a protocol's ``decode`` turns into bytes, as a deterministic
+    finite automaton the sampler's grammar follows inside the protocol's spans (what a plugin
+    returns from ``ProtocolSpec.token_automaton()``): a sampled span then always decodes, and
+    no flow is drawn again for it. It must accept every span the plugin's ``encode`` writes.
+
+    States are ``0 .. len(state_names) - 1``, 0 the start; ``edges``: (state, first local id,
+    stop local id, target) — the ids ``first .. stop - 1`` lead from ``state`` to ``target``;
+    ``accepting``: the states a span may end in (``APP_END`` is allowed there only)."""
+
+    state_names: tuple[str, ...]
+    edges: tuple[tuple[int, int, int, int], ...]
+    accepting: frozenset[int]
+
+    def check(self, n_local: int) -> None:
+        """Raise ``ValueError`` unless the automaton is well-formed over ``n_local`` local ids:
+        edges within range and deterministic, at least one accepting state."""
+        n = len(self.state_names)
+        if n == 0 or not self.accepting or not all(0 <= s < n for s in self.accepting):
+            raise ValueError("token automaton: no states, or accepting states out of range")
+        taken = np.zeros((n, n_local), dtype=bool)
+        for state, first, stop, target in self.edges:
+            if not (0 <= state < n and 0 <= target < n and 0 <= first < stop <= n_local):
+                raise ValueError(f"token automaton: edge {(state, first, stop, target)} out of range")
+            if taken[state, first:stop].any():
+                raise ValueError(f"token automaton: not deterministic at state {self.state_names[state]!r}")
+            taken[state, first:stop] = True
+
+    def accepts(self, local: Sequence[int]) -> bool:
+        """Whether the local token ids ``local`` are a whole span the automaton allows."""
+        step: dict[int, list[tuple[int, int, int]]] = {}
+        for state, first, stop, target in self.edges:
+            step.setdefault(state, []).append((first, stop, target))
+        state = 0
+        for tok in local:
+            state = next((target for first, stop, target in step.get(state, ()) if first <= int(tok) < stop), -1)
+            if state < 0:
+                return False
+        return state in self.accepting
+
+
+class AutomatonBuilder:
+    """Collects a ``TokenAutomaton``'s states and edges by name; the first state is the start."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.edges: list[tuple[int, int, int, int]] = []
+
+    def state(self, name: str) -> int:
+        self.names.append(name)
+        return len(self.names) - 1
+
+    def edge(self, state: int, first: int, stop: int, target: int) -> None:
+        """Local ids ``first .. stop - 1`` lead from ``state`` to ``target``."""
+        self.edges.append((state, first, stop, target))
+
+    def token(self, state: int, token: int, target: int) -> None:
+        self.edge(state, token, token + 1, target)
+
+    def build(self, accepting: Sequence[int]) -> TokenAutomaton:
+        return TokenAutomaton(tuple(self.names), tuple(self.edges), frozenset(accepting))
+
+
 @dataclass
 class EncodedPayloads:
     """Local tokens of many payloads: payload i's are ``tokens[offsets[i]:offsets[i+1]]``.
@@ -177,5 +241,5 @@ def decode_payloads(grammar: AppGrammar, n_local: int, tokens: np.ndarray, offse
     return DecodedPayloads(ok.astype(bool), data_off, data)
 
 
-__all__ = ["AppGrammar", "BinaryGrammar", "DecodedPayloads", "EncodedPayloads", "Field", "PacketType",
-           "TextGrammar", "decode_payloads", "encode_payloads"]
+__all__ = ["AppGrammar", "AutomatonBuilder", "BinaryGrammar", "DecodedPayloads", "EncodedPayloads", "Field", "PacketType",
+           "TextGrammar", "TokenAutomaton", "decode_payloads", "encode_payloads"]

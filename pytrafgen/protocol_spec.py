@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pytrafgen.errors import PytrafgenError
 
 if TYPE_CHECKING:
-    from pytrafgen.app_grammar import AppGrammar
+    from pytrafgen.app_grammar import AppGrammar, TokenAutomaton
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,14 @@ class ProtocolSpec(ABC):
         C++ core tokenizes its payloads in bulk; ``encode`` stays the reference and the
         fallback, and must give the same tokens. None (the default): ``encode`` is called per
         payload."""
+        return None
+
+    def token_automaton(self) -> TokenAutomaton | None:
+        """Optional: the local token sequences ``decode`` accepts, as a finite automaton
+        (``pytrafgen.app_grammar.TokenAutomaton``) that sampling follows inside this protocol's
+        spans, so no sampled flow is drawn again because its span does not decode. It must
+        accept every span ``encode`` writes. None (the default): any local tokens may be
+        sampled and ``decode`` judges them."""
         return None
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:

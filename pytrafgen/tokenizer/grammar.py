@@ -20,6 +20,10 @@ import numpy as np
 from pytrafgen.tokenizer.vocab import MAX_IP4_OPT_WORDS, MAX_TCP_OPT_WORDS, SPECIAL_TOKENS
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pytrafgen.app_grammar import TokenAutomaton
+    from pytrafgen.protocol_spec import ProtocolSpec
     from pytrafgen.tokenizer.vocab import Vocabulary
 
 # flow kinds: (name, ip version, value of the ``proto`` range)
@@ -74,7 +78,29 @@ def _digit_names(vocab: Vocabulary, field: str) -> list[str]:
             and n[len(field) + 2:].isdigit()]
 
 
-def _build(vocab: Vocabulary) -> tuple[_Builder, int, int]:
+def _app_span(b: _Builder, kind: str, name: str, automaton: TokenAutomaton | None, payload: int,
+              body: int) -> None:
+    """The states of one app protocol's span in a packet of flow kind ``kind``: after its begin
+    token, any of its local tokens until ``APP_END`` — or, with the protocol's automaton, only
+    the local token sequences the automaton accepts."""
+    r = b.vocab.ranges[f"app.{name}"]
+    app_end = b.vocab.special("APP_END")
+    if automaton is None:
+        inside = b.state(f"{kind}:app.{name}")
+        b.token_edge(payload, r.start, inside)
+        if r.size > 1:
+            b.edges.append((inside, r.start + 1, r.stop, inside))
+        b.token_edge(inside, app_end, body)
+        return
+    states = [b.state(f"{kind}:app.{name}:{s}") for s in automaton.state_names]
+    b.token_edge(payload, r.start, states[0])
+    for state, first, stop, target in automaton.edges:  # local id k is token r.start + 1 + k
+        b.edges.append((states[state], r.start + 1 + first, r.start + 1 + stop, states[target]))
+    for state in sorted(automaton.accepting):
+        b.token_edge(states[state], app_end, body)
+
+
+def _build(vocab: Vocabulary, automata: Mapping[str, TokenAutomaton]) -> tuple[_Builder, int, int]:
     b = _Builder(vocab)
     sp = {name: vocab.special(name) for name in SPECIAL_TOKENS}
     start = b.state("start")
@@ -115,12 +141,7 @@ def _build(vocab: Vocabulary) -> tuple[_Builder, int, int]:
             for app in vocab.app_protocols:
                 if app.transport not in ("", l4name):
                     continue
-                inside = b.state(f"{kind}:app.{app.name}")
-                r = vocab.ranges[f"app.{app.name}"]
-                b.token_edge(payload, r.start, inside)
-                if r.size > 1:
-                    b.edges.append((inside, r.start + 1, r.stop, inside))
-                b.token_edge(inside, sp["APP_END"], body)
+                _app_span(b, kind, app.name, automata.get(app.name), payload, body)
 
         # L4 header fields
         if l4name == "tcp":
@@ -193,10 +214,14 @@ def _build(vocab: Vocabulary) -> tuple[_Builder, int, int]:
 
 
 class Grammar:
-    """Dense DFA tables: ``allowed`` (S, V) bool, ``next_state`` (S, V) int32 (−1: illegal)."""
+    """Dense DFA tables: ``allowed`` (S, V) bool, ``next_state`` (S, V) int32 (−1: illegal).
 
-    def __init__(self, vocab: Vocabulary) -> None:
-        builder, self.start_state, self.end_state = _build(vocab)
+    ``automata`` (app protocol name → its ``TokenAutomaton``) narrows those protocols' spans to
+    what their decoders accept (the sampling grammar, ``sampling_grammar``); without it an app
+    span is any of the protocol's local tokens (the plugin's ``decode`` judges them)."""
+
+    def __init__(self, vocab: Vocabulary, automata: Mapping[str, TokenAutomaton] | None = None) -> None:
+        builder, self.start_state, self.end_state = _build(vocab, automata or {})
         self.vocab_size = vocab.size
         self.state_names: list[str] = builder.names
         n_states = len(builder.names)
@@ -257,3 +282,27 @@ class Grammar:
 
     def __repr__(self) -> str:
         return f"Grammar({self.n_states} states × {self.vocab_size} tokens)"
+
+
+def app_automata(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec] | None) -> dict[str, TokenAutomaton]:
+    """The token automata (``ProtocolSpec.token_automaton``) of the vocabulary's app protocols
+    that declare one, checked against their local vocabulary. A protocol whose hook raises or
+    returns a malformed automaton is left unconstrained: that costs redraws, never a flow."""
+    out: dict[str, TokenAutomaton] = {}
+    for app in vocab.app_protocols:
+        spec = (protocols or {}).get(app.name)
+        hook = getattr(spec, "token_automaton", None)  # optional: older plugins do not define it
+        try:
+            automaton = hook() if callable(hook) else None
+            if automaton is not None:
+                automaton.check(len(app.token_names))
+                out[app.name] = automaton
+        except Exception:  # a broken automaton: the span is sampled unconstrained, as before
+            continue
+    return out
+
+
+def sampling_grammar(vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec] | None) -> Grammar:
+    """The grammar sampling follows: ``vocab.grammar()`` with every app span narrowed to what
+    its protocol's decoder accepts, where the protocol declares how (``app_automata``)."""
+    return vocab.grammar(app_automata(vocab, protocols))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +36,7 @@ from pytrafgen.tokenizer.layout import (
 )
 
 if TYPE_CHECKING:
+    from pytrafgen.app_grammar import TokenAutomaton
     from pytrafgen.protocol_spec import ProtocolSpec
     from pytrafgen.tokenizer.grammar import Grammar
 
@@ -317,12 +318,15 @@ class Vocabulary:
             for r in self.ranges.values()
         ]
 
-    def grammar(self) -> Grammar:
+    def grammar(self, automata: Mapping[str, TokenAutomaton] | None = None) -> Grammar:
+        """The token grammar (built once per set of app ``automata``; see ``Grammar``)."""
         from pytrafgen.tokenizer.grammar import Grammar
 
-        if "_grammar" not in self.__dict__:
-            self.__dict__["_grammar"] = Grammar(self)
-        return self.__dict__["_grammar"]
+        key = tuple(sorted((automata or {}).items()))
+        cache = self.__dict__.setdefault("_grammars", {})
+        if key not in cache:
+            cache[key] = Grammar(self, automata)
+        return cache[key]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and other.hash == self.hash

@@ -347,7 +347,7 @@ class ARGenerator(Generator):
         special = tok.special_tokens(vocab)
         # a model with continuation tokens has more tokens than the grammar: never sampled
         n_tokens = model.config.vocab_size
-        grammar = tok.grammar_tables(vocab, device, n_tokens)
+        grammar = tok.grammar_tables(vocab, device, n_tokens, protocols)
         continuation = continuation_tokens(model.config)
         class_tokens = tok.class_tokens(vocab)
         wanted = {name: int(n) for name, n in counts.items() if int(n) > 0}

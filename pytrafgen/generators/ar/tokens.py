@@ -56,14 +56,18 @@ def class_tokens(vocab: Vocabulary) -> dict[str, int]:
     return {name: vocab.class_token(name) for name in vocab.classes}
 
 
-def grammar_tables(vocab: Vocabulary, device: torch.device, n_tokens: int | None = None) -> GrammarTables:
-    """The grammar's tables; ``n_tokens`` > the vocabulary's size (a model with continuation
-    tokens) widens them with tokens that are never allowed and lead nowhere."""
+def grammar_tables(vocab: Vocabulary, device: torch.device, n_tokens: int | None = None,
+                   protocols: Mapping[str, ProtocolSpec] | None = None) -> GrammarTables:
+    """The sampling grammar's tables; ``n_tokens`` > the vocabulary's size (a model with continuation
+    tokens) widens them with tokens that are never allowed and lead nowhere. With ``protocols``,
+    app spans follow the automata the protocols declare (``sampling_grammar``), so what is
+    sampled decodes."""
     import torch
 
     from pytrafgen.generators.ar.sample import GrammarTables
+    from pytrafgen.tokenizer.grammar import sampling_grammar
 
-    grammar = vocab.grammar()
+    grammar = sampling_grammar(vocab, protocols)
     allowed, next_state = grammar.torch_tables(device)
     allowed, next_state = allowed.bool(), next_state.long()
     extra = (n_tokens or allowed.size(1)) - allowed.size(1)

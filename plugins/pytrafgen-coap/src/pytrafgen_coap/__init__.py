@@ -14,10 +14,11 @@ from importlib.metadata import version
 from typing import Any, ClassVar
 
 from pytrafgen import hookimpl
+from pytrafgen.app_grammar import TokenAutomaton
 from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
 from pytrafgen.protocols.coap_wire import COAP_OPTIONS, COAP_PORT
 from pytrafgen_coap.messages import build_message, parse_message
-from pytrafgen_coap.tokens import TOKEN_NAMES, decode_payload, encode_payload
+from pytrafgen_coap.tokens import TOKEN_NAMES, decode_payload, encode_payload, token_automaton
 
 __version__ = version("pytrafgen-coap")  # single source: this plugin's pyproject.toml
 
@@ -65,6 +66,10 @@ class CoapProtocol(ProtocolSpec):
 
     def encode(self, payload: bytes, direction: int) -> list[int] | None:
         return encode_payload(payload)
+
+    def token_automaton(self) -> TokenAutomaton:
+        """Sampling follows the message grammar, so every sampled span decodes."""
+        return token_automaton()
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:
         return decode_payload(tokens)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pytrafgen.app_grammar import AutomatonBuilder, TokenAutomaton
 from pytrafgen.errors import TokenError
 from pytrafgen.protocols.coap_wire import COAP_OPTIONS, MAX_TOKEN_LENGTH
 from pytrafgen_coap.messages import TYPE_NAMES, build_message, code_name, parse_message
@@ -58,6 +59,40 @@ def encode_payload(payload: bytes) -> list[int] | None:
         out.append(T["PAYLOAD"])
         out.extend(msg.payload)
     return out if decode_payload(out) == payload else None
+
+
+def token_automaton() -> TokenAutomaton:
+    """The message grammar above as an automaton over local ids, for sampling: a header, a
+    token of at most 8 bytes (what ``encode_payload`` writes, RFC 7252 §3), options each closed
+    by OPT_END (OPT_NUM with its two number bytes), an optional PAYLOAD with at least one byte.
+    Every span it accepts decodes (``decode_payload``), every span the encoder writes is one."""
+    a = AutomatonBuilder()
+    version, mtype, code = a.state("version"), a.state("type"), a.state("code")
+    message_id = [a.state("message_id[0]"), a.state("message_id[1]")]
+    token = [a.state(f"token[{n}]") for n in range(MAX_TOKEN_LENGTH + 1)]  # n token bytes so far
+    options, value = a.state("options"), a.state("option_value")
+    number = [a.state("option_number[0]"), a.state("option_number[1]")]
+    payload_first, payload = a.state("payload[0]"), a.state("payload")
+    a.edge(version, VER0, VER0 + 4, mtype)
+    a.edge(mtype, TYPE0, TYPE0 + 4, code)
+    a.edge(code, CODE0, CODE0 + 256, message_id[0])
+    a.edge(message_id[0], 0, 256, message_id[1])
+    a.edge(message_id[1], 0, 256, token[0])
+    for n in range(MAX_TOKEN_LENGTH + 1):
+        if n < MAX_TOKEN_LENGTH:
+            a.edge(token[n], 0, 256, token[n + 1])
+        a.token(token[n], T["TOKEN_END"], options)
+    for tok in sorted(OPT_NUMBER):
+        a.token(options, tok, value)
+    a.token(options, T["OPT_NUM"], number[0])
+    a.edge(number[0], 0, 256, number[1])
+    a.edge(number[1], 0, 256, value)
+    a.edge(value, 0, 256, value)
+    a.token(value, T["OPT_END"], options)
+    a.token(options, T["PAYLOAD"], payload_first)
+    a.edge(payload_first, 0, 256, payload)
+    a.edge(payload, 0, 256, payload)
+    return a.build([options, payload])
 
 
 class _Reader:

@@ -14,8 +14,9 @@ from importlib.metadata import version
 from typing import Any, ClassVar
 
 from pytrafgen import hookimpl
-from pytrafgen.app_grammar import AppGrammar
+from pytrafgen.app_grammar import AppGrammar, TokenAutomaton
 from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
+from pytrafgen_http.automaton import token_automaton
 from pytrafgen_http.grammar import HTTP_GRAMMAR
 from pytrafgen_http.messages import build_message, message_fields, split_messages
 from pytrafgen_http.tokens import METHODS, TOKEN_NAMES, decode_payload_total, encode_payload
@@ -62,6 +63,10 @@ class HttpProtocol(ProtocolSpec):
     def token_grammar(self) -> AppGrammar:
         """The token grammar as data: the C++ core tokenizes with it, ``encode`` is the reference."""
         return HTTP_GRAMMAR
+
+    def token_automaton(self) -> TokenAutomaton:
+        """Sampling writes whole messages as the grammar lays them out (nothing to fill in)."""
+        return token_automaton()
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:
         """Any token sequence decodes (``decode_payload_total``): what the grammar lacks is

@@ -13,8 +13,9 @@ from importlib.metadata import version
 from typing import Any, ClassVar
 
 from pytrafgen import hookimpl
-from pytrafgen.app_grammar import AppGrammar
+from pytrafgen.app_grammar import AppGrammar, TokenAutomaton
 from pytrafgen.interfaces import FieldSpec, ProtocolSpec, Rule
+from pytrafgen_mqtt.automaton import token_automaton
 from pytrafgen_mqtt.grammar import MQTT_GRAMMAR
 from pytrafgen_mqtt.packets import (
     TYPE_NUMBER,
@@ -83,6 +84,11 @@ class MqttProtocol(ProtocolSpec):
     def token_grammar(self) -> AppGrammar:
         """The token grammar as data: the C++ core tokenizes with it, ``encode`` is the reference."""
         return MQTT_GRAMMAR
+
+    def token_automaton(self) -> TokenAutomaton:
+        """Sampling writes whole packets with the flags their type requires, laid out as the
+        grammar does (nothing to fill in)."""
+        return token_automaton()
 
     def decode(self, tokens: Sequence[int], direction: int) -> bytes:
         """Any token sequence decodes (``decode_payload_total``), so no sampled flow is drawn
