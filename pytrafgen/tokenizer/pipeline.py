@@ -116,6 +116,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
     file the streamed tokens go to instead of memory (``tokenize_file_stream``)."""
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
+    from pytrafgen.iat_fill import flow_gap_samples
     from pytrafgen.payload_fill import flow_payload_samples
     from pytrafgen.tokenizer.encode import encode_flows
 
@@ -155,6 +156,8 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
         # what PayloadFill.learn reads: each kept flow's payload bytes past the cap and within it
         "payload_tails": tails,
         "payload_heads": heads,
+        # what IatFill.learn reads: each kept flow's gaps between its packets
+        "iat_gaps": flow_gap_samples(table, flows, kept),
     }
 
 
@@ -358,8 +361,9 @@ SPILL_COPY_FLOWS = 65_536  # flows copied from a spill at a time
 def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path | None, out: str | Path,
            vocab: Vocabulary, classes: list[str], kinds: dict[str, str], seed: int, payload_cap: int,
            idle_timeout_s: float, max_flow_packets: int, max_app_tokens: int) -> dict[str, Any]:
-    """Split the flows, learn the address plan and the payload fill, write the dataset."""
+    """Split the flows, learn the address plan, the payload fill and the gaps, write the dataset."""
     from pytrafgen.dataset import split_flows, write_dataset
+    from pytrafgen.iat_fill import FlowGapSamples, IatFill
     from pytrafgen.payload_fill import FlowByteSamples, PayloadFill
 
     files = [a[0] for a in args]
@@ -377,6 +381,8 @@ def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path 
     tails = FlowByteSamples.concat([r.pop("payload_tails") for r in ordered]).take(train)
     heads = FlowByteSamples.concat([r.pop("payload_heads") for r in ordered]).take(train)
     fill = PayloadFill.learn_samples(tails, heads, labels[train], classes, payload_cap)
+    gaps = IatFill.learn_samples(FlowGapSamples.concat([r.pop("iat_gaps") for r in ordered]).take(train),
+                                 labels[train], classes)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
                 # keys sorted: the counts of a capture read in chunks come in another order
@@ -386,7 +392,7 @@ def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path 
                 "max_flow_packets": max_flow_packets, "max_app_tokens": max_app_tokens,
                 "app_protocols": [p.name for p in vocab.app_protocols]}
     return write_dataset(out, vocab, tokens, offsets, labels, class_kinds=kinds, seed=seed, address_plan=plan,
-                         payload_fill=fill,
+                         payload_fill=fill, iat_fill=gaps,
                          settings=settings, sources=sources, split=split)
 
 
