@@ -7,15 +7,18 @@ spread inside their bucket, and how depends on the class (a SYN flood's 4–5 µ
 their bucket): summed over a flow, the fixed values bias its duration.
 
 ``IatFill`` is learned at tokenize time from the gaps of the training split's flows: per class and
-bucket, ``QUANTILES + 1`` quantiles of the gaps (0, 1/16, …, 1) and how many gaps they summarise.
+bucket, ``QUANTILES + 1`` quantiles of the gaps (0, 1/32, …, 1) and how many gaps they summarise.
 Decoding draws each bucket's gap from the piecewise-linear inverse CDF of those quantiles, seeded,
-clipped to the bucket's edges. A class with fewer than ``MIN_CLASS_GAPS`` gaps in a bucket uses
+rounded to the captures' clock resolution (``resolution_ns``: 1000 when every training gap is whole
+microseconds, as a µs pcap's are, so the draws keep their atoms: a flood's 4 and 5 µs gaps stay 4
+and 5 µs rather than smeared between) and clipped to the bucket's edges. A class with fewer than ``MIN_CLASS_GAPS`` gaps in a bucket uses
 all classes' gaps in that bucket; a bucket no training gap fell in keeps its fixed value. Only
-gaps equal to their bucket's fixed value are drawn (what a token decodes to), so records whose
-gaps are already real (the markov baseline emits real training gaps) are left as they are.
+gaps equal to their bucket's fixed value are drawn (what a token decodes to), so gaps a generator
+drew itself (the gan's continuous ones) are left as they are.
 
 Saved as ``iat_fill.json`` beside ``payload_fill.json``: in the dataset, copied into every
-checkpoint trained on it, applied by the AR generator's ``sample``. A checkpoint without it
+checkpoint trained on it, applied by the AR generator's ``sample`` and by the markov baseline's
+(whose training records are decoded from tokens, so its emitted gaps are bucket values too). A checkpoint without it
 decodes as before. ``pytrafgen learn-gaps`` adds one to an existing checkpoint
 (``learn_from_captures`` / ``learn_from_dataset`` and ``add_to_checkpoint`` here).
 """
@@ -41,9 +44,10 @@ from pytrafgen.tokenizer.vocab import IAT_MAX_NS, IAT_MIN_NS, Vocabulary
 
 FORMAT = 1
 FILE_NAME = "iat_fill.json"
-QUANTILES = 16  # intervals of the stored inverse CDF: 17 gaps per class and bucket
+QUANTILES = 32  # intervals of the stored inverse CDF: 33 gaps per class and bucket (KS error ≤ 1/32)
 MIN_CLASS_GAPS = 5  # fewer gaps of a class in a bucket: all classes' gaps in it are the model
 GAP_SAMPLE_PACKETS = 4096  # gaps per flow handed over for learning (a flood's first 4096)
+US_NS = 1000  # a pcap with microsecond timestamps: every gap a multiple of it
 _SEED_SALT = 0x1A7F111  # the gap draw's stream differs from the payload fill's under the same seed
 
 
@@ -76,9 +80,11 @@ class BucketGaps:
 class IatFill:
     """Per class (name) and per bucket: BucketGaps; ``pooled``: all classes' per bucket."""
 
-    def __init__(self, classes: dict[str, dict[int, BucketGaps]], pooled: dict[int, BucketGaps]) -> None:
+    def __init__(self, classes: dict[str, dict[int, BucketGaps]], pooled: dict[int, BucketGaps],
+                 resolution_ns: int = 1) -> None:
         self.classes = classes
         self.pooled = pooled
+        self.resolution_ns = resolution_ns  # drawn gaps are multiples of it (the training gaps were)
 
     @classmethod
     def learn(cls, gaps: Sequence[np.ndarray], labels: np.ndarray, classes: Sequence[str]) -> IatFill:
@@ -96,6 +102,8 @@ class IatFill:
 
         def table(select: np.ndarray) -> dict[int, BucketGaps]:
             g, b = gaps[select], bucket[select]
+            if len(g) == 0:  # a class whose flows are single packets has no gaps
+                return {}
             order = np.lexsort((g, b))
             g, b = g[order], b[order]
             present, starts = np.unique(b, return_index=True)
@@ -104,7 +112,8 @@ class IatFill:
                     for k, s, e in zip(present.tolist(), starts.tolist(), ends.tolist(), strict=True)}
 
         per_class = {name: table(label_of_gap == c) for c, name in enumerate(classes)}
-        return cls({name: t for name, t in per_class.items() if t}, table(np.ones(len(gaps), bool)))
+        resolution = US_NS if len(gaps) and not np.any(gaps % US_NS) else 1
+        return cls({name: t for name, t in per_class.items() if t}, table(np.ones(len(gaps), bool)), resolution)
 
     # -- persistence ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -112,7 +121,7 @@ class IatFill:
             return {str(k): {"count": v.count, "quantiles": v.quantiles.tolist()} for k, v in sorted(t.items())}
 
         return {"format": FORMAT, "iat": {"buckets": IAT_BUCKETS, "min_ns": IAT_MIN_NS, "max_ns": IAT_MAX_NS},
-                "quantiles": QUANTILES, "classes": {name: rows(t) for name, t in self.classes.items()},
+                "quantiles": QUANTILES, "resolution_ns": self.resolution_ns, "classes": {name: rows(t) for name, t in self.classes.items()},
                 "pooled": rows(self.pooled)}
 
     @classmethod
@@ -144,8 +153,11 @@ class IatFill:
                 out[k] = BucketGaps(q, count)
             return out
 
+        resolution = body.get("resolution_ns")
+        if resolution not in (1, US_NS):
+            raise PytrafgenError(f"resolution_ns {resolution!r} is neither 1 nor {US_NS}")
         classes = {str(name): rows(t, f"class {name}") for name, t in dict(body["classes"]).items()}
-        return cls(classes, rows(body["pooled"], "pooled"))
+        return cls(classes, rows(body["pooled"], "pooled"), int(resolution))
 
     def save(self, path: Path) -> None:
         with atomic_file(path, "w") as fh:
@@ -212,7 +224,10 @@ class IatFill:
         u = rng.random(len(decoded)) * QUANTILES
         j = np.minimum(u.astype(np.int64), QUANTILES - 1)
         lo, hi = quantiles[row, j], quantiles[row, j + 1]
-        drawn = np.rint(lo + (u - j) * (hi - lo)).astype(np.int64)
+        # rounded to the clock's resolution: the quantiles are multiples of it, so the draw stays
+        # between the two it fell between
+        res = self.resolution_ns
+        drawn = (np.rint((lo + (u - j) * (hi - lo)) / res) * res).astype(np.int64)
         new_gap = gap.copy()
         new_gap[decoded] = np.clip(drawn, bounds[0, b], bounds[1, b])
         shift = np.zeros(len(t), np.int64)
