@@ -300,3 +300,18 @@ def test_markov_draws_its_gaps_from_the_dataset_table(tmp_path: Path) -> None:
     drawn = np.concatenate(gaps_of(with_table))
     assert not set(drawn.tolist()) <= set(VALUES.tolist())
     assert np.array_equal(np.digitize(drawn, EDGES), np.digitize(np.concatenate(gaps_of(without)), EDGES))
+
+
+def test_train_writes_the_dataset_table_into_the_checkpoint(tmp_path: Path) -> None:
+    from pytrafgen.tokenizer.pipeline import tokenize_captures
+
+    tokenize_captures([CORPUS / "syn_flood.pcap", CORPUS / "nmap_syn_scan.pcap"], CORPUS / "manifest.csv",
+                      tmp_path / "ds")
+    toy = ["size=tiny", "steps=2", "n_embd=32", "n_layer=1", "n_head=2", "block_size=128", "batch_size=2",
+           "eval_every=2", "eval_batches=1"]
+    result = CliRunner().invoke(build_app(), ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "ckpt"),
+                                              "--device", "cpu", "-q", *[x for s in toy for x in ("--set", s)]])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (tmp_path / "ckpt" / FILE_NAME).read_bytes() == (tmp_path / "ds" / FILE_NAME).read_bytes()
+    gen = load_generator(tmp_path / "ckpt", None, get_registry())
+    assert gen.iat_fill is not None  # type: ignore[attr-defined]
