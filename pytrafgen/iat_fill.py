@@ -184,14 +184,15 @@ class IatFill:
     # -- drawing ----------------------------------------------------------------------------
     def _rows(self, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(quantile rows, row index per (class index, bucket)): the class's own gaps where it had
-        MIN_CLASS_GAPS, else all classes', else the bucket's fixed value."""
+        MIN_CLASS_GAPS, else all classes', else the bucket's fixed value; one more index row, all
+        classes', for a label outside ``classes``."""
         _, _, values = bucket_edges()
         rows = [np.repeat(values[:, None], QUANTILES + 1, axis=1)]  # rows 0..63: fixed values
         pooled_row = np.arange(IAT_BUCKETS)
         for k, v in self.pooled.items():
             pooled_row[k] = IAT_BUCKETS + len(rows) - 1
             rows.append(v.quantiles[None, :])
-        index = np.tile(pooled_row, (max(len(classes), 1), 1))
+        index = np.tile(pooled_row, (len(classes) + 1, 1))
         for c, name in enumerate(classes):
             for k, v in self.classes.get(name, {}).items():
                 if v.count >= MIN_CLASS_GAPS:
@@ -217,9 +218,9 @@ class IatFill:
             return records, 0
         quantiles, index = self._rows(records.classes)
         labels = np.asarray(records.flows["label"], np.int64)[f[later[decoded]]]
-        labels = np.where((labels >= 0) & (labels < len(records.classes)), labels, 0)
+        labels = np.where((labels >= 0) & (labels < len(records.classes)), labels, len(records.classes))
         b = bucket[decoded]
-        row = index[labels, b] if len(records.classes) else index[0, b]
+        row = index[labels, b]
         rng = np.random.default_rng([int(seed), _SEED_SALT])
         u = rng.random(len(decoded)) * QUANTILES
         j = np.minimum(u.astype(np.int64), QUANTILES - 1)
