@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pytrafgen.cli.options import JsonOutput, Seed
+from pytrafgen.cli.options import JsonOutput
 from pytrafgen.errors import PytrafgenError
 
 
@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
             "--captures", help="Captures (files or directories) the checkpoint was trained on; repeatable.")] = None,
         labels: Annotated[list[Path] | None, typer.Option(
             "--labels", help="With --captures: CSV manifest(s) with columns file,class[,label].")] = None,
-        seed: Seed = 0,
+        seed: Annotated[int, typer.Option("--seed", help="With --captures: the split seed the dataset was "
+                                                          "tokenized with.")] = 0,
         idle_timeout: Annotated[float, typer.Option("--idle-timeout", help="With --captures: flow idle timeout, "
                                                                            "seconds (as tokenized).")] = 120.0,
         max_flow_packets: Annotated[int, typer.Option(
