@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -44,10 +44,11 @@ from pytrafgen.generators.baseline_data import (
     renamed_settings,
 )
 from pytrafgen.hookspecs import hookimpl
-from pytrafgen.iat_fill import FILE_NAME as IAT_FILL_FILE
-from pytrafgen.iat_fill import IatFill
 from pytrafgen.interfaces import Generator
 from pytrafgen.records import FieldRecords
+
+if TYPE_CHECKING:
+    from pytrafgen.iat_fill import IatFill
 
 EMITTED_FIELDS = ("iat_ns", "ttl", "tos", "ip_flags", "window", "payload_len", "icmp_type", "icmp_code")
 DEFAULTS: dict[str, Any] = {"seed": 0, "emission_rows": 64, "max_flows_per_class": 20000,
@@ -94,7 +95,9 @@ class MarkovGenerator(Generator):
         data = TrainingSet.from_dataset("markov", dataset, self.settings)
         self.classes, self.class_kinds, self.parts = data.classes, data.class_kinds, data.parts
         self._source_dir, flows = data.source_dir, data.flows
-        self.iat_fill = IatFill.load(self._source_dir / IAT_FILL_FILE) if self._source_dir is not None else None
+        from pytrafgen.iat_fill import FILE_NAME, IatFill  # here: listing plugins stays fast
+
+        self.iat_fill = IatFill.load(self._source_dir / FILE_NAME) if self._source_dir is not None else None
         rng = np.random.default_rng(int(self.settings["seed"]))
 
         keep_flow = np.zeros(flows.n_flows, bool)
@@ -217,8 +220,10 @@ class MarkovGenerator(Generator):
         gen.parts = EmpiricalParts.from_arrays(tensors)
         own = ("attrs", "attr_label", "state_keys", "transition_keys", "transition_counts", "emission_group")
         gen.tensors = {k: v for k, v in tensors.items() if k in own or k.startswith("emission.")}
+        from pytrafgen.iat_fill import FILE_NAME, IatFill
+
         try:
-            gen.iat_fill = IatFill.load(Path(path) / IAT_FILL_FILE)
+            gen.iat_fill = IatFill.load(Path(path) / FILE_NAME)
             if gen.iat_fill is not None:
                 gen.iat_fill.check_classes(gen.classes, str(path))
         except PytrafgenError as exc:

@@ -7,8 +7,8 @@ limit, or the end of the file), so the flows and their tokens are those of the w
 read at once. What the dataset needs of the whole capture is kept per finished flow and is
 small: its tokens, 12 bytes of its first frame and a few header fields (for the address plan),
 and at most ``TAIL_SAMPLE_BYTES`` of payload per direction within and past the payload cap
-(for the payload fill) and its gaps between packets (for the gap table). The vocabulary depends only on the classes and the protocols, never
-on the data. Flows come out in the order the in-memory path gives them (first packet), so
+(for the payload fill), and its gaps between packets (for the gap table). The vocabulary
+depends only on the classes and the protocols, never on the data. Flows come out in the order the in-memory path gives them (first packet), so
 the dataset is byte for byte the same.
 
 Memory: the chunk, the packets of the flows still open (those active within the idle
