@@ -83,7 +83,16 @@ def main() -> None:
     ap.add_argument("--sample-max-flow-packets", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
+    ap.add_argument("--rewrite-markdown", action="store_true",
+                    help="only rewrite timing_fill.md from timing_fill.json, with --note lines added to its notes")
     args = ap.parse_args()
+    if args.rewrite_markdown:
+        doc = json.loads((args.results / "timing_fill.json").read_text())
+        doc["notes"] = [*doc.get("notes", []), *args.note]
+        (args.results / "timing_fill.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (args.results / "timing_fill.md").write_text(markdown(doc))
+        return
 
     import torch
 
@@ -157,7 +166,7 @@ def main() -> None:
         "settings": {"per_class": args.per_class, "seed": args.seed,
                      "sample_max_flow_packets": args.sample_max_flow_packets, "tokenize": dict(TOKENIZE_SETTINGS)},
         "command": " ".join(["python", *sys.argv]), "seconds": seconds,
-        "gaps_drawn": drawn, "gaps_total": gaps, "per_class": per_class,
+        "gaps_drawn": drawn, "gaps_total": gaps, "per_class": per_class, "notes": args.note,
     }
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "timing_fill.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -208,6 +217,8 @@ def markdown(doc: dict[str, Any]) -> str:
         cells = [f"{row[f'{n} before']['ks'][m]:.2f} / {row[f'{n} after']['ks'][m]:.2f}"
                  for n in ("ar", "markov") for m in ("packets", "bytes")]
         lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+    if doc.get("notes"):
+        lines += ["", "## Notes", "", *[f"- {note}" for note in doc["notes"]]]
     return "\n".join(lines) + "\n"
 
 
