@@ -353,8 +353,8 @@ def learn_from_dataset(dataset: str | Path, protocols: Mapping[str, Any] | None 
 
 
 def add_to_checkpoint(checkpoint: str | Path, fill: IatFill) -> dict[str, Any]:
-    """Write ``fill`` as the checkpoint's ``iat_fill.json`` (replacing the one there); its classes
-    must be the checkpoint's. Returns what was written: path, replaced, the checkpoint's classes
+    """Write ``fill`` as the checkpoint's ``iat_fill.json`` (replacing a gap table there, nothing
+    else); its classes must be the checkpoint's. Returns what was written: path, replaced, the checkpoint's classes
     that fall back to all classes' gaps (no gaps of their own)."""
     checkpoint = Path(checkpoint)
     try:
@@ -364,7 +364,12 @@ def add_to_checkpoint(checkpoint: str | Path, fill: IatFill) -> dict[str, Any]:
         raise PytrafgenError(f"{checkpoint}: not a checkpoint directory with classes ({exc})") from None
     fill.check_classes(classes, str(checkpoint))
     path = checkpoint / FILE_NAME
-    replaced = path.is_file()
+    replaced = path.exists()
+    if replaced:
+        try:  # only a table pytrafgen wrote is replaced, never some other file of that name
+            IatFill.load(path)
+        except PytrafgenError:
+            raise PytrafgenError(f"{path} is there and is not a gap table pytrafgen wrote; move it away first") from None
     fill.save(path)
     return {"path": str(path), "replaced": replaced,
             "classes_with_gaps": sorted(fill.classes),

@@ -261,6 +261,9 @@ def test_mismatched_or_corrupt_table_in_a_checkpoint_is_a_clear_error(tmp_path: 
     (ckpt / FILE_NAME).write_text('{"format": 1}')
     with pytest.raises(CheckpointError, match=FILE_NAME):
         load_generator(ckpt, None, get_registry())
+    with pytest.raises(PytrafgenError, match="not a gap table pytrafgen wrote"):  # not overwritten
+        add_to_checkpoint(ckpt, IatFill.learn([np.full(10, 8000)], np.array([0]), ["syn_flood"]))
+    assert (ckpt / FILE_NAME).read_text() == '{"format": 1}'
     result = CliRunner().invoke(build_app(), ["generate", str(ckpt), "--class", "syn_flood:1", "--out",
                                               str(tmp_path / "g.pcap"), "-q"])
     assert result.exit_code != 0 and FILE_NAME in str(result.exception or result.output)
