@@ -159,12 +159,17 @@ def per_flow(es: Any) -> dict[str, np.ndarray]:
     n = es.n_flows
     packets = np.bincount(fid[inside], minlength=n)
     wire = np.bincount(fid[inside], weights=np.asarray(es.packets.wirelen)[inside].astype(np.float64), minlength=n)
-    ts = np.asarray(es.packets.ts_ns)[inside].astype(np.float64)
-    first = np.full(n, np.inf)
-    last = np.full(n, -np.inf)
+    # in int64 ns: as float64, an absolute timestamp (~1.8e18 ns) keeps only 256 ns steps, which
+    # blurred the µs durations of scans and floods
+    ts = np.asarray(es.packets.ts_ns)[inside].astype(np.int64)
+    first = np.full(n, np.iinfo(np.int64).max)
+    last = np.full(n, np.iinfo(np.int64).min)
     np.minimum.at(first, fid[inside], ts)
     np.maximum.at(last, fid[inside], ts)
-    duration = np.where(packets > 0, (last - first) / 1e9, 0.0)
+    has = packets > 0
+    span = np.zeros(n, np.int64)
+    span[has] = last[has] - first[has]
+    duration = span / 1e9
     return {"packets": packets.astype(np.float64), "bytes": wire, "duration": duration}
 
 

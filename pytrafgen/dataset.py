@@ -8,6 +8,8 @@ Layout (docs/architecture.md §4)::
     address_plan.json    AddressPlan learned from the training split
     payload_fill.json    PayloadFill: bytes past the payload cap, learned per class from the
                          training split (``pytrafgen.payload_fill``)
+    iat_fill.json        IatFill: gaps between packets inside their IAT bucket, learned per
+                         class from the training split (``pytrafgen.iat_fill``)
     {split}.tokens.u16   raw uint16 tokens of every flow of the split, concatenated
     {split}.offsets.npy  int64 (F + 1): flow k is tokens[offsets[k]:offsets[k+1]]
     {split}.labels.npy   int16 (F): class index per flow
@@ -33,11 +35,13 @@ from pytrafgen.tokenizer.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from pytrafgen.address_plan import AddressPlan
+    from pytrafgen.iat_fill import IatFill
     from pytrafgen.payload_fill import PayloadFill
     from pytrafgen.protocol_spec import ProtocolSpec
     from pytrafgen.records import FieldRecords
 
 PAYLOAD_FILL_FILE = "payload_fill.json"  # pytrafgen.payload_fill.FILE_NAME
+IAT_FILL_FILE = "iat_fill.json"  # pytrafgen.iat_fill.FILE_NAME
 DATASET_FORMAT = "pytrafgen-dataset"
 DATASET_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -146,6 +150,7 @@ class TokenParts:
 def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray | TokenParts, offsets: np.ndarray,
                   labels: np.ndarray, *, class_kinds: Mapping[str, str], seed: int,
                   address_plan: AddressPlan | None = None, payload_fill: PayloadFill | None = None,
+                  iat_fill: IatFill | None = None,
                   settings: Mapping[str, Any] | None = None,
                   sources: Sequence[Mapping[str, Any]] = (), fractions: Sequence[float] = DEFAULT_FRACTIONS,
                   split: np.ndarray | None = None) -> dict[str, Any]:
@@ -198,6 +203,8 @@ def write_dataset(path: str | Path, vocab: Vocabulary, tokens: np.ndarray | Toke
             address_plan.save(tmp / "address_plan.json")
         if payload_fill is not None:
             payload_fill.save(tmp / PAYLOAD_FILL_FILE)
+        if iat_fill is not None:
+            iat_fill.save(tmp / IAT_FILL_FILE)
         manifest = {
             "format": DATASET_FORMAT,
             "version": DATASET_VERSION,

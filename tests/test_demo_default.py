@@ -38,6 +38,8 @@ def test_train_default_writes_the_shippable_checkpoint(tmp_path: Path, monkeypat
     tensors, _ = load_file(out / "weights.safetensors")
     assert "class_proj.weight" in tensors
     assert {a.dtype for a in tensors.values() if a.dtype.kind == "f"} == {np.dtype(np.float16)}
+    # the gaps inside each IAT bucket ship with it, learned from the corpus it was trained on
+    assert (out / "iat_fill.json").read_bytes() == (work / "dataset" / "iat_fill.json").read_bytes()
     # the resumable training state stays in --work, it does not ship
     assert not (out / "train_state.safetensors").exists()
     assert (work / "checkpoint" / "train_state.safetensors").exists()

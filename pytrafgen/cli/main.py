@@ -12,7 +12,7 @@ from rich.console import Console
 from pytrafgen.errors import PytrafgenError
 
 # Each module defines ``register(app)``; listed in the order ``--help`` shows them.
-COMMAND_MODULES: tuple[str, ...] = ("inspect", "tokenize", "vocab", "train", "generate", "evaluate", "compare",
+COMMAND_MODULES: tuple[str, ...] = ("inspect", "tokenize", "vocab", "train", "gaps", "generate", "evaluate", "compare",
                                      "detect", "plugins", "replay", "demo")
 
 app = typer.Typer(

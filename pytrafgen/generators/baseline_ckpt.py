@@ -2,7 +2,7 @@
 implementation of ``pytrafgen.generators.baseline.BaselineGenerator.save`` / ``load``).
 
 A checkpoint directory holds ``config.json`` (``{"generator": name, ...}``), the dataset's
-``vocab.json`` / ``address_plan.json`` / ``payload_fill.json`` where the training dataset had
+``vocab.json`` / ``address_plan.json`` / ``payload_fill.json`` / ``iat_fill.json`` where the training dataset had
 them (so ``generate`` builds with the training data's address plan and payload fill), and ``weights.safetensors`` (numpy arrays via
 :mod:`pytrafgen.safetensors_io`; never pickle).
 """
@@ -24,7 +24,7 @@ from pytrafgen.safetensors_io import load_file, save_file
 
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
-DATASET_SIDE_FILES = ("vocab.json", "address_plan.json", "payload_fill.json")
+DATASET_SIDE_FILES = ("vocab.json", "address_plan.json", "payload_fill.json", "iat_fill.json")
 
 
 def dataset_dir(dataset: Any) -> Path | None:

@@ -15,17 +15,20 @@ Per class:
 * **payload** — real payload prefixes of the same class and direction with the nearest
   length (``EmpiricalParts``), not byte statistics: protocol syntax survives, at the cost of
   copying training bytes (the memorisation metric shows it). TCP seq/ack are made continuous.
+* **gaps** — the training records are decoded from tokens, so an emitted gap is its IAT bucket's
+  fixed value; where the dataset (then the checkpoint) has ``iat_fill.json``, ``sample`` draws
+  each from the class's real gaps in that bucket, as the AR generator does (``pytrafgen.iat_fill``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from pytrafgen.errors import DatasetError
+from pytrafgen.errors import CheckpointError, DatasetError, PytrafgenError
 from pytrafgen.generators.baseline_ckpt import (
     counts_to_labels,
     read_checkpoint,
@@ -43,6 +46,9 @@ from pytrafgen.generators.baseline_data import (
 from pytrafgen.hookspecs import hookimpl
 from pytrafgen.interfaces import Generator
 from pytrafgen.records import FieldRecords
+
+if TYPE_CHECKING:
+    from pytrafgen.iat_fill import IatFill
 
 EMITTED_FIELDS = ("iat_ns", "ttl", "tos", "ip_flags", "window", "payload_len", "icmp_type", "icmp_code")
 DEFAULTS: dict[str, Any] = {"seed": 0, "emission_rows": 64, "max_flows_per_class": 20000,
@@ -75,6 +81,7 @@ class MarkovGenerator(Generator):
         self.class_kinds: list[str] = []
         self.tensors: dict[str, np.ndarray] = {}
         self.parts: EmpiricalParts | None = None
+        self.iat_fill: IatFill | None = None  # the dataset's gap table (None: gaps stay bucket values)
         self._source_dir: Path | None = None
 
     @property
@@ -88,6 +95,9 @@ class MarkovGenerator(Generator):
         data = TrainingSet.from_dataset("markov", dataset, self.settings)
         self.classes, self.class_kinds, self.parts = data.classes, data.class_kinds, data.parts
         self._source_dir, flows = data.source_dir, data.flows
+        from pytrafgen.iat_fill import FILE_NAME, IatFill  # here: listing plugins stays fast
+
+        self.iat_fill = IatFill.load(self._source_dir / FILE_NAME) if self._source_dir is not None else None
         rng = np.random.default_rng(int(self.settings["seed"]))
 
         keep_flow = np.zeros(flows.n_flows, bool)
@@ -161,6 +171,8 @@ class MarkovGenerator(Generator):
         packets.update(flow=flow, direction=key // (512 * 32 * 64), tcp_flags=(key // (32 * 64)) % 512)
         flows = {"label": labels, "ip_version": attrs[:, 1], "proto": attrs[:, 2], "server_port": attrs[:, 3]}
         records = assemble_records(self.classes, flows, packets, parts, rng)
+        if self.iat_fill is not None:
+            records = self.iat_fill.fill(records, seed)[0]
         if self.on_progress is not None:
             self.on_progress(len(labels), len(labels))
         return records
@@ -208,6 +220,14 @@ class MarkovGenerator(Generator):
         gen.parts = EmpiricalParts.from_arrays(tensors)
         own = ("attrs", "attr_label", "state_keys", "transition_keys", "transition_counts", "emission_group")
         gen.tensors = {k: v for k, v in tensors.items() if k in own or k.startswith("emission.")}
+        from pytrafgen.iat_fill import FILE_NAME, IatFill
+
+        try:
+            gen.iat_fill = IatFill.load(Path(path) / FILE_NAME)
+            if gen.iat_fill is not None:
+                gen.iat_fill.check_classes(gen.classes, str(path))
+        except PytrafgenError as exc:
+            raise CheckpointError(str(exc)) from None
         return gen
 
 

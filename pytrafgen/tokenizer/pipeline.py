@@ -118,6 +118,7 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
     file the streamed tokens go to instead of memory (``tokenize_file_stream``)."""
     from pytrafgen.capture import read_pcap
     from pytrafgen.flows import assemble_flows
+    from pytrafgen.iat_fill import flow_gap_samples
     from pytrafgen.payload_fill import flow_payload_samples
     from pytrafgen.tokenizer.encode import encode_flows
 
@@ -157,6 +158,8 @@ def tokenize_file(path: str, class_index: int, vocab_json: dict[str, Any], idle_
         # what PayloadFill.learn reads: each kept flow's payload bytes past the cap and within it
         "payload_tails": tails,
         "payload_heads": heads,
+        # what IatFill.learn reads: each kept flow's gaps between its packets
+        "iat_gaps": flow_gap_samples(table, flows, kept),
     }
 
 
@@ -394,8 +397,9 @@ def _learn_fill(ordered: list[dict[str, Any]], labels: np.ndarray, train: np.nda
 def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path | None, out: str | Path,
            vocab: Vocabulary, classes: list[str], kinds: dict[str, str], seed: int, payload_cap: int,
            idle_timeout_s: float, max_flow_packets: int, max_app_tokens: int) -> dict[str, Any]:
-    """Split the flows, learn the address plan and the payload fill, write the dataset."""
+    """Split the flows, learn the address plan, the payload fill and the gaps, write the dataset."""
     from pytrafgen.dataset import split_flows, write_dataset
+    from pytrafgen.iat_fill import FlowGapSamples, IatFill
 
     files = [a[0] for a in args]
     tokens = _flow_tokens(ordered, spill_dir)
@@ -409,6 +413,9 @@ def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path 
     train = np.flatnonzero(split == 0)
     plan = _learn_plan(ordered, labels, train, classes)
     fill = _learn_fill(ordered, labels, split == 0, classes, payload_cap)
+    # popped: each capture's gap samples are dropped once the training flows' are taken
+    gaps = IatFill.learn_samples(FlowGapSamples.concat([r.pop("iat_gaps") for r in ordered]).take(train),
+                                 labels[train], classes)
     sources = [{"file": r["path"], "class": classes[a[1]], "packets": r["packets"], "flows": r["flows"],
                 "encoded_flows": len(r["lengths"]), "encoded_packets": r["encoded_packets"],
                 # keys sorted: the counts of a capture read in chunks come in another order
@@ -418,7 +425,7 @@ def _write(ordered: list[dict[str, Any]], args: list[FileArgs], spill_dir: Path 
                 "max_flow_packets": max_flow_packets, "max_app_tokens": max_app_tokens,
                 "app_protocols": [p.name for p in vocab.app_protocols]}
     return write_dataset(out, vocab, tokens, offsets, labels, class_kinds=kinds, seed=seed, address_plan=plan,
-                         payload_fill=fill,
+                         payload_fill=fill, iat_fill=gaps,
                          settings=settings, sources=sources, split=split)
 
 

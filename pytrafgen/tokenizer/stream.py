@@ -7,8 +7,8 @@ limit, or the end of the file), so the flows and their tokens are those of the w
 read at once. What the dataset needs of the whole capture is kept per finished flow and is
 small: its tokens, 12 bytes of its first frame and a few header fields (for the address plan),
 and at most ``TAIL_SAMPLE_BYTES`` of payload per direction within and past the payload cap
-(for the payload fill). The vocabulary depends only on the classes and the protocols, never
-on the data. Flows come out in the order the in-memory path gives them (first packet), so
+(for the payload fill), and its gaps between packets (for the gap table). The vocabulary
+depends only on the classes and the protocols, never on the data. Flows come out in the order the in-memory path gives them (first packet), so
 the dataset is byte for byte the same.
 
 Memory: the chunk, the packets of the flows still open (those active within the idle
@@ -53,6 +53,7 @@ def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_ti
     # the flow streaming of ``detect run`` (imported here: pytrafgen.detect loads its models)
     from pytrafgen.detect.data import FlowSettings
     from pytrafgen.detect.stream import iter_flow_batches
+    from pytrafgen.iat_fill import FlowGapSamples
     from pytrafgen.payload_fill import FlowByteSamples
 
     settings = FlowSettings(idle_timeout_s=idle_timeout_s, max_flow_packets=max_flow_packets)
@@ -98,6 +99,7 @@ def tokenize_file_stream(path: str, class_index: int, vocab: Vocabulary, idle_ti
     result["first_packets"] = {}
     for key in _FIRST_KEYS:
         result["first_packets"][key] = np.concatenate([f.pop(key) for f in firsts])[order]
+    result["iat_gaps"] = FlowGapSamples.concat([p.pop("iat_gaps") for p in parts]).take(order)
     if spill:
         result.update(spill=spill, spill_starts=starts, sample_spill=spill + SAMPLES_SUFFIX,
                       sample_starts=joined("sample_starts"), sample_lens=joined("sample_lens"))
@@ -127,6 +129,7 @@ class _Accumulated:
 
     def add(self, batch: Any, class_index: int, vocab: Vocabulary, protocols: Mapping[str, ProtocolSpec] | None,
             max_app_tokens: int, spill_file: BinaryIO | None, sample_file: BinaryIO | None) -> None:
+        from pytrafgen.iat_fill import flow_gap_samples
         from pytrafgen.payload_fill import flow_payload_samples
         from pytrafgen.tokenizer.encode import encode_flows
         from pytrafgen.tokenizer.pipeline import first_packet_heads
@@ -177,6 +180,7 @@ class _Accumulated:
             "client_addr": np.asarray(flows.client_addr)[kept],
             "server_addr": np.asarray(flows.server_addr)[kept],
             "first_direction": np.asarray(flows.direction)[first],
+            "iat_gaps": flow_gap_samples(table, flows, kept),
         })
         self.token_count += len(tokens)
 

@@ -1,8 +1,8 @@
 """``ARGenerator``: the autoregressive transformer behind the ``Generator`` interface.
 
 A checkpoint directory holds ``config.json`` (generator name, model shape, classes, vocabulary
-hash, finished stages), ``vocab.json``, ``address_plan.json``, ``payload_fill.json`` (where the
-training dataset had one), ``weights.safetensors`` (the best
+hash, finished stages), ``vocab.json``, ``address_plan.json``, ``payload_fill.json`` and
+``iat_fill.json`` (where the training dataset had them), ``weights.safetensors`` (the best
 weights, LoRA merged) and, to resume training, ``train_state.safetensors`` (current weights,
 optimizer moments, RNG state) with ``train_state.json`` (step, early-stopping counters,
 settings). Nothing is unpickled on load.
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pytrafgen.dataset import TrafficDataset
     from pytrafgen.generators.ar.model import GPT
     from pytrafgen.generators.ar.train import Snapshot
+    from pytrafgen.iat_fill import IatFill
     from pytrafgen.records import FieldRecords
 
 STAGES = ("pretrain", "finetune")
@@ -64,6 +65,9 @@ class ARGenerator(Generator):
         self.vocab_json: dict[str, Any] | None = None
         self.address_plan_json: dict[str, Any] | None = None
         self.payload_fill_text: str | None = None  # payload_fill.json of the training dataset, where it had one
+        # iat_fill.json of the training dataset (or added later, pytrafgen learn-gaps): gaps inside
+        # their IAT bucket per class; None decodes each bucket to its fixed value
+        self.iat_fill: IatFill | None = None
         self.classes: list[str] = []
         # per class, the flow-header tokens its training flows used (see tokens.header_tokens)
         self.header: dict[str, list[list[int]]] = {}
@@ -127,6 +131,7 @@ class ARGenerator(Generator):
         fill = Path(dataset.path) / "payload_fill.json"
         self.payload_fill_text = fill.read_text() if fill.is_file() else None
         self.classes = list(dataset.classes)
+        self._adopt_gaps(Path(dataset.path))
         seen = tok.header_tokens(dataset.tokens("train"), dataset.offsets("train"), dataset.labels("train"),
                                  self.classes)
         for name, positions in seen.items():  # union with what earlier stages saw
@@ -135,6 +140,18 @@ class ARGenerator(Generator):
         for name, n in tok.longest_flows(dataset.tokens("train"), dataset.offsets("train"), dataset.labels("train"),
                                          self.classes, tok.special_tokens(dataset.vocab).pkt).items():
             self.longest_flow[name] = max(n, self.longest_flow.get(name, 0))
+
+    def _adopt_gaps(self, dataset_dir: Path) -> None:
+        """The dataset's gap table; a dataset made before it keeps the checkpoint's, where that
+        one's classes are all the dataset's (the same real gaps still hold), else none."""
+        from pytrafgen.iat_fill import FILE_NAME, IatFill
+
+        table = IatFill.load(dataset_dir / FILE_NAME)
+        if table is not None:
+            table.check_classes(self.classes, str(dataset_dir))
+        elif self.iat_fill is not None and set(self.iat_fill.classes) <= set(self.classes):
+            table = self.iat_fill
+        self.iat_fill = table
 
     def _fit_stage(self, dataset: TrafficDataset, stage: str, s: dict[str, Any], device: torch.device,
                    ctx: Any) -> None:
@@ -328,8 +345,9 @@ class ARGenerator(Generator):
         return self._sampling_model[1], device
 
     def sample(self, counts: Mapping[str, int], seed: int = 0) -> FieldRecords:
-        """``counts[class]`` flows per class, their payloads filled past the token cap from the
-        checkpoint's ``payload_fill.json`` where it has one. The grammar guarantees structure but not the
+        """``counts[class]`` flows per class, their gaps drawn inside their IAT bucket from the
+        checkpoint's ``iat_fill.json`` and their payloads filled past the token cap from its
+        ``payload_fill.json``, where it has them. The grammar guarantees structure but not the
         content of application messages (HTTP, MQTT), which the protocol plugin judges when
         decoding: a flow it rejects is drawn again (in the same pool of rows, up to
         ``MAX_SAMPLING_ROUNDS`` times, then in up to ``MAX_SAMPLING_ROUNDS`` further rounds);
@@ -392,6 +410,9 @@ class ARGenerator(Generator):
                 f"{', '.join(f'{k} ({v} missing)' for k, v in short.items())}: {rejected}; train it longer")
         self.last_sample_stats = {"flows": total, "redrawn": sum(rejected.values()), "redrawn_reasons": rejected}
         records = tok.decode_sequences([seq for name in wanted for seq in kept[name]], vocab, protocols)
+        if self.iat_fill is not None:
+            # each bucket's gap drawn from the class's real gaps in it, not the bucket's fixed value
+            records = self.iat_fill.fill(records, seed)[0]
         if self.payload_fill_text is not None:
             # payload bytes past the token cap drawn from the class's learned byte model, so
             # gen.sample() + write_records() give the bytes `pytrafgen generate` writes
@@ -467,6 +488,10 @@ class ARGenerator(Generator):
             (tmp / "address_plan.json").write_text(json.dumps(self.address_plan_json))
             if self.payload_fill_text is not None:
                 (tmp / "payload_fill.json").write_text(self.payload_fill_text)
+            if self.iat_fill is not None:
+                from pytrafgen.iat_fill import FILE_NAME
+
+                self.iat_fill.save(tmp / FILE_NAME)
             save_torch(self.weights, tmp / "weights.safetensors", {"generator": self.name})
             if self.snapshot is not None:
                 assert self.snapshot_model is not None and self.snapshot_train is not None
@@ -503,6 +528,14 @@ class ARGenerator(Generator):
             raise CheckpointError(f"{path}: incomplete checkpoint ({type(exc).__name__}: {exc})") from None
         if not (path / "weights.safetensors").is_file():
             raise CheckpointError(f"{path}: weights.safetensors is missing")
+        from pytrafgen.iat_fill import FILE_NAME, IatFill
+
+        try:
+            gen.iat_fill = IatFill.load(path / FILE_NAME)
+            if gen.iat_fill is not None:
+                gen.iat_fill.check_classes(gen.classes, str(path))
+        except PytrafgenError as exc:
+            raise CheckpointError(str(exc)) from None
         gen.weights = load_torch(path / "weights.safetensors")
         state_file = path / "train_state.json"
         if state_file.is_file() and (path / "train_state.safetensors").is_file():
