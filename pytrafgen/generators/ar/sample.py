@@ -35,6 +35,7 @@ import torch
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators.ar.config import SamplingSettings
 from pytrafgen.generators.ar.continuation import ContinuationTokens, continuation_prompt
+from pytrafgen.generators.ar.fused_step import FusedStep, fused_step_applies
 from pytrafgen.generators.ar.model import (
     GPT,
     KVCache,
@@ -174,6 +175,15 @@ class SubVocabHead:
             ids = torch.nonzero(sets[g], as_tuple=True)[0]
             self.ids[g, : len(ids)] = ids
             self.weights.append(weight[ids].detach().contiguous())
+        self._fused = None  # the head and the draw in one C++ call (CPU only)
+        if weight.device.type == "cpu":
+            from pytrafgen import _core
+
+            sizes = [w.size(0) for w in self.weights]
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            flat_ids = np.concatenate([self.ids[g, :k].numpy() for g, k in enumerate(sizes)]).astype(np.int64)
+            self._fused = _core.HeadDraw(offsets, flat_ids, torch.cat(self.weights).float().contiguous().numpy(),
+                                         self.set_of_state.to(torch.long).contiguous().numpy())
 
     def logits(self, hidden: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         group = self.set_of_state[state]
@@ -187,6 +197,23 @@ class SubVocabHead:
             weight = self.weights[g]
             out[rows, : weight.size(0)] = (hidden[rows] @ weight.T).float()
         return out, self.ids[group]
+
+    def draw(self, hidden: torch.Tensor, state: torch.Tensor, settings: SamplingSettings,
+             generator: torch.Generator) -> torch.Tensor | None:
+        """Each row's next token in one C++ call (``_core.HeadDraw``): the same distribution as
+        ``logits`` then ``_pick``, one uniform per row from ``generator`` as ``draw`` takes it, so
+        equal logits give equal tokens. None where it does not apply (top-k or top-p filtering,
+        not a CPU): the caller takes the operator path."""
+        if self._fused is None or settings.top_k or settings.top_p < 1.0:
+            return None
+        rows = hidden.size(0)
+        uniforms = None
+        if settings.temperature > 0:
+            uniforms = torch.rand((rows,), generator=generator, device=hidden.device).numpy()
+        token = torch.empty(rows, dtype=torch.long)
+        self._fused.draw(hidden.float().contiguous().numpy(), state.contiguous().numpy(), uniforms,
+                         float(settings.temperature), token.numpy())
+        return token
 
 
 @contextmanager
@@ -360,6 +387,9 @@ def sample_stream(
     # the per-row kernel reads only the slots a row wrote: no need to zero (and fault in) a
     # cache of rows x context slots, most of which a pool never reaches
     cache = KVCache.allocate(model.config, rows, max_len, device, dtype, zeroed=not row_kernel)
+    # the whole step in one C++ call where it runs (bfloat16 projections, AVX512-BF16)
+    fused = FusedStep(model) if row_kernel and settings.fused_step and fused_step_applies(model) else None
+    fused_draw = settings.fused_step
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
     # BOS at position 0 has no class yet: its keys and values are the same in every row
@@ -408,29 +438,39 @@ def sample_stream(
     allowed_eos = grammar.allowed[:, eos]
     while active:
         n = active
-        view = KVCache(cache.k[:, :n], cache.v[:, :n])
-        attend_len = int(pos[:n].max()) + 1
         st = state[:n]
-        with autocast:
-            hidden = model.decode_rows(feed[:n], pos[:n], view, attend_len, row_class[:n], row_kernel)
-        if head is None:
-            logits = (hidden @ model.head_weight().T).float().masked_fill(~grammar.allowed[st], float("-inf"))
-            ids = None
+        if fused is not None:
+            hidden = fused(feed[:n], pos[:n], row_class[:n], cache, torch.get_num_threads())
         else:
-            logits, ids = head.logits(hidden, st)
+            view = KVCache(cache.k[:, :n], cache.v[:, :n])
+            attend_len = int(pos[:n].max()) + 1
+            with autocast:
+                hidden = model.decode_rows(feed[:n], pos[:n], view, attend_len, row_class[:n], row_kernel)
         target = pos[:n] + 1  # where the sampled token goes
         eos_ok = allowed_eos[st]
+        in_header = None
         if header_allowed is not None:
             slot = target - 2
             in_header = slot < n_header
-            if bool(in_header.any()):
-                mask = header_allowed[row_header[:n], slot.clamp(max=n_header - 1)]  # (n, V)
+            if not bool(in_header.any()):
+                in_header = None
+        # no row restricted by its class's header: the head and the draw in one C++ call
+        token = head.draw(hidden, st, settings, generator) if head is not None and fused_draw and in_header is None else None
+        if token is None:
+            if head is None:
+                logits = (hidden @ model.head_weight().T).float().masked_fill(~grammar.allowed[st], float("-inf"))
+                ids = None
+            else:
+                logits, ids = head.logits(hidden, st)
+            if in_header is not None:
+                assert header_allowed is not None
+                mask = header_allowed[row_header[:n], (target - 2).clamp(max=n_header - 1)]  # (n, V)
                 keep = mask if ids is None else mask.gather(1, ids)
                 logits = logits.masked_fill(in_header[:, None] & ~keep, float("-inf"))
                 eos_ok = eos_ok & (~in_header | mask[:, eos])
+            column = _pick(logits, settings, generator)
+            token = column if ids is None else ids.gather(1, column[:, None])[:, 0]
         last_eos_ok[:n] = torch.where(eos_ok, target, last_eos_ok[:n])
-        column = _pick(logits, settings, generator)
-        token = column if ids is None else ids.gather(1, column[:, None])[:, 0]
         out[torch.arange(n, device=device), target] = token
         state[:n] = grammar.next_state[st, token]
         feed[:n], pos[:n] = token, target
