@@ -51,7 +51,8 @@ class FusedStep:
 
         config = model.config
         blocks = [cast(Block, b) for b in model.blocks]  # ModuleList items are typed nn.Module
-        norms: list[torch.Tensor] = [n.weight for b in blocks for n in (b.ln_1, b.ln_2)] + [model.ln_f.weight]
+        norms: list[torch.Tensor] = [n.weight for b in blocks for n in (b.ln_1, b.ln_2)]
+        norms.append(model.ln_f.weight)
         linears = [pack_linear(lin.weight) for b in blocks
                    for lin in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)]
 
