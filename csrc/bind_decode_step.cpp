@@ -98,52 +98,94 @@ private:
 
 class HeadDraw {
 public:
-    HeadDraw(I64 offsets, I64 ids, F32 weight, I64 set_of_state)
+    HeadDraw(I64 offsets, I64 ids, F32 weight, I64 set_of_state, I64 next_state, py::array_t<bool> eos_ok)
         : offsets_(std::move(offsets)), ids_(std::move(ids)), weight_(std::move(weight)),
-          set_of_state_(std::move(set_of_state)) {
+          set_of_state_(std::move(set_of_state)), next_state_(std::move(next_state)), eos_ok_(std::move(eos_ok)) {
         check(offsets_.ndim() == 1 && offsets_.shape(0) >= 2 && ids_.ndim() == 1 && weight_.ndim() == 2 &&
-                  set_of_state_.ndim() == 1,
-              "head: offsets (sets + 1,), ids (tokens,), weight (tokens, C), set_of_state (states,)");
+                  set_of_state_.ndim() == 1 && next_state_.ndim() == 2 && eos_ok_.ndim() == 1,
+              "head: offsets (sets + 1,), ids (tokens,), weight (tokens, C), set_of_state (states,), next_state "
+              "(states, vocab), eos_ok (states,)");
         check(weight_.shape(0) == ids_.shape(0), "head: one weight row per token");
-        const size_t sets = size_t(offsets_.shape(0)) - 1;
+        const size_t sets = size_t(offsets_.shape(0)) - 1, states = size_t(set_of_state_.shape(0));
+        const size_t vocab = size_t(next_state_.shape(1));
+        check(size_t(next_state_.shape(0)) == states && size_t(eos_ok_.shape(0)) == states,
+              "head: next_state and eos_ok have a row per state");
         const int64_t* off = offsets_.data();
         check(off[0] == 0 && off[sets] == ids_.shape(0), "head: offsets span the tokens");
         for (size_t s = 0; s < sets; ++s) check(off[s] < off[s + 1], "head: an empty or unordered set");
+        for (py::ssize_t i = 0; i < ids_.shape(0); ++i)
+            check(ids_.data()[i] >= 0 && size_t(ids_.data()[i]) < vocab, "head: a token outside the vocabulary");
         const int64_t* set = set_of_state_.data();
-        for (ssize_t i = 0; i < set_of_state_.shape(0); ++i)
+        for (size_t i = 0; i < states; ++i)
             check(set[i] >= 0 && size_t(set[i]) < sets, "head: a state's set out of range");
-        head_ = HeadSets{size_t(weight_.shape(1)), sets, size_t(set_of_state_.shape(0)), off, ids_.data(),
-                         weight_.data(), set};
+        const int64_t* next = next_state_.data();
+        for (size_t i = 0; i < states * vocab; ++i)
+            check(next[i] >= -1 && next[i] < int64_t(states), "head: a transition to no state");
+        head_ = HeadSets{size_t(weight_.shape(1)), sets, states, vocab, off, ids_.data(), weight_.data(), set,
+                         next, reinterpret_cast<const uint8_t*>(eos_ok_.data())};
     }
 
-    void draw(const F32& hidden, const I64& states, const py::object& uniforms_obj, float temperature, I64& out) {
-        check(hidden.ndim() == 2 && size_t(hidden.shape(1)) == head_.embd, "head: hidden (rows, C)");
+    void draw(const F32& hidden, const I64& states, const py::object& uniforms, float temperature, I64& out) {
+        check(hidden.ndim() == 2, "head: hidden (rows, C)");
         const size_t rows = size_t(hidden.shape(0));
         check(states.ndim() == 1 && size_t(states.shape(0)) == rows && out.ndim() == 1 &&
                   size_t(out.shape(0)) == rows,
               "head: states and out (rows,)");
-        const int64_t* st = states.data();
-        for (size_t b = 0; b < rows; ++b)
-            check(st[b] >= 0 && size_t(st[b]) < head_.states, "head: a state out of range");
-        const float* u = nullptr;
-        F32 uniforms;
-        if (temperature > 0) {
-            check(!uniforms_obj.is_none(), "head: a draw at temperature > 0 needs one uniform per row");
-            uniforms = uniforms_obj.cast<F32>();
-            check(uniforms.ndim() == 1 && size_t(uniforms.shape(0)) == rows, "head: uniforms (rows,)");
-            u = uniforms.data();
-            for (size_t b = 0; b < rows; ++b) check(u[b] >= 0 && u[b] < 1, "head: a uniform outside [0, 1)");
-        }
+        F32 kept;
+        const float* u = checked(hidden, rows, states.data(), uniforms, temperature, kept);
         const float* x = hidden.data();
+        const int64_t* st = states.data();
         int64_t* o = out.mutable_data();
         py::gil_scoped_release nogil;
         head_draw(head_, x, st, u, temperature > 0 ? 1.0f / temperature : 0.0f, o, rows);
     }
 
+    // rows 0..rows-1 of a pool: draw (as draw()) then advance_rows; every array a whole pool
+    // buffer, out (pool rows, max_len). Returns how many rows ended.
+    size_t draw_advance(const F32& hidden, size_t rows, const py::object& uniforms, float temperature, I64& state,
+                        I64& pos, I64& feed, I64& last_eos_ok, I64& out, int64_t eos) {
+        check(hidden.ndim() == 2 && state.ndim() == 1 && pos.ndim() == 1 && feed.ndim() == 1 &&
+                  last_eos_ok.ndim() == 1 && out.ndim() == 2,
+              "advance: hidden (rows, C), state, pos, feed, last_eos_ok (pool rows,), out (pool rows, max_len)");
+        const size_t pool = size_t(out.shape(0)), max_len = size_t(out.shape(1));
+        check(size_t(state.shape(0)) == pool && size_t(pos.shape(0)) == pool && size_t(feed.shape(0)) == pool &&
+                  size_t(last_eos_ok.shape(0)) == pool && rows <= pool && size_t(hidden.shape(0)) >= rows,
+              "advance: one entry per pool row, rows <= pool rows");
+        int64_t* p = pos.mutable_data();
+        for (size_t b = 0; b < rows; ++b)
+            check(p[b] >= 0 && size_t(p[b]) + 1 < max_len, "advance: a row at or past max_len");
+        F32 kept;
+        const float* u = checked(hidden, rows, state.data(), uniforms, temperature, kept);
+        std::vector<int64_t> token(rows);
+        const float* x = hidden.data();
+        int64_t* st = state.mutable_data();
+        py::gil_scoped_release nogil;
+        head_draw(head_, x, st, u, temperature > 0 ? 1.0f / temperature : 0.0f, token.data(), rows);
+        return advance_rows(head_, token.data(), rows, st, p, feed.mutable_data(), last_eos_ok.mutable_data(),
+                            out.mutable_data(), max_len, eos);
+    }
+
 private:
+    // What draw and draw_advance check alike: hidden's width, each row's state, and (temperature
+    // > 0) one uniform in [0, 1) per row, kept alive in `kept`; returns the uniforms or nullptr.
+    const float* checked(const F32& hidden, size_t rows, const int64_t* st, const py::object& uniforms,
+                         float temperature, F32& kept) const {
+        check(size_t(hidden.shape(1)) == head_.embd, "head: hidden (rows, C)");
+        for (size_t b = 0; b < rows; ++b)
+            check(st[b] >= 0 && size_t(st[b]) < head_.states, "head: a state out of range");
+        if (!(temperature > 0)) return nullptr;
+        check(!uniforms.is_none(), "head: a draw at temperature > 0 needs one uniform per row");
+        kept = uniforms.cast<F32>();
+        check(kept.ndim() == 1 && size_t(kept.shape(0)) == rows, "head: uniforms (rows,)");
+        const float* u = kept.data();
+        for (size_t b = 0; b < rows; ++b) check(u[b] >= 0 && u[b] < 1, "head: a uniform outside [0, 1)");
+        return u;
+    }
+
     I64 offsets_, ids_;
     F32 weight_;
-    I64 set_of_state_;
+    I64 set_of_state_, next_state_;
+    py::array_t<bool> eos_ok_;
     HeadSets head_{};
 };
 
@@ -173,12 +215,17 @@ void bind_decode_step(py::module_& m) {
              "The same with a float32 cache.");
     py::class_<HeadDraw>(m, "HeadDraw",
                          "The output head over each row's allowed tokens and the draw of its next token (head_draw.hpp).")
-        .def(py::init<I64, I64, F32, I64>(), py::arg("offsets"), py::arg("ids"), py::arg("weight"),
-             py::arg("set_of_state"))
+        .def(py::init<I64, I64, F32, I64, I64, py::array_t<bool>>(), py::arg("offsets"), py::arg("ids"),
+             py::arg("weight"), py::arg("set_of_state"), py::arg("next_state"), py::arg("eos_ok"))
         .def("draw", &HeadDraw::draw, py::arg("hidden"), py::arg("states"), py::arg("uniforms"),
              py::arg("temperature"), py::arg("out"),
              "out[b]: the token drawn for row b from softmax(hidden[b] . weight / temperature) over its state's "
-             "set, by CDF inversion at uniforms[b]; at temperature <= 0 the first largest logit.");
+             "set, by CDF inversion at uniforms[b]; at temperature <= 0 the first largest logit.")
+        .def("draw_advance", &HeadDraw::draw_advance, py::arg("hidden"), py::arg("rows"), py::arg("uniforms"),
+             py::arg("temperature"), py::arg("state"), py::arg("pos"), py::arg("feed"), py::arg("last_eos_ok"),
+             py::arg("out"), py::arg("eos"),
+             "draw for rows 0..rows-1 of a pool, then its bookkeeping (head_draw.hpp, advance_rows) on the pool's "
+             "buffers in place; returns how many rows ended.");
 }
 
 }  // namespace pytrafgen

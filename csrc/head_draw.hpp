@@ -16,13 +16,17 @@
 namespace pytrafgen {
 
 // The allowed sets: set s is tokens ids[offsets[s] .. offsets[s+1]) (ascending), with their head
-// rows weight[offsets[s] ..] (embd float32 each); set_of_state[state] is a state's set.
+// rows weight[offsets[s] ..] (embd float32 each); set_of_state[state] is a state's set. For
+// advance(): next_state (states, vocab), the grammar's transition (-1: illegal), and eos_ok
+// (states,), whether EOS is allowed in a state.
 struct HeadSets {
-    size_t embd, sets, states;
+    size_t embd, sets, states, vocab;
     const int64_t* offsets;
     const int64_t* ids;
     const float* weight;
     const int64_t* set_of_state;
+    const int64_t* next_state;
+    const uint8_t* eos_ok;
 };
 
 // One row: logits of its set into `logits` (scratch of the largest set's size), then the draw.
@@ -74,6 +78,26 @@ inline void head_draw(const HeadSets& h, const float* hidden, const int64_t* sta
     for (size_t b = 0; b < rows; ++b)
         out[b] = head_draw_row(h, hidden + b * h.embd, states[b], uniforms != nullptr ? uniforms[b] : 0.0f,
                                inv_temperature, logits);
+}
+
+// A pool's rows after their tokens are drawn (token[b] for row b, b < rows): the bookkeeping of
+// sample_stream's step. last_eos_ok[b] = pos[b] + 1 where EOS was allowed in the row's state;
+// the token goes to out[b, pos[b] + 1] (out: pool rows x max_len); state[b] steps through the
+// grammar; feed[b] = token, pos[b] += 1. Returns how many rows ended (EOS, or the last slot of
+// max_len reached). The caller checks pos[b] + 1 < max_len and the states and tokens.
+inline size_t advance_rows(const HeadSets& h, const int64_t* token, size_t rows, int64_t* state, int64_t* pos,
+                           int64_t* feed, int64_t* last_eos_ok, int64_t* out, size_t max_len, int64_t eos) {
+    size_t ended = 0;
+    for (size_t b = 0; b < rows; ++b) {
+        const int64_t target = pos[b] + 1;
+        if (h.eos_ok[state[b]]) last_eos_ok[b] = target;
+        out[b * max_len + size_t(target)] = token[b];
+        state[b] = h.next_state[size_t(state[b]) * h.vocab + size_t(token[b])];
+        feed[b] = token[b];
+        pos[b] = target;
+        ended += token[b] == eos || size_t(target) == max_len - 1;
+    }
+    return ended;
 }
 
 }  // namespace pytrafgen

@@ -13,7 +13,7 @@ from pytrafgen import _core
 from pytrafgen.generators.ar.config import GPTConfig
 from pytrafgen.generators.ar.fused_step import FusedStep, fused_step_applies, pack_linear
 from pytrafgen.generators.ar.model import GPT, KVCache, bf16_linear_copy
-from pytrafgen.generators.ar.sample import SamplingSettings, SubVocabHead, _pick
+from pytrafgen.generators.ar.sample import PoolArrays, SamplingSettings, SubVocabHead, _pick
 
 torch.set_num_threads(1)
 BOS = 1
@@ -165,9 +165,13 @@ def test_top_k_and_top_p_leave_the_draw_to_the_operator_path():
     assert head.draw(hidden, state, SamplingSettings(top_p=0.9), torch.Generator()) is None
 
 
+def _tables(states: int, vocab: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((states, vocab), np.int64), np.zeros(states, bool)
+
+
 def test_the_fused_draw_refuses_states_and_uniforms_out_of_range():
     offsets, ids = np.array([0, 2], np.int64), np.array([4, 9], np.int64)
-    draw = _core.HeadDraw(offsets, ids, np.ones((2, 16), np.float32), np.zeros(3, np.int64))
+    draw = _core.HeadDraw(offsets, ids, np.ones((2, 16), np.float32), np.zeros(3, np.int64), *_tables(3))
     hidden, out = np.ones((1, 16), np.float32), np.zeros(1, np.int64)
     with pytest.raises(ValueError, match="state out of range"):
         draw.draw(hidden, np.array([3], np.int64), np.array([0.5], np.float32), 1.0, out)
@@ -176,9 +180,53 @@ def test_the_fused_draw_refuses_states_and_uniforms_out_of_range():
     with pytest.raises(ValueError, match="needs one uniform per row"):
         draw.draw(hidden, np.array([0], np.int64), None, 1.0, out)
     with pytest.raises(ValueError, match="set out of range"):
-        _core.HeadDraw(offsets, ids, np.ones((2, 16), np.float32), np.array([1], np.int64))
+        _core.HeadDraw(offsets, ids, np.ones((2, 16), np.float32), np.array([1], np.int64), *_tables(1))
     with pytest.raises(ValueError, match="offsets span"):
-        _core.HeadDraw(np.array([0, 3], np.int64), ids, np.ones((2, 16), np.float32), np.zeros(1, np.int64))
+        _core.HeadDraw(np.array([0, 3], np.int64), ids, np.ones((2, 16), np.float32), np.zeros(1, np.int64),
+                       *_tables(1))
+    with pytest.raises(ValueError, match="token outside the vocabulary"):
+        _core.HeadDraw(offsets, ids, np.ones((2, 16), np.float32), np.zeros(1, np.int64), *_tables(1, vocab=9))
+    with pytest.raises(ValueError, match="transition to no state"):
+        _core.HeadDraw(offsets, ids, np.ones((2, 16), np.float32), np.zeros(1, np.int64),
+                       np.full((1, 10), 1, np.int64), np.zeros(1, bool))
     draw.draw(hidden, np.array([0], np.int64), None, 0.0, out)  # greedy: equal logits, the first
     assert out[0] == 4
 
+
+
+def test_draw_advance_does_the_steps_bookkeeping_as_the_operator_path():
+    """Draw then advance a pool of 6 rows (4 stepping) in place: each stepping row's token goes to
+    out[row, pos + 1], its state through the grammar, feed and pos forward, last_eos_ok where EOS
+    was allowed; the rows past ``rows`` are untouched; the count says how many rows ended."""
+    torch.manual_seed(3)
+    vocab, states, eos, max_len = 40, 5, 7, 12
+    allowed = torch.rand(states, vocab) < 0.5
+    allowed[:, eos] = torch.tensor([True, False, True, False, True])
+    allowed[:, 0] = True
+    next_state = torch.randint(0, states, (states, vocab))
+    weight = torch.randn(vocab, 16)
+    head = SubVocabHead(weight, allowed, next_state, eos)
+    settings = SamplingSettings()
+    state = torch.tensor([0, 1, 2, 3, 4, 0])
+    pos = torch.tensor([3, 5, 10, 1, 2, 4])
+    feed, last_eos_ok = torch.zeros(6, dtype=torch.long), torch.zeros(6, dtype=torch.long)
+    out = torch.full((6, max_len), -1, dtype=torch.long)
+    hidden = torch.randn(6, 16)
+    before = (state.clone(), pos.clone())
+    pool = PoolArrays(state.numpy(), pos.numpy(), feed.numpy(), last_eos_ok.numpy(), out.numpy(),
+                      torch.zeros(6, dtype=torch.long).numpy())
+    ended = head.draw_advance(hidden.numpy(), 4, settings, torch.Generator().manual_seed(9), pool, eos)
+    token = head.draw(hidden[:4], before[0][:4], settings, torch.Generator().manual_seed(9))
+    assert token is not None
+    for r in range(4):
+        target = int(before[1][r]) + 1
+        assert int(out[r, target]) == int(token[r]) and int(feed[r]) == int(token[r])
+        assert int(pos[r]) == target
+        assert int(state[r]) == int(next_state[before[0][r], token[r]])
+        assert int(last_eos_ok[r]) == (target if bool(allowed[before[0][r], eos]) else 0)
+    assert ended == int(((token == eos) | (before[1][:4] + 1 == max_len - 1)).sum())
+    assert ended >= 1  # row 2 reached the last slot
+    assert torch.equal(state[4:], before[0][4:]) and torch.equal(pos[4:], before[1][4:])
+    assert bool((out[4:] == -1).all())
+    with pytest.raises(ValueError, match="past max_len"):
+        head.draw_advance(hidden.numpy(), 4, settings, torch.Generator(), pool, eos)  # row 2 is at the end

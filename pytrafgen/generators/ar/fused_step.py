@@ -68,15 +68,26 @@ class FusedStep:
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, class_token: torch.Tensor | None,
                  cache: KVCache, threads: int = 1) -> torch.Tensor:
+        hidden = torch.empty((tokens.size(0), self.embd))
+        k, v = self.cache_arrays(cache)
+        classes = class_token.numpy() if class_token is not None else None
+        self.run(tokens.numpy(), positions.numpy(), classes, k, v, hidden.numpy(), threads)
+        return hidden
+
+    @staticmethod
+    def cache_arrays(cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
+        """The cache's keys and values as the step writes them (numpy views of the whole pool)."""
         if not (cache.k.is_contiguous() and cache.v.is_contiguous()):
             raise ValueError("the fused step writes into the pool's whole cache: it must be contiguous")
-        hidden = torch.empty((tokens.size(0), self.embd))
         k, v = cache.k.numpy(), cache.v.numpy()
         if cache.k.dtype == torch.float16:  # raw bits: numpy has no float16 the kernel binds
             k, v = k.view(np.uint16), v.view(np.uint16)
-        classes = class_token.numpy() if self.class_conditioning and class_token is not None else None
-        self._step.run(tokens.numpy(), positions.numpy(), classes, k, v, hidden.numpy(), threads)
-        return hidden
+        return k, v
+
+    def run(self, tokens: np.ndarray, positions: np.ndarray, classes: np.ndarray | None, k: np.ndarray,
+            v: np.ndarray, hidden: np.ndarray, threads: int = 1) -> None:
+        """The step on numpy arrays (``cache_arrays``' views), ``hidden`` (rows, C) written."""
+        self._step.run(tokens, positions, classes if self.class_conditioning else None, k, v, hidden, threads)
 
 
 __all__ = ["FusedStep", "fused_step_applies", "pack_linear"]
