@@ -230,3 +230,37 @@ def test_draw_advance_does_the_steps_bookkeeping_as_the_operator_path():
     assert bool((out[4:] == -1).all())
     with pytest.raises(ValueError, match="past max_len"):
         head.draw_advance(hidden.numpy(), 4, settings, torch.Generator(), pool, eos)  # row 2 is at the end
+
+
+@needs_step
+def test_fused_step_false_keeps_the_operator_path(monkeypatch):
+    """``fused_step`` decides which path the stream strategy takes; both emit grammar-legal flows."""
+    from pytrafgen.generators.ar import sample as sample_module
+    from pytrafgen.generators.ar import tokens as tok
+    from pytrafgen.tokenizer.vocab import Vocabulary
+
+    vocab = Vocabulary(["syn_flood"], payload_cap=16)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab.size, block_size=48, n_layer=1, n_head=2, n_embd=32,
+                          class_conditioning=True, bos_token=tok.special_tokens(vocab).bos)).eval()
+    grammar = tok.grammar_tables(vocab, torch.device("cpu"))
+    special = tok.special_tokens(vocab)
+    built = []
+
+    class Counting(FusedStep):
+        def __init__(self, m: GPT) -> None:
+            built.append(1)
+            super().__init__(m)
+
+    monkeypatch.setattr(sample_module, "FusedStep", Counting)
+    for fused in (False, True):
+        flows, _ = sample_module.sample_classes(model, grammar, special.bos, special.eos, tok.class_tokens(vocab),
+                                                {"syn_flood": 8}, SamplingSettings(batch_size=4, fused_step=fused),
+                                                0, torch.device("cpu"))
+        assert len(built) == int(fused)
+        assert len(flows) > 0
+        for flow in flows:
+            state = grammar.start_state
+            for token in flow.astype(np.int64):
+                state = int(grammar.next_state[state, token])
+                assert state >= 0
