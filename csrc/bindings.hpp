@@ -10,6 +10,7 @@ void bind_flows(pybind11::module_& m);
 void bind_build(pybind11::module_& m);
 void bind_tokens(pybind11::module_& m);
 void bind_attend(pybind11::module_& m);
+void bind_decode_step(pybind11::module_& m);
 void bind_app_grammar(pybind11::module_& m);
 void bind_byte_counts(pybind11::module_& m);
 }  // namespace pytrafgen

@@ -13,6 +13,7 @@ PYBIND11_MODULE(_core, m) {
     pytrafgen::bind_build(m);
     pytrafgen::bind_tokens(m);
     pytrafgen::bind_attend(m);
+    pytrafgen::bind_decode_step(m);
     pytrafgen::bind_app_grammar(m);
     pytrafgen::bind_byte_counts(m);
 }

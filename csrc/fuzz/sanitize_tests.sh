@@ -23,7 +23,7 @@ if [ ${#tests[@]} -eq 0 ]; then
   tests=(tests/test_capture_errors.py tests/test_capture_formats.py tests/test_capture_io.py
          tests/test_capture_reference.py tests/test_malformed.py tests/test_fuzz_regressions.py
          tests/test_flows.py tests/test_tokenize.py tests/test_build.py tests/test_build_fuzz.py
-         tests/test_checksum.py -q -p no:cacheprovider)
+         tests/test_checksum.py tests/test_fused_step.py -q -p no:cacheprovider)
 fi
 # The interpreter is not instrumented: libasan must be loaded first, and libstdc++ with it so
 # that ASan's __cxa_throw interceptor finds the real one (C++ exceptions carry CaptureError).

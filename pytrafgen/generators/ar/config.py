@@ -136,6 +136,10 @@ class SamplingSettings:
     # their inputs and results to 8 significant bits (next-token KL ~6e-6 per token of float32
     # for the bundled default, benchmarks/results/ar_bf16_kl.md); False keeps them float32
     bf16_linears: bool = True
+    # stream strategy with bfloat16 projections on a CPU with AVX512-BF16: each decoding step in
+    # one C++ call (fused_step.py) instead of ~100 torch operators, the same roundings; False:
+    # the torch operators (GPT.decode_rows)
+    fused_step: bool = True
     # a model with continuation tokens: a flow is closed after this many packets at the latest
     # (it may end earlier, when the model emits EOS); 0: no cap
     max_flow_packets: int = 10000

@@ -47,7 +47,7 @@ class ARGenerator(Generator):
     )
     sampling_options: ClassVar[frozenset[str]] = frozenset({"temperature", "top_k", "top_p", "batch_size", "compile",
                                                                    "half_cache", "int8_cache", "bf16_linears",
-                                                                   "max_flow_packets"})
+                                                                   "fused_step", "max_flow_packets"})
     checkpoints_during_fit: ClassVar[bool] = True
     draws_fit_progress: ClassVar[bool] = True
 
@@ -323,7 +323,8 @@ class ARGenerator(Generator):
         ``temperature``, ``top_k``, ``top_p``, ``batch_size``, ``compile``, ``half_cache`` (False keeps a
         CPU's key/value cache float32), ``int8_cache`` (True: int8 keys and values with a scale per
         slot where the CPU has AVX-512, ahead of ``half_cache``), ``bf16_linears`` (False keeps a CPU's projections float32
-        where it would multiply them in bfloat16; see ``SamplingSettings``), ``device``."""
+        where it would multiply them in bfloat16; see ``SamplingSettings``), ``fused_step`` (False runs a CPU's
+        decoding steps as torch operators instead of one C++ call each), ``device``."""
         self.check_sampling_options(options)
         self.sampling = replace(self.sampling, **{k: v for k, v in options.items() if v is not None})
         if device is not None and device != self.device:

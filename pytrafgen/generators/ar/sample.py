@@ -18,6 +18,9 @@ Two strategies draw from that same distribution:
   for the tokens the row's grammar state allows (``SubVocabHead``: 67 distinct allowed sets of
   at most ~420 tokens instead of a 7k vocabulary for the bundled default). Most of a decoding
   step's time on a CPU went to that head and to finished rows.
+  On a CPU with AVX512-BF16 a step is one C++ call (``FusedStep``) and the head, the draw
+  and the rows' bookkeeping another (``SubVocabHead.draw_advance``): the ~100 torch operators
+  of a step were most of its time when few rows are left (``fused_step``).
 - ``batch``: fixed batches of prompts run to the end with the full head; every step has the
   same shapes, which is what a compiled decode step with CUDA graphs needs (``compile``).
 """
@@ -35,6 +38,7 @@ import torch
 from pytrafgen.errors import PytrafgenError
 from pytrafgen.generators.ar.config import SamplingSettings
 from pytrafgen.generators.ar.continuation import ContinuationTokens, continuation_prompt
+from pytrafgen.generators.ar.fused_step import FusedStep, fused_step_applies
 from pytrafgen.generators.ar.model import (
     GPT,
     KVCache,
@@ -164,7 +168,9 @@ class SubVocabHead:
     the full vocabulary with the forbidden tokens at −inf (their probability is 0 and they do
     not move the CDF), and an argmax picks the same first maximum."""
 
-    def __init__(self, weight: torch.Tensor, allowed: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, allowed: torch.Tensor, next_state: torch.Tensor | None = None,
+                 eos: int | None = None) -> None:
+        """``next_state`` (the grammar's transitions) and ``eos``: for ``draw_advance``."""
         sets, self.set_of_state = torch.unique(allowed, dim=0, return_inverse=True)
         self.width = int(sets.sum(dim=1).max())
         # padding columns point at token 0; their logits stay −inf, so they are never drawn
@@ -174,6 +180,20 @@ class SubVocabHead:
             ids = torch.nonzero(sets[g], as_tuple=True)[0]
             self.ids[g, : len(ids)] = ids
             self.weights.append(weight[ids].detach().contiguous())
+        self._fused = None  # the head and the draw in one C++ call (CPU only)
+        if weight.device.type == "cpu":
+            from pytrafgen import _core
+
+            sizes = [w.size(0) for w in self.weights]
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            flat_ids = np.concatenate([self.ids[g, :k].numpy() for g, k in enumerate(sizes)]).astype(np.int64)
+            if next_state is None:  # draw only: no transitions to step through
+                next_state = torch.full(allowed.shape, -1, dtype=torch.long)
+            eos_ok = allowed[:, eos] if eos is not None else torch.zeros(allowed.size(0), dtype=torch.bool)
+            self._fused = _core.HeadDraw(offsets, flat_ids, torch.cat(self.weights).float().contiguous().numpy(),
+                                         self.set_of_state.to(torch.long).contiguous().numpy(),
+                                         next_state.to(torch.long).contiguous().numpy(),
+                                         eos_ok.contiguous().numpy())
 
     def logits(self, hidden: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         group = self.set_of_state[state]
@@ -187,6 +207,50 @@ class SubVocabHead:
             weight = self.weights[g]
             out[rows, : weight.size(0)] = (hidden[rows] @ weight.T).float()
         return out, self.ids[group]
+
+    def draw(self, hidden: torch.Tensor, state: torch.Tensor, settings: SamplingSettings,
+             generator: torch.Generator) -> torch.Tensor | None:
+        """Each row's next token in one C++ call (``_core.HeadDraw``): the same distribution as
+        ``logits`` then ``_pick``, one uniform per row from ``generator`` as ``draw`` takes it, so
+        equal logits give equal tokens. None where it does not apply (top-k or top-p filtering,
+        not a CPU): the caller takes the operator path."""
+        if self._fused is None or settings.top_k or settings.top_p < 1.0:
+            return None
+        rows = hidden.size(0)
+        uniforms = None
+        if settings.temperature > 0:
+            uniforms = torch.rand((rows,), generator=generator, device=hidden.device).numpy()
+        token = torch.empty(rows, dtype=torch.long)
+        self._fused.draw(hidden.float().contiguous().numpy(), state.contiguous().numpy(), uniforms,
+                         float(settings.temperature), token.numpy())
+        return token
+
+    def fused_applies(self, settings: SamplingSettings) -> bool:
+        """Whether ``draw`` and ``draw_advance`` run in C++ for these settings."""
+        return self._fused is not None and not settings.top_k and settings.top_p >= 1.0
+
+    def draw_advance(self, hidden: np.ndarray, rows: int, settings: SamplingSettings, generator: torch.Generator,
+                     pool: PoolArrays, eos: int) -> int:
+        """``draw`` for rows 0..rows-1 of a CPU pool, then the step's bookkeeping on its buffers in
+        place (the token into ``out`` at ``pos + 1``, ``last_eos_ok``, the grammar state, ``feed``,
+        ``pos``), in one C++ call; returns how many rows ended (EOS or the last slot). Only where
+        ``fused_applies``."""
+        assert self._fused is not None
+        uniforms = torch.rand((rows,), generator=generator).numpy() if settings.temperature > 0 else None
+        return self._fused.draw_advance(hidden, rows, uniforms, float(settings.temperature), pool.state, pool.pos,
+                                        pool.feed, pool.last_eos_ok, pool.out, eos)
+
+
+@dataclass(frozen=True)
+class PoolArrays:
+    """numpy views of a CPU pool's per-row buffers (they share the tensors' memory)."""
+
+    state: np.ndarray
+    pos: np.ndarray
+    feed: np.ndarray
+    last_eos_ok: np.ndarray
+    out: np.ndarray
+    row_class: np.ndarray
 
 
 @contextmanager
@@ -360,6 +424,9 @@ def sample_stream(
     # the per-row kernel reads only the slots a row wrote: no need to zero (and fault in) a
     # cache of rows x context slots, most of which a pool never reaches
     cache = KVCache.allocate(model.config, rows, max_len, device, dtype, zeroed=not row_kernel)
+    # the whole step in one C++ call where it runs (bfloat16 projections, AVX512-BF16)
+    fused = FusedStep(model) if row_kernel and settings.fused_step and fused_step_applies(model) else None
+    fused_draw = settings.fused_step
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
     # BOS at position 0 has no class yet: its keys and values are the same in every row
@@ -406,35 +473,65 @@ def sample_stream(
     start(torch.arange(rows, device=device))
     active = rows  # rows 0..active-1 hold unfinished flows
     allowed_eos = grammar.allowed[:, eos]
+    # a CPU pool whose step and draw both run in C++: the bookkeeping too, on numpy views
+    fast = None
+    if fused is not None and head is not None and fused_draw and head.fused_applies(settings):
+        fast = PoolArrays(state.numpy(), pos.numpy(), feed.numpy(), last_eos_ok.numpy(), out.numpy(),
+                          row_class.numpy())
+        hidden_buf = np.empty((rows, model.config.n_embd), dtype=np.float32)
+        k_np, v_np = fused.cache_arrays(cache)
     while active:
         n = active
-        view = KVCache(cache.k[:, :n], cache.v[:, :n])
-        attend_len = int(pos[:n].max()) + 1
-        st = state[:n]
-        with autocast:
-            hidden = model.decode_rows(feed[:n], pos[:n], view, attend_len, row_class[:n], row_kernel)
-        if head is None:
-            logits = (hidden @ model.head_weight().T).float().masked_fill(~grammar.allowed[st], float("-inf"))
-            ids = None
+        # a row in its class's header (its first sampled tokens) takes the operator path's masks
+        if fast is not None and (header_allowed is None or int(fast.pos[:n].min()) - 1 >= n_header):
+            assert fused is not None and head is not None
+            fused.run(fast.feed[:n], fast.pos[:n], fast.row_class[:n], k_np, v_np, hidden_buf[:n],
+                      torch.get_num_threads())
+            if not head.draw_advance(hidden_buf[:n], n, settings, generator, fast, eos):
+                continue
+            token, target = feed[:n].clone(), pos[:n].clone()
+            ended = (token == eos) | (target == max_len - 1)
         else:
-            logits, ids = head.logits(hidden, st)
-        target = pos[:n] + 1  # where the sampled token goes
-        eos_ok = allowed_eos[st]
-        if header_allowed is not None:
-            slot = target - 2
-            in_header = slot < n_header
-            if bool(in_header.any()):
-                mask = header_allowed[row_header[:n], slot.clamp(max=n_header - 1)]  # (n, V)
-                keep = mask if ids is None else mask.gather(1, ids)
-                logits = logits.masked_fill(in_header[:, None] & ~keep, float("-inf"))
-                eos_ok = eos_ok & (~in_header | mask[:, eos])
-        last_eos_ok[:n] = torch.where(eos_ok, target, last_eos_ok[:n])
-        column = _pick(logits, settings, generator)
-        token = column if ids is None else ids.gather(1, column[:, None])[:, 0]
-        out[torch.arange(n, device=device), target] = token
-        state[:n] = grammar.next_state[st, token]
-        feed[:n], pos[:n] = token, target
-        ended = (token == eos) | (target == max_len - 1)
+            st = state[:n]
+            if fused is not None:
+                hidden = fused(feed[:n], pos[:n], row_class[:n], cache, torch.get_num_threads())
+            else:
+                view = KVCache(cache.k[:, :n], cache.v[:, :n])
+                attend_len = int(pos[:n].max()) + 1
+                with autocast:
+                    hidden = model.decode_rows(feed[:n], pos[:n], view, attend_len, row_class[:n], row_kernel)
+            target = pos[:n] + 1  # where the sampled token goes
+            eos_ok = allowed_eos[st]
+            in_header = None
+            if header_allowed is not None:
+                in_header = target - 2 < n_header
+                if not bool(in_header.any()):
+                    in_header = None
+            # no row restricted by its class's header: the head and the draw in one C++ call
+            drawn = (head.draw(hidden, st, settings, generator) if head is not None and fused_draw
+                     and in_header is None else None)
+            if drawn is not None:
+                token = drawn
+            else:
+                if head is None:
+                    logits = (hidden @ model.head_weight().T).float().masked_fill(~grammar.allowed[st],
+                                                                                 float("-inf"))
+                    ids = None
+                else:
+                    logits, ids = head.logits(hidden, st)
+                if in_header is not None:
+                    assert header_allowed is not None
+                    mask = header_allowed[row_header[:n], (target - 2).clamp(max=n_header - 1)]  # (n, V)
+                    keep = mask if ids is None else mask.gather(1, ids)
+                    logits = logits.masked_fill(in_header[:, None] & ~keep, float("-inf"))
+                    eos_ok = eos_ok & (~in_header | mask[:, eos])
+                column = _pick(logits, settings, generator)
+                token = column if ids is None else ids.gather(1, column[:, None])[:, 0]
+            last_eos_ok[:n] = torch.where(eos_ok, target, last_eos_ok[:n])
+            out[torch.arange(n, device=device), target] = token
+            state[:n] = grammar.next_state[st, token]
+            feed[:n], pos[:n] = token, target
+            ended = (token == eos) | (target == max_len - 1)
         if not bool(ended.any()):
             continue
         known = len(flows)
@@ -547,7 +644,7 @@ def _sample_stream_classes(
 ) -> tuple[list[np.ndarray], list[str]]:
     device = grammar.allowed.device
     # the head over allowed tokens pays on a CPU; a GPU computes the whole head as fast
-    head = SubVocabHead(model.head_weight(), grammar.allowed) if device.type == "cpu" else None
+    head = SubVocabHead(model.head_weight(), grammar.allowed, grammar.next_state, eos) if device.type == "cpu" else None
     if device.type == "cpu" and settings.bf16_linears and native_bf16():
         model = bf16_linear_copy(model)
     header = None
