@@ -429,6 +429,21 @@ def test_an_added_connect_carries_the_login_its_class_uses_most() -> None:
     assert any(built.frame(i).endswith(MQTT_CONNECT + pub) for i in range(len(built.to_table())))
 
 
+def test_an_added_connect_keeps_a_login_that_is_not_utf8() -> None:
+    """A generated CONNECT's username need not be valid UTF-8 (the parser decodes it with
+    surrogateescape): its bytes are carried into the added CONNECT as they were, no crash."""
+    parse = get_registry().protocols["mqtt"].parse
+    pub = bytes([0x30, 5, 0, 1]) + b"t" + b"xy"
+    user = b"i\xff\xfeot"
+    built = build_frames(FieldRecords.concat([mqtt_flow([(0, _login_connect(user, b"pw"))]), mqtt_flow([(0, pub)])]),
+                         PLAN, seed=0, conform=True, protocols=get_registry().protocols)
+    table = built.to_table()
+    (at,) = [i for i in range(len(table)) if built.frame(i).endswith(pub)]
+    frame = built.frame(at)
+    connect = frame[len(frame) - int(table.payload_len[at]):]
+    assert parse(connect, 0)[0]["username"].encode("utf-8", errors="surrogateescape") == user
+
+
 @pytest.mark.parametrize("opening", [
     bytes([0x40, 2, 0, 9]),  # a PUBACK that answers no PUBLISH of the broker: covered
     CONNECT,  # a second CONNECT: a PINGREQ

@@ -158,7 +158,9 @@ def _class_connects(records: FieldRecords, first: dict[tuple[int, int], bytes], 
         m = msgs[0] if msgs else {}
         if m.get("type_name") != "CONNECT" or not m.get("complete") or "malformed" in m or not m.get("username"):
             continue
-        login = (str(m["username"]).encode(), bytes(m["password"]) if m.get("password_flag") else None)
+        # the parser decodes a string with surrogateescape: a generated username need not be UTF-8
+        login = (str(m["username"]).encode("utf-8", errors="surrogateescape"),
+                 bytes(m["password"]) if m.get("password_flag") else None)
         seen = logins.setdefault(int(records.flows["label"][f]), {})
         seen[login] = seen.get(login, 0) + 1
     return {label: connect_with_login(*max(seen, key=lambda k: seen[k])) for label, seen in logins.items()}
