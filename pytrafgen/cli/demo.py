@@ -153,8 +153,8 @@ def train_default(
             gen.add_continuation()
         gen.completed = []
     common = {**MODEL_SETTINGS, "device": device, "quiet": quiet, "checkpoint_dir": work / "checkpoint"}
-    for stage, steps in stage_steps.items():
-        gen.fit(ds, {**common, "stage": stage, "steps": steps})
+    for stage, count in stage_steps.items():
+        gen.fit(ds, {**common, "stage": stage, "steps": count})
     gen.export(out)  # what ships: no resumable training state (that stays in --work)
     typer.echo(f"wrote {out}")
 
